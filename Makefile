@@ -1,0 +1,43 @@
+# notiflow — PGXS build of the extension, plus the project's entry points:
+#   make demo   installs what is missing, builds, starts a local cluster, runs a sample workflow
+#   make test   installs what is missing, builds, runs every test (pg_regress + pgTAP)
+#   make bench  runs the benchmarks in bench/ (durable settings, printed)
+
+EXTENSION   = notiflow
+EXTVERSION  = 0.1
+MODULE_big  = notiflow
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c) $(wildcard worker/*.c)))
+
+# The install script of a version is generated from the readable fragments in
+# src/sql/ (applied in file-name order).  Upgrade scripts notiflow--A--B.sql
+# are hand-written in src/sql/upgrade/ and installed as they are.
+DATA_built  = $(EXTENSION)--$(EXTVERSION).sql
+DATA        = $(wildcard src/sql/upgrade/$(EXTENSION)--*--*.sql)
+
+REGRESS      = $(patsubst sql/%.sql,%,$(sort $(wildcard sql/*.sql)))
+REGRESS_OPTS = --load-extension=$(EXTENSION)
+
+PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/worker
+PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+              -Wmissing-prototypes -Werror
+EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard src/sql/[0-9]*.sql))
+	cat $^ > $@
+
+.PHONY: demo test bench deps
+deps:
+	test/install-deps.sh
+
+demo:
+	test/demo.sh
+
+test:
+	test/run-tests.sh
+
+bench:
+	bench/run.sh

@@ -1,0 +1,58 @@
+-- Subscribers and providers: upserts, validation errors naming the field, redaction.
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
+
+SELECT notiflow.put_subscriber('ann', '{"name": "Ann", "email": "ann@example.com", "phone": "+15551234567",
+                                        "locale": "en-GB", "timezone": "Europe/London",
+                                        "data": {"plan": "gold"},
+                                        "chat": {"slack": "U123"},
+                                        "preferences": {"channels": {"sms": false},
+                                                        "workflows": {"digest": false, "promo": {"email": false}}}}');
+-- partial update keeps other attributes
+SELECT notiflow.put_subscriber('ann', '{"name": "Ann B."}');
+SELECT id, name, email, phone, locale, timezone, data, chat, preferences FROM notiflow.subscribers;
+
+-- every attribute is checked; the detail names the field
+SELECT notiflow.put_subscriber('bob', '{"email": "not-an-email"}');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT notiflow.put_subscriber('bob', '{"phone": "555-1234"}');
+SELECT notiflow.put_subscriber('bob', '{"timezone": "Mars/Olympus"}');
+SELECT notiflow.put_subscriber('bob', '{"locale": "english please"}');
+SELECT notiflow.put_subscriber('bob', '{"nickname": "B"}');
+SELECT notiflow.put_subscriber('bob', '{"data": [1, 2]}');
+SELECT notiflow.put_subscriber('bob', '{"preferences": {"channels": {"fax": false}}}');
+SELECT notiflow.put_subscriber('bob', '{"preferences": {"workflows": {"promo": "no"}}}');
+SELECT notiflow.put_subscriber('bob', '{"push": {"fcm": "token"}}');
+SELECT notiflow.put_subscriber('bob', '{"push": {"webpush": [{"endpoint": "http://push.example.com/x", "keys": {}}]}}');
+SELECT notiflow.put_subscriber('bob', '{"push": {"webpush": [{"endpoint": "https://push.example.com/x", "keys": {"p256dh": "AAAA", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}]}}');
+SELECT notiflow.put_subscriber('', '{}');
+SELECT notiflow.put_subscriber('bob', '[]');
+SELECT count(*) AS bobs FROM notiflow.subscribers WHERE id = 'bob';
+
+-- a valid web push subscription (RFC 8291 example keys)
+SELECT notiflow.put_subscriber('carol', '{"push": {"fcm": ["fcm-token-0001"], "webpush": [{"endpoint": "https://push.example.com/sub/1",
+  "keys": {"p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+           "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}]}}');
+SELECT jsonb_array_length(push -> 'webpush') AS webpush_devices FROM notiflow.subscribers WHERE id = 'carol';
+
+-- providers
+SELECT notiflow.put_provider('sendgrid-main', 'email', 'sendgrid', '{"api_key": "SG.secret", "from": "shop@example.com"}');
+SELECT notiflow.put_provider('ses-backup', 'email', 'ses',
+       '{"access_key_id": "AKID", "secret_access_key": "shh", "region": "eu-west-1", "from": "shop@example.com"}', 10);
+SELECT notiflow.put_provider('slack-ops', 'chat', 'slack', '{"token": "xoxb-1", "channel": "#ops"}');
+SELECT notiflow.put_provider('sendgrid-main', 'email', 'sendgrid',
+       '{"api_key": "SG.rotated", "from": "shop@example.com", "max_attempts": 3}', 0, true);
+SELECT name, channel, kind, config, priority, enabled FROM notiflow.providers_redacted ORDER BY name;
+
+SELECT notiflow.put_provider('p', 'fax', 'sendgrid', '{}');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT notiflow.put_provider('p', 'email', 'postmark', '{}');
+SELECT notiflow.put_provider('p', 'sms', 'sendgrid', '{"api_key": "k", "from": "a@b.co"}');
+SELECT notiflow.put_provider('p', 'email', 'mailgun', '{"api_key": "k"}');
+SELECT notiflow.put_provider('p', 'chat', 'slack', '{"token": "xoxb"}');
+SELECT notiflow.put_provider('p', 'email', 'sendgrid', '{"api_key": "k", "from": "a@b.co", "max_attempts": 0}');
+SELECT notiflow.put_provider('p', 'email', 'sendgrid', '{"api_key": "k", "from": "a@b.co", "base_url": "ftp://x"}');
+SELECT notiflow.put_provider('p', 'email', 'sendgrid', '{"api_key": "k", "from": "a@b.co", "backoff_min_ms": 900, "backoff_max_ms": 100}');
+SELECT notiflow.put_provider('bad name', 'email', 'sendgrid', '{"api_key": "k", "from": "a@b.co"}');
+SELECT count(*) AS providers FROM notiflow.providers;

@@ -1,0 +1,1142 @@
+/*
+ * engine.c — the workflow engine.
+ *
+ * An execution runs a compiled workflow version (workflow_cache.c) for one
+ * recipient.  Starting at the trigger node, the engine runs every node it can
+ * reach now, in the caller's transaction, and keeps everything in memory
+ * (a Run) until the end, when it writes the execution row, its steps and its
+ * deliveries with one set-based statement each (execution_repo.c,
+ * delivery_repo.c).  Nothing is written when a trigger is rejected.
+ *
+ * Nodes that cannot finish now leave their step "waiting": an action node
+ * until every delivery it created ends (the delivery workers report that
+ * through delivery_finish), a delay node until its time comes
+ * (execution_resume_due).  execution_resume() locks the execution row (one
+ * writer per decision), completes the waiting steps that are done, and runs on
+ * from them.
+ *
+ * The context every jsonpath and template sees is
+ *   {"payload", "recipient", "steps": {node id: output}, "vars", "execution"}
+ * and is stored (less "execution") in executions.context between runs.
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/fmgrprotos.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "delivery_repo.h"
+#include "engine.h"
+#include "execution_repo.h"
+#include "jsonb_util.h"
+#include "notiflow.h"
+#include "safe_input.h"
+#include "subscriber_repo.h"
+#include "workflow_cache.h"
+#include "workflow_repo.h"
+
+/* Lookups shared by all executions started in one call. */
+typedef struct EngineSession
+{
+	List	   *providers[5];		/* by NotiflowChannel */
+	bool		providers_loaded[5];
+} EngineSession;
+
+/* The in-memory state of one execution while the engine runs it. */
+typedef struct Run
+{
+	EngineSession *session;
+	WorkflowDefinition *def;
+	ExecutionRecord exec;
+	TimestampTz created_at;
+
+	/* working context */
+	Jsonb	   *payload;
+	Jsonb	   *recipient;
+	Jsonb	   *steps;
+	Jsonb	   *vars;
+	Jsonb	   *context;		/* built on demand; NULL when stale */
+
+	Jsonb	   *preferences;
+	List	   *invalid_addresses;
+
+	bool	   *visited;		/* node has a step */
+	int			seq;
+	List	   *queue;			/* node indexes to run */
+	List	   *step_records;
+	List	   *delivery_records;
+
+	int			n_waiting;
+	bool		fatal;
+	bool		unhandled_failure;
+	char	   *error;
+	TimestampTz wake_at;
+} Run;
+
+static const char *const context_keys[] = {"payload", "recipient", "steps", "vars", "execution"};
+
+/* Returns the evaluation context of a run, building it when stale. */
+static Jsonb *
+run_context(Run *run)
+{
+	if (run->context == NULL)
+	{
+		const char *exec_keys[] = {"id", "workflow", "version"};
+		Jsonb	   *exec_vals[3];
+		Jsonb	   *vals[5];
+
+		exec_vals[0] = jsonb_make_int(run->exec.id);
+		exec_vals[1] = jsonb_make_string(run->exec.workflow_key);
+		exec_vals[2] = jsonb_make_int(run->exec.version);
+		vals[0] = run->payload;
+		vals[1] = run->recipient;
+		vals[2] = run->steps;
+		vals[3] = run->vars;
+		vals[4] = jsonb_make_object(3, exec_keys, exec_vals);
+		run->context = jsonb_make_object(5, context_keys, vals);
+	}
+	return run->context;
+}
+
+/* Returns the context stored in executions.context. */
+static Jsonb *
+run_stored_context(Run *run)
+{
+	Jsonb	   *vals[4] = {run->payload, run->recipient, run->steps, run->vars};
+
+	return jsonb_make_object(4, context_keys, vals);
+}
+
+/* Formats a timestamp as ISO 8601, independent of DateStyle. */
+static char *
+timestamp_iso(TimestampTz ts)
+{
+	char		buf[MAXDATELEN + 1];
+
+	JsonEncodeDateTime(buf, TimestampTzGetDatum(ts), TIMESTAMPTZOID, NULL);
+	return pstrdup(buf);
+}
+
+/* Records a step (new or updated) and makes its output visible to later nodes. */
+static void
+run_record_step(Run *run, WorkflowNode *node, const char *status, const char *outcome,
+				Jsonb *output, const char *error, TimestampTz started, int seq)
+{
+	StepRecord *s = palloc0(sizeof(StepRecord));
+	TimestampTz now = GetCurrentTimestamp();
+
+	s->execution_id = run->exec.id;
+	s->node_id = node->id;
+	s->node_type = workflow_node_type_name(node->type);
+	s->seq = seq > 0 ? seq : ++run->seq;
+	s->status = status;
+	s->outcome = outcome;
+	s->output = output;
+	s->error = error;
+	s->started_at = started ? started : now;
+	s->finished_at = strcmp(status, "waiting") == 0 ? 0 : now;
+	run->step_records = lappend(run->step_records, s);
+	run->visited[node->index] = true;
+	if (output != NULL)
+	{
+		run->steps = jsonb_with_key(run->steps, node->id, output);
+		run->context = NULL;
+	}
+	if (strcmp(status, "waiting") == 0)
+		run->n_waiting++;
+}
+
+/* True when node has an outgoing edge taken on this outcome. */
+static bool
+node_has_edge_on(Run *run, WorkflowNode *node, const char *outcome)
+{
+	for (int i = 0; i < node->n_out; i++)
+	{
+		const char *on = run->def->edges[node->out[i]].on;
+
+		if (on != NULL && strcmp(on, outcome) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Queues the targets of node's edges taken on outcome (and the unconditional ones). */
+static void
+run_follow(Run *run, WorkflowNode *node, const char *outcome)
+{
+	for (int i = 0; i < node->n_out; i++)
+	{
+		WorkflowEdge *e = &run->def->edges[node->out[i]];
+
+		if (e->on == NULL || (outcome != NULL && strcmp(e->on, outcome) == 0))
+			run->queue = lappend_int(run->queue, e->to);
+	}
+}
+
+/* Ends the run with an error at node: the execution fails, nothing more runs. */
+static void
+run_fail(Run *run, WorkflowNode *node, const char *error)
+{
+	run_record_step(run, node, "failed", NULL, NULL, error, 0, 0);
+	run->fatal = true;
+	run->error = psprintf("node \"%s\": %s", node->id, error);
+	run->queue = NIL;
+}
+
+/* Reads a nested value of payload by dotted path ("customer.email"). */
+static bool
+payload_has_path(Jsonb *payload, const char *path)
+{
+	char	   *copy = pstrdup(path);
+	char	   *save = NULL;
+	Jsonb	   *cur = payload;
+
+	for (char *part = strtok_r(copy, ".", &save); part; part = strtok_r(NULL, ".", &save))
+	{
+		JsonbValue *v = jsonb_get(cur, part);
+
+		if (v == NULL || v->type == jbvNull)
+			return false;
+		cur = JsonbValueToJsonb(v);
+	}
+	return true;
+}
+
+/* Runs the trigger node: rejects a payload that lacks a required field. */
+static void
+node_trigger(Run *run, WorkflowNode *node)
+{
+	ListCell   *lc;
+	StringInfoData missing;
+
+	initStringInfo(&missing);
+	foreach(lc, node->required)
+	{
+		const char *field = lfirst(lc);
+
+		if (!payload_has_path(run->payload, field))
+			appendStringInfo(&missing, "%spayload.%s: required by workflow \"%s\"",
+							 missing.len ? "; " : "", field, run->exec.workflow_key);
+	}
+	if (missing.len > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger payload is missing required fields"),
+				 errdetail("%s", missing.data),
+				 errhint("Add the fields to the payload, or remove them from the trigger node's \"required\" list.")));
+	run_record_step(run, node, "completed", NULL, NULL, NULL, 0, 0);
+	run_follow(run, node, NULL);
+}
+
+/* Runs a condition node: its jsonpath predicate chooses the "true" or "false" edges. */
+static void
+node_condition(Run *run, WorkflowNode *node)
+{
+	bool		isnull;
+	bool		result = jsonpath_match(run_context(run), node->if_path, &isnull);
+	const char *keys[] = {"result"};
+	Jsonb	   *vals[1];
+
+	result = result && !isnull;
+	vals[0] = jsonb_make_bool(result);
+	run_record_step(run, node, "completed", result ? "true" : "false",
+					jsonb_make_object(1, keys, vals), NULL, 0, 0);
+	run_follow(run, node, result ? "true" : "false");
+}
+
+/* Runs a switch node: the edge whose "on" equals the value, else "default". */
+static void
+node_switch(Run *run, WorkflowNode *node)
+{
+	Jsonb	   *value = jsonpath_first(run_context(run), node->value_path);
+	char	   *text = value ? jsonb_scalar_text(value) : NULL;
+	const char *outcome = (text && node_has_edge_on(run, node, text)) ? text : "default";
+	const char *keys[] = {"value", "case"};
+	Jsonb	   *vals[2];
+
+	vals[0] = value;
+	vals[1] = jsonb_make_string(outcome);
+	run_record_step(run, node, "completed", outcome, jsonb_make_object(2, keys, vals), NULL, 0, 0);
+	run_follow(run, node, outcome);
+}
+
+/* Completes a delay whose time has come, or leaves it waiting until then. */
+static void
+delay_settle(Run *run, WorkflowNode *node, TimestampTz until, TimestampTz started, int seq)
+{
+	const char *keys[] = {"until"};
+	Jsonb	   *vals[1];
+
+	vals[0] = jsonb_make_string(timestamp_iso(until));
+	if (until <= GetCurrentTimestamp())
+	{
+		run_record_step(run, node, "completed", NULL, jsonb_make_object(1, keys, vals), NULL,
+						started, seq);
+		run_follow(run, node, NULL);
+		return;
+	}
+	if (seq == 0)
+		run_record_step(run, node, "waiting", NULL, jsonb_make_object(1, keys, vals), NULL, 0, 0);
+	else
+		run->n_waiting++;
+	if (run->wake_at == 0 || until < run->wake_at)
+		run->wake_at = until;
+}
+
+/* Runs a delay node: "for" an interval from now, or "until" a timestamp the jsonpath selects. */
+static void
+node_delay(Run *run, WorkflowNode *node)
+{
+	TimestampTz until;
+
+	if (node->delay_for != NULL)
+		until = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+														TimestampTzGetDatum(GetCurrentTimestamp()),
+														IntervalPGetDatum(node->delay_for)));
+	else
+	{
+		Jsonb	   *v = jsonpath_first(run_context(run), node->delay_until);
+		char	   *error = NULL;
+		Datum		d;
+
+		if (v == NULL || !JB_ROOT_IS_SCALAR(v))
+		{
+			run_fail(run, node, "\"until\" selected no timestamp");
+			return;
+		}
+		if (!safe_input(timestamptz_in, jsonb_scalar_text(v), &d, &error))
+		{
+			run_fail(run, node, psprintf("\"until\" is not a timestamp: %s", error));
+			return;
+		}
+		until = DatumGetTimestampTz(d);
+	}
+	delay_settle(run, node, until, 0, 0);
+}
+
+/* Runs a transform node: evaluates each assignment and stores it at its target. */
+static void
+node_transform(Run *run, WorkflowNode *node)
+{
+	ListCell   *lc;
+	Jsonb	   *output = jsonb_make_empty_object();
+
+	foreach(lc, node->assignments)
+	{
+		TransformAssignment *a = lfirst(lc);
+		Jsonb	   *value;
+		const char *root = strVal(linitial(a->target_path));
+
+		if (a->path != NULL)
+		{
+			value = jsonpath_first(run_context(run), a->path);
+			if (value == NULL)
+				value = jsonb_make_null();
+		}
+		else if (a->tmpl != NULL)
+			value = jsonb_make_string(template_render_plain(a->tmpl, run_context(run),
+															run->def->partials));
+		else
+			value = a->literal;
+
+		if (strcmp(root, "payload") == 0)
+			run->payload = jsonb_with_path(run->payload, a->target_path, 1, value);
+		else if (strcmp(root, "recipient") == 0)
+			run->recipient = jsonb_with_path(run->recipient, a->target_path, 1, value);
+		else
+			run->vars = jsonb_with_path(run->vars, a->target_path, 1, value);
+		run->context = NULL;
+		output = jsonb_with_key(output, a->target, value);
+	}
+	run_record_step(run, node, "completed", NULL, output, NULL, 0, 0);
+	run_follow(run, node, NULL);
+}
+
+/* True when the recipient's preferences opt out of channel for this workflow. */
+static bool
+opted_out(Run *run, const char *channel)
+{
+	Jsonb	   *channels = jsonb_get_jsonb(run->preferences, "channels");
+	Jsonb	   *workflows = jsonb_get_jsonb(run->preferences, "workflows");
+	JsonbValue *v;
+
+	v = jsonb_get(channels, channel);
+	if (v && v->type == jbvBool && !v->val.boolean)
+		return true;
+	v = jsonb_get(workflows, run->exec.workflow_key);
+	if (v && v->type == jbvBool && !v->val.boolean)
+		return true;
+	if (v && v->type == jbvBinary)
+	{
+		Jsonb	   *per = JsonbValueToJsonb(v);
+
+		v = jsonb_get(per, channel);
+		if (v && v->type == jbvBool && !v->val.boolean)
+			return true;
+	}
+	return false;
+}
+
+/* True when a provider reported address invalid for this subscriber. */
+static bool
+address_invalid(Run *run, const char *address)
+{
+	ListCell   *lc;
+
+	foreach(lc, run->invalid_addresses)
+		if (strcmp((char *) lfirst(lc), address) == 0)
+			return true;
+	return false;
+}
+
+/* Returns the enabled providers of a channel, loaded once per call. */
+static List *
+session_providers(EngineSession *session, NotiflowChannel channel)
+{
+	if (!session->providers_loaded[channel])
+	{
+		session->providers[channel] = delivery_repo_providers(notiflow_channel_names[channel]);
+		session->providers_loaded[channel] = true;
+	}
+	return session->providers[channel];
+}
+
+/* Renders an action node's content: the channel's fields plus push data / webhook body. */
+static Jsonb *
+render_content(Run *run, WorkflowNode *node)
+{
+	Jsonb	   *ctx = run_context(run);
+	Jsonb	   *content = jsonb_make_empty_object();
+	ListCell   *lc;
+
+	/* only HTML is HTML-escaped: escaping would corrupt subjects, texts and push titles */
+	for (int i = 0; i < node->n_fields; i++)
+	{
+		ContentField *f = &node->fields[i];
+		char	   *text = strcmp(f->name, "html") == 0
+			? template_render(f->tmpl, ctx, run->def->partials)
+			: template_render_plain(f->tmpl, ctx, run->def->partials);
+
+		content = jsonb_with_key(content, f->name, jsonb_make_string(text));
+	}
+	if (node->object_fields != NIL)
+	{
+		Jsonb	   *obj = jsonb_make_empty_object();
+
+		foreach(lc, node->object_fields)
+		{
+			ContentField *f = lfirst(lc);
+
+			obj = jsonb_with_key(obj, f->name,
+								 jsonb_make_string(template_render_plain(f->tmpl, ctx,
+																		 run->def->partials)));
+		}
+		content = jsonb_with_key(content, node->type == NODE_PUSH ? "data" : "body", obj);
+	}
+	else if (node->type == NODE_WEBHOOK)
+	{
+		const char *keys[] = {"workflow", "execution_id", "node", "payload", "recipient"};
+		Jsonb	   *vals[5];
+
+		vals[0] = jsonb_make_string(run->exec.workflow_key);
+		vals[1] = jsonb_make_int(run->exec.id);
+		vals[2] = jsonb_make_string(node->id);
+		vals[3] = run->payload;
+		vals[4] = run->recipient;
+		content = jsonb_with_key(content, "body", jsonb_make_object(5, keys, vals));
+	}
+	return content;
+}
+
+/* Adds a delivery to the run. */
+static void
+run_add_delivery(Run *run, WorkflowNode *node, const char *channel, ProviderRef *provider,
+				 const char *address, Jsonb *content, int *queued)
+{
+	DeliveryRecord *d = palloc0(sizeof(DeliveryRecord));
+
+	d->execution_id = run->exec.id;
+	d->node_id = node->id;
+	d->channel = channel;
+	d->provider = provider ? provider->name : NULL;
+	d->recipient = address;
+	d->content = content;
+	if (provider == NULL)
+	{
+		d->status = "failed";
+		d->last_error = psprintf("no enabled %s provider", channel);
+	}
+	else
+	{
+		d->status = "queued";
+		(*queued)++;
+	}
+	run->delivery_records = lappend(run->delivery_records, d);
+}
+
+/* Marks an action step finished with outcome, noting failures no edge handles. */
+static void
+action_finish(Run *run, WorkflowNode *node, const char *outcome, Jsonb *output,
+			  const char *error, TimestampTz started, int seq)
+{
+	bool		failed = strcmp(outcome, "failed") == 0;
+
+	run_record_step(run, node,
+					failed ? "failed" : (strcmp(outcome, "skipped") == 0 ? "skipped" : "completed"),
+					outcome, output, error, started, seq);
+	if (failed && !node_has_edge_on(run, node, "failed"))
+	{
+		run->unhandled_failure = true;
+		if (run->error == NULL)
+			run->error = psprintf("node \"%s\": delivery failed%s%s", node->id,
+								  error ? ": " : "", error ? error : "");
+	}
+	run_follow(run, node, outcome);
+}
+
+/* Skips an action node with a reason. */
+static void
+action_skip(Run *run, WorkflowNode *node, const char *reason)
+{
+	const char *keys[] = {"reason"};
+	Jsonb	   *vals[1] = {jsonb_make_string(reason)};
+
+	action_finish(run, node, "skipped", jsonb_make_object(1, keys, vals), NULL, 0, 0);
+}
+
+/*
+ * Runs an action node: checks preferences, renders the content, picks the
+ * addresses and provider, and creates the deliveries.  The step waits for
+ * them unless none could be queued.
+ */
+static void
+node_action(Run *run, WorkflowNode *node)
+{
+	NotiflowChannel channel = workflow_node_channel(node->type);
+	const char *chname = notiflow_channel_names[channel];
+	List	   *providers;
+	ProviderRef *provider;
+	Jsonb	   *content;
+	int			before = list_length(run->delivery_records);
+	int			queued = 0;
+
+	if (opted_out(run, chname))
+	{
+		action_skip(run, node, psprintf("recipient opted out of %s", chname));
+		return;
+	}
+	content = render_content(run, node);
+	providers = session_providers(run->session, channel);
+	provider = providers ? linitial(providers) : NULL;
+
+	if (node->to != NULL)
+	{
+		char	   *address = template_render_plain(node->to, run_context(run), run->def->partials);
+
+		if (address[0] == '\0')
+		{
+			action_skip(run, node, "\"to\" rendered an empty address");
+			return;
+		}
+		if (!address_invalid(run, address))
+			run_add_delivery(run, node, chname, provider, address, content, &queued);
+	}
+	else if (channel == CHANNEL_EMAIL || channel == CHANNEL_SMS)
+	{
+		char	   *address = jsonb_get_string(run->recipient,
+											   channel == CHANNEL_EMAIL ? "email" : "phone");
+
+		if (address != NULL && !address_invalid(run, address))
+			run_add_delivery(run, node, chname, provider, address, content, &queued);
+	}
+	else if (channel == CHANNEL_CHAT || channel == CHANNEL_WEBHOOK)
+	{
+		/* no address: the provider's configured destination */
+		char	   *address = NULL;
+
+		if (channel == CHANNEL_CHAT && provider != NULL)
+			address = jsonb_get_string(jsonb_get_jsonb(run->recipient, "chat"), provider->kind);
+		run_add_delivery(run, node, chname, provider, address, content, &queued);
+	}
+	else
+	{
+		/* push: every device of every kind that has an enabled provider */
+		Jsonb	   *push = jsonb_get_jsonb(run->recipient, "push");
+		List	   *kinds_done = NIL;
+		ListCell   *lc;
+
+		foreach(lc, providers)
+		{
+			ProviderRef *p = lfirst(lc);
+			Jsonb	   *devices = jsonb_get_jsonb(push, p->kind);
+			JsonbIterator *it;
+			JsonbValue	v;
+			JsonbIteratorToken tok;
+
+			if (devices == NULL || !JB_ROOT_IS_ARRAY(devices) || list_member(kinds_done, makeString(p->kind)))
+				continue;
+			kinds_done = lappend(kinds_done, makeString(p->kind));
+			it = JsonbIteratorInit(&devices->root);
+			while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+			{
+				char	   *address;
+
+				if (tok != WJB_ELEM)
+					continue;
+				if (v.type == jbvString)
+					address = pnstrdup(v.val.string.val, v.val.string.len);
+				else
+					address = jsonb_scalar_text(JsonbValueToJsonb(&v));
+				if (!address_invalid(run, address))
+					run_add_delivery(run, node, chname, p, address, content, &queued);
+			}
+		}
+	}
+
+	if (list_length(run->delivery_records) == before)
+	{
+		static const char *const what[] = {"an email address", "a phone number", "a push device",
+		"a chat address", "a webhook URL"};
+
+		action_skip(run, node, psprintf("recipient has no valid %s",
+										what[channel] + (what[channel][1] == 'n' ? 3 : 2)));
+		return;
+	}
+	if (queued == 0)
+	{
+		const char *keys[] = {"status", "error"};
+		DeliveryRecord *d = llast(run->delivery_records);
+		Jsonb	   *vals[2] = {jsonb_make_string("failed"), jsonb_make_string(d->last_error)};
+
+		action_finish(run, node, "failed", jsonb_make_object(2, keys, vals), d->last_error, 0, 0);
+		return;
+	}
+	{
+		const char *keys[] = {"pending"};
+		Jsonb	   *vals[1];
+
+		vals[0] = jsonb_make_int(queued);
+		run_record_step(run, node, "waiting", NULL, jsonb_make_object(1, keys, vals), NULL, 0, 0);
+	}
+}
+
+/* Completes a waiting action node whose deliveries have all ended. */
+static void
+action_settle(Run *run, WorkflowNode *node, TimestampTz started, int seq)
+{
+	DeliverySummary sum;
+	const char *keys[] = {"status", "deliveries"};
+	Jsonb	   *vals[2];
+	const char *outcome;
+
+	delivery_repo_summary(run->exec.id, node->id, &sum);
+	if (sum.pending > 0)
+	{
+		run->n_waiting++;
+		return;
+	}
+	outcome = sum.succeeded > 0 ? "sent" : "failed";
+	vals[0] = jsonb_make_string(outcome);
+	vals[1] = sum.deliveries;
+	action_finish(run, node, outcome, jsonb_make_object(2, keys, vals),
+				  sum.succeeded > 0 ? NULL : "every delivery failed", started, seq);
+}
+
+/* Runs queued nodes until none is left (each node runs at most once). */
+static void
+run_process(Run *run)
+{
+	while (run->queue != NIL && !run->fatal)
+	{
+		int			index = linitial_int(run->queue);
+		WorkflowNode *node = &run->def->nodes[index];
+
+		run->queue = list_delete_first(run->queue);
+		if (run->visited[index])
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		switch (node->type)
+		{
+			case NODE_TRIGGER:
+				node_trigger(run, node);
+				break;
+			case NODE_CONDITION:
+				node_condition(run, node);
+				break;
+			case NODE_SWITCH:
+				node_switch(run, node);
+				break;
+			case NODE_DELAY:
+				node_delay(run, node);
+				break;
+			case NODE_TRANSFORM:
+				node_transform(run, node);
+				break;
+			case NODE_EMAIL:
+			case NODE_SMS:
+			case NODE_PUSH:
+			case NODE_CHAT:
+			case NODE_WEBHOOK:
+				node_action(run, node);
+				break;
+			default:
+				elog(ERROR, "notiflow: node type %s cannot run", workflow_node_type_name(node->type));
+		}
+	}
+}
+
+/* Sets the execution's status from the run's outcome. */
+static void
+run_conclude(Run *run)
+{
+	if (run->fatal)
+		run->exec.status = "failed";
+	else if (run->n_waiting > 0)
+		run->exec.status = "waiting";
+	else if (run->unhandled_failure)
+		run->exec.status = "failed";
+	else
+		run->exec.status = "completed";
+	run->exec.error = run->error;
+	run->exec.wake_at = run->n_waiting > 0 ? run->wake_at : 0;
+	run->exec.context = run_stored_context(run);
+}
+
+/* Creates an empty run of def. */
+static Run *
+run_create(EngineSession *session, WorkflowDefinition *def)
+{
+	Run		   *run = palloc0(sizeof(Run));
+
+	run->session = session;
+	run->def = def;
+	run->visited = palloc0(sizeof(bool) * def->n_nodes);
+	run->steps = jsonb_make_empty_object();
+	run->vars = jsonb_make_empty_object();
+	run->exec.workflow_key = def->workflow_key;
+	run->exec.version = def->version;
+	return run;
+}
+
+/* Checks an inline email address. */
+static bool
+email_valid(const char *s)
+{
+	const char *at = strchr(s, '@');
+
+	if (at == NULL || at == s || strchr(at + 1, '@') != NULL || strchr(at, '.') == NULL ||
+		strlen(s) > 254 || at[1] == '\0' || s[strlen(s) - 1] == '.')
+		return false;
+	for (const char *p = s; *p; p++)
+		if ((unsigned char) *p <= ' ' || *p == 0x7f)
+			return false;
+	return true;
+}
+
+/* Checks an inline E.164 phone number. */
+static bool
+phone_valid(const char *s)
+{
+	int			n = 0;
+
+	if (s[0] != '+' || s[1] < '1' || s[1] > '9')
+		return false;
+	for (const char *p = s + 1; *p; p++, n++)
+		if (*p < '0' || *p > '9')
+			return false;
+	return n >= 7 && n <= 15;
+}
+
+/* Raises the error for an invalid recipient. */
+static void
+recipient_error(const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid recipient"),
+			 errdetail("%s", detail),
+			 errhint("Pass {\"subscriber_id\": \"...\"} or an inline contact such as {\"email\": \"...\", \"name\": \"...\"}.")));
+}
+
+/*
+ * Resolves the recipient spec (a subscriber id string, {"subscriber_id"},
+ * or an inline contact, optionally overriding a subscriber's fields) into the
+ * run's recipient, preferences and invalid addresses.
+ */
+static void
+run_resolve_recipient(Run *run, Jsonb *spec, const char *where)
+{
+	static const char *const allowed[] = {"subscriber_id", "name", "email", "phone", "locale",
+	"timezone", "data", "push", "chat"};
+	char	   *subscriber_id = NULL;
+	Jsonb	   *inline_fields = jsonb_make_empty_object();
+	JsonbIterator *it;
+	JsonbValue	k,
+				v;
+	JsonbIteratorToken tok;
+
+	run->preferences = NULL;
+	run->invalid_addresses = NIL;
+	if (spec == NULL || (JB_ROOT_IS_SCALAR(spec) && JsonbExtractScalar(&spec->root, &v) && v.type == jbvNull))
+	{
+		run->recipient = NULL;
+		return;
+	}
+	if (JB_ROOT_IS_SCALAR(spec) && JsonbExtractScalar(&spec->root, &v) && v.type == jbvString)
+		subscriber_id = pnstrdup(v.val.string.val, v.val.string.len);
+	else if (!JB_ROOT_IS_OBJECT(spec))
+		recipient_error(psprintf("%s: expected an object or a subscriber id string", where));
+	else
+	{
+		it = JsonbIteratorInit(&spec->root);
+		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		{
+			char	   *key;
+			bool		known = false;
+
+			if (tok != WJB_KEY)
+				continue;
+			key = pnstrdup(k.val.string.val, k.val.string.len);
+			JsonbIteratorNext(&it, &v, true);
+			for (int i = 0; i < (int) lengthof(allowed); i++)
+				known |= strcmp(allowed[i], key) == 0;
+			if (!known)
+				recipient_error(psprintf("%s.%s: unknown field; expected subscriber_id, name, email, phone, locale, timezone, data, push or chat",
+										 where, key));
+			if (v.type == jbvNull)
+				continue;
+			if (strcmp(key, "data") == 0 || strcmp(key, "push") == 0 || strcmp(key, "chat") == 0)
+			{
+				if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+					recipient_error(psprintf("%s.%s: expected an object", where, key));
+			}
+			else
+			{
+				char	   *s;
+
+				if (v.type != jbvString)
+					recipient_error(psprintf("%s.%s: expected a string", where, key));
+				s = pnstrdup(v.val.string.val, v.val.string.len);
+				if (strcmp(key, "email") == 0 && !email_valid(s))
+					recipient_error(psprintf("%s.email: \"%s\" is not an email address", where, s));
+				if (strcmp(key, "phone") == 0 && !phone_valid(s))
+					recipient_error(psprintf("%s.phone: \"%s\" is not an E.164 number like +15551234567", where, s));
+				if (strcmp(key, "subscriber_id") == 0)
+				{
+					subscriber_id = s;
+					continue;
+				}
+			}
+			inline_fields = jsonb_with_key(inline_fields, key, JsonbValueToJsonb(&v));
+		}
+	}
+
+	if (subscriber_id != NULL)
+	{
+		SubscriberInfo info;
+
+		if (!subscriber_repo_load(subscriber_id, &info))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown subscriber \"%s\"", subscriber_id),
+					 errdetail("%s.subscriber_id: no subscriber has this id", where),
+					 errhint("Create it first with notiflow.put_subscriber(), or pass an inline contact.")));
+		run->exec.subscriber_id = subscriber_id;
+		run->preferences = info.preferences;
+		run->invalid_addresses = info.invalid_addresses;
+		run->recipient = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+															JsonbPGetDatum(info.recipient),
+															JsonbPGetDatum(inline_fields)));
+	}
+	else
+		run->recipient = inline_fields;
+}
+
+/* Checks a trigger payload: an object within notiflow.max_payload_size. */
+static void
+check_payload(Jsonb *payload, const char *where)
+{
+	Size		size = VARSIZE_ANY_EXHDR(payload);
+	Size		limit = (Size) notiflow_max_payload_size_kb * 1024;
+
+	if (!JB_ROOT_IS_OBJECT(payload))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("trigger payload must be a JSON object"),
+				 errdetail("%s: got a JSON %s", where,
+						   JB_ROOT_IS_SCALAR(payload) ? "scalar" : "array")));
+	if (size > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("trigger payload is too large"),
+				 errdetail("%s: %zu bytes, the limit is %zu bytes", where, size, limit),
+				 errhint("Raise notiflow.max_payload_size, or send a reference instead of the data.")));
+}
+
+/* Writes the rows of finished runs: executions first, then steps and deliveries of those inserted. */
+static void
+runs_write_new(List *runs)
+{
+	List	   *execs = NIL;
+	List	   *steps = NIL;
+	List	   *deliveries = NIL;
+	ListCell   *lc;
+
+	foreach(lc, runs)
+		execs = lappend(execs, &((Run *) lfirst(lc))->exec);
+	if (execs == NIL)
+		return;
+	execution_repo_insert(execs);
+	foreach(lc, runs)
+	{
+		Run		   *run = lfirst(lc);
+
+		if (!run->exec.inserted)
+			continue;
+		steps = list_concat(steps, run->step_records);
+		deliveries = list_concat(deliveries, run->delivery_records);
+	}
+	execution_repo_save_steps(steps);
+	delivery_repo_insert(deliveries);
+}
+
+void
+engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
+{
+	WorkflowRef ref;
+	WorkflowDefinition *def;
+	EngineSession session;
+	List	   *runs = NIL;
+	ListCell   *lc;
+
+	for (int i = 0; i < n; i++)
+		check_payload(requests[i].payload, n == 1 ? "payload" : psprintf("payload (recipient %d)", i + 1));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "notiflow: SPI_connect failed");
+
+	if (!workflow_repo_current(workflow_key, &ref))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("unknown workflow \"%s\"", workflow_key),
+				 errdetail("workflow_key: no workflow has this key"),
+				 errhint("Create it with notiflow.put_workflow().")));
+	if (!ref.active)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("workflow \"%s\" is not active", workflow_key),
+				 errdetail("workflow_key: the workflow is deactivated and accepts no triggers"),
+				 errhint("Activate it with notiflow.activate_workflow().")));
+	def = workflow_cache_get(ref.version_id, workflow_key, ref.version);
+	memset(&session, 0, sizeof(session));
+
+	for (int i = 0; i < n; i++)
+	{
+		TriggerRequest *req = &requests[i];
+		Run		   *run;
+		WorkflowNode *trigger = &def->nodes[def->trigger_index];
+
+		req->execution_id = 0;
+		if (req->idempotency_key != NULL)
+		{
+			req->execution_id = execution_repo_find_idempotent(workflow_key, req->idempotency_key);
+			if (req->execution_id != 0)
+				continue;
+		}
+		run = run_create(&session, def);
+		run->payload = req->payload;
+		run->exec.payload = req->payload;
+		run->exec.idempotency_key = req->idempotency_key;
+		if (req->recipient == NULL && trigger->recipient_path != NULL)
+		{
+			const char *keys[] = {"payload"};
+			Jsonb	   *found = jsonpath_first(jsonb_make_object(1, keys, &req->payload),
+											   trigger->recipient_path);
+
+			if (found == NULL)
+				recipient_error("payload: the trigger node's \"recipient\" jsonpath selected nothing");
+			run_resolve_recipient(run, found, "recipient (from the payload)");
+		}
+		else
+			run_resolve_recipient(run, req->recipient, "recipient");
+		run->exec.recipient = run->recipient;
+		run->exec.id = execution_repo_next_id();
+		req->execution_id = run->exec.id;
+		run->queue = list_make1_int(def->trigger_index);
+		run_process(run);
+		run_conclude(run);
+		runs = lappend(runs, run);
+	}
+
+	runs_write_new(runs);
+
+	/* a lost idempotency race: report the execution that won */
+	for (int i = 0; i < n; i++)
+	{
+		foreach(lc, runs)
+		{
+			Run		   *run = lfirst(lc);
+
+			if (run->exec.id == requests[i].execution_id && !run->exec.inserted)
+				requests[i].execution_id =
+					execution_repo_find_idempotent(workflow_key, requests[i].idempotency_key);
+		}
+	}
+	SPI_finish();
+}
+
+/* Resumes one execution; SPI is connected. */
+static const char *
+execution_resume_connected(int64 execution_id)
+{
+	ExecutionRecord rec;
+	TimestampTz created_at;
+	WorkflowDefinition *def;
+	EngineSession session;
+	Run		   *run;
+	List	   *stored;
+	ListCell   *lc;
+	int64		version_id;
+
+	if (!execution_repo_lock(execution_id, &rec, &created_at))
+		return NULL;
+	if (strcmp(rec.status, "waiting") != 0 && strcmp(rec.status, "running") != 0)
+		return rec.status;
+
+	version_id = workflow_repo_version_id(rec.workflow_key, rec.version);
+	if (version_id == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("execution %lld uses workflow \"%s\" version %d, which no longer exists",
+						(long long) execution_id, rec.workflow_key, rec.version)));
+	def = workflow_cache_get(version_id, rec.workflow_key, rec.version);
+	memset(&session, 0, sizeof(session));
+	run = run_create(&session, def);
+	run->exec = rec;
+	run->created_at = created_at;
+	run->payload = jsonb_get_jsonb(rec.context, "payload");
+	if (run->payload == NULL)
+		run->payload = rec.payload;
+	run->recipient = jsonb_get_jsonb(rec.context, "recipient");
+	if (run->recipient != NULL && JB_ROOT_IS_SCALAR(run->recipient))
+		run->recipient = NULL;
+	run->steps = jsonb_get_jsonb(rec.context, "steps");
+	if (run->steps == NULL)
+		run->steps = jsonb_make_empty_object();
+	run->vars = jsonb_get_jsonb(rec.context, "vars");
+	if (run->vars == NULL)
+		run->vars = jsonb_make_empty_object();
+	if (rec.subscriber_id != NULL)
+	{
+		SubscriberInfo info;
+
+		if (subscriber_repo_load(rec.subscriber_id, &info))
+		{
+			run->preferences = info.preferences;
+			run->invalid_addresses = info.invalid_addresses;
+		}
+	}
+
+	stored = execution_repo_steps(execution_id);
+	foreach(lc, stored)
+	{
+		StoredStep *s = lfirst(lc);
+		WorkflowNode *node = workflow_definition_node(def, s->node_id);
+
+		if (node != NULL)
+			run->visited[node->index] = true;
+		run->seq = Max(run->seq, s->seq);
+	}
+	foreach(lc, stored)
+	{
+		StoredStep *s = lfirst(lc);
+		WorkflowNode *node = workflow_definition_node(def, s->node_id);
+
+		if (node == NULL || strcmp(s->status, "waiting") != 0)
+			continue;
+		if (NODE_IS_ACTION(node->type))
+			action_settle(run, node, 0, s->seq);
+		else if (node->type == NODE_DELAY)
+		{
+			char	   *until = jsonb_get_string(s->output, "until");
+
+			delay_settle(run, node,
+						 DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+																 CStringGetDatum(until),
+																 ObjectIdGetDatum(InvalidOid),
+																 Int32GetDatum(-1))),
+						 0, s->seq);
+		}
+	}
+	run_process(run);
+	run_conclude(run);
+
+	execution_repo_save_steps(run->step_records);
+	delivery_repo_insert(run->delivery_records);
+	execution_repo_update(&run->exec);
+	return run->exec.status;
+}
+
+char *
+execution_resume(int64 execution_id)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	const char *status;
+	char	   *result;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "notiflow: SPI_connect failed");
+	status = execution_resume_connected(execution_id);
+	result = status ? MemoryContextStrdup(caller, status) : NULL;
+	SPI_finish();
+	return result;
+}
+
+int
+execution_resume_due(int limit)
+{
+	List	   *ids;
+	ListCell   *lc;
+	int			n;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "notiflow: SPI_connect failed");
+	ids = execution_repo_due(limit);
+	foreach(lc, ids)
+		execution_resume_connected(*(int64 *) lfirst(lc));
+	n = list_length(ids);
+	SPI_finish();
+	return n;
+}
+
+bool
+delivery_finish(int64 delivery_id, const char *status, const char *provider_message_id,
+				const char *error)
+{
+	static const char *const statuses[] = {"sending", "sent", "delivered", "failed", "cancelled"};
+	bool		known = false;
+	int64		execution_id;
+	bool		changed;
+
+	for (int i = 0; i < (int) lengthof(statuses); i++)
+		known |= strcmp(statuses[i], status) == 0;
+	if (!known)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid delivery status \"%s\"", status),
+				 errdetail("status: expected sending, sent, delivered, failed or cancelled")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "notiflow: SPI_connect failed");
+	changed = delivery_repo_set_status(delivery_id, status, provider_message_id, error,
+									   &execution_id);
+	if (changed && strcmp(status, "sending") != 0)
+		execution_resume_connected(execution_id);
+	SPI_finish();
+	return changed;
+}

@@ -1,0 +1,50 @@
+/*
+ * engine.h — the workflow engine: runs executions of compiled workflow
+ * versions inside the caller's transaction.
+ *
+ * Entry points connect to SPI themselves, so they can be called from SQL
+ * functions and from background workers alike (inside a transaction).
+ */
+#ifndef NOTIFLOW_ENGINE_H
+#define NOTIFLOW_ENGINE_H
+
+#include "postgres.h"
+#include "utils/jsonb.h"
+
+/* One execution to start. */
+typedef struct TriggerRequest
+{
+	Jsonb	   *payload;
+	Jsonb	   *recipient;		/* may be NULL */
+	char	   *idempotency_key;	/* may be NULL */
+	int64		execution_id;	/* out */
+} TriggerRequest;
+
+/*
+ * Starts one execution per request of workflow_key (its current version):
+ * runs every node it can reach now, writes the execution, its steps and its
+ * deliveries, and sets each request's execution_id (an existing one when the
+ * idempotency key was used before).  Bad input raises an error and creates
+ * nothing.
+ */
+extern void engine_trigger(const char *workflow_key, TriggerRequest *requests, int n);
+
+/*
+ * Resumes an execution whose waiting steps may be done (deliveries finished,
+ * delay over) and runs on from them.  Returns the execution's status after
+ * the resume, or NULL when it does not exist.
+ */
+extern char *execution_resume(int64 execution_id);
+
+/* Resumes up to limit waiting executions whose delay is over; returns how many. */
+extern int	execution_resume_due(int limit);
+
+/*
+ * Records a delivery's status (as a provider reported it) and, when that ends
+ * its action node's wait, resumes the execution.  Returns false when the
+ * delivery does not exist or had already ended.
+ */
+extern bool delivery_finish(int64 delivery_id, const char *status,
+							const char *provider_message_id, const char *error);
+
+#endif							/* NOTIFLOW_ENGINE_H */

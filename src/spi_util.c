@@ -1,0 +1,75 @@
+/*
+ * spi_util.c — prepared SPI plans kept for the life of the backend.
+ *
+ * Statements are prepared on first use and kept with SPI_keepplan; the plan
+ * cache revalidates them when the tables they read change (for example after
+ * the extension is dropped and created again), so nothing is re-parsed per call.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "spi_util.h"
+
+/* Prepares (once) and runs a kept statement. */
+int
+spi_run(SpiStatement *stmt, Datum *values, const char *nulls,
+		bool read_only, long limit, int expect)
+{
+	int			rc;
+
+	if (stmt->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "notiflow: could not prepare statement: %s (%s)",
+				 SPI_result_code_string(SPI_result), stmt->sql);
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "notiflow: could not keep prepared statement");
+		stmt->plan = plan;
+	}
+	rc = SPI_execute_plan(stmt->plan, values, nulls, read_only, limit);
+	if (rc < 0 || (expect > 0 && rc != expect))
+		elog(ERROR, "notiflow: statement failed: %s (%s)", SPI_result_code_string(rc), stmt->sql);
+	return rc;
+}
+
+/* Returns one value of the last result. */
+Datum
+spi_value(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+/* Returns one value of the last result as text. */
+char *
+spi_text(int row, int col)
+{
+	bool		isnull;
+	Datum		d = spi_value(row, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* Builds an array datum of elemtype from elems. */
+Datum
+spi_array(Datum *elems, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1];
+	int			lbs[1];
+
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(elemtype));
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	dims[0] = n;
+	lbs[0] = 1;
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval, typalign));
+}

@@ -1,0 +1,40 @@
+/*
+ * spi_util.h — prepared SPI plans kept for the life of the backend, and
+ * small helpers to build their array arguments.  Every repository module
+ * (workflow_repo.c, execution_repo.c, delivery_repo.c, subscriber_repo.c)
+ * keeps its statements as static SpiStatements and runs them through here.
+ */
+#ifndef NOTIFLOW_SPI_UTIL_H
+#define NOTIFLOW_SPI_UTIL_H
+
+#include "postgres.h"
+#include "executor/spi.h"
+
+#define SPI_MAX_ARGS 12
+
+typedef struct SpiStatement
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[SPI_MAX_ARGS];
+	SPIPlanPtr	plan;			/* prepared on first use, then kept */
+} SpiStatement;
+
+/*
+ * Runs a statement with the given arguments (nulls: ' ' or 'n' per argument,
+ * or NULL when none is null) and returns the SPI result code; errors out
+ * when the statement fails or does not return expect (if expect > 0).
+ */
+extern int	spi_run(SpiStatement *stmt, Datum *values, const char *nulls,
+					bool read_only, long limit, int expect);
+
+/* Returns column col (1-based) of row row of SPI_tuptable, setting *isnull. */
+extern Datum spi_value(int row, int col, bool *isnull);
+
+/* Returns column col of row row as a palloc'd C string, or NULL. */
+extern char *spi_text(int row, int col);
+
+/* Builds a one-dimensional array of the given element type. */
+extern Datum spi_array(Datum *elems, bool *nulls, int n, Oid elemtype);
+
+#endif							/* NOTIFLOW_SPI_UTIL_H */

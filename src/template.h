@@ -1,0 +1,52 @@
+/*
+ * template.h — Mustache templates for notiflow.
+ *
+ * Templates are parsed once (when a workflow version is compiled) into a tree
+ * kept in a long-lived memory context, then rendered many times against a
+ * jsonb context.  Rendering follows the Mustache specification (interpolation,
+ * sections, inverted sections, comments, set delimiters, partials); output is
+ * HTML-escaped unless written {{{raw}}} or {{&raw}}.
+ */
+#ifndef NOTIFLOW_TEMPLATE_H
+#define NOTIFLOW_TEMPLATE_H
+
+#include "postgres.h"
+#include "utils/jsonb.h"
+
+typedef struct Template Template;
+typedef struct TemplatePartials TemplatePartials;
+
+/*
+ * Parses src into a template allocated in the current memory context.
+ * On a syntax error returns NULL and sets *error to a lower-case message
+ * (palloc'd) that names the position, e.g. "unclosed section \"items\" opened at line 2".
+ */
+extern Template *template_parse(const char *src, char **error);
+
+/*
+ * Compiles a jsonb object {name: template source} into a partial set in the
+ * current memory context.  Returns NULL and sets *error (naming the partial)
+ * when one does not parse.  A NULL or empty object gives an empty set.
+ */
+extern TemplatePartials *template_partials_compile(Jsonb *partials, char **error);
+
+/*
+ * Renders tmpl against context (any jsonb value; usually an object) and
+ * returns a palloc'd string in the current memory context.  partials may be
+ * NULL.  Missing names render as the empty string.
+ */
+extern char *template_render(const Template *tmpl, Jsonb *context,
+							 const TemplatePartials *partials);
+
+/*
+ * Like template_render, but escapes nothing: {{name}} renders like
+ * {{{name}}}.  For channels whose text is not HTML (SMS, push, chat, email
+ * subject and text part), where "&" must stay "&".
+ */
+extern char *template_render_plain(const Template *tmpl, Jsonb *context,
+								   const TemplatePartials *partials);
+
+/* True when the template is plain text without any tag. */
+extern bool template_is_constant(const Template *tmpl);
+
+#endif							/* NOTIFLOW_TEMPLATE_H */

@@ -1,0 +1,820 @@
+/*
+ * workflow_definition.c — validation and compilation of workflow definitions.
+ *
+ * A definition is a jsonb document {"name", "nodes": [...], "edges": [...],
+ * "partials": {...}}.  workflow_definition_compile() walks it once, collecting
+ * every problem (with a path such as "nodes[2].if" or "edges[0].to") instead
+ * of stopping at the first, and, when there is none, returns the compiled
+ * graph: jsonpaths and Mustache templates are parsed here so that running an
+ * execution never parses anything again.
+ *
+ * Everything compiled lives in one memory context owned by the returned
+ * WorkflowDefinition; the per-backend cache (workflow_cache.c) keeps it for the
+ * life of the version.
+ */
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+#include "nodes/value.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/memutils.h"
+
+#include "safe_input.h"
+#include "workflow_definition.h"
+
+typedef struct NodeTypeInfo
+{
+	const char *name;
+	NodeType	type;
+	const char *const *outcomes;	/* NULL-terminated; NULL: any string */
+	bool		has_outcomes;
+} NodeTypeInfo;
+
+static const char *const action_outcomes[] = {"sent", "failed", "skipped", NULL};
+static const char *const condition_outcomes[] = {"true", "false", NULL};
+static const char *const wait_outcomes[] = {"completed", "timeout", NULL};
+
+static const NodeTypeInfo node_types[] = {
+	{"trigger", NODE_TRIGGER, NULL, false},
+	{"email", NODE_EMAIL, action_outcomes, true},
+	{"sms", NODE_SMS, action_outcomes, true},
+	{"push", NODE_PUSH, action_outcomes, true},
+	{"chat", NODE_CHAT, action_outcomes, true},
+	{"webhook", NODE_WEBHOOK, action_outcomes, true},
+	{"condition", NODE_CONDITION, condition_outcomes, true},
+	{"switch", NODE_SWITCH, NULL, true},
+	{"delay", NODE_DELAY, NULL, false},
+	{"transform", NODE_TRANSFORM, NULL, false},
+	{"wait", NODE_WAIT, wait_outcomes, true},
+	/* placeholder for a node whose type is unknown: accepts any outcome */
+	{NULL, NODE_UNKNOWN, NULL, true},
+};
+
+/* State of one compilation. */
+typedef struct CompileState
+{
+	MemoryContext caller_cxt;	/* where problems are allocated */
+	List	   *problems;
+	WorkflowDefinition *def;
+} CompileState;
+
+static void add_problem(CompileState *st, const char *path, const char *fmt,...) pg_attribute_printf(3, 4);
+static bool get_key(JsonbContainer *c, const char *key, JsonbValue *out);
+static char *value_string(JsonbValue *v);
+static bool value_is_object(JsonbValue *v);
+static bool value_is_array(JsonbValue *v);
+static char *compile_optional_string(CompileState *st, JsonbContainer *c, const char *key,
+									 const char *path, bool required);
+static JsonPath *compile_jsonpath_field(CompileState *st, JsonbContainer *c, const char *key,
+										const char *path, bool required);
+static Template *compile_template_field(CompileState *st, JsonbContainer *c, const char *key,
+										const char *path, bool required);
+static JsonPath *jsonpath_compile_safely(const char *src, char **error);
+static List *compile_object_fields(CompileState *st, JsonbContainer *c, const char *key,
+								   const char *path);
+static void compile_node(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path);
+static void compile_action(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path);
+static void compile_transform(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path);
+static void compile_edges(CompileState *st, JsonbContainer *root);
+static void check_graph(CompileState *st);
+
+/* Records one validation problem at path. */
+static void
+add_problem(CompileState *st, const char *path, const char *fmt,...)
+{
+	MemoryContext old = MemoryContextSwitchTo(st->caller_cxt);
+	DefinitionProblem *p = palloc(sizeof(DefinitionProblem));
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (;;)
+	{
+		va_list		args;
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&buf, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	p->path = pstrdup(path);
+	p->message = buf.data;
+	st->problems = lappend(st->problems, p);
+	MemoryContextSwitchTo(old);
+}
+
+/* Looks up key in object container c. */
+static bool
+get_key(JsonbContainer *c, const char *key, JsonbValue *out)
+{
+	if (c == NULL || !JsonContainerIsObject(c))
+		return false;
+	return getKeyJsonValueFromContainer(c, key, strlen(key), out) != NULL;
+}
+
+/* Returns a palloc'd C string of a jsonb string value, or NULL if not a string. */
+static char *
+value_string(JsonbValue *v)
+{
+	if (v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* True when v is a jsonb object. */
+static bool
+value_is_object(JsonbValue *v)
+{
+	return v->type == jbvBinary && JsonContainerIsObject(v->val.binary.data);
+}
+
+/* True when v is a jsonb array. */
+static bool
+value_is_array(JsonbValue *v)
+{
+	return v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data);
+}
+
+/* Reads a string field; records a problem when required and missing or not a string. */
+static char *
+compile_optional_string(CompileState *st, JsonbContainer *c, const char *key,
+						const char *path, bool required)
+{
+	JsonbValue	v;
+	char	   *s;
+
+	if (!get_key(c, key, &v) || v.type == jbvNull)
+	{
+		if (required)
+			add_problem(st, psprintf("%s.%s", path, key), "required field is missing");
+		return NULL;
+	}
+	s = value_string(&v);
+	if (s == NULL)
+		add_problem(st, psprintf("%s.%s", path, key), "expected a string");
+	return s;
+}
+
+/* Compiles a jsonpath; NULL with *error set when it does not parse. */
+static JsonPath *
+jsonpath_compile_safely(const char *src, char **error)
+{
+	Datum		d;
+
+	if (!safe_input(jsonpath_in, src, &d, error))
+		return NULL;
+	return DatumGetJsonPathP(d);
+}
+
+/* Compiles a string field holding a jsonpath. */
+static JsonPath *
+compile_jsonpath_field(CompileState *st, JsonbContainer *c, const char *key,
+					   const char *path, bool required)
+{
+	char	   *src = compile_optional_string(st, c, key, path, required);
+	char	   *error = NULL;
+	JsonPath   *jp;
+
+	if (src == NULL)
+		return NULL;
+	jp = jsonpath_compile_safely(src, &error);
+	if (jp == NULL)
+		add_problem(st, psprintf("%s.%s", path, key), "invalid jsonpath: %s", error);
+	return jp;
+}
+
+/* Compiles a string field holding a Mustache template. */
+static Template *
+compile_template_field(CompileState *st, JsonbContainer *c, const char *key,
+					   const char *path, bool required)
+{
+	char	   *src = compile_optional_string(st, c, key, path, required);
+	char	   *error = NULL;
+	Template   *t;
+
+	if (src == NULL)
+		return NULL;
+	t = template_parse(src, &error);
+	if (t == NULL)
+		add_problem(st, psprintf("%s.%s", path, key), "invalid template: %s", error);
+	return t;
+}
+
+/* Compiles an optional object whose values are all templates (push data, webhook body). */
+static List *
+compile_object_fields(CompileState *st, JsonbContainer *c, const char *key, const char *path)
+{
+	JsonbValue	v;
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	k,
+				val;
+	List	   *fields = NIL;
+
+	if (!get_key(c, key, &v) || v.type == jbvNull)
+		return NIL;
+	if (!value_is_object(&v))
+	{
+		add_problem(st, psprintf("%s.%s", path, key), "expected an object of templates");
+		return NIL;
+	}
+	it = JsonbIteratorInit(v.val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		char	   *name;
+		char	   *src;
+		char	   *error = NULL;
+		ContentField *f;
+
+		if (tok != WJB_KEY)
+			continue;
+		name = value_string(&k);
+		tok = JsonbIteratorNext(&it, &val, true);
+		src = value_string(&val);
+		if (src == NULL)
+		{
+			add_problem(st, psprintf("%s.%s.%s", path, key, name), "expected a template string");
+			continue;
+		}
+		f = palloc(sizeof(ContentField));
+		f->name = name;
+		f->tmpl = template_parse(src, &error);
+		if (f->tmpl == NULL)
+			add_problem(st, psprintf("%s.%s.%s", path, key, name), "invalid template: %s", error);
+		fields = lappend(fields, f);
+	}
+	return fields;
+}
+
+/* Adds a content field to an action node. */
+static void
+add_content_field(WorkflowNode *node, const char *name, Template *t)
+{
+	if (t == NULL)
+		return;
+	node->fields = repalloc(node->fields, sizeof(ContentField) * (node->n_fields + 1));
+	node->fields[node->n_fields].name = name;
+	node->fields[node->n_fields].tmpl = t;
+	node->n_fields++;
+}
+
+/* Compiles the fields of an action node (email, sms, push, chat, webhook). */
+static void
+compile_action(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path)
+{
+	JsonbValue	v;
+
+	node->fields = palloc(sizeof(ContentField));
+	node->n_fields = 0;
+	node->to = compile_template_field(st, c, "to", path, false);
+
+	switch (node->type)
+	{
+		case NODE_EMAIL:
+			add_content_field(node, "subject", compile_template_field(st, c, "subject", path, true));
+			add_content_field(node, "text", compile_template_field(st, c, "text", path, false));
+			add_content_field(node, "html", compile_template_field(st, c, "html", path, false));
+			if (!get_key(c, "text", &v) && !get_key(c, "html", &v))
+				add_problem(st, psprintf("%s.text", path), "an email node needs \"text\" or \"html\"");
+			break;
+		case NODE_SMS:
+		case NODE_CHAT:
+			add_content_field(node, "text", compile_template_field(st, c, "text", path, true));
+			break;
+		case NODE_PUSH:
+			add_content_field(node, "title", compile_template_field(st, c, "title", path, false));
+			add_content_field(node, "body", compile_template_field(st, c, "body", path, false));
+			if (!get_key(c, "title", &v) && !get_key(c, "body", &v))
+				add_problem(st, psprintf("%s.body", path), "a push node needs \"title\" or \"body\"");
+			node->object_fields = compile_object_fields(st, c, "data", path);
+			break;
+		case NODE_WEBHOOK:
+			if (get_key(c, "url", &v))
+				node->to = compile_template_field(st, c, "url", path, false);
+			node->object_fields = compile_object_fields(st, c, "body", path);
+			break;
+		default:
+			elog(ERROR, "node type %d is not an action", (int) node->type);
+	}
+}
+
+/* Compiles the "set" object of a transform node. */
+static void
+compile_transform(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path)
+{
+	JsonbValue	v;
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	JsonbValue	k,
+				val;
+
+	if (!get_key(c, "set", &v))
+	{
+		add_problem(st, psprintf("%s.set", path), "required field is missing");
+		return;
+	}
+	if (!value_is_object(&v) || JsonContainerSize(v.val.binary.data) == 0)
+	{
+		add_problem(st, psprintf("%s.set", path), "expected a non-empty object of target path to value");
+		return;
+	}
+	it = JsonbIteratorInit(v.val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		TransformAssignment *a;
+		char	   *fpath;
+		char	   *src;
+		char	   *error = NULL;
+		char	   *part;
+		char	   *save = NULL;
+		char	   *copy;
+
+		if (tok != WJB_KEY)
+			continue;
+		a = palloc0(sizeof(TransformAssignment));
+		a->target = value_string(&k);
+		fpath = psprintf("%s.set.%s", path, a->target);
+		JsonbIteratorNext(&it, &val, true);
+
+		copy = pstrdup(a->target);
+		for (part = strtok_r(copy, ".", &save); part != NULL; part = strtok_r(NULL, ".", &save))
+			a->target_path = lappend(a->target_path, makeString(part));
+		if (list_length(a->target_path) < 2 ||
+			(strcmp(strVal(linitial(a->target_path)), "payload") != 0 &&
+			 strcmp(strVal(linitial(a->target_path)), "recipient") != 0 &&
+			 strcmp(strVal(linitial(a->target_path)), "vars") != 0) ||
+			strstr(a->target, "..") != NULL || a->target[strlen(a->target) - 1] == '.')
+			add_problem(st, fpath, "target must be a dotted path under payload, recipient or vars, like \"vars.total\"");
+
+		src = value_string(&val);
+		if (src != NULL && src[0] == '$')
+		{
+			a->path = jsonpath_compile_safely(src, &error);
+			if (a->path == NULL)
+				add_problem(st, fpath, "invalid jsonpath: %s", error);
+		}
+		else if (src != NULL)
+		{
+			a->tmpl = template_parse(src, &error);
+			if (a->tmpl == NULL)
+				add_problem(st, fpath, "invalid template: %s", error);
+		}
+		else
+			a->literal = JsonbValueToJsonb(&val);
+		node->assignments = lappend(node->assignments, a);
+	}
+}
+
+/* Compiles the type-specific fields of one node. */
+static void
+compile_node(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path)
+{
+	JsonbValue	v;
+
+	switch (node->type)
+	{
+		case NODE_TRIGGER:
+			if (get_key(c, "required", &v) && v.type != jbvNull)
+			{
+				if (!value_is_array(&v))
+					add_problem(st, psprintf("%s.required", path), "expected an array of payload field names");
+				else
+				{
+					int			n = JsonContainerSize(v.val.binary.data);
+
+					for (int i = 0; i < n; i++)
+					{
+						JsonbValue *e = getIthJsonbValueFromContainer(v.val.binary.data, i);
+						char	   *name = value_string(e);
+
+						if (name == NULL || name[0] == '\0')
+							add_problem(st, psprintf("%s.required[%d]", path, i), "expected a non-empty field name");
+						else
+							node->required = lappend(node->required, name);
+					}
+				}
+			}
+			node->recipient_path = compile_jsonpath_field(st, c, "recipient", path, false);
+			break;
+		case NODE_CONDITION:
+			node->if_path = compile_jsonpath_field(st, c, "if", path, true);
+			break;
+		case NODE_SWITCH:
+			node->value_path = compile_jsonpath_field(st, c, "value", path, true);
+			break;
+		case NODE_DELAY:
+			{
+				bool		has_for = get_key(c, "for", &v);
+				bool		has_until = get_key(c, "until", &v);
+
+				if (has_for == has_until)
+					add_problem(st, psprintf("%s.for", path),
+								"a delay node needs exactly one of \"for\" (an interval) or \"until\" (a jsonpath to a timestamp)");
+				else if (has_for)
+				{
+					char	   *src = compile_optional_string(st, c, "for", path, true);
+					char	   *error = NULL;
+					Datum		d;
+
+					if (src != NULL)
+					{
+						if (safe_input(interval_in, src, &d, &error))
+							node->delay_for = DatumGetIntervalP(d);
+						else
+							add_problem(st, psprintf("%s.for", path), "invalid interval: %s", error);
+					}
+				}
+				else
+					node->delay_until = compile_jsonpath_field(st, c, "until", path, true);
+				break;
+			}
+		case NODE_TRANSFORM:
+			compile_transform(st, node, c, path);
+			break;
+		case NODE_WAIT:
+			add_problem(st, psprintf("%s.type", path),
+						"node type \"wait\" is reserved for event aggregation and not available in this version");
+			break;
+		default:
+			compile_action(st, node, c, path);
+			break;
+	}
+}
+
+/* Looks up a node index by id; -1 when absent. */
+static int
+node_index(WorkflowDefinition *def, const char *id)
+{
+	for (int i = 0; i < def->n_nodes; i++)
+		if (def->nodes[i].id != NULL && strcmp(def->nodes[i].id, id) == 0)
+			return i;
+	return -1;
+}
+
+/* Returns the type table entry of a node type. */
+static const NodeTypeInfo *
+node_type_info(NodeType type)
+{
+	for (int i = 0; i < (int) lengthof(node_types); i++)
+		if (node_types[i].type == type)
+			return &node_types[i];
+	elog(ERROR, "unknown node type %d", (int) type);
+	return NULL;
+}
+
+/* Compiles the edges array and checks every "on" value against its source node. */
+static void
+compile_edges(CompileState *st, JsonbContainer *root)
+{
+	WorkflowDefinition *def = st->def;
+	JsonbValue	v;
+	int			n;
+
+	def->edges = palloc0(sizeof(WorkflowEdge));
+	if (!get_key(root, "edges", &v) || v.type == jbvNull)
+	{
+		if (def->n_nodes > 1)
+			add_problem(st, "edges", "required field is missing");
+		return;
+	}
+	if (!value_is_array(&v))
+	{
+		add_problem(st, "edges", "expected an array");
+		return;
+	}
+	n = JsonContainerSize(v.val.binary.data);
+	def->edges = palloc0(sizeof(WorkflowEdge) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *e = getIthJsonbValueFromContainer(v.val.binary.data, i);
+		JsonbContainer *ec;
+		char	   *path = psprintf("edges[%d]", i);
+		char	   *from;
+		char	   *to;
+		JsonbValue	on;
+		int			fi,
+					ti;
+		char	   *onstr = NULL;
+
+		if (!value_is_object(e))
+		{
+			add_problem(st, path, "expected an object {\"from\", \"to\", \"on\"}");
+			continue;
+		}
+		ec = e->val.binary.data;
+		from = compile_optional_string(st, ec, "from", path, true);
+		to = compile_optional_string(st, ec, "to", path, true);
+		fi = from ? node_index(def, from) : -1;
+		ti = to ? node_index(def, to) : -1;
+		if (from && fi < 0)
+			add_problem(st, psprintf("%s.from", path), "no node has id \"%s\"", from);
+		if (to && ti < 0)
+			add_problem(st, psprintf("%s.to", path), "no node has id \"%s\"", to);
+		if (ti >= 0 && def->nodes[ti].type == NODE_TRIGGER)
+			add_problem(st, psprintf("%s.to", path), "an edge cannot lead into the trigger node");
+
+		if (get_key(ec, "on", &on) && on.type != jbvNull)
+		{
+			if (on.type == jbvBool)
+				onstr = pstrdup(on.val.boolean ? "true" : "false");
+			else if (on.type == jbvString)
+				onstr = value_string(&on);
+			else
+				add_problem(st, psprintf("%s.on", path), "expected a string");
+		}
+		if (onstr != NULL && fi >= 0)
+		{
+			const NodeTypeInfo *info = node_type_info(def->nodes[fi].type);
+
+			if (!info->has_outcomes)
+				add_problem(st, psprintf("%s.on", path),
+							"node \"%s\" (%s) has a single outcome; remove \"on\"", from, info->name);
+			else if (info->outcomes != NULL)
+			{
+				bool		known = false;
+				StringInfoData allowed;
+
+				initStringInfo(&allowed);
+				for (int j = 0; info->outcomes[j] != NULL; j++)
+				{
+					known |= strcmp(info->outcomes[j], onstr) == 0;
+					appendStringInfo(&allowed, "%s%s", j ? ", " : "", info->outcomes[j]);
+				}
+				if (!known)
+					add_problem(st, psprintf("%s.on", path),
+								"node \"%s\" (%s) cannot produce \"%s\"; expected one of %s",
+								from, info->name, onstr, allowed.data);
+			}
+		}
+		if (fi >= 0 && ti >= 0)
+		{
+			WorkflowEdge *edge = &def->edges[def->n_edges++];
+
+			edge->from = fi;
+			edge->to = ti;
+			edge->on = onstr;
+		}
+	}
+
+	/* index edges by source node */
+	for (int i = 0; i < def->n_nodes; i++)
+		def->nodes[i].out = palloc(sizeof(int) * Max(def->n_edges, 1));
+	for (int i = 0; i < def->n_edges; i++)
+	{
+		WorkflowNode *from = &def->nodes[def->edges[i].from];
+
+		from->out[from->n_out++] = i;
+	}
+}
+
+/* Depth-first search colouring nodes to find a cycle; returns true when one is found. */
+static bool
+find_cycle(WorkflowDefinition *def, int n, char *colour, int *cycle_node)
+{
+	colour[n] = 1;
+	for (int i = 0; i < def->nodes[n].n_out; i++)
+	{
+		int			to = def->edges[def->nodes[n].out[i]].to;
+
+		if (colour[to] == 1)
+		{
+			*cycle_node = to;
+			return true;
+		}
+		if (colour[to] == 0 && find_cycle(def, to, colour, cycle_node))
+			return true;
+	}
+	colour[n] = 2;
+	return false;
+}
+
+/* Marks the nodes reachable from n. */
+static void
+mark_reachable(WorkflowDefinition *def, int n, bool *seen)
+{
+	if (seen[n])
+		return;
+	seen[n] = true;
+	for (int i = 0; i < def->nodes[n].n_out; i++)
+		mark_reachable(def, def->edges[def->nodes[n].out[i]].to, seen);
+}
+
+/* Checks the graph: no cycle, every node reachable from the trigger. */
+static void
+check_graph(CompileState *st)
+{
+	WorkflowDefinition *def = st->def;
+	char	   *colour = palloc0(def->n_nodes);
+	bool	   *seen = palloc0(sizeof(bool) * def->n_nodes);
+	int			cycle_node = -1;
+
+	for (int i = 0; i < def->n_nodes; i++)
+	{
+		if (colour[i] == 0 && find_cycle(def, i, colour, &cycle_node))
+		{
+			add_problem(st, psprintf("nodes[%d]", cycle_node),
+						"node \"%s\" is part of a cycle; workflows must be acyclic",
+						def->nodes[cycle_node].id);
+			break;
+		}
+	}
+	if (def->trigger_index < 0)
+		return;
+	mark_reachable(def, def->trigger_index, seen);
+	for (int i = 0; i < def->n_nodes; i++)
+		if (!seen[i] && def->nodes[i].id != NULL)
+			add_problem(st, psprintf("nodes[%d]", i),
+						"node \"%s\" is unreachable from the trigger", def->nodes[i].id);
+}
+
+WorkflowDefinition *
+workflow_definition_compile(Jsonb *definition, MemoryContext parent, List **problems)
+{
+	CompileState st;
+	MemoryContext cxt;
+	MemoryContext old;
+	WorkflowDefinition *def;
+	JsonbContainer *root = &definition->root;
+	JsonbValue	v;
+	int			n_triggers = 0;
+
+	*problems = NIL;
+	st.caller_cxt = CurrentMemoryContext;
+	st.problems = NIL;
+
+	if (!JB_ROOT_IS_OBJECT(definition))
+	{
+		add_problem(&st, "", "definition must be a JSON object with \"nodes\" and \"edges\"");
+		*problems = st.problems;
+		return NULL;
+	}
+
+	cxt = AllocSetContextCreate(parent, "notiflow workflow definition", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	def = palloc0(sizeof(WorkflowDefinition));
+	def->mcxt = cxt;
+	def->trigger_index = -1;
+	st.def = def;
+
+	if (get_key(root, "name", &v) && v.type != jbvNull)
+	{
+		def->name = value_string(&v);
+		if (def->name == NULL)
+			add_problem(&st, "name", "expected a string");
+	}
+
+	if (get_key(root, "partials", &v) && v.type != jbvNull)
+	{
+		char	   *error = NULL;
+
+		if (!value_is_object(&v))
+			add_problem(&st, "partials", "expected an object of partial name to template");
+		else
+		{
+			Jsonb	   *pj = JsonbValueToJsonb(&v);
+
+			def->partials = template_partials_compile(pj, &error);
+			if (def->partials == NULL)
+				add_problem(&st, "partials", "invalid template: %s", error);
+		}
+	}
+
+	if (!get_key(root, "nodes", &v) || !value_is_array(&v) || JsonContainerSize(v.val.binary.data) == 0)
+	{
+		add_problem(&st, "nodes", "expected a non-empty array of nodes");
+		def->nodes = palloc0(sizeof(WorkflowNode));
+	}
+	else
+	{
+		JsonbContainer *nodes = v.val.binary.data;
+
+		def->n_nodes = JsonContainerSize(nodes);
+		def->nodes = palloc0(sizeof(WorkflowNode) * def->n_nodes);
+		for (int i = 0; i < def->n_nodes; i++)
+		{
+			JsonbValue *e = getIthJsonbValueFromContainer(nodes, i);
+			WorkflowNode *node = &def->nodes[i];
+			char	   *path = psprintf("nodes[%d]", i);
+			char	   *type;
+			bool		known = false;
+
+			node->index = i;
+			node->type = NODE_UNKNOWN;
+			if (!value_is_object(e))
+			{
+				add_problem(&st, path, "expected an object with \"id\" and \"type\"");
+				continue;
+			}
+			node->id = compile_optional_string(&st, e->val.binary.data, "id", path, true);
+			if (node->id != NULL)
+			{
+				bool		ok = node->id[0] != '\0' && strlen(node->id) <= 64;
+
+				for (const char *p = node->id; *p && ok; p++)
+					ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+						(*p >= '0' && *p <= '9') || *p == '_' || *p == '-';
+				if (!ok)
+					add_problem(&st, psprintf("%s.id", path),
+								"node id must be 1-64 letters, digits, _ or -");
+				for (int j = 0; j < i && node->id != NULL; j++)
+				{
+					if (def->nodes[j].id != NULL && strcmp(def->nodes[j].id, node->id) == 0)
+					{
+						add_problem(&st, psprintf("%s.id", path),
+									"duplicate node id \"%s\" (also nodes[%d])", node->id, j);
+						node->id = NULL;	/* edges name the first one */
+					}
+				}
+			}
+			type = compile_optional_string(&st, e->val.binary.data, "type", path, true);
+			if (type == NULL)
+			{
+				node->type = NODE_UNKNOWN;
+				continue;
+			}
+			node->type = NODE_UNKNOWN;
+			for (int t = 0; t < (int) lengthof(node_types); t++)
+			{
+				if (node_types[t].name != NULL && strcmp(node_types[t].name, type) == 0)
+				{
+					node->type = node_types[t].type;
+					known = true;
+				}
+			}
+			if (!known)
+			{
+				add_problem(&st, psprintf("%s.type", path),
+							"unknown node type \"%s\"; expected one of trigger, email, sms, push, chat, webhook, condition, switch, delay, transform, wait",
+							type);
+				continue;
+			}
+			if (node->type == NODE_TRIGGER)
+			{
+				n_triggers++;
+				if (def->trigger_index < 0)
+					def->trigger_index = i;
+			}
+			compile_node(&st, node, e->val.binary.data, path);
+		}
+	}
+
+	if (n_triggers != 1 && def->n_nodes > 0)
+		add_problem(&st, "nodes", "a workflow needs exactly one trigger node, found %d", n_triggers);
+
+	compile_edges(&st, root);
+	if (def->trigger_index >= 0)
+		check_graph(&st);
+
+	MemoryContextSwitchTo(old);
+	if (st.problems != NIL)
+	{
+		MemoryContextDelete(cxt);
+		*problems = st.problems;
+		return NULL;
+	}
+	return def;
+}
+
+void
+workflow_definition_free(WorkflowDefinition *def)
+{
+	MemoryContextDelete(def->mcxt);
+}
+
+WorkflowNode *
+workflow_definition_node(WorkflowDefinition *def, const char *id)
+{
+	int			i = node_index(def, id);
+
+	return i < 0 ? NULL : &def->nodes[i];
+}
+
+const char *
+workflow_node_type_name(NodeType type)
+{
+	return node_type_info(type)->name;
+}
+
+NotiflowChannel
+workflow_node_channel(NodeType type)
+{
+	switch (type)
+	{
+		case NODE_EMAIL:
+			return CHANNEL_EMAIL;
+		case NODE_SMS:
+			return CHANNEL_SMS;
+		case NODE_PUSH:
+			return CHANNEL_PUSH;
+		case NODE_CHAT:
+			return CHANNEL_CHAT;
+		case NODE_WEBHOOK:
+			return CHANNEL_WEBHOOK;
+		default:
+			elog(ERROR, "node type %s has no channel", workflow_node_type_name(type));
+	}
+	return CHANNEL_EMAIL;		/* keep compiler quiet */
+}

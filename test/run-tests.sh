@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# test/run-tests.sh — `make test`: installs what is missing, builds and
+# installs the extension, starts a throw-away cluster and runs every suite:
+#   pg_regress  (sql/ + expected/)       SQL-visible behaviour
+#   pg_prove    (test/pgtap/*.sql)        engine semantics, Mustache spec, indexes
+#   prove       (test/t/*.sh)             multi-session and process-level tests
+# Prints each runner's summary; exits non-zero when any suite fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export NOTIFLOW_SHARED=${NOTIFLOW_SHARED:-$ROOT/../shared}
+
+test/install-deps.sh || exit 1
+make -s clean >/dev/null 2>&1
+make -s >/dev/null || { echo "build failed"; make; exit 1; }
+if [ "$(id -u)" = 0 ]; then make -s install >/dev/null; else sudo make -s install >/dev/null; fi || exit 1
+
+# shellcheck source=test/lib/cluster.sh
+source test/lib/cluster.sh
+cluster_start || exit 1
+trap cluster_stop EXIT
+
+failed=0
+
+echo "== pg_regress (sql/, expected/)"
+if ! make -s installcheck; then
+    failed=1
+    [ -f regression.diffs ] && head -200 regression.diffs
+fi
+
+echo "== pgTAP (test/pgtap)"
+psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS notiflow_test" \
+    -c "CREATE DATABASE notiflow_test" >/dev/null || exit 1
+psql -X -q -v ON_ERROR_STOP=1 -d notiflow_test \
+    -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION notiflow" >/dev/null || exit 1
+pg_prove -d notiflow_test test/pgtap/*.sql || failed=1
+
+if compgen -G "test/t/*.sh" >/dev/null; then
+    echo "== process-level tests (test/t)"
+    prove --exec bash test/t/*.sh || failed=1
+fi
+
+exit $failed
