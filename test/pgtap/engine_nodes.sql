@@ -1,0 +1,309 @@
+-- Engine semantics: every node type, branching, fallback across channels,
+-- preferences, addresses, version pinning and the caller's transaction.
+\set ON_ERROR_STOP 1
+\set QUIET 1
+SET client_min_messages = warning;
+BEGIN;
+SELECT plan(72);
+
+-- fixtures ---------------------------------------------------------------------
+SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
+SELECT notiflow.put_provider('mail-backup', 'email', 'mailgun', '{"api_key": "k", "domain": "mg.example.com", "from": "shop@example.com"}', 5);
+SELECT notiflow.put_provider('text', 'sms', 'twilio', '{"account_sid": "AC1", "auth_token": "t", "from": "+15550001111"}');
+SELECT notiflow.put_provider('slack', 'chat', 'slack', '{"token": "xoxb-1", "channel": "#general"}');
+SELECT notiflow.put_provider('hooks', 'webhook', 'webhook', '{"url": "https://hooks.example.com/in", "secret": "s"}');
+SELECT notiflow.put_provider('fcm', 'push', 'fcm', '{"service_account": {"project_id": "p"}}');
+SELECT notiflow.put_subscriber('ann', '{"name": "Ann", "email": "ann@example.com", "phone": "+15551234567",
+    "chat": {"slack": "U-ANN"}, "data": {"tier": "gold"},
+    "push": {"fcm": ["fcm-token-1", "fcm-token-2"], "apns": ["apns-token-1"]}}');
+SELECT notiflow.put_subscriber('quiet', '{"email": "quiet@example.com", "phone": "+15557654321",
+    "preferences": {"channels": {"sms": false}, "workflows": {"promo": {"email": false}, "digest": false}}}');
+
+-- condition: true / false / a missing field counts as false -------------------
+SELECT notiflow.put_workflow('cond', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "c", "type": "condition", "if": "$.payload.total > 100"},
+    {"id": "yes", "type": "email", "subject": "big {{steps.c.result}}", "text": "x"},
+    {"id": "no", "type": "sms", "text": "small"}],
+  "edges": [{"from": "t", "to": "c"}, {"from": "c", "to": "yes", "on": true}, {"from": "c", "to": "no", "on": "false"}]}');
+SELECT notiflow.trigger('cond', '{"total": 500}', '"ann"') AS e1 \gset
+SELECT notiflow.trigger('cond', '{"total": 5}', '"ann"') AS e2 \gset
+SELECT notiflow.trigger('cond', '{}', '"ann"') AS e3 \gset
+SELECT is((SELECT array_agg(node_id ORDER BY seq) FROM notiflow.execution_steps WHERE execution_id = :e1),
+          '{t,c,yes}', 'condition true follows the "true" edge');
+SELECT is((SELECT content ->> 'subject' FROM notiflow.deliveries WHERE execution_id = :e1),
+          'big true', 'templates see the outputs of earlier steps');
+SELECT is((SELECT array_agg(node_id ORDER BY seq) FROM notiflow.execution_steps WHERE execution_id = :e2),
+          '{t,c,no}', 'condition false follows the "false" edge');
+SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :e3 AND node_id = 'c'),
+          'false', 'a predicate on a missing field is false');
+
+-- switch: case values and default ---------------------------------------------
+SELECT notiflow.put_workflow('sw', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "s", "type": "switch", "value": "$.payload.tier"},
+    {"id": "gold", "type": "sms", "text": "gold"},
+    {"id": "n1", "type": "sms", "text": "level one"},
+    {"id": "other", "type": "sms", "text": "other {{steps.s.case}}"}],
+  "edges": [{"from": "t", "to": "s"}, {"from": "s", "to": "gold", "on": "gold"},
+            {"from": "s", "to": "n1", "on": "1"}, {"from": "s", "to": "other", "on": "default"}]}');
+SELECT notiflow.trigger('sw', '{"tier": "gold"}', '"ann"') AS _id \gset
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :_id),
+          'gold', 'switch takes the edge of a matching string case');
+SELECT notiflow.trigger('sw', '{"tier": 1}', '"ann"') AS _id \gset
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :_id),
+          'level one', 'switch matches a number against its text');
+SELECT notiflow.trigger('sw', '{"tier": "tin"}', '"ann"') AS _id \gset
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :_id),
+          'other default', 'switch falls back to "default"');
+SELECT notiflow.trigger('sw', '{}', '"ann"') AS _id \gset
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :_id),
+          'other default', 'switch on a missing value takes "default"');
+
+-- transform: templates, jsonpaths, literals; payload, recipient and vars targets
+SELECT notiflow.put_workflow('tf', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "f", "type": "transform", "set": {
+        "vars.greeting": "Hello {{recipient.name}}",
+        "vars.count": "$.payload.items.size()",
+        "payload.extra.flag": true,
+        "recipient.name": "Dr {{recipient.name}}"}},
+    {"id": "m", "type": "email", "subject": "{{vars.greeting}} ({{vars.count}} items, {{payload.extra.flag}})",
+     "text": "{{recipient.name}}"}],
+  "edges": [{"from": "t", "to": "f"}, {"from": "f", "to": "m"}]}');
+SELECT notiflow.trigger('tf', '{"items": [1, 2, 3]}', '"ann"') AS tf \gset
+SELECT is((SELECT content ->> 'subject' FROM notiflow.deliveries WHERE execution_id = :tf),
+          'Hello Ann (3 items, true)', 'transform sets vars and payload for later nodes');
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :tf),
+          'Dr Ann', 'transform can rewrite the recipient');
+SELECT is((SELECT output FROM notiflow.execution_steps WHERE execution_id = :tf AND node_id = 'f'),
+          '{"vars.count": 3, "vars.greeting": "Hello Ann", "payload.extra.flag": true, "recipient.name": "Dr Ann"}'::jsonb,
+          'transform step output lists each assignment');
+SELECT is((SELECT context #> '{vars,count}' FROM notiflow.executions WHERE id = :tf),
+          '3'::jsonb, 'the working context is stored with the execution');
+SELECT is((SELECT payload FROM notiflow.executions WHERE id = :tf),
+          '{"items": [1, 2, 3]}'::jsonb, 'the trigger payload is kept as received');
+
+-- delay: until in the past completes at once; in the future waits; resume_due --
+SELECT notiflow.put_workflow('dl', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "d", "type": "delay", "until": "$.payload.at"},
+    {"id": "m", "type": "sms", "text": "later"}],
+  "edges": [{"from": "t", "to": "d"}, {"from": "d", "to": "m"}]}');
+SELECT notiflow.trigger('dl', '{"at": "2000-01-01T00:00:00Z"}', '"ann"') AS past \gset
+SELECT notiflow.trigger('dl', '{"at": "2999-01-01T00:00:00Z"}', '"ann"') AS future \gset
+SELECT is((SELECT count(*)::int FROM notiflow.deliveries WHERE execution_id = :past), 1,
+          'a delay whose time has passed goes straight on');
+SELECT is((SELECT status FROM notiflow.executions WHERE id = :future), 'waiting', 'a future delay waits');
+SELECT is((SELECT wake_at FROM notiflow.executions WHERE id = :future), '2999-01-01T00:00:00Z'::timestamptz,
+          'the execution wakes when the delay ends');
+SELECT is((SELECT status FROM notiflow.execution_steps WHERE execution_id = :future AND node_id = 'd'), 'waiting',
+          'the delay step is waiting');
+SELECT is(notiflow.resume_due_executions(10), 0, 'nothing is due yet');
+SELECT notiflow.trigger('dl', '{"at": "next tuesday-ish"}', '"ann"') AS _id \gset
+SELECT is((SELECT status || ': ' || error FROM notiflow.executions
+            WHERE id = :_id),
+          'failed: node "d": "until" is not a timestamp: invalid input syntax for type timestamp with time zone: "next tuesday-ish"',
+          'a delay on a bad timestamp fails the execution with the reason');
+-- make the future delay due (as if time had passed), then resume
+UPDATE notiflow.execution_steps SET output = '{"until": "2001-01-01T00:00:00+00:00"}'
+ WHERE execution_id = :future AND node_id = 'd';
+UPDATE notiflow.executions SET wake_at = '2001-01-01' WHERE id = :future;
+SELECT is(notiflow.resume_due_executions(10), 1, 'a due execution is resumed');
+SELECT is((SELECT array_agg(node_id || ':' || status ORDER BY seq) FROM notiflow.execution_steps WHERE execution_id = :future),
+          '{t:completed,d:completed,m:waiting}', 'after the delay the next node runs');
+SELECT is((SELECT wake_at FROM notiflow.executions WHERE id = :future), NULL, 'no wake-up is left');
+
+SELECT notiflow.put_workflow('dl2', '{"nodes": [
+    {"id": "t", "type": "trigger"}, {"id": "d", "type": "delay", "for": "2 hours"}, {"id": "m", "type": "sms", "text": "x"}],
+  "edges": [{"from": "t", "to": "d"}, {"from": "d", "to": "m"}]}');
+SELECT notiflow.trigger('dl2', '{}', '"ann"') AS _id \gset
+SELECT ok((SELECT wake_at BETWEEN now() + interval '119 minutes' AND clock_timestamp() + interval '121 minutes'
+             FROM notiflow.executions WHERE id = :_id),
+          'a "for" delay wakes after the interval');
+
+-- actions: fallback across channels with on: sent / failed ----------------------
+SELECT notiflow.put_workflow('fb', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "mail", "type": "email", "subject": "s", "text": "x"},
+    {"id": "sms", "type": "sms", "text": "fallback"},
+    {"id": "thanks", "type": "chat", "text": "delivered by mail"}],
+  "edges": [{"from": "t", "to": "mail"}, {"from": "mail", "to": "sms", "on": "failed"},
+            {"from": "mail", "to": "thanks", "on": "sent"}]}');
+SELECT notiflow.trigger('fb', '{}', '"ann"') AS fb1 \gset
+SELECT notiflow.trigger('fb', '{}', '"ann"') AS fb2 \gset
+SELECT is((SELECT status FROM notiflow.executions WHERE id = :fb1), 'waiting', 'an action waits for its delivery');
+SELECT ok(notiflow.finish_delivery((SELECT id FROM notiflow.deliveries WHERE execution_id = :fb1), 'failed', NULL, '550 mailbox unknown'),
+          'finish_delivery records a failure');
+SELECT is((SELECT array_agg(node_id || ':' || status || ':' || coalesce(outcome, '') ORDER BY seq)
+             FROM notiflow.execution_steps WHERE execution_id = :fb1),
+          '{t:completed:,mail:failed:failed,sms:waiting:}', 'a failed email falls back to sms');
+SELECT is((SELECT channel || ':' || recipient FROM notiflow.deliveries WHERE execution_id = :fb1 AND node_id = 'sms'),
+          'sms:+15551234567', 'the fallback delivery goes to the phone');
+SELECT ok(notiflow.finish_delivery((SELECT id FROM notiflow.deliveries WHERE execution_id = :fb1 AND node_id = 'sms'), 'sent', 'SM1'),
+          'the fallback is sent');
+SELECT is((SELECT status FROM notiflow.executions WHERE id = :fb1), 'completed', 'a handled failure completes the execution');
+SELECT ok(notiflow.finish_delivery((SELECT id FROM notiflow.deliveries WHERE execution_id = :fb2), 'delivered', 'm2'),
+          'finish_delivery records success');
+SELECT is((SELECT array_agg(node_id ORDER BY seq) FROM notiflow.execution_steps WHERE execution_id = :fb2),
+          '{t,mail,thanks}', 'a sent email follows the "sent" edge');
+SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :fb2 AND node_id = 'thanks'),
+          'U-ANN', 'chat goes to the subscriber''s address for the provider kind');
+SELECT is((SELECT output #>> '{deliveries,0,provider_message_id}' FROM notiflow.execution_steps WHERE execution_id = :fb2 AND node_id = 'mail'),
+          'm2', 'the step output lists its deliveries');
+SELECT is(notiflow.resume_execution(:fb2), 'waiting', 'resume_execution of a waiting execution with nothing done keeps it waiting');
+
+-- an unhandled delivery failure fails the execution
+SELECT notiflow.put_workflow('solo', '{"nodes": [{"id": "t", "type": "trigger"}, {"id": "m", "type": "email", "subject": "s", "text": "x"}],
+  "edges": [{"from": "t", "to": "m"}]}');
+SELECT notiflow.trigger('solo', '{}', '"ann"') AS solo \gset
+SELECT notiflow.finish_delivery((SELECT id FROM notiflow.deliveries WHERE execution_id = :solo), 'failed', NULL, 'rejected');
+SELECT is((SELECT status || ' / ' || error FROM notiflow.executions WHERE id = :solo),
+          'failed / node "m": delivery failed: every delivery failed', 'an unhandled delivery failure fails the execution');
+
+-- no enabled provider: the delivery fails at once, so fallback happens in the same call
+UPDATE notiflow.providers SET enabled = false WHERE channel = 'email';
+SELECT notiflow.trigger('fb', '{}', '"ann"') AS fb3 \gset
+UPDATE notiflow.providers SET enabled = true WHERE channel = 'email';
+SELECT is((SELECT status || ':' || last_error FROM notiflow.deliveries WHERE execution_id = :fb3 AND node_id = 'mail'),
+          'failed:no enabled email provider', 'without a provider the delivery fails with the reason');
+SELECT is((SELECT count(*)::int FROM notiflow.deliveries WHERE execution_id = :fb3 AND node_id = 'sms'), 1,
+          'and the workflow falls back immediately');
+SELECT is((SELECT provider FROM notiflow.deliveries WHERE execution_id = :fb2 AND node_id = 'mail'), 'mail',
+          'the provider with the lowest priority value is chosen');
+
+-- preferences and addresses -------------------------------------------------------
+SELECT notiflow.put_workflow('promo', '{"nodes": [{"id": "t", "type": "trigger"},
+    {"id": "m", "type": "email", "subject": "s", "text": "x"}, {"id": "s", "type": "sms", "text": "x"}],
+  "edges": [{"from": "t", "to": "m"}, {"from": "t", "to": "s"}]}');
+SELECT notiflow.trigger('promo', '{}', '"quiet"') AS promo \gset
+SELECT is((SELECT array_agg(node_id || ':' || status || ':' || (output ->> 'reason') ORDER BY node_id)
+             FROM notiflow.execution_steps WHERE execution_id = :promo AND node_id IN ('m', 's')),
+          '{"m:skipped:recipient opted out of email","s:skipped:recipient opted out of sms"}',
+          'channel and per-workflow channel opt-outs skip the step with the reason');
+SELECT is((SELECT status FROM notiflow.executions WHERE id = :promo), 'completed', 'skipped steps complete the execution');
+SELECT notiflow.put_workflow('digest', '{"nodes": [{"id": "t", "type": "trigger"}, {"id": "m", "type": "email", "subject": "s", "text": "x"}],
+  "edges": [{"from": "t", "to": "m"}]}');
+SELECT notiflow.trigger('digest', '{}', '"quiet"') AS _id \gset
+SELECT is((SELECT status FROM notiflow.execution_steps WHERE execution_id = :_id AND node_id = 'm'),
+          'skipped', 'a workflow opt-out skips every channel');
+SELECT notiflow.trigger('digest', '{}', '"ann"') AS _id \gset
+SELECT is((SELECT status FROM notiflow.execution_steps WHERE execution_id = :_id AND node_id = 'm'),
+          'waiting', 'other subscribers still receive it');
+SELECT notiflow.trigger('solo', '{}', '{"phone": "+15551112222"}') AS _id \gset
+SELECT is((SELECT output ->> 'reason' FROM notiflow.execution_steps
+            WHERE execution_id = :_id AND node_id = 'm'),
+          'recipient has no valid email address', 'a recipient without the address is skipped with the reason');
+UPDATE notiflow.subscribers SET invalid_addresses = '{ann@example.com}' WHERE id = 'ann';
+SELECT notiflow.trigger('solo', '{}', '"ann"') AS _id \gset
+SELECT is((SELECT status FROM notiflow.execution_steps WHERE execution_id = :_id AND node_id = 'm'),
+          'skipped', 'an address a provider reported invalid is not used again');
+UPDATE notiflow.subscribers SET invalid_addresses = '{}' WHERE id = 'ann';
+SELECT notiflow.trigger('solo', '{}', '{"subscriber_id": "ann", "email": "other@example.com"}') AS _id \gset
+SELECT is((SELECT count(*)::int FROM notiflow.deliveries WHERE execution_id = :_id
+             AND recipient = 'other@example.com'), 1, 'inline fields override the subscriber''s');
+
+-- push, webhook and "to" ---------------------------------------------------------
+SELECT notiflow.put_workflow('pw', '{"nodes": [{"id": "t", "type": "trigger"},
+    {"id": "p", "type": "push", "title": "Hi {{recipient.name}}", "body": "b", "data": {"order": "{{payload.id}}"}},
+    {"id": "h", "type": "webhook"},
+    {"id": "o", "type": "email", "to": "{{payload.cc}}", "subject": "copy", "text": "x"}],
+  "edges": [{"from": "t", "to": "p"}, {"from": "t", "to": "h"}, {"from": "t", "to": "o"}]}');
+SELECT notiflow.trigger('pw', '{"id": 7, "cc": "cc@example.com"}', '"ann"') AS pw \gset
+SELECT is((SELECT array_agg(provider || ':' || recipient ORDER BY recipient) FROM notiflow.deliveries WHERE execution_id = :pw AND node_id = 'p'),
+          '{fcm:fcm-token-1,fcm:fcm-token-2}', 'push sends to every device of each kind that has a provider');
+SELECT is((SELECT content FROM notiflow.deliveries WHERE execution_id = :pw AND node_id = 'p' LIMIT 1),
+          '{"title": "Hi Ann", "body": "b", "data": {"order": "7"}}'::jsonb, 'push content has title, body and data');
+SELECT is((SELECT output FROM notiflow.execution_steps WHERE execution_id = :pw AND node_id = 'p'),
+          '{"pending": 2}'::jsonb, 'the push step waits for both devices');
+SELECT is((SELECT content #> '{body,payload}' FROM notiflow.deliveries WHERE execution_id = :pw AND node_id = 'h'),
+          '{"id": 7, "cc": "cc@example.com"}'::jsonb, 'a webhook posts the payload by default');
+SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :pw AND node_id = 'o'),
+          'cc@example.com', '"to" overrides the address');
+SELECT notiflow.finish_delivery(id, 'sent') FROM notiflow.deliveries WHERE execution_id = :pw AND node_id = 'p' AND recipient = 'fcm-token-1';
+SELECT is((SELECT status FROM notiflow.execution_steps WHERE execution_id = :pw AND node_id = 'p'), 'waiting',
+          'an action waits until every delivery ended');
+SELECT notiflow.finish_delivery(id, 'failed', NULL, 'UNREGISTERED') FROM notiflow.deliveries WHERE execution_id = :pw AND node_id = 'p' AND recipient = 'fcm-token-2';
+SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :pw AND node_id = 'p'), 'sent',
+          'one sent device is enough for "sent"');
+
+-- escaping: only HTML is escaped ------------------------------------------------
+SELECT notiflow.put_workflow('esc', '{"nodes": [{"id": "t", "type": "trigger"},
+    {"id": "m", "type": "email", "subject": "{{payload.s}}", "text": "{{payload.s}}", "html": "<p>{{payload.s}} {{{payload.s}}}</p>"}],
+  "edges": [{"from": "t", "to": "m"}]}');
+SELECT notiflow.trigger('esc', '{"s": "Tom & <Jerry>"}', '"ann"') AS _id \gset
+SELECT is((SELECT content FROM notiflow.deliveries WHERE execution_id = :_id),
+          '{"subject": "Tom & <Jerry>", "text": "Tom & <Jerry>", "html": "<p>Tom &amp; &lt;Jerry&gt; Tom & <Jerry></p>"}'::jsonb,
+          'html is HTML-escaped ({{{raw}}} is not); plain-text fields are not');
+
+-- partials and the execution context --------------------------------------------
+SELECT notiflow.put_workflow('part', '{"partials": {"sig": "-- {{payload.shop}} #{{execution.id}}"},
+  "nodes": [{"id": "t", "type": "trigger"}, {"id": "m", "type": "sms", "text": "Hi{{#payload.items}} {{.}}{{/payload.items}} {{> sig}}"}],
+  "edges": [{"from": "t", "to": "m"}]}');
+SELECT notiflow.trigger('part', '{"shop": "Acme", "items": ["a", "b"]}', '"ann"') AS part \gset
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :part),
+          'Hi a b -- Acme #' || :part, 'partials, sections and execution.id render');
+
+-- recipient taken from the payload by the trigger node ----------------------------
+SELECT notiflow.put_workflow('rp', '{"nodes": [{"id": "t", "type": "trigger", "recipient": "$.payload.customer"},
+    {"id": "m", "type": "email", "subject": "s", "text": "x"}], "edges": [{"from": "t", "to": "m"}]}');
+SELECT notiflow.trigger('rp', '{"customer": {"email": "c@example.com"}}') AS _id \gset
+SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :_id),
+          'c@example.com', 'the trigger node can take an inline recipient from the payload');
+SELECT notiflow.trigger('rp', '{"customer": "ann"}') AS _id \gset
+SELECT is((SELECT subscriber_id FROM notiflow.executions WHERE id = :_id),
+          'ann', 'or a subscriber id');
+SELECT throws_ok($$SELECT notiflow.trigger('rp', '{}')$$, '22023', 'invalid recipient',
+                 'a payload without the recipient is rejected');
+SELECT notiflow.trigger('solo', '{}') AS _id \gset
+SELECT is((SELECT recipient FROM notiflow.executions WHERE id = :_id), NULL,
+          'a workflow can run without a recipient');
+
+-- version pinning --------------------------------------------------------------
+SELECT notiflow.put_workflow('pin', '{"nodes": [{"id": "t", "type": "trigger"},
+    {"id": "a", "type": "sms", "text": "v1 first"}, {"id": "b", "type": "sms", "text": "v1 second"}],
+  "edges": [{"from": "t", "to": "a"}, {"from": "a", "to": "b"}]}');
+SELECT notiflow.trigger('pin', '{}', '"ann"') AS pin \gset
+SELECT is(notiflow.put_workflow('pin', '{"nodes": [{"id": "t", "type": "trigger"},
+    {"id": "a", "type": "sms", "text": "v2 first"}, {"id": "b", "type": "sms", "text": "v2 second"}],
+  "edges": [{"from": "t", "to": "a"}, {"from": "a", "to": "b"}]}'), 2, 'a changed definition is version 2');
+SELECT notiflow.finish_delivery(id, 'sent') FROM notiflow.deliveries WHERE execution_id = :pin;
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :pin AND node_id = 'b'),
+          'v1 second', 'a running execution finishes on the version it started with');
+SELECT notiflow.trigger('pin', '{}', '"ann"') AS _id \gset
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :_id),
+          'v2 first', 'new executions use the new version');
+
+-- the caller's transaction --------------------------------------------------------
+SELECT count(*) AS executions_before FROM notiflow.executions \gset
+SELECT count(*) AS deliveries_before FROM notiflow.deliveries \gset
+SAVEPOINT business_change;
+SELECT notiflow.trigger('solo', '{}', '"ann"');
+SELECT notiflow.trigger_many('solo', '["ann", "quiet"]');
+ROLLBACK TO SAVEPOINT business_change;
+SELECT is((SELECT count(*) FROM notiflow.executions), :executions_before::bigint,
+          'when the caller rolls back, no execution exists');
+SELECT is((SELECT count(*) FROM notiflow.deliveries), :deliveries_before::bigint,
+          'and no delivery exists');
+
+-- cancellation --------------------------------------------------------------------
+SELECT notiflow.trigger('solo', '{}', '"ann"') AS cx \gset
+SELECT ok(notiflow.cancel_execution(:cx), 'a waiting execution can be cancelled');
+SELECT is((SELECT status FROM notiflow.deliveries WHERE execution_id = :cx), 'cancelled', 'its queued deliveries are cancelled');
+SELECT ok(NOT notiflow.cancel_execution(:cx), 'cancelling twice does nothing');
+
+-- timeline view --------------------------------------------------------------------
+SELECT is((SELECT array_agg(kind || ':' || node_id ORDER BY seq NULLS LAST, kind) FROM notiflow.execution_timeline WHERE execution_id = :fb1),
+          '{step:t,step:mail,step:sms,delivery:mail,delivery:sms}', 'the timeline lists steps and deliveries');
+
+-- trigger errors that depend on the definition ------------------------------------
+SELECT throws_ok($$SELECT notiflow.finish_delivery(1, 'lost')$$, '22023', 'invalid delivery status "lost"',
+                 'finish_delivery rejects an unknown status');
+SELECT ok(NOT notiflow.finish_delivery(-1, 'sent'), 'finish_delivery of an unknown delivery returns false');
+SELECT is(notiflow.resume_execution(-1), NULL, 'resume_execution of an unknown execution returns NULL');
+SELECT is(notiflow.resume_execution(:fb1), 'completed', 'resuming a finished execution changes nothing');
+SELECT throws_ok($$SELECT notiflow.resume_due_executions(0)$$, '22023', 'limit must be positive',
+                 'resume_due_executions needs a positive limit');
+
+SELECT * FROM finish();
+ROLLBACK;

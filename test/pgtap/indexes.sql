@@ -1,0 +1,68 @@
+-- Query plans: with 100,000 executions and deliveries loaded, the hot queries
+-- (idempotency lookup, executions by workflow and time, due deliveries,
+-- expired leases, due executions, deliveries of an execution) use their indexes.
+\set ON_ERROR_STOP 1
+\set QUIET 1
+SET client_min_messages = warning;
+BEGIN;
+SELECT plan(8);
+
+-- 100,000 executions over 20 workflows and 30 days, 2% still waiting
+INSERT INTO notiflow.executions (workflow_key, workflow_version, status, payload, idempotency_key, wake_at, created_at)
+SELECT 'wf' || (i % 20), 1,
+       CASE WHEN i % 50 = 0 THEN 'waiting' ELSE 'completed' END,
+       jsonb_build_object('order_id', i),
+       CASE WHEN i % 2 = 0 THEN 'key-' || i END,
+       CASE WHEN i % 50 = 0 THEN now() + (i % 7) * interval '1 hour' END,
+       now() - (i % 30) * interval '1 day' - (i % 1440) * interval '1 minute'
+  FROM generate_series(1, 100000) i;
+-- one delivery per execution, 1% queued, 0.5% sending
+INSERT INTO notiflow.deliveries (execution_id, node_id, channel, provider, recipient, content, status,
+                                 next_attempt_at, lease_expires_at, created_at)
+SELECT e.id, 'mail', 'email', 'mail', 'user' || e.id || '@example.com', '{"subject": "s"}',
+       CASE WHEN e.id % 100 = 0 THEN 'queued' WHEN e.id % 200 = 1 THEN 'sending' ELSE 'sent' END,
+       e.created_at, CASE WHEN e.id % 200 = 1 THEN now() END, e.created_at
+  FROM notiflow.executions e;
+ANALYZE notiflow.executions;
+ANALYZE notiflow.deliveries;
+SELECT is((SELECT count(*) FROM notiflow.deliveries), 100000::bigint, '100,000 deliveries loaded');
+
+CREATE FUNCTION pg_temp.plan_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE line text; result text := '';
+BEGIN
+    FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || q LOOP
+        result := result || line || E'\n';
+    END LOOP;
+    RETURN result;
+END $$;
+
+SELECT matches(pg_temp.plan_of($$SELECT id FROM notiflow.executions WHERE workflow_key = 'wf4' AND idempotency_key = 'key-4'$$),
+               'Index (Only )?Scan using executions_idempotency',
+               'idempotency lookup uses executions_idempotency');
+SELECT matches(pg_temp.plan_of($$SELECT id, status FROM notiflow.executions
+                                 WHERE workflow_key = 'wf3' AND created_at >= now() - interval '1 day'
+                                 ORDER BY created_at DESC LIMIT 50$$),
+               'Index Scan Backward using executions_workflow_created',
+               'executions by workflow and time use executions_workflow_created');
+SELECT matches(pg_temp.plan_of($$SELECT id FROM notiflow.deliveries
+                                 WHERE status = 'queued' AND next_attempt_at <= now()
+                                 ORDER BY next_attempt_at LIMIT 100 FOR UPDATE SKIP LOCKED$$),
+               'Index Scan using deliveries_due',
+               'due deliveries use the partial index deliveries_due');
+SELECT matches(pg_temp.plan_of($$SELECT id FROM notiflow.deliveries
+                                 WHERE status = 'sending' AND lease_expires_at < now() LIMIT 100$$),
+               'Index Scan using deliveries_lease',
+               'expired leases use the partial index deliveries_lease');
+SELECT matches(pg_temp.plan_of($$SELECT id FROM notiflow.executions
+                                 WHERE status = 'waiting' AND wake_at <= now() ORDER BY wake_at LIMIT 100$$),
+               'Index Scan using executions_due|Bitmap Index Scan on executions_due',
+               'due executions use the partial index executions_due');
+SELECT matches(pg_temp.plan_of($$SELECT * FROM notiflow.deliveries WHERE execution_id = 4242$$),
+               'Index Scan using deliveries_execution|Bitmap Index Scan on deliveries_execution',
+               'deliveries of an execution use deliveries_execution');
+SELECT matches(pg_temp.plan_of($$SELECT count(*) FROM notiflow.executions WHERE created_at < now() - interval '20 days'$$),
+               'executions_created',
+               'retention by age uses executions_created');
+
+SELECT * FROM finish();
+ROLLBACK;

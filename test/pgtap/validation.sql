@@ -1,0 +1,88 @@
+-- Workflow validation: each kind of problem is found, with its path, and
+-- put_workflow refuses the definition with SQLSTATE 22023 listing them all.
+\set ON_ERROR_STOP 1
+\set QUIET 1
+SET client_min_messages = warning;
+BEGIN;
+SELECT plan(27);
+
+CREATE FUNCTION pg_temp.problems(nodes text, edges text DEFAULT '[]')
+RETURNS SETOF text LANGUAGE sql AS $$
+    SELECT path || ': ' || message
+      FROM notiflow.validate_workflow(format('{"nodes": %s, "edges": %s}', nodes, edges)::jsonb)
+$$;
+
+SELECT is_empty($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "m", "type": "sms", "text": "hi"}]',
+                                         '[{"from": "t", "to": "m"}]')$$, 'a valid definition has no problem');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "x", "type": "pager"}]', '[{"from": "t", "to": "x"}]')$$,
+    ARRAY['nodes[1].type: unknown node type "pager"; expected one of trigger, email, sms, push, chat, webhook, condition, switch, delay, transform, wait'],
+    'unknown node type');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "m", "type": "sms"}]', '[{"from": "t", "to": "m"}]')$$,
+    ARRAY['nodes[1].text: required field is missing'], 'missing required field (sms text)');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "m", "type": "email", "text": "x"}]', '[{"from": "t", "to": "m"}]')$$,
+    ARRAY['nodes[1].subject: required field is missing'], 'missing required field (email subject)');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "c", "type": "condition"}]', '[{"from": "t", "to": "c"}]')$$,
+    ARRAY['nodes[1].if: required field is missing'], 'missing required field (condition if)');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "s", "type": "switch"}]', '[{"from": "t", "to": "s"}]')$$,
+    ARRAY['nodes[1].value: required field is missing'], 'missing required field (switch value)');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"type": "sms", "text": "x"}]')$$,
+    ARRAY['nodes[1].id: required field is missing'], 'missing node id');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "t", "type": "sms", "text": "x"}]')$$,
+    ARRAY['nodes[1].id: duplicate node id "t" (also nodes[0])'], 'duplicate node id');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}]', '[{"from": "t", "to": "ghost"}]')$$,
+    ARRAY['edges[0].to: no node has id "ghost"'], 'edge to a missing node');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}]', '[{"from": "ghost", "to": "t"}]')$$,
+    ARRAY['edges[0].from: no node has id "ghost"', 'edges[0].to: an edge cannot lead into the trigger node'], 'edge from a missing node');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "m", "type": "sms", "text": "x"}]')$$,
+    ARRAY['nodes: a workflow needs exactly one trigger node, found 0'], 'no trigger');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "a", "type": "trigger"}, {"id": "b", "type": "trigger"}]', '[{"from": "a", "to": "b"}]')$$,
+    ARRAY['nodes: a workflow needs exactly one trigger node, found 2', 'edges[0].to: an edge cannot lead into the trigger node'], 'two triggers');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "a", "type": "sms", "text": "x"}, {"id": "b", "type": "sms", "text": "y"}]',
+                                           '[{"from": "t", "to": "a"}, {"from": "a", "to": "b"}, {"from": "b", "to": "a"}]')$$,
+    ARRAY['nodes[1]: node "a" is part of a cycle; workflows must be acyclic'], 'cycle');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "a", "type": "sms", "text": "x"}]')$$,
+    ARRAY['nodes[1]: node "a" is unreachable from the trigger'], 'unreachable node');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "c", "type": "condition", "if": "$.payload.total >"}]', '[{"from": "t", "to": "c"}]')$$,
+    ARRAY['nodes[1].if: invalid jsonpath: syntax error at end of jsonpath input'], 'jsonpath that does not compile');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger", "recipient": "@@"}]')$$,
+    ARRAY['nodes[0].recipient: invalid jsonpath: syntax error at or near "@" of jsonpath input'], 'trigger recipient jsonpath that does not compile');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "m", "type": "sms", "text": "{{#items}}x"}]', '[{"from": "t", "to": "m"}]')$$,
+    ARRAY['nodes[1].text: invalid template: unclosed section "items" opened at line 1, column 1'], 'template that does not parse');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "m", "type": "sms", "text": "{{#a}}x{{/b}}"}]', '[{"from": "t", "to": "m"}]')$$,
+    $$SELECT path || ': ' || message FROM notiflow.validate_workflow('{"nodes": [{"id": "t", "type": "trigger"}, {"id": "m", "type": "sms", "text": "{{#a}}x{{/b}}"}], "edges": [{"from": "t", "to": "m"}]}') WHERE path = 'nodes[1].text'$$,
+    'mismatched section close is a template problem');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "c", "type": "condition", "if": "$.x"}, {"id": "m", "type": "sms", "text": "x"}]',
+                                           '[{"from": "t", "to": "c"}, {"from": "c", "to": "m", "on": "maybe"}]')$$,
+    ARRAY['edges[1].on: node "c" (condition) cannot produce "maybe"; expected one of true, false'], 'condition outcome that cannot happen');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "m", "type": "sms", "text": "x"}, {"id": "n", "type": "sms", "text": "y"}]',
+                                           '[{"from": "t", "to": "m"}, {"from": "m", "to": "n", "on": "opened"}]')$$,
+    ARRAY['edges[1].on: node "m" (sms) cannot produce "opened"; expected one of sent, failed, skipped'], 'action outcome that cannot happen');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "m", "type": "sms", "text": "x"}]', '[{"from": "t", "to": "m", "on": "true"}]')$$,
+    ARRAY['edges[0].on: node "t" (trigger) has a single outcome; remove "on"'], 'outcome on a node with a single outcome');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "d", "type": "delay", "for": "whenever"}]', '[{"from": "t", "to": "d"}]')$$,
+    ARRAY['nodes[1].for: invalid interval: invalid input syntax for type interval: "whenever"'], 'delay with an invalid interval');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "f", "type": "transform", "set": {"total": "1"}}]', '[{"from": "t", "to": "f"}]')$$,
+    ARRAY['nodes[1].set.total: target must be a dotted path under payload, recipient or vars, like "vars.total"'], 'transform target outside the context');
+
+SELECT throws_ok($$SELECT notiflow.put_workflow('w', '{"nodes": [{"id": "m", "type": "sms"}]}')$$,
+    '22023', 'invalid workflow definition for "w": 2 problems', 'put_workflow raises 22023 naming the count');
+SELECT throws_like($$SELECT notiflow.put_workflow('w', '{"nodes": [{"id": "m", "type": "sms"}]}')$$,
+    'invalid workflow definition%', 'put_workflow refuses an invalid definition');
+SELECT is((SELECT count(*)::int FROM notiflow.workflows WHERE key = 'w'), 0, 'an invalid definition stores nothing');
+
+-- the DETAIL lists every problem, one per line
+CREATE FUNCTION pg_temp.detail_of(def jsonb) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE d text;
+BEGIN
+    PERFORM notiflow.put_workflow('w', def);
+    RETURN NULL;
+EXCEPTION WHEN invalid_parameter_value THEN
+    GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+    RETURN d;
+END $$;
+SELECT is(pg_temp.detail_of('{"nodes": [{"id": "m", "type": "sms"}]}'),
+          E'nodes[0].text: required field is missing\nnodes: a workflow needs exactly one trigger node, found 0',
+          'DETAIL lists every problem with its path');
+
+SELECT * FROM finish();
+ROLLBACK;
