@@ -29,12 +29,15 @@ include $(PGXS)
 $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard src/sql/[0-9]*.sql))
 	cat $^ > $@
 
-.PHONY: demo test bench deps
+.PHONY: demo demo-stop test bench deps
 deps:
 	test/install-deps.sh
 
 demo:
 	test/demo.sh
+
+demo-stop:
+	@if [ -f .demo/env ]; then . ./.demo/env && . test/lib/cluster.sh && cluster_stop && rm -f .demo/env; fi
 
 test:
 	test/run-tests.sh

@@ -29,7 +29,7 @@ if ! make -s installcheck; then
 fi
 
 echo "== pgTAP (test/pgtap)"
-psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS notiflow_test" \
+PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS notiflow_test" \
     -c "CREATE DATABASE notiflow_test" >/dev/null || exit 1
 psql -X -q -v ON_ERROR_STOP=1 -d notiflow_test \
     -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION notiflow" >/dev/null || exit 1

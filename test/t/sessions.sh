@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# test/t/sessions.sh — behaviour that needs several sessions or a server
+# started with the library preloaded:
+#   - two concurrent triggers with one idempotency key create one execution;
+#   - a trigger in an uncommitted transaction is invisible to others, and gone after rollback;
+#   - a backend's cached workflow definitions and prepared plans survive
+#     DROP EXTENSION / CREATE EXTENSION in another session (no stale definition);
+#   - the library loads through shared_preload_libraries.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+source test/lib/tap.sh
+source test/lib/cluster.sh
+
+cluster_start "shared_preload_libraries = 'notiflow'" >/dev/null || { echo "Bail out! cluster did not start"; exit 1; }
+trap cluster_stop EXIT
+DB=notiflow_sessions
+psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null
+q() { psql -X -q -At -v ON_ERROR_STOP=1 -d $DB -c "$1"; }
+
+q "CREATE EXTENSION notiflow" >/dev/null
+setup_fixtures() {
+    q "SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{\"api_key\": \"k\", \"from\": \"shop@example.com\"}');
+       SELECT notiflow.put_subscriber('ann', '{\"email\": \"ann@example.com\"}');" >/dev/null
+    q "SELECT notiflow.put_workflow('w', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+         {\"id\": \"m\", \"type\": \"email\", \"subject\": \"$1\", \"text\": \"x\"}], \"edges\": [{\"from\": \"t\", \"to\": \"m\"}]}')" >/dev/null
+}
+setup_fixtures "one"
+
+is "$(q "SHOW notiflow.max_payload_size")" "256kB" "the GUCs exist when the library is preloaded"
+
+# --- concurrent idempotent triggers ------------------------------------------
+coproc HOLD { psql -X -q -At -d $DB; }
+echo "SELECT pg_advisory_lock(4242); SELECT 'locked';" >&"${HOLD[1]}"
+read -r line <&"${HOLD[0]}"; read -r line <&"${HOLD[0]}"
+is "$line" "locked" "a session holds the gate lock"
+
+out_a=$(mktemp); out_b=$(mktemp)
+psql -X -q -At -d $DB -c "BEGIN;
+    SELECT notiflow.trigger('w', '{}', '\"ann\"', 'same-key');
+    SELECT pg_advisory_lock(4242);
+    COMMIT;" >"$out_a" 2>&1 &
+pid_a=$!
+waiting_on_gate() { [ "$(q "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")" = 1 ]; }
+wait_for 30 waiting_on_gate
+ok $? "the first trigger is inside its open transaction"
+
+psql -X -q -At -d $DB -c "SELECT notiflow.trigger('w', '{}', '\"ann\"', 'same-key')" >"$out_b" 2>&1 &
+pid_b=$!
+blocked_on_first() { [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%same-key%' AND query NOT LIKE '%pg_advisory_lock%'")" = 1 ]; }
+wait_for 30 blocked_on_first
+ok $? "the second trigger with the same key waits for the first transaction"
+
+is "$(q "SELECT count(*) FROM notiflow.executions WHERE idempotency_key = 'same-key'")" "0" \
+   "an uncommitted execution is invisible to other sessions"
+
+echo "SELECT pg_advisory_unlock(4242);" >&"${HOLD[1]}"
+read -r _ <&"${HOLD[0]}"
+wait "$pid_a"; wait "$pid_b"
+id_a=$(head -1 "$out_a"); id_b=$(cat "$out_b")
+ok $([ -n "$id_a" ] && [ "$id_a" = "$id_b" ]; echo $?) "both triggers return the same execution id ($id_a, $id_b)"
+is "$(q "SELECT count(*) FROM notiflow.executions WHERE idempotency_key = 'same-key'")" "1" "exactly one execution exists"
+is "$(q "SELECT count(*) FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.idempotency_key = 'same-key'")" "1" \
+   "and exactly one delivery"
+rm -f "$out_a" "$out_b"
+
+# --- rollback in another session ---------------------------------------------
+before=$(q "SELECT count(*) FROM notiflow.executions")
+q "BEGIN; SELECT notiflow.trigger('w', '{}', '\"ann\"'); ROLLBACK;" >/dev/null
+is "$(q "SELECT count(*) FROM notiflow.executions")" "$before" "a rolled-back trigger leaves no execution"
+
+# --- cached definitions across DROP / CREATE EXTENSION ---------------------------
+subject_of_new_execution() {
+    echo "SELECT notiflow.trigger('w', '{}', '\"ann\"');
+          SELECT content ->> 'subject' FROM notiflow.deliveries ORDER BY id DESC LIMIT 1;" >&"${HOLD[1]}"
+    read -r _ <&"${HOLD[0]}"
+    read -r line <&"${HOLD[0]}"
+    echo "$line"
+}
+is "$(subject_of_new_execution)" "one" "a long-lived session renders version 1"
+q "DROP EXTENSION notiflow CASCADE" >/dev/null
+q "CREATE EXTENSION notiflow" >/dev/null
+setup_fixtures "two"
+is "$(q "SELECT id || '/' || version FROM notiflow.workflow_versions")" "1/1" "the new workflow reuses version id 1"
+is "$(subject_of_new_execution)" "two" "the same session sees the new definition, not its cached one"
+
+echo "\\q" >&"${HOLD[1]}"
+wait "$HOLD_PID" 2>/dev/null
+done_testing
