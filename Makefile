@@ -6,7 +6,7 @@
 EXTENSION   = notiflow
 EXTVERSION  = 0.1
 MODULE_big  = notiflow
-OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c) $(wildcard worker/*.c)))
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c) $(wildcard worker/*.c) $(wildcard worker/providers/*.c)))
 
 # The install script of a version is generated from the readable fragments in
 # src/sql/ (applied in file-name order).  Upgrade scripts notiflow--A--B.sql
@@ -20,7 +20,8 @@ REGRESS_OPTS = --load-extension=$(EXTENSION)
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/worker
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
               -Wmissing-prototypes -Werror
-EXTRA_CLEAN = $(DATA_built) results regression.diffs regression.out
+SHLIB_LINK  = -lcurl -lssl -lcrypto
+EXTRA_CLEAN = $(DATA_built) worker/provider_list.h results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -28,6 +29,12 @@ include $(PGXS)
 
 $(EXTENSION)--$(EXTVERSION).sql: $(sort $(wildcard src/sql/[0-9]*.sql))
 	cat $^ > $@
+
+# one PROVIDER(kind) line per adapter file in worker/providers/
+PROVIDER_FILES = $(sort $(wildcard worker/providers/*.c))
+worker/provider_list.h: $(PROVIDER_FILES) Makefile
+	for f in $(basename $(notdir $(PROVIDER_FILES))); do echo "PROVIDER($$f)"; done > $@
+worker/provider_registry.o worker/provider_registry.bc: worker/provider_list.h
 
 .PHONY: demo demo-stop test bench deps
 deps:

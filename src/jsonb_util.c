@@ -96,6 +96,28 @@ jsonb_make_empty_object(void)
 	return jsonb_make_object(0, NULL, NULL);
 }
 
+/* Builds an array of strings from a List of C strings. */
+Jsonb *
+jsonb_make_string_array(List *strings)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+	ListCell   *lc;
+
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	foreach(lc, strings)
+	{
+		JsonbValue	v;
+
+		v.type = jbvString;
+		v.val.string.val = (char *) lfirst(lc);
+		v.val.string.len = strlen(v.val.string.val);
+		pushJsonbValue(&state, WJB_ELEM, &v);
+	}
+	res = pushJsonbValue(&state, WJB_END_ARRAY, NULL);
+	return JsonbValueToJsonb(res);
+}
+
 /* Builds an object from keys and values. */
 Jsonb *
 jsonb_make_object(int n, const char *const *keys, Jsonb *const *values)

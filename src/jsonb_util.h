@@ -30,6 +30,9 @@ extern Jsonb *jsonb_make_empty_object(void);
 /* Builds an object from n keys and values (a NULL value is JSON null). */
 extern Jsonb *jsonb_make_object(int n, const char *const *keys, Jsonb *const *values);
 
+/* Builds an array of strings from a List of C strings. */
+extern Jsonb *jsonb_make_string_array(List *strings);
+
 /* Returns obj with key set to value (obj may be NULL: a new object). */
 extern Jsonb *jsonb_with_key(Jsonb *obj, const char *key, Jsonb *value);
 

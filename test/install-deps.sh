@@ -10,6 +10,13 @@ PACKAGES=(
     postgresql-client-15
     postgresql-server-dev-15
     postgresql-15-pgtap
+    libcurl4-openssl-dev
+    libssl-dev
+    libmicrohttpd-dev
+    libjansson-dev
+    python3-aiosmtpd
+    jq
+    openssl
     libtap-parser-sourcehandler-pgtap-perl
     python3
     curl

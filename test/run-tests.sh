@@ -3,7 +3,8 @@
 # installs the extension, starts a throw-away cluster and runs every suite:
 #   pg_regress  (sql/ + expected/)       SQL-visible behaviour
 #   pg_prove    (test/pgtap/*.sql)        engine semantics, Mustache spec, indexes
-#   prove       (test/t/*.sh)             multi-session and process-level tests
+#   prove       (test/t/*.sh)             multi-session and process-level tests,
+#               (test/doubles/selftest.sh) the provider test doubles
 # Prints each runner's summary; exits non-zero when any suite fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,6 @@ ROOT=$(pwd)
 export NOTIFLOW_SHARED=${NOTIFLOW_SHARED:-$ROOT/../shared}
 
 test/install-deps.sh || exit 1
-make -s clean >/dev/null 2>&1
 make -s >/dev/null || { echo "build failed"; make; exit 1; }
 if [ "$(id -u)" = 0 ]; then make -s install >/dev/null; else sudo make -s install >/dev/null; fi || exit 1
 
@@ -35,9 +35,8 @@ psql -X -q -v ON_ERROR_STOP=1 -d notiflow_test \
     -c "CREATE EXTENSION pgtap" -c "CREATE EXTENSION notiflow" >/dev/null || exit 1
 pg_prove -d notiflow_test test/pgtap/*.sql || failed=1
 
-if compgen -G "test/t/*.sh" >/dev/null; then
-    echo "== process-level tests (test/t)"
-    prove --exec bash test/t/*.sh || failed=1
-fi
+echo "== process-level tests (test/t) and the provider doubles' self-test"
+make -s -C test/doubles >/dev/null || exit 1
+prove --exec bash test/t/*.sh test/doubles/selftest.sh || failed=1
 
 exit $failed

@@ -1,0 +1,134 @@
+/*
+ * provider.h — the one adapter interface every provider implements.
+ *
+ * The dispatcher claims deliveries in a transaction, and while that
+ * transaction is still open asks each delivery's adapter to build its request
+ * (build: PostgreSQL functions such as the jsonb API may be used).  Then it
+ * commits, performs every request through libcurl with no transaction open,
+ * and in a second transaction asks the adapter to classify each response
+ * (classify).  Adapters never touch curl handles and never run on a libcurl
+ * thread; they only fill and read the plain structures below.
+ *
+ * Adding a provider is one file in worker/providers/ and one row in the
+ * registry (provider_registry.c) and in the provider_kinds table.
+ */
+#ifndef NOTIFLOW_PROVIDER_H
+#define NOTIFLOW_PROVIDER_H
+
+#include "postgres.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+
+/* One claimed delivery, as an adapter sees it. */
+typedef struct DeliveryJob
+{
+	int64		delivery_id;
+	int64		execution_id;
+	int			attempt;		/* 1 for the first attempt with this provider */
+	const char *channel;
+	const char *provider;		/* provider name */
+	const char *kind;			/* provider kind (adapter) */
+	Jsonb	   *config;			/* provider config (with secrets) */
+	const char *recipient;		/* address; NULL: the provider's configured destination */
+	Jsonb	   *content;		/* rendered fields: subject/text/html, text, title/body/data, body */
+	const char *workflow_key;
+} DeliveryJob;
+
+/* What to send.  Strings are palloc'd in the batch's memory context. */
+typedef struct ProviderRequest
+{
+	char	   *url;			/* full URL (base_url already applied) */
+	const char *method;			/* NULL: POST */
+	List	   *headers;		/* "Name: value" strings (checked for CR/LF) */
+	StringInfoData body;		/* request body (initialised empty) */
+	char	   *username;		/* basic auth (or AWS access key id with aws_sigv4) */
+	char	   *password;
+	char	   *aws_sigv4;		/* e.g. "aws:amz:eu-west-1:ses": sign with SigV4 */
+	bool		url_from_data;	/* URL came from data: refuse private addresses */
+
+	/* SMTP (url is smtp:// or smtps://): envelope and message parts */
+	bool		smtp;
+	bool		smtp_starttls;
+	char	   *smtp_from;		/* envelope sender address */
+	char	   *smtp_to;		/* envelope recipient address */
+	char	   *smtp_from_header;	/* From: header value */
+	char	   *smtp_subject;
+	char	   *smtp_text;
+	char	   *smtp_html;
+} ProviderRequest;
+
+/* What came back (filled by the HTTP layer). */
+typedef struct ProviderResponse
+{
+	long		status;			/* HTTP status or SMTP reply code; 0 when none */
+	int			curl_code;		/* CURLcode; 0 = OK */
+	const char *curl_error;		/* curl's message when curl_code != 0 */
+	StringInfoData body;
+	List	   *headers;		/* "name: value" strings, as received */
+	double		latency_ms;
+} ProviderResponse;
+
+/* How an attempt ended. */
+typedef enum ProviderOutcome
+{
+	OUTCOME_SENT,				/* accepted by the provider */
+	OUTCOME_RETRY,				/* try again later (429, 5xx, timeouts, throttling) */
+	OUTCOME_PERMANENT,			/* this provider will not take it: fall back */
+	OUTCOME_INVALID_RECIPIENT	/* the address is bad: mark it, fall back */
+} ProviderOutcome;
+
+typedef struct ProviderResult
+{
+	ProviderOutcome outcome;
+	char	   *message_id;		/* provider message id when sent */
+	char	   *error;			/* short description when not sent */
+	int			retry_after_ms; /* from Retry-After or the provider's throttle hint; 0 none */
+} ProviderResult;
+
+typedef struct ProviderAdapter
+{
+	const char *kind;
+	const char *channel;
+	/* Fills req for job; raises an error (ereport) for a job it cannot send. */
+	void		(*build) (const DeliveryJob *job, ProviderRequest *req);
+	/* Classifies a completed attempt. */
+	void		(*classify) (const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res);
+} ProviderAdapter;
+
+/* Returns the adapter of a kind, or NULL. */
+extern const ProviderAdapter *provider_adapter(const char *kind);
+
+/* --- helpers shared by adapters (provider_common.c) --- */
+
+/* Returns a string config value, or NULL. */
+extern char *provider_config_string(const DeliveryJob *job, const char *key);
+
+/* Returns a content field as a string ("" when absent). */
+extern char *provider_content_string(const DeliveryJob *job, const char *key);
+
+/* Returns config base_url (without trailing slash) or def, then appends path. */
+extern char *provider_url(const DeliveryJob *job, const char *default_base, const char *path);
+
+/* Adds a header; errors out when name or value contains CR or LF. */
+extern void provider_add_header(ProviderRequest *req, const char *name, const char *value);
+
+/* Appends key=value to an application/x-www-form-urlencoded body. */
+extern void provider_form_add(StringInfo body, const char *key, const char *value);
+
+/* Returns the value of a response header (case-insensitive name), or NULL. */
+extern char *provider_response_header(const ProviderResponse *resp, const char *name);
+
+/* Parses the response body as jsonb; NULL when it is not JSON. */
+extern Jsonb *provider_response_json(const ProviderResponse *resp);
+
+/*
+ * The common classification: curl errors and 408/429/5xx retryable (honouring
+ * Retry-After), other 4xx permanent, 2xx sent.  Adapters call it, then refine.
+ */
+extern void provider_classify_http(const ProviderResponse *resp, ProviderResult *res);
+
+/* Returns the first len bytes of the body as text, for errors and attempt logs. */
+extern char *provider_response_excerpt(const ProviderResponse *resp, int len);
+
+#endif							/* NOTIFLOW_PROVIDER_H */

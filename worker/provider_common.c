@@ -1,0 +1,184 @@
+/*
+ * provider_common.c — helpers shared by the provider adapters: reading config
+ * and content, building URLs, headers and form bodies, and the common
+ * classification of HTTP responses.
+ */
+#include "postgres.h"
+
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+
+#include "jsonb_util.h"
+#include "provider.h"
+#include "safe_input.h"
+
+/* Returns a string config value. */
+char *
+provider_config_string(const DeliveryJob *job, const char *key)
+{
+	return jsonb_get_string(job->config, key);
+}
+
+/* Returns a content field as a string. */
+char *
+provider_content_string(const DeliveryJob *job, const char *key)
+{
+	char	   *s = jsonb_get_string(job->content, key);
+
+	return s ? s : pstrdup("");
+}
+
+/* Builds base + path, where base is config base_url when set. */
+char *
+provider_url(const DeliveryJob *job, const char *default_base, const char *path)
+{
+	char	   *base = provider_config_string(job, "base_url");
+	size_t		len;
+
+	if (base == NULL || base[0] == '\0')
+		base = pstrdup(default_base);
+	len = strlen(base);
+	while (len > 0 && base[len - 1] == '/')
+		base[--len] = '\0';
+	return psprintf("%s%s", base, path);
+}
+
+/* Adds a request header, refusing CR/LF (header injection). */
+void
+provider_add_header(ProviderRequest *req, const char *name, const char *value)
+{
+	if (strpbrk(name, "\r\n:") != NULL || strpbrk(value, "\r\n") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("header value contains a line break"),
+				 errdetail("header %s: CR and LF are not allowed", name)));
+	req->headers = lappend(req->headers, psprintf("%s: %s", name, value));
+}
+
+/* Percent-encodes s into buf (RFC 3986 unreserved characters kept). */
+static void
+append_urlencoded(StringInfo buf, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+	{
+		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+			*p == '-' || *p == '_' || *p == '.' || *p == '~')
+			appendStringInfoChar(buf, (char) *p);
+		else
+		{
+			appendStringInfoChar(buf, '%');
+			appendStringInfoChar(buf, hex[*p >> 4]);
+			appendStringInfoChar(buf, hex[*p & 15]);
+		}
+	}
+}
+
+/* Appends one form field. */
+void
+provider_form_add(StringInfo body, const char *key, const char *value)
+{
+	if (body->len > 0)
+		appendStringInfoChar(body, '&');
+	append_urlencoded(body, key);
+	appendStringInfoChar(body, '=');
+	append_urlencoded(body, value);
+}
+
+/* Finds a response header by name. */
+char *
+provider_response_header(const ProviderResponse *resp, const char *name)
+{
+	ListCell   *lc;
+	size_t		n = strlen(name);
+
+	foreach(lc, resp->headers)
+	{
+		const char *h = lfirst(lc);
+
+		if (pg_strncasecmp(h, name, n) == 0 && h[n] == ':')
+		{
+			const char *v = h + n + 1;
+			char	   *out;
+			size_t		len;
+
+			while (*v == ' ' || *v == '\t')
+				v++;
+			out = pstrdup(v);
+			len = strlen(out);
+			while (len > 0 && (out[len - 1] == '\r' || out[len - 1] == '\n' || out[len - 1] == ' '))
+				out[--len] = '\0';
+			return out;
+		}
+	}
+	return NULL;
+}
+
+/* Parses the body as JSON with the server's own parser. */
+Jsonb *
+provider_response_json(const ProviderResponse *resp)
+{
+	Datum		d;
+	char	   *error;
+
+	if (resp->body.len == 0)
+		return NULL;
+	if (!safe_input(jsonb_in, resp->body.data, &d, &error))
+		return NULL;
+	return DatumGetJsonbP(d);
+}
+
+/* Returns the start of the body as text. */
+char *
+provider_response_excerpt(const ProviderResponse *resp, int len)
+{
+	int			n = Min(resp->body.len, len);
+
+	/* cut on a character boundary */
+	n = pg_mbcliplen(resp->body.data, resp->body.len, n);
+	return pnstrdup(resp->body.data, n);
+}
+
+/* Parses Retry-After (seconds; HTTP dates count as 1 s) into milliseconds. */
+static int
+retry_after_ms(const ProviderResponse *resp)
+{
+	char	   *v = provider_response_header(resp, "retry-after");
+	char	   *end;
+	double		seconds;
+
+	if (v == NULL)
+		return 0;
+	seconds = strtod(v, &end);
+	if (end == v)
+		return 1000;
+	return (int) Min(seconds * 1000.0, 24.0 * 3600 * 1000);
+}
+
+/* Classifies by transport result and HTTP status. */
+void
+provider_classify_http(const ProviderResponse *resp, ProviderResult *res)
+{
+	memset(res, 0, sizeof(ProviderResult));
+	if (resp->curl_code != 0)
+	{
+		res->outcome = OUTCOME_RETRY;
+		res->error = psprintf("transport error: %s", resp->curl_error ? resp->curl_error : "unknown");
+		return;
+	}
+	if (resp->status >= 200 && resp->status < 300)
+	{
+		res->outcome = OUTCOME_SENT;
+		return;
+	}
+	res->error = psprintf("HTTP %ld: %s", resp->status, provider_response_excerpt(resp, 200));
+	if (resp->status == 408 || resp->status == 429 || resp->status >= 500)
+	{
+		res->outcome = OUTCOME_RETRY;
+		res->retry_after_ms = retry_after_ms(resp);
+	}
+	else
+		res->outcome = OUTCOME_PERMANENT;
+}
