@@ -13,6 +13,7 @@
 
 #include "delivery_repo.h"
 #include "spi_util.h"
+#include "worker.h"
 
 static SpiStatement insert_stmt = {
 	"INSERT INTO notiflow.deliveries"
@@ -69,6 +70,7 @@ delivery_repo_insert(List *deliveries)
 	Datum		args[8];
 	ListCell   *lc;
 	int			i = 0;
+	bool		queued = false;
 
 	if (n == 0)
 		return;
@@ -90,6 +92,7 @@ delivery_repo_insert(List *deliveries)
 		cols[4][i] = d->recipient ? CStringGetTextDatum(d->recipient) : (Datum) 0;
 		cols[5][i] = JsonbPGetDatum(d->content);
 		cols[6][i] = CStringGetTextDatum(d->status);
+		queued |= strcmp(d->status, "queued") == 0;
 		nulls[7][i] = (d->last_error == NULL);
 		cols[7][i] = d->last_error ? CStringGetTextDatum(d->last_error) : (Datum) 0;
 		i++;
@@ -97,6 +100,8 @@ delivery_repo_insert(List *deliveries)
 	for (int c = 0; c < 8; c++)
 		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
 	spi_run(&insert_stmt, args, NULL, false, 0, SPI_OK_INSERT);
+	if (queued)
+		notiflow_wake_dispatchers_at_commit();
 }
 
 /* Lists the enabled providers of a channel, lowest priority value first. */
@@ -155,4 +160,239 @@ delivery_repo_set_status(int64 delivery_id, const char *status,
 		return false;
 	*execution_id = DatumGetInt64(spi_value(0, 1, &isnull));
 	return true;
+}
+
+/* --- dispatcher statements --- */
+
+static SpiStatement requeue_stmt = {
+	"UPDATE notiflow.deliveries SET status = 'queued', lease_expires_at = NULL, updated_at = now()"
+	" WHERE status = 'sending' AND lease_expires_at < now()",
+	0, {InvalidOid}
+};
+
+static SpiStatement claim_stmt = {
+	"WITH due AS ("
+	"  SELECT id FROM notiflow.deliveries"
+	"   WHERE status = 'queued' AND next_attempt_at <= now()"
+	"   ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+	" UPDATE notiflow.deliveries d"
+	"    SET status = 'sending', lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond',"
+	"        updated_at = now()"
+	"   FROM due WHERE d.id = due.id"
+	" RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,"
+	"           d.provider_attempts,"
+	"           (SELECT e.workflow_key FROM notiflow.executions e WHERE e.id = d.execution_id)",
+	2, {INT4OID, INT4OID}
+};
+
+static SpiStatement next_due_stmt = {
+	"SELECT (extract(epoch FROM least("
+	"          (SELECT min(next_attempt_at) FROM notiflow.deliveries WHERE status = 'queued'),"
+	"          (SELECT min(wake_at) FROM notiflow.executions WHERE status = 'waiting'),"
+	"          (SELECT min(lease_expires_at) FROM notiflow.deliveries WHERE status = 'sending'))"
+	"        - clock_timestamp()) * 1000)::float8",
+	0, {InvalidOid}
+};
+
+static SpiStatement attempt_stmt = {
+	"INSERT INTO notiflow.delivery_attempts"
+	"       (delivery_id, attempt, provider, status_code, curl_code, latency_ms, error_class, error,"
+	"        response_excerpt)"
+	" VALUES ($1, $2, $3, nullif($4, 0), nullif($5, 0), $6, $7, $8, $9)",
+	9, {INT8OID, INT4OID, TEXTOID, INT4OID, INT4OID, FLOAT8OID, TEXTOID, TEXTOID, TEXTOID}
+};
+
+static SpiStatement retry_stmt = {
+	"UPDATE notiflow.deliveries"
+	"   SET status = 'queued', attempts = attempts + 1, provider_attempts = provider_attempts + 1,"
+	"       next_attempt_at = clock_timestamp() + $2 * interval '1 millisecond', last_error = $3,"
+	"       lease_expires_at = NULL, updated_at = now()"
+	" WHERE id = $1",
+	3, {INT8OID, INT4OID, TEXTOID}
+};
+
+static SpiStatement defer_stmt = {
+	"UPDATE notiflow.deliveries"
+	"   SET status = 'queued', next_attempt_at = clock_timestamp() + $2 * interval '1 millisecond',"
+	"       lease_expires_at = NULL, updated_at = now()"
+	" WHERE id = $1",
+	2, {INT8OID, INT4OID}
+};
+
+static SpiStatement fall_back_stmt = {
+	"WITH d AS (SELECT id, channel, provider, tried_providers FROM notiflow.deliveries WHERE id = $1),"
+	" nxt AS (SELECT p.name FROM notiflow.providers p, d"
+	"          WHERE p.channel = d.channel AND p.enabled AND p.name IS DISTINCT FROM d.provider"
+	"            AND NOT (p.name = ANY (d.tried_providers))"
+	"            AND (d.channel NOT IN ('push', 'chat') OR p.kind = $2)"
+	"          ORDER BY p.priority, p.name LIMIT 1)"
+	" UPDATE notiflow.deliveries x"
+	"    SET provider = nxt.name,"
+	"        tried_providers = CASE WHEN x.provider IS NULL THEN x.tried_providers"
+	"                               ELSE x.tried_providers || x.provider END,"
+	"        provider_attempts = 0, attempts = x.attempts + 1, status = 'queued',"
+	"        next_attempt_at = now(), last_error = $3, lease_expires_at = NULL, updated_at = now()"
+	"   FROM nxt WHERE x.id = $1"
+	" RETURNING x.provider",
+	3, {INT8OID, TEXTOID, TEXTOID}
+};
+
+static SpiStatement dead_letter_stmt = {
+	"WITH d AS (UPDATE notiflow.deliveries SET attempts = attempts + 1 WHERE id = $1 RETURNING *)"
+	" INSERT INTO notiflow.dead_letters (source, reference, payload, details, error)"
+	" SELECT 'delivery', d.id::text, convert_to($2, 'UTF8'),"
+	"        jsonb_build_object('delivery_id', d.id, 'execution_id', d.execution_id,"
+	"                           'node_id', d.node_id, 'channel', d.channel, 'recipient', d.recipient,"
+	"                           'content', d.content, 'attempts', d.attempts,"
+	"                           'providers', d.tried_providers || d.provider),"
+	"        $3"
+	"   FROM d",
+	3, {INT8OID, TEXTOID, TEXTOID}
+};
+
+static SpiStatement mark_invalid_stmt = {
+	"UPDATE notiflow.subscribers s"
+	"   SET invalid_addresses = s.invalid_addresses || d.recipient, updated_at = now()"
+	"  FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id"
+	" WHERE d.id = $1 AND s.id = e.subscriber_id AND d.recipient IS NOT NULL"
+	"   AND NOT (d.recipient = ANY (s.invalid_addresses))",
+	1, {INT8OID}
+};
+
+static SpiStatement count_attempt_stmt = {
+	"UPDATE notiflow.deliveries SET attempts = attempts + 1, provider_attempts = provider_attempts + 1"
+	" WHERE id = $1",
+	1, {INT8OID}
+};
+
+/* Requeues deliveries whose lease expired. */
+int
+delivery_repo_requeue_expired(void)
+{
+	spi_run(&requeue_stmt, NULL, NULL, false, 0, SPI_OK_UPDATE);
+	return (int) SPI_processed;
+}
+
+/* Claims due deliveries. */
+List *
+delivery_repo_claim(int limit, int lease_ms)
+{
+	Datum		args[2] = {Int32GetDatum(limit), Int32GetDatum(lease_ms)};
+	List	   *claimed = NIL;
+
+	spi_run(&claim_stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		ClaimedDelivery *c = palloc0(sizeof(ClaimedDelivery));
+		bool		isnull;
+
+		c->id = DatumGetInt64(spi_value(r, 1, &isnull));
+		c->execution_id = DatumGetInt64(spi_value(r, 2, &isnull));
+		c->channel = spi_text(r, 3);
+		c->provider = spi_text(r, 4);
+		c->recipient = spi_text(r, 5);
+		c->content = DatumGetJsonbPCopy(spi_value(r, 6, &isnull));
+		c->attempts = DatumGetInt32(spi_value(r, 7, &isnull));
+		c->provider_attempts = DatumGetInt32(spi_value(r, 8, &isnull));
+		c->workflow_key = spi_text(r, 9);
+		claimed = lappend(claimed, c);
+	}
+	return claimed;
+}
+
+/* Returns milliseconds until something is due. */
+long
+delivery_repo_next_due_ms(void)
+{
+	bool		isnull;
+	Datum		d;
+
+	spi_run(&next_due_stmt, NULL, NULL, true, 1, SPI_OK_SELECT);
+	d = spi_value(0, 1, &isnull);
+	if (isnull)
+		return -1;
+	return (long) Max(DatumGetFloat8(d), 0.0);
+}
+
+/* Records one attempt. */
+void
+delivery_repo_record_attempt(int64 delivery_id, int attempt, const char *provider,
+							 long status_code, int curl_code, double latency_ms,
+							 const char *error_class, const char *error, const char *excerpt)
+{
+	Datum		args[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	args[0] = Int64GetDatum(delivery_id);
+	args[1] = Int32GetDatum(attempt);
+	args[2] = CStringGetTextDatum(provider ? provider : "");
+	args[3] = Int32GetDatum((int32) status_code);
+	args[4] = Int32GetDatum(curl_code);
+	args[5] = Float8GetDatum(latency_ms);
+	args[6] = CStringGetTextDatum(error_class);
+	args[7] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	if (error == NULL)
+		nulls[7] = 'n';
+	args[8] = excerpt ? CStringGetTextDatum(excerpt) : (Datum) 0;
+	if (excerpt == NULL)
+		nulls[8] = 'n';
+	spi_run(&attempt_stmt, args, nulls, false, 0, SPI_OK_INSERT);
+}
+
+/* Schedules a retry. */
+void
+delivery_repo_retry_later(int64 delivery_id, int delay_ms, const char *error)
+{
+	Datum		args[3] = {Int64GetDatum(delivery_id), Int32GetDatum(delay_ms),
+	CStringGetTextDatum(error ? error : "")};
+
+	spi_run(&retry_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+}
+
+/* Defers without counting an attempt. */
+void
+delivery_repo_defer(int64 delivery_id, int delay_ms)
+{
+	Datum		args[2] = {Int64GetDatum(delivery_id), Int32GetDatum(delay_ms)};
+
+	spi_run(&defer_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+}
+
+/* Moves to the next provider. */
+char *
+delivery_repo_fall_back(int64 delivery_id, const char *kind, const char *error)
+{
+	Datum		args[3] = {Int64GetDatum(delivery_id), CStringGetTextDatum(kind ? kind : ""),
+	CStringGetTextDatum(error ? error : "")};
+
+	spi_run(&fall_back_stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	return SPI_processed == 0 ? NULL : spi_text(0, 1);
+}
+
+/* Files a dead letter. */
+void
+delivery_repo_dead_letter(int64 delivery_id, const char *request_body, const char *error)
+{
+	Datum		args[3] = {Int64GetDatum(delivery_id), CStringGetTextDatum(request_body ? request_body : ""),
+	CStringGetTextDatum(error ? error : "failed")};
+
+	spi_run(&dead_letter_stmt, args, NULL, false, 0, SPI_OK_INSERT);
+}
+
+/* Marks the address invalid on the subscriber. */
+void
+delivery_repo_mark_address_invalid(int64 delivery_id)
+{
+	Datum		args[1] = {Int64GetDatum(delivery_id)};
+
+	spi_run(&mark_invalid_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+}
+
+/* Counts a successful attempt. */
+void
+delivery_repo_count_attempt(int64 delivery_id)
+{
+	Datum		args[1] = {Int64GetDatum(delivery_id)};
+
+	spi_run(&count_attempt_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
 }

@@ -55,4 +55,57 @@ extern bool delivery_repo_set_status(int64 delivery_id, const char *status,
 									 const char *provider_message_id, const char *error,
 									 int64 *execution_id);
 
+/* --- used by the dispatcher --- */
+
+/* A delivery claimed for sending. */
+typedef struct ClaimedDelivery
+{
+	int64		id;
+	int64		execution_id;
+	char	   *channel;
+	char	   *provider;
+	char	   *recipient;
+	Jsonb	   *content;
+	int			attempts;		/* before this one */
+	int			provider_attempts;	/* before this one, with this provider */
+	char	   *workflow_key;
+} ClaimedDelivery;
+
+/* Puts deliveries whose lease expired (their dispatcher died) back in the queue; returns how many. */
+extern int	delivery_repo_requeue_expired(void);
+
+/* Claims up to limit due deliveries for lease_ms (status sending); a List of ClaimedDelivery *. */
+extern List *delivery_repo_claim(int limit, int lease_ms);
+
+/* Milliseconds until the next queued delivery, delay or lease is due; -1 when none. */
+extern long delivery_repo_next_due_ms(void);
+
+/* Records one attempt. */
+extern void delivery_repo_record_attempt(int64 delivery_id, int attempt, const char *provider,
+										 long status_code, int curl_code, double latency_ms,
+										 const char *error_class, const char *error,
+										 const char *excerpt);
+
+/* Counts an attempt and queues the delivery again after delay_ms. */
+extern void delivery_repo_retry_later(int64 delivery_id, int delay_ms, const char *error);
+
+/* Queues the delivery again after delay_ms without counting an attempt (rate limit, half-open circuit). */
+extern void delivery_repo_defer(int64 delivery_id, int delay_ms);
+
+/*
+ * Moves the delivery to the next enabled provider of its channel (of the same
+ * kind for push and chat) that it has not tried; returns that provider's
+ * name, or NULL when none is left.
+ */
+extern char *delivery_repo_fall_back(int64 delivery_id, const char *kind, const char *error);
+
+/* Counts the final attempt and files a dead letter with the full request context. */
+extern void delivery_repo_dead_letter(int64 delivery_id, const char *request_body, const char *error);
+
+/* Marks the delivery's address invalid on its subscriber. */
+extern void delivery_repo_mark_address_invalid(int64 delivery_id);
+
+/* Counts a successful attempt (the status itself goes through delivery_finish). */
+extern void delivery_repo_count_attempt(int64 delivery_id);
+
 #endif							/* NOTIFLOW_DELIVERY_REPO_H */

@@ -4,25 +4,35 @@
  *
  * The library works both when loaded on demand by its SQL functions (plain
  * SQL use: triggers, workflows, the engine) and when listed in
- * shared_preload_libraries, which later parts use to register the background
- * workers that deliver notifications.
+ * shared_preload_libraries, where it also registers the background workers
+ * that deliver notifications (worker/).
  */
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "notiflow.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
 int			notiflow_max_payload_size_kb = 256;
+char	   *notiflow_database_name = NULL;
+int			notiflow_dispatch_workers = 1;
+int			notiflow_http_concurrency = 256;
+int			notiflow_dispatch_batch_size = 200;
+int			notiflow_lease_ms = 60000;
+bool		notiflow_allow_private_urls = false;
+int			notiflow_circuit_failures = 5;
+int			notiflow_circuit_cooldown_ms = 30000;
 
 const char *const notiflow_channel_names[] = {"email", "sms", "push", "chat", "webhook"};
 
-/* Defines the GUCs. */
+/* Defines the GUCs and, when preloaded, registers the background workers. */
 void
 _PG_init(void)
 {
@@ -37,5 +47,57 @@ _PG_init(void)
 							GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("notiflow.database_name",
+							   "Database in which the notiflow workers run.",
+							   NULL,
+							   &notiflow_database_name,
+							   "postgres",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("notiflow.dispatch_workers",
+							"Number of delivery dispatcher workers.",
+							NULL,
+							&notiflow_dispatch_workers,
+							1, 0, NOTIFLOW_MAX_DISPATCHERS,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("notiflow.http_concurrency",
+							"Requests each dispatcher keeps in flight at most.",
+							NULL,
+							&notiflow_http_concurrency,
+							256, 1, 10000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("notiflow.dispatch_batch_size",
+							"Deliveries a dispatcher claims in one transaction at most.",
+							NULL,
+							&notiflow_dispatch_batch_size,
+							200, 1, 10000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("notiflow.lease_time",
+							"How long a claimed delivery stays with its dispatcher before another may claim it.",
+							NULL,
+							&notiflow_lease_ms,
+							60000, 1000, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomBoolVariable("notiflow.allow_private_urls",
+							 "Allow URLs from data to reach loopback, private and link-local addresses.",
+							 NULL,
+							 &notiflow_allow_private_urls,
+							 false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("notiflow.circuit_failures",
+							"Consecutive failures after which a provider's circuit opens.",
+							NULL,
+							&notiflow_circuit_failures,
+							5, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("notiflow.circuit_cooldown",
+							"How long an open circuit rejects deliveries before a probe.",
+							NULL,
+							&notiflow_circuit_cooldown_ms,
+							30000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("notiflow");
+
+	if (process_shared_preload_libraries_in_progress)
+		notiflow_workers_register();
 }

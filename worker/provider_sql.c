@@ -4,6 +4,7 @@
  *   notiflow.provider_preview(provider, recipient, content) → the request it would send
  *   notiflow.provider_classify(kind, status, headers, body, curl_code) → the outcome
  * The preview includes credentials, so only superusers may call it.
+ * Also notiflow.wake_dispatchers(), for deliveries queued by hand.
  */
 #include "postgres.h"
 
@@ -16,6 +17,7 @@
 #include "jsonb_util.h"
 #include "provider.h"
 #include "provider_repo.h"
+#include "worker.h"
 
 PG_FUNCTION_INFO_V1(provider_preview);
 PG_FUNCTION_INFO_V1(provider_classify);
@@ -136,4 +138,14 @@ provider_classify(PG_FUNCTION_ARGS)
 	vals[2] = res.error ? jsonb_make_string(res.error) : NULL;
 	vals[3] = jsonb_make_int(res.retry_after_ms);
 	PG_RETURN_JSONB_P(jsonb_make_object(4, keys, vals));
+}
+
+PG_FUNCTION_INFO_V1(wake_dispatchers);
+
+/* Wakes the dispatchers at commit. */
+Datum
+wake_dispatchers(PG_FUNCTION_ARGS)
+{
+	notiflow_wake_dispatchers_at_commit();
+	PG_RETURN_VOID();
 }

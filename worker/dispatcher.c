@@ -1,0 +1,590 @@
+/*
+ * dispatcher.c — the "notiflow dispatcher" background worker: deliveries → providers.
+ *
+ * One loop, three phases, never a transaction open during network I/O:
+ *
+ *   1. claim (transaction): requeue deliveries whose lease expired, resume
+ *      executions whose delay is over, claim a batch of due deliveries with
+ *      FOR UPDATE SKIP LOCKED (status sending, lease), check each provider's
+ *      circuit and rate limit, and build every request with its adapter;
+ *      commit.
+ *   2. send (no transaction): hand the requests to libcurl's multi interface
+ *      (http.c) and let them progress while the worker waits on its latch and
+ *      curl's sockets together.
+ *   3. record (transaction): classify each finished attempt with its adapter,
+ *      log it in delivery_attempts, and apply the policy: sent → finish the
+ *      delivery (which resumes the execution); retryable → back off (with
+ *      jitter; Retry-After wins when larger) until max_attempts; then, or on a
+ *      permanent error or an open circuit → the next provider of the channel;
+ *      none left → failed, a dead letter, and the execution resumes.
+ *
+ * A transaction that queues deliveries sets this worker's latch at commit
+ * (worker_shmem.c); the wait's timeout is the next due retry, delay or lease,
+ * so the table is not polled.  A dispatcher killed mid-flight loses nothing:
+ * its claimed deliveries come back when their lease expires (a request that
+ * had reached the provider is then sent twice, and counted in
+ * delivery_attempts).
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/fmgrprotos.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "delivery_repo.h"
+#include "engine.h"
+#include "http.h"
+#include "jsonb_util.h"
+#include "provider.h"
+#include "provider_repo.h"
+#include "worker.h"
+
+/* One delivery being sent: everything lives in cxt, across transactions. */
+typedef struct InFlight
+{
+	MemoryContext cxt;
+	DeliveryJob job;
+	ProviderRequest req;
+	const ProviderAdapter *adapter;
+	int			max_attempts;
+	int			backoff_min_ms;
+	int			backoff_max_ms;
+} InFlight;
+
+/* Per-provider state kept by this worker for one claim: config and circuit. */
+typedef struct ProviderInfo
+{
+	char		name[NAMEDATALEN];
+	bool		found;
+	ProviderRow row;
+	CircuitState circuit;
+	bool		probe_taken;
+} ProviderInfo;
+
+/* Token bucket per provider for rate_per_second (this worker's share). */
+typedef struct RateBucket
+{
+	char		name[NAMEDATALEN];
+	double		tokens;
+	TimestampTz refilled_at;
+} RateBucket;
+
+static DispatcherSlot *my_slot = NULL;
+static MemoryContext dispatcher_cxt = NULL;
+static HTAB *rate_buckets = NULL;
+
+/* Reads an integer config value with a default. */
+static int
+config_int(Jsonb *config, const char *key, int def)
+{
+	JsonbValue *v = jsonb_get(config, key);
+
+	if (v == NULL || v->type != jbvNumeric)
+		return def;
+	return DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
+}
+
+/* Reads a float config value with a default. */
+static double
+config_float(Jsonb *config, const char *key, double def)
+{
+	JsonbValue *v = jsonb_get(config, key);
+
+	if (v == NULL || v->type != jbvNumeric)
+		return def;
+	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v->val.numeric)));
+}
+
+/*
+ * Takes a token from the provider's bucket; returns 0, or the milliseconds to
+ * wait when the bucket is empty.
+ */
+static int
+rate_limit_wait_ms(const char *provider, double rate_per_second)
+{
+	RateBucket *b;
+	bool		found;
+	TimestampTz now = GetCurrentTimestamp();
+	double		rate = rate_per_second / Max(notiflow_dispatch_workers, 1);
+	char		key[NAMEDATALEN];
+
+	if (rate_per_second <= 0)
+		return 0;
+	memset(key, 0, sizeof(key));
+	strlcpy(key, provider, sizeof(key));
+	b = hash_search(rate_buckets, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		b->tokens = Max(rate, 1.0);
+		b->refilled_at = now;
+	}
+	b->tokens = Min(Max(rate, 1.0), b->tokens + rate * (now - b->refilled_at) / 1000000.0);
+	b->refilled_at = now;
+	if (b->tokens >= 1.0)
+	{
+		b->tokens -= 1.0;
+		return 0;
+	}
+	return (int) ((1.0 - b->tokens) / rate * 1000.0) + 1;
+}
+
+/* Exponential backoff with full jitter, bounded; Retry-After wins when larger. */
+static int
+backoff_ms(InFlight *f, int attempt, int retry_after_ms)
+{
+	double		cap = Min((double) f->backoff_max_ms, (double) f->backoff_min_ms * pow(2.0, Max(attempt - 1, 0)));
+	double		jittered = f->backoff_min_ms + (cap - f->backoff_min_ms) * ((double) random() / (double) RAND_MAX);
+
+	return (int) Max(jittered, (double) retry_after_ms);
+}
+
+/* Looks up (once per claim) a provider's config and circuit. */
+static ProviderInfo *
+provider_info(HTAB *cache, const char *name)
+{
+	ProviderInfo *p;
+	bool		found;
+	char		key[NAMEDATALEN];
+
+	memset(key, 0, sizeof(key));
+	strlcpy(key, name ? name : "", sizeof(key));
+	p = hash_search(cache, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		p->found = name != NULL && provider_repo_load(name, &p->row) && p->row.enabled;
+		if (p->found)
+			provider_repo_circuit(name, &p->circuit);
+		p->probe_taken = false;
+	}
+	return p;
+}
+
+/* Ends a delivery that has no provider left: failed, dead letter, execution resumed. */
+static void
+delivery_give_up(int64 id, const char *request_body, const char *error)
+{
+	delivery_repo_dead_letter(id, request_body, error);
+	delivery_finish(id, "failed", NULL, error);
+	if (my_slot)
+		pg_atomic_fetch_add_u64(&my_slot->failed, 1);
+}
+
+/* Falls back to the next provider, or gives up. */
+static void
+delivery_fall_back(int64 id, const char *kind, const char *request_body, const char *error)
+{
+	if (delivery_repo_fall_back(id, kind, error) == NULL)
+		delivery_give_up(id, request_body, error);
+}
+
+/* Builds the request of one claimed delivery into a new InFlight; NULL when it cannot be sent now. */
+static InFlight *
+prepare(ClaimedDelivery *c, HTAB *providers)
+{
+	ProviderInfo *p = provider_info(providers, c->provider);
+	const ProviderAdapter *adapter;
+	InFlight   *f;
+	MemoryContext old;
+	int			wait_ms;
+
+	if (!p->found)
+	{
+		delivery_repo_record_attempt(c->id, c->attempts + 1, c->provider, 0, 0, 0, "permanent",
+									 "provider missing or disabled", NULL);
+		delivery_fall_back(c->id, NULL, NULL, "provider missing or disabled");
+		return NULL;
+	}
+	adapter = provider_adapter(p->row.kind);
+	if (adapter == NULL)
+	{
+		delivery_repo_record_attempt(c->id, c->attempts + 1, c->provider, 0, 0, 0, "no_adapter",
+									 psprintf("no adapter for kind %s", p->row.kind), NULL);
+		delivery_fall_back(c->id, p->row.kind, NULL, psprintf("no adapter for kind %s", p->row.kind));
+		return NULL;
+	}
+	if (strcmp(p->circuit.state, "closed") != 0)
+	{
+		bool		cooled = p->circuit.open_for_ms >= notiflow_circuit_cooldown_ms;
+
+		if (strcmp(p->circuit.state, "open") == 0 && cooled && !p->probe_taken &&
+			provider_repo_circuit_probe(p->row.name))
+			p->probe_taken = true;	/* this delivery is the probe */
+		else if (strcmp(p->circuit.state, "open") == 0 && !cooled)
+		{
+			delivery_repo_record_attempt(c->id, c->attempts + 1, c->provider, 0, 0, 0, "circuit_open",
+										 "circuit open", NULL);
+			delivery_fall_back(c->id, p->row.kind, NULL, psprintf("circuit of provider %s is open", p->row.name));
+			return NULL;
+		}
+		else
+		{
+			/* a probe is in flight: wait for its verdict */
+			delivery_repo_defer(c->id, Max(notiflow_circuit_cooldown_ms / 10, 100));
+			return NULL;
+		}
+	}
+	wait_ms = rate_limit_wait_ms(p->row.name, config_float(p->row.config, "rate_per_second", 0));
+	if (wait_ms > 0)
+	{
+		delivery_repo_defer(c->id, wait_ms);
+		return NULL;
+	}
+
+	f = MemoryContextAllocZero(dispatcher_cxt, sizeof(InFlight));
+	f->cxt = AllocSetContextCreate(dispatcher_cxt, "notiflow delivery", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(f->cxt);
+	f->adapter = adapter;
+	f->job.delivery_id = c->id;
+	f->job.execution_id = c->execution_id;
+	f->job.attempt = c->provider_attempts + 1;
+	f->job.channel = pstrdup(c->channel);
+	f->job.provider = pstrdup(p->row.name);
+	f->job.kind = pstrdup(p->row.kind);
+	f->job.config = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(p->row.config));
+	f->job.recipient = c->recipient ? pstrdup(c->recipient) : NULL;
+	f->job.content = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(c->content));
+	f->job.workflow_key = c->workflow_key ? pstrdup(c->workflow_key) : NULL;
+	f->max_attempts = config_int(f->job.config, "max_attempts", 5);
+	f->backoff_min_ms = config_int(f->job.config, "backoff_min_ms", 1000);
+	f->backoff_max_ms = Max(config_int(f->job.config, "backoff_max_ms", 300000), f->backoff_min_ms);
+	initStringInfo(&f->req.body);
+	MemoryContextSwitchTo(old);
+	return f;
+}
+
+/* Runs one adapter's build in a subtransaction; false with *error set when it raises. */
+static bool
+build_one(InFlight *f, char **error)
+{
+	MemoryContext old = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(f->cxt);
+	PG_TRY();
+	{
+		f->adapter->build(&f->job, &f->req);
+		if (f->req.url == NULL)
+			ereport(ERROR, (errmsg("adapter %s built no URL", f->job.kind)));
+		ReleaseCurrentSubTransaction();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(old);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		*error = edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
+/* Builds every request of the batch; a build that raises fails only its delivery. */
+static List *
+build_requests(List *prepared)
+{
+	List	   *ready = NIL;
+	ListCell   *lc;
+
+	foreach(lc, prepared)
+	{
+		InFlight   *f = lfirst(lc);
+		char	   *error = NULL;
+
+		if (build_one(f, &error))
+			ready = lappend(ready, f);
+		else
+		{
+			delivery_repo_record_attempt(f->job.delivery_id, f->job.attempt, f->job.provider, 0, 0, 0,
+										 "permanent", error, NULL);
+			delivery_fall_back(f->job.delivery_id, f->job.kind, NULL, error);
+			MemoryContextDelete(f->cxt);
+			pfree(f);
+		}
+	}
+	return ready;
+}
+
+/* Starts a transaction for one phase of the loop. */
+static void
+phase_begin(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "notiflow: SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* Commits a phase. */
+static void
+phase_end(void)
+{
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Phase 1: claims up to limit deliveries and builds their requests.  Returns
+ * the InFlights to send; sets *next_due_ms and *extension_present.
+ */
+static List *
+claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
+{
+	List	   *ready = NIL;
+	List	   *prepared = NIL;
+	ListCell   *lc;
+
+	*claimed_count = 0;
+	phase_begin("notiflow: claiming deliveries");
+	*extension_present = OidIsValid(get_extension_oid("notiflow", true));
+	if (*extension_present)
+	{
+		HASHCTL		ctl;
+		HTAB	   *providers;
+		List	   *claimed;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = NAMEDATALEN;
+		ctl.entrysize = sizeof(ProviderInfo);
+		ctl.hcxt = CurrentMemoryContext;
+		providers = hash_create("notiflow claim providers", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+		delivery_repo_requeue_expired();
+		execution_resume_due(100);
+		claimed = limit > 0 ? delivery_repo_claim(limit, notiflow_lease_ms) : NIL;
+		*claimed_count = list_length(claimed);
+		foreach(lc, claimed)
+		{
+			InFlight   *f = prepare(lfirst(lc), providers);
+
+			if (f != NULL)
+				prepared = lappend(prepared, f);
+		}
+		ready = build_requests(prepared);
+		*next_due_ms = delivery_repo_next_due_ms();
+		if (my_slot)
+			pg_atomic_fetch_add_u64(&my_slot->claimed, *claimed_count);
+	}
+	phase_end();
+	return ready;
+}
+
+/* Applies the outcome of one finished attempt (inside the record transaction). */
+static void
+record_one(InFlight *f, ProviderResponse *resp, bool refused_private)
+{
+	ProviderResult res;
+	static const char *const classes[] = {"sent", "retry", "permanent", "invalid_recipient"};
+	const char *excerpt = provider_response_excerpt(resp, 500);
+
+	memset(&res, 0, sizeof(res));
+	if (refused_private)
+	{
+		res.outcome = OUTCOME_PERMANENT;
+		res.error = pstrdup(resp->curl_error);
+	}
+	else
+		f->adapter->classify(&f->job, resp, &res);
+	if (res.outcome != OUTCOME_SENT && res.error == NULL)
+		res.error = psprintf("HTTP %ld", resp->status);
+
+	delivery_repo_record_attempt(f->job.delivery_id, f->job.attempt, f->job.provider, resp->status,
+								 resp->curl_code, resp->latency_ms, classes[res.outcome], res.error,
+								 excerpt);
+	switch (res.outcome)
+	{
+		case OUTCOME_SENT:
+			delivery_repo_count_attempt(f->job.delivery_id);
+			delivery_finish(f->job.delivery_id, "sent", res.message_id, NULL);
+			if (my_slot)
+				pg_atomic_fetch_add_u64(&my_slot->sent, 1);
+			break;
+		case OUTCOME_RETRY:
+			if (f->job.attempt < f->max_attempts)
+			{
+				delivery_repo_retry_later(f->job.delivery_id,
+										  backoff_ms(f, f->job.attempt, res.retry_after_ms), res.error);
+				if (my_slot)
+					pg_atomic_fetch_add_u64(&my_slot->retried, 1);
+			}
+			else
+				delivery_fall_back(f->job.delivery_id, f->job.kind, f->req.body.data,
+								   psprintf("gave up after %d attempts: %s", f->job.attempt, res.error));
+			break;
+		case OUTCOME_INVALID_RECIPIENT:
+			delivery_repo_mark_address_invalid(f->job.delivery_id);
+			delivery_give_up(f->job.delivery_id, f->req.body.data, res.error);
+			break;
+		case OUTCOME_PERMANENT:
+			delivery_fall_back(f->job.delivery_id, f->job.kind, f->req.body.data, res.error);
+			break;
+	}
+	/* the circuit counts provider failures, not bad addresses */
+	if (res.outcome != OUTCOME_INVALID_RECIPIENT && !refused_private)
+	{
+		bool		success = res.outcome == OUTCOME_SENT;
+		CircuitState cs;
+
+		provider_repo_circuit(f->job.provider, &cs);
+		if (!success || cs.failures > 0 || strcmp(cs.state, "closed") != 0)
+			provider_repo_circuit_result(f->job.provider, success, notiflow_circuit_failures,
+										 success ? NULL : res.error);
+	}
+}
+
+/* Phase 3: records the finished transfers. */
+static void
+record(List *done)
+{
+	ListCell   *lc;
+
+	phase_begin("notiflow: recording delivery attempts");
+	foreach(lc, done)
+	{
+		HttpTransfer *t = lfirst(lc);
+		InFlight   *f = http_transfer_owner(t);
+
+		record_one(f, http_transfer_response(t), http_transfer_refused_private(t));
+	}
+	phase_end();
+	foreach(lc, done)
+	{
+		HttpTransfer *t = lfirst(lc);
+		InFlight   *f = http_transfer_owner(t);
+
+		http_transfer_free(t);
+		MemoryContextDelete(f->cxt);
+		pfree(f);
+	}
+	if (my_slot)
+		pg_atomic_write_u64(&my_slot->in_flight, http_in_flight());
+}
+
+/* Releases this worker's slot at exit. */
+static void
+dispatcher_detach(int code, Datum arg)
+{
+	if (my_slot == NULL)
+		return;
+	SpinLockAcquire(&notiflow_shared->mutex);
+	my_slot->pid = 0;
+	my_slot->latch = NULL;
+	SpinLockRelease(&notiflow_shared->mutex);
+}
+
+void
+notiflow_dispatcher_main(Datum arg)
+{
+	int			slot = DatumGetInt32(arg);
+	HASHCTL		ctl;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
+
+	SpinLockAcquire(&notiflow_shared->mutex);
+	my_slot = &notiflow_shared->dispatchers[slot];
+	my_slot->pid = MyProcPid;
+	my_slot->latch = MyLatch;
+	my_slot->started_at = GetCurrentTimestamp();
+	SpinLockRelease(&notiflow_shared->mutex);
+	before_shmem_exit(dispatcher_detach, (Datum) 0);
+
+	dispatcher_cxt = AllocSetContextCreate(TopMemoryContext, "notiflow dispatcher", ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = sizeof(RateBucket);
+	ctl.hcxt = dispatcher_cxt;
+	rate_buckets = hash_create("notiflow rate limits", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	srandom((unsigned int) (MyProcPid ^ GetCurrentTimestamp()));
+	http_init();
+
+	for (;;)
+	{
+		long		next_due_ms = -1;
+		long		timeout;
+		long		curl_ms;
+		bool		extension_present = true;
+		int			claimed = 0;
+		int			capacity;
+		List	   *done;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (notiflow_shared->dropping_database == MyDatabaseId)
+			proc_exit(0);
+
+		capacity = notiflow_http_concurrency - http_in_flight();
+		if (capacity > 0)
+		{
+			List	   *ready = claim(Min(capacity, notiflow_dispatch_batch_size), &next_due_ms,
+									  &extension_present, &claimed);
+			ListCell   *lc;
+
+			foreach(lc, ready)
+			{
+				InFlight   *f = lfirst(lc);
+				MemoryContext old = MemoryContextSwitchTo(f->cxt);
+
+				http_start(&f->job, &f->req, f);
+				MemoryContextSwitchTo(old);
+			}
+			if (my_slot)
+				pg_atomic_write_u64(&my_slot->in_flight, http_in_flight());
+		}
+
+		done = http_drive();
+		if (done != NIL)
+			record(done);
+
+		/* more may be due right away: a full batch, or deliveries the records just queued */
+		if ((claimed > 0 && claimed == Min(capacity, notiflow_dispatch_batch_size) &&
+			 http_in_flight() < notiflow_http_concurrency) || done != NIL)
+			continue;
+
+		timeout = extension_present ? next_due_ms : 10000;
+		curl_ms = http_timeout_ms();
+		if (curl_ms >= 0 && (timeout < 0 || curl_ms < timeout))
+			timeout = curl_ms;
+		if (timeout < 0 || timeout > 10000)
+			timeout = 10000;	/* a safety net for wake-ups nobody sent */
+		(void) WaitLatchOrSocket(MyLatch,
+								 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 http_wait_fd(), timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

@@ -1,0 +1,476 @@
+/*
+ * http.c — libcurl multi driver for the dispatcher.
+ *
+ * All transfers run on the dispatcher's own thread: curl's socket callback
+ * registers sockets in an epoll descriptor, its timer callback records a
+ * deadline, and the dispatcher waits on that descriptor and its latch with
+ * WaitLatchOrSocket.  http_drive() hands ready sockets and due timers to
+ * curl_multi_socket_action() and collects finished transfers.
+ *
+ * Callbacks (write, header, socket, timer, open-socket) touch only plain C
+ * memory (malloc) — never palloc, ereport or anything else of PostgreSQL —
+ * so they would be safe even if libcurl ran them elsewhere.  Responses are
+ * copied into palloc'd memory by http_drive() afterwards.
+ *
+ * Connections are reused across transfers (one multi handle for the worker's
+ * life); HTTP/2 is negotiated over TLS when the server offers it and
+ * multiplexed.  URLs that come from data are refused when they resolve to
+ * loopback, private or link-local addresses, unless
+ * notiflow.allow_private_urls is on.
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/base64.h"
+#include "portability/instr_time.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+
+#include "http.h"
+#include "jsonb_util.h"
+#include "worker.h"
+
+struct HttpTransfer
+{
+	void	   *owner;
+	const DeliveryJob *job;
+	ProviderRequest *req;
+	CURL	   *easy;
+	struct curl_slist *headers;
+	struct curl_slist *rcpt;
+	curl_mime  *mime;
+	char	   *body;			/* malloc'd response body */
+	size_t		body_len;
+	size_t		body_cap;
+	char	   *hdrs;			/* malloc'd response header lines */
+	size_t		hdrs_len;
+	size_t		hdrs_cap;
+	bool		check_private;
+	bool		refused_private;
+	char		errbuf[CURL_ERROR_SIZE];
+	instr_time	started;
+	ProviderResponse resp;
+};
+
+static CURLM *multi = NULL;
+static int	epoll_fd = -1;
+static int	in_flight = 0;
+static bool timer_armed = false;
+static struct timespec timer_deadline;
+
+/* Appends to a malloc'd buffer; false when out of memory. */
+static bool
+buffer_append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
+{
+	if (*len + n + 1 > *cap)
+	{
+		size_t		newcap = Max(*cap * 2, *len + n + 1024);
+		char	   *p = realloc(*buf, newcap);
+
+		if (p == NULL)
+			return false;
+		*buf = p;
+		*cap = newcap;
+	}
+	memcpy(*buf + *len, data, n);
+	*len += n;
+	(*buf)[*len] = '\0';
+	return true;
+}
+
+/* Collects the response body (1 MB kept at most). */
+static size_t
+write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	HttpTransfer *t = userp;
+	size_t		n = size * nmemb;
+
+	if (t->body_len < 1024 * 1024 && !buffer_append(&t->body, &t->body_len, &t->body_cap, data, n))
+		return 0;
+	return n;
+}
+
+/* Collects response header lines (of the last response). */
+static size_t
+header_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	HttpTransfer *t = userp;
+	size_t		n = size * nmemb;
+
+	if (n >= 5 && strncmp(data, "HTTP/", 5) == 0)
+		t->hdrs_len = 0;		/* a new response (after 100 Continue, say) */
+	if (!buffer_append(&t->hdrs, &t->hdrs_len, &t->hdrs_cap, data, n))
+		return 0;
+	return n;
+}
+
+/* True when addr is loopback, private, link-local, unspecified or shared. */
+static bool
+address_is_private(const struct sockaddr *addr)
+{
+	if (addr->sa_family == AF_INET)
+	{
+		uint32		a = ntohl(((const struct sockaddr_in *) addr)->sin_addr.s_addr);
+
+		return (a >> 24) == 127 || (a >> 24) == 10 || (a >> 24) == 0 ||
+			(a >> 20) == (172 << 4 | 1) || (a >> 16) == (192 << 8 | 168) ||
+			(a >> 16) == (169 << 8 | 254) || (a >> 22) == (100 << 2 | 1);
+	}
+	if (addr->sa_family == AF_INET6)
+	{
+		const unsigned char *b = ((const struct sockaddr_in6 *) addr)->sin6_addr.s6_addr;
+		static const unsigned char loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+		static const unsigned char unspecified[16] = {0};
+
+		if (memcmp(b, loopback, 16) == 0 || memcmp(b, unspecified, 16) == 0)
+			return true;
+		if ((b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0xc0) == 0x80))
+			return true;
+		if (b[10] == 0xff && b[11] == 0xff && memcmp(b, unspecified, 10) == 0)
+		{
+			struct sockaddr_in v4;
+
+			memset(&v4, 0, sizeof(v4));
+			v4.sin_family = AF_INET;
+			memcpy(&v4.sin_addr, b + 12, 4);
+			return address_is_private((struct sockaddr *) &v4);
+		}
+	}
+	return false;
+}
+
+/* Opens a socket unless the address is private and the URL came from data. */
+static curl_socket_t
+opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	HttpTransfer *t = clientp;
+
+	if (t->check_private && address_is_private(&address->addr))
+	{
+		t->refused_private = true;
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+/* Keeps curl's sockets registered in the epoll descriptor. */
+static int
+socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct epoll_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.data.fd = s;
+	if (what == CURL_POLL_REMOVE)
+	{
+		epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s, NULL);
+		return 0;
+	}
+	ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+	if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0)
+		epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev);
+	return 0;
+}
+
+/* Records when curl wants to be called back. */
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+	{
+		timer_armed = false;
+		return 0;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &timer_deadline);
+	timer_deadline.tv_sec += timeout_ms / 1000;
+	timer_deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
+	if (timer_deadline.tv_nsec >= 1000000000L)
+	{
+		timer_deadline.tv_sec++;
+		timer_deadline.tv_nsec -= 1000000000L;
+	}
+	timer_armed = true;
+	return 0;
+}
+
+void
+http_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		elog(ERROR, "notiflow: could not initialise libcurl");
+	multi = curl_multi_init();
+	epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (multi == NULL || epoll_fd < 0)
+		elog(ERROR, "notiflow: could not create the HTTP multi handle: %m");
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 64L);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 256L);
+}
+
+int
+http_wait_fd(void)
+{
+	return epoll_fd;
+}
+
+long
+http_timeout_ms(void)
+{
+	struct timespec now;
+	long		ms;
+
+	if (!timer_armed)
+		return -1;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (timer_deadline.tv_sec - now.tv_sec) * 1000 +
+		(timer_deadline.tv_nsec - now.tv_nsec) / 1000000;
+	return ms < 0 ? 0 : ms;
+}
+
+int
+http_in_flight(void)
+{
+	return in_flight;
+}
+
+/* Encodes a header value as an RFC 2047 word when it is not plain ASCII. */
+static char *
+mime_header_value(const char *value)
+{
+	int			len = strlen(value);
+	bool		ascii = true;
+	char	   *enc;
+	int			n;
+
+	for (const unsigned char *p = (const unsigned char *) value; *p; p++)
+		ascii &= (*p >= 0x20 && *p < 0x7f);
+	if (ascii)
+		return pstrdup(value);
+	enc = palloc(pg_b64_enc_len(len) + 1);
+	n = pg_b64_encode(value, len, enc, pg_b64_enc_len(len));
+	enc[Max(n, 0)] = '\0';
+	return psprintf("=?UTF-8?B?%s?=", enc);
+}
+
+/* Configures an SMTP transfer: envelope, MIME message, TLS. */
+static void
+setup_smtp(HttpTransfer *t, ProviderRequest *req)
+{
+	curl_mimepart *part;
+
+	curl_easy_setopt(t->easy, CURLOPT_MAIL_FROM, psprintf("<%s>", req->smtp_from));
+	t->rcpt = curl_slist_append(NULL, psprintf("<%s>", req->smtp_to));
+	curl_easy_setopt(t->easy, CURLOPT_MAIL_RCPT, t->rcpt);
+	if (req->smtp_starttls)
+		curl_easy_setopt(t->easy, CURLOPT_USE_SSL, (long) CURLUSESSL_ALL);
+
+	t->headers = curl_slist_append(t->headers, psprintf("From: %s", req->smtp_from_header ? req->smtp_from_header : req->smtp_from));
+	t->headers = curl_slist_append(t->headers, psprintf("To: <%s>", req->smtp_to));
+	t->headers = curl_slist_append(t->headers, psprintf("Subject: %s", mime_header_value(req->smtp_subject ? req->smtp_subject : "")));
+	t->headers = curl_slist_append(t->headers, psprintf("X-Notiflow-Delivery: " INT64_FORMAT, t->job->delivery_id));
+
+	t->mime = curl_mime_init(t->easy);
+	if (req->smtp_text && req->smtp_text[0] && req->smtp_html && req->smtp_html[0])
+	{
+		curl_mime  *alt = curl_mime_init(t->easy);
+
+		part = curl_mime_addpart(alt);
+		curl_mime_data(part, req->smtp_text, CURL_ZERO_TERMINATED);
+		curl_mime_type(part, "text/plain; charset=utf-8");
+		curl_mime_encoder(part, "quoted-printable");
+		part = curl_mime_addpart(alt);
+		curl_mime_data(part, req->smtp_html, CURL_ZERO_TERMINATED);
+		curl_mime_type(part, "text/html; charset=utf-8");
+		curl_mime_encoder(part, "quoted-printable");
+		part = curl_mime_addpart(t->mime);
+		curl_mime_subparts(part, alt);
+		curl_mime_type(part, "multipart/alternative");
+	}
+	else
+	{
+		bool		html = req->smtp_html && req->smtp_html[0];
+
+		part = curl_mime_addpart(t->mime);
+		curl_mime_data(part, html ? req->smtp_html : (req->smtp_text ? req->smtp_text : ""),
+					   CURL_ZERO_TERMINATED);
+		curl_mime_type(part, html ? "text/html; charset=utf-8" : "text/plain; charset=utf-8");
+		curl_mime_encoder(part, "quoted-printable");
+	}
+	curl_easy_setopt(t->easy, CURLOPT_MIMEPOST, t->mime);
+}
+
+HttpTransfer *
+http_start(const DeliveryJob *job, ProviderRequest *req, void *owner)
+{
+	HttpTransfer *t = palloc0(sizeof(HttpTransfer));
+	ListCell   *lc;
+	JsonbValue *tv = jsonb_get(job->config, "timeout_ms");
+	char	   *ca_file = jsonb_get_string(job->config, "ca_file");
+	long		timeout_ms = 10000;
+	CURLMcode	mc;
+
+	if (tv != NULL && tv->type == jbvNumeric)
+		timeout_ms = (long) DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(tv->val.numeric)));
+
+	t->owner = owner;
+	t->job = job;
+	t->req = req;
+	t->check_private = req->url_from_data && !notiflow_allow_private_urls;
+	t->easy = curl_easy_init();
+	if (t->easy == NULL)
+		elog(ERROR, "notiflow: curl_easy_init failed");
+	curl_easy_setopt(t->easy, CURLOPT_URL, req->url);
+	curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, Min(timeout_ms, 5000L));
+	curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->errbuf);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, req->smtp ? "smtp,smtps" : "http,https");
+	curl_easy_setopt(t->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(t->easy, CURLOPT_PIPEWAIT, 1L);
+	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "notiflow/0.1");
+	if (ca_file != NULL)
+		curl_easy_setopt(t->easy, CURLOPT_CAINFO, ca_file);
+	if (req->username != NULL)
+		curl_easy_setopt(t->easy, CURLOPT_USERNAME, req->username);
+	if (req->password != NULL)
+		curl_easy_setopt(t->easy, CURLOPT_PASSWORD, req->password);
+	if (req->aws_sigv4 != NULL)
+		curl_easy_setopt(t->easy, CURLOPT_AWS_SIGV4, req->aws_sigv4);
+
+	if (req->smtp)
+		setup_smtp(t, req);
+	else
+	{
+		foreach(lc, req->headers)
+			t->headers = curl_slist_append(t->headers, (const char *) lfirst(lc));
+		t->headers = curl_slist_append(t->headers, "Expect:");
+		curl_easy_setopt(t->easy, CURLOPT_CUSTOMREQUEST, req->method ? req->method : "POST");
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, req->body.data);
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) req->body.len);
+	}
+	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
+
+	INSTR_TIME_SET_CURRENT(t->started);
+	mc = curl_multi_add_handle(multi, t->easy);
+	if (mc != CURLM_OK)
+		elog(ERROR, "notiflow: curl_multi_add_handle failed: %s", curl_multi_strerror(mc));
+	in_flight++;
+	return t;
+}
+
+/* Fills the ProviderResponse of a finished transfer. */
+static void
+finish_transfer(HttpTransfer *t, CURLcode code)
+{
+	ProviderResponse *r = &t->resp;
+	instr_time	now;
+	char	   *save = NULL;
+
+	INSTR_TIME_SET_CURRENT(now);
+	INSTR_TIME_SUBTRACT(now, t->started);
+	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &r->status);
+	r->curl_code = (int) code;
+	r->curl_error = code == CURLE_OK ? NULL
+		: pstrdup(t->refused_private ? "refused: the URL resolves to a private address"
+				  : (t->errbuf[0] ? t->errbuf : curl_easy_strerror(code)));
+	r->latency_ms = INSTR_TIME_GET_MILLISEC(now);
+	initStringInfo(&r->body);
+	if (t->body_len > 0)
+		appendBinaryStringInfo(&r->body, t->body, t->body_len);
+	if (t->hdrs_len > 0)
+	{
+		for (char *line = strtok_r(t->hdrs, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save))
+			if (strchr(line, ':') != NULL)
+				r->headers = lappend(r->headers, pstrdup(line));
+	}
+}
+
+List *
+http_drive(void)
+{
+	struct epoll_event events[64];
+	int			n;
+	int			running;
+	CURLMsg    *msg;
+	int			queued;
+	List	   *done = NIL;
+
+	n = epoll_wait(epoll_fd, events, lengthof(events), 0);
+	for (int i = 0; i < n; i++)
+	{
+		int			flags = 0;
+
+		if (events[i].events & EPOLLIN)
+			flags |= CURL_CSELECT_IN;
+		if (events[i].events & EPOLLOUT)
+			flags |= CURL_CSELECT_OUT;
+		if (events[i].events & (EPOLLERR | EPOLLHUP))
+			flags |= CURL_CSELECT_ERR;
+		curl_multi_socket_action(multi, events[i].data.fd, flags, &running);
+	}
+	if (timer_armed && http_timeout_ms() == 0)
+	{
+		timer_armed = false;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	while ((msg = curl_multi_info_read(multi, &queued)) != NULL)
+	{
+		HttpTransfer *t;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		finish_transfer(t, msg->data.result);
+		curl_multi_remove_handle(multi, t->easy);
+		in_flight--;
+		done = lappend(done, t);
+	}
+	return done;
+}
+
+ProviderResponse *
+http_transfer_response(HttpTransfer *t)
+{
+	return &t->resp;
+}
+
+bool
+http_transfer_refused_private(HttpTransfer *t)
+{
+	return t->refused_private;
+}
+
+void *
+http_transfer_owner(HttpTransfer *t)
+{
+	return t->owner;
+}
+
+void
+http_transfer_free(HttpTransfer *t)
+{
+	curl_easy_cleanup(t->easy);
+	curl_slist_free_all(t->headers);
+	curl_slist_free_all(t->rcpt);
+	curl_mime_free(t->mime);
+	free(t->body);
+	free(t->hdrs);
+	pfree(t);
+}

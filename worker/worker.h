@@ -1,0 +1,62 @@
+/*
+ * worker.h — the background workers: a launcher (static worker) that starts
+ * and supervises the dispatchers (dynamic workers) in notiflow.database_name,
+ * and the shared memory through which transactions wake them at commit.
+ */
+#ifndef NOTIFLOW_WORKER_H
+#define NOTIFLOW_WORKER_H
+
+#include "postgres.h"
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+
+#define NOTIFLOW_MAX_DISPATCHERS 32
+
+/* Per-dispatcher state in shared memory. */
+typedef struct DispatcherSlot
+{
+	pid_t		pid;			/* 0 when the slot is free */
+	Latch	   *latch;
+	TimestampTz started_at;
+	pg_atomic_uint64 claimed;
+	pg_atomic_uint64 sent;
+	pg_atomic_uint64 retried;
+	pg_atomic_uint64 failed;
+	pg_atomic_uint64 in_flight;
+} DispatcherSlot;
+
+typedef struct NotiflowShared
+{
+	slock_t		mutex;
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	Oid			dropping_database;	/* workers leave a database being dropped */
+	DispatcherSlot dispatchers[NOTIFLOW_MAX_DISPATCHERS];
+} NotiflowShared;
+
+/* NULL unless the library was preloaded. */
+extern NotiflowShared *notiflow_shared;
+
+/* GUCs for the workers (defined in notiflow.c). */
+extern char *notiflow_database_name;
+extern int	notiflow_dispatch_workers;
+extern int	notiflow_http_concurrency;
+extern int	notiflow_dispatch_batch_size;
+extern int	notiflow_lease_ms;
+extern bool notiflow_allow_private_urls;
+extern int	notiflow_circuit_failures;
+extern int	notiflow_circuit_cooldown_ms;
+
+/* Registers the launcher and the shared memory hooks (preload only). */
+extern void notiflow_workers_register(void);
+
+/* Wakes every dispatcher when the current transaction commits. */
+extern void notiflow_wake_dispatchers_at_commit(void);
+
+/* Background worker entry points. */
+extern PGDLLEXPORT void notiflow_launcher_main(Datum arg);
+extern PGDLLEXPORT void notiflow_dispatcher_main(Datum arg);
+
+#endif							/* NOTIFLOW_WORKER_H */

@@ -1,0 +1,209 @@
+/*
+ * worker_shmem.c — shared memory of the workers, the commit-time wake-up of
+ * the dispatchers, and the guard that makes the workers leave a database that
+ * is being dropped.
+ *
+ * Locking: the spinlock protects slot ownership (pid/latch) and
+ * dropping_database; counters are atomics.  A transaction that queued
+ * deliveries registers a transaction callback; at commit it sets the latch of
+ * every live dispatcher, so a delivery leaves within one loop of the worker
+ * and no worker polls the table.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/utility.h"
+#include "utils/timestamp.h"
+
+#include "worker.h"
+
+NotiflowShared *notiflow_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_process_utility_hook = NULL;
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
+
+/* Asks for the shared memory the workers need. */
+static void
+notiflow_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(NotiflowShared)));
+}
+
+/* Creates or attaches the shared state. */
+static void
+notiflow_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	notiflow_shared = ShmemInitStruct("notiflow", sizeof(NotiflowShared), &found);
+	if (!found)
+	{
+		memset(notiflow_shared, 0, sizeof(NotiflowShared));
+		SpinLockInit(&notiflow_shared->mutex);
+		for (int i = 0; i < NOTIFLOW_MAX_DISPATCHERS; i++)
+		{
+			DispatcherSlot *s = &notiflow_shared->dispatchers[i];
+
+			pg_atomic_init_u64(&s->claimed, 0);
+			pg_atomic_init_u64(&s->sent, 0);
+			pg_atomic_init_u64(&s->retried, 0);
+			pg_atomic_init_u64(&s->failed, 0);
+			pg_atomic_init_u64(&s->in_flight, 0);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Sets the latch of every live dispatcher. */
+static void
+wake_dispatchers(void)
+{
+	if (notiflow_shared == NULL)
+		return;
+	SpinLockAcquire(&notiflow_shared->mutex);
+	for (int i = 0; i < NOTIFLOW_MAX_DISPATCHERS; i++)
+		if (notiflow_shared->dispatchers[i].pid != 0 && notiflow_shared->dispatchers[i].latch)
+			SetLatch(notiflow_shared->dispatchers[i].latch);
+	SpinLockRelease(&notiflow_shared->mutex);
+}
+
+/* Wakes the dispatchers after a commit that queued deliveries. */
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				wake_dispatchers();
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+void
+notiflow_wake_dispatchers_at_commit(void)
+{
+	if (notiflow_shared == NULL)
+		return;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/* Terminates the workers connected to a database before it is dropped. */
+static void
+leave_database(const char *dbname)
+{
+	Oid			dboid = get_database_oid(dbname, true);
+	TimestampTz deadline = GetCurrentTimestamp() + 10 * USECS_PER_SEC;
+
+	if (!OidIsValid(dboid) || notiflow_shared == NULL)
+		return;
+	SpinLockAcquire(&notiflow_shared->mutex);
+	notiflow_shared->dropping_database = dboid;
+	SpinLockRelease(&notiflow_shared->mutex);
+	for (;;)
+	{
+		bool		any = false;
+
+		SpinLockAcquire(&notiflow_shared->mutex);
+		for (int i = 0; i < NOTIFLOW_MAX_DISPATCHERS; i++)
+		{
+			DispatcherSlot *s = &notiflow_shared->dispatchers[i];
+
+			if (s->pid != 0)
+			{
+				any = true;
+				SetLatch(s->latch);
+			}
+		}
+		SpinLockRelease(&notiflow_shared->mutex);
+		if (!any || GetCurrentTimestamp() > deadline)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* Lets DROP DATABASE through: the workers leave the database first. */
+static void
+notiflow_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+						 ProcessUtilityContext context, ParamListInfo params,
+						 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	if (IsA(pstmt->utilityStmt, DropdbStmt))
+		leave_database(((DropdbStmt *) pstmt->utilityStmt)->dbname);
+	PG_TRY();
+	{
+		if (prev_process_utility_hook)
+			prev_process_utility_hook(pstmt, queryString, readOnlyTree, context, params,
+									  queryEnv, dest, qc);
+		else
+			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+									queryEnv, dest, qc);
+	}
+	PG_FINALLY();
+	{
+		if (notiflow_shared != NULL && IsA(pstmt->utilityStmt, DropdbStmt))
+		{
+			SpinLockAcquire(&notiflow_shared->mutex);
+			notiflow_shared->dropping_database = InvalidOid;
+			SpinLockRelease(&notiflow_shared->mutex);
+			if (notiflow_shared->launcher_latch)
+				SetLatch(notiflow_shared->launcher_latch);
+		}
+	}
+	PG_END_TRY();
+}
+
+void
+notiflow_workers_register(void)
+{
+	BackgroundWorker worker;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = notiflow_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = notiflow_shmem_startup;
+	prev_process_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = notiflow_process_utility;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "notiflow");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "notiflow_launcher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "notiflow launcher");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "notiflow launcher");
+	RegisterBackgroundWorker(&worker);
+}
