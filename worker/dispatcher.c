@@ -405,6 +405,7 @@ record_one(InFlight *f, ProviderResponse *resp, bool refused_private)
 	ProviderResult res;
 	static const char *const classes[] = {"sent", "retry", "permanent", "invalid_recipient"};
 	const char *excerpt = provider_response_excerpt(resp, 500);
+	const char *logged_body = f->req.log_body ? f->req.log_body : f->req.body.data;
 
 	memset(&res, 0, sizeof(res));
 	if (refused_private)
@@ -437,19 +438,24 @@ record_one(InFlight *f, ProviderResponse *resp, bool refused_private)
 					pg_atomic_fetch_add_u64(&my_slot->retried, 1);
 			}
 			else
-				delivery_fall_back(f->job.delivery_id, f->job.kind, f->req.body.data,
+				delivery_fall_back(f->job.delivery_id, f->job.kind, logged_body,
 								   psprintf("gave up after %d attempts: %s", f->job.attempt, res.error));
 			break;
 		case OUTCOME_INVALID_RECIPIENT:
-			delivery_repo_mark_address_invalid(f->job.delivery_id);
-			delivery_give_up(f->job.delivery_id, f->req.body.data, res.error);
-			break;
+			if (f->job.recipient != NULL)
+			{
+				delivery_repo_mark_address_invalid(f->job.delivery_id);
+				delivery_give_up(f->job.delivery_id, logged_body, res.error);
+				break;
+			}
+			/* the provider's own configured destination is broken: another provider may work */
+			/* FALLTHROUGH */
 		case OUTCOME_PERMANENT:
-			delivery_fall_back(f->job.delivery_id, f->job.kind, f->req.body.data, res.error);
+			delivery_fall_back(f->job.delivery_id, f->job.kind, logged_body, res.error);
 			break;
 	}
 	/* the circuit counts provider failures, not bad addresses */
-	if (res.outcome != OUTCOME_INVALID_RECIPIENT && !refused_private)
+	if ((res.outcome != OUTCOME_INVALID_RECIPIENT || f->job.recipient == NULL) && !refused_private)
 	{
 		bool		success = res.outcome == OUTCOME_SENT;
 		CircuitState cs;

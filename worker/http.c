@@ -360,7 +360,9 @@ http_start(const DeliveryJob *job, ProviderRequest *req, void *owner)
 	{
 		foreach(lc, req->headers)
 			t->headers = curl_slist_append(t->headers, (const char *) lfirst(lc));
-		t->headers = curl_slist_append(t->headers, "Expect:");
+		/* no 100-continue round trip; but a SigV4 signature would cover the empty header */
+		if (req->aws_sigv4 == NULL)
+			t->headers = curl_slist_append(t->headers, "Expect:");
 		curl_easy_setopt(t->easy, CURLOPT_CUSTOMREQUEST, req->method ? req->method : "POST");
 		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, req->body.data);
 		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) req->body.len);

@@ -46,6 +46,8 @@ typedef struct ProviderRequest
 	char	   *password;
 	char	   *aws_sigv4;		/* e.g. "aws:amz:eu-west-1:ses": sign with SigV4 */
 	bool		url_from_data;	/* URL came from data: refuse private addresses */
+	char	   *log_body;		/* what logs and dead letters keep of the body when
+								 * it holds a secret; NULL: the body itself */
 
 	/* SMTP (url is smtp:// or smtps://): envelope and message parts */
 	bool		smtp;
@@ -110,6 +112,9 @@ extern char *provider_content_string(const DeliveryJob *job, const char *key);
 /* Returns config base_url (without trailing slash) or def, then appends path. */
 extern char *provider_url(const DeliveryJob *job, const char *default_base, const char *path);
 
+/* True when s is an http(s) URL without blanks or line breaks. */
+extern bool provider_is_http_url(const char *s);
+
 /* Adds a header; errors out when name or value contains CR or LF. */
 extern void provider_add_header(ProviderRequest *req, const char *name, const char *value);
 
@@ -130,5 +135,23 @@ extern void provider_classify_http(const ProviderResponse *resp, ProviderResult 
 
 /* Returns the first len bytes of the body as text, for errors and attempt logs. */
 extern char *provider_response_excerpt(const ProviderResponse *resp, int len);
+
+/* An email delivery's parts, checked. */
+typedef struct EmailParts
+{
+	char	   *to;				/* recipient address */
+	char	   *from;			/* config from: "Name <address>" or an address */
+	char	   *from_name;		/* display name of from, or NULL */
+	char	   *from_address;	/* address of from */
+	char	   *subject;		/* "" when absent */
+	char	   *text;			/* NULL when absent or empty */
+	char	   *html;			/* NULL when absent or empty */
+} EmailParts;
+
+/* Returns a config string that must be set; raises an error naming the key otherwise. */
+extern char *provider_config_required(const DeliveryJob *job, const char *key);
+
+/* Reads and checks an email delivery's parts (provider_email.c). */
+extern void provider_email_read(const DeliveryJob *job, EmailParts *m);
 
 #endif							/* NOTIFLOW_PROVIDER_H */

@@ -20,6 +20,20 @@ provider_config_string(const DeliveryJob *job, const char *key)
 	return jsonb_get_string(job->config, key);
 }
 
+/* Returns a config string that must be set, or raises an error naming the key. */
+char *
+provider_config_required(const DeliveryJob *job, const char *key)
+{
+	char	   *v = provider_config_string(job, key);
+
+	if (v == NULL || v[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("provider config for kind \"%s\" is incomplete", job->kind),
+				 errdetail("config.%s: required", key)));
+	return v;
+}
+
 /* Returns a content field as a string. */
 char *
 provider_content_string(const DeliveryJob *job, const char *key)
@@ -42,6 +56,14 @@ provider_url(const DeliveryJob *job, const char *default_base, const char *path)
 	while (len > 0 && base[len - 1] == '/')
 		base[--len] = '\0';
 	return psprintf("%s%s", base, path);
+}
+
+/* True when s is an http(s) URL without blanks or line breaks. */
+bool
+provider_is_http_url(const char *s)
+{
+	return (pg_strncasecmp(s, "https://", 8) == 0 || pg_strncasecmp(s, "http://", 7) == 0) &&
+		strpbrk(s, " \t\r\n") == NULL;
 }
 
 /* Adds a request header, refusing CR/LF (header injection). */

@@ -1,0 +1,102 @@
+/*
+ * provider_email.c — what the email adapters (smtp, sendgrid, mailgun, ses)
+ * share: reading an email delivery's recipient, configured sender and rendered
+ * content, and refusing what would break a mail header (CR/LF) or has no body.
+ */
+#include "postgres.h"
+
+#include "provider.h"
+
+/* Raises an error when a value that ends up in a mail header contains CR or LF. */
+static void
+email_check_line(const char *field, const char *value)
+{
+	if (strpbrk(value, "\r\n") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("email header value contains a line break"),
+				 errdetail("%s: CR and LF are not allowed", field)));
+}
+
+/* Returns a content field, or NULL when it is absent or empty. */
+static char *
+email_content(const DeliveryJob *job, const char *key)
+{
+	char	   *s = provider_content_string(job, key);
+
+	return s[0] != '\0' ? s : NULL;
+}
+
+/* Returns s without leading and trailing blanks (s is modified). */
+static char *
+email_trim(char *s)
+{
+	size_t		len;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	len = strlen(s);
+	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		s[--len] = '\0';
+	return s;
+}
+
+/* Splits m->from into display name and address; raises an error when it has no address. */
+static void
+email_split_from(EmailParts *m)
+{
+	const char *lt = strrchr(m->from, '<');
+	const char *gt = lt ? strchr(lt, '>') : NULL;
+	char	   *at;
+
+	m->from_name = NULL;
+	if (lt == NULL)
+		m->from_address = email_trim(pstrdup(m->from));
+	else
+	{
+		char	   *name = email_trim(pnstrdup(m->from, lt - m->from));
+		size_t		len = strlen(name);
+
+		if (len >= 2 && name[0] == '"' && name[len - 1] == '"')
+		{
+			name[len - 1] = '\0';
+			name++;
+		}
+		if (name[0] != '\0')
+			m->from_name = name;
+		m->from_address = gt ? email_trim(pnstrdup(lt + 1, gt - lt - 1)) : "";
+	}
+	at = strchr(m->from_address, '@');
+	if (at == NULL || at == m->from_address || at[1] == '\0' || strchr(at + 1, '@') != NULL ||
+		strpbrk(m->from_address, " \t<>\",;") != NULL ||
+		(gt != NULL && email_trim(pstrdup(gt + 1))[0] != '\0'))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid sender address \"%s\"", m->from),
+				 errdetail("config.from: expected an address or \"Name <address>\"")));
+}
+
+/* Reads and checks the recipient, the sender and the content of an email delivery. */
+void
+provider_email_read(const DeliveryJob *job, EmailParts *m)
+{
+	if (job->recipient == NULL || job->recipient[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("email delivery has no recipient"),
+				 errdetail("recipient: an email address is required")));
+	m->to = pstrdup(job->recipient);
+	m->from = provider_config_required(job, "from");
+	m->subject = provider_content_string(job, "subject");
+	m->text = email_content(job, "text");
+	m->html = email_content(job, "html");
+	email_check_line("recipient", m->to);
+	email_check_line("config.from", m->from);
+	email_check_line("content.subject", m->subject);
+	if (m->text == NULL && m->html == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("email content has no body"),
+				 errdetail("content: text or html is required")));
+	email_split_from(m);
+}

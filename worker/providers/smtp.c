@@ -1,0 +1,122 @@
+/*
+ * smtp.c — the SMTP adapter.
+ *
+ * Unlike the HTTP adapters it builds no body: it fills the envelope and the
+ * message parts of the request (url smtp:// or smtps://, STARTTLS, AUTH
+ * credentials, MAIL FROM, RCPT TO, the From header, subject, text and html),
+ * and the HTTP layer assembles the MIME message with curl_mime and sends it.
+ * Classification reads the last SMTP reply code (ProviderResponse.status)
+ * and the CURLcode: 2xx sent, 4xx retry, 550/551/553 to RCPT TO an invalid
+ * recipient, other 5xx permanent, refused AUTH permanent, connection
+ * failures retry.
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "utils/jsonb.h"
+
+#include "jsonb_util.h"
+#include "provider.h"
+
+
+/* Returns config starttls (default false); raises an error when it is not a boolean. */
+static bool
+smtp_starttls(const DeliveryJob *job)
+{
+	JsonbValue *v = jsonb_get(job->config, "starttls");
+
+	if (v == NULL)
+		return false;
+	if (v->type != jbvBool)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid provider config value"),
+				 errdetail("config.starttls: expected true or false")));
+	return v->val.boolean;
+}
+
+/* Returns an optional config string, or NULL when it is absent or empty. */
+static char *
+smtp_config_optional(const DeliveryJob *job, const char *key)
+{
+	char	   *v = provider_config_string(job, key);
+
+	return (v != NULL && v[0] != '\0') ? v : NULL;
+}
+
+/* Fills the envelope and the message parts. */
+static void
+smtp_build(const DeliveryJob *job, ProviderRequest *req)
+{
+	char	   *url = provider_config_required(job, "url");
+	EmailParts	m;
+
+	if (pg_strncasecmp(url, "smtp://", 7) != 0 && pg_strncasecmp(url, "smtps://", 8) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid provider config value"),
+				 errdetail("config.url: expected smtp://host:port or smtps://host:port")));
+	provider_email_read(job, &m);
+
+	req->smtp = true;
+	req->url = url;
+	req->smtp_starttls = smtp_starttls(job);
+	req->username = smtp_config_optional(job, "username");
+	req->password = smtp_config_optional(job, "password");
+	req->smtp_from = m.from_address;
+	req->smtp_from_header = m.from;
+	req->smtp_to = m.to;
+	req->smtp_subject = m.subject;
+	req->smtp_text = m.text;
+	req->smtp_html = m.html;
+}
+
+/*
+ * Tells whether a failed reply answered RCPT TO.  libcurl names the failed
+ * command in its message ("MAIL failed: 553", "RCPT failed: 550", "DATA
+ * failed: 554") and reports a refusal of the message itself, after the data,
+ * as CURLE_WEIRD_SERVER_REPLY.
+ */
+static bool
+smtp_reply_to_rcpt(const ProviderResponse *resp)
+{
+	if (resp->curl_code == CURLE_WEIRD_SERVER_REPLY)
+		return false;
+	return resp->curl_error == NULL ||
+		(strncmp(resp->curl_error, "MAIL ", 5) != 0 && strncmp(resp->curl_error, "DATA ", 5) != 0);
+}
+
+/*
+ * Classifies by SMTP reply code first, then by CURLcode: connection failures
+ * (CURLE_COULDNT_CONNECT, CURLE_OPERATION_TIMEDOUT, CURLE_SEND_ERROR,
+ * CURLE_RECV_ERROR, CURLE_GOT_NOTHING, ...) are retried as the common rules
+ * say; refused credentials and TLS that cannot be set up are permanent.
+ */
+static void
+smtp_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+{
+	long		code = resp->status;
+
+	provider_classify_http(resp, res);
+	if (resp->curl_code == CURLE_LOGIN_DENIED)
+	{
+		res->outcome = OUTCOME_PERMANENT;
+		res->error = psprintf("SMTP authentication refused (reply %ld)", code);
+	}
+	else if (code >= 400 && code < 600)
+	{
+		res->error = resp->curl_error ? psprintf("SMTP reply %ld: %s", code, resp->curl_error)
+			: psprintf("SMTP reply %ld", code);
+		if (code < 500)
+			res->outcome = OUTCOME_RETRY;
+		else if ((code == 550 || code == 551 || code == 553) && smtp_reply_to_rcpt(resp))
+			res->outcome = OUTCOME_INVALID_RECIPIENT;
+		else
+			res->outcome = OUTCOME_PERMANENT;
+	}
+	else if (resp->curl_code == CURLE_PEER_FAILED_VERIFICATION || resp->curl_code == CURLE_USE_SSL_FAILED)
+		res->outcome = OUTCOME_PERMANENT;
+}
+
+const ProviderAdapter provider_smtp = {"smtp", "email", smtp_build, smtp_classify};
