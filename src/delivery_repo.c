@@ -58,26 +58,23 @@ static SpiStatement set_status_stmt = {
 	4, {INT8OID, TEXTOID, TEXTOID, TEXTOID}
 };
 
-/* Inserts deliveries set-based. */
-void
-delivery_repo_insert(List *deliveries)
+/* Fills 8 array arguments from deliveries; returns true when one of them is queued. */
+bool
+delivery_repo_args(List *deliveries, Datum *args)
 {
 	int			n = list_length(deliveries);
 	Datum	   *cols[8];
 	bool	   *nulls[8];
 	static const Oid types[8] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID,
 	TEXTOID, TEXTOID};
-	Datum		args[8];
 	ListCell   *lc;
 	int			i = 0;
 	bool		queued = false;
 
-	if (n == 0)
-		return;
 	for (int c = 0; c < 8; c++)
 	{
-		cols[c] = palloc(sizeof(Datum) * n);
-		nulls[c] = palloc0(sizeof(bool) * n);
+		cols[c] = palloc(sizeof(Datum) * Max(n, 1));
+		nulls[c] = palloc0(sizeof(bool) * Max(n, 1));
 	}
 	foreach(lc, deliveries)
 	{
@@ -99,9 +96,20 @@ delivery_repo_insert(List *deliveries)
 	}
 	for (int c = 0; c < 8; c++)
 		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
-	spi_run(&insert_stmt, args, NULL, false, 0, SPI_OK_INSERT);
-	if (queued)
+	return queued;
+}
+
+/* Inserts deliveries set-based. */
+void
+delivery_repo_insert(List *deliveries)
+{
+	Datum		args[8];
+
+	if (deliveries == NIL)
+		return;
+	if (delivery_repo_args(deliveries, args))
 		notiflow_wake_dispatchers_at_commit();
+	spi_run(&insert_stmt, args, NULL, false, 0, SPI_OK_INSERT);
 }
 
 /* Lists the enabled providers of a channel, lowest priority value first. */

@@ -37,6 +37,9 @@ typedef struct DeliverySummary
 	Jsonb	   *deliveries;		/* [{id, status, provider, recipient, ...}] */
 } DeliverySummary;
 
+/* Fills the 8 array arguments of a deliveries insert; true when one is queued. */
+extern bool delivery_repo_args(List *deliveries, Datum *args);
+
 /* Inserts deliveries (a List of DeliveryRecord *). */
 extern void delivery_repo_insert(List *deliveries);
 

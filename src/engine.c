@@ -26,6 +26,7 @@
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -35,6 +36,7 @@
 #include "execution_repo.h"
 #include "jsonb_util.h"
 #include "notiflow.h"
+#include "provider_cache.h"
 #include "safe_input.h"
 #include "subscriber_repo.h"
 #include "workflow_cache.h"
@@ -43,9 +45,14 @@
 /* Lookups shared by all executions started in one call. */
 typedef struct EngineSession
 {
-	List	   *providers[5];		/* by NotiflowChannel */
-	bool		providers_loaded[5];
+	HTAB	   *subscribers;	/* id → SubscriberInfo, preloaded for fan-out; or NULL */
 } EngineSession;
+
+typedef struct SubscriberEntry
+{
+	char		id[257];		/* hash key */
+	SubscriberInfo *info;
+} SubscriberEntry;
 
 /* The in-memory state of one execution while the engine runs it. */
 typedef struct Run
@@ -61,6 +68,8 @@ typedef struct Run
 	Jsonb	   *steps;
 	Jsonb	   *vars;
 	Jsonb	   *context;		/* built on demand; NULL when stale */
+	bool		payload_changed;	/* by a transform: stored in the context */
+	bool		recipient_changed;
 
 	Jsonb	   *preferences;
 	List	   *invalid_addresses;
@@ -103,13 +112,33 @@ run_context(Run *run)
 	return run->context;
 }
 
-/* Returns the context stored in executions.context. */
+/*
+ * Returns the context stored in executions.context: steps and vars, plus
+ * payload and recipient only when a transform changed them (otherwise the
+ * executions row holds them already).
+ */
 static Jsonb *
 run_stored_context(Run *run)
 {
-	Jsonb	   *vals[4] = {run->payload, run->recipient, run->steps, run->vars};
+	const char *keys[4];
+	Jsonb	   *vals[4];
+	int			n = 0;
 
-	return jsonb_make_object(4, context_keys, vals);
+	keys[n] = "steps";
+	vals[n++] = run->steps;
+	keys[n] = "vars";
+	vals[n++] = run->vars;
+	if (run->payload_changed)
+	{
+		keys[n] = "payload";
+		vals[n++] = run->payload;
+	}
+	if (run->recipient_changed)
+	{
+		keys[n] = "recipient";
+		vals[n++] = run->recipient;
+	}
+	return jsonb_make_object(n, keys, vals);
 }
 
 /* Formats a timestamp as ISO 8601, independent of DateStyle. */
@@ -345,9 +374,15 @@ node_transform(Run *run, WorkflowNode *node)
 			value = a->literal;
 
 		if (strcmp(root, "payload") == 0)
+		{
 			run->payload = jsonb_with_path(run->payload, a->target_path, 1, value);
+			run->payload_changed = true;
+		}
 		else if (strcmp(root, "recipient") == 0)
+		{
 			run->recipient = jsonb_with_path(run->recipient, a->target_path, 1, value);
+			run->recipient_changed = true;
+		}
 		else
 			run->vars = jsonb_with_path(run->vars, a->target_path, 1, value);
 		run->context = NULL;
@@ -392,18 +427,6 @@ address_invalid(Run *run, const char *address)
 		if (strcmp((char *) lfirst(lc), address) == 0)
 			return true;
 	return false;
-}
-
-/* Returns the enabled providers of a channel, loaded once per call. */
-static List *
-session_providers(EngineSession *session, NotiflowChannel channel)
-{
-	if (!session->providers_loaded[channel])
-	{
-		session->providers[channel] = delivery_repo_providers(notiflow_channel_names[channel]);
-		session->providers_loaded[channel] = true;
-	}
-	return session->providers[channel];
 }
 
 /* Renders an action node's content: the channel's fields plus push data / webhook body. */
@@ -531,7 +554,7 @@ node_action(Run *run, WorkflowNode *node)
 		return;
 	}
 	content = render_content(run, node);
-	providers = session_providers(run->session, channel);
+	providers = provider_cache_channel(channel);
 	provider = providers ? linitial(providers) : NULL;
 
 	if (node->to != NULL)
@@ -839,8 +862,19 @@ run_resolve_recipient(Run *run, Jsonb *spec, const char *where)
 	if (subscriber_id != NULL)
 	{
 		SubscriberInfo info;
+		bool		found;
 
-		if (!subscriber_repo_load(subscriber_id, &info))
+		if (run->session->subscribers != NULL && strlen(subscriber_id) < 257)
+		{
+			SubscriberEntry *e = hash_search(run->session->subscribers, subscriber_id, HASH_FIND, NULL);
+
+			found = e != NULL;
+			if (found)
+				info = *e->info;
+		}
+		else
+			found = subscriber_repo_load(subscriber_id, &info);
+		if (!found)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown subscriber \"%s\"", subscriber_id),
@@ -878,7 +912,7 @@ check_payload(Jsonb *payload, const char *where)
 				 errhint("Raise notiflow.max_payload_size, or send a reference instead of the data.")));
 }
 
-/* Writes the rows of finished runs: executions first, then steps and deliveries of those inserted. */
+/* Writes the rows of finished runs in one statement (executions whose key is taken are skipped). */
 static void
 runs_write_new(List *runs)
 {
@@ -888,21 +922,57 @@ runs_write_new(List *runs)
 	ListCell   *lc;
 
 	foreach(lc, runs)
-		execs = lappend(execs, &((Run *) lfirst(lc))->exec);
-	if (execs == NIL)
-		return;
-	execution_repo_insert(execs);
-	foreach(lc, runs)
 	{
 		Run		   *run = lfirst(lc);
 
-		if (!run->exec.inserted)
-			continue;
+		execs = lappend(execs, &run->exec);
 		steps = list_concat(steps, run->step_records);
 		deliveries = list_concat(deliveries, run->delivery_records);
 	}
-	execution_repo_save_steps(steps);
-	delivery_repo_insert(deliveries);
+	if (execs != NIL)
+		execution_repo_insert(execs, steps, deliveries);
+}
+
+/* Loads, with one query, the subscribers a fan-out names by id. */
+static void
+session_preload_subscribers(EngineSession *session, TriggerRequest *requests, int n)
+{
+	List	   *ids = NIL;
+	List	   *infos;
+	ListCell   *lc;
+	HASHCTL		ctl;
+
+	for (int i = 0; i < n; i++)
+	{
+		Jsonb	   *r = requests[i].recipient;
+		JsonbValue	v;
+		char	   *id = NULL;
+
+		if (r == NULL)
+			continue;
+		if (JB_ROOT_IS_SCALAR(r) && JsonbExtractScalar(&r->root, &v) && v.type == jbvString)
+			id = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (JB_ROOT_IS_OBJECT(r))
+			id = jsonb_get_string(r, "subscriber_id");
+		if (id != NULL && strlen(id) < 257)
+			ids = lappend(ids, id);
+	}
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = 257;
+	ctl.entrysize = sizeof(SubscriberEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	session->subscribers = hash_create("notiflow fan-out subscribers", Max(list_length(ids), 16), &ctl,
+									   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	if (ids == NIL)
+		return;
+	infos = subscriber_repo_load_many(ids);
+	foreach(lc, infos)
+	{
+		SubscriberInfo *info = lfirst(lc);
+		SubscriberEntry *e = hash_search(session->subscribers, info->id, HASH_ENTER, NULL);
+
+		e->info = info;
+	}
 }
 
 void
@@ -920,7 +990,7 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "notiflow: SPI_connect failed");
 
-	if (!workflow_repo_current(workflow_key, &ref))
+	if (!workflow_cache_current(workflow_key, &ref))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("unknown workflow \"%s\"", workflow_key),
@@ -934,6 +1004,8 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 				 errhint("Activate it with notiflow.activate_workflow().")));
 	def = workflow_cache_get(ref.version_id, workflow_key, ref.version);
 	memset(&session, 0, sizeof(session));
+	if (n > 1)
+		session_preload_subscribers(&session, requests, n);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -1020,10 +1092,14 @@ execution_resume_connected(int64 execution_id)
 	run->exec = rec;
 	run->created_at = created_at;
 	run->payload = jsonb_get_jsonb(rec.context, "payload");
+	run->payload_changed = run->payload != NULL;
 	if (run->payload == NULL)
 		run->payload = rec.payload;
 	run->recipient = jsonb_get_jsonb(rec.context, "recipient");
-	if (run->recipient != NULL && JB_ROOT_IS_SCALAR(run->recipient))
+	run->recipient_changed = run->recipient != NULL;
+	if (run->recipient == NULL)
+		run->recipient = rec.recipient;
+	else if (JB_ROOT_IS_SCALAR(run->recipient))
 		run->recipient = NULL;
 	run->steps = jsonb_get_jsonb(rec.context, "steps");
 	if (run->steps == NULL)

@@ -14,28 +14,60 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
+#include "delivery_repo.h"
 #include "execution_repo.h"
 #include "spi_util.h"
+#include "worker.h"
 
 static SpiStatement find_idempotent_stmt = {
 	"SELECT id FROM notiflow.executions WHERE workflow_key = $1 AND idempotency_key = $2",
 	2, {TEXTOID, TEXTOID}
 };
 
+/*
+ * New executions with their steps and deliveries in one statement: one
+ * executor start instead of three.  An execution whose idempotency key is
+ * taken is skipped (ON CONFLICT DO NOTHING), and so are its steps and
+ * deliveries.
+ */
 static SpiStatement insert_stmt = {
-	"INSERT INTO notiflow.executions AS e"
-	"       (id, workflow_key, workflow_version, status, payload, context, recipient,"
-	"        subscriber_id, idempotency_key, error, wake_at, finished_at)"
-	" SELECT t.id, $2, $3, t.status, t.payload, t.context, t.recipient, t.subscriber_id,"
-	"        t.idempotency_key, t.error, t.wake_at,"
-	"        CASE WHEN t.status IN ('completed', 'failed', 'cancelled') THEN now() END"
-	"   FROM unnest($1::int8[], $4::text[], $5::jsonb[], $6::jsonb[], $7::jsonb[],"
-	"               $8::text[], $9::text[], $10::text[], $11::timestamptz[])"
-	"        AS t(id, status, payload, context, recipient, subscriber_id, idempotency_key, error, wake_at)"
-	" ON CONFLICT DO NOTHING"
-	" RETURNING e.id",
-	11, {INT8ARRAYOID, TEXTOID, INT4OID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
-	JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID}
+	"WITH e AS ("
+	"  INSERT INTO notiflow.executions AS x"
+	"         (id, workflow_key, workflow_version, status, payload, context, recipient,"
+	"          subscriber_id, idempotency_key, error, wake_at, finished_at)"
+	"  SELECT t.id, $2, $3, t.status, t.payload, t.context, t.recipient, t.subscriber_id,"
+	"         t.idempotency_key, t.error, t.wake_at,"
+	"         CASE WHEN t.status IN ('completed', 'failed', 'cancelled') THEN now() END"
+	"    FROM unnest($1::int8[], $4::text[], $5::jsonb[], $6::jsonb[], $7::jsonb[],"
+	"                $8::text[], $9::text[], $10::text[], $11::timestamptz[])"
+	"         AS t(id, status, payload, context, recipient, subscriber_id, idempotency_key, error, wake_at)"
+	"  ON CONFLICT DO NOTHING"
+	"  RETURNING x.id),"
+	" s AS ("
+	"  INSERT INTO notiflow.execution_steps"
+	"         (execution_id, node_id, node_type, seq, status, outcome, output, error,"
+	"          started_at, finished_at)"
+	"  SELECT u.* FROM unnest($12::int8[], $13::text[], $14::text[], $15::int4[], $16::text[],"
+	"                         $17::text[], $18::jsonb[], $19::text[], $20::timestamptz[],"
+	"                         $21::timestamptz[])"
+	"         AS u(execution_id, node_id, node_type, seq, status, outcome, output, error,"
+	"              started_at, finished_at)"
+	"   WHERE u.execution_id IN (SELECT id FROM e)),"
+	" d AS ("
+	"  INSERT INTO notiflow.deliveries"
+	"         (execution_id, node_id, channel, provider, recipient, content, status,"
+	"          last_error, finished_at)"
+	"  SELECT v.e, v.n, v.c, v.p, v.r, v.ct, v.s, v.err, CASE WHEN v.s <> 'queued' THEN now() END"
+	"    FROM unnest($22::int8[], $23::text[], $24::text[], $25::text[], $26::text[],"
+	"                $27::jsonb[], $28::text[], $29::text[]) AS v(e, n, c, p, r, ct, s, err)"
+	"   WHERE v.e IN (SELECT id FROM e))"
+	" SELECT id FROM e",
+	29, {INT8ARRAYOID, TEXTOID, INT4OID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
+		JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
+		INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+		INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
 };
 
 static SpiStatement lock_stmt = {
@@ -111,60 +143,100 @@ execution_repo_find_idempotent(const char *workflow_key, const char *key)
 	return DatumGetInt64(spi_value(0, 1, &isnull));
 }
 
-/* Inserts executions set-based and marks the ones actually inserted. */
-void
-execution_repo_insert(List *executions)
+/* Fills args[0..10] of insert_stmt from executions (all of one workflow version). */
+static void
+execution_args(List *executions, Datum *args)
 {
 	int			n = list_length(executions);
-	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *status = palloc(sizeof(Datum) * n);
-	Datum	   *payload = palloc(sizeof(Datum) * n);
-	Datum	   *context = palloc(sizeof(Datum) * n);
-	Datum	   *recipient = palloc(sizeof(Datum) * n);
-	Datum	   *subscriber = palloc(sizeof(Datum) * n);
-	Datum	   *idem = palloc(sizeof(Datum) * n);
-	Datum	   *error = palloc(sizeof(Datum) * n);
-	Datum	   *wake = palloc(sizeof(Datum) * n);
-	bool	   *recipient_null = palloc(sizeof(bool) * n);
-	bool	   *subscriber_null = palloc(sizeof(bool) * n);
-	bool	   *idem_null = palloc(sizeof(bool) * n);
-	bool	   *error_null = palloc(sizeof(bool) * n);
-	bool	   *wake_null = palloc(sizeof(bool) * n);
-	Datum		args[11];
+	Datum	   *cols[9];
+	bool	   *nulls[9];
+	static const Oid types[9] = {INT8OID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, TEXTOID,
+	TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	ListCell   *lc;
 	int			i = 0;
 	ExecutionRecord *first = linitial(executions);
 
+	for (int c = 0; c < 9; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc0(sizeof(bool) * n);
+	}
 	foreach(lc, executions)
 	{
 		ExecutionRecord *e = lfirst(lc);
 
-		ids[i] = Int64GetDatum(e->id);
-		status[i] = CStringGetTextDatum(e->status);
-		payload[i] = JsonbPGetDatum(e->payload);
-		context[i] = JsonbPGetDatum(e->context);
-		recipient_null[i] = (e->recipient == NULL);
-		recipient[i] = e->recipient ? JsonbPGetDatum(e->recipient) : (Datum) 0;
-		subscriber[i] = text_or_null(e->subscriber_id, &subscriber_null[i]);
-		idem[i] = text_or_null(e->idempotency_key, &idem_null[i]);
-		error[i] = text_or_null(e->error, &error_null[i]);
-		wake_null[i] = (e->wake_at == 0);
-		wake[i] = TimestampTzGetDatum(e->wake_at);
+		cols[0][i] = Int64GetDatum(e->id);
+		cols[1][i] = CStringGetTextDatum(e->status);
+		cols[2][i] = JsonbPGetDatum(e->payload);
+		cols[3][i] = JsonbPGetDatum(e->context);
+		nulls[4][i] = (e->recipient == NULL);
+		cols[4][i] = e->recipient ? JsonbPGetDatum(e->recipient) : (Datum) 0;
+		cols[5][i] = text_or_null(e->subscriber_id, &nulls[5][i]);
+		cols[6][i] = text_or_null(e->idempotency_key, &nulls[6][i]);
+		cols[7][i] = text_or_null(e->error, &nulls[7][i]);
+		nulls[8][i] = (e->wake_at == 0);
+		cols[8][i] = TimestampTzGetDatum(e->wake_at);
 		e->inserted = false;
 		i++;
 	}
-	args[0] = spi_array(ids, NULL, n, INT8OID);
+	args[0] = spi_array(cols[0], nulls[0], n, types[0]);
 	args[1] = CStringGetTextDatum(first->workflow_key);
 	args[2] = Int32GetDatum(first->version);
-	args[3] = spi_array(status, NULL, n, TEXTOID);
-	args[4] = spi_array(payload, NULL, n, JSONBOID);
-	args[5] = spi_array(context, NULL, n, JSONBOID);
-	args[6] = spi_array(recipient, recipient_null, n, JSONBOID);
-	args[7] = spi_array(subscriber, subscriber_null, n, TEXTOID);
-	args[8] = spi_array(idem, idem_null, n, TEXTOID);
-	args[9] = spi_array(error, error_null, n, TEXTOID);
-	args[10] = spi_array(wake, wake_null, n, TIMESTAMPTZOID);
-	spi_run(&insert_stmt, args, NULL, false, 0, SPI_OK_INSERT_RETURNING);
+	for (int c = 1; c < 9; c++)
+		args[c + 2] = spi_array(cols[c], nulls[c], n, types[c]);
+}
+
+/* Fills 10 array arguments from steps. */
+static void
+step_args(List *steps, Datum *args)
+{
+	int			n = list_length(steps);
+	Datum	   *cols[10];
+	bool	   *nulls[10];
+	static const Oid types[10] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID,
+	JSONBOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	ListCell   *lc;
+	int			i = 0;
+
+	for (int c = 0; c < 10; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * Max(n, 1));
+		nulls[c] = palloc0(sizeof(bool) * Max(n, 1));
+	}
+	foreach(lc, steps)
+	{
+		StepRecord *s = lfirst(lc);
+
+		cols[0][i] = Int64GetDatum(s->execution_id);
+		cols[1][i] = CStringGetTextDatum(s->node_id);
+		cols[2][i] = CStringGetTextDatum(s->node_type);
+		cols[3][i] = Int32GetDatum(s->seq);
+		cols[4][i] = CStringGetTextDatum(s->status);
+		cols[5][i] = text_or_null(s->outcome, &nulls[5][i]);
+		nulls[6][i] = (s->output == NULL);
+		cols[6][i] = s->output ? JsonbPGetDatum(s->output) : (Datum) 0;
+		cols[7][i] = text_or_null(s->error, &nulls[7][i]);
+		cols[8][i] = TimestampTzGetDatum(s->started_at);
+		nulls[9][i] = (s->finished_at == 0);
+		cols[9][i] = TimestampTzGetDatum(s->finished_at);
+		i++;
+	}
+	for (int c = 0; c < 10; c++)
+		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
+}
+
+/* Inserts new executions, their steps and deliveries; marks the executions inserted. */
+void
+execution_repo_insert(List *executions, List *steps, List *deliveries)
+{
+	Datum		args[29];
+	ListCell   *lc;
+
+	execution_args(executions, args);
+	step_args(steps, args + 11);
+	if (delivery_repo_args(deliveries, args + 21))
+		notiflow_wake_dispatchers_at_commit();
+	spi_run(&insert_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -257,42 +329,11 @@ execution_repo_steps(int64 execution_id)
 void
 execution_repo_save_steps(List *steps)
 {
-	int			n = list_length(steps);
-	Datum	   *cols[10];
-	bool	   *nulls[10];
-	static const Oid types[10] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID,
-	JSONBOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 	Datum		args[10];
-	ListCell   *lc;
-	int			i = 0;
 
-	if (n == 0)
+	if (steps == NIL)
 		return;
-	for (int c = 0; c < 10; c++)
-	{
-		cols[c] = palloc(sizeof(Datum) * n);
-		nulls[c] = palloc0(sizeof(bool) * n);
-	}
-	foreach(lc, steps)
-	{
-		StepRecord *s = lfirst(lc);
-
-		cols[0][i] = Int64GetDatum(s->execution_id);
-		cols[1][i] = CStringGetTextDatum(s->node_id);
-		cols[2][i] = CStringGetTextDatum(s->node_type);
-		cols[3][i] = Int32GetDatum(s->seq);
-		cols[4][i] = CStringGetTextDatum(s->status);
-		cols[5][i] = text_or_null(s->outcome, &nulls[5][i]);
-		nulls[6][i] = (s->output == NULL);
-		cols[6][i] = s->output ? JsonbPGetDatum(s->output) : (Datum) 0;
-		cols[7][i] = text_or_null(s->error, &nulls[7][i]);
-		cols[8][i] = TimestampTzGetDatum(s->started_at);
-		nulls[9][i] = (s->finished_at == 0);
-		cols[9][i] = TimestampTzGetDatum(s->finished_at);
-		i++;
-	}
-	for (int c = 0; c < 10; c++)
-		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
+	step_args(steps, args);
 	spi_run(&save_steps_stmt, args, NULL, false, 0, SPI_OK_INSERT);
 }
 

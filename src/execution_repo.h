@@ -57,10 +57,12 @@ extern int64 execution_repo_next_id(void);
 extern int64 execution_repo_find_idempotent(const char *workflow_key, const char *key);
 
 /*
- * Inserts executions (a List of ExecutionRecord *, all of one workflow
- * version), skipping those whose idempotency key is taken; sets ->inserted.
+ * Inserts new executions (a List of ExecutionRecord *, all of one workflow
+ * version) with their steps (StepRecord *) and deliveries (DeliveryRecord *)
+ * in one statement, skipping executions whose idempotency key is taken and
+ * their rows; sets ->inserted.
  */
-extern void execution_repo_insert(List *executions);
+extern void execution_repo_insert(List *executions, List *steps, List *deliveries);
 
 /* Locks an execution for a resume and fills rec; false when it does not exist. */
 extern bool execution_repo_lock(int64 id, ExecutionRecord *rec, TimestampTz *created_at);

@@ -10,7 +10,7 @@
 #include "postgres.h"
 #include "executor/spi.h"
 
-#define SPI_MAX_ARGS 12
+#define SPI_MAX_ARGS 32
 
 typedef struct SpiStatement
 {

@@ -25,27 +25,71 @@ static SpiStatement load_stmt = {
 	1, {TEXTOID}
 };
 
-/* Loads one subscriber. */
-bool
-subscriber_repo_load(const char *id, SubscriberInfo *out)
+static SpiStatement load_many_stmt = {
+	"SELECT id, jsonb_strip_nulls(jsonb_build_object("
+	"           'subscriber_id', id, 'name', name, 'email', email, 'phone', phone,"
+	"           'locale', locale, 'timezone', timezone, 'data', data, 'push', push,"
+	"           'chat', chat)),"
+	"       preferences, invalid_addresses"
+	"  FROM notiflow.subscribers WHERE id = ANY ($1)",
+	1, {TEXTARRAYOID}
+};
+
+/* Reads the row at index r of a subscriber query (columns from 'first'). */
+static void
+read_subscriber(uint64 r, int first, SubscriberInfo *out)
 {
-	Datum		args[1] = {CStringGetTextDatum(id)};
 	bool		isnull;
 	ArrayType  *invalid;
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n;
 
-	spi_run(&load_stmt, args, NULL, true, 1, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		return false;
-	out->recipient = DatumGetJsonbPCopy(spi_value(0, 1, &isnull));
-	out->preferences = DatumGetJsonbPCopy(spi_value(0, 2, &isnull));
+	out->recipient = DatumGetJsonbPCopy(spi_value(r, first, &isnull));
+	out->preferences = DatumGetJsonbPCopy(spi_value(r, first + 1, &isnull));
 	out->invalid_addresses = NIL;
-	invalid = DatumGetArrayTypeP(spi_value(0, 3, &isnull));
+	invalid = DatumGetArrayTypeP(spi_value(r, first + 2, &isnull));
 	deconstruct_array(invalid, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	for (int i = 0; i < n; i++)
 		if (!nulls[i])
 			out->invalid_addresses = lappend(out->invalid_addresses, TextDatumGetCString(elems[i]));
+}
+
+/* Loads many subscribers with one query; returns a List of SubscriberInfo * (found ones). */
+List *
+subscriber_repo_load_many(List *ids)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(ids), 1));
+	Datum		args[1];
+	ListCell   *lc;
+	int			i = 0;
+	List	   *found = NIL;
+
+	foreach(lc, ids)
+		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
+	args[0] = spi_array(elems, NULL, i, TEXTOID);
+	spi_run(&load_many_stmt, args, NULL, true, 0, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		SubscriberInfo *info = palloc0(sizeof(SubscriberInfo));
+
+		info->id = spi_text(r, 1);
+		read_subscriber(r, 2, info);
+		found = lappend(found, info);
+	}
+	return found;
+}
+
+/* Loads one subscriber. */
+bool
+subscriber_repo_load(const char *id, SubscriberInfo *out)
+{
+	Datum		args[1] = {CStringGetTextDatum(id)};
+
+	spi_run(&load_stmt, args, NULL, true, 1, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return false;
+	out->id = pstrdup(id);
+	read_subscriber(0, 1, out);
 	return true;
 }

@@ -1,106 +1,131 @@
 /*
- * workflow_cache.c — per-backend cache of compiled workflow versions.
+ * workflow_cache.c — per-backend caches of workflows: the current version of
+ * each workflow key, and the compiled definition of each version.
  *
- * Versions are immutable and identified by workflow_versions.id (never reused
- * while the table exists), so a cached entry never goes stale by itself.  The
- * one way ids can be reused is the table being dropped or truncated (DROP
- * EXTENSION, TRUNCATE ... RESTART IDENTITY); both send a relcache
- * invalidation, on which the whole cache is flushed at the next lookup.  The
- * cache is bounded: past NOTIFLOW_CACHE_MAX entries it is flushed too.
+ * Both are dropped when config_cache_generation() moves (a workflow or
+ * version changed anywhere, see config_cache.c).  Compiled versions are
+ * immutable and keyed by workflow_versions.id, so they would stay right even
+ * without that; the flush bounds memory and covers the table being dropped
+ * and recreated (ids start again).  A lookup that raced with an invalidation
+ * is used but not cached.  Past NOTIFLOW_CACHE_MAX entries the cache is
+ * flushed too.
  */
 #include "postgres.h"
 
-#include "catalog/namespace.h"
 #include "utils/hsearch.h"
-#include "utils/inval.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "config_cache.h"
 #include "workflow_cache.h"
 #include "workflow_repo.h"
 
 #define NOTIFLOW_CACHE_MAX 1024
+#define WORKFLOW_KEY_MAX 132
 
-typedef struct CacheEntry
+typedef struct DefinitionEntry
 {
 	int64		version_id;		/* hash key */
 	WorkflowDefinition *def;
-} CacheEntry;
+} DefinitionEntry;
 
-static HTAB *definition_cache = NULL;
-static MemoryContext cache_cxt = NULL;
-static bool flush_pending = false;
-static bool callback_registered = false;
-static Oid	versions_relid = InvalidOid;
-
-/* Notes that the cache must be flushed when workflow_versions is invalidated. */
-static void
-workflow_cache_invalidate(Datum arg, Oid relid)
+typedef struct CurrentEntry
 {
-	if (relid == InvalidOid || relid == versions_relid)
-	{
-		flush_pending = true;
-		versions_relid = InvalidOid;
-	}
-}
+	char		key[WORKFLOW_KEY_MAX];	/* hash key */
+	WorkflowRef ref;
+} CurrentEntry;
 
-/* Creates (or recreates, after a flush) the empty cache. */
+static HTAB *definitions = NULL;
+static HTAB *currents = NULL;
+static MemoryContext cache_cxt = NULL;
+static uint64 cache_generation = 0;
+
+/* Drops both caches when the configuration changed; creates them when needed. */
 static void
-workflow_cache_reset(void)
+workflow_cache_check(void)
 {
 	HASHCTL		ctl;
+	uint64		gen = config_cache_generation();
 
+	if (definitions != NULL && gen == cache_generation &&
+		hash_get_num_entries(definitions) < NOTIFLOW_CACHE_MAX &&
+		hash_get_num_entries(currents) < NOTIFLOW_CACHE_MAX)
+		return;
 	if (cache_cxt != NULL)
 		MemoryContextDelete(cache_cxt);
 	cache_cxt = AllocSetContextCreate(CacheMemoryContext, "notiflow workflow cache",
 									  ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(CacheEntry);
+	ctl.entrysize = sizeof(DefinitionEntry);
 	ctl.hcxt = cache_cxt;
-	definition_cache = hash_create("notiflow workflow definitions", 64, &ctl,
-								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	flush_pending = false;
+	definitions = hash_create("notiflow workflow definitions", 64, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = WORKFLOW_KEY_MAX;
+	ctl.entrysize = sizeof(CurrentEntry);
+	currents = hash_create("notiflow current workflow versions", 64, &ctl,
+						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	cache_generation = gen;
+}
+
+/* Returns the current version of a workflow, reading it on first use. */
+bool
+workflow_cache_current(const char *key, WorkflowRef *ref)
+{
+	CurrentEntry *entry;
+	bool		found;
+	uint64		gen;
+
+	workflow_cache_check();
+	if (strlen(key) >= WORKFLOW_KEY_MAX)
+		return workflow_repo_current(key, ref);
+	entry = hash_search(currents, key, HASH_FIND, &found);
+	if (found)
+	{
+		*ref = entry->ref;
+		return true;
+	}
+	gen = cache_generation;
+	if (!workflow_repo_current(key, ref))
+		return false;
+	if (config_cache_generation() == gen)
+	{
+		entry = hash_search(currents, key, HASH_ENTER, &found);
+		entry->ref = *ref;
+	}
+	return true;
 }
 
 /* Returns the compiled definition of a version, compiling it on first use. */
 WorkflowDefinition *
 workflow_cache_get(int64 version_id, const char *workflow_key, int version)
 {
-	CacheEntry *entry;
+	DefinitionEntry *entry;
 	bool		found;
+	Jsonb	   *definition;
+	List	   *problems = NIL;
+	WorkflowDefinition *def;
 
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(workflow_cache_invalidate, (Datum) 0);
-		callback_registered = true;
-	}
-	if (definition_cache == NULL || flush_pending ||
-		hash_get_num_entries(definition_cache) >= NOTIFLOW_CACHE_MAX)
-		workflow_cache_reset();
-	if (!OidIsValid(versions_relid))
-		versions_relid = get_relname_relid("workflow_versions",
-										   get_namespace_oid("notiflow", false));
+	workflow_cache_check();
+	entry = hash_search(definitions, &version_id, HASH_FIND, &found);
+	if (found)
+		return entry->def;
 
-	entry = hash_search(definition_cache, &version_id, HASH_FIND, &found);
-	if (!found)
-	{
-		Jsonb	   *definition = workflow_repo_definition(version_id);
-		List	   *problems = NIL;
-		WorkflowDefinition *def;
-
-		def = workflow_definition_compile(definition, cache_cxt, &problems);
-		if (def == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("stored definition of workflow \"%s\" version %d does not compile",
-							workflow_key, version),
-					 errdetail("%s: %s",
-							   ((DefinitionProblem *) linitial(problems))->path,
-							   ((DefinitionProblem *) linitial(problems))->message)));
-		def->workflow_key = MemoryContextStrdup(def->mcxt, workflow_key);
-		def->version = version;
-		entry = hash_search(definition_cache, &version_id, HASH_ENTER, &found);
-		entry->def = def;
-	}
-	return entry->def;
+	definition = workflow_repo_definition(version_id);
+	/* compiled under the caller's context: compiling may flush the cache */
+	def = workflow_definition_compile(definition, CurrentMemoryContext, &problems);
+	if (def == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("stored definition of workflow \"%s\" version %d does not compile",
+						workflow_key, version),
+				 errdetail("%s: %s",
+						   ((DefinitionProblem *) linitial(problems))->path,
+						   ((DefinitionProblem *) linitial(problems))->message)));
+	def->workflow_key = MemoryContextStrdup(def->mcxt, workflow_key);
+	def->version = version;
+	workflow_cache_check();
+	MemoryContextSetParent(def->mcxt, cache_cxt);
+	entry = hash_search(definitions, &version_id, HASH_ENTER, &found);
+	entry->def = def;
+	return def;
 }

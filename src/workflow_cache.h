@@ -1,10 +1,14 @@
 /*
- * workflow_cache.h — per-backend cache of compiled workflow versions.
+ * workflow_cache.h — per-backend caches of workflows: current versions and compiled definitions.
  */
 #ifndef NOTIFLOW_WORKFLOW_CACHE_H
 #define NOTIFLOW_WORKFLOW_CACHE_H
 
 #include "workflow_definition.h"
+#include "workflow_repo.h"
+
+/* Reads the current version of workflow key (cached); false when there is none. */
+extern bool workflow_cache_current(const char *key, WorkflowRef *ref);
 
 /*
  * Returns the compiled definition of a workflow version (by its version id),

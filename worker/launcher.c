@@ -18,10 +18,14 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
 #include "worker.h"
 
+#define RESTART_INTERVAL_MS 5000
+
 static BackgroundWorkerHandle *handles[NOTIFLOW_MAX_DISPATCHERS];
+static TimestampTz started_at[NOTIFLOW_MAX_DISPATCHERS];
 
 /* Starts the dispatcher of slot i. */
 static void
@@ -39,6 +43,7 @@ start_dispatcher(int i)
 	snprintf(worker.bgw_type, BGW_MAXLEN, "notiflow dispatcher");
 	worker.bgw_main_arg = Int32GetDatum(i);
 	worker.bgw_notify_pid = MyProcPid;
+	started_at[i] = GetCurrentTimestamp();
 	if (!RegisterDynamicBackgroundWorker(&worker, &handles[i]))
 	{
 		handles[i] = NULL;
@@ -59,11 +64,17 @@ dispatcher_alive(int i)
 	return GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED;
 }
 
-/* Makes the running dispatchers match the configuration. */
-static void
+/*
+ * Makes the running dispatchers match the configuration.  A dispatcher that
+ * stopped is started again at most every RESTART_INTERVAL_MS (its database may
+ * not exist yet); returns the milliseconds until such a restart is due, or -1.
+ */
+static long
 reconcile(void)
 {
 	bool		dropping;
+	long		next_ms = -1;
+	TimestampTz now = GetCurrentTimestamp();
 
 	SpinLockAcquire(&notiflow_shared->mutex);
 	dropping = OidIsValid(notiflow_shared->dropping_database);
@@ -75,7 +86,14 @@ reconcile(void)
 		bool		alive = dispatcher_alive(i);
 
 		if (wanted && !alive)
-			start_dispatcher(i);
+		{
+			long		since = (long) ((now - started_at[i]) / 1000);
+
+			if (started_at[i] == 0 || since >= RESTART_INTERVAL_MS)
+				start_dispatcher(i);
+			else if (next_ms < 0 || RESTART_INTERVAL_MS - since < next_ms)
+				next_ms = RESTART_INTERVAL_MS - since;
+		}
 		else if (!wanted && handles[i] != NULL)
 		{
 			if (alive && !dropping)
@@ -87,6 +105,7 @@ reconcile(void)
 			}
 		}
 	}
+	return next_ms;
 }
 
 void
@@ -107,16 +126,18 @@ notiflow_launcher_main(Datum arg)
 						 notiflow_dispatch_workers, notiflow_database_name)));
 	for (;;)
 	{
+		long		timeout;
+
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		reconcile();
-		/* woken by SIGHUP, by a dispatcher's exit (bgw_notify_pid), or every 5 s */
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 5000,
-						 PG_WAIT_EXTENSION);
+		timeout = reconcile();
+		/* woken by SIGHUP, by a dispatcher's exit (bgw_notify_pid), or when a restart is due */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout < 0 ? RESTART_INTERVAL_MS : timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }

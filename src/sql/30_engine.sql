@@ -103,3 +103,14 @@ SELECT d.execution_id, NULL, d.created_at, 'delivery', d.node_id, d.channel,
                                                 'attempts', d.attempts), d.last_error
   FROM notiflow.deliveries d;
 COMMENT ON VIEW notiflow.execution_timeline IS 'Steps and deliveries of executions, for a timeline per execution.';
+
+-- Every backend caches workflows, versions and providers; a change to them
+-- invalidates those caches everywhere once it commits.
+CREATE FUNCTION notiflow.config_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'config_changed' LANGUAGE C;
+CREATE TRIGGER workflows_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON notiflow.workflows
+    FOR EACH STATEMENT EXECUTE FUNCTION notiflow.config_changed();
+CREATE TRIGGER workflow_versions_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON notiflow.workflow_versions
+    FOR EACH STATEMENT EXECUTE FUNCTION notiflow.config_changed();
+CREATE TRIGGER providers_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON notiflow.providers
+    FOR EACH STATEMENT EXECUTE FUNCTION notiflow.config_changed();
