@@ -48,6 +48,7 @@ demo:
 
 demo-stop:
 	@if [ -f .demo/env ]; then . ./.demo/env && . test/lib/cluster.sh && cluster_stop && rm -f .demo/env; fi
+	@for p in .demo/http.pid .demo/smtp.pid; do [ -f $$p ] && kill $$(cat $$p) 2>/dev/null; rm -f $$p; done; true
 
 test:
 	test/run-tests.sh

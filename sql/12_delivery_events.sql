@@ -169,7 +169,8 @@ SELECT notiflow.record_delivery_event('ev-mailgun', format('{"signature": {},
 SELECT * FROM ev_state WHERE order_id = 'mg-1';
 SELECT * FROM ev_log WHERE order_id = 'mg-1';
 SELECT invalid_addresses FROM notiflow.subscribers WHERE id = 'eve';
--- delivered before the dispatcher reported "sent": the step completes; the late report changes nothing
+-- delivered before the dispatcher reported "sent": the step completes; the late report changes
+-- no status but keeps the provider message id
 SELECT notiflow.trigger('ev_receipt', '{"order_id": "mg-2"}', '"eve"') AS e_mg2 \gset
 SELECT id AS d_mg2 FROM notiflow.deliveries WHERE execution_id = :e_mg2 \gset
 SELECT notiflow.finish_delivery(:d_mg2, 'sending');

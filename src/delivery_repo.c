@@ -45,16 +45,32 @@ static SpiStatement summary_stmt = {
 	2, {INT8OID, TEXTOID}
 };
 
+/*
+ * Records a status when the transition is allowed (queued/sending → anything;
+ * sent → delivered or failed; delivered → failed) and, in any case, a
+ * provider message id the delivery does not have yet (a "delivered" event may
+ * overtake the dispatcher's own "sent").  Returns the execution and whether
+ * the status changed.
+ */
 static SpiStatement set_status_stmt = {
-	"UPDATE notiflow.deliveries"
-	"   SET status = $2, provider_message_id = coalesce($3, provider_message_id),"
-	"       last_error = coalesce($4, last_error), updated_at = now(), lease_expires_at = NULL,"
-	"       sent_at = CASE WHEN $2 IN ('sent', 'delivered') THEN coalesce(sent_at, now()) ELSE sent_at END,"
-	"       finished_at = CASE WHEN $2 IN ('queued', 'sending') THEN NULL ELSE coalesce(finished_at, now()) END"
-	" WHERE id = $1 AND (status IN ('queued', 'sending')"
-	"                    OR (status = 'sent' AND $2 IN ('delivered', 'failed'))"
-	"                    OR (status = 'delivered' AND $2 = 'failed'))"
-	" RETURNING execution_id",
+	"WITH cur AS (SELECT id, status AS old,"
+	"                    (status IN ('queued', 'sending')"
+	"                     OR (status = 'sent' AND $2 IN ('delivered', 'failed'))"
+	"                     OR (status = 'delivered' AND $2 = 'failed')) AS allowed"
+	"               FROM notiflow.deliveries WHERE id = $1 FOR UPDATE)"
+	" UPDATE notiflow.deliveries d"
+	"    SET status = CASE WHEN cur.allowed THEN $2 ELSE d.status END,"
+	"        provider_message_id = coalesce(d.provider_message_id, $3),"
+	"        last_error = CASE WHEN cur.allowed THEN coalesce($4, d.last_error) ELSE d.last_error END,"
+	"        updated_at = now(),"
+	"        lease_expires_at = CASE WHEN cur.allowed THEN NULL ELSE d.lease_expires_at END,"
+	"        sent_at = CASE WHEN cur.allowed AND $2 IN ('sent', 'delivered')"
+	"                       THEN coalesce(d.sent_at, now()) ELSE d.sent_at END,"
+	"        finished_at = CASE WHEN NOT cur.allowed THEN d.finished_at"
+	"                           WHEN $2 IN ('queued', 'sending') THEN NULL"
+	"                           ELSE coalesce(d.finished_at, now()) END"
+	"   FROM cur WHERE d.id = cur.id AND (cur.allowed OR (d.provider_message_id IS NULL AND $3 IS NOT NULL))"
+	" RETURNING d.execution_id, cur.allowed",
 	4, {INT8OID, TEXTOID, TEXTOID, TEXTOID}
 };
 
@@ -167,7 +183,7 @@ delivery_repo_set_status(int64 delivery_id, const char *status,
 	if (SPI_processed == 0)
 		return false;
 	*execution_id = DatumGetInt64(spi_value(0, 1, &isnull));
-	return true;
+	return DatumGetBool(spi_value(0, 2, &isnull));
 }
 
 /* --- dispatcher statements --- */

@@ -7,7 +7,7 @@
  * WaitLatchOrSocket.  http_drive() hands ready sockets and due timers to
  * curl_multi_socket_action() and collects finished transfers.
  *
- * Callbacks (write, header, socket, timer, open-socket) touch only plain C
+ * Callbacks (write, header, socket, timer, open-socket, pre-request) touch only plain C
  * memory (malloc) — never palloc, ereport or anything else of PostgreSQL —
  * so they would be safe even if libcurl ran them elsewhere.  Responses are
  * copied into palloc'd memory by http_drive() afterwards.
@@ -158,6 +158,36 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 		return CURL_SOCKET_BAD;
 	}
 	return socket(address->family, address->socktype, address->protocol);
+}
+
+/*
+ * Refuses to send on a connection to a private address when the URL came
+ * from data: covers connections taken from the reuse cache, which
+ * opensocket_cb never sees.
+ */
+static int
+prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
+		  int conn_primary_port, int conn_local_port)
+{
+	HttpTransfer *t = clientp;
+	struct sockaddr_in v4;
+	struct sockaddr_in6 v6;
+
+	if (!t->check_private)
+		return CURL_PREREQFUNC_OK;
+	memset(&v4, 0, sizeof(v4));
+	memset(&v6, 0, sizeof(v6));
+	if (inet_pton(AF_INET, conn_primary_ip, &v4.sin_addr) == 1)
+		v4.sin_family = AF_INET;
+	else if (inet_pton(AF_INET6, conn_primary_ip, &v6.sin6_addr) == 1)
+		v6.sin6_family = AF_INET6;
+	if ((v4.sin_family == AF_INET && address_is_private((struct sockaddr *) &v4)) ||
+		(v6.sin6_family == AF_INET6 && address_is_private((struct sockaddr *) &v6)))
+	{
+		t->refused_private = true;
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
 }
 
 /* Keeps curl's sockets registered in the epoll descriptor. */
@@ -340,6 +370,8 @@ http_start(const DeliveryJob *job, ProviderRequest *req, void *owner)
 	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
 	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
+	curl_easy_setopt(t->easy, CURLOPT_PREREQDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, req->smtp ? "smtp,smtps" : "http,https");
 	curl_easy_setopt(t->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);

@@ -98,7 +98,7 @@ CREATE UNIQUE INDEX executions_idempotency
     ON notiflow.executions (workflow_key, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX executions_workflow_created ON notiflow.executions (workflow_key, created_at);
 CREATE INDEX executions_created ON notiflow.executions (created_at);
-CREATE INDEX executions_due ON notiflow.executions (wake_at) WHERE status = 'waiting';
+CREATE INDEX executions_due ON notiflow.executions (wake_at) WHERE status = 'waiting' AND wake_at IS NOT NULL;
 COMMENT ON TABLE notiflow.executions IS
     'One run of a workflow version for one recipient.  context holds the working context (payload, recipient, steps, vars).';
 

@@ -238,7 +238,26 @@ echo "# after kill -9: 20 deliveries, $received accepted by the provider after t
 is "$(sql "SELECT count(DISTINCT d.id) FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = 'crash' AND d.status = 'sent'")" 20 \
    "each delivery is recorded once as sent"
 
-# --- 9. SIGHUP reload ---------------------------------------------------------------------
+# --- 9. URLs from data may not reach private addresses (unless allowed) ---------------------
+sql "SELECT notiflow.put_workflow('datahook', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+       {\"id\": \"h\", \"type\": \"webhook\", \"url\": \"{{{payload.url}}}\"}], \"edges\": [{\"from\": \"t\", \"to\": \"h\"}]}')" >/dev/null
+exec=$(sql "SELECT notiflow.trigger('datahook', '{\"url\": \"$DOUBLE/hooks/from-data\"}', '\"ann\"')")
+wait_for 20 status_is "$exec" sent
+ok $? "with notiflow.allow_private_urls on, a URL from data may reach the local double"
+psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.allow_private_urls = off" -c "SELECT pg_reload_conf()" >/dev/null
+private_off() { psql -X -qAt -d $DB -c "SHOW notiflow.allow_private_urls" | grep -qx off; }
+wait_for 10 private_off
+exec=$(sql "SELECT notiflow.trigger('datahook', '{\"url\": \"$DOUBLE/hooks/from-data\"}', '\"ann\"')")
+wait_for 20 status_is "$exec" failed
+ok $? "with it off (the default), a URL from data that resolves to loopback is refused"
+is "$(sql "SELECT error FROM notiflow.delivery_attempts WHERE delivery_id = $(delivery_of "$exec")")" \
+   "refused: the URL resolves to a private address" "the attempt says why"
+exec=$(trigger hook private-config)
+wait_for 20 status_is "$exec" sent
+ok $? "a URL from the provider's configuration is still allowed"
+psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.allow_private_urls" -c "SELECT pg_reload_conf()" >/dev/null
+
+# --- 10. SIGHUP reload ---------------------------------------------------------------------
 psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.dispatch_workers = 2" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 2
 ok $? "SIGHUP with dispatch_workers = 2 starts a second dispatcher"
@@ -246,7 +265,7 @@ psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.dispatch_workers = 1" -c "S
 wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 1
 ok $? "and lowering it stops one"
 
-# --- 10. DROP EXTENSION and DROP DATABASE are not blocked ---------------------------------------
+# --- 11. DROP EXTENSION and DROP DATABASE are not blocked ---------------------------------------
 timeout 30 psql -X -q -d $DB -c "DROP EXTENSION notiflow CASCADE" >/dev/null 2>&1
 ok $? "DROP EXTENSION completes while the dispatcher runs"
 start=$SECONDS
