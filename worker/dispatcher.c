@@ -403,7 +403,7 @@ static void
 record_one(InFlight *f, ProviderResponse *resp, bool refused_private)
 {
 	ProviderResult res;
-	static const char *const classes[] = {"sent", "retry", "permanent", "invalid_recipient"};
+	static const char *const classes[] = {"sent", "retry", "permanent", "invalid_recipient", "again"};
 	const char *excerpt = provider_response_excerpt(resp, 500);
 	const char *logged_body = f->req.log_body ? f->req.log_body : f->req.body.data;
 
@@ -414,7 +414,7 @@ record_one(InFlight *f, ProviderResponse *resp, bool refused_private)
 		res.error = pstrdup(resp->curl_error);
 	}
 	else
-		f->adapter->classify(&f->job, resp, &res);
+		f->adapter->classify(&f->job, &f->req, resp, &res);
 	if (res.outcome != OUTCOME_SENT && res.error == NULL)
 		res.error = psprintf("HTTP %ld", resp->status);
 
@@ -453,9 +453,13 @@ record_one(InFlight *f, ProviderResponse *resp, bool refused_private)
 		case OUTCOME_PERMANENT:
 			delivery_fall_back(f->job.delivery_id, f->job.kind, logged_body, res.error);
 			break;
+		case OUTCOME_AGAIN:
+			delivery_repo_defer(f->job.delivery_id, 0);
+			break;
 	}
 	/* the circuit counts provider failures, not bad addresses */
-	if ((res.outcome != OUTCOME_INVALID_RECIPIENT || f->job.recipient == NULL) && !refused_private)
+	if ((res.outcome != OUTCOME_INVALID_RECIPIENT || f->job.recipient == NULL) &&
+		res.outcome != OUTCOME_AGAIN && !refused_private)
 	{
 		bool		success = res.outcome == OUTCOME_SENT;
 		CircuitState cs;

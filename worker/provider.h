@@ -46,6 +46,8 @@ typedef struct ProviderRequest
 	char	   *password;
 	char	   *aws_sigv4;		/* e.g. "aws:amz:eu-west-1:ses": sign with SigV4 */
 	bool		url_from_data;	/* URL came from data: refuse private addresses */
+	int			purpose;		/* the adapter's own tag, seen again by classify
+								 * (e.g. "this is the token request"); 0 by default */
 	char	   *log_body;		/* what logs and dead letters keep of the body when
 								 * it holds a secret; NULL: the body itself */
 
@@ -77,7 +79,9 @@ typedef enum ProviderOutcome
 	OUTCOME_SENT,				/* accepted by the provider */
 	OUTCOME_RETRY,				/* try again later (429, 5xx, timeouts, throttling) */
 	OUTCOME_PERMANENT,			/* this provider will not take it: fall back */
-	OUTCOME_INVALID_RECIPIENT	/* the address is bad: mark it, fall back */
+	OUTCOME_INVALID_RECIPIENT,	/* the address is bad: mark it, give up */
+	OUTCOME_AGAIN				/* the adapter did preliminary work (e.g. fetched an
+								 * access token): send again now, no attempt counted */
 } ProviderOutcome;
 
 typedef struct ProviderResult
@@ -94,8 +98,9 @@ typedef struct ProviderAdapter
 	const char *channel;
 	/* Fills req for job; raises an error (ereport) for a job it cannot send. */
 	void		(*build) (const DeliveryJob *job, ProviderRequest *req);
-	/* Classifies a completed attempt. */
-	void		(*classify) (const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res);
+	/* Classifies a completed attempt (req is what build filled). */
+	void		(*classify) (const DeliveryJob *job, const ProviderRequest *req,
+							 const ProviderResponse *resp, ProviderResult *res);
 } ProviderAdapter;
 
 /* Returns the adapter of a kind, or NULL. */

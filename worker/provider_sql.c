@@ -97,7 +97,7 @@ provider_preview(PG_FUNCTION_ARGS)
 Datum
 provider_classify(PG_FUNCTION_ARGS)
 {
-	static const char *const outcomes[] = {"sent", "retry", "permanent", "invalid_recipient"};
+	static const char *const outcomes[] = {"sent", "retry", "permanent", "invalid_recipient", "again"};
 	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	DeliveryJob job;
 	ProviderResponse resp;
@@ -131,7 +131,13 @@ provider_classify(PG_FUNCTION_ARGS)
 		resp.curl_error = "simulated transport error";
 
 	memset(&res, 0, sizeof(res));
-	adapter_or_error(kind)->classify(&job, &resp, &res);
+	{
+		ProviderRequest req;
+
+		memset(&req, 0, sizeof(req));
+		req.purpose = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT32(5);
+		adapter_or_error(kind)->classify(&job, &req, &resp, &res);
+	}
 
 	vals[0] = jsonb_make_string(outcomes[res.outcome]);
 	vals[1] = res.message_id ? jsonb_make_string(res.message_id) : NULL;

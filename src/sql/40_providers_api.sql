@@ -7,7 +7,7 @@ COMMENT ON FUNCTION notiflow.provider_preview(text, text, jsonb) IS
 REVOKE ALL ON FUNCTION notiflow.provider_preview(text, text, jsonb) FROM PUBLIC;
 
 CREATE FUNCTION notiflow.provider_classify(kind text, status integer, headers text[], body text,
-                                           curl_code integer DEFAULT 0)
-    RETURNS jsonb AS 'MODULE_PATHNAME', 'provider_classify' LANGUAGE C IMMUTABLE;
-COMMENT ON FUNCTION notiflow.provider_classify(text, integer, text[], text, integer) IS
+                                           curl_code integer DEFAULT 0, purpose integer DEFAULT 0)
+    RETURNS jsonb AS 'MODULE_PATHNAME', 'provider_classify' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION notiflow.provider_classify(text, integer, text[], text, integer, integer) IS
     'How a provider''s adapter classifies a response: sent, retry, permanent or invalid_recipient.';

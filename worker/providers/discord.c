@@ -53,7 +53,8 @@ discord_build(const DeliveryJob *job, ProviderRequest *req)
  * recipient's fault.
  */
 static void
-discord_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+discord_classify(const DeliveryJob *job, const ProviderRequest *req,
+				const ProviderResponse *resp, ProviderResult *res)
 {
 	Jsonb	   *json;
 	Jsonb	   *code;

@@ -82,7 +82,8 @@ mailgun_recipient_refused(const ProviderResponse *resp)
 
 /* Sent: the id from the body; a refused to address is the recipient's fault. */
 static void
-mailgun_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+mailgun_classify(const DeliveryJob *job, const ProviderRequest *req,
+				const ProviderResponse *resp, ProviderResult *res)
 {
 	provider_classify_http(resp, res);
 	if (res->outcome == OUTCOME_SENT)

@@ -112,7 +112,8 @@ sendgrid_rate_limit_reset_ms(const ProviderResponse *resp)
 
 /* Sent: the X-Message-Id; 429 waits for the rate limit reset; a refused address is the recipient's fault. */
 static void
-sendgrid_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+sendgrid_classify(const DeliveryJob *job, const ProviderRequest *req,
+				const ProviderResponse *resp, ProviderResult *res)
 {
 	provider_classify_http(resp, res);
 	if (res->outcome == OUTCOME_SENT)

@@ -101,7 +101,8 @@ ses_error_type(const ProviderResponse *resp)
  * permanent).
  */
 static void
-ses_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+ses_classify(const DeliveryJob *job, const ProviderRequest *req,
+				const ProviderResponse *resp, ProviderResult *res)
 {
 	char	   *type;
 	char	   *message;

@@ -91,7 +91,8 @@ slack_error_code(const ProviderResponse *resp, Jsonb *json, bool *ok)
  * not_authed, ...) is permanent.
  */
 static void
-slack_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+slack_classify(const DeliveryJob *job, const ProviderRequest *req,
+				const ProviderResponse *resp, ProviderResult *res)
 {
 	static const char *const retry_codes[] = {"ratelimited", "rate_limited", "internal_error",
 	"fatal_error", "service_unavailable", "request_timeout"};

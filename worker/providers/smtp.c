@@ -94,7 +94,8 @@ smtp_reply_to_rcpt(const ProviderResponse *resp)
  * say; refused credentials and TLS that cannot be set up are permanent.
  */
 static void
-smtp_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+smtp_classify(const DeliveryJob *job, const ProviderRequest *req,
+				const ProviderResponse *resp, ProviderResult *res)
 {
 	long		code = resp->status;
 

@@ -65,7 +65,8 @@ xml_element(const ProviderResponse *resp, const char *name)
  * the recipient's fault.
  */
 static void
-sns_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+sns_classify(const DeliveryJob *job, const ProviderRequest *req,
+				const ProviderResponse *resp, ProviderResult *res)
 {
 	char	   *code;
 	char	   *message;

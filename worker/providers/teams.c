@@ -92,7 +92,8 @@ teams_build(const DeliveryJob *job, ProviderRequest *req)
  * fault.  Workflows errors {"error": {"code", "message"}} name the cause.
  */
 static void
-teams_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+teams_classify(const DeliveryJob *job, const ProviderRequest *req,
+				const ProviderResponse *resp, ProviderResult *res)
 {
 	Jsonb	   *error;
 	char	   *code;

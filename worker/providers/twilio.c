@@ -48,7 +48,8 @@ twilio_build(const DeliveryJob *job, ProviderRequest *req)
  * throttling, and 20003 (authentication) is permanent.
  */
 static void
-twilio_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+twilio_classify(const DeliveryJob *job, const ProviderRequest *req,
+				const ProviderResponse *resp, ProviderResult *res)
 {
 	Jsonb	   *json;
 	Jsonb	   *code_json;

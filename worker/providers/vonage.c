@@ -92,7 +92,8 @@ vonage_classify_status(ProviderResult *res, const char *status, const char *text
  *   anything else (2 missing parameters, 4 invalid credentials, ...): permanent
  */
 static void
-vonage_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+vonage_classify(const DeliveryJob *job, const ProviderRequest *req,
+				const ProviderResponse *resp, ProviderResult *res)
 {
 	Jsonb	   *messages;
 	int			n;

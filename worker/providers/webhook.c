@@ -55,7 +55,8 @@ webhook_build(const DeliveryJob *job, ProviderRequest *req)
 
 /* Any 2xx is sent; the common rules otherwise. */
 static void
-webhook_classify(const DeliveryJob *job, const ProviderResponse *resp, ProviderResult *res)
+webhook_classify(const DeliveryJob *job, const ProviderRequest *req,
+				const ProviderResponse *resp, ProviderResult *res)
 {
 	provider_classify_http(resp, res);
 }
