@@ -138,6 +138,14 @@ extern Jsonb *provider_response_json(const ProviderResponse *resp);
  */
 extern void provider_classify_http(const ProviderResponse *resp, ProviderResult *res);
 
+/*
+ * provider_classify_http, then parses the body; when sent, reads the message
+ * id from id_key.  Returns the body (NULL after a transport error or when it
+ * is not JSON).
+ */
+extern Jsonb *provider_classify_json(const ProviderResponse *resp, ProviderResult *res,
+									 const char *id_key);
+
 /* Returns the first len bytes of the body as text, for errors and attempt logs. */
 extern char *provider_response_excerpt(const ProviderResponse *resp, int len);
 

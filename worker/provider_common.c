@@ -204,3 +204,22 @@ provider_classify_http(const ProviderResponse *resp, ProviderResult *res)
 	else
 		res->outcome = OUTCOME_PERMANENT;
 }
+
+/*
+ * The common classification plus the JSON body: when the attempt was sent,
+ * the message id is read from id_key.  Returns the parsed body (NULL after a
+ * transport error or when the body is not JSON).
+ */
+Jsonb *
+provider_classify_json(const ProviderResponse *resp, ProviderResult *res, const char *id_key)
+{
+	Jsonb	   *json;
+
+	provider_classify_http(resp, res);
+	if (resp->curl_code != 0)
+		return NULL;
+	json = provider_response_json(resp);
+	if (res->outcome == OUTCOME_SENT)
+		res->message_id = jsonb_get_string(json, id_key);
+	return json;
+}

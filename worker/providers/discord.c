@@ -61,15 +61,9 @@ discord_classify(const DeliveryJob *job, const ProviderRequest *req,
 	Jsonb	   *retry_after;
 	char	   *message;
 
-	provider_classify_http(resp, res);
-	if (resp->curl_code != 0)
+	json = provider_classify_json(resp, res, "id");
+	if (resp->curl_code != 0 || res->outcome == OUTCOME_SENT)
 		return;
-	json = provider_response_json(resp);
-	if (res->outcome == OUTCOME_SENT)
-	{
-		res->message_id = jsonb_get_string(json, "id");
-		return;
-	}
 	code = jsonb_get_jsonb(json, "code");
 	message = jsonb_get_string(json, "message");
 	if (message != NULL && code != NULL)

@@ -56,15 +56,9 @@ twilio_classify(const DeliveryJob *job, const ProviderRequest *req,
 	char	   *code;
 	char	   *message;
 
-	provider_classify_http(resp, res);
-	if (resp->curl_code != 0)
+	json = provider_classify_json(resp, res, "sid");
+	if (resp->curl_code != 0 || res->outcome == OUTCOME_SENT)
 		return;
-	json = provider_response_json(resp);
-	if (res->outcome == OUTCOME_SENT)
-	{
-		res->message_id = jsonb_get_string(json, "sid");
-		return;
-	}
 	code_json = jsonb_get_jsonb(json, "code");
 	if (code_json == NULL)
 		return;
