@@ -29,6 +29,9 @@ int			notiflow_lease_ms = 60000;
 bool		notiflow_allow_private_urls = false;
 int			notiflow_circuit_failures = 5;
 int			notiflow_circuit_cooldown_ms = 30000;
+char	   *notiflow_retention = NULL;
+char	   *notiflow_alert_workflow = NULL;
+char	   *notiflow_event_ttl = NULL;
 
 const char *const notiflow_channel_names[] = {"email", "sms", "push", "chat", "webhook"};
 
@@ -95,6 +98,25 @@ _PG_init(void)
 							&notiflow_circuit_cooldown_ms,
 							30000, 100, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("notiflow.retention",
+							   "Age after which executions are archived and deleted (an interval).",
+							   "Read by notiflow.apply_retention(); daily statistics are kept.",
+							   &notiflow_retention,
+							   "6 months",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("notiflow.alert_workflow",
+							   "Workflow triggered for every alert raised (empty: none).",
+							   NULL,
+							   &notiflow_alert_workflow,
+							   "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("notiflow.event_ttl",
+							   "How long an event that no execution waits for yet is kept (an interval).",
+							   NULL,
+							   &notiflow_event_ttl,
+							   "1 hour",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("notiflow");
 
