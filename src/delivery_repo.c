@@ -70,7 +70,7 @@ static SpiStatement set_status_stmt = {
 	"                           WHEN $2 IN ('queued', 'sending') THEN NULL"
 	"                           ELSE coalesce(d.finished_at, now()) END"
 	"   FROM cur WHERE d.id = cur.id AND (cur.allowed OR (d.provider_message_id IS NULL AND $3 IS NOT NULL))"
-	" RETURNING d.execution_id, cur.allowed",
+	" RETURNING d.execution_id, cur.allowed, d.node_id",
 	4, {INT8OID, TEXTOID, TEXTOID, TEXTOID}
 };
 
@@ -165,7 +165,7 @@ delivery_repo_summary(int64 execution_id, const char *node_id, DeliverySummary *
 bool
 delivery_repo_set_status(int64 delivery_id, const char *status,
 						 const char *provider_message_id, const char *error,
-						 int64 *execution_id)
+						 int64 *execution_id, char **node_id)
 {
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
@@ -183,6 +183,7 @@ delivery_repo_set_status(int64 delivery_id, const char *status,
 	if (SPI_processed == 0)
 		return false;
 	*execution_id = DatumGetInt64(spi_value(0, 1, &isnull));
+	*node_id = spi_text(0, 3);
 	return DatumGetBool(spi_value(0, 2, &isnull));
 }
 

@@ -52,12 +52,12 @@ extern void delivery_repo_summary(int64 execution_id, const char *node_id, Deliv
 /*
  * Records the terminal or intermediate status of a delivery (and a provider
  * message id it lacks).  Returns true when the status changed and sets
- * *execution_id; false when the delivery does not exist or the transition is
+ * *execution_id and *node_id; false when the delivery does not exist or the transition is
  * not allowed (it already ended).
  */
 extern bool delivery_repo_set_status(int64 delivery_id, const char *status,
 									 const char *provider_message_id, const char *error,
-									 int64 *execution_id);
+									 int64 *execution_id, char **node_id);
 
 /* --- used by the dispatcher --- */
 

@@ -39,6 +39,7 @@
 #include "provider_cache.h"
 #include "safe_input.h"
 #include "subscriber_repo.h"
+#include "wait_repo.h"
 #include "workflow_cache.h"
 #include "workflow_repo.h"
 
@@ -670,6 +671,93 @@ action_settle(Run *run, WorkflowNode *node, TimestampTz started, int seq)
 				  sum.succeeded > 0 ? NULL : "every delivery failed", started, seq);
 }
 
+/* Ends a wait node with outcome completed or timeout; its output holds the events received. */
+static void
+wait_finish(Run *run, WorkflowNode *node, const char *outcome, Jsonb *received,
+			TimestampTz started, int seq)
+{
+	const char *keys[] = {"events"};
+	Jsonb	   *vals[1] = {received};
+
+	run_record_step(run, node, "completed", outcome, jsonb_make_object(1, keys, vals), NULL,
+					started, seq);
+	run_follow(run, node, outcome);
+}
+
+/* True when received holds every event the wait node expects. */
+static bool
+wait_complete(WorkflowNode *node, Jsonb *received)
+{
+	ListCell   *lc;
+
+	foreach(lc, node->wait_events)
+		if (jsonb_get(received, (char *) lfirst(lc)) == NULL)
+			return false;
+	return true;
+}
+
+/*
+ * Runs a wait node: under the correlation key's lock, takes the events that
+ * arrived early from the inbox; completes at once when they are all there,
+ * otherwise records the wait (emit_event completes it, the timer times it out).
+ */
+static void
+node_wait(Run *run, WorkflowNode *node)
+{
+	char	   *key = template_render_plain(node->wait_key, run_context(run), run->def->partials);
+	Jsonb	   *received;
+	TimestampTz deadline = 0;
+	bool		complete;
+
+	if (key[0] == '\0')
+	{
+		run_fail(run, node, "\"key\" rendered an empty correlation key");
+		return;
+	}
+	wait_repo_lock_key(key);
+	received = wait_repo_take_inbox(key, node->wait_events);
+	complete = wait_complete(node, received);
+	if (node->wait_timeout != NULL)
+		deadline = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+														   TimestampTzGetDatum(GetCurrentTimestamp()),
+														   IntervalPGetDatum(node->wait_timeout)));
+	wait_repo_insert(run->exec.id, node->id, key, node->wait_events, received,
+					 complete ? "completed" : "waiting", deadline);
+	if (complete)
+	{
+		wait_finish(run, node, "completed", received, 0, 0);
+		return;
+	}
+	{
+		const char *keys[] = {"key", "events"};
+		Jsonb	   *vals[2] = {jsonb_make_string(key), received};
+
+		run_record_step(run, node, "waiting", NULL, jsonb_make_object(2, keys, vals), NULL, 0, 0);
+	}
+	if (deadline != 0 && (run->wake_at == 0 || deadline < run->wake_at))
+		run->wake_at = deadline;
+}
+
+/* Completes a waiting wait node whose events all arrived or whose timeout passed. */
+static void
+wait_settle(Run *run, WorkflowNode *node, int seq)
+{
+	Jsonb	   *received = NULL;
+	TimestampTz deadline = 0;
+	char	   *status = wait_repo_settle(run->exec.id, node->id, &received, &deadline);
+
+	if (status != NULL && strcmp(status, "completed") == 0)
+		wait_finish(run, node, "completed", received, 0, seq);
+	else if (status != NULL && strcmp(status, "timeout") == 0)
+		wait_finish(run, node, "timeout", received, 0, seq);
+	else
+	{
+		run->n_waiting++;
+		if (deadline != 0 && (run->wake_at == 0 || deadline < run->wake_at))
+			run->wake_at = deadline;
+	}
+}
+
 /* Runs queued nodes until none is left (each node runs at most once). */
 static void
 run_process(Run *run)
@@ -699,6 +787,9 @@ run_process(Run *run)
 				break;
 			case NODE_TRANSFORM:
 				node_transform(run, node);
+				break;
+			case NODE_WAIT:
+				node_wait(run, node);
 				break;
 			case NODE_EMAIL:
 			case NODE_SMS:
@@ -1016,6 +1107,8 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 		req->execution_id = 0;
 		if (req->idempotency_key != NULL)
 		{
+			/* serialise triggers with one key: the second waits, then finds the first */
+			execution_repo_lock_idempotency(workflow_key, req->idempotency_key);
 			req->execution_id = execution_repo_find_idempotent(workflow_key, req->idempotency_key);
 			if (req->execution_id != 0)
 				continue;
@@ -1137,6 +1230,8 @@ execution_resume_connected(int64 execution_id)
 			continue;
 		if (NODE_IS_ACTION(node->type))
 			action_settle(run, node, 0, s->seq);
+		else if (node->type == NODE_WAIT)
+			wait_settle(run, node, s->seq);
 		else if (node->type == NODE_DELAY)
 		{
 			char	   *until = jsonb_get_string(s->output, "until");
@@ -1197,6 +1292,7 @@ delivery_finish(int64 delivery_id, const char *status, const char *provider_mess
 	static const char *const statuses[] = {"sending", "sent", "delivered", "failed", "cancelled"};
 	bool		known = false;
 	int64		execution_id;
+	char	   *node_id = NULL;
 	bool		changed;
 
 	for (int i = 0; i < (int) lengthof(statuses); i++)
@@ -1210,9 +1306,21 @@ delivery_finish(int64 delivery_id, const char *status, const char *provider_mess
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "notiflow: SPI_connect failed");
 	changed = delivery_repo_set_status(delivery_id, status, provider_message_id, error,
-									   &execution_id);
+									   &execution_id, &node_id);
 	if (changed && strcmp(status, "sending") != 0)
+	{
+		/* the outcome is also an event "<node>.<status>" for this execution's wait nodes */
+		const char *keys[] = {"delivery_id", "status", "provider_message_id", "error"};
+		Jsonb	   *vals[4];
+
+		vals[0] = jsonb_make_int(delivery_id);
+		vals[1] = jsonb_make_string(status);
+		vals[2] = provider_message_id ? jsonb_make_string(provider_message_id) : NULL;
+		vals[3] = error ? jsonb_make_string(error) : NULL;
+		wait_repo_execution_event(execution_id, psprintf("%s.%s", node_id, status),
+								  jsonb_make_object(4, keys, vals));
 		execution_resume_connected(execution_id);
+	}
 	SPI_finish();
 	return changed;
 }

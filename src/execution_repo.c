@@ -70,6 +70,11 @@ static SpiStatement insert_stmt = {
 	JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
 };
 
+static SpiStatement lock_idempotency_stmt = {
+	"SELECT pg_advisory_xact_lock(hashtextextended('notiflow.idempotency:' || $1 || '/' || $2, 0))",
+	2, {TEXTOID, TEXTOID}
+};
+
 static SpiStatement lock_stmt = {
 	"SELECT workflow_key, workflow_version, status, payload, context, recipient,"
 	"       subscriber_id, created_at"
@@ -128,6 +133,15 @@ execution_repo_next_id(void)
 									   NoLock, false);
 
 	return nextval_internal(seq, false);
+}
+
+/* Serialises the triggers that use one idempotency key. */
+void
+execution_repo_lock_idempotency(const char *workflow_key, const char *key)
+{
+	Datum		args[2] = {CStringGetTextDatum(workflow_key), CStringGetTextDatum(key)};
+
+	spi_run(&lock_idempotency_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 }
 
 /* Finds an execution by idempotency key. */

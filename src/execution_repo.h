@@ -53,6 +53,9 @@ typedef struct StoredStep
 /* Returns a new execution id. */
 extern int64 execution_repo_next_id(void);
 
+/* Serialises, until the transaction ends, the triggers that use one idempotency key. */
+extern void execution_repo_lock_idempotency(const char *workflow_key, const char *key);
+
 /* Returns the execution created with this idempotency key, or 0. */
 extern int64 execution_repo_find_idempotent(const char *workflow_key, const char *key);
 

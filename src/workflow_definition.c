@@ -368,6 +368,53 @@ compile_transform(CompileState *st, WorkflowNode *node, JsonbContainer *c, const
 	}
 }
 
+/* Compiles a wait node: "events" (names), "key" (a template) and an optional "timeout". */
+static void
+compile_wait(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path)
+{
+	JsonbValue	v;
+	char	   *timeout;
+
+	if (!get_key(c, "events", &v) || !value_is_array(&v) || JsonContainerSize(v.val.binary.data) == 0)
+		add_problem(st, psprintf("%s.events", path), "expected a non-empty array of event names");
+	else
+	{
+		int			n = JsonContainerSize(v.val.binary.data);
+
+		for (int i = 0; i < n; i++)
+		{
+			JsonbValue *e = getIthJsonbValueFromContainer(v.val.binary.data, i);
+			char	   *name = value_string(e);
+			ListCell   *lc;
+			bool		dup = false;
+
+			if (name == NULL || name[0] == '\0')
+			{
+				add_problem(st, psprintf("%s.events[%d]", path, i), "expected a non-empty event name");
+				continue;
+			}
+			foreach(lc, node->wait_events)
+				dup |= strcmp((char *) lfirst(lc), name) == 0;
+			if (dup)
+				add_problem(st, psprintf("%s.events[%d]", path, i), "duplicate event name \"%s\"", name);
+			else
+				node->wait_events = lappend(node->wait_events, name);
+		}
+	}
+	node->wait_key = compile_template_field(st, c, "key", path, true);
+	timeout = compile_optional_string(st, c, "timeout", path, false);
+	if (timeout != NULL)
+	{
+		Datum		d;
+		char	   *error = NULL;
+
+		if (safe_input(interval_in, timeout, &d, &error))
+			node->wait_timeout = DatumGetIntervalP(d);
+		else
+			add_problem(st, psprintf("%s.timeout", path), "invalid interval: %s", error);
+	}
+}
+
 /* Compiles the type-specific fields of one node. */
 static void
 compile_node(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path)
@@ -435,8 +482,7 @@ compile_node(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char
 			compile_transform(st, node, c, path);
 			break;
 		case NODE_WAIT:
-			add_problem(st, psprintf("%s.type", path),
-						"node type \"wait\" is reserved for event aggregation and not available in this version");
+			compile_wait(st, node, c, path);
 			break;
 		default:
 			compile_action(st, node, c, path);

@@ -80,6 +80,11 @@ typedef struct WorkflowNode
 	/* transform */
 	List	   *assignments;	/* TransformAssignment * */
 
+	/* wait: the events (names) to collect for one correlation key */
+	List	   *wait_events;	/* char * */
+	Template   *wait_key;
+	Interval   *wait_timeout;	/* NULL: no timeout */
+
 	/* outgoing edges (indexes into WorkflowDefinition.edges) */
 	int			n_out;
 	int		   *out;

@@ -1,0 +1,136 @@
+/*
+ * wait_repo.c — data access for wait nodes: the event inbox and
+ * execution_waits (see src/sql/35_events.sql for the locking rules).
+ * Callers are connected to SPI.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+
+#include "spi_util.h"
+#include "wait_repo.h"
+
+static SpiStatement lock_stmt = {
+	"SELECT notiflow.lock_correlation_key($1)",
+	1, {TEXTOID}
+};
+
+static SpiStatement take_stmt = {
+	"WITH taken AS ("
+	"  DELETE FROM notiflow.event_inbox"
+	"   WHERE id IN (SELECT DISTINCT ON (name) id FROM notiflow.event_inbox"
+	"                 WHERE correlation_key = $1 AND name = ANY ($2) AND expires_at > now()"
+	"                 ORDER BY name, id)"
+	"  RETURNING name, data)"
+	" SELECT coalesce(jsonb_object_agg(name, data), '{}') FROM taken",
+	2, {TEXTOID, TEXTARRAYOID}
+};
+
+static SpiStatement insert_stmt = {
+	"INSERT INTO notiflow.execution_waits"
+	"       (execution_id, node_id, correlation_key, events, received, status, deadline, finished_at)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 = 'waiting' THEN NULL ELSE now() END)",
+	7, {INT8OID, TEXTOID, TEXTOID, TEXTARRAYOID, JSONBOID, TEXTOID, TIMESTAMPTZOID}
+};
+
+static SpiStatement settle_stmt = {
+	"UPDATE notiflow.execution_waits"
+	"   SET status = CASE WHEN status = 'waiting' AND deadline <= clock_timestamp() THEN 'timeout'"
+	"                     ELSE status END,"
+	"       finished_at = CASE WHEN status = 'waiting' AND deadline <= clock_timestamp() THEN now()"
+	"                          ELSE finished_at END"
+	" WHERE execution_id = $1 AND node_id = $2"
+	" RETURNING status, received, deadline",
+	2, {INT8OID, TEXTOID}
+};
+
+static SpiStatement execution_event_stmt = {
+	"UPDATE notiflow.execution_waits"
+	"   SET received = received || jsonb_build_object($2::text, $3::jsonb),"
+	"       status = CASE WHEN (SELECT bool_and((received || jsonb_build_object($2::text, $3::jsonb)) ? e)"
+	"                             FROM unnest(events) e) THEN 'completed' ELSE status END,"
+	"       finished_at = CASE WHEN (SELECT bool_and((received || jsonb_build_object($2::text, $3::jsonb)) ? e)"
+	"                                  FROM unnest(events) e) THEN now() ELSE finished_at END"
+	" WHERE execution_id = $1 AND status = 'waiting' AND $2 = ANY (events) AND NOT received ? $2",
+	3, {INT8OID, TEXTOID, JSONBOID}
+};
+
+/* Builds a text[] from a List of C strings. */
+static Datum
+names_array(List *names)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(names), 1));
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, names)
+		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
+	return spi_array(elems, NULL, i, TEXTOID);
+}
+
+/* Takes the correlation key's advisory lock. */
+void
+wait_repo_lock_key(const char *key)
+{
+	Datum		args[1] = {CStringGetTextDatum(key)};
+
+	spi_run(&lock_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+}
+
+/* Consumes inbox events for a key. */
+Jsonb *
+wait_repo_take_inbox(const char *key, List *names)
+{
+	Datum		args[2] = {CStringGetTextDatum(key), names_array(names)};
+	bool		isnull;
+
+	spi_run(&take_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+	return DatumGetJsonbPCopy(spi_value(0, 1, &isnull));
+}
+
+/* Records a wait. */
+void
+wait_repo_insert(int64 execution_id, const char *node_id, const char *key, List *names,
+				 Jsonb *received, const char *status, TimestampTz deadline)
+{
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	args[0] = Int64GetDatum(execution_id);
+	args[1] = CStringGetTextDatum(node_id);
+	args[2] = CStringGetTextDatum(key);
+	args[3] = names_array(names);
+	args[4] = JsonbPGetDatum(received);
+	args[5] = CStringGetTextDatum(status);
+	args[6] = TimestampTzGetDatum(deadline);
+	if (deadline == 0)
+		nulls[6] = 'n';
+	spi_run(&insert_stmt, args, nulls, false, 0, SPI_OK_INSERT);
+}
+
+/* Locks a wait, times it out when due, and reads it. */
+char *
+wait_repo_settle(int64 execution_id, const char *node_id, Jsonb **received, TimestampTz *deadline)
+{
+	Datum		args[2] = {Int64GetDatum(execution_id), CStringGetTextDatum(node_id)};
+	bool		isnull;
+	Datum		d;
+
+	spi_run(&settle_stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed == 0)
+		return NULL;
+	*received = DatumGetJsonbPCopy(spi_value(0, 2, &isnull));
+	d = spi_value(0, 3, &isnull);
+	*deadline = isnull ? 0 : DatumGetTimestampTz(d);
+	return spi_text(0, 1);
+}
+
+/* Gives an execution-scoped event to its waits. */
+void
+wait_repo_execution_event(int64 execution_id, const char *name, Jsonb *data)
+{
+	Datum		args[3] = {Int64GetDatum(execution_id), CStringGetTextDatum(name), JsonbPGetDatum(data)};
+
+	spi_run(&execution_event_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+}

@@ -1,0 +1,32 @@
+/*
+ * wait_repo.h — data access for wait nodes: the event inbox and execution_waits.
+ */
+#ifndef NOTIFLOW_WAIT_REPO_H
+#define NOTIFLOW_WAIT_REPO_H
+
+#include "postgres.h"
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+/* Serialises everything about one correlation key until the transaction ends. */
+extern void wait_repo_lock_key(const char *key);
+
+/* Removes and returns the oldest live inbox event of each of the names: an object {name: data}. */
+extern Jsonb *wait_repo_take_inbox(const char *key, List *names);
+
+/* Records a wait (status waiting or completed). */
+extern void wait_repo_insert(int64 execution_id, const char *node_id, const char *key, List *names,
+							 Jsonb *received, const char *status, TimestampTz deadline);
+
+/*
+ * Locks a wait and returns its status and received events; a waiting wait
+ * whose deadline passed becomes 'timeout'.
+ */
+extern char *wait_repo_settle(int64 execution_id, const char *node_id, Jsonb **received,
+							  TimestampTz *deadline);
+
+/* Gives an event to the waiting waits of one execution that expect it (delivery outcomes). */
+extern void wait_repo_execution_event(int64 execution_id, const char *name, Jsonb *data);
+
+#endif							/* NOTIFLOW_WAIT_REPO_H */

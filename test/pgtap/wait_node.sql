@@ -1,0 +1,111 @@
+-- Wait nodes: several correlated events in any order, early events kept in the
+-- inbox, timeouts, events from the execution's own deliveries.
+\set ON_ERROR_STOP 1
+\set QUIET 1
+SET client_min_messages = warning;
+BEGIN;
+SELECT plan(30);
+
+SELECT notiflow.put_provider('text', 'sms', 'twilio', '{"account_sid": "AC1", "auth_token": "t", "from": "+15550001111"}');
+SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
+SELECT notiflow.put_subscriber('ann', '{"email": "ann@example.com", "phone": "+15551234567"}');
+SELECT notiflow.put_workflow('ship', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "w", "type": "wait", "events": ["payment.confirmed", "parcel.scanned"],
+     "key": "{{payload.order_id}}", "timeout": "10 minutes"},
+    {"id": "f", "type": "transform", "set": {"vars.scan": "$.steps.w.events.\"parcel.scanned\".at",
+                                             "vars.amount": "$.steps.w.events.\"payment.confirmed\".amount"}},
+    {"id": "done", "type": "sms", "text": "paid {{vars.amount}}, scanned at {{vars.scan}}"},
+    {"id": "late", "type": "sms", "text": "still waiting for order {{payload.order_id}}"}],
+  "edges": [{"from": "t", "to": "w"}, {"from": "w", "to": "f", "on": "completed"},
+            {"from": "f", "to": "done"}, {"from": "w", "to": "late", "on": "timeout"}]}');
+
+-- events after the wait is reached, in one order ...
+SELECT notiflow.trigger('ship', '{"order_id": "o1"}', '"ann"') AS o1 \gset
+SELECT is((SELECT status FROM notiflow.execution_steps WHERE execution_id = :o1 AND node_id = 'w'), 'waiting',
+          'the wait node waits');
+SELECT ok((SELECT wake_at IS NOT NULL FROM notiflow.executions WHERE id = :o1), 'its timeout is the execution''s wake-up');
+SELECT is(notiflow.emit_event('payment.confirmed', 'o1', '{"amount": 42}'), 0, 'the first event completes nothing');
+SELECT is((SELECT received FROM notiflow.execution_waits WHERE execution_id = :o1), '{"payment.confirmed": {"amount": 42}}'::jsonb,
+          'but is recorded on the wait');
+SELECT is(notiflow.emit_event('parcel.scanned', 'o1', '{"at": "09:00"}'), 1, 'the last event completes and resumes the execution');
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :o1 AND node_id = 'done'),
+          'paid 42, scanned at 09:00', 'the next nodes see each event''s data by name');
+SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :o1 AND node_id = 'w'), 'completed',
+          'the wait''s outcome is completed');
+
+-- ... and in the other order
+SELECT notiflow.trigger('ship', '{"order_id": "o2"}', '"ann"') AS o2 \gset
+SELECT is(notiflow.emit_event('parcel.scanned', 'o2', '{"at": "10:00"}'), 0, 'reverse order: first event');
+SELECT is(notiflow.emit_event('payment.confirmed', 'o2', '{"amount": 7}'), 1, 'reverse order: last event completes');
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :o2 AND node_id = 'done'),
+          'paid 7, scanned at 10:00', 'the same result whatever the order');
+
+-- both events before the execution reaches the wait: kept in the inbox
+SELECT is(notiflow.emit_event('payment.confirmed', 'o3', '{"amount": 1}'), 0, 'an early event waits in the inbox');
+SELECT is(notiflow.emit_event('parcel.scanned', 'o3', '{"at": "11:00"}'), 0, 'so does the second');
+SELECT is((SELECT count(*)::int FROM notiflow.event_inbox WHERE correlation_key = 'o3'), 2, 'both are in the inbox');
+SELECT notiflow.trigger('ship', '{"order_id": "o3"}', '"ann"') AS o3 \gset
+SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :o3 AND node_id = 'w'), 'completed',
+          'reaching the wait with both events in the inbox completes it at once');
+SELECT is((SELECT count(*)::int FROM notiflow.event_inbox WHERE correlation_key = 'o3'), 0, 'the inbox events are consumed');
+
+-- one before, one after
+SELECT notiflow.emit_event('parcel.scanned', 'o4', '{"at": "12:00"}');
+SELECT notiflow.trigger('ship', '{"order_id": "o4"}', '"ann"') AS o4 \gset
+SELECT is((SELECT received FROM notiflow.execution_waits WHERE execution_id = :o4), '{"parcel.scanned": {"at": "12:00"}}'::jsonb,
+          'an early event is taken when the wait is reached');
+SELECT is(notiflow.emit_event('payment.confirmed', 'o4', '{"amount": 3}'), 1, 'and a later one completes it');
+SELECT is(notiflow.emit_event('payment.confirmed', 'o4', '{"amount": 999}'), 0, 'an event after completion resumes nothing');
+SELECT is((SELECT count(*)::int FROM notiflow.deliveries WHERE execution_id = :o4), 1, 'and creates nothing');
+
+-- a repeated event: the first one counts
+SELECT notiflow.trigger('ship', '{"order_id": "o5"}', '"ann"') AS o5 \gset
+SELECT notiflow.emit_event('payment.confirmed', 'o5', '{"amount": 5}');
+SELECT notiflow.emit_event('payment.confirmed', 'o5', '{"amount": 6}');
+SELECT is((SELECT received -> 'payment.confirmed' ->> 'amount' FROM notiflow.execution_waits WHERE execution_id = :o5), '5',
+          'the first event of a name counts');
+
+-- timeout: made due, the timer's resume takes the timeout edge
+UPDATE notiflow.execution_waits SET deadline = now() - interval '1 second' WHERE execution_id = :o5;
+UPDATE notiflow.executions SET wake_at = now() - interval '1 second' WHERE id = :o5;
+SELECT is(notiflow.resume_due_executions(10), 1, 'a timed-out wait is resumed by the timer');
+SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :o5 AND node_id = 'w'), 'timeout',
+          'its outcome is timeout');
+SELECT is((SELECT string_agg(node_id, ',') FROM notiflow.deliveries WHERE execution_id = :o5), 'late',
+          'the timeout edge runs, the completed edge does not');
+SELECT is(notiflow.emit_event('parcel.scanned', 'o5', '{}'), 0, 'an event after the timeout resumes nothing');
+
+-- the inbox keeps events for notiflow.event_ttl only
+SET notiflow.event_ttl = '0 seconds';
+SELECT notiflow.emit_event('payment.confirmed', 'o6', '{"amount": 1}');
+RESET notiflow.event_ttl;
+SELECT notiflow.trigger('ship', '{"order_id": "o6"}', '"ann"') AS o6 \gset
+SELECT is((SELECT received FROM notiflow.execution_waits WHERE execution_id = :o6), '{}'::jsonb,
+          'an expired inbox event is not taken');
+
+-- the execution's own delivery outcomes are events "<node>.<status>"
+SELECT notiflow.put_workflow('receipt', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "mail", "type": "email", "subject": "s", "text": "x"},
+    {"id": "w", "type": "wait", "events": ["mail.sent", "paid"], "key": "{{payload.order_id}}"},
+    {"id": "ok", "type": "sms", "text": "receipt sent, payment {{#steps.w.events.paid}}{{amount}}{{/steps.w.events.paid}}"}],
+  "edges": [{"from": "t", "to": "mail"}, {"from": "t", "to": "w"}, {"from": "w", "to": "ok", "on": "completed"}]}');
+SELECT notiflow.trigger('receipt', '{"order_id": "r1"}', '"ann"') AS r1 \gset
+SELECT notiflow.emit_event('paid', 'r1', '{"amount": 10}');
+SELECT ok(notiflow.finish_delivery((SELECT id FROM notiflow.deliveries WHERE execution_id = :r1 AND node_id = 'mail'), 'sent', 'm1'),
+          'the delivery is sent');
+SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :r1 AND node_id = 'w'), 'completed',
+          'its outcome completes the wait of the same execution');
+SELECT ok((SELECT count(*) = 1 FROM notiflow.deliveries WHERE execution_id = :r1 AND node_id = 'ok'), 'and the workflow goes on');
+
+-- validation
+SELECT results_eq($$SELECT path || ': ' || message FROM notiflow.validate_workflow('{"nodes": [{"id": "t", "type": "trigger"},
+    {"id": "w", "type": "wait", "events": [], "timeout": "soon"}], "edges": [{"from": "t", "to": "w"}]}')$$,
+    ARRAY['nodes[1].events: expected a non-empty array of event names', 'nodes[1].key: required field is missing',
+          'nodes[1].timeout: invalid interval: invalid input syntax for type interval: "soon"'],
+    'a wait node needs events, a key and a valid timeout');
+SELECT throws_ok($$SELECT notiflow.emit_event('', 'k')$$, '22023', 'event name must not be empty', 'emit_event checks its input');
+
+SELECT * FROM finish();
+ROLLBACK;

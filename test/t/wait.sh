@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# test/t/wait.sh — wait nodes under concurrency: an event that arrives while
+# the execution reaching the wait is still uncommitted, the last two events
+# arriving together, and a timeout racing the last event each give exactly one
+# outcome.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+source test/lib/tap.sh
+source test/lib/cluster.sh
+
+cluster_start >/dev/null || { echo "Bail out! cluster did not start"; exit 1; }
+trap cluster_stop EXIT
+DB=notiflow_wait
+psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null
+q() { psql -X -q -At -v ON_ERROR_STOP=1 -d $DB -c "$1"; }
+q "CREATE EXTENSION notiflow" >/dev/null
+q "SELECT notiflow.put_provider('text', 'sms', 'twilio', '{\"account_sid\": \"AC1\", \"auth_token\": \"t\", \"from\": \"+15550001111\"}');
+   SELECT notiflow.put_subscriber('ann', '{\"phone\": \"+15551234567\"}');
+   SELECT notiflow.put_workflow('ship', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+     {\"id\": \"w\", \"type\": \"wait\", \"events\": [\"paid\", \"scanned\"], \"key\": \"{{payload.order_id}}\", \"timeout\": \"1 hour\"},
+     {\"id\": \"done\", \"type\": \"sms\", \"text\": \"done\"}, {\"id\": \"late\", \"type\": \"sms\", \"text\": \"late\"}],
+     \"edges\": [{\"from\": \"t\", \"to\": \"w\"}, {\"from\": \"w\", \"to\": \"done\", \"on\": \"completed\"},
+                 {\"from\": \"w\", \"to\": \"late\", \"on\": \"timeout\"}]}');" >/dev/null
+
+coproc HOLD { psql -X -q -At -d $DB; }
+# hold SQL: runs SQL in the held session and reads N result lines.
+hold() { echo "$1" >&"${HOLD[1]}"; local i; for ((i = 0; i < ${2:-0}; i++)); do read -r _ <&"${HOLD[0]}"; done; }
+blocked() { [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%$1%' AND pid <> pg_backend_pid()")" = 1 ]; }
+out=$(mktemp)
+
+# 1. an event while the trigger that reaches the wait is uncommitted
+hold "BEGIN; SELECT notiflow.trigger('ship', '{\"order_id\": \"o1\"}', '\"ann\"');" 1
+psql -X -q -At -d $DB -c "SELECT notiflow.emit_event('paid', 'o1')" >"$out" 2>&1 &
+pid=$!
+wait_for 20 blocked "emit_event(%paid%o1"
+ok $? "an event for a key whose wait is being created waits for that transaction"
+hold "COMMIT;"
+wait "$pid"
+is "$(q "SELECT received ? 'paid' FROM notiflow.execution_waits WHERE correlation_key = 'o1'")" t \
+   "then it reaches the wait instead of the inbox"
+is "$(q "SELECT count(*) FROM notiflow.event_inbox WHERE correlation_key = 'o1'")" 0 "nothing is left in the inbox"
+
+# 2. the last two events together
+q "SELECT notiflow.trigger('ship', '{\"order_id\": \"o2\"}', '\"ann\"')" >/dev/null
+hold "BEGIN; SELECT notiflow.emit_event('paid', 'o2');" 1
+psql -X -q -At -d $DB -c "SELECT notiflow.emit_event('scanned', 'o2')" >"$out" 2>&1 &
+pid=$!
+wait_for 20 blocked "emit_event(%scanned%o2"
+ok $? "two events for one key are applied one after the other"
+hold "COMMIT;"
+wait "$pid"
+is "$(cat "$out")" 1 "the second completes the wait"
+is "$(q "SELECT count(*) FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'order_id' = 'o2' AND d.node_id = 'done'")" 1 \
+   "the wait completes exactly once"
+
+# 3. a timeout racing the last event
+q "SELECT notiflow.trigger('ship', '{\"order_id\": \"o3\"}', '\"ann\"')" >/dev/null
+q "SELECT notiflow.emit_event('paid', 'o3')" >/dev/null
+q "UPDATE notiflow.execution_waits SET deadline = now() - interval '1 second' WHERE correlation_key = 'o3';
+   UPDATE notiflow.executions SET wake_at = now() - interval '1 second' WHERE payload ->> 'order_id' = 'o3'" >/dev/null
+hold "BEGIN; SELECT notiflow.resume_due_executions(10);" 1
+psql -X -q -At -d $DB -c "SELECT notiflow.emit_event('scanned', 'o3')" >"$out" 2>&1 &
+pid=$!
+wait_for 20 blocked "emit_event(%scanned%o3"
+ok $? "the last event waits while the timeout is being applied"
+hold "COMMIT;"
+wait "$pid"
+is "$(cat "$out")" 0 "the event then completes nothing"
+is "$(q "SELECT string_agg(d.node_id, ',') FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'order_id' = 'o3'")" late \
+   "exactly one outcome: the timeout"
+
+echo "\\q" >&"${HOLD[1]}"
+rm -f "$out"
+done_testing
