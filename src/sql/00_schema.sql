@@ -97,7 +97,7 @@ CREATE TABLE notiflow.executions (
 CREATE UNIQUE INDEX executions_idempotency
     ON notiflow.executions (workflow_key, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX executions_workflow_created ON notiflow.executions (workflow_key, created_at);
-CREATE INDEX executions_created ON notiflow.executions (created_at);
+CREATE INDEX executions_created ON notiflow.executions USING brin (created_at);
 CREATE INDEX executions_due ON notiflow.executions (wake_at) WHERE status = 'waiting' AND wake_at IS NOT NULL;
 COMMENT ON TABLE notiflow.executions IS
     'One run of a workflow version for one recipient.  context holds the working context (payload, recipient, steps, vars).';
@@ -149,7 +149,7 @@ CREATE TABLE notiflow.deliveries (
 CREATE INDEX deliveries_due ON notiflow.deliveries (next_attempt_at) WHERE status = 'queued';
 CREATE INDEX deliveries_lease ON notiflow.deliveries (lease_expires_at) WHERE status = 'sending';
 CREATE INDEX deliveries_execution ON notiflow.deliveries (execution_id);
-CREATE INDEX deliveries_created ON notiflow.deliveries (created_at);
+CREATE INDEX deliveries_created ON notiflow.deliveries USING brin (created_at);
 CREATE INDEX deliveries_provider_message
     ON notiflow.deliveries (provider, provider_message_id) WHERE provider_message_id IS NOT NULL;
 COMMENT ON TABLE notiflow.deliveries IS
