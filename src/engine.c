@@ -624,11 +624,10 @@ node_action(Run *run, WorkflowNode *node)
 
 	if (list_length(run->delivery_records) == before)
 	{
-		static const char *const what[] = {"an email address", "a phone number", "a push device",
-		"a chat address", "a webhook URL"};
+		static const char *const what[] = {"email address", "phone number", "push device",
+		"chat address", "webhook URL"};
 
-		action_skip(run, node, psprintf("recipient has no valid %s",
-										what[channel] + (what[channel][1] == 'n' ? 3 : 2)));
+		action_skip(run, node, psprintf("recipient has no valid %s", what[channel]));
 		return;
 	}
 	if (queued == 0)
