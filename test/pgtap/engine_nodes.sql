@@ -12,7 +12,8 @@ SELECT notiflow.put_provider('mail-backup', 'email', 'mailgun', '{"api_key": "k"
 SELECT notiflow.put_provider('text', 'sms', 'twilio', '{"account_sid": "AC1", "auth_token": "t", "from": "+15550001111"}');
 SELECT notiflow.put_provider('slack', 'chat', 'slack', '{"token": "xoxb-1", "channel": "#general"}');
 SELECT notiflow.put_provider('hooks', 'webhook', 'webhook', '{"url": "https://hooks.example.com/in", "secret": "s"}');
-SELECT notiflow.put_provider('fcm', 'push', 'fcm', '{"service_account": {"project_id": "p"}}');
+-- the engine only needs the provider's row (put_provider would check a real service account)
+INSERT INTO notiflow.providers (name, channel, kind, config) VALUES ('fcm', 'push', 'fcm', '{}');
 SELECT notiflow.put_subscriber('ann', '{"name": "Ann", "email": "ann@example.com", "phone": "+15551234567",
     "chat": {"slack": "U-ANN"}, "data": {"tier": "gold"},
     "push": {"fcm": ["fcm-token-1", "fcm-token-2"], "apns": ["apns-token-1"]}}');
