@@ -20,7 +20,7 @@ REGRESS_OPTS = --load-extension=$(EXTENSION)
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/worker
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
               -Wmissing-prototypes -Werror
-SHLIB_LINK  = -lcurl -lssl -lcrypto
+SHLIB_LINK  = -lcurl -lssl -lcrypto -lrdkafka
 EXTRA_CLEAN = $(DATA_built) worker/provider_list.h results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
@@ -48,7 +48,7 @@ demo:
 
 demo-stop:
 	@if [ -f .demo/env ]; then . ./.demo/env && . test/lib/cluster.sh && cluster_stop && rm -f .demo/env; fi
-	@for p in .demo/http.pid .demo/smtp.pid; do [ -f $$p ] && kill $$(cat $$p) 2>/dev/null; rm -f $$p; done; true
+	@for p in .demo/http.pid .demo/smtp.pid .demo/postgrest.pid; do [ -f $$p ] && kill $$(cat $$p) 2>/dev/null; rm -f $$p; done; true
 
 test:
 	test/run-tests.sh

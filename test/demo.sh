@@ -102,9 +102,28 @@ echo "== what the SMS API double received"
 curl -s "http://127.0.0.1:$HTTP_PORT/_double/requests?provider=twilio" |
     jq -r '.[] | "\(.method) \(.path)  To=\(.form.To)  Body=\(.form.Body)  → \(.status) \(.message_id)"'
 
+echo "== the REST API (PostgREST on 127.0.0.1:3000)"
+POSTGREST=$(api/install-postgrest.sh)
+API_KEY=$(psql -At -c "SELECT notiflow.create_api_key('demo-' || md5(random()::text), 'writer')")
+NOTIFLOW_API_DB_URI="postgresql://notiflow_authenticator@127.0.0.1:$PGPORT/notiflow_demo" \
+NOTIFLOW_API_JWT_SECRET=$(openssl rand -hex 32) \
+    "$POSTGREST" api/postgrest.conf >.demo/postgrest.log 2>&1 &
+echo $! >.demo/postgrest.pid
+for _ in $(seq 1 200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:3000/rpc/health)" = 200 ] && break
+    sleep 0.05
+done
+echo "$API_KEY" >.demo/api-key
+curl -s -H "X-API-Key: $API_KEY" -H 'Content-Type: application/json' \
+    -d '{"workflow_key": "order_shipped", "payload": {"order_id": "A-2001", "total": 500}, "recipient": {"subscriber_id": "alan"}}' \
+    http://127.0.0.1:3000/rpc/trigger
+echo
+curl -s -H "X-API-Key: $API_KEY" 'http://127.0.0.1:3000/executions?select=id,workflow_key,status&order=id' | jq -c .
+
 cat <<EOT
 
-The demo cluster and the provider doubles are running. Explore with:
+The demo cluster, the provider doubles and the REST API are running. Explore with:
     source .demo/env && psql -d notiflow_demo
+    curl -H "X-API-Key: \$(cat .demo/api-key)" http://127.0.0.1:3000/executions
 Stop them with: make demo-stop
 EOT
