@@ -87,7 +87,8 @@ typedef struct RateBucket
 } RateBucket;
 
 static DispatcherSlot *my_slot = NULL;
-static MemoryContext dispatcher_cxt = NULL;
+static MemoryContext dispatcher_cxt = NULL;	/* InFlights: live across transactions */
+static MemoryContext loop_cxt = NULL;	/* one loop iteration's lists; reset each time */
 static HTAB *rate_buckets = NULL;
 
 /* Reads an integer config value with a default. */
@@ -394,6 +395,13 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 		if (my_slot)
 			pg_atomic_fetch_add_u64(&my_slot->claimed, *claimed_count);
 	}
+	/* the list must outlive the transaction's SPI memory */
+	{
+		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+
+		ready = list_copy(ready);
+		MemoryContextSwitchTo(old);
+	}
 	phase_end();
 	return ready;
 }
@@ -531,6 +539,7 @@ notiflow_dispatcher_main(Datum arg)
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 
 	dispatcher_cxt = AllocSetContextCreate(TopMemoryContext, "notiflow dispatcher", ALLOCSET_DEFAULT_SIZES);
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "notiflow dispatcher loop", ALLOCSET_DEFAULT_SIZES);
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NAMEDATALEN;
 	ctl.entrysize = sizeof(RateBucket);
@@ -550,6 +559,8 @@ notiflow_dispatcher_main(Datum arg)
 		List	   *done;
 
 		CHECK_FOR_INTERRUPTS();
+		MemoryContextSwitchTo(loop_cxt);
+		MemoryContextReset(loop_cxt);
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -577,9 +588,13 @@ notiflow_dispatcher_main(Datum arg)
 				pg_atomic_write_u64(&my_slot->in_flight, http_in_flight());
 		}
 
+		MemoryContextSwitchTo(loop_cxt);	/* a commit left us in TopMemoryContext */
 		done = http_drive();
 		if (done != NIL)
+		{
 			record(done);
+			MemoryContextSwitchTo(loop_cxt);
+		}
 
 		/* more may be due right away: a full batch, or deliveries the records just queued */
 		if ((claimed > 0 && claimed == Min(capacity, notiflow_dispatch_batch_size) &&

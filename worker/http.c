@@ -29,6 +29,7 @@
 
 #include "common/base64.h"
 #include "portability/instr_time.h"
+#include "utils/memutils.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -409,13 +410,14 @@ http_start(const DeliveryJob *job, ProviderRequest *req, void *owner)
 	return t;
 }
 
-/* Fills the ProviderResponse of a finished transfer. */
+/* Fills the ProviderResponse of a finished transfer, in the transfer's own memory context. */
 static void
 finish_transfer(HttpTransfer *t, CURLcode code)
 {
 	ProviderResponse *r = &t->resp;
 	instr_time	now;
 	char	   *save = NULL;
+	MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(t));
 
 	INSTR_TIME_SET_CURRENT(now);
 	INSTR_TIME_SUBTRACT(now, t->started);
@@ -434,6 +436,7 @@ finish_transfer(HttpTransfer *t, CURLcode code)
 			if (strchr(line, ':') != NULL)
 				r->headers = lappend(r->headers, pstrdup(line));
 	}
+	MemoryContextSwitchTo(old);
 }
 
 List *
