@@ -37,6 +37,6 @@ pg_prove -d notiflow_test test/pgtap/*.sql || failed=1
 
 echo "== process-level tests (test/t) and the provider doubles' self-test"
 make -s -C test/doubles >/dev/null || exit 1
-prove --exec bash test/t/*.sh test/doubles/selftest.sh || failed=1
+prove --exec bash test/t/*.sh test/doubles/selftest.sh test/doubles/push_selftest.sh || failed=1
 
 exit $failed

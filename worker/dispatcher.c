@@ -283,7 +283,7 @@ build_one(InFlight *f, char **error)
 	PG_TRY();
 	{
 		f->adapter->build(&f->job, &f->req);
-		if (f->req.url == NULL)
+		if (f->req.url == NULL && f->req.defer_ms <= 0)
 			ereport(ERROR, (errmsg("adapter %s built no URL", f->job.kind)));
 		ReleaseCurrentSubTransaction();
 		ok = true;
@@ -316,9 +316,7 @@ build_requests(List *prepared)
 		InFlight   *f = lfirst(lc);
 		char	   *error = NULL;
 
-		if (build_one(f, &error))
-			ready = lappend(ready, f);
-		else
+		if (!build_one(f, &error))
 		{
 			delivery_repo_record_attempt(f->job.delivery_id, f->job.attempt, f->job.provider, 0, 0, 0,
 										 "permanent", error, NULL);
@@ -326,6 +324,15 @@ build_requests(List *prepared)
 			MemoryContextDelete(f->cxt);
 			pfree(f);
 		}
+		else if (f->req.defer_ms > 0)
+		{
+			/* the adapter waits (for a token being fetched): nothing to send, no attempt */
+			delivery_repo_defer(f->job.delivery_id, f->req.defer_ms);
+			MemoryContextDelete(f->cxt);
+			pfree(f);
+		}
+		else
+			ready = lappend(ready, f);
 	}
 	return ready;
 }
@@ -412,7 +419,8 @@ record_one(InFlight *f, ProviderResponse *resp, bool refused_private)
 {
 	ProviderResult res;
 	static const char *const classes[] = {"sent", "retry", "permanent", "invalid_recipient", "again"};
-	const char *excerpt = provider_response_excerpt(resp, 500);
+	/* a preliminary request's answer (an access token) is not kept */
+	const char *excerpt = f->req.purpose != 0 ? NULL : provider_response_excerpt(resp, 500);
 	const char *logged_body = f->req.log_body ? f->req.log_body : f->req.body.data;
 
 	memset(&res, 0, sizeof(res));

@@ -50,6 +50,10 @@ typedef struct ProviderRequest
 								 * (e.g. "this is the token request"); 0 by default */
 	char	   *log_body;		/* what logs and dead letters keep of the body when
 								 * it holds a secret; NULL: the body itself */
+	int			defer_ms;		/* set by build instead of a request when the delivery
+								 * must wait (for a token another request is fetching):
+								 * nothing is sent, the delivery is due again in
+								 * defer_ms, no attempt counted */
 
 	/* SMTP (url is smtp:// or smtps://): envelope and message parts */
 	bool		smtp;

@@ -11,6 +11,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 
@@ -43,8 +44,8 @@ provider_preview(PG_FUNCTION_ARGS)
 	DeliveryJob job;
 	ProviderRequest req;
 	const char *keys[] = {"url", "method", "headers", "body", "username", "password", "aws_sigv4",
-	"smtp_from", "smtp_to", "smtp_subject", "smtp_text", "smtp_html", "smtp_starttls"};
-	Jsonb	   *vals[13];
+	"smtp_from", "smtp_to", "smtp_subject", "smtp_text", "smtp_html", "smtp_starttls", "defer_ms"};
+	Jsonb	   *vals[14];
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -73,7 +74,11 @@ provider_preview(PG_FUNCTION_ARGS)
 	vals[0] = STR_OR_NULL(req.url);
 	vals[1] = jsonb_make_string(req.method ? req.method : "POST");
 	vals[2] = jsonb_make_string_array(req.headers);
-	vals[3] = jsonb_make_string(req.body.data);
+	/* a binary body (web push ciphertext) is shown by its description */
+	vals[3] = jsonb_make_string(req.log_body != NULL &&
+								(memchr(req.body.data, '\0', req.body.len) != NULL ||
+								 !pg_verifymbstr(req.body.data, req.body.len, true))
+								? req.log_body : req.body.data);
 	vals[4] = STR_OR_NULL(req.username);
 	vals[5] = STR_OR_NULL(req.password);
 	vals[6] = STR_OR_NULL(req.aws_sigv4);
@@ -83,9 +88,10 @@ provider_preview(PG_FUNCTION_ARGS)
 	vals[10] = STR_OR_NULL(req.smtp_text);
 	vals[11] = STR_OR_NULL(req.smtp_html);
 	vals[12] = jsonb_make_bool(req.smtp_starttls);
+	vals[13] = jsonb_make_int(req.defer_ms);
 #undef STR_OR_NULL
 	{
-		Jsonb	   *result = jsonb_make_object(13, keys, vals);
+		Jsonb	   *result = jsonb_make_object(14, keys, vals);
 
 		result = (Jsonb *) SPI_datumTransfer(JsonbPGetDatum(result), false, -1);
 		SPI_finish();

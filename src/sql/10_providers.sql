@@ -100,6 +100,8 @@ BEGIN
             USING ERRCODE = '22023', DETAIL = 'config.backoff_min_ms: greater than config.backoff_max_ms';
     END IF;
 
+    IF kind IN ('fcm', 'apns', 'webpush') THEN PERFORM notiflow.check_push_config(kind, config); END IF;
+
     INSERT INTO notiflow.providers AS p (name, channel, kind, config, priority, enabled)
     VALUES (name, channel, kind, config, coalesce(priority, 0), coalesce(enabled, true))
     ON CONFLICT ON CONSTRAINT providers_pkey DO UPDATE
