@@ -32,6 +32,12 @@ int			notiflow_circuit_cooldown_ms = 30000;
 char	   *notiflow_retention = NULL;
 char	   *notiflow_alert_workflow = NULL;
 char	   *notiflow_event_ttl = NULL;
+static char *alert_circuit_open_after = NULL;
+static int	alert_dead_letters = 10;
+static char *alert_dead_letters_window = NULL;
+static char *alert_worker_down_after = NULL;
+static int	alert_kafka_lag = 10000;
+static char *health_window = NULL;
 
 const char *const notiflow_channel_names[] = {"email", "sms", "push", "chat", "webhook"};
 
@@ -116,6 +122,32 @@ _PG_init(void)
 							   NULL,
 							   &notiflow_event_ttl,
 							   "1 hour",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+
+	/* read by the SQL of monitoring and alerts (src/sql/80_operations.sql) */
+	DefineCustomStringVariable("notiflow.alert_circuit_open_after",
+							   "How long a circuit stays open before it raises an alert (an interval).",
+							   NULL, &alert_circuit_open_after, "5 minutes",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("notiflow.alert_dead_letters",
+							"New dead letters within notiflow.alert_dead_letters_window that raise an alert.",
+							NULL, &alert_dead_letters, 10, 1, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("notiflow.alert_dead_letters_window",
+							   "Window over which new dead letters are counted (an interval).",
+							   NULL, &alert_dead_letters_window, "15 minutes",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("notiflow.alert_worker_down_after",
+							   "How long a missing dispatcher is tolerated before an alert (an interval).",
+							   NULL, &alert_worker_down_after, "1 minute",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("notiflow.alert_kafka_lag",
+							"Kafka consumer lag (messages) that raises an alert.",
+							NULL, &alert_kafka_lag, 10000, 1, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("notiflow.health_window",
+							   "Window of the provider health figures (an interval).",
+							   NULL, &health_window, "15 minutes",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("notiflow");

@@ -10,6 +10,7 @@ PACKAGES=(
     postgresql-client-15
     postgresql-server-dev-15
     postgresql-15-pgtap
+    postgresql-15-cron
     libcurl4-openssl-dev
     libssl-dev
     libmicrohttpd-dev

@@ -1,0 +1,1057 @@
+-- notiflow 0.1 — operations: daily statistics, retention with an archive,
+-- monitoring views, Prometheus metrics, alerts, and their pg_cron schedule
+-- (docs/operations.md).
+--
+-- Data flow: aggregate_daily(day) condenses one UTC day of executions,
+-- deliveries, attempts and dead letters into daily_stats (reading the archive
+-- too, so a day gives the same rows before and after retention).
+-- apply_retention() moves finished executions older than notiflow.retention,
+-- with their children, into schema notiflow_archive, batch by batch, one
+-- transaction each; the *_all views read live and archived rows together.
+-- metrics() adds daily_stats of past days to what happened since.
+-- check_alerts() samples conditions into alert_samples, raises an alert when
+-- a condition has held long enough, keeps one open alert per condition and
+-- resolves it when the condition clears.  schedule_maintenance() registers
+-- the three in pg_cron.
+
+-- Settings ---------------------------------------------------------------------
+
+-- Reads a setting; the fallback when it is unset or empty.
+CREATE FUNCTION notiflow.setting(name text, fallback text) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(nullif(current_setting(name, true), ''), fallback)
+$$;
+COMMENT ON FUNCTION notiflow.setting(text, text) IS
+    'The value of a setting, or the fallback when it is not set or empty.';
+
+-- Statistics -------------------------------------------------------------------
+
+CREATE TABLE notiflow.daily_stats (
+    day                    date NOT NULL,
+    workflow_key           text NOT NULL,
+    channel                text NOT NULL,
+    provider               text NOT NULL,
+    executions             bigint NOT NULL DEFAULT 0,
+    executions_completed   bigint NOT NULL DEFAULT 0,
+    executions_failed      bigint NOT NULL DEFAULT 0,
+    executions_cancelled   bigint NOT NULL DEFAULT 0,
+    executions_active      bigint NOT NULL DEFAULT 0,
+    deliveries             bigint NOT NULL DEFAULT 0,
+    deliveries_pending     bigint NOT NULL DEFAULT 0,
+    deliveries_sent        bigint NOT NULL DEFAULT 0,
+    deliveries_delivered   bigint NOT NULL DEFAULT 0,
+    deliveries_failed      bigint NOT NULL DEFAULT 0,
+    deliveries_cancelled   bigint NOT NULL DEFAULT 0,
+    send_latency_p50_ms    double precision,
+    send_latency_p95_ms    double precision,
+    send_latency_p99_ms    double precision,
+    attempts               bigint NOT NULL DEFAULT 0,
+    attempt_results        jsonb NOT NULL DEFAULT '{}',
+    retries                bigint NOT NULL DEFAULT 0,
+    fallbacks              bigint NOT NULL DEFAULT 0,
+    timed_attempts         bigint NOT NULL DEFAULT 0,
+    attempt_latency_sum_ms double precision NOT NULL DEFAULT 0,
+    attempt_latency_p50_ms double precision,
+    attempt_latency_p95_ms double precision,
+    attempt_latency_p99_ms double precision,
+    dead_letters           bigint NOT NULL DEFAULT 0,
+    aggregated_at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (day, workflow_key, channel, provider)
+);
+COMMENT ON TABLE notiflow.daily_stats IS
+    'Metrics per UTC day, workflow, channel and provider, written by notiflow.aggregate_daily(); kept by retention.  '
+    'Execution counts are in the rows with channel and provider ''''.';
+COMMENT ON COLUMN notiflow.daily_stats.channel IS '''''for execution counts and dead letters of other sources.';
+COMMENT ON COLUMN notiflow.daily_stats.provider IS
+    'Deliveries: the provider holding the delivery; attempts: the provider tried; fallbacks: the provider left.';
+COMMENT ON COLUMN notiflow.daily_stats.executions IS 'Executions created that day (and the statuses they have now).';
+COMMENT ON COLUMN notiflow.daily_stats.executions_active IS 'Of those, still running or waiting.';
+COMMENT ON COLUMN notiflow.daily_stats.deliveries IS 'Deliveries created that day (and the statuses they have now).';
+COMMENT ON COLUMN notiflow.daily_stats.deliveries_pending IS 'Of those, still queued or sending.';
+COMMENT ON COLUMN notiflow.daily_stats.send_latency_p50_ms IS 'Median time from a delivery''s creation to its hand-over (sent_at).';
+COMMENT ON COLUMN notiflow.daily_stats.attempts IS 'Attempts made that day, whatever their result.';
+COMMENT ON COLUMN notiflow.daily_stats.attempt_results IS 'Attempts made that day by error class: {"sent": n, "retry": n, ...}.';
+COMMENT ON COLUMN notiflow.daily_stats.retries IS 'Attempts with a provider after the first one with that provider.';
+COMMENT ON COLUMN notiflow.daily_stats.fallbacks IS 'Deliveries created that day that left this provider for the next one.';
+COMMENT ON COLUMN notiflow.daily_stats.timed_attempts IS
+    'Attempts that got an answer or timed out (sent, retry, permanent, invalid_recipient): those the latencies are over.';
+COMMENT ON COLUMN notiflow.daily_stats.attempt_latency_p50_ms IS 'Median latency of the timed attempts.';
+COMMENT ON COLUMN notiflow.daily_stats.dead_letters IS 'Dead letters written that day.';
+SELECT pg_catalog.pg_extension_config_dump('notiflow.daily_stats', '');
+
+-- Alerts table (check_alerts() is below) ----------------------------------------
+
+CREATE TABLE notiflow.alerts (
+    id           bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    kind         text NOT NULL CHECK (kind IN ('circuit_open', 'dead_letters', 'worker_down', 'kafka_lag')),
+    subject      text NOT NULL,
+    severity     text NOT NULL CHECK (severity IN ('warning', 'critical')),
+    details      jsonb NOT NULL DEFAULT '{}',
+    raised_at    timestamptz NOT NULL DEFAULT now(),
+    last_seen_at timestamptz NOT NULL DEFAULT now(),
+    resolved_at  timestamptz
+);
+CREATE UNIQUE INDEX alerts_open ON notiflow.alerts (kind, subject) WHERE resolved_at IS NULL;
+CREATE INDEX alerts_resolved ON notiflow.alerts (resolved_at);
+COMMENT ON TABLE notiflow.alerts IS
+    'Alerts raised by notiflow.check_alerts(): one open row per condition (kind, subject) while it lasts, resolved_at once it clears.';
+COMMENT ON COLUMN notiflow.alerts.kind IS 'circuit_open (subject: provider), dead_letters (source), worker_down (database), kafka_lag (subscription).';
+COMMENT ON COLUMN notiflow.alerts.last_seen_at IS 'The last check that found the condition still there.';
+SELECT pg_catalog.pg_extension_config_dump('notiflow.alerts', '');
+
+-- Archive ----------------------------------------------------------------------
+
+CREATE SCHEMA notiflow_archive;
+COMMENT ON SCHEMA notiflow_archive IS
+    'Rows moved out of notiflow by notiflow.apply_retention(), with the same columns; read them through the notiflow.*_all views.';
+
+CREATE TABLE notiflow_archive.executions (LIKE notiflow.executions);
+CREATE INDEX ON notiflow_archive.executions (id);
+CREATE INDEX ON notiflow_archive.executions (created_at);
+CREATE INDEX ON notiflow_archive.executions (workflow_key, created_at);
+CREATE TABLE notiflow_archive.execution_steps (LIKE notiflow.execution_steps);
+CREATE INDEX ON notiflow_archive.execution_steps (execution_id);
+CREATE TABLE notiflow_archive.execution_waits (LIKE notiflow.execution_waits);
+CREATE INDEX ON notiflow_archive.execution_waits (execution_id);
+CREATE TABLE notiflow_archive.deliveries (LIKE notiflow.deliveries);
+CREATE INDEX ON notiflow_archive.deliveries (id);
+CREATE INDEX ON notiflow_archive.deliveries (execution_id);
+CREATE INDEX ON notiflow_archive.deliveries (created_at);
+CREATE TABLE notiflow_archive.delivery_attempts (LIKE notiflow.delivery_attempts);
+CREATE INDEX ON notiflow_archive.delivery_attempts (delivery_id);
+CREATE INDEX ON notiflow_archive.delivery_attempts (created_at);
+CREATE TABLE notiflow_archive.delivery_events (LIKE notiflow.delivery_events);
+CREATE INDEX ON notiflow_archive.delivery_events (delivery_id);
+CREATE TABLE notiflow_archive.dead_letters (LIKE notiflow.dead_letters);
+CREATE INDEX ON notiflow_archive.dead_letters (id);
+CREATE INDEX ON notiflow_archive.dead_letters (created_at);
+CREATE TABLE notiflow_archive.alerts (LIKE notiflow.alerts);
+CREATE INDEX ON notiflow_archive.alerts (id);
+SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.executions', '');
+SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.execution_steps', '');
+SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.execution_waits', '');
+SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.delivery_attempts', '');
+SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.delivery_events', '');
+SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.alerts', '');
+
+CREATE VIEW notiflow.executions_all AS
+    SELECT * FROM notiflow.executions UNION ALL SELECT * FROM notiflow_archive.executions;
+CREATE VIEW notiflow.execution_steps_all AS
+    SELECT * FROM notiflow.execution_steps UNION ALL SELECT * FROM notiflow_archive.execution_steps;
+CREATE VIEW notiflow.execution_waits_all AS
+    SELECT * FROM notiflow.execution_waits UNION ALL SELECT * FROM notiflow_archive.execution_waits;
+CREATE VIEW notiflow.deliveries_all AS
+    SELECT * FROM notiflow.deliveries UNION ALL SELECT * FROM notiflow_archive.deliveries;
+CREATE VIEW notiflow.delivery_attempts_all AS
+    SELECT * FROM notiflow.delivery_attempts UNION ALL SELECT * FROM notiflow_archive.delivery_attempts;
+CREATE VIEW notiflow.delivery_events_all AS
+    SELECT * FROM notiflow.delivery_events UNION ALL SELECT * FROM notiflow_archive.delivery_events;
+CREATE VIEW notiflow.dead_letters_all AS
+    SELECT * FROM notiflow.dead_letters UNION ALL SELECT * FROM notiflow_archive.dead_letters;
+CREATE VIEW notiflow.alerts_all AS
+    SELECT * FROM notiflow.alerts UNION ALL SELECT * FROM notiflow_archive.alerts;
+COMMENT ON VIEW notiflow.executions_all IS 'Executions, live and archived.';
+COMMENT ON VIEW notiflow.execution_steps_all IS 'Execution steps, live and archived.';
+COMMENT ON VIEW notiflow.execution_waits_all IS 'Wait nodes of executions, live and archived.';
+COMMENT ON VIEW notiflow.deliveries_all IS 'Deliveries, live and archived.';
+COMMENT ON VIEW notiflow.delivery_attempts_all IS 'Delivery attempts, live and archived.';
+COMMENT ON VIEW notiflow.delivery_events_all IS 'Provider status events, live and archived.';
+COMMENT ON VIEW notiflow.dead_letters_all IS 'Dead letters, live and archived.';
+COMMENT ON VIEW notiflow.alerts_all IS 'Alerts, live and archived.';
+
+-- Computes the daily_stats rows of what was created in [since, until); day is the UTC date of since.
+CREATE FUNCTION notiflow.stats_between(since timestamptz, until timestamptz)
+RETURNS SETOF notiflow.daily_stats
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+-- a day takes milliseconds; compiling this many expressions with JIT takes seconds
+SET jit = off
+AS $$
+BEGIN
+RETURN QUERY
+WITH ex AS (
+    SELECT e.workflow_key, ''::text AS channel, ''::text AS provider,
+           count(*) AS executions,
+           count(*) FILTER (WHERE e.status = 'completed') AS completed,
+           count(*) FILTER (WHERE e.status = 'failed') AS failed,
+           count(*) FILTER (WHERE e.status = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE e.status IN ('running', 'waiting')) AS active
+      FROM notiflow.executions_all e
+     WHERE e.created_at >= since AND e.created_at < until
+     GROUP BY e.workflow_key
+),
+d_day AS MATERIALIZED (
+    SELECT coalesce(e.workflow_key, '') AS workflow_key, d.channel, coalesce(d.provider, '') AS provider,
+           d.status, d.tried_providers,
+           (extract(epoch FROM d.sent_at - d.created_at) * 1000)::double precision AS send_ms
+      FROM notiflow.deliveries_all d
+      LEFT JOIN notiflow.executions_all e ON e.id = d.execution_id
+     WHERE d.created_at >= since AND d.created_at < until
+),
+dl AS (
+    SELECT workflow_key, channel, provider,
+           count(*) AS deliveries,
+           count(*) FILTER (WHERE status IN ('queued', 'sending')) AS pending,
+           count(*) FILTER (WHERE status = 'sent') AS sent,
+           count(*) FILTER (WHERE status = 'delivered') AS delivered,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY send_ms) AS send_ms
+      FROM d_day
+     GROUP BY workflow_key, channel, provider
+),
+fb AS (
+    SELECT d.workflow_key, d.channel, t.provider, count(*) AS fallbacks
+      FROM d_day d, unnest(d.tried_providers) AS t(provider)
+     GROUP BY d.workflow_key, d.channel, t.provider
+),
+a_day AS MATERIALIZED (
+    SELECT coalesce(e.workflow_key, '') AS workflow_key, coalesce(d.channel, '') AS channel, a.provider,
+           a.error_class, a.attempt, a.latency_ms,
+           a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient') AS timed
+      FROM notiflow.delivery_attempts_all a
+      LEFT JOIN notiflow.deliveries_all d ON d.id = a.delivery_id
+      LEFT JOIN notiflow.executions_all e ON e.id = d.execution_id
+     WHERE a.created_at >= since AND a.created_at < until
+),
+att AS (
+    SELECT workflow_key, channel, provider,
+           count(*) AS attempts,
+           count(*) FILTER (WHERE timed AND attempt > 1) AS retries,
+           count(latency_ms) FILTER (WHERE timed) AS timed_attempts,
+           coalesce(sum(latency_ms) FILTER (WHERE timed), 0) AS latency_sum,
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency_ms) FILTER (WHERE timed) AS latency
+      FROM a_day
+     GROUP BY workflow_key, channel, provider
+),
+ar AS (
+    SELECT workflow_key, channel, provider, jsonb_object_agg(error_class, n) AS results
+      FROM (SELECT workflow_key, channel, provider, error_class, count(*) AS n
+              FROM a_day GROUP BY workflow_key, channel, provider, error_class) c
+     GROUP BY workflow_key, channel, provider
+),
+dq AS (
+    SELECT coalesce(e.workflow_key, x.details ->> 'workflow_key', '') AS workflow_key,
+           coalesce(x.details ->> 'channel', '') AS channel,
+           coalesce(x.details -> 'providers' ->> -1, '') AS provider,
+           count(*) AS dead_letters
+      FROM notiflow.dead_letters_all x
+      LEFT JOIN notiflow.executions_all e
+             ON jsonb_typeof(x.details -> 'execution_id') = 'number'
+            AND e.id = (x.details ->> 'execution_id')::bigint
+     WHERE x.created_at >= since AND x.created_at < until
+     GROUP BY 1, 2, 3
+),
+keys AS (
+    SELECT workflow_key, channel, provider FROM ex
+    UNION SELECT workflow_key, channel, provider FROM dl
+    UNION SELECT workflow_key, channel, provider FROM fb
+    UNION SELECT workflow_key, channel, provider FROM att
+    UNION SELECT workflow_key, channel, provider FROM dq
+)
+SELECT (since AT TIME ZONE 'UTC')::date, k.workflow_key, k.channel, k.provider,
+       coalesce(ex.executions, 0), coalesce(ex.completed, 0), coalesce(ex.failed, 0),
+       coalesce(ex.cancelled, 0), coalesce(ex.active, 0),
+       coalesce(dl.deliveries, 0), coalesce(dl.pending, 0), coalesce(dl.sent, 0), coalesce(dl.delivered, 0),
+       coalesce(dl.failed, 0), coalesce(dl.cancelled, 0),
+       dl.send_ms[1], dl.send_ms[2], dl.send_ms[3],
+       coalesce(att.attempts, 0), coalesce(ar.results, '{}'), coalesce(att.retries, 0), coalesce(fb.fallbacks, 0),
+       coalesce(att.timed_attempts, 0), coalesce(att.latency_sum, 0),
+       att.latency[1], att.latency[2], att.latency[3],
+       coalesce(dq.dead_letters, 0),
+       now()
+  FROM keys k
+  LEFT JOIN ex USING (workflow_key, channel, provider)
+  LEFT JOIN dl USING (workflow_key, channel, provider)
+  LEFT JOIN fb USING (workflow_key, channel, provider)
+  LEFT JOIN att USING (workflow_key, channel, provider)
+  LEFT JOIN ar USING (workflow_key, channel, provider)
+  LEFT JOIN dq USING (workflow_key, channel, provider);
+END;
+$$;
+COMMENT ON FUNCTION notiflow.stats_between(timestamptz, timestamptz) IS
+    'The daily_stats rows of what was created in [since, until), live and archived, without storing them.';
+
+-- Replaces the daily_stats rows of one UTC day; returns how many it wrote.
+CREATE FUNCTION notiflow.aggregate_daily(day date) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    written integer;
+BEGIN
+    IF day IS NULL THEN
+        RAISE EXCEPTION 'day must not be NULL' USING ERRCODE = '22023', DETAIL = 'day: required';
+    END IF;
+    -- two runs for one day wait for each other instead of colliding on the primary key
+    PERFORM pg_advisory_xact_lock(hashtextextended('notiflow.aggregate_daily', day - date '2000-01-01'));
+    DELETE FROM notiflow.daily_stats s WHERE s.day = aggregate_daily.day;
+    INSERT INTO notiflow.daily_stats
+    SELECT * FROM notiflow.stats_between(day::timestamp AT TIME ZONE 'UTC', (day + 1)::timestamp AT TIME ZONE 'UTC');
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END;
+$$;
+COMMENT ON FUNCTION notiflow.aggregate_daily(date) IS
+    'Recomputes the daily_stats rows of one UTC day from live and archived rows (same result when run again); returns the rows written.';
+
+-- Retention --------------------------------------------------------------------
+
+-- Moves one batch of old rows into notiflow_archive: finished executions with their children, dead letters, resolved alerts.
+CREATE FUNCTION notiflow.archive_batch(older_than timestamptz, batch_size integer DEFAULT 10000)
+RETURNS TABLE (executions integer, dead_letters integer, alerts integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    ids  bigint[];
+    dids bigint[];
+    n_executions integer;
+    n_dead_letters integer;
+    n_alerts integer;
+BEGIN
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION 'older_than must not be NULL' USING ERRCODE = '22023', DETAIL = 'older_than: required';
+    END IF;
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'invalid batch size'
+            USING ERRCODE = '22023', DETAIL = format('batch_size: expected a positive integer, got %s', coalesce(batch_size::text, 'NULL'));
+    END IF;
+    -- Finished executions without a delivery on its way; rows others hold are left for the next run.
+    -- executions_created is a BRIN index (no order): the B-tree on (workflow_key, created_at) is read
+    -- workflow by workflow (a loose index scan), so a batch stops after batch_size rows.
+    ids := ARRAY(
+        WITH RECURSIVE workflow AS (
+            (SELECT e.workflow_key AS key FROM notiflow.executions e ORDER BY e.workflow_key LIMIT 1)
+            UNION ALL
+            SELECT (SELECT e.workflow_key FROM notiflow.executions e
+                     WHERE e.workflow_key > w.key ORDER BY e.workflow_key LIMIT 1)
+              FROM workflow w WHERE w.key IS NOT NULL
+        ),
+        active AS (
+            SELECT d.execution_id FROM notiflow.deliveries d WHERE d.status = 'queued'
+            UNION ALL
+            SELECT d.execution_id FROM notiflow.deliveries d WHERE d.status = 'sending'
+        )
+        SELECT x.id
+          FROM workflow w,
+               LATERAL (SELECT e.id FROM notiflow.executions e
+                         WHERE e.workflow_key = w.key AND e.created_at < older_than
+                           AND e.status IN ('completed', 'failed', 'cancelled')
+                           AND e.id NOT IN (SELECT a.execution_id FROM active a)
+                         ORDER BY e.created_at
+                         LIMIT batch_size
+                         FOR UPDATE OF e SKIP LOCKED) x
+         LIMIT batch_size);
+    dids := ARRAY(SELECT d.id FROM notiflow.deliveries d WHERE d.execution_id = ANY (ids));
+
+    -- children first: nothing points from them to their parents, and nothing may be left behind
+    WITH moved AS (DELETE FROM notiflow.delivery_events x WHERE x.delivery_id = ANY (dids) RETURNING x.*)
+    INSERT INTO notiflow_archive.delivery_events SELECT * FROM moved;
+    WITH moved AS (DELETE FROM notiflow.delivery_attempts x WHERE x.delivery_id = ANY (dids) RETURNING x.*)
+    INSERT INTO notiflow_archive.delivery_attempts SELECT * FROM moved;
+    WITH moved AS (DELETE FROM notiflow.deliveries x WHERE x.id = ANY (dids) RETURNING x.*)
+    INSERT INTO notiflow_archive.deliveries SELECT * FROM moved;
+    WITH moved AS (DELETE FROM notiflow.execution_steps x WHERE x.execution_id = ANY (ids) RETURNING x.*)
+    INSERT INTO notiflow_archive.execution_steps SELECT * FROM moved;
+    WITH moved AS (DELETE FROM notiflow.execution_waits x WHERE x.execution_id = ANY (ids) RETURNING x.*)
+    INSERT INTO notiflow_archive.execution_waits SELECT * FROM moved;
+    WITH moved AS (DELETE FROM notiflow.executions x WHERE x.id = ANY (ids) RETURNING x.*)
+    INSERT INTO notiflow_archive.executions SELECT * FROM moved;
+    GET DIAGNOSTICS n_executions = ROW_COUNT;
+
+    WITH moved AS (
+        DELETE FROM notiflow.dead_letters x
+         WHERE x.id IN (SELECT y.id FROM notiflow.dead_letters y WHERE y.created_at < older_than
+                         ORDER BY y.created_at LIMIT batch_size FOR UPDATE SKIP LOCKED)
+        RETURNING x.*)
+    INSERT INTO notiflow_archive.dead_letters SELECT * FROM moved;
+    GET DIAGNOSTICS n_dead_letters = ROW_COUNT;
+
+    WITH moved AS (
+        DELETE FROM notiflow.alerts x
+         WHERE x.id IN (SELECT y.id FROM notiflow.alerts y WHERE y.resolved_at < older_than
+                         ORDER BY y.resolved_at LIMIT batch_size FOR UPDATE SKIP LOCKED)
+        RETURNING x.*)
+    INSERT INTO notiflow_archive.alerts SELECT * FROM moved;
+    GET DIAGNOSTICS n_alerts = ROW_COUNT;
+
+    RETURN QUERY SELECT n_executions, n_dead_letters, n_alerts;
+END;
+$$;
+COMMENT ON FUNCTION notiflow.archive_batch(timestamptz, integer) IS
+    'Moves up to batch_size finished executions created before older_than (with steps, waits, deliveries, attempts, events), '
+    'dead letters and resolved alerts into notiflow_archive, in the caller''s transaction; returns how many of each.';
+
+-- Archives everything older than notiflow.retention, one committed transaction per batch.
+-- A procedure without SET options, so that it may COMMIT: pg_cron CALLs it;
+-- inside a transaction block use notiflow.archive_batch() instead.
+CREATE PROCEDURE notiflow.apply_retention(batch_size integer DEFAULT 10000, max_batches integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    setting text := notiflow.setting('notiflow.retention', '6 months');
+    retention interval := setting::interval;
+    cutoff timestamptz := pg_catalog.now() - retention;
+    b record;
+    batches integer := 0;
+    executions bigint := 0;
+    dead_letters bigint := 0;
+    alerts bigint := 0;
+BEGIN
+    IF retention <= interval '0' THEN
+        RAISE EXCEPTION 'notiflow.retention must be a positive interval'
+            USING ERRCODE = '22023', DETAIL = format('notiflow.retention: %s', setting);
+    END IF;
+    WHILE max_batches IS NULL OR batches < max_batches LOOP
+        SELECT * INTO b FROM notiflow.archive_batch(cutoff, batch_size);
+        EXIT WHEN b.executions + b.dead_letters + b.alerts = 0;
+        batches := batches + 1;
+        executions := executions + b.executions;
+        dead_letters := dead_letters + b.dead_letters;
+        alerts := alerts + b.alerts;
+        COMMIT;
+    END LOOP;
+    RAISE NOTICE 'notiflow retention (%): archived % executions, % dead letters and % alerts in % batches',
+        setting, executions, dead_letters, alerts, batches;
+END;
+$$;
+COMMENT ON PROCEDURE notiflow.apply_retention(integer, integer) IS
+    'Moves finished executions (with their children), dead letters and resolved alerts older than notiflow.retention '
+    'into notiflow_archive, committing after each batch; daily_stats are kept.  CALL it outside a transaction block.';
+
+-- Monitoring -------------------------------------------------------------------
+
+CREATE FUNCTION notiflow.dispatcher_counters(OUT slot integer, OUT pid integer, OUT started_at timestamptz,
+                                             OUT claimed bigint, OUT sent bigint, OUT retried bigint,
+                                             OUT failed bigint, OUT in_flight bigint)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'dispatcher_counters' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION notiflow.dispatcher_counters() IS
+    'The shared-memory counters of every live dispatcher since it started (no rows unless the library was preloaded).';
+
+CREATE FUNCTION notiflow.workers_preloaded() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'workers_preloaded' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION notiflow.workers_preloaded() IS
+    'Whether notiflow is in shared_preload_libraries, i.e. whether the delivery workers can run.';
+
+CREATE VIEW notiflow.worker_status AS
+SELECT coalesce(a.pid, c.pid) AS pid,
+       coalesce(a.backend_type, 'notiflow dispatcher') AS backend_type,
+       a.datname AS database, a.state, a.wait_event_type, a.wait_event, a.query AS activity,
+       a.backend_start, a.state_change,
+       c.slot, c.started_at, c.claimed, c.sent, c.retried, c.failed, c.in_flight
+  FROM (SELECT * FROM pg_catalog.pg_stat_activity WHERE backend_type LIKE 'notiflow%') a
+  FULL JOIN notiflow.dispatcher_counters() c ON c.pid = a.pid;
+COMMENT ON VIEW notiflow.worker_status IS
+    'The notiflow workers running (pg_stat_activity) with the counters of each dispatcher (shared memory).';
+
+CREATE VIEW notiflow.queue_health AS
+SELECT d.channel, d.status,
+       count(*) AS deliveries,
+       count(*) FILTER (WHERE d.status = 'queued' AND d.next_attempt_at <= now()) AS due,
+       min(d.next_attempt_at) FILTER (WHERE d.status = 'queued' AND d.next_attempt_at <= now()) AS oldest_due_at,
+       now() - min(d.next_attempt_at) FILTER (WHERE d.status = 'queued' AND d.next_attempt_at <= now()) AS oldest_due_age,
+       count(*) FILTER (WHERE d.status = 'sending' AND d.lease_expires_at < now()) AS expired_leases,
+       min(d.created_at) AS oldest_created_at
+  FROM notiflow.deliveries d
+ WHERE d.status IN ('queued', 'sending')
+ GROUP BY d.channel, d.status;
+COMMENT ON VIEW notiflow.queue_health IS
+    'Deliveries waiting or on their way, per channel and status: how many, how many are due, how long the oldest due one has waited.';
+
+CREATE VIEW notiflow.provider_health AS
+WITH w AS (
+    SELECT notiflow.setting('notiflow.health_window', '15 minutes')::interval AS span
+),
+a AS (
+    SELECT a.provider,
+           count(*) AS attempts,
+           count(*) FILTER (WHERE a.error_class = 'sent') AS sent,
+           percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY a.latency_ms) AS latency,
+           max(a.created_at) FILTER (WHERE a.error_class = 'sent') AS last_success_at
+      FROM notiflow.delivery_attempts a, w
+     WHERE a.created_at > now() - w.span AND a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient')
+     GROUP BY a.provider
+),
+e AS (
+    SELECT DISTINCT ON (a.provider) a.provider, a.error, a.created_at
+      FROM notiflow.delivery_attempts a, w
+     WHERE a.created_at > now() - w.span AND a.error_class IN ('retry', 'permanent', 'invalid_recipient')
+     ORDER BY a.provider, a.created_at DESC, a.id DESC
+)
+SELECT p.name AS provider, p.channel, p.kind, p.enabled, w.span AS window,
+       coalesce(a.attempts, 0) AS attempts, coalesce(a.sent, 0) AS sent,
+       coalesce(a.attempts - a.sent, 0) AS failed,
+       round(a.sent::numeric / nullif(a.attempts, 0), 4) AS success_rate,
+       a.latency[1] AS latency_p50_ms, a.latency[2] AS latency_p95_ms,
+       coalesce(c.state, 'closed') AS circuit_state, coalesce(c.consecutive_failures, 0) AS consecutive_failures,
+       c.opened_at AS circuit_opened_at,
+       coalesce(e.error, c.last_error) AS last_error, e.created_at AS last_error_at,
+       a.last_success_at
+  FROM notiflow.providers p
+ CROSS JOIN w
+  LEFT JOIN a ON a.provider = p.name
+  LEFT JOIN e ON e.provider = p.name
+  LEFT JOIN notiflow.provider_circuits c ON c.provider = p.name;
+COMMENT ON VIEW notiflow.provider_health IS
+    'Every provider over the last notiflow.health_window (15 minutes): attempts answered, success rate, p50/p95 latency, '
+    'circuit state and the last error.';
+
+-- Reports whether deliveries can leave: workers, queue, open critical alerts.
+CREATE FUNCTION notiflow.health() RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    preloaded boolean := notiflow.workers_preloaded();
+    expected  integer := 0;
+    running   bigint;
+    queue     jsonb;
+    critical  bigint;
+BEGIN
+    IF preloaded THEN
+        expected := current_setting('notiflow.dispatch_workers')::integer;
+    END IF;
+    SELECT count(*) INTO running FROM notiflow.worker_status w
+     WHERE w.backend_type = 'notiflow dispatcher' AND w.database = current_database();
+    SELECT jsonb_build_object('queued', count(*), 'due', count(*) FILTER (WHERE d.next_attempt_at <= now()),
+                              'oldest_due_seconds',
+                              round(extract(epoch FROM now() - min(d.next_attempt_at) FILTER (WHERE d.next_attempt_at <= now())), 3))
+      INTO queue
+      FROM notiflow.deliveries d WHERE d.status = 'queued';
+    SELECT count(*) INTO critical FROM notiflow.alerts a WHERE a.resolved_at IS NULL AND a.severity = 'critical';
+    RETURN jsonb_build_object(
+        'status', CASE WHEN critical > 0 OR (running = 0 AND (expected > 0 OR (queue ->> 'due')::bigint > 0))
+                       THEN 'degraded' ELSE 'ok' END,
+        'database', jsonb_build_object('name', current_database(), 'in_recovery', pg_is_in_recovery()),
+        'workers', jsonb_build_object('preloaded', preloaded, 'expected', expected, 'dispatchers', running),
+        'queue', queue);
+END;
+$$;
+COMMENT ON FUNCTION notiflow.health() IS
+    'Health summary: status ok, or degraded when a critical alert is open or no dispatcher serves this database while '
+    'dispatchers are configured or deliveries are due; database, workers (expected: notiflow.dispatch_workers when preloaded), queue.';
+
+-- Metrics ----------------------------------------------------------------------
+
+-- Formats one Prometheus sample line; labels are name/value pairs, those with a NULL value left out.
+CREATE FUNCTION notiflow.metric_sample(name text, labels text[], value numeric) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT name
+           || coalesce('{' || (SELECT string_agg(format('%s="%s"', labels[i],
+                                                        replace(replace(replace(labels[i + 1], '\', '\\'), '"', '\"'), E'\n', '\n')),
+                                                 ',' ORDER BY i)
+                                 FROM generate_subscripts(labels, 1) AS i
+                                WHERE i % 2 = 1 AND labels[i + 1] IS NOT NULL) || '}', '')
+           || ' ' || value::text || E'\n'
+$$;
+COMMENT ON FUNCTION notiflow.metric_sample(text, text[], numeric) IS
+    'One Prometheus sample line: name{label="value",...} value, label values escaped.';
+
+-- Formats one Prometheus metric family: HELP, TYPE and its sample lines.
+CREATE FUNCTION notiflow.metric_family(name text, type text, help text, samples text) RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format(E'# HELP %s %s\n# TYPE %s %s\n', name, help, name, type) || coalesce(samples, '')
+$$;
+COMMENT ON FUNCTION notiflow.metric_family(text, text, text, text) IS 'One Prometheus metric family: # HELP, # TYPE, then its samples.';
+
+-- Renders notiflow's metrics in the Prometheus text exposition format.
+CREATE FUNCTION notiflow.metrics() RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    -- past days come from daily_stats, what happened since from the tables themselves
+    live_day date := least(coalesce((SELECT max(s.day) FROM notiflow.daily_stats s) + 1, '-infinity'),
+                           (now() AT TIME ZONE 'UTC')::date);
+    span interval := notiflow.setting('notiflow.health_window', '15 minutes')::interval;
+    body text;
+    lag  text;
+BEGIN
+    WITH t AS (
+        SELECT * FROM notiflow.daily_stats s WHERE s.day < live_day
+        UNION ALL
+        SELECT * FROM notiflow.stats_between(live_day::timestamp AT TIME ZONE 'UTC', 'infinity')
+    ),
+    by_workflow AS (
+        SELECT t.workflow_key, sum(t.executions) AS executions, sum(t.executions_completed) AS completed,
+               sum(t.executions_failed) AS failed, sum(t.executions_cancelled) AS cancelled
+          FROM t WHERE t.executions > 0 GROUP BY t.workflow_key
+    ),
+    by_delivery AS (
+        SELECT t.channel, t.provider, sum(t.deliveries_sent) AS sent, sum(t.deliveries_delivered) AS delivered,
+               sum(t.deliveries_failed) AS failed, sum(t.deliveries_cancelled) AS cancelled
+          FROM t WHERE t.deliveries > 0 GROUP BY t.channel, t.provider
+    ),
+    by_provider AS (
+        SELECT t.provider, sum(t.retries) AS retries, sum(t.fallbacks) AS fallbacks,
+               sum(t.timed_attempts) AS timed, sum(t.attempt_latency_sum_ms) AS latency_sum
+          FROM t WHERE t.provider <> '' GROUP BY t.provider
+    ),
+    by_result AS (
+        SELECT t.provider, r.key AS result, sum(r.value::bigint) AS n
+          FROM t, jsonb_each_text(t.attempt_results) r GROUP BY t.provider, r.key
+    ),
+    quantiles AS (
+        SELECT a.provider,
+               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY a.latency_ms) AS q
+          FROM notiflow.delivery_attempts a
+         WHERE a.created_at > now() - span AND a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient')
+         GROUP BY a.provider
+    ),
+    families (ord, text) AS (
+        SELECT 1, notiflow.metric_family('notiflow_triggers_total', 'counter', 'Executions started, by workflow.',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_triggers_total', ARRAY['workflow', w.workflow_key],
+                                                         w.executions), '' ORDER BY w.workflow_key)
+                  FROM by_workflow w))
+        UNION ALL
+        SELECT 2, notiflow.metric_family('notiflow_executions_total', 'counter',
+               'Executions that ended, by workflow and status (completed, failed, cancelled).',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_executions_total',
+                                                         ARRAY['workflow', w.workflow_key, 'status', s.status], s.n),
+                                  '' ORDER BY w.workflow_key, s.status)
+                  FROM by_workflow w,
+                       LATERAL (VALUES ('completed', w.completed), ('failed', w.failed), ('cancelled', w.cancelled)) s(status, n)))
+        UNION ALL
+        SELECT 3, notiflow.metric_family('notiflow_deliveries_total', 'counter',
+               'Deliveries that ended, by channel, provider and status (sent, delivered, failed, cancelled); '
+               'a sent delivery moves to delivered when the provider confirms it.',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_deliveries_total',
+                                                         ARRAY['channel', d.channel, 'provider', d.provider, 'status', s.status], s.n),
+                                  '' ORDER BY d.channel, d.provider, s.status)
+                  FROM by_delivery d,
+                       LATERAL (VALUES ('sent', d.sent), ('delivered', d.delivered), ('failed', d.failed),
+                                       ('cancelled', d.cancelled)) s(status, n)))
+        UNION ALL
+        SELECT 4, notiflow.metric_family('notiflow_delivery_attempts_total', 'counter',
+               'Attempts to hand deliveries to providers, by provider and result (sent or the error class).',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_delivery_attempts_total',
+                                                         ARRAY['provider', r.provider, 'result', r.result], r.n),
+                                  '' ORDER BY r.provider, r.result)
+                  FROM by_result r))
+        UNION ALL
+        SELECT 5, notiflow.metric_family('notiflow_delivery_retries_total', 'counter',
+               'Attempts with a provider after the first one with it, by provider.',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_delivery_retries_total', ARRAY['provider', p.provider],
+                                                         p.retries), '' ORDER BY p.provider)
+                  FROM by_provider p))
+        UNION ALL
+        SELECT 6, notiflow.metric_family('notiflow_delivery_fallbacks_total', 'counter',
+               'Deliveries that left a provider for the next one, by the provider left.',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_delivery_fallbacks_total', ARRAY['provider', p.provider],
+                                                         p.fallbacks), '' ORDER BY p.provider)
+                  FROM by_provider p))
+        UNION ALL
+        SELECT 7, notiflow.metric_family('notiflow_dead_letters_total', 'counter',
+               'Dead letters written, by channel (empty for Kafka and execution dead letters).',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_dead_letters_total', ARRAY['channel', x.channel], x.n),
+                                  '' ORDER BY x.channel)
+                  FROM (SELECT t.channel, sum(t.dead_letters) AS n FROM t GROUP BY t.channel HAVING sum(t.dead_letters) > 0) x))
+        UNION ALL
+        SELECT 8, notiflow.metric_family('notiflow_delivery_attempt_duration_seconds', 'summary',
+               'Provider response time of attempts, by provider; quantiles over notiflow.health_window.',
+               (SELECT string_agg(s.line, '' ORDER BY s.provider, s.ord)
+                  FROM (SELECT q.provider, i AS ord,
+                               notiflow.metric_sample('notiflow_delivery_attempt_duration_seconds',
+                                                      ARRAY['provider', q.provider, 'quantile', (ARRAY['0.5', '0.95', '0.99'])[i]],
+                                                      trim_scale(round((q.q[i] / 1000)::numeric, 6))) AS line
+                          FROM quantiles q, generate_series(1, 3) i
+                        UNION ALL
+                        SELECT p.provider, 4,
+                               notiflow.metric_sample('notiflow_delivery_attempt_duration_seconds_sum',
+                                                      ARRAY['provider', p.provider], trim_scale(round((p.latency_sum / 1000)::numeric, 6)))
+                          FROM by_provider p WHERE p.timed > 0
+                        UNION ALL
+                        SELECT p.provider, 5,
+                               notiflow.metric_sample('notiflow_delivery_attempt_duration_seconds_count',
+                                                      ARRAY['provider', p.provider], p.timed)
+                          FROM by_provider p WHERE p.timed > 0) s))
+        UNION ALL
+        SELECT 9, notiflow.metric_family('notiflow_dead_letters_pending', 'gauge', 'Dead letters not replayed.',
+               (SELECT notiflow.metric_sample('notiflow_dead_letters_pending', NULL, count(*))
+                  FROM notiflow.dead_letters x WHERE x.replayed_at IS NULL))
+        UNION ALL
+        SELECT 10, notiflow.metric_family('notiflow_queue_depth', 'gauge', 'Deliveries queued or sending, by channel and status.',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_queue_depth', ARRAY['channel', q.channel, 'status', q.status],
+                                                         q.deliveries), '' ORDER BY q.channel, q.status)
+                  FROM notiflow.queue_health q))
+        UNION ALL
+        SELECT 11, notiflow.metric_family('notiflow_queue_oldest_due_seconds', 'gauge',
+               'How long the oldest due delivery has waited, by channel.',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_queue_oldest_due_seconds', ARRAY['channel', q.channel],
+                                                         trim_scale(round(extract(epoch FROM q.oldest_due_age), 3))), '' ORDER BY q.channel)
+                  FROM notiflow.queue_health q WHERE q.status = 'queued' AND q.due > 0))
+        UNION ALL
+        SELECT 12, notiflow.metric_family('notiflow_provider_circuit_open', 'gauge',
+               'Whether a provider''s circuit breaker is open or half open (1) or closed (0).',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_provider_circuit_open', ARRAY['provider', c.provider],
+                                                         CASE WHEN c.state = 'closed' THEN 0 ELSE 1 END), '' ORDER BY c.provider)
+                  FROM notiflow.provider_circuit_state c))
+        UNION ALL
+        SELECT 13, notiflow.metric_family('notiflow_alerts_open', 'gauge', 'Open alerts, by kind and severity.',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_alerts_open', ARRAY['kind', x.kind, 'severity', x.severity],
+                                                         x.n), '' ORDER BY x.kind, x.severity)
+                  FROM (SELECT a.kind, a.severity, count(*) AS n FROM notiflow.alerts a
+                         WHERE a.resolved_at IS NULL GROUP BY a.kind, a.severity) x))
+        UNION ALL
+        SELECT 14, notiflow.metric_family('notiflow_workers', 'gauge', 'notiflow background workers running, by type.',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_workers', ARRAY['type', x.type], x.n), '' ORDER BY x.type)
+                  FROM (SELECT replace(w.backend_type, 'notiflow ', '') AS type, count(*) AS n
+                          FROM notiflow.worker_status w GROUP BY 1) x))
+        UNION ALL
+        SELECT 15, notiflow.metric_family('notiflow_dispatcher_deliveries_total', 'counter',
+               'Deliveries each dispatcher claimed, sent, retried and failed since it started.',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_dispatcher_deliveries_total',
+                                                         ARRAY['slot', c.slot::text, 'event', e.event], e.n),
+                                  '' ORDER BY c.slot, e.event)
+                  FROM notiflow.dispatcher_counters() c,
+                       LATERAL (VALUES ('claimed', c.claimed), ('sent', c.sent), ('retried', c.retried),
+                                       ('failed', c.failed)) e(event, n)))
+        UNION ALL
+        SELECT 16, notiflow.metric_family('notiflow_dispatcher_in_flight', 'gauge', 'Requests each dispatcher has in flight.',
+               (SELECT string_agg(notiflow.metric_sample('notiflow_dispatcher_in_flight', ARRAY['slot', c.slot::text],
+                                                         c.in_flight), '' ORDER BY c.slot)
+                  FROM notiflow.dispatcher_counters() c))
+    )
+    SELECT string_agg(f.text, '' ORDER BY f.ord) INTO body FROM families f;
+
+    -- notiflow.kafka_lag comes with the Kafka consumer: one row per partition, a lag column and label columns
+    IF to_regclass('notiflow.kafka_lag') IS NOT NULL THEN
+        EXECUTE $q$
+            SELECT notiflow.metric_family('notiflow_kafka_consumer_lag', 'gauge',
+                       'Messages not consumed yet, by subscription, topic and partition.',
+                       string_agg(notiflow.metric_sample('notiflow_kafka_consumer_lag',
+                                      ARRAY['subscription', r ->> 'subscription', 'topic', r ->> 'topic',
+                                            'partition', r ->> 'partition'],
+                                      (r ->> 'lag')::numeric),
+                                  '' ORDER BY r ->> 'subscription', r ->> 'topic', (r ->> 'partition')))
+              FROM notiflow.kafka_lag k, to_jsonb(k) r
+             WHERE r ->> 'lag' IS NOT NULL$q$ INTO lag;
+        body := body || lag;
+    END IF;
+    RETURN body;
+END;
+$$;
+COMMENT ON FUNCTION notiflow.metrics() IS
+    'notiflow''s metrics in the Prometheus text format: triggers, executions, deliveries, attempts, retries, fallbacks, '
+    'dead letters, latency, queue depth, circuits, alerts, workers, Kafka consumer lag.';
+
+-- Alerts -----------------------------------------------------------------------
+
+CREATE TABLE notiflow.alert_samples (
+    kind            text NOT NULL,
+    subject         text NOT NULL,
+    value           numeric,
+    condition_since timestamptz,
+    sampled_at      timestamptz NOT NULL,
+    PRIMARY KEY (kind, subject)
+);
+COMMENT ON TABLE notiflow.alert_samples IS
+    'What the last notiflow.check_alerts() saw of each condition: the value measured and since when the condition holds (NULL: it does not).';
+
+-- Sends a raised or resolved alert on channel notiflow_alerts; returns the payload.
+CREATE FUNCTION notiflow.alert_notify(event text, alert notiflow.alerts) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    payload jsonb := jsonb_build_object('event', event, 'id', alert.id, 'kind', alert.kind, 'subject', alert.subject,
+                                        'severity', alert.severity, 'details', alert.details,
+                                        'raised_at', alert.raised_at, 'resolved_at', alert.resolved_at);
+BEGIN
+    -- a NOTIFY payload must stay under 8000 bytes; the row keeps the details
+    PERFORM pg_notify('notiflow_alerts', CASE WHEN octet_length(payload::text) < 7900 THEN payload
+                                              ELSE payload - 'details' END::text);
+    RETURN payload;
+END;
+$$;
+COMMENT ON FUNCTION notiflow.alert_notify(text, notiflow.alerts) IS
+    'NOTIFY notiflow_alerts with {"event": raised|resolved, "id", "kind", "subject", "severity", "details", "raised_at", "resolved_at"}.';
+
+-- Evaluates the alert conditions; raises, keeps or resolves alerts and returns what it did.
+CREATE FUNCTION notiflow.check_alerts()
+RETURNS TABLE (action text, alert_id bigint, kind text, subject text, severity text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    circuit_after interval := notiflow.setting('notiflow.alert_circuit_open_after', '5 minutes')::interval;
+    dl_threshold  bigint := notiflow.setting('notiflow.alert_dead_letters', '10')::bigint;
+    dl_window_setting text := notiflow.setting('notiflow.alert_dead_letters_window', '15 minutes');
+    dl_window     interval := dl_window_setting::interval;
+    worker_after  interval := notiflow.setting('notiflow.alert_worker_down_after', '1 minute')::interval;
+    lag_threshold numeric := notiflow.setting('notiflow.alert_kafka_lag', '10000')::numeric;
+    workflow      text := notiflow.setting('notiflow.alert_workflow', '');
+    preloaded     boolean := notiflow.workers_preloaded();
+    expected      integer := 0;
+    lags          jsonb := '[]';
+    c             record;
+    a             notiflow.alerts;
+    since         timestamptz;
+    payload       jsonb;
+BEGIN
+    -- one evaluation at a time: the samples and the open alerts are read, then written
+    PERFORM pg_advisory_xact_lock(hashtextextended('notiflow.check_alerts', 0));
+    IF preloaded THEN
+        expected := current_setting('notiflow.dispatch_workers')::integer;
+    END IF;
+    IF to_regclass('notiflow.kafka_lag') IS NOT NULL THEN
+        EXECUTE $q$
+            SELECT coalesce(jsonb_agg(jsonb_build_object('subject', s.subject, 'lag', s.lag)), '[]')
+              FROM (SELECT coalesce(r ->> 'subscription', r ->> 'topic', 'kafka') AS subject,
+                           sum((r ->> 'lag')::numeric) AS lag
+                      FROM notiflow.kafka_lag k, to_jsonb(k) r
+                     WHERE r ->> 'lag' IS NOT NULL
+                     GROUP BY 1) s$q$ INTO lags;
+    END IF;
+
+    FOR c IN
+        WITH evaluated AS (
+            -- a circuit that stays open or half open (a failed probe opens it again with a new opened_at)
+            SELECT 'circuit_open' AS kind, p.provider AS subject, 'critical' AS severity,
+                   p.state <> 'closed' AS holds, p.opened_at AS holds_since, circuit_after AS hold_for,
+                   NULL::numeric AS value,
+                   jsonb_build_object('provider', p.provider, 'state', p.state, 'opened_at', p.opened_at,
+                                      'consecutive_failures', p.consecutive_failures,
+                                      'last_error', left(p.last_error, 500)) AS details
+              FROM notiflow.provider_circuits p
+            UNION ALL
+            SELECT 'dead_letters', s.source, 'warning', s.n > dl_threshold, NULL, interval '0', s.n,
+                   jsonb_build_object('source', s.source, 'count', s.n, 'window', dl_window_setting, 'threshold', dl_threshold)
+              FROM (SELECT src.source, count(d.id) AS n
+                      FROM unnest(ARRAY['delivery', 'kafka', 'execution']) AS src(source)
+                      LEFT JOIN notiflow.dead_letters d ON d.source = src.source AND d.created_at > now() - dl_window
+                     GROUP BY src.source) s
+            UNION ALL
+            SELECT 'worker_down', current_database(), 'critical', expected > 0 AND w.n = 0, NULL, worker_after, w.n,
+                   jsonb_build_object('database', current_database(), 'dispatchers', w.n, 'dispatch_workers', expected,
+                                      'workers_database', current_setting('notiflow.database_name', true))
+              FROM (SELECT count(*) AS n FROM pg_stat_activity x
+                     WHERE x.backend_type = 'notiflow dispatcher' AND x.datname = current_database()) w
+             WHERE preloaded
+            UNION ALL
+            -- lag above the threshold that grew since the last check; the alert lasts while it does not shrink
+            SELECT 'kafka_lag', k.subject, 'warning',
+                   k.lag > lag_threshold AND k.lag >= s.value AND (k.lag > s.value OR s.condition_since IS NOT NULL),
+                   NULL, interval '0', k.lag,
+                   jsonb_build_object('subject', k.subject, 'lag', k.lag, 'previous', s.value, 'threshold', lag_threshold)
+              FROM jsonb_to_recordset(lags) AS k(subject text, lag numeric)
+              LEFT JOIN notiflow.alert_samples s ON s.kind = 'kafka_lag' AND s.subject = k.subject
+        )
+        SELECT e.*, s.condition_since AS held_since
+          FROM evaluated e
+          LEFT JOIN notiflow.alert_samples s ON s.kind = e.kind AND s.subject = e.subject
+         ORDER BY e.kind, e.subject
+    LOOP
+        since := CASE WHEN c.holds THEN least(c.held_since, c.holds_since, now()) END;
+        INSERT INTO notiflow.alert_samples AS s (kind, subject, value, condition_since, sampled_at)
+        VALUES (c.kind, c.subject, c.value, since, now())
+        ON CONFLICT (kind, subject) DO UPDATE
+           SET value = excluded.value, condition_since = excluded.condition_since, sampled_at = excluded.sampled_at;
+        CONTINUE WHEN since IS NULL OR now() - since < c.hold_for;
+
+        UPDATE notiflow.alerts x SET last_seen_at = now(), details = c.details
+         WHERE x.kind = c.kind AND x.subject = c.subject AND x.resolved_at IS NULL
+        RETURNING * INTO a;
+        IF FOUND THEN
+            RETURN QUERY SELECT 'ongoing'::text, a.id, a.kind, a.subject, a.severity;
+            CONTINUE;
+        END IF;
+        INSERT INTO notiflow.alerts (kind, subject, severity, details)
+        VALUES (c.kind, c.subject, c.severity, c.details)
+        RETURNING * INTO a;
+        payload := notiflow.alert_notify('raised', a);
+        IF workflow <> '' THEN
+            -- an alert is recorded and announced even when its workflow cannot start
+            BEGIN
+                PERFORM notiflow.trigger(workflow, payload, NULL, 'notiflow-alert-' || a.id);
+            EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'alert workflow "%" was not triggered for alert %: %', workflow, a.id, SQLERRM;
+            END;
+        END IF;
+        RETURN QUERY SELECT 'raised'::text, a.id, a.kind, a.subject, a.severity;
+    END LOOP;
+
+    -- open alerts this check did not see again have cleared
+    FOR a IN UPDATE notiflow.alerts x SET resolved_at = now()
+              WHERE x.resolved_at IS NULL AND x.last_seen_at < now()
+             RETURNING x.*
+    LOOP
+        PERFORM notiflow.alert_notify('resolved', a);
+        RETURN QUERY SELECT 'resolved'::text, a.id, a.kind, a.subject, a.severity;
+    END LOOP;
+    DELETE FROM notiflow.alert_samples s WHERE s.sampled_at < now();
+END;
+$$;
+COMMENT ON FUNCTION notiflow.check_alerts() IS
+    'Checks circuits open too long, dead letters piling up, dispatchers down and Kafka lag growing; raises an alert '
+    '(row, NOTIFY notiflow_alerts, notiflow.alert_workflow) once per condition, and resolves it when the condition clears.';
+
+-- Scheduling -------------------------------------------------------------------
+
+-- The maintenance jobs of this database.
+CREATE FUNCTION notiflow.maintenance_jobs() RETURNS TABLE (jobname text, schedule text, command text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT format('notiflow.%s@%s', j.task, current_database()), j.schedule, j.command
+      FROM (VALUES
+            (1, 'aggregate_daily', '15 0 * * *',
+             'SELECT notiflow.aggregate_daily((now() AT TIME ZONE ''UTC'')::date - n) FROM generate_series(1, 2) n'),
+            (2, 'apply_retention', '0 3 * * *', 'CALL notiflow.apply_retention()'),
+            (3, 'check_alerts', '* * * * *', 'SELECT count(*) FROM notiflow.check_alerts()')) AS j(ord, task, schedule, command)
+     ORDER BY j.ord
+$$;
+COMMENT ON FUNCTION notiflow.maintenance_jobs() IS
+    'The pg_cron jobs notiflow.schedule_maintenance() registers for this database: name, schedule (UTC), command.';
+
+-- Explains why the jobs cannot be scheduled from here, with what to run instead; false when they can.
+CREATE FUNCTION notiflow.cron_unavailable() RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cron_db text := current_setting('cron.database_name', true);
+    statements text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RETURN false;
+    END IF;
+    IF cron_db IS NULL THEN
+        SELECT string_agg(format('%s  %s', j.schedule, j.command), E'\n') INTO statements FROM notiflow.maintenance_jobs() j;
+        RAISE NOTICE 'pg_cron is not installed: the notiflow maintenance jobs are not scheduled'
+            USING HINT = E'Run them from another scheduler (schedules in UTC):\n' || statements;
+    ELSIF cron_db <> current_database() THEN
+        SELECT string_agg(format('SELECT cron.schedule_in_database(%L, %L, %L, %L);', j.jobname, j.schedule, j.command,
+                                 current_database()), E'\n') INTO statements
+          FROM notiflow.maintenance_jobs() j;
+        RAISE NOTICE 'pg_cron runs in database "%", not in "%"', cron_db, current_database()
+            USING HINT = format(E'Schedule the jobs from database "%s":\n%s', cron_db, statements);
+    ELSE
+        RAISE NOTICE 'pg_cron is loaded but its extension is not created in database "%"', cron_db
+            USING HINT = 'Run CREATE EXTENSION pg_cron, then call this function again.';
+    END IF;
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION notiflow.cron_unavailable() IS
+    'Whether pg_cron is missing from this database; when it is, a NOTICE says why and what to run instead.';
+
+-- Registers the maintenance jobs in pg_cron (once: an unchanged job is left alone).
+CREATE FUNCTION notiflow.schedule_maintenance()
+RETURNS TABLE (jobname text, schedule text, command text, jobid bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    j record;
+    id bigint;
+BEGIN
+    IF notiflow.cron_unavailable() THEN
+        RETURN QUERY SELECT j.jobname, j.schedule, j.command, NULL::bigint FROM notiflow.maintenance_jobs() j;
+        RETURN;
+    END IF;
+    FOR j IN SELECT * FROM notiflow.maintenance_jobs() LOOP
+        EXECUTE 'SELECT c.jobid FROM cron.job c
+                  WHERE c.jobname = $1 AND c.username = current_user
+                    AND c.schedule = $2 AND c.command = $3 AND c.database = current_database()'
+           INTO id USING j.jobname, j.schedule, j.command;
+        IF id IS NULL THEN
+            -- pg_cron replaces a job of the same name and user
+            EXECUTE 'SELECT cron.schedule_in_database($1, $2, $3, current_database())'
+               INTO id USING j.jobname, j.schedule, j.command;
+        END IF;
+        RETURN QUERY SELECT j.jobname, j.schedule, j.command, id;
+    END LOOP;
+END;
+$$;
+COMMENT ON FUNCTION notiflow.schedule_maintenance() IS
+    'Registers in pg_cron, for this database: aggregate_daily (00:15 UTC, the two previous days), apply_retention (03:00 UTC) '
+    'and check_alerts (every minute); idempotent.  Without pg_cron, a NOTICE says what to run instead.';
+
+-- Removes the maintenance jobs of this database from pg_cron; returns how many.
+CREATE FUNCTION notiflow.unschedule_maintenance() RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    removed integer := 0;
+    id bigint;
+BEGIN
+    IF notiflow.cron_unavailable() THEN
+        RETURN 0;
+    END IF;
+    FOR id IN EXECUTE 'SELECT c.jobid FROM cron.job c
+                        WHERE c.jobname IN (SELECT j.jobname FROM notiflow.maintenance_jobs() j)
+                          AND c.username = current_user'
+    LOOP
+        EXECUTE 'SELECT cron.unschedule($1)' USING id;
+        removed := removed + 1;
+    END LOOP;
+    RETURN removed;
+END;
+$$;
+COMMENT ON FUNCTION notiflow.unschedule_maintenance() IS
+    'Removes this database''s notiflow maintenance jobs from pg_cron (run it before DROP EXTENSION); returns how many.';
+
+-- REST API ---------------------------------------------------------------------
+
+-- With the REST API schema (70_api.sql): read-only views, health (anonymous) and metrics (text/plain).
+DO $api$
+BEGIN
+    IF to_regnamespace('notiflow_api') IS NULL THEN
+        RETURN;
+    END IF;
+    CREATE VIEW notiflow_api.daily_stats WITH (security_invoker) AS SELECT * FROM notiflow.daily_stats;
+    CREATE VIEW notiflow_api.alerts WITH (security_invoker) AS SELECT * FROM notiflow.alerts;
+    CREATE VIEW notiflow_api.queue_health WITH (security_invoker) AS SELECT * FROM notiflow.queue_health;
+    CREATE VIEW notiflow_api.provider_health WITH (security_invoker) AS SELECT * FROM notiflow.provider_health;
+    COMMENT ON VIEW notiflow_api.daily_stats IS 'Metrics per UTC day, workflow, channel and provider.';
+    COMMENT ON VIEW notiflow_api.alerts IS 'Alerts, open (resolved_at null) and resolved.';
+    COMMENT ON VIEW notiflow_api.queue_health IS 'Deliveries queued or sending per channel and status, and the oldest due age.';
+    COMMENT ON VIEW notiflow_api.provider_health IS 'Success rate, latency, circuit state and last error of every provider.';
+
+    -- PostgREST answers with the media type a function's return domain is named after
+    IF to_regtype('notiflow_api."text/plain"') IS NULL THEN
+        CREATE DOMAIN notiflow_api."text/plain" AS text;
+    END IF;
+    CREATE FUNCTION notiflow_api.health() RETURNS json
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $f$ SELECT notiflow.health()::json $f$;
+    COMMENT ON FUNCTION notiflow_api.health() IS
+        'Health: {"status": "ok" or "degraded", "database", "workers", "queue"}; callable without credentials.';
+    CREATE FUNCTION notiflow_api.metrics() RETURNS notiflow_api."text/plain"
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $f$ SELECT notiflow.metrics()::notiflow_api."text/plain" $f$;
+    COMMENT ON FUNCTION notiflow_api.metrics() IS 'Metrics in the Prometheus text format (text/plain).';
+    REVOKE ALL ON FUNCTION notiflow_api.health(), notiflow_api.metrics() FROM PUBLIC;
+
+    -- the roles of 70_api.sql form the chain anon < reader < writer < admin: each grant goes to the first that may
+    IF to_regrole('notiflow_anon') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION notiflow_api.health() TO notiflow_anon;
+    END IF;
+    IF to_regrole('notiflow_reader') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION notiflow_api.metrics() TO notiflow_reader;
+        GRANT SELECT ON notiflow_api.daily_stats, notiflow_api.alerts, notiflow_api.queue_health,
+                        notiflow_api.provider_health TO notiflow_reader;
+        -- the views run with the caller's rights
+        GRANT SELECT ON notiflow.daily_stats, notiflow.alerts, notiflow.queue_health, notiflow.provider_health
+                     TO notiflow_reader;
+    END IF;
+END;
+$api$;
