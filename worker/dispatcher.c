@@ -413,9 +413,32 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 	return ready;
 }
 
+/*
+ * True when the provider's circuit is closed with no failures; looked up once
+ * per record batch (healthy caches the providers found so).
+ */
+static bool
+provider_known_healthy(HTAB *healthy, const char *provider)
+{
+	char		key[NAMEDATALEN];
+	bool		found;
+	CircuitState cs;
+
+	memset(key, 0, sizeof(key));
+	strlcpy(key, provider, sizeof(key));
+	hash_search(healthy, key, HASH_FIND, &found);
+	if (found)
+		return true;
+	provider_repo_circuit(provider, &cs);
+	if (cs.failures > 0 || strcmp(cs.state, "closed") != 0)
+		return false;
+	hash_search(healthy, key, HASH_ENTER, NULL);
+	return true;
+}
+
 /* Applies the outcome of one finished attempt (inside the record transaction). */
 static void
-record_one(InFlight *f, ProviderResponse *resp, bool refused_private)
+record_one(InFlight *f, ProviderResponse *resp, bool refused_private, HTAB *healthy)
 {
 	ProviderResult res;
 	static const char *const classes[] = {"sent", "retry", "permanent", "invalid_recipient", "again"};
@@ -478,12 +501,13 @@ record_one(InFlight *f, ProviderResponse *resp, bool refused_private)
 		res.outcome != OUTCOME_AGAIN && !refused_private)
 	{
 		bool		success = res.outcome == OUTCOME_SENT;
-		CircuitState cs;
 
-		provider_repo_circuit(f->job.provider, &cs);
-		if (!success || cs.failures > 0 || strcmp(cs.state, "closed") != 0)
+		/* a success only writes when it closes a circuit that had failures */
+		if (!success || !provider_known_healthy(healthy, f->job.provider))
 			provider_repo_circuit_result(f->job.provider, success, notiflow_circuit_failures,
 										 success ? NULL : res.error);
+		if (!success)
+			hash_search(healthy, f->job.provider, HASH_REMOVE, NULL);
 	}
 }
 
@@ -492,14 +516,21 @@ static void
 record(List *done)
 {
 	ListCell   *lc;
+	HASHCTL		ctl;
+	HTAB	   *healthy;
 
 	phase_begin("notiflow: recording delivery attempts");
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = NAMEDATALEN;
+	ctl.hcxt = CurrentMemoryContext;
+	healthy = hash_create("notiflow healthy providers", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	foreach(lc, done)
 	{
 		HttpTransfer *t = lfirst(lc);
 		InFlight   *f = http_transfer_owner(t);
 
-		record_one(f, http_transfer_response(t), http_transfer_refused_private(t));
+		record_one(f, http_transfer_response(t), http_transfer_refused_private(t), healthy);
 	}
 	phase_end();
 	foreach(lc, done)
