@@ -12,6 +12,7 @@ PACKAGES=(
     postgresql-15-pgtap
     postgresql-15-cron
     libcurl4-openssl-dev
+    librdkafka-dev
     libssl-dev
     libmicrohttpd-dev
     libjansson-dev
