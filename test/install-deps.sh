@@ -18,6 +18,7 @@ PACKAGES=(
     libjansson-dev
     python3-aiosmtpd
     jq
+    kcat
     openssl
     libtap-parser-sourcehandler-pgtap-perl
     python3

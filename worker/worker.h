@@ -1,7 +1,8 @@
 /*
  * worker.h — the background workers: a launcher (static worker) that starts
- * and supervises the dispatchers (dynamic workers) in notiflow.database_name,
- * and the shared memory through which transactions wake them at commit.
+ * and supervises the dispatchers and the Kafka consumers (dynamic workers) in
+ * notiflow.database_name, and the shared memory through which transactions
+ * wake them at commit.
  */
 #ifndef NOTIFLOW_WORKER_H
 #define NOTIFLOW_WORKER_H
@@ -13,6 +14,8 @@
 #include "storage/spin.h"
 
 #define NOTIFLOW_MAX_DISPATCHERS 32
+#define NOTIFLOW_MAX_KAFKA_CONSUMERS 64
+#define NOTIFLOW_KAFKA_NAME_LEN 64
 
 /* Per-dispatcher state in shared memory. */
 typedef struct DispatcherSlot
@@ -27,6 +30,22 @@ typedef struct DispatcherSlot
 	pg_atomic_uint64 in_flight;
 } DispatcherSlot;
 
+/* A Kafka subscription that should have a consumer (published by the sync worker). */
+typedef struct KafkaWanted
+{
+	int64		subscription_id;
+	int32		revision;		/* bumped by every change of the subscription */
+	char		name[NOTIFLOW_KAFKA_NAME_LEN + 1];
+} KafkaWanted;
+
+/* Per-consumer state: the launcher fills want, the consumer pid and latch. */
+typedef struct KafkaConsumerSlot
+{
+	KafkaWanted want;			/* subscription_id 0 when the slot is free */
+	pid_t		pid;
+	Latch	   *latch;
+} KafkaConsumerSlot;
+
 typedef struct NotiflowShared
 {
 	slock_t		mutex;
@@ -34,6 +53,18 @@ typedef struct NotiflowShared
 	Latch	   *launcher_latch;
 	Oid			dropping_database;	/* workers leave a database being dropped */
 	DispatcherSlot dispatchers[NOTIFLOW_MAX_DISPATCHERS];
+
+	/*
+	 * Kafka: kafka_generation moves at every commit that changed
+	 * notiflow.kafka_subscriptions; the sync worker reads the table and
+	 * publishes kafka_wanted with the generation it read (mutex).
+	 */
+	pg_atomic_uint64 kafka_generation;
+	bool		kafka_synced;	/* kafka_wanted has been published */
+	uint64		kafka_synced_generation;
+	int			kafka_wanted_count;
+	KafkaWanted kafka_wanted[NOTIFLOW_MAX_KAFKA_CONSUMERS];
+	KafkaConsumerSlot kafka_consumers[NOTIFLOW_MAX_KAFKA_CONSUMERS];
 } NotiflowShared;
 
 /* NULL unless the library was preloaded. */
@@ -55,8 +86,16 @@ extern void notiflow_workers_register(void);
 /* Wakes every dispatcher when the current transaction commits. */
 extern void notiflow_wake_dispatchers_at_commit(void);
 
+/* Asks the launcher to read the Kafka subscriptions again when the current transaction commits. */
+extern void notiflow_kafka_sync_at_commit(void);
+
+/* Asks the launcher to read the Kafka subscriptions again now. */
+extern void notiflow_kafka_request_sync(void);
+
 /* Background worker entry points. */
 extern PGDLLEXPORT void notiflow_launcher_main(Datum arg);
 extern PGDLLEXPORT void notiflow_dispatcher_main(Datum arg);
+extern PGDLLEXPORT void notiflow_kafka_sync_main(Datum arg);
+extern PGDLLEXPORT void notiflow_kafka_consumer_main(Datum arg);
 
 #endif							/* NOTIFLOW_WORKER_H */

@@ -1,13 +1,17 @@
 /*
  * worker_shmem.c — shared memory of the workers, the commit-time wake-up of
- * the dispatchers, and the guard that makes the workers leave a database that
- * is being dropped.
+ * the dispatchers and of the launcher, and the guard that makes the workers
+ * leave a database that is being dropped.
  *
- * Locking: the spinlock protects slot ownership (pid/latch) and
- * dropping_database; counters are atomics.  A transaction that queued
+ * Locking: the spinlock protects slot ownership (pid/latch),
+ * dropping_database and the published list of Kafka subscriptions; counters
+ * and the Kafka generation are atomics.  A transaction that queued
  * deliveries registers a transaction callback; at commit it sets the latch of
  * every live dispatcher, so a delivery leaves within one loop of the worker
- * and no worker polls the table.
+ * and no worker polls the table.  A transaction that changed
+ * notiflow.kafka_subscriptions (or dropped the extension) moves the Kafka
+ * generation at commit and sets the launcher's latch, so consumers start and
+ * stop without a restart.
  */
 #include "postgres.h"
 
@@ -31,6 +35,7 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 static bool wake_at_commit = false;
+static bool kafka_sync_at_commit = false;
 static bool xact_callback_registered = false;
 
 /* Asks for the shared memory the workers need. */
@@ -66,6 +71,7 @@ notiflow_shmem_startup(void)
 			pg_atomic_init_u64(&s->failed, 0);
 			pg_atomic_init_u64(&s->in_flight, 0);
 		}
+		pg_atomic_init_u64(&notiflow_shared->kafka_generation, 1);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -83,7 +89,20 @@ wake_dispatchers(void)
 	SpinLockRelease(&notiflow_shared->mutex);
 }
 
-/* Wakes the dispatchers after a commit that queued deliveries. */
+/* Moves the Kafka generation and wakes the launcher. */
+void
+notiflow_kafka_request_sync(void)
+{
+	if (notiflow_shared == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&notiflow_shared->kafka_generation, 1);
+	SpinLockAcquire(&notiflow_shared->mutex);
+	if (notiflow_shared->launcher_latch)
+		SetLatch(notiflow_shared->launcher_latch);
+	SpinLockRelease(&notiflow_shared->mutex);
+}
+
+/* Wakes the dispatchers, or the launcher, after a commit that asked for it. */
 static void
 wake_xact_callback(XactEvent event, void *arg)
 {
@@ -93,14 +112,29 @@ wake_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_at_commit)
 				wake_dispatchers();
+			if (kafka_sync_at_commit)
+				notiflow_kafka_request_sync();
 			wake_at_commit = false;
+			kafka_sync_at_commit = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_at_commit = false;
+			kafka_sync_at_commit = false;
 			break;
 		default:
 			break;
+	}
+}
+
+/* Registers the commit callback once per backend. */
+static void
+register_xact_callback(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		xact_callback_registered = true;
 	}
 }
 
@@ -109,12 +143,17 @@ notiflow_wake_dispatchers_at_commit(void)
 {
 	if (notiflow_shared == NULL)
 		return;
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(wake_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
+	register_xact_callback();
 	wake_at_commit = true;
+}
+
+void
+notiflow_kafka_sync_at_commit(void)
+{
+	if (notiflow_shared == NULL)
+		return;
+	register_xact_callback();
+	kafka_sync_at_commit = true;
 }
 
 /* Terminates the workers connected to a database before it is dropped. */
@@ -144,6 +183,16 @@ leave_database(const char *dbname)
 				SetLatch(s->latch);
 			}
 		}
+		for (int i = 0; i < NOTIFLOW_MAX_KAFKA_CONSUMERS; i++)
+		{
+			KafkaConsumerSlot *s = &notiflow_shared->kafka_consumers[i];
+
+			if (s->pid != 0)
+			{
+				any = true;
+				SetLatch(s->latch);
+			}
+		}
 		SpinLockRelease(&notiflow_shared->mutex);
 		if (!any || GetCurrentTimestamp() > deadline)
 			break;
@@ -154,7 +203,25 @@ leave_database(const char *dbname)
 	}
 }
 
-/* Lets DROP DATABASE through: the workers leave the database first. */
+/* True for DROP EXTENSION notiflow. */
+static bool
+drops_notiflow(Node *stmt)
+{
+	ListCell   *lc;
+
+	if (!IsA(stmt, DropStmt) || ((DropStmt *) stmt)->removeType != OBJECT_EXTENSION)
+		return false;
+	foreach(lc, ((DropStmt *) stmt)->objects)
+		if (strcmp(strVal(lfirst(lc)), "notiflow") == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Lets DROP DATABASE through: the workers leave the database first.  After
+ * DROP EXTENSION notiflow the launcher reads the Kafka subscriptions again
+ * (there are none left), so the consumers stop.
+ */
 static void
 notiflow_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 						 ProcessUtilityContext context, ParamListInfo params,
@@ -162,6 +229,8 @@ notiflow_process_utility(PlannedStmt *pstmt, const char *queryString, bool readO
 {
 	if (IsA(pstmt->utilityStmt, DropdbStmt))
 		leave_database(((DropdbStmt *) pstmt->utilityStmt)->dbname);
+	if (drops_notiflow(pstmt->utilityStmt))
+		notiflow_kafka_sync_at_commit();	/* dropping the tables fires no trigger */
 	PG_TRY();
 	{
 		if (prev_process_utility_hook)

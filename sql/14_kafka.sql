@@ -1,0 +1,119 @@
+-- Kafka subscriptions: subscribe_kafka / unsubscribe_kafka and their validation
+-- (no broker needed: nothing connects while subscribing).
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
+
+SELECT notiflow.put_workflow('kafka_order', '{"nodes": [{"id": "t", "type": "trigger"},
+  {"id": "big", "type": "condition", "if": "$.payload.total > 100"}], "edges": [{"from": "t", "to": "big"}]}');
+
+-- a subscription with every trigger option
+SELECT notiflow.subscribe_kafka('orders', 'kafka-1:9092,kafka-2:9092', '{orders, orders.retry}', 'kafka_order',
+  '{"group_id": "shop", "filter": "$.type == \"order\" && $topic starts with \"orders\"",
+    "payload": "$.order", "recipient": "$.customer_id", "idempotency_key": "$.order.id",
+    "start": "latest", "max_message_bytes": 65536, "batch_size": 100, "batch_time_ms": 20,
+    "rdkafka": {"session.timeout.ms": "6000", "fetch.wait.max.ms": 100, "check.crcs": true}}');
+-- defaults: group notiflow-<name>, trigger mode
+SELECT notiflow.subscribe_kafka('plain', 'localhost:9092', '{events}', 'kafka_order');
+SELECT name, brokers, topics, workflow_key, mode, group_id, revision
+  FROM notiflow.kafka_subscriptions ORDER BY name;
+
+-- subscribing again with the same settings changes nothing; other settings make a new revision
+SELECT notiflow.subscribe_kafka('plain', 'localhost:9092', '{events}', 'kafka_order');
+SELECT revision FROM notiflow.kafka_subscriptions WHERE name = 'plain';
+SELECT notiflow.subscribe_kafka('plain', 'localhost:9092', '{events}', 'kafka_order', '{"idempotency_key": null}');
+SELECT revision, options FROM notiflow.kafka_subscriptions WHERE name = 'plain';
+
+-- event mode feeds wait nodes through notiflow.emit_event()
+SELECT notiflow.subscribe_kafka('payments', 'localhost:9092', '{payments}', NULL,
+  '{"mode": "event", "event_name": "$.kind", "correlation_key": "$.order_id", "payload": "$.data"}');
+SELECT name, workflow_key, mode FROM notiflow.kafka_subscriptions WHERE name = 'payments';
+
+-- names, brokers, topics
+SELECT notiflow.subscribe_kafka('bad name!', 'localhost:9092', '{t}', 'kafka_order');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT notiflow.subscribe_kafka(NULL, 'localhost:9092', '{t}', 'kafka_order');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT notiflow.subscribe_kafka('x', '', '{t}', 'kafka_order');
+SELECT notiflow.subscribe_kafka('x', 'host one:9092', '{t}', 'kafka_order');
+SELECT notiflow.subscribe_kafka('x', 'a:9092,,b:9092', '{t}', 'kafka_order');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{}', 'kafka_order');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', NULL, 'kafka_order');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{a, NULL}', 'kafka_order');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{a, "b c"}', 'kafka_order');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{a, b, a}', 'kafka_order');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{{a}, {b}}', 'kafka_order');
+
+-- the workflow
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'no_such_workflow');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', NULL);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+
+-- options
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '[]');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"groupid": "g"}');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"group_id": ""}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"filter": "$.a ==="}');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"filter": "$.type"}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"filter": "$.a ? (@ > $limit) == 1"}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"payload": 42}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"recipient": "$.user["}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"idempotency_key": "$keys"}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"mode": "batch"}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"start": "beginning"}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"batch_size": 0}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"batch_time_ms": 1.5}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"max_message_bytes": "1MB"}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"event_name": "$.kind"}');
+
+-- librdkafka properties are checked by librdkafka (without connecting)
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": "fast"}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"no.such.property": "1"}}');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"session.timeout.ms": "soon"}}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"group.id": "g"}}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"enable.auto.commit": "true"}}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order',
+  '{"rdkafka": {"partition.assignment.strategy": "cooperative-sticky"}}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"debug": ["cgrp"]}}');
+
+-- event mode
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', NULL, '{"mode": "event", "correlation_key": "$.id"}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', NULL, '{"mode": "event", "event_name": "$.kind"}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order',
+  '{"mode": "event", "event_name": "$.kind", "correlation_key": "$.id"}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', NULL,
+  '{"mode": "event", "event_name": "$.kind", "correlation_key": "$.id", "recipient": "$.user"}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', NULL,
+  '{"mode": "event", "event_name": "$.kind", "correlation_key": "$.id", "idempotency_key": null}');
+-- without notiflow.emit_event() event mode is refused, after the options were checked
+BEGIN;
+ALTER EXTENSION notiflow DROP FUNCTION notiflow.emit_event(text, text, jsonb);
+DROP FUNCTION notiflow.emit_event(text, text, jsonb);
+SAVEPOINT without_emit_event;
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', NULL, '{"mode": "event", "event_name": "$.kind"}');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+ROLLBACK TO SAVEPOINT without_emit_event;
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', NULL,
+  '{"mode": "event", "event_name": "$.kind", "correlation_key": "$.id"}');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+ROLLBACK;
+
+-- nothing was stored by the refused calls
+SELECT name FROM notiflow.kafka_subscriptions ORDER BY name;
+
+-- unsubscribe
+SELECT notiflow.unsubscribe_kafka('plain');
+SELECT notiflow.unsubscribe_kafka('plain');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT name FROM notiflow.kafka_subscriptions ORDER BY name;
+
+-- without workers nothing is consumed: no state, no lag rows
+SELECT count(*) AS state_rows FROM notiflow.kafka_consumer_state;
+SELECT count(*) AS lag_rows FROM notiflow.kafka_lag;
+
+SELECT notiflow.unsubscribe_kafka(name) FROM notiflow.kafka_subscriptions;

@@ -1,0 +1,423 @@
+/*
+ * kafka_message.c — what the Kafka consumer does with one batch of messages,
+ * inside the batch's transaction (kafka_consumer.c stores the offsets in the
+ * same transaction and commits).
+ *
+ * Per message, in its own subtransaction: the size is checked, the value is
+ * parsed as JSON (UTF-8), the filter decides whether it counts, and the
+ * payload, recipient and idempotency key are extracted (trigger mode), or
+ * the event is emitted through notiflow.emit_event() (event mode).  The
+ * jsonpaths see the message as $ and its position as variables: $topic,
+ * $partition, $offset, $key, $headers, $timestamp.  Then the executions of
+ * the batch are started with one engine_trigger() call; when that raises,
+ * each message is triggered alone so that only the bad ones fail.
+ *
+ * A message that fails anywhere becomes a dead letter (source "kafka",
+ * reference "topic/partition/offset", the raw bytes, details {topic,
+ * partition, offset, key, headers, subscription}, the error) in the batch's
+ * transaction: never dropped, and never holding up its partition.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/resowner.h"
+
+#include "engine.h"
+#include "jsonb_util.h"
+#include "kafka.h"
+#include "spi_util.h"
+
+/* What is known about a message besides its value. */
+typedef struct MessageMeta
+{
+	char	   *reference;		/* topic/partition/offset */
+	Jsonb	   *vars;			/* the jsonpath variables */
+	Jsonb	   *details;		/* the dead letter's details */
+} MessageMeta;
+
+/* How preparing one message ended. */
+typedef enum PrepareOutcome
+{
+	PREPARE_READY,				/* a trigger request is ready */
+	PREPARE_FILTERED,			/* the filter left it out */
+	PREPARE_EMITTED,			/* its event was emitted */
+	PREPARE_FAILED				/* it is a dead letter */
+} PrepareOutcome;
+
+static SpiStatement emit_event_stmt = {
+	"SELECT notiflow.emit_event($1, $2, $3)",
+	3, {TEXTOID, TEXTOID, JSONBOID}
+};
+
+/* Returns bytes as a JSON string when they are text, else as "\x<hex>"; NULL stays NULL. */
+static Jsonb *
+bytes_jsonb(const char *data, size_t len)
+{
+	bool		ascii = true;
+	StringInfoData hex;
+
+	if (data == NULL)
+		return NULL;
+	for (size_t i = 0; i < len && ascii; i++)
+		ascii = (unsigned char) data[i] < 0x80 && data[i] != '\0';
+	if (ascii || (GetDatabaseEncoding() == PG_UTF8 && pg_verify_mbstr(PG_UTF8, data, (int) len, true)))
+		return jsonb_make_string(pnstrdup(data, len));
+	initStringInfo(&hex);
+	appendStringInfoString(&hex, "\\x");
+	for (size_t i = 0; i < len; i++)
+		appendStringInfo(&hex, "%02x", (unsigned char) data[i]);
+	return jsonb_make_string(hex.data);
+}
+
+/* Returns the message's headers as an object; a repeated name has an array of its values. */
+static Jsonb *
+headers_jsonb(rd_kafka_message_t *m)
+{
+	rd_kafka_headers_t *headers;
+	List	   *names = NIL;
+	List	   *values = NIL;
+	const char *name;
+	const void *value;
+	size_t		size;
+	const char **keys;
+	Jsonb	  **vals;
+	int			i = 0;
+	ListCell   *ln;
+	ListCell   *lv;
+
+	if (rd_kafka_message_headers(m, &headers) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return jsonb_make_empty_object();
+	for (size_t idx = 0; rd_kafka_header_get_all(headers, idx, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; idx++)
+	{
+		bool		seen = false;
+		List	   *all = NIL;
+
+		foreach(ln, names)
+			seen = seen || strcmp(lfirst(ln), name) == 0;
+		if (seen)
+			continue;
+		for (size_t j = 0; rd_kafka_header_get(headers, j, name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; j++)
+			all = lappend(all, bytes_jsonb(value, size));
+		names = lappend(names, pstrdup(name));
+		if (list_length(all) == 1)
+			values = lappend(values, linitial(all));
+		else
+		{
+			JsonbParseState *state = NULL;
+			ListCell   *lc;
+
+			pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+			foreach(lc, all)
+			{
+				JsonbValue	v;
+
+				if (lfirst(lc) == NULL)
+					v.type = jbvNull;
+				else
+					JsonbExtractScalar(&((Jsonb *) lfirst(lc))->root, &v);
+				pushJsonbValue(&state, WJB_ELEM, &v);
+			}
+			values = lappend(values, JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_ARRAY, NULL)));
+		}
+	}
+	keys = palloc(sizeof(char *) * Max(list_length(names), 1));
+	vals = palloc(sizeof(Jsonb *) * Max(list_length(names), 1));
+	forboth(ln, names, lv, values)
+	{
+		keys[i] = lfirst(ln);
+		vals[i++] = lfirst(lv);
+	}
+	return jsonb_make_object(i, keys, vals);
+}
+
+/* Builds a message's reference, jsonpath variables and dead-letter details. */
+static void
+message_meta(KafkaSubscription *sub, rd_kafka_message_t *m, MessageMeta *meta)
+{
+	const char *topic = rd_kafka_topic_name(m->rkt);
+	rd_kafka_timestamp_type_t ts_type;
+	int64		ts = rd_kafka_message_timestamp(m, &ts_type);
+	Jsonb	   *topic_j = jsonb_make_string(topic);
+	Jsonb	   *partition_j = jsonb_make_int(m->partition);
+	Jsonb	   *offset_j = jsonb_make_int(m->offset);
+	Jsonb	   *key_j = bytes_jsonb(m->key, m->key_len);
+	Jsonb	   *headers_j = headers_jsonb(m);
+	const char *var_keys[] = {"topic", "partition", "offset", "key", "headers", "timestamp"};
+	Jsonb	   *var_values[] = {topic_j, partition_j, offset_j, key_j, headers_j,
+	ts_type == RD_KAFKA_TIMESTAMP_NOT_AVAILABLE ? NULL : jsonb_make_int(ts)};
+	const char *detail_keys[] = {"topic", "partition", "offset", "key", "headers", "subscription"};
+	Jsonb	   *detail_values[] = {topic_j, partition_j, offset_j, key_j, headers_j, jsonb_make_string(sub->name)};
+
+	meta->reference = psprintf("%s/%d/%lld", topic, (int) m->partition, (long long) m->offset);
+	meta->vars = jsonb_make_object(lengthof(var_keys), var_keys, var_values);
+	meta->details = jsonb_make_object(lengthof(detail_keys), detail_keys, detail_values);
+}
+
+/* Calls a jsonb_path_* function (target, path, vars, silent false): errors are the message's. */
+static Datum
+path_call(PGFunction fn, Jsonb *target, JsonPath *path, Jsonb *vars, bool *isnull)
+{
+	LOCAL_FCINFO(fcinfo, 4);
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 4, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = JsonbPGetDatum(target);
+	fcinfo->args[0].isnull = false;
+	fcinfo->args[1].value = PointerGetDatum(path);
+	fcinfo->args[1].isnull = false;
+	fcinfo->args[2].value = JsonbPGetDatum(vars);
+	fcinfo->args[2].isnull = false;
+	fcinfo->args[3].value = BoolGetDatum(false);
+	fcinfo->args[3].isnull = false;
+	result = fn(fcinfo);
+	*isnull = fcinfo->isnull;
+	return result;
+}
+
+/* Returns the first item a path selects; raises when it selects nothing (or JSON null). */
+static Jsonb *
+extract(Jsonb *value, JsonPath *path, Jsonb *vars)
+{
+	bool		isnull;
+	Datum		d = path_call(jsonb_path_query_first, value, path, vars, &isnull);
+	Jsonb	   *found = isnull ? NULL : DatumGetJsonbP(d);
+	JsonbValue	scalar;
+
+	if (found != NULL && JB_ROOT_IS_SCALAR(found) && JsonbExtractScalar(&found->root, &scalar) &&
+		scalar.type == jbvNull)
+		found = NULL;
+	if (found == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("selected nothing")));
+	return found;
+}
+
+/* Returns the text of an extracted key (1 to 256 characters). */
+static char *
+extract_text(Jsonb *value, JsonPath *path, Jsonb *vars)
+{
+	char	   *text = jsonb_scalar_text(extract(value, path, vars));
+
+	if (text[0] == '\0' || strlen(text) > 256)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected 1 to 256 characters, got %zu", strlen(text))));
+	return text;
+}
+
+/* Parses a message's value: JSON in UTF-8, at most options.max_message_bytes. */
+static Jsonb *
+parse_value(KafkaSubscription *sub, rd_kafka_message_t *m, const char *volatile *stage)
+{
+	char	   *text;
+
+	*stage = "too large";
+	if (m->len > (size_t) sub->max_message_bytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the message has %zu bytes", m->len),
+				 errdetail("options.max_message_bytes is %d", sub->max_message_bytes)));
+	*stage = "not JSON";
+	if (m->payload == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("the message has no value")));
+	text = pg_any_to_server((const char *) m->payload, (int) m->len, PG_UTF8);
+	if (text == (const char *) m->payload)
+		text = pnstrdup(text, m->len);
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
+/*
+ * Prepares one message: parse, filter, extract; in event mode also emits it.
+ * Sets *stage to the step running, for the error of a dead letter.
+ */
+static PrepareOutcome
+prepare_message(KafkaSubscription *sub, rd_kafka_message_t *m, MessageMeta *meta,
+				TriggerRequest *req, const char *volatile *stage)
+{
+	Jsonb	   *value = parse_value(sub, m, stage);
+	Jsonb	   *payload;
+
+	if (sub->filter != NULL)
+	{
+		bool		isnull;
+		Datum		match;
+
+		*stage = "options.filter";
+		match = path_call(jsonb_path_match, value, sub->filter, meta->vars, &isnull);
+		if (isnull || !DatumGetBool(match))
+			return PREPARE_FILTERED;
+	}
+	*stage = "options.payload";
+	payload = sub->payload ? extract(value, sub->payload, meta->vars) : value;
+
+	if (sub->mode == KAFKA_MODE_EVENT)
+	{
+		Datum		args[3];
+
+		*stage = "options.event_name";
+		args[0] = CStringGetTextDatum(extract_text(value, sub->event_name, meta->vars));
+		*stage = "options.correlation_key";
+		args[1] = CStringGetTextDatum(extract_text(value, sub->correlation_key, meta->vars));
+		args[2] = JsonbPGetDatum(payload);
+		*stage = "emit_event";
+		spi_run(&emit_event_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+		return PREPARE_EMITTED;
+	}
+
+	req->payload = payload;
+	*stage = "options.recipient";
+	req->recipient = sub->recipient ? extract(value, sub->recipient, meta->vars) : NULL;
+	*stage = "options.idempotency_key";
+	switch (sub->key_source)
+	{
+		case KAFKA_KEY_POSITION:
+			req->idempotency_key = meta->reference;
+			break;
+		case KAFKA_KEY_PATH:
+			req->idempotency_key = extract_text(value, sub->idempotency_key, meta->vars);
+			break;
+		case KAFKA_KEY_NONE:
+			req->idempotency_key = NULL;
+			break;
+	}
+	return PREPARE_READY;
+}
+
+/* Formats the error being handled as "stage: message: detail". */
+static char *
+error_text(const char *stage, ErrorData *edata)
+{
+	return edata->detail ? psprintf("%s: %s: %s", stage, edata->message, edata->detail)
+		: psprintf("%s: %s", stage, edata->message);
+}
+
+/* Prepares one message in a subtransaction; on error sets *error and rolls it back. */
+static PrepareOutcome
+prepare_one(KafkaSubscription *sub, rd_kafka_message_t *m, MessageMeta *meta, TriggerRequest *req,
+			char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	const char *volatile stage = "prepare";
+	volatile PrepareOutcome outcome = PREPARE_FAILED;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		outcome = prepare_message(sub, m, meta, req, &stage);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		*error = error_text(stage, edata);
+		outcome = PREPARE_FAILED;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return outcome;
+}
+
+/* Starts the executions of n requests in a subtransaction; false with *error when it raises. */
+static bool
+trigger_guarded(const char *workflow_key, TriggerRequest *reqs, int n, char **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		engine_trigger(workflow_key, reqs, n);
+		ReleaseCurrentSubTransaction();
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		*error = error_text("trigger", edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
+/* Files a message as a dead letter. */
+static void
+dead_letter(rd_kafka_message_t *m, MessageMeta *meta, const char *error, KafkaCounters *counters)
+{
+	kafka_repo_dead_letter(meta->reference, m->payload, m->len, meta->details, error);
+	counters->dead_letters++;
+}
+
+/* Processes a batch of messages in the current transaction; bad ones become dead letters. */
+void
+kafka_messages_process(KafkaSubscription *sub, rd_kafka_message_t **messages, int n,
+					   KafkaCounters *counters)
+{
+	TriggerRequest *reqs = palloc0(sizeof(TriggerRequest) * n);
+	MessageMeta *metas = palloc(sizeof(MessageMeta) * n);
+	int		   *origin = palloc(sizeof(int) * n);
+	int			ready = 0;
+	char	   *error = NULL;
+
+	for (int i = 0; i < n; i++)
+	{
+		message_meta(sub, messages[i], &metas[i]);
+		counters->messages++;
+		switch (prepare_one(sub, messages[i], &metas[i], &reqs[ready], &error))
+		{
+			case PREPARE_READY:
+				origin[ready++] = i;
+				break;
+			case PREPARE_FILTERED:
+				counters->filtered++;
+				break;
+			case PREPARE_EMITTED:
+				counters->events++;
+				break;
+			case PREPARE_FAILED:
+				dead_letter(messages[i], &metas[i], error, counters);
+				break;
+		}
+	}
+	if (ready == 0)
+		return;
+	/* all together first; when that raises, one by one so that only the bad ones fail */
+	if (ready > 1 && trigger_guarded(sub->workflow_key, reqs, ready, &error))
+	{
+		counters->executions += ready;
+		return;
+	}
+	for (int j = 0; j < ready; j++)
+	{
+		if (trigger_guarded(sub->workflow_key, &reqs[j], 1, &error))
+			counters->executions++;
+		else
+			dead_letter(messages[origin[j]], &metas[origin[j]], error, counters);
+	}
+}
