@@ -1,0 +1,558 @@
+#!/usr/bin/env bash
+# bench/dispatch.sh — how fast the delivery dispatchers move deliveries from
+# `queued` to recorded-as-`sent`, next to what the same HTTP double can take,
+# on one durable throw-away cluster in one run:
+#
+#   HTTP ceiling  wrk -t2 -c64 with test/doubles/wrk_sendgrid.lua against the
+#                 provider double (--no-record): requests/s.
+#   dispatch      BENCH_DELIVERIES deliveries, created by notiflow.trigger_many
+#                 while the dispatchers are paused (next_attempt_at an hour
+#                 ahead, set in the loading transaction), released at once
+#                 (next_attempt_at = now() and notiflow.wake_dispatchers() in
+#                 one transaction); the clock starts at that commit and stops
+#                 when none of them is queued or sending.  They go through the
+#                 real dispatcher(s) and the SendGrid adapter to the same
+#                 double.  deliveries/s, for each configuration (dispatch
+#                 workers, http_concurrency, dispatch_batch_size).
+#   RSS           VmRSS / RssAnon / VmHWM of every 'notiflow dispatcher'
+#                 process before and after each run; with BENCH_SOAK > 0 a
+#                 longer soak in batches, sampled after every batch.
+#
+# Each measurement is repeated BENCH_REPEATS times (wrk and the dispatch runs
+# alternate which goes first), with a CHECKPOINT before each; the median and
+# min–max are reported.  Every run is checked: every delivery sent, exactly one
+# `sent` attempt in delivery_attempts per delivery, no failed delivery, every
+# execution completed, and the double counted the requests as accepted.
+# The final table goes to stdout and to bench/results/dispatch-latest.md.
+# Exits 0 whether or not the targets are met; non-zero only when something failed.
+#
+# Settings (environment):
+#   QUICK=1                       smoke mode for CI: 2,000 deliveries, wrk -d 3, no soak
+#   BENCH_DELIVERIES=20000        deliveries per dispatch run (2000 with QUICK=1)
+#   BENCH_CONFIGS="1/256/200 2/256/200 1/512/500 2/512/500"
+#                                 configurations: workers/http_concurrency/batch_size
+#   BENCH_DURATION=10             wrk -d (seconds) (3 with QUICK=1)
+#   BENCH_REPEATS=3               runs per measurement
+#   BENCH_WRK_THREADS=2, BENCH_WRK_CONNECTIONS=64
+#   BENCH_DOUBLE_THREADS=nproc    the double's --threads
+#   BENCH_SOAK=200000             soak deliveries (0 with QUICK=1; 0 = no soak)
+#   BENCH_SOAK_BATCH=20000        deliveries per soak batch (one RSS sample each)
+#   BENCH_SOAK_CONFIG=1/256/200   configuration of the soak
+#   BENCH_WARMUP=1000             unmeasured deliveries after each configuration change
+#   BENCH_TIMEOUT=300             deadline (seconds) for one batch to be sent
+#   BENCH_STALL=30                error when no delivery of a batch was sent for this long
+#   BENCH_SUBSCRIBERS=1000        subscribers created
+#   BENCH_SHARED_BUFFERS=256MB, BENCH_MAX_WAL_SIZE=2GB
+#   BENCH_TARGET_RATE=10000       target: dispatch deliveries/s
+#   BENCH_TARGET=60               target: dispatch >= this % of the HTTP ceiling
+#   BENCH_RSS_SLACK_MB=8          target: RssAnon grows by at most this over the soak
+#   BENCH_NOTE=                   free text printed in the header (which build was measured, say)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    DEFAULT_DURATION=3 DEFAULT_DELIVERIES=2000 DEFAULT_SOAK=0 DEFAULT_WARMUP=200
+else
+    DEFAULT_DURATION=10 DEFAULT_DELIVERIES=20000 DEFAULT_SOAK=200000 DEFAULT_WARMUP=1000
+fi
+DELIVERIES=${BENCH_DELIVERIES:-$DEFAULT_DELIVERIES}
+CONFIGS=${BENCH_CONFIGS:-"1/256/200 2/256/200 1/512/500 2/512/500"}
+DURATION=${BENCH_DURATION:-$DEFAULT_DURATION}
+REPEATS=${BENCH_REPEATS:-3}
+WRK_THREADS=${BENCH_WRK_THREADS:-2}
+WRK_CONNECTIONS=${BENCH_WRK_CONNECTIONS:-64}
+DOUBLE_THREADS=${BENCH_DOUBLE_THREADS:-$(nproc)}
+SOAK=${BENCH_SOAK:-$DEFAULT_SOAK}
+SOAK_BATCH=${BENCH_SOAK_BATCH:-20000}
+SOAK_CONFIG=${BENCH_SOAK_CONFIG:-1/256/200}
+WARMUP=${BENCH_WARMUP:-$DEFAULT_WARMUP}
+TIMEOUT=${BENCH_TIMEOUT:-300}
+STALL=${BENCH_STALL:-30}
+SUBSCRIBERS=${BENCH_SUBSCRIBERS:-1000}
+SHARED_BUFFERS=${BENCH_SHARED_BUFFERS:-256MB}
+MAX_WAL_SIZE=${BENCH_MAX_WAL_SIZE:-2GB}
+TARGET_RATE=${BENCH_TARGET_RATE:-10000}
+TARGET=${BENCH_TARGET:-60}
+RSS_SLACK_MB=${BENCH_RSS_SLACK_MB:-8}
+NOTE=${BENCH_NOTE:-}
+CHUNK=1000          # recipients per trigger_many call while loading
+RESULTS=bench/results/dispatch-latest.md
+DB=notiflow_bench
+CREDS=test/doubles/credentials.json
+
+for tool in psql pg_config wrk jq curl make; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool not found (run test/install-deps.sh)" >&2; exit 1; }
+done
+for c in $CONFIGS $SOAK_CONFIG; do
+    [[ "$c" =~ ^[0-9]+/[0-9]+/[0-9]+$ ]] || { echo "bench: bad configuration '$c' (workers/concurrency/batch)" >&2; exit 1; }
+done
+
+# shellcheck source=test/lib/cluster.sh
+source test/lib/cluster.sh
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/notiflow-bench.XXXXXX")
+DOUBLE_PID=
+cleanup() {
+    local rc=$?
+    if [ "$rc" != 0 ] && [ -n "${CLUSTER_DIR:-}" ] && [ -f "$CLUSTER_DIR/server.log" ]; then
+        echo "bench: failed; the end of the server log:" >&2
+        tail -n 40 "$CLUSTER_DIR/server.log" >&2
+    fi
+    if [ -n "$DOUBLE_PID" ]; then
+        kill "$DOUBLE_PID" 2>/dev/null || true
+        wait "$DOUBLE_PID" 2>/dev/null || true
+    fi
+    cluster_stop
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# wait_for SECONDS COMMAND...: polls COMMAND until it succeeds or the deadline passes.
+wait_for() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ $SECONDS -ge $deadline ] && return 1
+        sleep 0.05
+    done
+}
+
+# -- the provider double -----------------------------------------------------------
+make -s -C test/doubles >"$WORK/make.log" 2>&1 || { cat "$WORK/make.log" >&2; echo "bench: cannot build the provider double" >&2; exit 1; }
+test/doubles/provider_double --config "$CREDS" --port 0 --no-record --threads "$DOUBLE_THREADS" \
+    >"$WORK/double.out" 2>"$WORK/double.err" &
+DOUBLE_PID=$!
+wait_for 20 grep -qs 'listening on' "$WORK/double.out" ||
+    { cat "$WORK/double.err" >&2; echo "bench: the provider double did not start" >&2; exit 1; }
+DOUBLE=http://127.0.0.1:$(grep -o '[0-9]*$' "$WORK/double.out")
+SENDGRID_API_KEY=$(jq -r .sendgrid.api_key "$CREDS")
+export SENDGRID_API_KEY
+# double_count FIELD: the double's sendgrid counter (requests, accepted, rejected, ...)
+double_count() { curl -sf "$DOUBLE/_double/stats" | jq -r ".providers.sendgrid.$1 // 0"; }
+
+# -- the cluster ---------------------------------------------------------------------
+cluster_start "fsync = on" "synchronous_commit = on" "full_page_writes = on" \
+    "wal_level = replica" "shared_buffers = $SHARED_BUFFERS" "max_wal_size = $MAX_WAL_SIZE" \
+    "shared_preload_libraries = 'notiflow'" "notiflow.database_name = '$DB'" \
+    "notiflow.allow_private_urls = on" >/dev/null || {
+    echo "bench: could not start the cluster" >&2; exit 1; }
+
+sql() { psql -X -q -v ON_ERROR_STOP=1 -At -d "$DB" "$@"; }
+pgsql() { psql -X -q -v ON_ERROR_STOP=1 -At -d postgres "$@"; }
+dispatchers() { pgsql -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'"; }
+dispatchers_are() { [ "$(dispatchers 2>/dev/null)" = "$1" ]; }
+dispatcher_pids() { pgsql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher' ORDER BY pid"; }
+
+REPORT=$WORK/report.md
+say() { printf '%s\n' "$*" | tee -a "$REPORT"; }
+
+pgsql -c "CREATE DATABASE $DB" >/dev/null
+if ! sql -c "CREATE EXTENSION notiflow" >"$WORK/setup.log" 2>&1; then
+    cat "$WORK/setup.log" >&2
+    echo "bench: the notiflow extension is not installed (make && make install)" >&2
+    exit 1
+fi
+wait_for 60 dispatchers_are 1 || { echo "bench: no dispatcher started in $DB" >&2; exit 1; }
+
+# -- environment -----------------------------------------------------------------------
+SETTINGS=$(sql -F ' | ' -c "SELECT current_setting('fsync'), current_setting('synchronous_commit'),
+    current_setting('full_page_writes'), current_setting('shared_buffers'),
+    current_setting('wal_level'), current_setting('max_wal_size')")
+NOTIFLOW_SETTINGS=$(sql -F ' | ' -c "SELECT current_setting('shared_preload_libraries'),
+    current_setting('notiflow.database_name'), current_setting('notiflow.allow_private_urls'),
+    current_setting('notiflow.lease_time')")
+PGVERSION=$(sql -c "SELECT version()")
+CPU=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
+MODE=full; [ "$QUICK" = 1 ] && MODE="QUICK (smoke, not for comparison)"
+
+say "# notiflow benchmark: dispatch throughput"
+say ""
+say "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+say "- mode: $MODE"
+say "- PostgreSQL: $PGVERSION"
+say "- notiflow: $(sql -c "SELECT extversion FROM pg_extension WHERE extname = 'notiflow'")${NOTE:+ — $NOTE}"
+say "- nproc: $(nproc)${CPU:+ ($CPU)}; load average at start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
+say "- HTTP ceiling: wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d${DURATION}s -s test/doubles/wrk_sendgrid.lua;" \
+    "provider double --no-record --threads $DOUBLE_THREADS, on the same machine"
+say "- dispatch: $DELIVERIES deliveries per run (SendGrid adapter → the same double), loaded paused by" \
+    "trigger_many($CHUNK), released in one transaction; $WARMUP unmeasured after each configuration change"
+say "- $REPEATS runs per measurement, wrk and dispatch alternating which goes first; soak: $SOAK deliveries" \
+    "in batches of $SOAK_BATCH (configuration $SOAK_CONFIG)"
+say ""
+say "| fsync | synchronous_commit | full_page_writes | shared_buffers | wal_level | max_wal_size |"
+say "|---|---|---|---|---|---|"
+say "| $SETTINGS |"
+say ""
+say "| shared_preload_libraries | notiflow.database_name | notiflow.allow_private_urls | notiflow.lease_time |"
+say "|---|---|---|---|"
+say "| $NOTIFLOW_SETTINGS |"
+say ""
+say "Provider \`mail\` (sendgrid): base_url = the double, timeout_ms = 60000, no rate_per_second," \
+    "max_attempts 5. Workflow: trigger → email (subject, text and html rendered per recipient)."
+say ""
+
+# -- setup -------------------------------------------------------------------------------
+sql -v subscribers="$SUBSCRIBERS" -v api_key="$SENDGRID_API_KEY" -v double="$DOUBLE" \
+    >"$WORK/setup.log" 2>&1 <<'SQL' || { cat "$WORK/setup.log" >&2; exit 1; }
+SELECT notiflow.put_provider('mail', 'email', 'sendgrid',
+       jsonb_build_object('api_key', :'api_key', 'from', 'shop@example.com', 'base_url', :'double',
+                          'timeout_ms', 60000, 'max_attempts', 5), 0, true);
+SELECT count(notiflow.put_subscriber('u' || i, jsonb_build_object(
+           'name', 'User ' || i, 'email', 'u' || i || '@example.com')))
+  FROM generate_series(1, :subscribers) i;
+SELECT notiflow.put_workflow('bench_mail', '{"name": "Bench mail",
+  "nodes": [{"id": "start", "type": "trigger", "required": ["order_id"]},
+            {"id": "mail", "type": "email", "subject": "Order {{payload.order_id}} shipped",
+             "text": "Hi {{recipient.name}}, your order {{payload.order_id}} is on its way.",
+             "html": "<p>Hi {{recipient.name}}, your order <b>{{payload.order_id}}</b> is on its way.</p>"}],
+  "edges": [{"from": "start", "to": "mail"}]}');
+
+CREATE SCHEMA bench;
+-- Waits, polling server-side with a deadline, until no delivery is queued or
+-- sending (only the batch under test is in the queue); done_at is the server's
+-- clock then, -1 at the deadline, -2 when no attempt was recorded for stall_s
+-- seconds (a stalled dispatcher).  A procedure, so that each poll commits and
+-- no snapshot is held during the run.  Both polls are index-only lookups on
+-- the partial indexes and the attempts' primary key (a few buffers each):
+-- anything that scans the batch would take CPU from the dispatchers.
+CREATE PROCEDURE bench.wait_sent(timeout_s float8, stall_s float8, INOUT done_at float8 DEFAULT -1)
+LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + timeout_s * interval '1 second';
+    last_attempt bigint;
+    attempt_before bigint := -1;
+    progress_at timestamptz := clock_timestamp();
+    checked_at timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        IF (SELECT min(next_attempt_at) FROM notiflow.deliveries WHERE status = 'queued') IS NULL
+           AND (SELECT min(lease_expires_at) FROM notiflow.deliveries WHERE status = 'sending') IS NULL THEN
+            done_at := extract(epoch FROM clock_timestamp());
+            RETURN;
+        END IF;
+        EXIT WHEN clock_timestamp() > deadline;
+        IF clock_timestamp() > checked_at + interval '1 second' THEN
+            checked_at := clock_timestamp();
+            last_attempt := coalesce((SELECT max(id) FROM notiflow.delivery_attempts), 0);
+            IF last_attempt <> attempt_before THEN
+                attempt_before := last_attempt;
+                progress_at := clock_timestamp();
+            ELSIF clock_timestamp() > progress_at + stall_s * interval '1 second' THEN
+                done_at := -2;
+                RETURN;
+            END IF;
+        END IF;
+        COMMIT;
+        PERFORM pg_sleep(0.02);
+        COMMIT;
+    END LOOP;
+END
+$$;
+SQL
+
+# -- helpers -------------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+# median / min / max of the arguments
+stats() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {
+    m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+    printf "%.0f %.0f %.0f\n", m, a[1], a[NR] }'; }
+
+# set_config W/C/B: ALTER SYSTEM + reload, waits for W dispatchers.
+CURRENT_CONFIG=
+set_config() {
+    local w c b
+    IFS=/ read -r w c b <<<"$1"
+    [ "$CURRENT_CONFIG" = "$1" ] && return 0
+    pgsql -c "ALTER SYSTEM SET notiflow.dispatch_workers = $w" \
+          -c "ALTER SYSTEM SET notiflow.http_concurrency = $c" \
+          -c "ALTER SYSTEM SET notiflow.dispatch_batch_size = $b" \
+          -c "SELECT pg_reload_conf()" >/dev/null || return 1
+    wait_for 60 dispatchers_are "$w" || { echo "bench: expected $w dispatchers, see $(dispatchers)" >&2; return 1; }
+    wait_for 30 settings_are "$w" "$c" "$b" || { echo "bench: the reload did not apply $1" >&2; return 1; }
+    CURRENT_CONFIG=$1
+    # unmeasured: wakes every dispatcher (so it has read the new settings) and warms it up
+    [ "$WARMUP" -gt 0 ] && { dispatch_batch "$WARMUP" >/dev/null || return 1; }
+    return 0
+}
+settings_are() {
+    [ "$(pgsql -c "SELECT current_setting('notiflow.dispatch_workers') || '/' ||
+        current_setting('notiflow.http_concurrency') || '/' || current_setting('notiflow.dispatch_batch_size')")" = "$1/$2/$3" ]
+}
+
+# rss_sample: one line "pid VmRSS RssAnon VmHWM" (kB) per dispatcher
+rss_sample() {
+    local pid
+    for pid in $(dispatcher_pids); do
+        awk -v pid="$pid" '/^VmRSS:/{r=$2} /^RssAnon:/{a=$2} /^VmHWM:/{h=$2}
+            END {if (r != "") print pid, r, a, h}' "/proc/$pid/status" 2>/dev/null || true
+    done
+}
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# rss_change BEFORE AFTER (files of rss_sample): "pid: VmRSS a→b MB (RssAnon +d MB, HWM h MB); ..."
+rss_change() {
+    awk 'NR == FNR { r[$1] = $2; a[$1] = $3; next }
+         { s = s sep sprintf("%s: %.1f→%.1f MB (anon %+.1f, HWM %.1f)", $1, ($1 in r) ? r[$1] / 1024 : 0,
+               $2 / 1024, ($1 in a) ? ($3 - a[$1]) / 1024 : $3 / 1024, $4 / 1024); sep = "; " }
+         END { print s }' "$1" "$2"
+}
+
+# cpu_sample: one line "pid ticks" (utime + stime) per dispatcher
+cpu_sample() {
+    local pid
+    for pid in $(dispatcher_pids); do
+        awk -v pid="$pid" '{ sub(/^.*\) /, ""); print pid, $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || true
+    done
+}
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_us BEFORE AFTER N: dispatcher CPU (all dispatchers) per delivery, microseconds
+cpu_us() {
+    awk -v n="$3" -v hz="$CLK_TCK" 'NR == FNR { t[$1] = $2; next } ($1 in t) { d += $2 - t[$1] }
+        END { printf "%.0f", d * 1000000 / hz / n }' "$1" "$2"
+}
+
+# load N: creates N executions + deliveries with the dispatchers paused; prints "lo hi".
+load() {
+    local n=$1 out lo hi count
+    out=$(sql -v n="$n" -v chunk="$CHUNK" -v subscribers="$SUBSCRIBERS" <<'SQL'
+BEGIN;
+SELECT count(*)
+  FROM generate_series(0, (:n - 1) / :chunk) g,
+       LATERAL notiflow.trigger_many('bench_mail',
+           (SELECT jsonb_agg('u' || (1 + (i - 1) % :subscribers) ORDER BY i)
+              FROM generate_series(g * :chunk + 1, least((g + 1) * :chunk, :n)) i),
+           jsonb_build_object('order_id', 'A' || lpad((g * :chunk)::text, 9, '0'), 'currency', 'USD'), NULL);
+-- paused: nothing of this batch is due before its release
+UPDATE notiflow.deliveries SET next_attempt_at = now() + interval '1 hour' WHERE status = 'queued';
+SELECT coalesce(min(id), 0) || ' ' || coalesce(max(id), -1) || ' ' || count(*)
+  FROM notiflow.deliveries WHERE status = 'queued';
+COMMIT;
+SQL
+    ) || return 1
+    read -r lo hi count <<<"$(tail -1 <<<"$out")"
+    if [ "$count" != "$n" ] || [ $((hi - lo + 1)) != "$n" ]; then
+        echo "bench: loading queued $count deliveries (ids $lo–$hi), expected $n" >&2
+        return 1
+    fi
+    # the same starting point for every run: statistics current, dead rows of the load gone
+    sql -c "VACUUM ANALYZE notiflow.deliveries" -c "VACUUM ANALYZE notiflow.executions" \
+        -c "VACUUM ANALYZE notiflow.execution_steps" -c "VACUUM ANALYZE notiflow.delivery_attempts" \
+        -c "CHECKPOINT" >/dev/null || return 1
+    echo "$lo $hi"
+}
+
+# release_and_wait LO HI: releases the batch in one transaction and waits (deadline)
+# until none is queued or sending; prints the seconds from the release's commit.
+release_and_wait() {
+    local lo=$1 hi=$2 out start done_at
+    out=$(sql -v lo="$lo" -v hi="$hi" -v timeout="$TIMEOUT" -v stall="$STALL" <<'SQL'
+BEGIN;
+UPDATE notiflow.deliveries SET next_attempt_at = now() WHERE id BETWEEN :lo AND :hi AND status = 'queued';
+SELECT notiflow.wake_dispatchers();
+COMMIT;
+SELECT extract(epoch FROM clock_timestamp());
+CALL bench.wait_sent(:timeout, :stall);
+SQL
+    ) || return 1
+    start=$(tail -2 <<<"$out" | head -1)
+    done_at=$(tail -1 <<<"$out")
+    if [ -z "$done_at" ] || [ "$done_at" = -1 ] || [ "$done_at" = -2 ]; then
+        if [ "$done_at" = -2 ]; then
+            echo "bench: deliveries $lo–$hi: the dispatchers stalled (nothing sent for $STALL s):" >&2
+        else
+            echo "bench: deliveries $lo–$hi not all sent within $TIMEOUT s:" >&2
+        fi
+        sql -c "SELECT status, count(*) FROM notiflow.deliveries WHERE id BETWEEN $lo AND $hi GROUP BY 1" >&2
+        return 1
+    fi
+    awk -v a="$start" -v b="$done_at" 'BEGIN { printf "%.3f", b - a }'
+}
+
+# verify LO HI ACCEPTED_BEFORE: every delivery sent once, recorded, execution completed.
+verify() {
+    local lo=$1 hi=$2 before=$3 n=$(($2 - $1 + 1)) sent failed attempts sent_attempts other executions completed accepted rejected
+    read -r sent failed attempts sent_attempts other executions completed < <(sql -F ' ' -c "
+        SELECT (SELECT count(*) FROM notiflow.deliveries WHERE id BETWEEN $lo AND $hi AND status = 'sent'),
+               (SELECT count(*) FROM notiflow.deliveries WHERE id BETWEEN $lo AND $hi AND status = 'failed'),
+               (SELECT count(*) FROM notiflow.delivery_attempts WHERE delivery_id BETWEEN $lo AND $hi),
+               (SELECT count(DISTINCT delivery_id) FROM notiflow.delivery_attempts
+                 WHERE delivery_id BETWEEN $lo AND $hi AND error_class = 'sent'),
+               (SELECT count(*) FROM notiflow.delivery_attempts
+                 WHERE delivery_id BETWEEN $lo AND $hi AND error_class <> 'sent'),
+               (SELECT count(*) FROM notiflow.deliveries WHERE id BETWEEN $lo AND $hi),
+               (SELECT count(*) FROM notiflow.executions e
+                 WHERE e.status = 'completed'
+                   AND e.id IN (SELECT execution_id FROM notiflow.deliveries WHERE id BETWEEN $lo AND $hi))")
+    accepted=$(( $(double_count accepted) - before ))
+    rejected=$(double_count rejected)
+    if [ "$sent" != "$n" ] || [ "$failed" != 0 ] || [ "$sent_attempts" != "$n" ] || [ "$completed" != "$n" ] ||
+       [ "$executions" != "$n" ] || [ "$accepted" -lt "$n" ] || [ "$rejected" != 0 ]; then
+        echo "bench: deliveries $lo–$hi: $sent of $n sent, $failed failed, $attempts attempts" \
+             "($sent_attempts deliveries with a sent attempt, $other other attempts), $completed executions" \
+             "completed; the double accepted $accepted, rejected $rejected in all" >&2
+        return 1
+    fi
+    [ "$attempts" != "$n" ] && echo "warning: $attempts attempts for $n deliveries ($other not sent: retries)" >&2
+    echo "$attempts $accepted"
+}
+
+# dispatch_batch N: load, release, wait, verify; prints "seconds rate cpu_us_per_delivery";
+# leaves the dispatchers' RSS before and after the run in $WORK/rss.before and $WORK/rss.after.
+dispatch_batch() {
+    local n=$1 lo hi before secs
+    read -r lo hi < <(load "$n") || return 1
+    [ -n "${hi:-}" ] || return 1
+    before=$(double_count accepted)
+    rss_sample >"$WORK/rss.before"
+    cpu_sample >"$WORK/cpu.before"
+    secs=$(release_and_wait "$lo" "$hi") || return 1
+    cpu_sample >"$WORK/cpu.after"
+    rss_sample >"$WORK/rss.after"
+    verify "$lo" "$hi" "$before" >/dev/null || return 1
+    echo "$secs $(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')" \
+         "$(cpu_us "$WORK/cpu.before" "$WORK/cpu.after" "$n")"
+}
+
+# run_wrk: prints requests/s
+run_wrk() {
+    local log=$WORK/wrk.$RANDOM.log rejected_before rps
+    rejected_before=$(double_count rejected)
+    if ! wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${DURATION}s" -s test/doubles/wrk_sendgrid.lua "$DOUBLE" \
+        >"$log" 2>&1; then
+        echo "bench: wrk failed:" >&2; cat "$log" >&2; return 1
+    fi
+    if grep -q 'Non-2xx\|Socket errors' "$log" || [ "$(double_count rejected)" != "$rejected_before" ]; then
+        echo "bench: wrk saw errors:" >&2; cat "$log" >&2; return 1
+    fi
+    rps=$(awk '/^Requests\/sec:/{print $2}' "$log")
+    [ -n "$rps" ] || { echo "bench: wrk printed no Requests/sec:" >&2; cat "$log" >&2; return 1; }
+    echo "$rps"
+}
+
+# -- measurement -----------------------------------------------------------------------------
+# warm-up (not measured): the double, and the dispatcher on the default configuration
+wrk -t1 -c4 -d1s -s test/doubles/wrk_sendgrid.lua "$DOUBLE" >"$WORK/wrk-warmup.log" 2>&1 ||
+    { cat "$WORK/wrk-warmup.log" >&2; echo "bench: wrk warm-up failed" >&2; exit 1; }
+
+declare -A RATES CPUS
+WRK=() PAIR_RATIOS=()
+say "## runs"
+say ""
+say "| run | measurement | result | elapsed | dispatcher CPU per delivery | dispatcher RSS before→after (pid: VmRSS, RssAnon change, VmHWM) |"
+say "|---|---|---|---|---|---|"
+do_wrk() {
+    local rps
+    rps=$(run_wrk) || exit 1
+    WRK+=("$rps")
+    say "$(printf '| %s | HTTP ceiling (wrk -c%s) | %.0f req/s | %ss | | |' "$1" "$WRK_CONNECTIONS" "$rps" "$DURATION")"
+}
+do_configs() {
+    local r=$1 cfg w c b res secs rate cpu
+    for cfg in $CONFIGS; do
+        IFS=/ read -r w c b <<<"$cfg"
+        set_config "$cfg" || exit 1
+        res=$(dispatch_batch "$DELIVERIES") || exit 1
+        read -r secs rate cpu <<<"$res"
+        RATES[$cfg]="${RATES[$cfg]:-} $rate"
+        CPUS[$cfg]="${CPUS[$cfg]:-} $cpu"
+        say "| $r | dispatch (workers=$w, concurrency=$c, batch=$b) | $rate deliveries/s | ${secs}s | ${cpu} µs |" \
+            "$(rss_change "$WORK/rss.before" "$WORK/rss.after") |"
+    done
+}
+# per_run_ratios R: dispatch / wrk of the same repeat, per configuration
+per_run_ratios() {
+    local cfg rates i=0 out=
+    for cfg in $CONFIGS; do
+        # shellcheck disable=SC2206
+        rates=(${RATES[$cfg]})
+        out+="${out:+, }$cfg $(ratio "${rates[$1 - 1]}" "${WRK[$1 - 1]}")"
+        i=$((i + 1))
+    done
+    PAIR_RATIOS+=("run $1: $out")
+}
+for r in $(seq 1 "$REPEATS"); do
+    if [ $((r % 2)) = 1 ]; then
+        do_wrk "$r"; do_configs "$r"
+    else
+        do_configs "$r"; do_wrk "$r"
+    fi
+    per_run_ratios "$r"
+done
+say ""
+
+# -- soak: RSS over many deliveries ---------------------------------------------------------
+RSS_VERDICT="n/a (no soak: BENCH_SOAK=0)"
+if [ "$SOAK" -gt 0 ]; then
+    set_config "$SOAK_CONFIG" || exit 1
+    say "## soak: $SOAK deliveries in batches of $SOAK_BATCH (workers/concurrency/batch = $SOAK_CONFIG)"
+    say ""
+    say "| batch | deliveries so far | deliveries/s | dispatcher CPU per delivery | dispatcher pid: VmRSS MB / RssAnon MB / VmHWM MB |"
+    say "|---|---|---|---|---|"
+    rss_sample >"$WORK/soak.0"
+    say "| 0 | 0 | | | $(awk '{ printf "%s%s: %.1f / %.1f / %.1f", sep, $1, $2/1024, $3/1024, $4/1024; sep="; " }' "$WORK/soak.0") |"
+    done_n=0 b=0
+    while [ "$done_n" -lt "$SOAK" ]; do
+        n=$SOAK_BATCH
+        [ $((done_n + n)) -gt "$SOAK" ] && n=$((SOAK - done_n))
+        b=$((b + 1))
+        res=$(dispatch_batch "$n") || exit 1
+        done_n=$((done_n + n))
+        cp "$WORK/rss.after" "$WORK/soak.$b"
+        say "| $b | $done_n | $(cut -d' ' -f2 <<<"$res") | $(cut -d' ' -f3 <<<"$res") µs |" \
+            "$(awk '{ printf "%s%s: %.1f / %.1f / %.1f", sep, $1, $2/1024, $3/1024, $4/1024; sep="; " }' "$WORK/soak.$b") |"
+    done
+    say ""
+    # flat: RssAnon after the last batch within RSS_SLACK_MB of after the first (the first batch warms caches)
+    RSS_VERDICT=$(awk -v slack="$RSS_SLACK_MB" -v total="$SOAK" -v first="$SOAK_BATCH" '
+        NR == FNR { a[$1] = $3; next }
+        ($1 in a) { d = ($3 - a[$1]) / 1024; if (!seen || d > worst) worst = d; seen = 1 }
+        END { if (!seen) { print "n/a (the dispatcher restarted during the soak)"; exit }
+              printf "RssAnon %+.1f MB from after the first batch to after %d deliveries (per 100k: %+.1f MB), slack %s MB — %s",
+                     worst, total, worst * 100000 / (total - first > 0 ? total - first : 1), slack,
+                     (worst <= slack) ? "PASS" : "MISS" }' "$WORK/soak.1" "$WORK/soak.$b")
+fi
+
+# -- summary ------------------------------------------------------------------------------------
+read -r w_med w_min w_max < <(stats "${WRK[@]}")
+say "## summary (median of $REPEATS, [min–max])"
+say ""
+say "| measurement | notiflow | reference | ratio |"
+say "|---|---|---|---|"
+best_rate=0 best_cfg=
+for cfg in $CONFIGS; do
+    IFS=/ read -r w c b <<<"$cfg"
+    # shellcheck disable=SC2086
+    read -r d_med d_min d_max < <(stats ${RATES[$cfg]})
+    say "| dispatch (workers=$w, concurrency=$c, batch=$b): deliveries/s vs HTTP ceiling (wrk -c$WRK_CONNECTIONS) req/s |" \
+        "$d_med [$d_min–$d_max] | $w_med [$w_min–$w_max] | $(ratio "$d_med" "$w_med") |"
+    if [ "$d_med" -gt "$best_rate" ]; then best_rate=$d_med best_cfg=$cfg; fi
+done
+say ""
+say "dispatcher CPU per delivery (all dispatchers' user + system time during a run / deliveries; median [min–max]):"
+say ""
+for cfg in $CONFIGS; do
+    # shellcheck disable=SC2086
+    read -r u_med u_min u_max < <(stats ${CPUS[$cfg]})
+    say "- $cfg: $u_med µs [$u_min–$u_max] (one fully busy core would move $(awk -v u="$u_med" 'BEGIN { printf "%.0f", (u > 0) ? 1000000 / u : 0 }') deliveries/s)"
+done
+say ""
+say "per-run ratios (dispatch / wrk of the same run; less sensitive to drifting machine load):"
+for p in "${PAIR_RATIOS[@]}"; do say "- $p"; done
+say ""
+pct=$(awk -v a="$best_rate" -v b="$w_med" 'BEGIN { printf "%.1f", (b > 0) ? 100 * a / b : 0 }')
+v_rate=$(awk -v a="$best_rate" -v t="$TARGET_RATE" 'BEGIN { print (a >= t) ? "PASS" : "MISS" }')
+v_pct=$(awk -v a="$best_rate" -v b="$w_med" -v t="$TARGET" 'BEGIN { print (b > 0 && a >= b * t / 100) ? "PASS" : "MISS" }')
+say "targets (best configuration, $best_cfg = workers/concurrency/batch):"
+say ""
+say "- dispatch >= $TARGET_RATE deliveries/s: $best_rate — $v_rate"
+say "- dispatch >= $TARGET% of the HTTP ceiling: $pct% — $v_pct"
+say "- dispatcher RSS flat: $RSS_VERDICT"
+say ""
+say "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
+
+mkdir -p bench/results
+cp "$REPORT" "$ROOT/$RESULTS"
+echo "(written to $RESULTS)"
