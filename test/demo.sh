@@ -5,8 +5,10 @@
 # and its delivery workers, loads the example workflow
 # (docs/examples/order_shipped.json), triggers it for a few recipients, waits
 # until the workers delivered, and prints the execution timeline, the
-# deliveries and what the doubles received.  The cluster and the doubles keep
-# running for you to explore; `make demo-stop` stops them.
+# deliveries and what the doubles received; then sends a web push encrypted
+# for a subscriber's browser, which the push double decrypts, and starts the
+# REST API.  Everything keeps running for you to explore; `make demo-stop`
+# stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -101,6 +103,47 @@ jq -r '"to: \(.rcpt_tos | join(", "))  from: \(.from)  subject: \(.subject)\n  \
 echo "== what the SMS API double received"
 curl -s "http://127.0.0.1:$HTTP_PORT/_double/requests?provider=twilio" |
     jq -r '.[] | "\(.method) \(.path)  To=\(.form.To)  Body=\(.form.Body)  → \(.status) \(.message_id)"'
+
+echo "== web push: encrypted for Ada's browser (RFC 8291, VAPID), decrypted by the push double"
+PW=$(pwd)/.demo/push
+rm -rf "$PW" && mkdir -p "$PW" && chmod 755 "$PW"
+b64u() { basenc --base64url -w0 | tr -d '='; }
+p256() {    # prints "PRIVATE PUBLIC" of a new P-256 key, raw, base64url
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -outform DER -out "$PW/$1.der" 2>/dev/null
+    openssl ec -inform DER -in "$PW/$1.der" -outform DER -out "$PW/$1.ec" 2>/dev/null
+    echo "$(head -c 39 "$PW/$1.ec" | tail -c 32 | b64u) $(tail -c 65 "$PW/$1.ec" | b64u)"
+}
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$PW/tls.key" -out "$PW/ca.pem" 2>/dev/null
+chmod 644 "$PW/ca.pem"
+read -r VAPID_PRIV VAPID_PUB <<<"$(p256 vapid)"
+read -r SUB_PRIV SUB_PUB <<<"$(p256 browser)"
+SUB_AUTH=$(openssl rand 16 | b64u)
+jq -n --arg p "$SUB_PRIV" --arg a "$SUB_AUTH" --arg v "$VAPID_PUB" \
+    '{webpush: {subscriptions: {ada: {private_key: $p, auth: $a, vapid_public_key: $v}}}}' >"$PW/double.json"
+node test/doubles/push_double.mjs --port 0 --cert "$PW/ca.pem" --key "$PW/tls.key" --config "$PW/double.json" \
+    >"$PW/double.out" 2>"$PW/double.err" &
+echo $! >.demo/push.pid
+for _ in $(seq 1 200); do grep -q listening "$PW/double.out" && break; sleep 0.05; done
+PUSH_URL=https://127.0.0.1:$(grep -o '[0-9]*$' "$PW/double.out")
+psql -o /dev/null <<SQL
+SELECT notiflow.put_provider('webpush', 'push', 'webpush', jsonb_build_object(
+       'vapid_public_key', '$VAPID_PUB', 'vapid_private_key', '$VAPID_PRIV',
+       'subject', 'mailto:ops@example.com', 'ca_file', '$PW/ca.pem'));
+SELECT notiflow.put_subscriber('ada', jsonb_build_object('push', jsonb_build_object('webpush', jsonb_build_array(
+       jsonb_build_object('endpoint', '$PUSH_URL/push/ada', 'keys', jsonb_build_object('p256dh', '$SUB_PUB', 'auth', '$SUB_AUTH'))))));
+SELECT notiflow.put_workflow('order_push', '{"nodes": [{"id": "t", "type": "trigger"},
+       {"id": "p", "type": "push", "title": "Order {{payload.order_id}}", "body": "It is out for delivery",
+        "data": {"order": "{{payload.order_id}}"}}], "edges": [{"from": "t", "to": "p"}]}');
+SELECT notiflow.trigger('order_push', '{"order_id": "A-1001"}', '"ada"');
+SQL
+for _ in $(seq 1 200); do
+    [ "$(psql -At -c "SELECT count(*) FROM notiflow.deliveries WHERE channel = 'push' AND status IN ('queued', 'sending')")" = 0 ] && break
+    sleep 0.05
+done
+psql -c "SELECT id, provider, status, provider_message_id FROM notiflow.deliveries WHERE channel = 'push'"
+curl -s --cacert "$PW/ca.pem" "$PUSH_URL/_double/requests?provider=webpush" |
+    jq -r '.[] | "\(.verdict): \(.headers["content-encoding"] // .headers["Content-Encoding"]) body decrypted by the double: \(.plaintext)"'
 
 echo "== the REST API (PostgREST on 127.0.0.1:3000)"
 POSTGREST=$(api/install-postgrest.sh)
