@@ -287,6 +287,16 @@ is "$(sql "SELECT string_agg(name || '=' || data::text, ' ' ORDER BY id) FROM no
    'paid={"amount": 10} shipped={}' "with the extracted name, correlation key and data"
 wait_for 20 sql_is "SELECT count(*) FROM notiflow.dead_letters WHERE reference LIKE 'payments/%' AND error LIKE 'options.correlation_key%'" 1
 ok $? "an event without a correlation key is a dead letter"
+# an event from Kafka and one from SQL complete the same wait node
+sql "SELECT notiflow.put_workflow('kafka_wait', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+       {\"id\": \"w\", \"type\": \"wait\", \"events\": [\"paid\", \"confirmed\"], \"key\": \"{{payload.order_id}}\"}],
+       \"edges\": [{\"from\": \"t\", \"to\": \"w\"}]}')" >/dev/null
+kw=$(sql "SELECT notiflow.trigger('kafka_wait', '{\"order_id\": \"o-1\"}')")
+is "$(sql "SELECT received::text FROM notiflow.execution_waits WHERE execution_id = $kw")" '{"paid": {"amount": 10}}' \
+   "a wait node takes the event that came from Kafka"
+is "$(sql "SELECT notiflow.emit_event('confirmed', 'o-1', '{\"by\": \"sql\"}')")" 1 "and an event from SQL completes it"
+is "$(sql "SELECT status || ' ' || (output -> 'events')::text FROM notiflow.execution_steps WHERE execution_id = $kw AND node_id = 'w'")" \
+   'completed {"paid": {"amount": 10}, "confirmed": {"by": "sql"}}' "its output holds both events by name"
 sql "SELECT notiflow.unsubscribe_kafka('payments')" >/dev/null
 
 # --- 8. the broker goes down and comes back --------------------------------------------------------------
