@@ -99,7 +99,8 @@ workflow_repo_definition(int64 version_id)
 	if (SPI_processed == 0)
 		elog(ERROR, "notiflow: workflow version %lld vanished", (long long) version_id);
 	d = spi_value(0, 1, &isnull);
-	return (Jsonb *) SPI_datumTransfer(d, false, -1);
+	/* detoasted copy: a small definition is stored with a short varlena header */
+	return DatumGetJsonbPCopy(d);
 }
 
 /* Stores a new version unless the definition is unchanged. */

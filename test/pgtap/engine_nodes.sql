@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(72);
+SELECT plan(73);
 
 -- fixtures ---------------------------------------------------------------------
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -274,6 +274,11 @@ SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id
 SELECT notiflow.trigger('pin', '{}', '"ann"') AS _id \gset
 SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :_id),
           'v2 first', 'new executions use the new version');
+
+-- a definition small enough to be stored with a short varlena header
+SELECT notiflow.put_workflow('tiny', '{"nodes": [{"id": "t", "type": "trigger"}]}');
+SELECT notiflow.trigger('tiny', '{}') AS tiny \gset
+SELECT is((SELECT status FROM notiflow.executions WHERE id = :tiny), 'completed', 'a one-node workflow runs');
 
 -- the caller's transaction --------------------------------------------------------
 SELECT count(*) AS executions_before FROM notiflow.executions \gset
