@@ -291,7 +291,6 @@ rss_sample() {
             END {if (r != "") print pid, r, a, h}' "/proc/$pid/status" 2>/dev/null || true
     done
 }
-mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 # rss_change BEFORE AFTER (files of rss_sample): "pid: VmRSS a→b MB (RssAnon +d MB, HWM h MB); ..."
 rss_change() {
     awk 'NR == FNR { r[$1] = $2; a[$1] = $3; next }
@@ -464,12 +463,11 @@ do_configs() {
 }
 # per_run_ratios R: dispatch / wrk of the same repeat, per configuration
 per_run_ratios() {
-    local cfg rates i=0 out=
+    local cfg rates out=
     for cfg in $CONFIGS; do
         # shellcheck disable=SC2206
         rates=(${RATES[$cfg]})
         out+="${out:+, }$cfg $(ratio "${rates[$1 - 1]}" "${WRK[$1 - 1]}")"
-        i=$((i + 1))
     done
     PAIR_RATIOS+=("run $1: $out")
 }
