@@ -1,10 +1,10 @@
 /*
- * safe_input.c — type input functions called without letting their errors
- * abort the caller.
+ * safe_input.c — code run without letting its errors abort the caller.
  *
  * PostgreSQL 15 has no soft input errors, so the call runs in an internal
  * subtransaction: on error the subtransaction is rolled back, the error is
- * kept as a message, and the caller goes on collecting problems.
+ * returned, and the caller goes on (collecting problems, or with the next
+ * delivery or message).
  */
 #include "postgres.h"
 
@@ -14,37 +14,64 @@
 
 #include "safe_input.h"
 
-/* Calls an input function, catching its error. */
-bool
-safe_input(PGFunction fn, const char *src, Datum *result, char **error)
+/* Runs fn(arg), catching its error. */
+ErrorData *
+run_in_subtransaction(void (*fn) (void *arg), void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = false;
+	ErrorData  *volatile edata = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		*result = DirectFunctionCall3(fn, CStringGetDatum(src), ObjectIdGetDatum(InvalidOid),
-									  Int32GetDatum(-1));
+		fn(arg);
 		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		ok = true;
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		*error = edata->message;
 	}
 	PG_END_TRY();
-	return ok;
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+/* Arguments of an input function call run by safe_input. */
+typedef struct InputCall
+{
+	PGFunction	fn;
+	const char *src;
+	Datum		result;
+} InputCall;
+
+/* Calls the input function of an InputCall. */
+static void
+input_call(void *arg)
+{
+	InputCall  *call = arg;
+
+	call->result = DirectFunctionCall3(call->fn, CStringGetDatum(call->src),
+									   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
+/* Calls an input function, catching its error. */
+bool
+safe_input(PGFunction fn, const char *src, Datum *result, char **error)
+{
+	InputCall	call = {fn, src, (Datum) 0};
+	ErrorData  *edata = run_in_subtransaction(input_call, &call);
+
+	if (edata != NULL)
+	{
+		*error = edata->message;
+		return false;
+	}
+	*result = call.result;
+	return true;
 }

@@ -1,7 +1,8 @@
 /*
- * safe_input.h — calls a type input function and turns its error into a
- * message instead of an abort, for validating user input (jsonpaths,
- * intervals, timestamps) where every problem must be reported.
+ * safe_input.h — runs code whose error must become a value instead of an
+ * abort: a type input function (validating jsonpaths, intervals, timestamps,
+ * where every problem must be reported), or any piece of work that may fail
+ * alone (an adapter's build, one Kafka message) while its neighbours go on.
  */
 #ifndef NOTIFLOW_SAFE_INPUT_H
 #define NOTIFLOW_SAFE_INPUT_H
@@ -15,5 +16,12 @@
  * otherwise returns false and sets *error to the input function's message.
  */
 extern bool safe_input(PGFunction fn, const char *src, Datum *result, char **error);
+
+/*
+ * Runs fn(arg) in an internal subtransaction, in the current memory context.
+ * Returns NULL when it completed; otherwise rolls the subtransaction back and
+ * returns the error it raised (copied into the current memory context).
+ */
+extern ErrorData *run_in_subtransaction(void (*fn) (void *arg), void *arg);
 
 #endif							/* NOTIFLOW_SAFE_INPUT_H */

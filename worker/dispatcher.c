@@ -54,6 +54,7 @@
 #include "jsonb_util.h"
 #include "provider.h"
 #include "provider_repo.h"
+#include "safe_input.h"
 #include "worker.h"
 
 /* One delivery being sent: everything lives in cxt, across transactions. */
@@ -270,38 +271,29 @@ prepare(ClaimedDelivery *c, HTAB *providers)
 	return f;
 }
 
+/* Runs an adapter's build for an InFlight, in the InFlight's memory context. */
+static void
+build_in_flight(void *arg)
+{
+	InFlight   *f = arg;
+	MemoryContext old = MemoryContextSwitchTo(f->cxt);
+
+	f->adapter->build(&f->job, &f->req);
+	if (f->req.url == NULL && f->req.defer_ms <= 0)
+		ereport(ERROR, (errmsg("adapter %s built no URL", f->job.kind)));
+	MemoryContextSwitchTo(old);
+}
+
 /* Runs one adapter's build in a subtransaction; false with *error set when it raises. */
 static bool
 build_one(InFlight *f, char **error)
 {
-	MemoryContext old = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = false;
+	ErrorData  *edata = run_in_subtransaction(build_in_flight, f);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(f->cxt);
-	PG_TRY();
-	{
-		f->adapter->build(&f->job, &f->req);
-		if (f->req.url == NULL && f->req.defer_ms <= 0)
-			ereport(ERROR, (errmsg("adapter %s built no URL", f->job.kind)));
-		ReleaseCurrentSubTransaction();
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(old);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		*error = edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(old);
-	CurrentResourceOwner = owner;
-	return ok;
+	if (edata == NULL)
+		return true;
+	*error = edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message;
+	return false;
 }
 
 /* Builds every request of the batch; a build that raises fails only its delivery. */

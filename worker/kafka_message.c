@@ -31,6 +31,7 @@
 #include "engine.h"
 #include "jsonb_util.h"
 #include "kafka.h"
+#include "safe_input.h"
 #include "spi_util.h"
 
 /* What is known about a message besides its value. */
@@ -300,70 +301,68 @@ error_text(const char *stage, ErrorData *edata)
 		: psprintf("%s: %s", stage, edata->message);
 }
 
+/* Arguments and result of prepare_message run in a subtransaction. */
+typedef struct PrepareCall
+{
+	KafkaSubscription *sub;
+	rd_kafka_message_t *m;
+	MessageMeta *meta;
+	TriggerRequest *req;
+	const char *stage;			/* where it failed */
+	PrepareOutcome outcome;
+} PrepareCall;
+
+/* Runs prepare_message for a PrepareCall. */
+static void
+prepare_call(void *arg)
+{
+	PrepareCall *call = arg;
+
+	call->outcome = prepare_message(call->sub, call->m, call->meta, call->req, &call->stage);
+}
+
 /* Prepares one message in a subtransaction; on error sets *error and rolls it back. */
 static PrepareOutcome
 prepare_one(KafkaSubscription *sub, rd_kafka_message_t *m, MessageMeta *meta, TriggerRequest *req,
 			char **error)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	const char *volatile stage = "prepare";
-	volatile PrepareOutcome outcome = PREPARE_FAILED;
+	PrepareCall call = {sub, m, meta, req, "prepare", PREPARE_FAILED};
+	ErrorData  *edata = run_in_subtransaction(prepare_call, &call);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		outcome = prepare_message(sub, m, meta, req, &stage);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+	if (edata == NULL)
+		return call.outcome;
+	*error = error_text(call.stage, edata);
+	return PREPARE_FAILED;
+}
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		*error = error_text(stage, edata);
-		outcome = PREPARE_FAILED;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return outcome;
+/* Arguments of engine_trigger run in a subtransaction. */
+typedef struct TriggerCall
+{
+	const char *workflow_key;
+	TriggerRequest *reqs;
+	int			n;
+} TriggerCall;
+
+/* Runs engine_trigger for a TriggerCall. */
+static void
+trigger_call(void *arg)
+{
+	TriggerCall *call = arg;
+
+	engine_trigger(call->workflow_key, call->reqs, call->n);
 }
 
 /* Starts the executions of n requests in a subtransaction; false with *error when it raises. */
 static bool
 trigger_guarded(const char *workflow_key, TriggerRequest *reqs, int n, char **error)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = false;
+	TriggerCall call = {workflow_key, reqs, n};
+	ErrorData  *edata = run_in_subtransaction(trigger_call, &call);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		engine_trigger(workflow_key, reqs, n);
-		ReleaseCurrentSubTransaction();
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		*error = error_text("trigger", edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return ok;
+	if (edata == NULL)
+		return true;
+	*error = error_text("trigger", edata);
+	return false;
 }
 
 /* Files a message as a dead letter. */
