@@ -326,7 +326,14 @@ SELECT jobname ~ '^notiflow\.[a-z_]+@' AS named, schedule, command FROM notiflow
 SET client_min_messages = notice;
 SELECT jobname ~ '^notiflow\.[a-z_]+@' AS named, jobid FROM notiflow.schedule_maintenance();
 SELECT notiflow.unschedule_maintenance() AS removed;
+SELECT jobname ~ '^notiflow\.[a-z_]+@' AS named, jobid, up_to_date, last_status FROM notiflow.maintenance_status();
 SET client_min_messages = warning;
+SELECT notiflow.cron_database() IS NULL AS no_pg_cron;
+-- the arguments of notiflow.cron_call() are checked
+SELECT notiflow.cron_call('reschedule', '{}', '{}', '{}');
+SELECT notiflow.cron_call('schedule', '{a,b}', '{"* * * * *"}', '{"SELECT 1"}');
+SELECT notiflow.cron_call('schedule', '{a}', '{NULL}', '{"SELECT 1"}');
+SELECT notiflow.cron_call('status', '{a}', '{""}', '{""}') IS NULL AS no_pg_cron;
 -- what the jobs run works by hand
 SELECT notiflow.aggregate_daily((now() AT TIME ZONE 'UTC')::date - n) >= 0 AS aggregated FROM generate_series(1, 2) n;
 SELECT count(*) >= 0 AS checked FROM notiflow.check_alerts();

@@ -917,13 +917,29 @@ $$;
 COMMENT ON FUNCTION notiflow.maintenance_jobs() IS
     'The pg_cron jobs notiflow.schedule_maintenance() registers for this database: name, schedule (UTC), command.';
 
--- Explains why the jobs cannot be scheduled from here, with what to run instead; false when they can.
+-- Runs operation (schedule, unschedule, status) on the given pg_cron jobs of this database, in pg_cron's database:
+-- here, in the caller's transaction, when pg_cron is here; else through a short-lived background worker connected
+-- there as the current role, in a transaction of its own (worker/cron_remote.c).  NULL when pg_cron is not there.
+CREATE FUNCTION notiflow.cron_call(operation text, jobnames text[], schedules text[], commands text[]) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'cron_call' LANGUAGE C VOLATILE STRICT
+    SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION notiflow.cron_call(text, text[], text[], text[]) IS
+    'Schedules ({jobname: jobid}), unschedules ({"removed": n}) or reads (status: [{jobname, jobid, ...}]) pg_cron jobs '
+    'of this database as the current role, in pg_cron''s database (through a background worker when that is another '
+    'database, in a transaction of its own); NULL when pg_cron is not there.';
+
+CREATE FUNCTION notiflow.cron_database() RETURNS text
+    AS 'MODULE_PATHNAME', 'cron_database' LANGUAGE C STABLE;
+COMMENT ON FUNCTION notiflow.cron_database() IS
+    'pg_cron''s database: this one when the pg_cron extension is here, else cron.database_name; NULL without pg_cron.';
+
+-- Says why the jobs cannot be scheduled, with what to do instead; false when pg_cron is here or in its own database.
 CREATE FUNCTION notiflow.cron_unavailable() RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    cron_db text := current_setting('cron.database_name', true);
+    cron_db text := notiflow.cron_database();
     statements text;
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
@@ -934,78 +950,100 @@ BEGIN
         RAISE NOTICE 'pg_cron is not installed: the notiflow maintenance jobs are not scheduled'
             USING HINT = E'Run them from another scheduler (schedules in UTC):\n' || statements;
     ELSIF cron_db <> current_database() THEN
-        SELECT string_agg(format('SELECT cron.schedule_in_database(%L, %L, %L, %L);', j.jobname, j.schedule, j.command,
-                                 current_database()), E'\n') INTO statements
-          FROM notiflow.maintenance_jobs() j;
-        RAISE NOTICE 'pg_cron runs in database "%", not in "%"', cron_db, current_database()
-            USING HINT = format(E'Schedule the jobs from database "%s":\n%s', cron_db, statements);
+        RETURN false;           -- reached through a background worker (notiflow.cron_call)
     ELSE
-        RAISE NOTICE 'pg_cron is loaded but its extension is not created in database "%"', cron_db
-            USING HINT = 'Run CREATE EXTENSION pg_cron, then call this function again.';
+        PERFORM notiflow.cron_not_created_notice(cron_db);
     END IF;
     RETURN true;
 END;
 $$;
 COMMENT ON FUNCTION notiflow.cron_unavailable() IS
-    'Whether pg_cron is missing from this database; when it is, a NOTICE says why and what to run instead.';
+    'Whether pg_cron cannot be reached from this database; when it cannot, a NOTICE says why and what to run instead.';
+
+CREATE FUNCTION notiflow.cron_not_created_notice(cron_db text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE NOTICE 'pg_cron is loaded but its extension is not created in database "%"', cron_db
+        USING HINT = format('Run CREATE EXTENSION pg_cron in database "%s", then call this function again.', cron_db);
+END;
+$$;
+COMMENT ON FUNCTION notiflow.cron_not_created_notice(text) IS
+    'The NOTICE of the maintenance functions when pg_cron''s database has no pg_cron extension.';
+
+-- notiflow.cron_call() for the maintenance jobs; NULL, with a NOTICE, when pg_cron cannot be reached.
+CREATE FUNCTION notiflow.cron_maintenance_call(operation text) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result jsonb;
+BEGIN
+    IF notiflow.cron_unavailable() THEN
+        RETURN NULL;
+    END IF;
+    SELECT notiflow.cron_call(operation, array_agg(j.jobname ORDER BY j.jobname), array_agg(j.schedule ORDER BY j.jobname),
+                              array_agg(j.command ORDER BY j.jobname))
+      INTO result
+      FROM notiflow.maintenance_jobs() j;
+    IF result IS NULL THEN
+        PERFORM notiflow.cron_not_created_notice(notiflow.cron_database());
+    END IF;
+    RETURN result;
+END;
+$$;
+COMMENT ON FUNCTION notiflow.cron_maintenance_call(text) IS
+    'notiflow.cron_call(operation) for the maintenance jobs of this database; NULL, with a NOTICE, when pg_cron cannot be reached.';
 
 -- Registers the maintenance jobs in pg_cron (once: an unchanged job is left alone).
 CREATE FUNCTION notiflow.schedule_maintenance()
 RETURNS TABLE (jobname text, schedule text, command text, jobid bigint)
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-DECLARE
-    j record;
-    id bigint;
-BEGIN
-    IF notiflow.cron_unavailable() THEN
-        RETURN QUERY SELECT j.jobname, j.schedule, j.command, NULL::bigint FROM notiflow.maintenance_jobs() j;
-        RETURN;
-    END IF;
-    FOR j IN SELECT * FROM notiflow.maintenance_jobs() LOOP
-        EXECUTE 'SELECT c.jobid FROM cron.job c
-                  WHERE c.jobname = $1 AND c.username = current_user
-                    AND c.schedule = $2 AND c.command = $3 AND c.database = current_database()'
-           INTO id USING j.jobname, j.schedule, j.command;
-        IF id IS NULL THEN
-            -- pg_cron replaces a job of the same name and user
-            EXECUTE 'SELECT cron.schedule_in_database($1, $2, $3, current_database())'
-               INTO id USING j.jobname, j.schedule, j.command;
-        END IF;
-        RETURN QUERY SELECT j.jobname, j.schedule, j.command, id;
-    END LOOP;
-END;
+    WITH r AS MATERIALIZED (SELECT notiflow.cron_maintenance_call('schedule') AS ids)
+    SELECT j.jobname, j.schedule, j.command, (r.ids ->> j.jobname)::bigint
+      FROM r, notiflow.maintenance_jobs() WITH ORDINALITY j(jobname, schedule, command, ord)
+     ORDER BY j.ord
 $$;
 COMMENT ON FUNCTION notiflow.schedule_maintenance() IS
     'Registers in pg_cron, for this database: aggregate_daily (00:15 UTC, the two previous days), apply_retention (03:00 UTC) '
-    'and check_alerts (every minute); idempotent.  Without pg_cron, a NOTICE says what to run instead.';
+    'and check_alerts (every minute); idempotent.  When pg_cron lives in another database, a background worker does it '
+    'there as the current role, in a transaction of its own.  Without pg_cron, a NOTICE says what to run instead.';
 
 -- Removes the maintenance jobs of this database from pg_cron; returns how many.
 CREATE FUNCTION notiflow.unschedule_maintenance() RETURNS integer
-LANGUAGE plpgsql
+LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    removed integer := 0;
-    id bigint;
-BEGIN
-    IF notiflow.cron_unavailable() THEN
-        RETURN 0;
-    END IF;
-    FOR id IN EXECUTE 'SELECT c.jobid FROM cron.job c
-                        WHERE c.jobname IN (SELECT j.jobname FROM notiflow.maintenance_jobs() j)
-                          AND c.username = current_user'
-    LOOP
-        EXECUTE 'SELECT cron.unschedule($1)' USING id;
-        removed := removed + 1;
-    END LOOP;
-    RETURN removed;
-END;
+    SELECT coalesce((notiflow.cron_maintenance_call('unschedule') ->> 'removed')::integer, 0)
 $$;
 COMMENT ON FUNCTION notiflow.unschedule_maintenance() IS
-    'Removes this database''s notiflow maintenance jobs from pg_cron (run it before DROP EXTENSION); returns how many.';
+    'Removes this database''s notiflow maintenance jobs (the current role''s) from pg_cron, in pg_cron''s database; '
+    'run it before DROP EXTENSION.  Returns how many.';
+
+-- The maintenance jobs as pg_cron holds them, with their last run.
+CREATE FUNCTION notiflow.maintenance_status()
+RETURNS TABLE (jobname text, jobid bigint, username text, active boolean, up_to_date boolean,
+               schedule text, command text, database text,
+               last_status text, last_start timestamptz, last_end timestamptz, last_message text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH s AS MATERIALIZED (SELECT jsonb_array_elements(notiflow.cron_maintenance_call('status')) AS c)
+    SELECT m.jobname, (s.c ->> 'jobid')::bigint, s.c ->> 'username', (s.c ->> 'active')::boolean,
+           s.c ->> 'schedule' = m.schedule AND s.c ->> 'command' = m.command AND s.c ->> 'database' = current_database(),
+           s.c ->> 'schedule', s.c ->> 'command', s.c ->> 'database', s.c ->> 'last_status',
+           (s.c ->> 'last_start')::timestamptz, (s.c ->> 'last_end')::timestamptz, s.c ->> 'last_message'
+      FROM notiflow.maintenance_jobs() WITH ORDINALITY m(jobname, schedule, command, ord)
+      LEFT JOIN s ON s.c ->> 'jobname' = m.jobname
+     ORDER BY m.ord, s.c ->> 'username'
+$$;
+COMMENT ON FUNCTION notiflow.maintenance_status() IS
+    'Each maintenance job of this database as pg_cron holds it (read in pg_cron''s database, through a background worker '
+    'when that is another one; jobs of other roles only for a superuser): id, role, active, whether it matches '
+    'maintenance_jobs(), and its last run.  A job pg_cron does not have gives a row of nulls.';
 
 -- REST API ---------------------------------------------------------------------
 
