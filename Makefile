@@ -48,7 +48,7 @@ demo:
 
 demo-stop:
 	@if [ -f .demo/env ]; then . ./.demo/env && . test/lib/cluster.sh && cluster_stop && rm -f .demo/env; fi
-	@for p in .demo/http.pid .demo/smtp.pid .demo/push.pid .demo/postgrest.pid; do [ -f $$p ] && kill $$(cat $$p) 2>/dev/null; rm -f $$p; done; true
+	@for p in .demo/http.pid .demo/smtp.pid .demo/push.pid .demo/postgrest.pid .demo/web.pid; do [ -f $$p ] && kill $$(cat $$p) 2>/dev/null; rm -f $$p; done; true
 
 test:
 	test/run-tests.sh

@@ -7,8 +7,8 @@
 # until the workers delivered, and prints the execution timeline, the
 # deliveries and what the doubles received; then sends a web push encrypted
 # for a subscriber's browser, which the push double decrypts, and starts the
-# REST API.  Everything keeps running for you to explore; `make demo-stop`
-# stops it.
+# REST API and the web console (web/serve.mjs on 127.0.0.1:8080).  Everything
+# keeps running for you to explore; `make demo-stop` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -163,10 +163,21 @@ curl -s -H "X-API-Key: $API_KEY" -H 'Content-Type: application/json' \
 echo
 curl -s -H "X-API-Key: $API_KEY" 'http://127.0.0.1:3000/executions?select=id,workflow_key,status&order=id' | jq -c .
 
+echo "== the web console (web/, served on 127.0.0.1:8080)"
+CONSOLE_KEY=$(psql -At -c "SELECT notiflow.create_api_key('console-' || md5(random()::text), 'admin')")
+echo "$CONSOLE_KEY" >.demo/console-key
+node web/serve.mjs --port 8080 >.demo/web.log 2>&1 &
+echo $! >.demo/web.pid
+for _ in $(seq 1 100); do grep -q listening .demo/web.log && break; sleep 0.05; done
+grep -q listening .demo/web.log || { echo "the web console did not start:"; cat .demo/web.log; }
+
 cat <<EOT
 
-The demo cluster, the provider doubles and the REST API are running. Explore with:
+The demo cluster, the provider doubles, the REST API and the web console are running. Explore with:
     source .demo/env && psql -d notiflow_demo
     curl -H "X-API-Key: \$(cat .demo/api-key)" http://127.0.0.1:3000/executions
+The web console: open http://127.0.0.1:8080 and, under Connection, enter
+    API address  http://127.0.0.1:3000
+    API key      $CONSOLE_KEY   (an admin key; also in .demo/console-key)
 Stop them with: make demo-stop
 EOT

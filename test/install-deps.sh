@@ -23,6 +23,7 @@ PACKAGES=(
     libtap-parser-sourcehandler-pgtap-perl
     python3
     curl
+    chromium
 )
 
 missing=()
