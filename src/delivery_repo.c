@@ -9,6 +9,7 @@
 
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 
 #include "delivery_repo.h"
@@ -420,4 +421,174 @@ delivery_repo_count_attempt(int64 delivery_id)
 	Datum		args[1] = {Int64GetDatum(delivery_id)};
 
 	spi_run(&count_attempt_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+}
+
+/* --- set-based recording --- */
+
+static SpiStatement attempts_stmt = {
+	"INSERT INTO notiflow.delivery_attempts"
+	"       (delivery_id, attempt, provider, status_code, curl_code, latency_ms, error_class, error,"
+	"        response_excerpt)"
+	" SELECT t.d, t.a, t.p, nullif(t.s, 0), nullif(t.c, 0), t.l, t.k, t.e, t.x"
+	"   FROM unnest($1::int8[], $2::int4[], $3::text[], $4::int4[], $5::int4[], $6::float8[],"
+	"               $7::text[], $8::text[], $9::text[]) AS t(d, a, p, s, c, l, k, e, x)",
+	9, {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
+};
+
+/* The "sent" transition of set_status_stmt plus count_attempt_stmt, for many rows at once. */
+static SpiStatement mark_sent_stmt = {
+	"UPDATE notiflow.deliveries d"
+	"   SET status = 'sent', attempts = d.attempts + 1, provider_attempts = d.provider_attempts + 1,"
+	"       provider_message_id = coalesce(d.provider_message_id, t.m), updated_at = now(),"
+	"       lease_expires_at = NULL, sent_at = coalesce(d.sent_at, now()),"
+	"       finished_at = coalesce(d.finished_at, now())"
+	"  FROM unnest($1::int8[], $2::text[]) AS t(id, m)"
+	" WHERE d.id = t.id AND d.status = 'sending'"
+	" RETURNING d.id, d.execution_id, d.node_id",
+	2, {INT8ARRAYOID, TEXTARRAYOID}
+};
+
+static SpiStatement summaries_stmt = {
+	"SELECT execution_id, node_id, count(*)::int4,"
+	"       (count(*) FILTER (WHERE status IN ('queued', 'sending')))::int4,"
+	"       (count(*) FILTER (WHERE status IN ('sent', 'delivered')))::int4,"
+	"       jsonb_agg(jsonb_strip_nulls(jsonb_build_object("
+	"           'id', id, 'status', status, 'provider', provider, 'recipient', recipient,"
+	"           'attempts', attempts, 'provider_message_id', provider_message_id,"
+	"           'error', last_error)) ORDER BY id)"
+	"  FROM unnest($1::int8[]) AS k(wanted) JOIN notiflow.deliveries d ON d.execution_id = k.wanted"
+	" GROUP BY execution_id, node_id",
+	1, {INT8ARRAYOID}
+};
+
+/* A text datum for a possibly-NULL C string. */
+static Datum
+text_datum(const char *s, bool *isnull)
+{
+	*isnull = (s == NULL);
+	return s ? CStringGetTextDatum(s) : (Datum) 0;
+}
+
+void
+delivery_repo_record_attempts(AttemptRecord *attempts, int n)
+{
+	static const Oid types[9] = {INT8OID, INT4OID, TEXTOID, INT4OID, INT4OID, FLOAT8OID,
+	TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[9];
+	Datum	   *cols[9];
+	bool	   *nulls[9];
+
+	if (n == 0)
+		return;
+	for (int c = 0; c < 9; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc0(sizeof(bool) * n);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		AttemptRecord *a = &attempts[i];
+
+		cols[0][i] = Int64GetDatum(a->delivery_id);
+		cols[1][i] = Int32GetDatum(a->attempt);
+		cols[2][i] = CStringGetTextDatum(a->provider ? a->provider : "");
+		cols[3][i] = Int32GetDatum((int32) a->status_code);
+		cols[4][i] = Int32GetDatum(a->curl_code);
+		cols[5][i] = Float8GetDatum(a->latency_ms);
+		cols[6][i] = CStringGetTextDatum(a->error_class);
+		cols[7][i] = text_datum(a->error, &nulls[7][i]);
+		cols[8][i] = text_datum(a->excerpt, &nulls[8][i]);
+	}
+	for (int c = 0; c < 9; c++)
+		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
+	spi_run(&attempts_stmt, args, NULL, false, 0, SPI_OK_INSERT);
+}
+
+List *
+delivery_repo_mark_sent(int64 *ids, char **message_ids, int n)
+{
+	Datum		args[2];
+	Datum	   *idv;
+	Datum	   *msgv;
+	bool	   *msgnull;
+	HTAB	   *given;
+	HASHCTL		ctl;
+	List	   *changed = NIL;
+
+	if (n == 0)
+		return NIL;
+	idv = palloc(sizeof(Datum) * n);
+	msgv = palloc(sizeof(Datum) * n);
+	msgnull = palloc0(sizeof(bool) * n);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(int64) + sizeof(char *);
+	ctl.hcxt = CurrentMemoryContext;
+	given = hash_create("notiflow sent message ids", n, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int i = 0; i < n; i++)
+	{
+		char	  **entry = (char **) ((char *) hash_search(given, &ids[i], HASH_ENTER, NULL) + sizeof(int64));
+
+		*entry = message_ids[i];
+		idv[i] = Int64GetDatum(ids[i]);
+		msgv[i] = text_datum(message_ids[i], &msgnull[i]);
+	}
+	args[0] = spi_array(idv, NULL, n, INT8OID);
+	args[1] = spi_array(msgv, msgnull, n, TEXTOID);
+	spi_run(&mark_sent_stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		FinishedDelivery *f = palloc0(sizeof(FinishedDelivery));
+		bool		isnull;
+		char	   *entry;
+
+		f->delivery_id = DatumGetInt64(spi_value(r, 1, &isnull));
+		f->execution_id = DatumGetInt64(spi_value(r, 2, &isnull));
+		f->node_id = spi_text(r, 3);
+		f->status = "sent";
+		entry = hash_search(given, &f->delivery_id, HASH_FIND, NULL);
+		f->provider_message_id = entry ? *(char **) (entry + sizeof(int64)) : NULL;
+		changed = lappend(changed, f);
+	}
+	return changed;
+}
+
+HTAB *
+delivery_repo_summaries(int64 *execution_ids, int n)
+{
+	Datum	   *idv = palloc(sizeof(Datum) * Max(n, 1));
+	Datum		args[1];
+	HASHCTL		ctl;
+	HTAB	   *result;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(ExecutionSummaries);
+	ctl.hcxt = CurrentMemoryContext;
+	result = hash_create("notiflow delivery summaries", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	if (n == 0)
+		return result;
+	for (int i = 0; i < n; i++)
+		idv[i] = Int64GetDatum(execution_ids[i]);
+	args[0] = spi_array(idv, NULL, n, INT8OID);
+	spi_run(&summaries_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		bool		found;
+		int64		id = DatumGetInt64(spi_value(r, 1, &isnull));
+		ExecutionSummaries *e = hash_search(result, &id, HASH_ENTER, &found);
+		NodeSummary *ns = palloc0(sizeof(NodeSummary));
+
+		if (!found)
+			e->nodes = NIL;
+		ns->node_id = spi_text(r, 2);
+		ns->summary.total = DatumGetInt32(spi_value(r, 3, &isnull));
+		ns->summary.pending = DatumGetInt32(spi_value(r, 4, &isnull));
+		ns->summary.succeeded = DatumGetInt32(spi_value(r, 5, &isnull));
+		ns->summary.deliveries = DatumGetJsonbPCopy(spi_value(r, 6, &isnull));
+		e->nodes = lappend(e->nodes, ns);
+	}
+	return result;
 }

@@ -6,6 +6,7 @@
 
 #include "postgres.h"
 #include "nodes/pg_list.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 
 /* One deliveries row as the engine creates it. */
@@ -111,5 +112,63 @@ extern void delivery_repo_mark_address_invalid(int64 delivery_id);
 
 /* Counts a successful attempt (the status itself goes through delivery_finish). */
 extern void delivery_repo_count_attempt(int64 delivery_id);
+
+/* --- set-based recording: one statement per dispatcher batch --- */
+
+/* One finished attempt, as delivery_attempts logs it. */
+typedef struct AttemptRecord
+{
+	int64		delivery_id;
+	int			attempt;
+	const char *provider;
+	long		status_code;	/* 0: no HTTP answer */
+	int			curl_code;
+	double		latency_ms;
+	const char *error_class;
+	const char *error;
+	const char *excerpt;
+} AttemptRecord;
+
+/* A delivery whose status changed, for the engine to pass on (delivery_finished_many). */
+typedef struct FinishedDelivery
+{
+	int64		delivery_id;
+	int64		execution_id;
+	char	   *node_id;
+	const char *status;
+	char	   *provider_message_id;
+	char	   *error;
+} FinishedDelivery;
+
+/* Logs n attempts with one statement. */
+extern void delivery_repo_record_attempts(AttemptRecord *attempts, int n);
+
+/*
+ * Marks sent, and counts the successful attempt of, those of the n deliveries
+ * that are still being sent (status sending) with one statement; returns them
+ * (a List of FinishedDelivery *).  A delivery not returned has moved on
+ * meanwhile (a provider event overtook the dispatcher): record it alone.
+ */
+extern List *delivery_repo_mark_sent(int64 *ids, char **message_ids, int n);
+
+/* One action node's summary inside delivery_repo_summaries' result. */
+typedef struct NodeSummary
+{
+	char	   *node_id;
+	DeliverySummary summary;
+} NodeSummary;
+
+/*
+ * Summarises the deliveries of n executions with one statement: a List of
+ * NodeSummary * per execution, in a hash table keyed by execution id (int64)
+ * whose entries are { int64 execution_id; List *nodes; }.
+ */
+typedef struct ExecutionSummaries
+{
+	int64		execution_id;	/* hash key */
+	List	   *nodes;
+} ExecutionSummaries;
+
+extern HTAB *delivery_repo_summaries(int64 *execution_ids, int n);
 
 #endif							/* NOTIFLOW_DELIVERY_REPO_H */

@@ -47,6 +47,7 @@
 typedef struct EngineSession
 {
 	HTAB	   *subscribers;	/* id → SubscriberInfo, preloaded for fan-out; or NULL */
+	HTAB	   *summaries;		/* execution id → ExecutionSummaries, preloaded for a resume; or NULL */
 } EngineSession;
 
 typedef struct SubscriberEntry
@@ -648,6 +649,31 @@ node_action(Run *run, WorkflowNode *node)
 	}
 }
 
+/* Finds a preloaded summary of an action node's deliveries (resume_many). */
+static bool
+session_summary(Run *run, const char *node_id, DeliverySummary *out)
+{
+	ExecutionSummaries *e;
+	ListCell   *lc;
+
+	if (run->session->summaries == NULL)
+		return false;
+	e = hash_search(run->session->summaries, &run->exec.id, HASH_FIND, NULL);
+	if (e == NULL)
+		return false;
+	foreach(lc, e->nodes)
+	{
+		NodeSummary *ns = lfirst(lc);
+
+		if (strcmp(ns->node_id, node_id) == 0)
+		{
+			*out = ns->summary;
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Completes a waiting action node whose deliveries have all ended. */
 static void
 action_settle(Run *run, WorkflowNode *node, TimestampTz started, int seq)
@@ -657,7 +683,8 @@ action_settle(Run *run, WorkflowNode *node, TimestampTz started, int seq)
 	Jsonb	   *vals[2];
 	const char *outcome;
 
-	delivery_repo_summary(run->exec.id, node->id, &sum);
+	if (!session_summary(run, node->id, &sum))
+		delivery_repo_summary(run->exec.id, node->id, &sum);
 	if (sum.pending > 0)
 	{
 		run->n_waiting++;
@@ -1154,64 +1181,52 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 	SPI_finish();
 }
 
-/* Resumes one execution; SPI is connected. */
-static const char *
-execution_resume_connected(int64 execution_id)
+/* Builds the run of a locked execution: its context, visited nodes and settled waiting steps. */
+static Run *
+resume_run(EngineSession *session, LockedExecution *le)
 {
-	ExecutionRecord rec;
-	TimestampTz created_at;
+	ExecutionRecord *rec = &le->rec;
 	WorkflowDefinition *def;
-	EngineSession session;
 	Run		   *run;
-	List	   *stored;
 	ListCell   *lc;
-	int64		version_id;
 
-	if (!execution_repo_lock(execution_id, &rec, &created_at))
-		return NULL;
-	if (strcmp(rec.status, "waiting") != 0 && strcmp(rec.status, "running") != 0)
-		return rec.status;
-
-	version_id = workflow_repo_version_id(rec.workflow_key, rec.version);
-	if (version_id == 0)
+	if (le->version_id == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("execution %lld uses workflow \"%s\" version %d, which no longer exists",
-						(long long) execution_id, rec.workflow_key, rec.version)));
-	def = workflow_cache_get(version_id, rec.workflow_key, rec.version);
-	memset(&session, 0, sizeof(session));
-	run = run_create(&session, def);
-	run->exec = rec;
-	run->created_at = created_at;
-	run->payload = jsonb_get_jsonb(rec.context, "payload");
+						(long long) rec->id, rec->workflow_key, rec->version)));
+	def = workflow_cache_get(le->version_id, rec->workflow_key, rec->version);
+	run = run_create(session, def);
+	run->exec = *rec;
+	run->created_at = le->created_at;
+	run->payload = jsonb_get_jsonb(rec->context, "payload");
 	run->payload_changed = run->payload != NULL;
 	if (run->payload == NULL)
-		run->payload = rec.payload;
-	run->recipient = jsonb_get_jsonb(rec.context, "recipient");
+		run->payload = rec->payload;
+	run->recipient = jsonb_get_jsonb(rec->context, "recipient");
 	run->recipient_changed = run->recipient != NULL;
 	if (run->recipient == NULL)
-		run->recipient = rec.recipient;
+		run->recipient = rec->recipient;
 	else if (JB_ROOT_IS_SCALAR(run->recipient))
 		run->recipient = NULL;
-	run->steps = jsonb_get_jsonb(rec.context, "steps");
+	run->steps = jsonb_get_jsonb(rec->context, "steps");
 	if (run->steps == NULL)
 		run->steps = jsonb_make_empty_object();
-	run->vars = jsonb_get_jsonb(rec.context, "vars");
+	run->vars = jsonb_get_jsonb(rec->context, "vars");
 	if (run->vars == NULL)
 		run->vars = jsonb_make_empty_object();
-	if (rec.subscriber_id != NULL)
+	if (rec->subscriber_id != NULL && strlen(rec->subscriber_id) < 257)
 	{
-		SubscriberInfo info;
+		SubscriberEntry *e = hash_search(session->subscribers, rec->subscriber_id, HASH_FIND, NULL);
 
-		if (subscriber_repo_load(rec.subscriber_id, &info))
+		if (e != NULL)
 		{
-			run->preferences = info.preferences;
-			run->invalid_addresses = info.invalid_addresses;
+			run->preferences = e->info->preferences;
+			run->invalid_addresses = e->info->invalid_addresses;
 		}
 	}
 
-	stored = execution_repo_steps(execution_id);
-	foreach(lc, stored)
+	foreach(lc, le->steps)
 	{
 		StoredStep *s = lfirst(lc);
 		WorkflowNode *node = workflow_definition_node(def, s->node_id);
@@ -1220,7 +1235,7 @@ execution_resume_connected(int64 execution_id)
 			run->visited[node->index] = true;
 		run->seq = Max(run->seq, s->seq);
 	}
-	foreach(lc, stored)
+	foreach(lc, le->steps)
 	{
 		StoredStep *s = lfirst(lc);
 		WorkflowNode *node = workflow_definition_node(def, s->node_id);
@@ -1243,13 +1258,127 @@ execution_resume_connected(int64 execution_id)
 						 0, s->seq);
 		}
 	}
-	run_process(run);
-	run_conclude(run);
+	return run;
+}
 
-	execution_repo_save_steps(run->step_records);
-	delivery_repo_insert(run->delivery_records);
-	execution_repo_update(&run->exec);
-	return run->exec.status;
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* Sorts ids and removes duplicates; returns the new count. */
+static int
+int64_sort_unique(int64 *ids, int n)
+{
+	int			m = 0;
+
+	if (n == 0)
+		return 0;
+	qsort(ids, n, sizeof(int64), int64_cmp);
+	for (int i = 1; i < n; i++)
+		if (ids[i] != ids[m])
+			ids[++m] = ids[i];
+	return m + 1;
+}
+
+/*
+ * Resumes n executions (distinct, ascending ids) with a fixed number of
+ * statements for the whole batch: lock and read them with their steps (2),
+ * their subscribers (1), their deliveries' summaries (1), then write every
+ * run's steps, new deliveries and execution rows (3).  Returns the status of
+ * each id in statuses (NULL when it does not exist) if statuses is not NULL.
+ * SPI is connected.
+ */
+static void
+resume_many(int64 *ids, int n, const char **statuses)
+{
+	List	   *locked;
+	List	   *subscriber_ids = NIL;
+	int64	   *resumable;
+	int			n_resumable = 0;
+	EngineSession session;
+	List	   *steps = NIL;
+	List	   *deliveries = NIL;
+	List	   *execs = NIL;
+	ListCell   *lc;
+	HASHCTL		ctl;
+
+	if (statuses != NULL)
+		for (int i = 0; i < n; i++)
+			statuses[i] = NULL;
+	locked = execution_repo_lock_many(ids, n);
+	resumable = palloc(sizeof(int64) * Max(list_length(locked), 1));
+	foreach(lc, locked)
+	{
+		LockedExecution *le = lfirst(lc);
+
+		if (statuses != NULL)
+			for (int i = 0; i < n; i++)
+				if (ids[i] == le->rec.id)
+					statuses[i] = le->rec.status;
+		if (strcmp(le->rec.status, "waiting") != 0 && strcmp(le->rec.status, "running") != 0)
+			continue;
+		resumable[n_resumable++] = le->rec.id;
+		if (le->rec.subscriber_id != NULL && strlen(le->rec.subscriber_id) < 257)
+			subscriber_ids = lappend(subscriber_ids, le->rec.subscriber_id);
+	}
+	if (n_resumable == 0)
+		return;
+
+	memset(&session, 0, sizeof(session));
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = 257;
+	ctl.entrysize = sizeof(SubscriberEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	session.subscribers = hash_create("notiflow resumed subscribers", Max(list_length(subscriber_ids), 16), &ctl,
+									  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	if (subscriber_ids != NIL)
+	{
+		foreach(lc, subscriber_repo_load_many(subscriber_ids))
+		{
+			SubscriberInfo *info = lfirst(lc);
+			SubscriberEntry *e = hash_search(session.subscribers, info->id, HASH_ENTER, NULL);
+
+			e->info = info;
+		}
+	}
+	session.summaries = delivery_repo_summaries(resumable, n_resumable);
+
+	foreach(lc, locked)
+	{
+		LockedExecution *le = lfirst(lc);
+		Run		   *run;
+
+		if (strcmp(le->rec.status, "waiting") != 0 && strcmp(le->rec.status, "running") != 0)
+			continue;
+		run = resume_run(&session, le);
+		run_process(run);
+		run_conclude(run);
+		steps = list_concat(steps, run->step_records);
+		deliveries = list_concat(deliveries, run->delivery_records);
+		execs = lappend(execs, &run->exec);
+		if (statuses != NULL)
+			for (int i = 0; i < n; i++)
+				if (ids[i] == run->exec.id)
+					statuses[i] = run->exec.status;
+	}
+	execution_repo_save_steps(steps);
+	delivery_repo_insert(deliveries);
+	execution_repo_update_many(execs);
+}
+
+/* Resumes one execution; SPI is connected. */
+static const char *
+execution_resume_connected(int64 execution_id)
+{
+	const char *status;
+
+	resume_many(&execution_id, 1, &status);
+	return status;
 }
 
 char *
@@ -1270,16 +1399,19 @@ execution_resume(int64 execution_id)
 int
 execution_resume_due(int limit)
 {
-	List	   *ids;
+	List	   *due;
+	int64	   *ids;
 	ListCell   *lc;
-	int			n;
+	int			n = 0;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "notiflow: SPI_connect failed");
-	ids = execution_repo_due(limit);
-	foreach(lc, ids)
-		execution_resume_connected(*(int64 *) lfirst(lc));
-	n = list_length(ids);
+	due = execution_repo_due(limit);
+	ids = palloc(sizeof(int64) * Max(list_length(due), 1));
+	foreach(lc, due)
+		ids[n++] = *(int64 *) lfirst(lc);
+	n = int64_sort_unique(ids, n);
+	resume_many(ids, n, NULL);
 	SPI_finish();
 	return n;
 }
@@ -1322,4 +1454,89 @@ delivery_finish(int64 delivery_id, const char *status, const char *provider_mess
 	}
 	SPI_finish();
 	return changed;
+}
+
+/* Arguments of the subtransactions of deliveries_finished. */
+typedef struct ResumeBatch
+{
+	int64	   *ids;
+	int			n;
+} ResumeBatch;
+
+static void
+resume_batch_call(void *arg)
+{
+	ResumeBatch *b = arg;
+
+	resume_many(b->ids, b->n, NULL);
+}
+
+void
+deliveries_finished(List *finished)
+{
+	int			n = list_length(finished);
+	int64	   *ids;
+	int			i = 0;
+	List	   *waiting;
+	ListCell   *lc;
+	ResumeBatch batch;
+	ErrorData  *edata;
+
+	if (n == 0)
+		return;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "notiflow: SPI_connect failed");
+	ids = palloc(sizeof(int64) * n);
+	foreach(lc, finished)
+		ids[i++] = ((FinishedDelivery *) lfirst(lc))->execution_id;
+
+	/* the outcomes are events "<node>.<status>" for the executions that wait for some */
+	waiting = wait_repo_waiting_executions(ids, n);
+	foreach(lc, finished)
+	{
+		FinishedDelivery *f = lfirst(lc);
+		ListCell   *w;
+
+		foreach(w, waiting)
+		{
+			if (*(int64 *) lfirst(w) == f->execution_id)
+			{
+				const char *keys[] = {"delivery_id", "status", "provider_message_id", "error"};
+				Jsonb	   *vals[4];
+
+				vals[0] = jsonb_make_int(f->delivery_id);
+				vals[1] = jsonb_make_string(f->status);
+				vals[2] = f->provider_message_id ? jsonb_make_string(f->provider_message_id) : NULL;
+				vals[3] = f->error ? jsonb_make_string(f->error) : NULL;
+				wait_repo_execution_event(f->execution_id, psprintf("%s.%s", f->node_id, f->status),
+										  jsonb_make_object(4, keys, vals));
+				break;
+			}
+		}
+	}
+
+	/*
+	 * One batch for all; when it fails, each execution alone, so that one
+	 * that cannot go on (say its workflow version was deleted) fails alone
+	 * instead of taking its neighbours' outcomes down with it.
+	 */
+	batch.n = int64_sort_unique(ids, n);
+	batch.ids = ids;
+	edata = run_in_subtransaction(resume_batch_call, &batch);
+	if (edata != NULL)
+	{
+		for (int k = 0; k < batch.n; k++)
+		{
+			ResumeBatch one = {&ids[k], 1};
+			ErrorData  *e = run_in_subtransaction(resume_batch_call, &one);
+
+			if (e == NULL)
+				continue;
+			ereport(WARNING,
+					(errmsg("notiflow: execution %lld cannot resume and has failed", (long long) ids[k]),
+					 errdetail("%s", e->message)));
+			execution_repo_fail(ids[k], psprintf("cannot resume: %s", e->message));
+		}
+	}
+	SPI_finish();
 }

@@ -9,6 +9,7 @@
 #define NOTIFLOW_ENGINE_H
 
 #include "postgres.h"
+#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
 /* One execution to start. */
@@ -46,5 +47,14 @@ extern int	execution_resume_due(int limit);
  */
 extern bool delivery_finish(int64 delivery_id, const char *status,
 							const char *provider_message_id, const char *error);
+
+/*
+ * Passes on deliveries whose status the caller (the dispatcher) has already
+ * recorded set-based (a List of FinishedDelivery *, delivery_repo.h): their
+ * outcome events go to the waits that expect them, and their executions
+ * resume, all of them in one batch.  An execution whose resume raises an
+ * error is marked failed (with a WARNING) without failing the others.
+ */
+extern void deliveries_finished(List *finished);
 
 #endif							/* NOTIFLOW_ENGINE_H */

@@ -12,6 +12,7 @@
 #include "commands/sequence.h"
 #include "nodes/makefuncs.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 
 #include "delivery_repo.h"
@@ -75,27 +76,6 @@ static SpiStatement lock_idempotency_stmt = {
 	2, {TEXTOID, TEXTOID}
 };
 
-static SpiStatement lock_stmt = {
-	"SELECT workflow_key, workflow_version, status, payload, context, recipient,"
-	"       subscriber_id, created_at"
-	"  FROM notiflow.executions WHERE id = $1 FOR UPDATE",
-	1, {INT8OID}
-};
-
-static SpiStatement update_stmt = {
-	"UPDATE notiflow.executions"
-	"   SET status = $2, context = $3, error = $4, wake_at = $5, updated_at = now(),"
-	"       finished_at = CASE WHEN $2 IN ('completed', 'failed', 'cancelled') THEN now() END"
-	" WHERE id = $1",
-	5, {INT8OID, TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID}
-};
-
-static SpiStatement steps_stmt = {
-	"SELECT node_id, status, seq, output FROM notiflow.execution_steps"
-	" WHERE execution_id = $1 ORDER BY seq",
-	1, {INT8OID}
-};
-
 static SpiStatement save_steps_stmt = {
 	"INSERT INTO notiflow.execution_steps AS s"
 	"       (execution_id, node_id, node_type, seq, status, outcome, output, error,"
@@ -115,6 +95,41 @@ static SpiStatement due_stmt = {
 	" WHERE status = 'waiting' AND wake_at <= now()"
 	" ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED",
 	1, {INT4OID}
+};
+
+static SpiStatement lock_many_stmt = {
+	"SELECT e.id, e.workflow_key, e.workflow_version, e.status, e.payload, e.context, e.recipient,"
+	"       e.subscriber_id, e.created_at,"
+	"       (SELECT v.id FROM notiflow.workflow_versions v"
+	"         WHERE v.workflow_key = e.workflow_key AND v.version = e.workflow_version)"
+	"  FROM unnest($1::int8[]) AS k(wanted) JOIN notiflow.executions e ON e.id = k.wanted"
+	" ORDER BY e.id FOR UPDATE OF e",
+	1, {INT8ARRAYOID}
+};
+
+/* Only a waiting step's output is read back (a delay's "until"); the context holds the others'. */
+static SpiStatement steps_many_stmt = {
+	"SELECT s.execution_id, s.node_id, s.status, s.seq, CASE WHEN s.status = 'waiting' THEN s.output END"
+	"  FROM unnest($1::int8[]) AS k(wanted) JOIN notiflow.execution_steps s ON s.execution_id = k.wanted"
+	" ORDER BY s.execution_id, s.seq",
+	1, {INT8ARRAYOID}
+};
+
+static SpiStatement update_many_stmt = {
+	"UPDATE notiflow.executions x"
+	"   SET status = t.s, context = t.c, error = t.err, wake_at = t.w, updated_at = now(),"
+	"       finished_at = CASE WHEN t.s IN ('completed', 'failed', 'cancelled') THEN now() END"
+	"  FROM unnest($1::int8[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[])"
+	"       AS t(id, s, c, err, w)"
+	" WHERE x.id = t.id",
+	5, {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID}
+};
+
+static SpiStatement fail_stmt = {
+	"UPDATE notiflow.executions"
+	"   SET status = 'failed', error = $2, wake_at = NULL, updated_at = now(), finished_at = now()"
+	" WHERE id = $1 AND status IN ('running', 'waiting')",
+	2, {INT8OID, TEXTOID}
 };
 
 /* Returns a datum for a possibly-NULL C string, setting *isnull. */
@@ -270,75 +285,6 @@ execution_repo_insert(List *executions, List *steps, List *deliveries)
 	}
 }
 
-/* Locks one execution and reads its state. */
-bool
-execution_repo_lock(int64 id, ExecutionRecord *rec, TimestampTz *created_at)
-{
-	Datum		args[1] = {Int64GetDatum(id)};
-	bool		isnull;
-	Datum		d;
-
-	spi_run(&lock_stmt, args, NULL, false, 1, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		return false;
-	memset(rec, 0, sizeof(ExecutionRecord));
-	rec->id = id;
-	rec->workflow_key = spi_text(0, 1);
-	rec->version = DatumGetInt32(spi_value(0, 2, &isnull));
-	rec->status = spi_text(0, 3);
-	rec->payload = DatumGetJsonbPCopy(spi_value(0, 4, &isnull));
-	rec->context = DatumGetJsonbPCopy(spi_value(0, 5, &isnull));
-	d = spi_value(0, 6, &isnull);
-	rec->recipient = isnull ? NULL : DatumGetJsonbPCopy(d);
-	rec->subscriber_id = spi_text(0, 7);
-	*created_at = DatumGetTimestampTz(spi_value(0, 8, &isnull));
-	return true;
-}
-
-/* Saves an execution's status and context. */
-void
-execution_repo_update(ExecutionRecord *rec)
-{
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	bool		isnull;
-
-	args[0] = Int64GetDatum(rec->id);
-	args[1] = CStringGetTextDatum(rec->status);
-	args[2] = JsonbPGetDatum(rec->context);
-	args[3] = text_or_null(rec->error, &isnull);
-	if (isnull)
-		nulls[3] = 'n';
-	args[4] = TimestampTzGetDatum(rec->wake_at);
-	if (rec->wake_at == 0)
-		nulls[4] = 'n';
-	spi_run(&update_stmt, args, nulls, false, 0, SPI_OK_UPDATE);
-}
-
-/* Reads the steps of an execution in the order they ran. */
-List *
-execution_repo_steps(int64 execution_id)
-{
-	Datum		args[1] = {Int64GetDatum(execution_id)};
-	List	   *steps = NIL;
-
-	spi_run(&steps_stmt, args, NULL, false, 0, SPI_OK_SELECT);
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		StoredStep *s = palloc0(sizeof(StoredStep));
-		bool		isnull;
-		Datum		d;
-
-		s->node_id = spi_text(r, 1);
-		s->status = spi_text(r, 2);
-		s->seq = DatumGetInt32(spi_value(r, 3, &isnull));
-		d = spi_value(r, 4, &isnull);
-		s->output = isnull ? NULL : DatumGetJsonbPCopy(d);
-		steps = lappend(steps, s);
-	}
-	return steps;
-}
-
 /* Upserts steps set-based. */
 void
 execution_repo_save_steps(List *steps)
@@ -368,4 +314,124 @@ execution_repo_due(int limit)
 		ids = lappend(ids, id);
 	}
 	return ids;
+}
+
+List *
+execution_repo_lock_many(int64 *ids, int n)
+{
+	Datum	   *idv;
+	Datum		args[1];
+	List	   *locked = NIL;
+	HASHCTL		ctl;
+	HTAB	   *by_id;
+	struct ById
+	{
+		int64		id;
+		LockedExecution *le;
+	};
+
+	if (n == 0)
+		return NIL;
+	idv = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		idv[i] = Int64GetDatum(ids[i]);
+	args[0] = spi_array(idv, NULL, n, INT8OID);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(struct ById);
+	ctl.hcxt = CurrentMemoryContext;
+	by_id = hash_create("notiflow locked executions", n, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	spi_run(&lock_many_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		LockedExecution *le = palloc0(sizeof(LockedExecution));
+		ExecutionRecord *rec = &le->rec;
+		bool		isnull;
+		Datum		d;
+		struct ById *e;
+
+		rec->id = DatumGetInt64(spi_value(r, 1, &isnull));
+		rec->workflow_key = spi_text(r, 2);
+		rec->version = DatumGetInt32(spi_value(r, 3, &isnull));
+		rec->status = spi_text(r, 4);
+		rec->payload = DatumGetJsonbPCopy(spi_value(r, 5, &isnull));
+		rec->context = DatumGetJsonbPCopy(spi_value(r, 6, &isnull));
+		d = spi_value(r, 7, &isnull);
+		rec->recipient = isnull ? NULL : DatumGetJsonbPCopy(d);
+		rec->subscriber_id = spi_text(r, 8);
+		le->created_at = DatumGetTimestampTz(spi_value(r, 9, &isnull));
+		d = spi_value(r, 10, &isnull);
+		le->version_id = isnull ? 0 : DatumGetInt64(d);
+		locked = lappend(locked, le);
+		e = hash_search(by_id, &rec->id, HASH_ENTER, NULL);
+		e->le = le;
+	}
+	if (locked == NIL)
+		return NIL;
+
+	spi_run(&steps_many_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		StoredStep *s = palloc0(sizeof(StoredStep));
+		bool		isnull;
+		Datum		d;
+		int64		id = DatumGetInt64(spi_value(r, 1, &isnull));
+		struct ById *e = hash_search(by_id, &id, HASH_FIND, NULL);
+
+		if (e == NULL)
+			continue;
+		s->node_id = spi_text(r, 2);
+		s->status = spi_text(r, 3);
+		s->seq = DatumGetInt32(spi_value(r, 4, &isnull));
+		d = spi_value(r, 5, &isnull);
+		s->output = isnull ? NULL : DatumGetJsonbPCopy(d);
+		e->le->steps = lappend(e->le->steps, s);
+	}
+	return locked;
+}
+
+void
+execution_repo_update_many(List *recs)
+{
+	int			n = list_length(recs);
+	Datum		args[5];
+	Datum	   *cols[5];
+	bool	   *nulls[5];
+	static const Oid types[5] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID};
+	ListCell   *lc;
+	int			i = 0;
+
+	if (n == 0)
+		return;
+	for (int c = 0; c < 5; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc0(sizeof(bool) * n);
+	}
+	foreach(lc, recs)
+	{
+		ExecutionRecord *rec = lfirst(lc);
+
+		cols[0][i] = Int64GetDatum(rec->id);
+		cols[1][i] = CStringGetTextDatum(rec->status);
+		cols[2][i] = JsonbPGetDatum(rec->context);
+		cols[3][i] = text_or_null(rec->error, &nulls[3][i]);
+		cols[4][i] = TimestampTzGetDatum(rec->wake_at);
+		nulls[4][i] = (rec->wake_at == 0);
+		i++;
+	}
+	for (int c = 0; c < 5; c++)
+		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
+	spi_run(&update_many_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+}
+
+bool
+execution_repo_fail(int64 id, const char *error)
+{
+	Datum		args[2] = {Int64GetDatum(id), CStringGetTextDatum(error ? error : "failed")};
+
+	spi_run(&fail_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+	return SPI_processed > 0;
 }

@@ -67,17 +67,30 @@ extern int64 execution_repo_find_idempotent(const char *workflow_key, const char
  */
 extern void execution_repo_insert(List *executions, List *steps, List *deliveries);
 
-/* Locks an execution for a resume and fills rec; false when it does not exist. */
-extern bool execution_repo_lock(int64 id, ExecutionRecord *rec, TimestampTz *created_at);
-
-/* Saves the state of an execution after a resume. */
-extern void execution_repo_update(ExecutionRecord *rec);
-
-/* Reads the steps of an execution (a List of StoredStep *). */
-extern List *execution_repo_steps(int64 execution_id);
-
 /* Inserts or updates steps (a List of StepRecord *). */
 extern void execution_repo_save_steps(List *steps);
+
+/* An execution locked for a resume, with what the resume reads back. */
+typedef struct LockedExecution
+{
+	ExecutionRecord rec;
+	TimestampTz created_at;
+	int64		version_id;		/* 0: the workflow version no longer exists */
+	List	   *steps;			/* StoredStep *, in seq order; output only for waiting steps */
+} LockedExecution;
+
+/*
+ * Locks n executions (in id order, so that concurrent resumes cannot
+ * deadlock) and reads them with their steps: two statements for the batch.
+ * Returns a List of LockedExecution * in id order; missing ids are skipped.
+ */
+extern List *execution_repo_lock_many(int64 *ids, int n);
+
+/* Saves the status and context of many executions after a resume (a List of ExecutionRecord *). */
+extern void execution_repo_update_many(List *recs);
+
+/* Ends an execution that cannot go on (its resume raised error); false when it had ended already. */
+extern bool execution_repo_fail(int64 id, const char *error);
 
 /* Returns up to limit ids of waiting executions whose wake-up time has come. */
 extern List *execution_repo_due(int limit);

@@ -31,7 +31,7 @@ static SpiStatement load_many_stmt = {
 	"           'locale', locale, 'timezone', timezone, 'data', data, 'push', push,"
 	"           'chat', chat)),"
 	"       preferences, invalid_addresses"
-	"  FROM notiflow.subscribers WHERE id = ANY ($1)",
+	"  FROM unnest($1::text[]) AS k(wanted) JOIN notiflow.subscribers s ON s.id = k.wanted",
 	1, {TEXTARRAYOID}
 };
 

@@ -134,3 +134,35 @@ wait_repo_execution_event(int64 execution_id, const char *name, Jsonb *data)
 
 	spi_run(&execution_event_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
 }
+
+static SpiStatement waiting_stmt = {
+	"SELECT DISTINCT w.execution_id"
+	"  FROM unnest($1::int8[]) AS k(wanted) JOIN notiflow.execution_waits w ON w.execution_id = k.wanted"
+	" WHERE w.status = 'waiting'",
+	1, {INT8ARRAYOID}
+};
+
+List *
+wait_repo_waiting_executions(int64 *execution_ids, int n)
+{
+	Datum	   *idv;
+	Datum		args[1];
+	List	   *waiting = NIL;
+
+	if (n == 0)
+		return NIL;
+	idv = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+		idv[i] = Int64GetDatum(execution_ids[i]);
+	args[0] = spi_array(idv, NULL, n, INT8OID);
+	spi_run(&waiting_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64	   *id = palloc(sizeof(int64));
+
+		*id = DatumGetInt64(spi_value(r, 1, &isnull));
+		waiting = lappend(waiting, id);
+	}
+	return waiting;
+}

@@ -29,4 +29,10 @@ extern char *wait_repo_settle(int64 execution_id, const char *node_id, Jsonb **r
 /* Gives an event to the waiting waits of one execution that expect it (delivery outcomes). */
 extern void wait_repo_execution_event(int64 execution_id, const char *name, Jsonb *data);
 
+/*
+ * Of n executions, returns those with a waiting wait (a List of int64 *),
+ * with one statement: only these can take a delivery outcome event.
+ */
+extern List *wait_repo_waiting_executions(int64 *execution_ids, int n);
+
 #endif							/* NOTIFLOW_WAIT_REPO_H */

@@ -23,11 +23,6 @@ static SpiStatement current_stmt = {
 	1, {TEXTOID}
 };
 
-static SpiStatement version_id_stmt = {
-	"SELECT id FROM notiflow.workflow_versions WHERE workflow_key = $1 AND version = $2",
-	2, {TEXTOID, INT4OID}
-};
-
 static SpiStatement definition_stmt = {
 	"SELECT definition FROM notiflow.workflow_versions WHERE id = $1",
 	1, {INT8OID}
@@ -72,19 +67,6 @@ workflow_repo_current(const char *key, WorkflowRef *ref)
 	ref->version = DatumGetInt32(spi_value(0, 2, &isnull));
 	ref->version_id = DatumGetInt64(spi_value(0, 3, &isnull));
 	return true;
-}
-
-/* Returns the id of one version of a workflow. */
-int64
-workflow_repo_version_id(const char *key, int version)
-{
-	Datum		args[2] = {CStringGetTextDatum(key), Int32GetDatum(version)};
-	bool		isnull;
-
-	spi_run(&version_id_stmt, args, NULL, true, 1, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		return 0;
-	return DatumGetInt64(spi_value(0, 1, &isnull));
 }
 
 /* Returns a version's definition in the caller's memory context. */

@@ -19,9 +19,6 @@ typedef struct WorkflowRef
 /* Reads the current version of workflow key; false when there is none. */
 extern bool workflow_repo_current(const char *key, WorkflowRef *ref);
 
-/* Returns the id of a given version, or 0 when it does not exist. */
-extern int64 workflow_repo_version_id(const char *key, int version);
-
 /* Returns the definition of a version (copied into the caller's context). */
 extern Jsonb *workflow_repo_definition(int64 version_id);
 

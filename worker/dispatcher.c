@@ -428,88 +428,105 @@ provider_known_healthy(HTAB *healthy, const char *provider)
 	return true;
 }
 
-/* Applies the outcome of one finished attempt (inside the record transaction). */
-static void
-record_one(InFlight *f, ProviderResponse *resp, bool refused_private, HTAB *healthy)
-{
-	ProviderResult res;
-	static const char *const classes[] = {"sent", "retry", "permanent", "invalid_recipient", "again"};
-	/* a preliminary request's answer (an access token) is not kept */
-	const char *excerpt = f->req.purpose != 0 ? NULL : provider_response_excerpt(resp, 500);
-	const char *logged_body = f->req.log_body ? f->req.log_body : f->req.body.data;
+static const char *const outcome_classes[] = {"sent", "retry", "permanent", "invalid_recipient", "again"};
 
-	memset(&res, 0, sizeof(res));
+/* Classifies one finished attempt with its adapter. */
+static void
+classify(InFlight *f, ProviderResponse *resp, bool refused_private, ProviderResult *res)
+{
+	memset(res, 0, sizeof(ProviderResult));
 	if (refused_private)
 	{
-		res.outcome = OUTCOME_PERMANENT;
-		res.error = pstrdup(resp->curl_error);
+		res->outcome = OUTCOME_PERMANENT;
+		res->error = pstrdup(resp->curl_error);
 	}
 	else
-		f->adapter->classify(&f->job, &f->req, resp, &res);
-	if (res.outcome != OUTCOME_SENT && res.error == NULL)
-		res.error = psprintf("HTTP %ld", resp->status);
+		f->adapter->classify(&f->job, &f->req, resp, res);
+	if (res->outcome != OUTCOME_SENT && res->error == NULL)
+		res->error = psprintf("HTTP %ld", resp->status);
+}
 
-	delivery_repo_record_attempt(f->job.delivery_id, f->job.attempt, f->job.provider, resp->status,
-								 resp->curl_code, resp->latency_ms, classes[res.outcome], res.error,
-								 excerpt);
-	switch (res.outcome)
+/* Applies the policy to an attempt that did not send (inside the record transaction). */
+static void
+apply_not_sent(InFlight *f, ProviderResult *res)
+{
+	const char *logged_body = f->req.log_body ? f->req.log_body : f->req.body.data;
+
+	switch (res->outcome)
 	{
 		case OUTCOME_SENT:
-			delivery_repo_count_attempt(f->job.delivery_id);
-			delivery_finish(f->job.delivery_id, "sent", res.message_id, NULL);
-			if (my_slot)
-				pg_atomic_fetch_add_u64(&my_slot->sent, 1);
+			Assert(false);
 			break;
 		case OUTCOME_RETRY:
 			if (f->job.attempt < f->max_attempts)
 			{
 				delivery_repo_retry_later(f->job.delivery_id,
-										  backoff_ms(f, f->job.attempt, res.retry_after_ms), res.error);
+										  backoff_ms(f, f->job.attempt, res->retry_after_ms), res->error);
 				if (my_slot)
 					pg_atomic_fetch_add_u64(&my_slot->retried, 1);
 			}
 			else
 				delivery_fall_back(f->job.delivery_id, f->job.kind, logged_body,
-								   psprintf("gave up after %d attempts: %s", f->job.attempt, res.error));
+								   psprintf("gave up after %d attempts: %s", f->job.attempt, res->error));
 			break;
 		case OUTCOME_INVALID_RECIPIENT:
 			if (f->job.recipient != NULL)
 			{
 				delivery_repo_mark_address_invalid(f->job.delivery_id);
-				delivery_give_up(f->job.delivery_id, logged_body, res.error);
+				delivery_give_up(f->job.delivery_id, logged_body, res->error);
 				break;
 			}
 			/* the provider's own configured destination is broken: another provider may work */
 			/* FALLTHROUGH */
 		case OUTCOME_PERMANENT:
-			delivery_fall_back(f->job.delivery_id, f->job.kind, logged_body, res.error);
+			delivery_fall_back(f->job.delivery_id, f->job.kind, logged_body, res->error);
 			break;
 		case OUTCOME_AGAIN:
 			delivery_repo_defer(f->job.delivery_id, 0);
 			break;
 	}
-	/* the circuit counts provider failures, not bad addresses */
-	if ((res.outcome != OUTCOME_INVALID_RECIPIENT || f->job.recipient == NULL) &&
-		res.outcome != OUTCOME_AGAIN && !refused_private)
-	{
-		bool		success = res.outcome == OUTCOME_SENT;
-
-		/* a success only writes when it closes a circuit that had failures */
-		if (!success || !provider_known_healthy(healthy, f->job.provider))
-			provider_repo_circuit_result(f->job.provider, success, notiflow_circuit_failures,
-										 success ? NULL : res.error);
-		if (!success)
-			hash_search(healthy, f->job.provider, HASH_REMOVE, NULL);
-	}
 }
 
-/* Phase 3: records the finished transfers. */
+/* Feeds an attempt's outcome to its provider's circuit (inside the record transaction). */
+static void
+count_in_circuit(InFlight *f, ProviderResult *res, bool refused_private, HTAB *healthy)
+{
+	bool		success = res->outcome == OUTCOME_SENT;
+
+	/* the circuit counts provider failures, not bad addresses */
+	if ((res->outcome == OUTCOME_INVALID_RECIPIENT && f->job.recipient != NULL) ||
+		res->outcome == OUTCOME_AGAIN || refused_private)
+		return;
+	/* a success only writes when it closes a circuit that had failures */
+	if (!success || !provider_known_healthy(healthy, f->job.provider))
+		provider_repo_circuit_result(f->job.provider, success, notiflow_circuit_failures,
+									 success ? NULL : res->error);
+	if (!success)
+		hash_search(healthy, f->job.provider, HASH_REMOVE, NULL);
+}
+
+/*
+ * Phase 3: records the finished transfers, set-based where it counts: one
+ * statement logs every attempt, one marks every success sent, and the
+ * engine resumes their executions in one batch (deliveries_finished).  The
+ * rarer outcomes (retry, fallback, dead letter) go one by one.
+ */
 static void
 record(List *done)
 {
+	int			n = list_length(done);
+	InFlight  **flights = palloc(sizeof(InFlight *) * n);
+	ProviderResult *results = palloc(sizeof(ProviderResult) * n);
+	bool	   *refused = palloc(sizeof(bool) * n);
+	AttemptRecord *attempts = palloc0(sizeof(AttemptRecord) * n);
+	int64	   *sent_ids = palloc(sizeof(int64) * n);
+	char	  **sent_message_ids = palloc(sizeof(char *) * n);
+	int			n_sent = 0;
+	List	   *finished;
 	ListCell   *lc;
 	HASHCTL		ctl;
 	HTAB	   *healthy;
+	int			i = 0;
 
 	phase_begin("notiflow: recording delivery attempts");
 	memset(&ctl, 0, sizeof(ctl));
@@ -517,12 +534,63 @@ record(List *done)
 	ctl.entrysize = NAMEDATALEN;
 	ctl.hcxt = CurrentMemoryContext;
 	healthy = hash_create("notiflow healthy providers", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
 	foreach(lc, done)
 	{
 		HttpTransfer *t = lfirst(lc);
 		InFlight   *f = http_transfer_owner(t);
+		ProviderResponse *resp = http_transfer_response(t);
+		AttemptRecord *a = &attempts[i];
 
-		record_one(f, http_transfer_response(t), http_transfer_refused_private(t), healthy);
+		flights[i] = f;
+		refused[i] = http_transfer_refused_private(t);
+		classify(f, resp, refused[i], &results[i]);
+		a->delivery_id = f->job.delivery_id;
+		a->attempt = f->job.attempt;
+		a->provider = f->job.provider;
+		a->status_code = resp->status;
+		a->curl_code = resp->curl_code;
+		a->latency_ms = resp->latency_ms;
+		a->error_class = outcome_classes[results[i].outcome];
+		a->error = results[i].error;
+		/* a preliminary request's answer (an access token) is not kept */
+		a->excerpt = f->req.purpose != 0 ? NULL : provider_response_excerpt(resp, 500);
+		if (results[i].outcome == OUTCOME_SENT)
+		{
+			sent_ids[n_sent] = f->job.delivery_id;
+			sent_message_ids[n_sent++] = results[i].message_id;
+		}
+		i++;
+	}
+	delivery_repo_record_attempts(attempts, n);
+
+	finished = delivery_repo_mark_sent(sent_ids, sent_message_ids, n_sent);
+	if (list_length(finished) < n_sent)
+	{
+		/* some moved on meanwhile (a provider's event came first): record those alone */
+		for (int k = 0; k < n; k++)
+		{
+			bool		marked = false;
+
+			if (results[k].outcome != OUTCOME_SENT)
+				continue;
+			foreach(lc, finished)
+				marked |= ((FinishedDelivery *) lfirst(lc))->delivery_id == flights[k]->job.delivery_id;
+			if (marked)
+				continue;
+			delivery_repo_count_attempt(flights[k]->job.delivery_id);
+			delivery_finish(flights[k]->job.delivery_id, "sent", results[k].message_id, NULL);
+		}
+	}
+	deliveries_finished(finished);
+	if (my_slot)
+		pg_atomic_fetch_add_u64(&my_slot->sent, n_sent);
+
+	for (int k = 0; k < n; k++)
+	{
+		if (results[k].outcome != OUTCOME_SENT)
+			apply_not_sent(flights[k], &results[k]);
+		count_in_circuit(flights[k], &results[k], refused[k], healthy);
 	}
 	phase_end();
 	foreach(lc, done)
