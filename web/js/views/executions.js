@@ -210,7 +210,7 @@ export function attemptsTable(attempts) {
     { label: 'Attempt', class: 'num', cell: (a) => String(a.attempt) },
     { label: 'Provider', cell: (a) => a.provider },
     { label: 'Result', cell: (a) => badge(a.error_class) },
-    { label: 'HTTP', class: 'num', cell: (a) => (a.status_code ? String(a.status_code) : a.curl_code ? `curl ${a.curl_code}` : '—') },
+    { label: 'Code', class: 'num', cell: (a) => (a.status_code ? String(a.status_code) : a.curl_code ? `curl ${a.curl_code}` : '—') },
     { label: 'Latency', class: 'num', cell: (a) => ms(a.latency_ms) },
     { label: 'Error', cell: (a) => a.error || '' },
     { label: 'At', cell: (a) => time(a.created_at) },
