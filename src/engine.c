@@ -75,6 +75,7 @@ typedef struct Run
 
 	Jsonb	   *preferences;
 	List	   *invalid_addresses;
+	bool		subscriber_pending; /* a resume reads them when an action node needs them */
 
 	bool	   *visited;		/* node has a step */
 	int			seq;
@@ -550,6 +551,17 @@ node_action(Run *run, WorkflowNode *node)
 	int			before = list_length(run->delivery_records);
 	int			queued = 0;
 
+	if (run->subscriber_pending)
+	{
+		SubscriberInfo info;
+
+		run->subscriber_pending = false;
+		if (subscriber_repo_load(run->exec.subscriber_id, &info))
+		{
+			run->preferences = info.preferences;
+			run->invalid_addresses = info.invalid_addresses;
+		}
+	}
 	if (opted_out(run, chname))
 	{
 		action_skip(run, node, psprintf("recipient opted out of %s", chname));
@@ -1215,16 +1227,8 @@ resume_run(EngineSession *session, LockedExecution *le)
 	run->vars = jsonb_get_jsonb(rec->context, "vars");
 	if (run->vars == NULL)
 		run->vars = jsonb_make_empty_object();
-	if (rec->subscriber_id != NULL && strlen(rec->subscriber_id) < 257)
-	{
-		SubscriberEntry *e = hash_search(session->subscribers, rec->subscriber_id, HASH_FIND, NULL);
-
-		if (e != NULL)
-		{
-			run->preferences = e->info->preferences;
-			run->invalid_addresses = e->info->invalid_addresses;
-		}
-	}
+	/* most resumes end the execution: the subscriber is read only if an action node runs */
+	run->subscriber_pending = rec->subscriber_id != NULL;
 
 	foreach(lc, le->steps)
 	{
@@ -1288,7 +1292,7 @@ int64_sort_unique(int64 *ids, int n)
 /*
  * Resumes n executions (distinct, ascending ids) with a fixed number of
  * statements for the whole batch: lock and read them with their steps (2),
- * their subscribers (1), their deliveries' summaries (1), then write every
+ * their deliveries' summaries (1), then write every
  * run's steps, new deliveries and execution rows (3).  Returns the status of
  * each id in statuses (NULL when it does not exist) if statuses is not NULL.
  * SPI is connected.
@@ -1297,7 +1301,6 @@ static void
 resume_many(int64 *ids, int n, const char **statuses)
 {
 	List	   *locked;
-	List	   *subscriber_ids = NIL;
 	int64	   *resumable;
 	int			n_resumable = 0;
 	EngineSession session;
@@ -1305,7 +1308,6 @@ resume_many(int64 *ids, int n, const char **statuses)
 	List	   *deliveries = NIL;
 	List	   *execs = NIL;
 	ListCell   *lc;
-	HASHCTL		ctl;
 
 	if (statuses != NULL)
 		for (int i = 0; i < n; i++)
@@ -1323,29 +1325,11 @@ resume_many(int64 *ids, int n, const char **statuses)
 		if (strcmp(le->rec.status, "waiting") != 0 && strcmp(le->rec.status, "running") != 0)
 			continue;
 		resumable[n_resumable++] = le->rec.id;
-		if (le->rec.subscriber_id != NULL && strlen(le->rec.subscriber_id) < 257)
-			subscriber_ids = lappend(subscriber_ids, le->rec.subscriber_id);
 	}
 	if (n_resumable == 0)
 		return;
 
 	memset(&session, 0, sizeof(session));
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = 257;
-	ctl.entrysize = sizeof(SubscriberEntry);
-	ctl.hcxt = CurrentMemoryContext;
-	session.subscribers = hash_create("notiflow resumed subscribers", Max(list_length(subscriber_ids), 16), &ctl,
-									  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	if (subscriber_ids != NIL)
-	{
-		foreach(lc, subscriber_repo_load_many(subscriber_ids))
-		{
-			SubscriberInfo *info = lfirst(lc);
-			SubscriberEntry *e = hash_search(session.subscribers, info->id, HASH_ENTER, NULL);
-
-			e->info = info;
-		}
-	}
 	session.summaries = delivery_repo_summaries(resumable, n_resumable);
 
 	foreach(lc, locked)
