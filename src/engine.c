@@ -1112,6 +1112,7 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 	EngineSession session;
 	List	   *runs = NIL;
 	ListCell   *lc;
+	HTAB	   *claimed = NULL;
 
 	for (int i = 0; i < n; i++)
 		check_payload(requests[i].payload, n == 1 ? "payload" : psprintf("payload (recipient %d)", i + 1));
@@ -1134,7 +1135,18 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 	def = workflow_cache_get(ref.version_id, workflow_key, ref.version);
 	memset(&session, 0, sizeof(session));
 	if (n > 1)
+	{
+		List	   *keys = NIL;
+
 		session_preload_subscribers(&session, requests, n);
+		for (int i = 0; i < n; i++)
+			if (requests[i].idempotency_key != NULL &&
+				strlen(requests[i].idempotency_key) < NOTIFLOW_IDEMPOTENCY_KEY_LEN)
+				keys = lappend(keys, requests[i].idempotency_key);
+		/* a batch (fan-out, a Kafka poll) locks and looks up its keys with one statement each */
+		if (keys != NIL)
+			claimed = execution_repo_claim_idempotent(workflow_key, keys);
+	}
 
 	for (int i = 0; i < n; i++)
 	{
@@ -1145,9 +1157,18 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 		req->execution_id = 0;
 		if (req->idempotency_key != NULL)
 		{
-			/* serialise triggers with one key: the second waits, then finds the first */
-			execution_repo_lock_idempotency(workflow_key, req->idempotency_key);
-			req->execution_id = execution_repo_find_idempotent(workflow_key, req->idempotency_key);
+			IdempotentExecution *found = NULL;
+
+			if (claimed != NULL && strlen(req->idempotency_key) < NOTIFLOW_IDEMPOTENCY_KEY_LEN)
+				found = hash_search(claimed, req->idempotency_key, HASH_FIND, NULL);
+			else
+			{
+				/* serialise triggers with one key: the second waits, then finds the first */
+				execution_repo_lock_idempotency(workflow_key, req->idempotency_key);
+				req->execution_id = execution_repo_find_idempotent(workflow_key, req->idempotency_key);
+			}
+			if (found != NULL)
+				req->execution_id = found->execution_id;
 			if (req->execution_id != 0)
 				continue;
 		}

@@ -171,6 +171,19 @@ static SpiStatement fail_stmt = {
 	2, {INT8OID, TEXTOID}
 };
 
+static SpiStatement lock_idempotency_many_stmt = {
+	"SELECT count(pg_advisory_xact_lock(hashtextextended('notiflow.idempotency:' || $1 || '/' || k, 0)))"
+	"  FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS u(k) ORDER BY k) AS s",
+	2, {TEXTOID, TEXTARRAYOID}
+};
+
+/* = ANY on the unique index: one index scan for the batch, whatever the statistics say */
+static SpiStatement find_idempotent_many_stmt = {
+	"SELECT idempotency_key, id FROM notiflow.executions"
+	" WHERE workflow_key = $1 AND idempotency_key = ANY ($2::text[])",
+	2, {TEXTOID, TEXTARRAYOID}
+};
+
 /* Returns a datum for a possibly-NULL C string, setting *isnull. */
 static Datum
 text_or_null(const char *s, bool *isnull)
@@ -483,4 +496,42 @@ execution_repo_fail(int64 id, const char *error)
 
 	spi_run(&fail_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
 	return SPI_processed > 0;
+}
+
+HTAB *
+execution_repo_claim_idempotent(const char *workflow_key, List *keys)
+{
+	int			n = list_length(keys);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	Datum		args[2];
+	HASHCTL		ctl;
+	HTAB	   *found;
+	ListCell   *lc;
+	int			i = 0;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NOTIFLOW_IDEMPOTENCY_KEY_LEN;
+	ctl.entrysize = sizeof(IdempotentExecution);
+	ctl.hcxt = CurrentMemoryContext;
+	found = hash_create("notiflow idempotency keys", Max(n, 16), &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	if (n == 0)
+		return found;
+	foreach(lc, keys)
+		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
+	args[0] = CStringGetTextDatum(workflow_key);
+	args[1] = spi_array(elems, NULL, n, TEXTOID);
+	spi_run(&lock_idempotency_many_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+	spi_run(&find_idempotent_many_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		char	   *key = spi_text(r, 1);
+		bool		isnull;
+		IdempotentExecution *e;
+
+		if (strlen(key) >= NOTIFLOW_IDEMPOTENCY_KEY_LEN)
+			continue;			/* the caller looks it up alone */
+		e = hash_search(found, key, HASH_ENTER, NULL);
+		e->execution_id = DatumGetInt64(spi_value(r, 2, &isnull));
+	}
+	return found;
 }

@@ -6,6 +6,7 @@
 
 #include "postgres.h"
 #include "nodes/pg_list.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -58,6 +59,23 @@ extern void execution_repo_lock_idempotency(const char *workflow_key, const char
 
 /* Returns the execution created with this idempotency key, or 0. */
 extern int64 execution_repo_find_idempotent(const char *workflow_key, const char *key);
+
+/*
+ * The same for a batch, with one statement each: locks the keys (in sorted
+ * order, so that concurrent batches cannot deadlock), then returns the
+ * executions already created with them: a hash table keyed by the key
+ * (char[NOTIFLOW_IDEMPOTENCY_KEY_LEN]; longer keys are not looked up here) whose
+ * entries are IdempotentExecution.
+ */
+#define NOTIFLOW_IDEMPOTENCY_KEY_LEN 1024
+
+typedef struct IdempotentExecution
+{
+	char		key[NOTIFLOW_IDEMPOTENCY_KEY_LEN];	/* hash key */
+	int64		execution_id;
+} IdempotentExecution;
+
+extern HTAB *execution_repo_claim_idempotent(const char *workflow_key, List *keys);
 
 /*
  * Inserts new executions (a List of ExecutionRecord *, all of one workflow

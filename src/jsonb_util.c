@@ -1,13 +1,18 @@
 /*
  * jsonb_util.c — helpers over PostgreSQL's jsonb and jsonpath.
  *
- * Everything goes through the server's own jsonb functions (jsonb_concat,
+ * Everything goes through the server's own jsonb functions (iterators,
  * jsonb_path_match, jsonb_path_query_first): notiflow has no JSON parser or
- * expression language of its own.
+ * expression language of its own.  The one shortcut is jsonb_make_object,
+ * the engine's hottest helper: it lays out an object in jsonb's binary format
+ * (utils/jsonb.h) around values that are already jsonb, copying them as
+ * they are, where pushJsonbValue would unpack every nested value and
+ * serialize it again; the bytes are the same as jsonb_build_object's.
  */
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "nodes/value.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -118,55 +123,181 @@ jsonb_make_string_array(List *strings)
 	return JsonbValueToJsonb(res);
 }
 
+/* jsonb's key order: shorter first, then bytewise. */
+static int
+key_cmp(const char *a, const char *b)
+{
+	size_t		la = strlen(a);
+	size_t		lb = strlen(b);
+
+	if (la != lb)
+		return la < lb ? -1 : 1;
+	return memcmp(a, b, la);
+}
+
+/* Pads buf with zero bytes to a 4-byte boundary (jsonb aligns numerics and containers). */
+static void
+pad_to_int(StringInfo buf)
+{
+	while (buf->len % sizeof(uint32) != 0)
+		appendStringInfoChar(buf, '\0');
+}
+
 /* Builds an object from keys and values. */
 Jsonb *
 jsonb_make_object(int n, const char *const *keys, Jsonb *const *values)
 {
-	JsonbParseState *state = NULL;
-	JsonbValue *res;
+	int		   *order = palloc(sizeof(int) * Max(n, 1));
+	int			kept = 0;
+	StringInfoData buf;
+	JEntry	   *entries;
+	int			data_start;
+	uint32		totallen = 0;
+	Jsonb	   *result;
 
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	/*
+	 * The pairs in jsonb's key order (shorter keys first, then bytewise); of
+	 * equal keys the last one given wins, as in jsonb_build_object.
+	 */
+	for (int i = 0; i < n; i++)
+		order[i] = i;
+	for (int i = 1; i < n; i++)
+	{
+		int			cur = order[i];
+		int			j = i;
+
+		while (j > 0 && key_cmp(keys[order[j - 1]], keys[cur]) > 0)
+		{
+			order[j] = order[j - 1];
+			j--;
+		}
+		order[j] = cur;
+	}
 	for (int i = 0; i < n; i++)
 	{
-		JsonbValue	k;
-		JsonbValue	v;
+		if (i + 1 < n && key_cmp(keys[order[i]], keys[order[i + 1]]) == 0)
+			continue;			/* a later one of equal keys follows: it wins */
+		order[kept++] = order[i];
+	}
 
-		k.type = jbvString;
-		k.val.string.val = (char *) keys[i];
-		k.val.string.len = strlen(keys[i]);
-		pushJsonbValue(&state, WJB_KEY, &k);
-		if (values[i] == NULL)
+	/*
+	 * Assembled directly in jsonb's binary format: the values are copied as
+	 * they are instead of being unpacked into JsonbValues and serialized
+	 * again (which pushJsonbValue does with every nested container).
+	 */
+	initStringInfo(&buf);
+	enlargeStringInfo(&buf, VARHDRSZ + sizeof(uint32) + 2 * kept * sizeof(JEntry));
+	buf.len = VARHDRSZ;
+	{
+		uint32		header = kept | JB_FOBJECT;
+
+		appendBinaryStringInfo(&buf, (char *) &header, sizeof(header));
+	}
+	data_start = buf.len;
+	entries = palloc0(sizeof(JEntry) * Max(2 * kept, 1));
+	buf.len += 2 * kept * sizeof(JEntry);
+	buf.data[buf.len] = '\0';
+
+	for (int i = 0; i < kept; i++)
+	{
+		const char *key = keys[order[i]];
+		int			len = strlen(key);
+
+		appendBinaryStringInfo(&buf, key, len);
+		entries[i] = JENTRY_ISSTRING | (uint32) len;
+	}
+	for (int i = 0; i < kept; i++)
+	{
+		Jsonb	   *v = values[order[i]];
+		int			before = buf.len;
+
+		if (v == NULL)
+			entries[kept + i] = JENTRY_ISNULL;
+		else if (JB_ROOT_IS_SCALAR(v))
 		{
-			v.type = jbvNull;
-			pushJsonbValue(&state, WJB_VALUE, &v);
-		}
-		else if (JB_ROOT_IS_SCALAR(values[i]))
-		{
-			JsonbExtractScalar(&values[i]->root, &v);
-			pushJsonbValue(&state, WJB_VALUE, &v);
+			JsonbValue	scalar;
+
+			JsonbExtractScalar(&v->root, &scalar);
+			switch (scalar.type)
+			{
+				case jbvNull:
+					entries[kept + i] = JENTRY_ISNULL;
+					break;
+				case jbvBool:
+					entries[kept + i] = scalar.val.boolean ? JENTRY_ISBOOL_TRUE : JENTRY_ISBOOL_FALSE;
+					break;
+				case jbvString:
+					appendBinaryStringInfo(&buf, scalar.val.string.val, scalar.val.string.len);
+					entries[kept + i] = JENTRY_ISSTRING | (uint32) (buf.len - before);
+					break;
+				case jbvNumeric:
+					pad_to_int(&buf);
+					appendBinaryStringInfo(&buf, (char *) scalar.val.numeric,
+										   VARSIZE_ANY(scalar.val.numeric));
+					entries[kept + i] = JENTRY_ISNUMERIC | (uint32) (buf.len - before);
+					break;
+				default:
+					elog(ERROR, "notiflow: unexpected jsonb scalar type %d", (int) scalar.type);
+			}
 		}
 		else
 		{
-			v.type = jbvBinary;
-			v.val.binary.data = &values[i]->root;
-			v.val.binary.len = VARSIZE(values[i]) - VARHDRSZ;
-			pushJsonbValue(&state, WJB_VALUE, &v);
+			/* a container keeps its bytes: its offsets are relative to itself */
+			pad_to_int(&buf);
+			appendBinaryStringInfo(&buf, (char *) &v->root, VARSIZE(v) - VARHDRSZ);
+			entries[kept + i] = JENTRY_ISCONTAINER | (uint32) (buf.len - before);
 		}
 	}
-	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
-	return JsonbValueToJsonb(res);
+
+	/* every JB_OFFSET_STRIDE'th entry holds the end offset of its data instead of its length */
+	for (int i = 0; i < 2 * kept; i++)
+	{
+		uint32		len = JBE_OFFLENFLD(entries[i]);
+
+		totallen += len;
+		if (totallen > JENTRY_OFFLENMASK)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("total size of jsonb object elements exceeds the maximum of %d bytes",
+							JENTRY_OFFLENMASK)));
+		if (i % JB_OFFSET_STRIDE == 0)
+			entries[i] = (entries[i] & JENTRY_TYPEMASK) | totallen | JENTRY_HAS_OFF;
+	}
+	memcpy(buf.data + data_start, entries, sizeof(JEntry) * 2 * kept);
+	result = (Jsonb *) buf.data;
+	SET_VARSIZE(result, buf.len);
+	return result;
 }
 
-/* Returns obj || {key: value}. */
+/* Returns obj || {key: value}: obj's values are copied as they are, not unpacked. */
 Jsonb *
 jsonb_with_key(Jsonb *obj, const char *key, Jsonb *value)
 {
-	Jsonb	   *pair = jsonb_make_object(1, &key, &value);
+	int			n;
+	const char **keys;
+	Jsonb	  **vals;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			i = 0;
 
 	if (obj == NULL || !JB_ROOT_IS_OBJECT(obj))
-		return pair;
-	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(obj),
-											  JsonbPGetDatum(pair)));
+		return jsonb_make_object(1, &key, &value);
+	n = JB_ROOT_COUNT(obj) + 1;
+	keys = palloc(sizeof(char *) * n);
+	vals = palloc(sizeof(Jsonb *) * n);
+	it = JsonbIteratorInit(&obj->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			keys[i] = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE)
+			vals[i++] = JsonbValueToJsonb(&v);	/* a nested container: a copy of its bytes */
+	}
+	keys[i] = key;
+	vals[i++] = value;
+	/* of equal keys the last wins: the new value replaces an old one */
+	return jsonb_make_object(i, keys, vals);
 }
 
 /* Sets a nested path, creating intermediate objects. */
