@@ -215,6 +215,27 @@ ok $? "all 15 rate-limited deliveries are sent"
 spread=$(double GET "requests?provider=vonage" | jq "[.[$first:][] | .received_ms] | max - min")
 ok $([ "$spread" -ge 1800 ]; echo $?) "rate_per_second 5 spreads 15 deliveries over ${spread} ms (>= 1800)"
 
+# --- 7b. an execution that cannot resume fails alone ----------------------------------------------
+# Two webhook deliveries in flight together; one execution is pointed at a workflow version that
+# does not exist, so its resume raises.  The dispatcher records both sends, fails that execution
+# with the reason and completes the other (the batch resume is retried one execution at a time).
+double POST reset >/dev/null
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500}], "repeat": true}' >/dev/null
+pair=$(sql "SELECT string_agg(notiflow.trigger('hook', jsonb_build_object('marker', 'pair' || i), '\"ann\"')::text, ' ' ORDER BY i)
+              FROM generate_series(1, 2) i")
+read -r good bad <<<"$pair"
+both_parked() { [ "$(double GET stats | jq .delayed_now)" -ge 2 ]; }
+wait_for 20 both_parked
+ok $? "two webhook deliveries are in flight together"
+sql "UPDATE notiflow.executions SET workflow_version = 999 WHERE id = $bad" >/dev/null
+wait_for 20 sql_is "SELECT string_agg(status, ',' ORDER BY id) FROM notiflow.executions WHERE id IN ($good, $bad)" "completed,failed"
+ok $? "the execution that cannot resume fails, its neighbour completes"
+is "$(sql "SELECT string_agg(d.status, ',' ORDER BY d.id) FROM notiflow.deliveries d WHERE d.execution_id IN ($good, $bad)")" "sent,sent" \
+   "both sends are recorded"
+is "$(sql "SELECT error FROM notiflow.executions WHERE id = $bad")" \
+   "cannot resume: execution $bad uses workflow \"hook\" version 999, which no longer exists" "the failed execution says why"
+double POST reset >/dev/null
+
 # --- 8. kill -9 of the dispatcher with deliveries in flight ------------------------------------
 double POST reset >/dev/null
 double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}], "repeat": true}' >/dev/null
