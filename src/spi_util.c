@@ -4,6 +4,13 @@
  * Statements are prepared on first use and kept with SPI_keepplan; the plan
  * cache revalidates them when the tables they read change (for example after
  * the extension is dropped and created again), so nothing is re-parsed per call.
+ *
+ * A kept plan is not rebuilt when a table merely grows: one planned while
+ * the queue tables were nearly empty (a fresh installation) keeps its
+ * sequential scans until autovacuum analyzes them.  The long-lived workers
+ * therefore call spi_replan_all() every few seconds (NOTIFLOW_REPLAN_MS): the
+ * next use of each statement prepares it again, and the planner sees the
+ * tables' current size.
  */
 #include "postgres.h"
 
@@ -14,13 +21,26 @@
 
 #include "spi_util.h"
 
-/* Prepares (once) and runs a kept statement. */
+static uint64 plan_epoch = 1;
+
+void
+spi_replan_all(void)
+{
+	plan_epoch++;
+}
+
+/* Prepares (once per plan epoch) and runs a kept statement. */
 int
 spi_run(SpiStatement *stmt, Datum *values, const char *nulls,
 		bool read_only, long limit, int expect)
 {
 	int			rc;
 
+	if (stmt->plan != NULL && stmt->epoch != plan_epoch)
+	{
+		SPI_freeplan(stmt->plan);
+		stmt->plan = NULL;
+	}
 	if (stmt->plan == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
@@ -31,6 +51,7 @@ spi_run(SpiStatement *stmt, Datum *values, const char *nulls,
 		if (SPI_keepplan(plan) != 0)
 			elog(ERROR, "notiflow: could not keep prepared statement");
 		stmt->plan = plan;
+		stmt->epoch = plan_epoch;
 	}
 	rc = SPI_execute_plan(stmt->plan, values, nulls, read_only, limit);
 	if (rc < 0 || (expect > 0 && rc != expect))

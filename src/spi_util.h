@@ -18,7 +18,14 @@ typedef struct SpiStatement
 	int			nargs;
 	Oid			argtypes[SPI_MAX_ARGS];
 	SPIPlanPtr	plan;			/* prepared on first use, then kept */
+	uint64		epoch;			/* the plan epoch it was prepared in */
 } SpiStatement;
+
+/* How often the background workers have their statements planned again. */
+#define NOTIFLOW_REPLAN_MS 10000
+
+/* Has every statement prepared again at its next use (see spi_util.c). */
+extern void spi_replan_all(void);
 
 /*
  * Runs a statement with the given arguments (nulls: ' ' or 'n' per argument,

@@ -68,6 +68,7 @@
 #include "utils/timestamp.h"
 
 #include "kafka.h"
+#include "spi_util.h"
 #include "worker.h"
 
 #define STATE_INTERVAL_MS 1000
@@ -95,6 +96,7 @@ typedef struct Assigned
  * rd_kafka_consumer_poll() and use no PostgreSQL function (no palloc, no
  * ereport): the loop reads this after each poll.
  */
+static TimestampTz replanned_at = 0;	/* when spi_replan_all() last ran */
 static struct
 {
 	rd_kafka_topic_partition_list_t *assign;	/* an assignment to apply (a copy), or NULL */
@@ -967,6 +969,12 @@ notiflow_kafka_consumer_main(Datum arg)
 
 		MemoryContextReset(loop_cxt);
 		CHECK_FOR_INTERRUPTS();
+		if (TimestampDifferenceExceeds(replanned_at, GetCurrentTimestamp(), NOTIFLOW_REPLAN_MS))
+		{
+			/* plans follow the tables' growth (a queue starts empty) */
+			spi_replan_all();
+			replanned_at = GetCurrentTimestamp();
+		}
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
