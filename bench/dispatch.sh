@@ -14,37 +14,52 @@
 #                 real dispatcher(s) and the SendGrid adapter to the same
 #                 double.  deliveries/s, for each configuration (dispatch
 #                 workers, http_concurrency, dispatch_batch_size).
+#   peer          Graphile Worker (bench/graphile.mjs) doing the same job on
+#                 the same cluster: one job per delivery that POSTs the same
+#                 SendGrid JSON to the same double and records the result in
+#                 a table, with the concurrency budget of one notiflow
+#                 configuration (BENCH_PEER_CONFIG W/C/B: W worker processes,
+#                 C concurrent jobs each, local queue of B jobs).  Jobs are
+#                 added in one transaction; the clock starts at its commit and
+#                 stops when no job is left.  jobs/s.
 #   RSS           VmRSS / RssAnon / VmHWM of every 'notiflow dispatcher'
 #                 process before and after each run; with BENCH_SOAK > 0 a
-#                 longer soak in batches, sampled after every batch.
+#                 soak in batches (1,000,000 deliveries in a full run),
+#                 sampled after every batch.
 #
 # Each measurement is repeated BENCH_REPEATS times (wrk and the dispatch runs
 # alternate which goes first), with a CHECKPOINT before each; the median and
 # min–max are reported.  Every run is checked: every delivery sent, exactly one
 # `sent` attempt in delivery_attempts per delivery, no failed delivery, every
 # execution completed, and the double counted the requests as accepted.
-# The final table goes to stdout and to bench/results/dispatch-latest.md.
+# The final table goes to stdout and to bench/results/dispatch-latest.md
+# (bench/results/quick/ with QUICK=1), its rows to dispatch.rows.tsv there.
 # Exits 0 whether or not the targets are met; non-zero only when something failed.
 #
 # Settings (environment):
-#   QUICK=1                       smoke mode for CI: 2,000 deliveries, wrk -d 3, no soak
-#   BENCH_DELIVERIES=20000        deliveries per dispatch run (2000 with QUICK=1)
+#   QUICK=1                       smoke mode for CI: 2 configurations, 1,500 deliveries, wrk -d 2, soak of 4,000
+#   BENCH_DELIVERIES=20000        deliveries per dispatch run (1500 with QUICK=1)
 #   BENCH_CONFIGS="1/256/200 2/256/200 1/512/500 2/512/500"
 #                                 configurations: workers/http_concurrency/batch_size
-#   BENCH_DURATION=10             wrk -d (seconds) (3 with QUICK=1)
+#                                 (QUICK=1: the first two)
+#   BENCH_DURATION=10             wrk -d (seconds) (2 with QUICK=1)
 #   BENCH_REPEATS=3               runs per measurement
 #   BENCH_WRK_THREADS=2, BENCH_WRK_CONNECTIONS=64
 #   BENCH_DOUBLE_THREADS=nproc    the double's --threads
-#   BENCH_SOAK=200000             soak deliveries (0 with QUICK=1; 0 = no soak)
-#   BENCH_SOAK_BATCH=20000        deliveries per soak batch (one RSS sample each)
-#   BENCH_SOAK_CONFIG=1/256/200   configuration of the soak
-#   BENCH_WARMUP=1000             unmeasured deliveries after each configuration change
+#   BENCH_SOAK=1000000            soak deliveries (4000 with QUICK=1; 0 = no soak)
+#   BENCH_SOAK_BATCH=100000       deliveries per soak batch (one RSS sample each; 2000 with QUICK=1)
+#   BENCH_SOAK_CONFIG=2/256/200   configuration of the soak
+#   BENCH_PEER_CONFIG=2/256/200   the notiflow configuration whose budget Graphile Worker gets
+#   BENCH_GRAPHILE_POOL=16        maxPoolSize of each Graphile Worker process
+#   BENCH_GRAPHILE_COMPLETE_MS=0  completeJobBatchDelay (-1: complete jobs one by one)
+#   BENCH_WARMUP=1000             unmeasured deliveries after each configuration change (100 with QUICK=1)
 #   BENCH_TIMEOUT=300             deadline (seconds) for one batch to be sent
 #   BENCH_STALL=30                error when no delivery of a batch was sent for this long
 #   BENCH_SUBSCRIBERS=1000        subscribers created
 #   BENCH_SHARED_BUFFERS=256MB, BENCH_MAX_WAL_SIZE=2GB
 #   BENCH_TARGET_RATE=10000       target: dispatch deliveries/s
 #   BENCH_TARGET=60               target: dispatch >= this % of the HTTP ceiling
+#   BENCH_PEER_TARGET=3           target: dispatch >= this × Graphile Worker
 #   BENCH_RSS_SLACK_MB=8          target: RssAnon grows by at most this over the soak
 #   BENCH_NOTE=                   free text printed in the header (which build was measured, say)
 set -euo pipefail
@@ -53,20 +68,26 @@ ROOT=$(pwd)
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-    DEFAULT_DURATION=3 DEFAULT_DELIVERIES=2000 DEFAULT_SOAK=0 DEFAULT_WARMUP=200
+    DEFAULT_DURATION=2 DEFAULT_DELIVERIES=1500 DEFAULT_SOAK=4000 DEFAULT_SOAK_BATCH=2000 DEFAULT_WARMUP=100
+    DEFAULT_CONFIGS="1/256/200 2/256/200"
 else
-    DEFAULT_DURATION=10 DEFAULT_DELIVERIES=20000 DEFAULT_SOAK=200000 DEFAULT_WARMUP=1000
+    DEFAULT_DURATION=10 DEFAULT_DELIVERIES=20000 DEFAULT_SOAK=1000000 DEFAULT_SOAK_BATCH=100000 DEFAULT_WARMUP=1000
+    DEFAULT_CONFIGS="1/256/200 2/256/200 1/512/500 2/512/500"
 fi
 DELIVERIES=${BENCH_DELIVERIES:-$DEFAULT_DELIVERIES}
-CONFIGS=${BENCH_CONFIGS:-"1/256/200 2/256/200 1/512/500 2/512/500"}
+CONFIGS=${BENCH_CONFIGS:-$DEFAULT_CONFIGS}
 DURATION=${BENCH_DURATION:-$DEFAULT_DURATION}
 REPEATS=${BENCH_REPEATS:-3}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 WRK_CONNECTIONS=${BENCH_WRK_CONNECTIONS:-64}
 DOUBLE_THREADS=${BENCH_DOUBLE_THREADS:-$(nproc)}
 SOAK=${BENCH_SOAK:-$DEFAULT_SOAK}
-SOAK_BATCH=${BENCH_SOAK_BATCH:-20000}
-SOAK_CONFIG=${BENCH_SOAK_CONFIG:-1/256/200}
+SOAK_BATCH=${BENCH_SOAK_BATCH:-$DEFAULT_SOAK_BATCH}
+SOAK_CONFIG=${BENCH_SOAK_CONFIG:-2/256/200}
+PEER_CONFIG=${BENCH_PEER_CONFIG:-2/256/200}
+GRAPHILE_POOL=${BENCH_GRAPHILE_POOL:-16}
+GRAPHILE_COMPLETE_MS=${BENCH_GRAPHILE_COMPLETE_MS:-0}
+PEER_TARGET=${BENCH_PEER_TARGET:-3}
 WARMUP=${BENCH_WARMUP:-$DEFAULT_WARMUP}
 TIMEOUT=${BENCH_TIMEOUT:-300}
 STALL=${BENCH_STALL:-30}
@@ -78,32 +99,44 @@ TARGET=${BENCH_TARGET:-60}
 RSS_SLACK_MB=${BENCH_RSS_SLACK_MB:-8}
 NOTE=${BENCH_NOTE:-}
 CHUNK=1000          # recipients per trigger_many call while loading
-RESULTS=bench/results/dispatch-latest.md
 DB=notiflow_bench
 CREDS=test/doubles/credentials.json
+BENCH_NAME=dispatch
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+RESULTS=$RESULTS_DIR/dispatch-latest.md
+bench_begin
 
-for tool in psql pg_config wrk jq curl make; do
+for tool in psql pg_config wrk jq curl make node npm; do
     command -v "$tool" >/dev/null || { echo "bench: $tool not found (run test/install-deps.sh)" >&2; exit 1; }
 done
-for c in $CONFIGS $SOAK_CONFIG; do
+for c in $CONFIGS $SOAK_CONFIG $PEER_CONFIG; do
     [[ "$c" =~ ^[0-9]+/[0-9]+/[0-9]+$ ]] || { echo "bench: bad configuration '$c' (workers/concurrency/batch)" >&2; exit 1; }
 done
+[[ " $CONFIGS " == *" $PEER_CONFIG "* ]] ||
+    { echo "bench: BENCH_PEER_CONFIG $PEER_CONFIG must be one of BENCH_CONFIGS ($CONFIGS)" >&2; exit 1; }
+# Graphile Worker, pinned in bench/package.json + package-lock.json, into bench/node_modules
+if ! [ -f bench/node_modules/graphile-worker/package.json ]; then
+    (cd bench && npm ci --no-audit --no-fund --loglevel=error) >&2 ||
+        { echo "bench: cannot install graphile-worker (npm ci in bench/)" >&2; exit 1; }
+fi
 
 # shellcheck source=test/lib/cluster.sh
 source test/lib/cluster.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/notiflow-bench.XXXXXX")
 DOUBLE_PID=
+GRAPHILE_PIDS=
 cleanup() {
     local rc=$?
     if [ "$rc" != 0 ] && [ -n "${CLUSTER_DIR:-}" ] && [ -f "$CLUSTER_DIR/server.log" ]; then
         echo "bench: failed; the end of the server log:" >&2
         tail -n 40 "$CLUSTER_DIR/server.log" >&2
     fi
-    if [ -n "$DOUBLE_PID" ]; then
-        kill "$DOUBLE_PID" 2>/dev/null || true
-        wait "$DOUBLE_PID" 2>/dev/null || true
-    fi
+    for p in $GRAPHILE_PIDS $DOUBLE_PID; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
     cluster_stop
     rm -rf "$WORK"
 }
@@ -190,6 +223,13 @@ say "| shared_preload_libraries | notiflow.database_name | notiflow.allow_privat
 say "|---|---|---|---|"
 say "| $NOTIFLOW_SETTINGS |"
 say ""
+bench_settings "$DB" fsync synchronous_commit full_page_writes wal_level shared_buffers max_wal_size \
+    shared_preload_libraries notiflow.lease_time max_connections
+say "- peer: Graphile Worker $(jq -r .version bench/node_modules/graphile-worker/package.json) on Node.js $(node --version)," \
+    "budget of notiflow's $PEER_CONFIG (workers/concurrency/batch): as many worker processes, concurrentJobs" \
+    "= concurrency each, localQueue.size = batch, maxPoolSize $GRAPHILE_POOL, completeJobBatchDelay $GRAPHILE_COMPLETE_MS;" \
+    "same double, same JSON, one INSERT of the result per job"
+say ""
 say "Provider \`mail\` (sendgrid): base_url = the double, timeout_ms = 60000, no rate_per_second," \
     "max_attempts 5. Workflow: trigger → email (subject, text and html rendered per recipient)."
 say ""
@@ -251,7 +291,55 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- the peer's results: one row per job the Graphile Worker task sent
+CREATE TABLE bench.graphile_sent (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    ref        bigint NOT NULL,
+    status     int NOT NULL,
+    message_id text,
+    sent_at    timestamptz NOT NULL DEFAULT now()
+);
+-- Waits like bench.wait_sent until Graphile Worker's job table is empty
+-- (a job is deleted only after its task returned, i.e. after its result row
+-- committed): min(id) on the primary key, a few buffers.  Progress for the
+-- stall check: max(id) of the results.
+CREATE PROCEDURE bench.wait_graphile(timeout_s float8, stall_s float8, INOUT done_at float8 DEFAULT -1)
+LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + timeout_s * interval '1 second';
+    last_sent bigint;
+    sent_before bigint := -1;
+    progress_at timestamptz := clock_timestamp();
+    checked_at timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        IF (SELECT min(id) FROM graphile_worker._private_jobs) IS NULL THEN
+            done_at := extract(epoch FROM clock_timestamp());
+            RETURN;
+        END IF;
+        EXIT WHEN clock_timestamp() > deadline;
+        IF clock_timestamp() > checked_at + interval '1 second' THEN
+            checked_at := clock_timestamp();
+            last_sent := coalesce((SELECT max(id) FROM bench.graphile_sent), 0);
+            IF last_sent <> sent_before THEN
+                sent_before := last_sent;
+                progress_at := clock_timestamp();
+            ELSIF clock_timestamp() > progress_at + stall_s * interval '1 second' THEN
+                done_at := -2;
+                RETURN;
+            END IF;
+        END IF;
+        COMMIT;
+        PERFORM pg_sleep(0.02);
+        COMMIT;
+    END LOOP;
+END
+$$;
 SQL
+GRAPHILE_URL="postgres://postgres@127.0.0.1:$PGPORT/$DB"
+node bench/graphile.mjs --migrate --connection "$GRAPHILE_URL" >"$WORK/graphile-migrate.log" 2>&1 ||
+    { cat "$WORK/graphile-migrate.log" >&2; echo "bench: Graphile Worker's migrations failed" >&2; exit 1; }
 
 # -- helpers -------------------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -431,13 +519,94 @@ run_wrk() {
     echo "$rps"
 }
 
+# -- the peer: Graphile Worker ----------------------------------------------------------------
+GREF=0      # job refs handed out so far (unique across runs)
+# pids_cpu PIDS...: one line "pid ticks" (utime + stime) per process
+pids_cpu() {
+    local pid
+    for pid in "$@"; do
+        awk -v pid="$pid" '{ sub(/^.*\) /, ""); print pid, $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || true
+    done
+}
+graphile_ready() {
+    local i
+    for i in $(seq 1 "$1"); do grep -qx ready "$WORK/graphile.$i.out" || return 1; done
+}
+# graphile_start W C B: W worker processes, C concurrent jobs each, local queue B
+graphile_start() {
+    local i
+    GRAPHILE_PIDS=
+    for i in $(seq 1 "$1"); do
+        node bench/graphile.mjs --connection "$GRAPHILE_URL" --double "$DOUBLE" --api-key "$SENDGRID_API_KEY" \
+            --concurrency "$2" --queue-size "$3" --pool "$GRAPHILE_POOL" --complete-batch-ms "$GRAPHILE_COMPLETE_MS" \
+            >"$WORK/graphile.$i.out" 2>"$WORK/graphile.$i.err" &
+        GRAPHILE_PIDS+=" $!"
+    done
+    bench_wait_for 60 graphile_ready "$1" ||
+        { cat "$WORK"/graphile.*.err >&2; echo "bench: Graphile Worker did not start" >&2; return 1; }
+}
+graphile_stop() {
+    local p
+    for p in $GRAPHILE_PIDS; do kill "$p" 2>/dev/null || true; done
+    for p in $GRAPHILE_PIDS; do wait "$p" 2>/dev/null || true; done
+    GRAPHILE_PIDS=
+}
+# graphile_batch N LO: N jobs (refs LO …) added in one transaction while the workers run; prints
+# "seconds rate cpu_us_per_job" (CPU of the node processes).
+graphile_batch() {
+    local n=$1 w c b lo=$2 hi=$(($2 + $1 - 1)) before out start done_at secs sent distinct ok_status
+    IFS=/ read -r w c b <<<"$PEER_CONFIG"
+    # the same starting point as a dispatch run: dead rows of the previous run gone, a checkpoint
+    sql -c "VACUUM ANALYZE graphile_worker._private_jobs" -c "VACUUM ANALYZE bench.graphile_sent" \
+        -c "CHECKPOINT" >/dev/null || return 1
+    graphile_start "$w" "$c" "$b" || return 1
+    before=$(double_count accepted)
+    # shellcheck disable=SC2086
+    pids_cpu $GRAPHILE_PIDS >"$WORK/gcpu.before"
+    out=$(sql -v lo="$lo" -v hi="$hi" -v timeout="$TIMEOUT" -v stall="$STALL" -v subscribers="$SUBSCRIBERS" <<'SQL'
+BEGIN;
+SELECT graphile_worker.add_jobs(array_agg(ROW('send', json_build_object(
+           'ref', i, 'to', 'u' || (1 + i % :subscribers) || '@example.com', 'from', 'shop@example.com',
+           'subject', 'Order A' || lpad(i::text, 9, '0') || ' shipped',
+           'text', 'Hi User ' || (1 + i % :subscribers) || ', your order A' || lpad(i::text, 9, '0') || ' is on its way.',
+           'html', '<p>Hi User ' || (1 + i % :subscribers) || ', your order <b>A' || lpad(i::text, 9, '0')
+                   || '</b> is on its way.</p>'),
+           NULL, NULL, NULL, NULL, NULL, NULL)::graphile_worker.job_spec ORDER BY i))
+  FROM generate_series(:lo, :hi) i;
+COMMIT;
+SELECT extract(epoch FROM clock_timestamp());
+CALL bench.wait_graphile(:timeout, :stall);
+SQL
+    ) || { graphile_stop; return 1; }
+    # shellcheck disable=SC2086
+    pids_cpu $GRAPHILE_PIDS >"$WORK/gcpu.after"
+    graphile_stop
+    start=$(tail -2 <<<"$out" | head -1)
+    done_at=$(tail -1 <<<"$out")
+    if [ -z "$done_at" ] || [ "$done_at" = -1 ] || [ "$done_at" = -2 ]; then
+        echo "bench: Graphile Worker did not finish jobs $lo–$hi (stalled or past $TIMEOUT s):" >&2
+        sql -c "SELECT count(*) AS jobs_left, max(attempts), max(last_error) FROM graphile_worker._private_jobs" >&2
+        cat "$WORK"/graphile.*.err >&2
+        return 1
+    fi
+    read -r sent distinct ok_status < <(sql -F ' ' -c "SELECT count(*), count(DISTINCT ref), count(*) FILTER (WHERE status = 202)
+        FROM bench.graphile_sent WHERE ref BETWEEN $lo AND $hi")
+    if [ "$distinct" != "$n" ] || [ "$ok_status" != "$sent" ] || [ $(( $(double_count accepted) - before )) -lt "$n" ]; then
+        echo "bench: Graphile Worker jobs $lo–$hi: $distinct of $n recorded ($sent rows, $ok_status with 202)" >&2
+        return 1
+    fi
+    [ "$sent" != "$n" ] && echo "warning: Graphile Worker recorded $sent results for $n jobs (retries)" >&2
+    secs=$(awk -v a="$start" -v b="$done_at" 'BEGIN { printf "%.3f", b - a }')
+    echo "$secs $(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') $(cpu_us "$WORK/gcpu.before" "$WORK/gcpu.after" "$n")"
+}
+
 # -- measurement -----------------------------------------------------------------------------
 # warm-up (not measured): the double, and the dispatcher on the default configuration
 wrk -t1 -c4 -d1s -s test/doubles/wrk_sendgrid.lua "$DOUBLE" >"$WORK/wrk-warmup.log" 2>&1 ||
     { cat "$WORK/wrk-warmup.log" >&2; echo "bench: wrk warm-up failed" >&2; exit 1; }
 
 declare -A RATES CPUS
-WRK=() PAIR_RATIOS=()
+WRK=() PAIR_RATIOS=() PEER=() PEER_CPU=() PEER_RATIOS=()
 say "## runs"
 say ""
 say "| run | measurement | result | elapsed | dispatcher CPU per delivery | dispatcher RSS before→after (pid: VmRSS, RssAnon change, VmHWM) |"
@@ -461,6 +630,14 @@ do_configs() {
             "$(rss_change "$WORK/rss.before" "$WORK/rss.after") |"
     done
 }
+do_graphile() {
+    local res secs rate cpu
+    res=$(graphile_batch "$DELIVERIES" $((GREF + 1))) || exit 1
+    GREF=$((GREF + DELIVERIES))
+    read -r secs rate cpu <<<"$res"
+    PEER+=("$rate") PEER_CPU+=("$cpu")
+    say "| $1 | peer: Graphile Worker ($PEER_CONFIG budget) | $rate jobs/s | ${secs}s | ${cpu} µs (node) | |"
+}
 # per_run_ratios R: dispatch / wrk of the same repeat, per configuration
 per_run_ratios() {
     local cfg rates out=
@@ -473,11 +650,14 @@ per_run_ratios() {
 }
 for r in $(seq 1 "$REPEATS"); do
     if [ $((r % 2)) = 1 ]; then
-        do_wrk "$r"; do_configs "$r"
+        do_wrk "$r"; do_configs "$r"; do_graphile "$r"
     else
-        do_configs "$r"; do_wrk "$r"
+        do_graphile "$r"; do_configs "$r"; do_wrk "$r"
     fi
     per_run_ratios "$r"
+    # shellcheck disable=SC2206
+    peer_rates=(${RATES[$PEER_CONFIG]})
+    PEER_RATIOS+=("$(ratio "${peer_rates[$r - 1]}" "${PEER[$r - 1]}")")
 done
 say ""
 
@@ -490,6 +670,7 @@ if [ "$SOAK" -gt 0 ]; then
     say "| batch | deliveries so far | deliveries/s | dispatcher CPU per delivery | dispatcher pid: VmRSS MB / RssAnon MB / VmHWM MB |"
     say "|---|---|---|---|---|"
     rss_sample >"$WORK/soak.0"
+    : >"$RESULTS_DIR/dispatch.rss.tsv"
     say "| 0 | 0 | | | $(awk '{ printf "%s%s: %.1f / %.1f / %.1f", sep, $1, $2/1024, $3/1024, $4/1024; sep="; " }' "$WORK/soak.0") |"
     done_n=0 b=0
     while [ "$done_n" -lt "$SOAK" ]; do
@@ -499,6 +680,7 @@ if [ "$SOAK" -gt 0 ]; then
         res=$(dispatch_batch "$n") || exit 1
         done_n=$((done_n + n))
         cp "$WORK/rss.after" "$WORK/soak.$b"
+        awk -v b="$b" -v n="$done_n" -v OFS='\t' '{ print b, n, $1, $2, $3, $4 }' "$WORK/soak.$b" >>"$RESULTS_DIR/dispatch.rss.tsv"
         say "| $b | $done_n | $(cut -d' ' -f2 <<<"$res") | $(cut -d' ' -f3 <<<"$res") µs |" \
             "$(awk '{ printf "%s%s: %.1f / %.1f / %.1f", sep, $1, $2/1024, $3/1024, $4/1024; sep="; " }' "$WORK/soak.$b") |"
     done
@@ -511,6 +693,11 @@ if [ "$SOAK" -gt 0 ]; then
               printf "RssAnon %+.1f MB from after the first batch to after %d deliveries (per 100k: %+.1f MB), slack %s MB — %s",
                      worst, total, worst * 100000 / (total - first > 0 ? total - first : 1), slack,
                      (worst <= slack) ? "PASS" : "MISS" }' "$WORK/soak.1" "$WORK/soak.$b")
+    # peak VmHWM at the end and after the first batch (MB, the largest of the dispatchers), RssAnon first → last
+    read -r HWM_END HWM_FIRST ANON_FIRST ANON_END < <(awk '
+        NR == FNR { if ($4 > h1) h1 = $4; a1[$1] = $3; next }
+        { if ($4 > h2) h2 = $4; if ($1 in a1 && $3 > a2) { a2 = $3; af = a1[$1] } }
+        END { printf "%.0f %.0f %.1f %.1f\n", h2 / 1024, h1 / 1024, af / 1024, a2 / 1024 }' "$WORK/soak.1" "$WORK/soak.$b")
 fi
 
 # -- summary ------------------------------------------------------------------------------------
@@ -548,9 +735,40 @@ say ""
 say "- dispatch >= $TARGET_RATE deliveries/s: $best_rate — $v_rate"
 say "- dispatch >= $TARGET% of the HTTP ceiling: $pct% — $v_pct"
 say "- dispatcher RSS flat: $RSS_VERDICT"
+read -r g_med g_min g_max < <(stats "${PEER[@]}")
+# shellcheck disable=SC2086
+read -r p_med p_min p_max < <(stats ${RATES[$PEER_CONFIG]})
+v_peer=$(awk -v a="$p_med" -v b="$g_med" -v t="$PEER_TARGET" 'BEGIN { print (b > 0 && a >= b * t) ? "PASS" : "MISS" }')
+say "- dispatch >= ${PEER_TARGET}× Graphile Worker (same budget, $PEER_CONFIG): $p_med vs $g_med jobs/s = $(ratio "$p_med" "$g_med")× — $v_peer"
+# shellcheck disable=SC2086
+read -r gu_med gu_min gu_max < <(stats "${PEER_CPU[@]}")
+say ""
+say "Graphile Worker: $g_med jobs/s [$g_min–$g_max], node CPU per job $gu_med µs [$gu_min–$gu_max]; per-run ratios notiflow $PEER_CONFIG / Graphile: ${PEER_RATIOS[*]}"
 say ""
 say "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
 
-mkdir -p bench/results
+# -- rows of the summary table (bench/run.sh) ----------------------------------------------------
+met() { [ "$1" = PASS ] && echo met || echo missed; }
+for cfg in $CONFIGS; do
+    IFS=/ read -r w c b <<<"$cfg"
+    # shellcheck disable=SC2086
+    read -r d_med d_min d_max < <(stats ${RATES[$cfg]})
+    v1=$(awk -v a="$d_med" -v t="$TARGET_RATE" 'BEGIN { print (a >= t) ? "PASS" : "MISS" }')
+    v2=$(awk -v a="$d_med" -v b="$w_med" -v t="$TARGET" 'BEGIN { print (b > 0 && a >= b * t / 100) ? "PASS" : "MISS" }')
+    verdict="missed"; [ "$v1" = PASS ] && [ "$v2" = PASS ] && verdict=met
+    bench_row "dispatch-$cfg" "dispatch $cfg (dispatchers/http_concurrency/batch): deliveries/s queued → recorded sent, vs wrk -c$WRK_CONNECTIONS on the same double, req/s" \
+        "$(bench_fmt "$d_med" "$d_min" "$d_max")" "$(bench_fmt "$w_med" "$w_min" "$w_max")" "$(ratio "$d_med" "$w_med")" \
+        ">= $TARGET_RATE/s and >= $(awk -v t="$TARGET" 'BEGIN { printf "%.2f", t / 100 }')× wrk" "$verdict" "$d_med" "$w_med" "dispatch $cfg vs wrk"
+done
+bench_row peer "peer: dispatch $PEER_CONFIG deliveries/s vs Graphile Worker jobs/s, same job, double, cluster and concurrency budget" \
+    "$(bench_fmt "$p_med" "$p_min" "$p_max")" "$(bench_fmt "$g_med" "$g_min" "$g_max")" "$(ratio "$p_med" "$g_med")" \
+    ">= ${PEER_TARGET}× Graphile" "$(met "$v_peer")" "$p_med" "$g_med" "dispatch $PEER_CONFIG vs Graphile Worker"
+if [ "$SOAK" -gt 0 ]; then
+    case $RSS_VERDICT in *PASS) rv=met ;; *MISS) rv=missed ;; *) rv="n/a" ;; esac
+    bench_row rss "dispatcher peak RSS (VmHWM, MB) after $SOAK deliveries ($SOAK_CONFIG) vs after the first $SOAK_BATCH; RssAnon $ANON_FIRST → $ANON_END MB" \
+        "$HWM_END MB" "$HWM_FIRST MB" "$(ratio "$HWM_END" "$HWM_FIRST")" "flat: RssAnon +<= $RSS_SLACK_MB MB" "$rv"
+fi
+
+mkdir -p "$RESULTS_DIR"
 cp "$REPORT" "$ROOT/$RESULTS"
 echo "(written to $RESULTS)"

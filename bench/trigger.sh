@@ -14,11 +14,13 @@
 #
 # Each measurement is repeated BENCH_REPEATS times, alternating which side runs
 # first, with a CHECKPOINT before each; the median and min–max are reported.
-# The final table goes to stdout and to bench/results/trigger-latest.md.
+# The final table goes to stdout and to bench/results/trigger-latest.md
+# (bench/results/quick/ with QUICK=1), its rows to trigger.rows.tsv there for
+# the summary of bench/run.sh.
 # Exits 0 whether or not the target is met; non-zero only when something failed.
 #
 # Settings (environment):
-#   QUICK=1                 smoke mode for CI: -T 3 (unless BENCH_DURATION is set)
+#   QUICK=1                 smoke mode for CI: -T 2 (unless BENCH_DURATION is set)
 #   BENCH_CLIENTS=8         pgbench -c for the single pair
 #   BENCH_THREADS=2         pgbench -j
 #   BENCH_DURATION=20       pgbench -T (seconds) for every measurement
@@ -33,7 +35,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 QUICK=${QUICK:-0}
-if [ "$QUICK" = 1 ]; then DEFAULT_DURATION=3; else DEFAULT_DURATION=20; fi
+if [ "$QUICK" = 1 ]; then DEFAULT_DURATION=2; else DEFAULT_DURATION=20; fi
 CLIENTS=${BENCH_CLIENTS:-8}
 THREADS=${BENCH_THREADS:-2}
 DURATION=${BENCH_DURATION:-$DEFAULT_DURATION}
@@ -44,8 +46,12 @@ SUBSCRIBERS=${BENCH_SUBSCRIBERS:-1000}
 SHARED_BUFFERS=${BENCH_SHARED_BUFFERS:-256MB}
 MAX_WAL_SIZE=${BENCH_MAX_WAL_SIZE:-2GB}
 TARGET=${BENCH_TARGET:-60}
-RESULTS=bench/results/trigger-latest.md
 DB=notiflow_bench
+BENCH_NAME=trigger
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+RESULTS=$RESULTS_DIR/trigger-latest.md
+bench_begin
 
 for tool in pgbench psql pg_config; do
     command -v "$tool" >/dev/null || { echo "bench: $tool not found (run test/install-deps.sh)" >&2; exit 1; }
@@ -101,6 +107,7 @@ say "| fsync | synchronous_commit | full_page_writes | shared_buffers | wal_leve
 say "|---|---|---|---|---|---|"
 say "| $SETTINGS |"
 say ""
+bench_settings "$DB" fsync synchronous_commit full_page_writes wal_level shared_buffers max_wal_size
 
 # -- setup -------------------------------------------------------------------------
 if [ -f docs/examples/order_shipped.json ]; then
@@ -279,6 +286,13 @@ say "per-run ratios (each pair ran back to back; less sensitive to drifting mach
 say ""
 say "target: trigger >= $TARGET% of INSERT: $pct% — $verdict"
 
-mkdir -p bench/results
+met() { [ "$1" = PASS ] && echo met || echo missed; }
+bench_row trigger "trigger(): executions/s, one call per transaction (pgbench -c $CLIENTS) vs single-row INSERT tx/s" \
+    "$(bench_fmt "$t_med" "$t_min" "$t_max")" "$(bench_fmt "$i_med" "$i_min" "$i_max")" \
+    "$(ratio "$t_med" "$i_med")" ">= $(awk -v t="$TARGET" 'BEGIN { printf "%.2f", t / 100 }')× INSERT" "$(met "$verdict")" "$t_med" "$i_med" "trigger() vs INSERT"
+bench_row fanout "trigger_many($FANOUT): executions/s (pgbench -c $BULK_CLIENTS) vs COPY of $FANOUT rows, rows/s" \
+    "$(bench_fmt "$m_med" "$m_min" "$m_max")" "$(bench_fmt "$c_med" "$c_min" "$c_max")" \
+    "$(ratio "$m_med" "$c_med")" "—" "—" "$m_med" "$c_med" "trigger_many vs COPY"
+
 cp "$REPORT" "$ROOT/$RESULTS"
 echo "(written to $RESULTS)"

@@ -26,11 +26,14 @@
  *     (entries are immutable once inserted and reference counted);
  *   - late answers: the pool thread suspends the connection and hands it to
  *     the delay thread (delay_lock), which resumes it when due; the pool
- *     thread then finishes the request as usual.
+ *     thread then finishes the request as usual;
+ *   - the receive log (--receive-log, for latency benchmarks): one write(2)
+ *     of one line per provider request on an O_APPEND descriptor, no lock.
  */
 #define _GNU_SOURCE
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <microhttpd.h>
@@ -110,6 +113,7 @@ typedef struct Request
 	const char *verdict;
 	char message_id[128];
 	int64_t received_ms;
+	int64_t received_us;
 } Request;
 
 /* One row per provider endpoint: how to route, check, accept and refuse. */
@@ -155,6 +159,7 @@ typedef enum SigV4Result
 
 static json_t *config;
 static bool recording = true;
+static int receive_log_fd = -1;
 
 /* ------------------------------------------------------------ utilities */
 
@@ -279,6 +284,15 @@ static int64_t wall_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Returns the wall clock in microseconds since the epoch. */
+static int64_t wall_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* Returns the monotonic clock in milliseconds. */
@@ -1941,6 +1955,32 @@ static json_t *record_build(Request *rq)
 	return e;
 }
 
+/*
+ * Appends one line to the receive log (--receive-log), when there is one:
+ * "<received_us> <provider> <verdict> <status> <delivery>", tab-separated.
+ * received_us is the wall clock (µs since the epoch) when the request's
+ * headers arrived; delivery is notiflow's delivery id, from the
+ * X-Notiflow-Delivery header (webhook adapter) or the JSON body's
+ * custom_args.notiflow_delivery_id (SendGrid adapter), else "-".
+ */
+static void receive_log(Request *rq)
+{
+	const char *delivery = header(rq, "X-Notiflow-Delivery");
+	char line[256];
+	int n;
+
+	if (receive_log_fd < 0)
+		return;
+	if (delivery == NULL && rq->json != NULL)
+		delivery = json_string_value(
+			json_object_get(json_object_get(rq->json, "custom_args"), "notiflow_delivery_id"));
+	n = snprintf(line, sizeof(line), "%lld\t%s\t%s\t%d\t%.64s\n", (long long) rq->received_us,
+				 rq->provider ? rq->provider->name : "unknown", rq->verdict, rq->status,
+				 delivery ? delivery : "-");
+	if (n > 0 && write(receive_log_fd, line, (size_t) n) != n)
+		fprintf(stderr, "provider_double: cannot write the receive log: %m\n");
+}
+
 /* Appends rq's record to the ring, evicting the oldest when full. */
 static void record_add(Request *rq)
 {
@@ -2373,7 +2413,8 @@ static Request *request_new(struct MHD_Connection *conn, const char *url, const 
 	rq->conn = conn;
 	rq->url = url;
 	rq->method = method;
-	rq->received_ms = wall_ms();
+	rq->received_us = wall_us();
+	rq->received_ms = rq->received_us / 1000;
 	rq->step.retry_after = -1;
 	rq->path_buf = strdup(url);
 	for (char *s = strtok_r(rq->path_buf, "/", &save); s && rq->nseg < MAX_SEGMENTS;
@@ -2426,6 +2467,7 @@ static enum MHD_Result request_finish(Request *rq)
 	{
 		rq->verdict = "dropped";
 		record_add(rq);
+		receive_log(rq);
 		stats_count(rq);
 		return MHD_NO;
 	}
@@ -2456,6 +2498,7 @@ static enum MHD_Result request_finish(Request *rq)
 			provider_handle(rq);
 		script_headers(rq);
 		record_add(rq);
+		receive_log(rq);
 		stats_count(rq);
 	}
 	ret = MHD_queue_response(rq->conn, (unsigned) rq->status, rq->response);
@@ -2528,6 +2571,7 @@ typedef struct Options
 	const char *config;
 	const char *cert;
 	const char *key;
+	const char *receive_log;
 	unsigned threads;
 } Options;
 
@@ -2536,13 +2580,15 @@ static void usage(int status)
 {
 	fprintf(status ? stderr : stdout,
 			"usage: provider_double --config FILE [--port N] [--threads N] [--no-record]\n"
-			"                       [--ring N] [--cert FILE --key FILE]\n"
+			"                       [--ring N] [--cert FILE --key FILE] [--receive-log FILE]\n"
 			"  --port N      port on 127.0.0.1 (0, the default, picks a free one)\n"
 			"  --config FILE JSON file with the expected credentials (see README.md)\n"
 			"  --threads N   listener threads (default: online CPUs)\n"
 			"  --no-record   keep no request records (counters still count)\n"
 			"  --ring N      keep the last N requests (default 10000)\n"
-			"  --cert, --key PEM certificate and key: serve HTTPS\n");
+			"  --cert, --key PEM certificate and key: serve HTTPS\n"
+			"  --receive-log FILE  append one line per provider request: receive time (µs),\n"
+			"                provider, verdict, status, notiflow delivery id (latency benchmarks)\n");
 	exit(status);
 }
 
@@ -2565,6 +2611,7 @@ static Options parse_options(int argc, char **argv)
 		{"cert", required_argument, NULL, 'C'},	   {"key", required_argument, NULL, 'K'},
 		{"threads", required_argument, NULL, 't'}, {"no-record", no_argument, NULL, 'n'},
 		{"ring", required_argument, NULL, 'r'},	   {"help", no_argument, NULL, 'h'},
+		{"receive-log", required_argument, NULL, 'L'},
 		{NULL, 0, NULL, 0},
 	};
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -2582,6 +2629,7 @@ static Options parse_options(int argc, char **argv)
 			case 't': o.threads = parse_count(optarg, 256); break;
 			case 'n': recording = false; break;
 			case 'r': ring_cap = parse_count(optarg, 10000000); break;
+			case 'L': o.receive_log = optarg; break;
 			case 'h': usage(0); break;
 			default: usage(2);
 		}
@@ -2647,6 +2695,15 @@ int main(int argc, char **argv)
 		opts[nopts++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, cert};
 		opts[nopts++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, key};
 	}
+	if (o.receive_log)
+	{
+		receive_log_fd = open(o.receive_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		if (receive_log_fd < 0)
+		{
+			fprintf(stderr, "provider_double: cannot open %s: %m\n", o.receive_log);
+			return 1;
+		}
+	}
 	id_seed = (uint64_t) wall_ms() ^ ((uint64_t) getpid() << 32);
 	ring = calloc(ring_cap, sizeof(json_t *));
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -2685,5 +2742,7 @@ int main(int argc, char **argv)
 	free(cert);
 	free(key);
 	json_decref(config);
+	if (receive_log_fd >= 0)
+		close(receive_log_fd);
 	return 0;
 }

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# bench/lib.sh — what the benchmarks in bench/*.sh share; source it from the
+# project root after setting BENCH_NAME (trigger, dispatch, kafka, latency):
+#
+#   RESULTS_DIR      bench/results for full runs, bench/results/quick (not
+#                    committed) with QUICK=1, so a smoke run never overwrites
+#                    the committed figures
+#   bench_row ID MEASUREMENT NOTIFLOW REFERENCE RATIO TARGET VERDICT [CHART_N CHART_R CHART_LABEL]
+#                    appends one row of the summary table that bench/run.sh
+#                    prints, to $RESULTS_DIR/$BENCH_NAME.rows.tsv (cleared by
+#                    bench_begin).  CHART_*: the two throughputs (per second) to
+#                    plot for this row, when it is a throughput.
+#   bench_settings   records the server's settings (SHOW) given as arguments,
+#                    in $RESULTS_DIR/$BENCH_NAME.settings.tsv
+#   bench_stats X... "median min max" (rounded), bench_ratio A B, bench_fmt MED MIN MAX
+#   bench_wait_for SECONDS COMMAND...  polls COMMAND (deadline), 50 ms apart
+
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then RESULTS_DIR=bench/results/quick; else RESULTS_DIR=bench/results; fi
+
+bench_begin() {
+    mkdir -p "$RESULTS_DIR"
+    : >"$RESULTS_DIR/$BENCH_NAME.rows.tsv"
+    : >"$RESULTS_DIR/$BENCH_NAME.settings.tsv"
+}
+
+bench_row() {
+    local IFS=$'\t'
+    printf '%s\n' "$*" >>"$RESULTS_DIR/$BENCH_NAME.rows.tsv"
+}
+
+# bench_settings DBNAME SETTING...: one "setting<TAB>value" line each, as the server reports it
+bench_settings() {
+    local db=$1 s
+    shift
+    for s in "$@"; do
+        printf '%s\t%s\n' "$s" "$(psql -X -q -At -d "$db" -c "SELECT current_setting('$s')")"
+    done >>"$RESULTS_DIR/$BENCH_NAME.settings.tsv"
+}
+
+bench_stats() {
+    printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {
+        m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+        printf "%.0f %.0f %.0f\n", m, a[1], a[NR] }'
+}
+
+bench_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+# bench_fmt MED MIN MAX [UNIT]: "12,345 [11,000–13,000] UNIT" with thousands separators
+bench_fmt() {
+    awk -v m="$1" -v lo="$2" -v hi="$3" -v u="${4:-}" '
+        function th(x,   s, r) { s = sprintf("%.0f", x); r = ""
+            while (length(s) > 3) { r = "," substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3) }
+            return s r }
+        BEGIN { printf "%s [%s–%s]%s", th(m), th(lo), th(hi), (u != "") ? " " u : "" }'
+}
+
+bench_wait_for() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ $SECONDS -ge $deadline ] && return 1
+        sleep 0.05
+    done
+}
