@@ -509,32 +509,24 @@ List *
 delivery_repo_mark_sent(int64 *ids, char **message_ids, int n)
 {
 	Datum		args[2];
-	Datum	   *idv;
 	Datum	   *msgv;
 	bool	   *msgnull;
 	HTAB	   *given;
-	HASHCTL		ctl;
 	List	   *changed = NIL;
 
 	if (n == 0)
 		return NIL;
-	idv = palloc(sizeof(Datum) * n);
 	msgv = palloc(sizeof(Datum) * n);
 	msgnull = palloc0(sizeof(bool) * n);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(int64) + sizeof(char *);
-	ctl.hcxt = CurrentMemoryContext;
-	given = hash_create("notiflow sent message ids", n, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	given = spi_int64_hash("notiflow sent message ids", n, sizeof(int64) + sizeof(char *));
 	for (int i = 0; i < n; i++)
 	{
 		char	  **entry = (char **) ((char *) hash_search(given, &ids[i], HASH_ENTER, NULL) + sizeof(int64));
 
 		*entry = message_ids[i];
-		idv[i] = Int64GetDatum(ids[i]);
 		msgv[i] = text_datum(message_ids[i], &msgnull[i]);
 	}
-	args[0] = spi_array(idv, NULL, n, INT8OID);
+	args[0] = spi_int8_array(ids, n);
 	args[1] = spi_array(msgv, msgnull, n, TEXTOID);
 	spi_run(&mark_sent_stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -557,21 +549,12 @@ delivery_repo_mark_sent(int64 *ids, char **message_ids, int n)
 HTAB *
 delivery_repo_summaries(int64 *execution_ids, int n)
 {
-	Datum	   *idv = palloc(sizeof(Datum) * Max(n, 1));
 	Datum		args[1];
-	HASHCTL		ctl;
-	HTAB	   *result;
+	HTAB	   *result = spi_int64_hash("notiflow delivery summaries", n, sizeof(ExecutionSummaries));
 
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(ExecutionSummaries);
-	ctl.hcxt = CurrentMemoryContext;
-	result = hash_create("notiflow delivery summaries", Max(n, 16), &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	if (n == 0)
 		return result;
-	for (int i = 0; i < n; i++)
-		idv[i] = Int64GetDatum(execution_ids[i]);
-	args[0] = spi_array(idv, NULL, n, INT8OID);
+	args[0] = spi_int8_array(execution_ids, n);
 	spi_run(&summaries_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{

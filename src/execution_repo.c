@@ -26,49 +26,56 @@ static SpiStatement find_idempotent_stmt = {
 };
 
 /*
+ * The parts of the statement that writes new executions with their steps and
+ * deliveries: $1–$11 the executions, $12–$21 their steps, $22–$29 their
+ * deliveries, each column an array.
+ */
+#define NEW_EXECUTIONS \
+	"  INSERT INTO notiflow.executions AS x" \
+	"         (id, workflow_key, workflow_version, status, payload, context, recipient," \
+	"          subscriber_id, idempotency_key, error, wake_at, finished_at)" \
+	"  SELECT t.id, $2, $3, t.status, t.payload, t.context, t.recipient, t.subscriber_id," \
+	"         t.idempotency_key, t.error, t.wake_at," \
+	"         CASE WHEN t.status IN ('completed', 'failed', 'cancelled') THEN now() END" \
+	"    FROM unnest($1::int8[], $4::text[], $5::jsonb[], $6::jsonb[], $7::jsonb[]," \
+	"                $8::text[], $9::text[], $10::text[], $11::timestamptz[])" \
+	"         AS t(id, status, payload, context, recipient, subscriber_id, idempotency_key, error, wake_at)"
+#define NEW_STEPS \
+	"  INSERT INTO notiflow.execution_steps" \
+	"         (execution_id, node_id, node_type, seq, status, outcome, output, error," \
+	"          started_at, finished_at)" \
+	"  SELECT u.* FROM unnest($12::int8[], $13::text[], $14::text[], $15::int4[], $16::text[]," \
+	"                         $17::text[], $18::jsonb[], $19::text[], $20::timestamptz[]," \
+	"                         $21::timestamptz[])" \
+	"         AS u(execution_id, node_id, node_type, seq, status, outcome, output, error," \
+	"              started_at, finished_at)"
+#define NEW_DELIVERIES \
+	"  INSERT INTO notiflow.deliveries" \
+	"         (execution_id, node_id, channel, provider, recipient, content, status," \
+	"          last_error, finished_at)" \
+	"  SELECT v.e, v.n, v.c, v.p, v.r, v.ct, v.s, v.err, CASE WHEN v.s <> 'queued' THEN now() END" \
+	"    FROM unnest($22::int8[], $23::text[], $24::text[], $25::text[], $26::text[]," \
+	"                $27::jsonb[], $28::text[], $29::text[]) AS v(e, n, c, p, r, ct, s, err)"
+#define NEW_ARGTYPES \
+	{INT8ARRAYOID, TEXTOID, INT4OID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID, \
+	 JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, \
+	 INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, \
+	 TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, \
+	 INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
+	 JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
+
+/*
  * New executions with their steps and deliveries in one statement: one
  * executor start instead of three.  An execution whose idempotency key is
  * taken is skipped (ON CONFLICT DO NOTHING), and so are its steps and
  * deliveries.
  */
 static SpiStatement insert_stmt = {
-	"WITH e AS ("
-	"  INSERT INTO notiflow.executions AS x"
-	"         (id, workflow_key, workflow_version, status, payload, context, recipient,"
-	"          subscriber_id, idempotency_key, error, wake_at, finished_at)"
-	"  SELECT t.id, $2, $3, t.status, t.payload, t.context, t.recipient, t.subscriber_id,"
-	"         t.idempotency_key, t.error, t.wake_at,"
-	"         CASE WHEN t.status IN ('completed', 'failed', 'cancelled') THEN now() END"
-	"    FROM unnest($1::int8[], $4::text[], $5::jsonb[], $6::jsonb[], $7::jsonb[],"
-	"                $8::text[], $9::text[], $10::text[], $11::timestamptz[])"
-	"         AS t(id, status, payload, context, recipient, subscriber_id, idempotency_key, error, wake_at)"
-	"  ON CONFLICT DO NOTHING"
-	"  RETURNING x.id),"
-	" s AS ("
-	"  INSERT INTO notiflow.execution_steps"
-	"         (execution_id, node_id, node_type, seq, status, outcome, output, error,"
-	"          started_at, finished_at)"
-	"  SELECT u.* FROM unnest($12::int8[], $13::text[], $14::text[], $15::int4[], $16::text[],"
-	"                         $17::text[], $18::jsonb[], $19::text[], $20::timestamptz[],"
-	"                         $21::timestamptz[])"
-	"         AS u(execution_id, node_id, node_type, seq, status, outcome, output, error,"
-	"              started_at, finished_at)"
-	"   WHERE u.execution_id IN (SELECT id FROM e)),"
-	" d AS ("
-	"  INSERT INTO notiflow.deliveries"
-	"         (execution_id, node_id, channel, provider, recipient, content, status,"
-	"          last_error, finished_at)"
-	"  SELECT v.e, v.n, v.c, v.p, v.r, v.ct, v.s, v.err, CASE WHEN v.s <> 'queued' THEN now() END"
-	"    FROM unnest($22::int8[], $23::text[], $24::text[], $25::text[], $26::text[],"
-	"                $27::jsonb[], $28::text[], $29::text[]) AS v(e, n, c, p, r, ct, s, err)"
-	"   WHERE v.e IN (SELECT id FROM e))"
+	"WITH e AS (" NEW_EXECUTIONS " ON CONFLICT DO NOTHING RETURNING x.id),"
+	" s AS (" NEW_STEPS " WHERE u.execution_id IN (SELECT id FROM e)),"
+	" d AS (" NEW_DELIVERIES " WHERE v.e IN (SELECT id FROM e))"
 	" SELECT id FROM e",
-	29, {INT8ARRAYOID, TEXTOID, INT4OID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
-		JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-		INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-		INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
+	29, NEW_ARGTYPES
 };
 
 /*
@@ -77,37 +84,9 @@ static SpiStatement insert_stmt = {
  * trigger's CPU).
  */
 static SpiStatement insert_plain_stmt = {
-	"WITH e AS ("
-	"  INSERT INTO notiflow.executions"
-	"         (id, workflow_key, workflow_version, status, payload, context, recipient,"
-	"          subscriber_id, idempotency_key, error, wake_at, finished_at)"
-	"  SELECT t.id, $2, $3, t.status, t.payload, t.context, t.recipient, t.subscriber_id,"
-	"         t.idempotency_key, t.error, t.wake_at,"
-	"         CASE WHEN t.status IN ('completed', 'failed', 'cancelled') THEN now() END"
-	"    FROM unnest($1::int8[], $4::text[], $5::jsonb[], $6::jsonb[], $7::jsonb[],"
-	"                $8::text[], $9::text[], $10::text[], $11::timestamptz[])"
-	"         AS t(id, status, payload, context, recipient, subscriber_id, idempotency_key, error, wake_at)),"
-	" s AS ("
-	"  INSERT INTO notiflow.execution_steps"
-	"         (execution_id, node_id, node_type, seq, status, outcome, output, error,"
-	"          started_at, finished_at)"
-	"  SELECT * FROM unnest($12::int8[], $13::text[], $14::text[], $15::int4[], $16::text[],"
-	"                       $17::text[], $18::jsonb[], $19::text[], $20::timestamptz[],"
-	"                       $21::timestamptz[])),"
-	" d AS ("
-	"  INSERT INTO notiflow.deliveries"
-	"         (execution_id, node_id, channel, provider, recipient, content, status,"
-	"          last_error, finished_at)"
-	"  SELECT v.e, v.n, v.c, v.p, v.r, v.ct, v.s, v.err, CASE WHEN v.s <> 'queued' THEN now() END"
-	"    FROM unnest($22::int8[], $23::text[], $24::text[], $25::text[], $26::text[],"
-	"                $27::jsonb[], $28::text[], $29::text[]) AS v(e, n, c, p, r, ct, s, err))"
+	"WITH e AS (" NEW_EXECUTIONS "), s AS (" NEW_STEPS "), d AS (" NEW_DELIVERIES ")"
 	" SELECT 1",
-	29, {INT8ARRAYOID, TEXTOID, INT4OID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID,
-		JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-		INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-		INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-	JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
+	29, NEW_ARGTYPES
 };
 
 static SpiStatement lock_idempotency_stmt = {
@@ -381,10 +360,8 @@ execution_repo_due(int limit)
 List *
 execution_repo_lock_many(int64 *ids, int n)
 {
-	Datum	   *idv;
 	Datum		args[1];
 	List	   *locked = NIL;
-	HASHCTL		ctl;
 	HTAB	   *by_id;
 	struct ById
 	{
@@ -394,16 +371,8 @@ execution_repo_lock_many(int64 *ids, int n)
 
 	if (n == 0)
 		return NIL;
-	idv = palloc(sizeof(Datum) * n);
-	for (int i = 0; i < n; i++)
-		idv[i] = Int64GetDatum(ids[i]);
-	args[0] = spi_array(idv, NULL, n, INT8OID);
-
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(int64);
-	ctl.entrysize = sizeof(struct ById);
-	ctl.hcxt = CurrentMemoryContext;
-	by_id = hash_create("notiflow locked executions", n, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	args[0] = spi_int8_array(ids, n);
+	by_id = spi_int64_hash("notiflow locked executions", n, sizeof(struct ById));
 
 	spi_run(&lock_many_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 	for (uint64 r = 0; r < SPI_processed; r++)

@@ -9,6 +9,7 @@
 
 #include "postgres.h"
 #include "executor/spi.h"
+#include "utils/hsearch.h"
 
 #define SPI_MAX_ARGS 32
 
@@ -43,5 +44,11 @@ extern char *spi_text(int row, int col);
 
 /* Builds a one-dimensional array of the given element type. */
 extern Datum spi_array(Datum *elems, bool *nulls, int n, Oid elemtype);
+
+/* Builds an int8[] of n ids. */
+extern Datum spi_int8_array(const int64 *ids, int n);
+
+/* Builds a hash table keyed by int64 (HASH_BLOBS) with entries of entrysize bytes. */
+extern HTAB *spi_int64_hash(const char *name, int64 size, Size entrysize);
 
 #endif							/* NOTIFLOW_SPI_UTIL_H */

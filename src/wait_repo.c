@@ -145,16 +145,12 @@ static SpiStatement waiting_stmt = {
 List *
 wait_repo_waiting_executions(int64 *execution_ids, int n)
 {
-	Datum	   *idv;
 	Datum		args[1];
 	List	   *waiting = NIL;
 
 	if (n == 0)
 		return NIL;
-	idv = palloc(sizeof(Datum) * n);
-	for (int i = 0; i < n; i++)
-		idv[i] = Int64GetDatum(execution_ids[i]);
-	args[0] = spi_array(idv, NULL, n, INT8OID);
+	args[0] = spi_int8_array(execution_ids, n);
 	spi_run(&waiting_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
