@@ -1,7 +1,8 @@
 # notiflow — PGXS build of the extension, plus the project's entry points:
 #   make demo   installs what is missing, builds, starts a local cluster, runs a sample workflow
 #   make test   installs what is missing, builds, runs every test (pg_regress + pgTAP)
-#   make bench  runs the benchmarks in bench/ (durable settings, printed)
+#   make bench  runs the benchmarks in bench/ and prints one table (durable settings, printed);
+#               make bench QUICK=1 is the short smoke run that make test runs
 
 EXTENSION   = notiflow
 EXTVERSION  = 0.1
@@ -54,4 +55,4 @@ test:
 	test/run-tests.sh
 
 bench:
-	bench/run.sh
+	QUICK=$(QUICK) bench/run.sh

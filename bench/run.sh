@@ -24,6 +24,14 @@ command -v gnuplot >/dev/null || { echo "bench: gnuplot not found (run test/inst
 mode=full
 [ "$QUICK" = 1 ] && mode="QUICK=1 (smoke run: figures not for comparison)"
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
+# the tree now (another build may be installed during a long run: then the end differs)
+tree_rev() {
+    local r
+    r=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    git diff --quiet HEAD -- src worker 2>/dev/null || r="$r + uncommitted changes in src/ or worker/"
+    echo "$r"
+}
+REV_START=$(tree_rev)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)
 echo "== notiflow benchmarks, $mode: $BENCHES (details in $RESULTS_DIR/<name>.log and <name>-latest.md)"
 failed=0
@@ -55,8 +63,8 @@ TMP=$OUT.tmp
 CPU=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo 2>/dev/null || echo unknown)
 MEM=$(awk '/^MemTotal:/{printf "%.1f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/null || echo unknown)
 PGV=$(pg_config --version 2>/dev/null || echo unknown)
-REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- src worker 2>/dev/null || REV="$REV + uncommitted changes in src/ or worker/"
+REV=$(tree_rev)
+[ "$REV" != "$REV_START" ] && REV="$REV_START at the start, $REV at the end"
 {
     echo "# notiflow benchmarks"
     echo ""
@@ -115,12 +123,12 @@ if [ -s "$DAT" ]; then
         echo "set title 'notiflow vs references, same machine and run ($mode, $started)'"
         echo "set style data histogram; set style histogram clustered gap 1; set style fill solid 0.8 border -1"
         echo "set termoption noenhanced; set logscale y; set ylabel 'per second (log scale)'; set grid ytics"
-        echo "set xtics rotate by -20 left; set key outside top center horizontal; set bmargin 8"
+        echo "set xtics rotate by -20 left; set key inside top left box opaque; set yrange [*:*]; set bmargin 8"
         echo "plot '$DAT' using 2:xtic(1) title 'notiflow' lc rgb '#2b6cb0', '' using 3 title 'reference measured in the same run (INSERT, COPY, wrk, Graphile Worker, raw consume)' lc rgb '#a0aec0'"
         if [ -s "$RSSDAT" ]; then
             echo "unset logscale y; set style data linespoints; set bmargin 4; set xtics norotate"
             echo "set title 'dispatcher memory along the soak (largest of the dispatchers)'"
-            echo "set xlabel 'deliveries'; set ylabel 'MB'; set yrange [0:*]; set key bottom right; set format x '%.0f'"
+            echo "set xlabel 'deliveries'; set ylabel 'MB'; set yrange [0:*]; set key inside center right box opaque; set format x '%.0f'"
             echo "plot '$RSSDAT' using 1:2 title 'VmHWM (peak RSS, includes touched shared buffers)' lw 2, '' using 1:3 title 'RssAnon (private memory)' lw 2"
             echo "unset multiplot"
         fi

@@ -23,6 +23,8 @@ PACKAGES=(
     libtap-parser-sourcehandler-pgtap-perl
     python3
     curl
+    wrk
+    gnuplot-nox
     chromium
 )
 

@@ -5,6 +5,8 @@
 #   pg_prove    (test/pgtap/*.sql)        engine semantics, Mustache spec, indexes
 #   prove       (test/t/*.sh)             multi-session and process-level tests,
 #               (test/doubles/selftest.sh) the provider test doubles
+#   bench/run.sh with QUICK=1                the benchmark harness's smoke run
+#               (fails on a harness error or a missing table, never on speed)
 # Prints each runner's summary; exits non-zero when any suite fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +40,9 @@ pg_prove -d notiflow_test test/pgtap/*.sql || failed=1
 echo "== process-level tests (test/t) and the provider doubles' self-test"
 make -s -C test/doubles >/dev/null || exit 1
 prove --exec bash test/t/*.sh test/doubles/selftest.sh test/doubles/push_selftest.sh || failed=1
+
+# fails only when the harness errors or prints no table, never on speed (bench/README.md)
+echo "== benchmarks, smoke run (make bench QUICK=1)"
+QUICK=1 bench/run.sh || { echo "the benchmark smoke run failed"; failed=1; }
 
 exit $failed
