@@ -637,6 +637,7 @@ notiflow_dispatcher_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	notiflow_worker_keep_memory();
 	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
 
 	SpinLockAcquire(&notiflow_shared->mutex);

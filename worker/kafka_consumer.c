@@ -934,6 +934,7 @@ notiflow_kafka_consumer_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	notiflow_worker_keep_memory();
 	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
 
 	SpinLockAcquire(&notiflow_shared->mutex);

@@ -98,4 +98,7 @@ extern PGDLLEXPORT void notiflow_dispatcher_main(Datum arg);
 extern PGDLLEXPORT void notiflow_kafka_sync_main(Datum arg);
 extern PGDLLEXPORT void notiflow_kafka_consumer_main(Datum arg);
 
+/* worker_memory.c: keeps the C heap's pages between batches (dispatchers, Kafka consumers). */
+extern void notiflow_worker_keep_memory(void);
+
 #endif							/* NOTIFLOW_WORKER_H */
