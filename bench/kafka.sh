@@ -35,6 +35,9 @@
 #   QUICK=1                     smoke mode: 10,000 messages a run, warm-up 2,000
 #   BENCH_KAFKA_MESSAGES=100000 messages per run
 #   BENCH_KAFKA_PARTITIONS=4    partitions of each topic
+#   BENCH_KAFKA_CONSUMERS=1     consumers sharing the topic: subscriptions kbench_<run>,
+#                               kbench_<run>_2, … with one group_id (the way to use more
+#                               than one core for one topic); their CPU is summed
 #   BENCH_KAFKA_WARMUP=5000     messages of the unmeasured warm-up run (2000 with QUICK=1)
 #   BENCH_REPEATS=3             runs
 #   BENCH_SUBSCRIBERS=1000      subscribers (customer_id u1 … uN)
@@ -50,6 +53,7 @@ QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then DEFAULT_MESSAGES=10000 DEFAULT_WARMUP=2000; else DEFAULT_MESSAGES=100000 DEFAULT_WARMUP=5000; fi
 MESSAGES=${BENCH_KAFKA_MESSAGES:-$DEFAULT_MESSAGES}
 PARTITIONS=${BENCH_KAFKA_PARTITIONS:-4}
+CONSUMERS=${BENCH_KAFKA_CONSUMERS:-1}
 WARMUP=${BENCH_KAFKA_WARMUP:-$DEFAULT_WARMUP}
 REPEATS=${BENCH_REPEATS:-3}
 SUBSCRIBERS=${BENCH_SUBSCRIBERS:-1000}
@@ -193,34 +197,42 @@ say ""
 
 # -- measurement -------------------------------------------------------------------------
 RDKAFKA='"rdkafka": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}'
+# the consumers of topic $1 (subscriptions $1, $1_2, … in group notiflow-$1) hold all its partitions
 assigned() {
-    [ "$(sql -c "SELECT assigned FROM notiflow.kafka_consumer_state WHERE subscription = '$1' AND status = 'running'" 2>/dev/null)" = "$PARTITIONS" ]
+    [ "$(sql -c "SELECT coalesce(sum(assigned), 0) FROM notiflow.kafka_consumer_state
+                  WHERE (subscription = '$1' OR subscription LIKE '$1\_%') AND status = 'running'" 2>/dev/null)" = "$PARTITIONS" ] &&
+    [ "$(sql -c "SELECT count(*) FROM notiflow.kafka_consumer_state
+                  WHERE (subscription = '$1' OR subscription LIKE '$1\_%') AND assigned > 0" 2>/dev/null)" = "$CONSUMERS" ]
 }
-consumer_pid() {
-    psql -X -qAt -d "$DB" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'notiflow kafka consumer' AND application_name = '$1'"
+consumer_pids() {
+    psql -X -qAt -d "$DB" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'notiflow kafka consumer'
+                               AND (application_name = '$1' OR application_name LIKE '$1\_%')"
 }
-ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+subscription_names() { local c; echo "$1"; for c in $(seq 2 "$CONSUMERS"); do echo "${1}_$c"; done; }
 CLK_TCK=$(getconf CLK_TCK)
 
 # ingest_run R N: one run on topic kbench_R with N messages; prints
 # "rate seconds cpu_us_per_event raw_rate raw_seconds produce_seconds"
 ingest_run() {
-    local r=$1 n=$2 topic=kbench_$1 pid exec_before dl_before exec_after failed dl_after t0 cpu0 cpu1 done_at secs raw_secs
-    sql -c "SELECT notiflow.subscribe_kafka('$topic', '$BOOT', '{$topic}', 'order_shipped',
-            '{$RDKAFKA, \"payload\": \"\$.order\", \"recipient\": \"\$.customer_id\"}')" >/dev/null || return 1
+    local r=$1 n=$2 topic=kbench_$1 pid name exec_before dl_before exec_after failed dl_after t0 cpu0 cpu1 done_at secs raw_secs
+    for name in $(subscription_names "$topic"); do
+        sql -c "SELECT notiflow.subscribe_kafka('$name', '$BOOT', '{$topic}', 'order_shipped',
+                '{$RDKAFKA, \"group_id\": \"notiflow-$topic\", \"payload\": \"\$.order\", \"recipient\": \"\$.customer_id\"}')" >/dev/null || return 1
+    done
     bench_wait_for 90 assigned "$topic" ||
         { echo "bench: the consumer of $topic was not assigned its $PARTITIONS partitions" >&2; return 1; }
-    pid=$(consumer_pid "$topic")
+    pid=$(consumer_pids "$topic" | tr '\n' ' ')
     read -r exec_before dl_before < <(sql -F ' ' -c "SELECT (SELECT count(*) FROM notiflow.executions),
         (SELECT count(*) FROM notiflow.dead_letters)")
     sql -c "CHECKPOINT" >/dev/null
     t0=$(date +%s.%N)
-    cpu0=$(ticks "$pid")
+    cpu0=$(ticks $pid)
     test/kafka/kafka_bench produce "$BOOT" "$topic" "$n" "$SUBSCRIBERS" "$PARTITIONS" >"$WORK/produce.$r" 2>&1 ||
         { cat "$WORK/produce.$r" >&2; echo "bench: producing to $topic failed" >&2; return 1; }
     done_at=$(sql -v g="notiflow-$topic" -v n="$n" -v timeout="$TIMEOUT" -v stall="$STALL" \
         <<<"CALL bench.wait_offsets(:'g', :n, :timeout, :stall);" | tail -1) || return 1
-    cpu1=$(ticks "$pid")
+    cpu1=$(ticks $pid)
     if [ "$done_at" = -1 ] || [ "$done_at" = -2 ]; then
         echo "bench: $topic: the executions of $n messages were not committed (timeout $TIMEOUT s / stall $STALL s)" >&2
         sql -c "SELECT * FROM notiflow.kafka_consumer_state" >&2
@@ -240,7 +252,9 @@ ingest_run() {
     fi
     test/kafka/kafka_bench consume "$BOOT" "$topic" "$n" >"$WORK/consume.$r" 2>&1 ||
         { cat "$WORK/consume.$r" >&2; echo "bench: the raw consume of $topic failed" >&2; return 1; }
-    sql -c "SELECT notiflow.unsubscribe_kafka('$topic')" >/dev/null || return 1
+    for name in $(subscription_names "$topic"); do
+        sql -c "SELECT notiflow.unsubscribe_kafka('$name')" >/dev/null || return 1
+    done
     secs=$(awk -v a="$t0" -v b="$done_at" 'BEGIN { printf "%.3f", b - a }')
     raw_secs=$(awk '/^consumed/{print $4}' "$WORK/consume.$r")
     awk -v n="$n" -v s="$secs" -v d="$((cpu1 - cpu0))" -v hz="$CLK_TCK" -v rs="$raw_secs" \
@@ -288,7 +302,7 @@ say "target: Kafka ingest >= $TARGET events/s: $i_med — $verdict"
 say ""
 say "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
 
-bench_row kafka "Kafka ingest: events/s into committed executions (order_shipped, $PARTITIONS partitions) vs raw consume of the same messages from the same mock broker" \
+bench_row kafka "Kafka ingest: events/s into committed executions (order_shipped, $PARTITIONS partitions, $CONSUMERS consumer(s) in one group) vs raw consume of the same messages from the same mock broker" \
     "$(bench_fmt "$i_med" "$i_min" "$i_max")" "$(bench_fmt "$r_med" "$r_min" "$r_max")" "$(bench_ratio "$i_med" "$r_med")" \
     ">= $TARGET/s" "$([ "$verdict" = PASS ] && echo met || echo missed)" "$i_med" "$r_med" "Kafka ingest vs raw consume"
 
