@@ -100,15 +100,12 @@ delivery_repo_args(List *deliveries, Datum *args)
 		cols[0][i] = Int64GetDatum(d->execution_id);
 		cols[1][i] = CStringGetTextDatum(d->node_id);
 		cols[2][i] = CStringGetTextDatum(d->channel);
-		nulls[3][i] = (d->provider == NULL);
-		cols[3][i] = d->provider ? CStringGetTextDatum(d->provider) : (Datum) 0;
-		nulls[4][i] = (d->recipient == NULL);
-		cols[4][i] = d->recipient ? CStringGetTextDatum(d->recipient) : (Datum) 0;
+		cols[3][i] = spi_text_or_null(d->provider, &nulls[3][i]);
+		cols[4][i] = spi_text_or_null(d->recipient, &nulls[4][i]);
 		cols[5][i] = JsonbPGetDatum(d->content);
 		cols[6][i] = CStringGetTextDatum(d->status);
 		queued |= strcmp(d->status, "queued") == 0;
-		nulls[7][i] = (d->last_error == NULL);
-		cols[7][i] = d->last_error ? CStringGetTextDatum(d->last_error) : (Datum) 0;
+		cols[7][i] = spi_text_or_null(d->last_error, &nulls[7][i]);
 		i++;
 	}
 	for (int c = 0; c < 8; c++)
@@ -218,14 +215,6 @@ static SpiStatement next_due_stmt = {
 	"          (SELECT min(lease_expires_at) FROM notiflow.deliveries WHERE status = 'sending'))"
 	"        - clock_timestamp()) * 1000)::float8",
 	0, {InvalidOid}
-};
-
-static SpiStatement attempt_stmt = {
-	"INSERT INTO notiflow.delivery_attempts"
-	"       (delivery_id, attempt, provider, status_code, curl_code, latency_ms, error_class, error,"
-	"        response_excerpt)"
-	" VALUES ($1, $2, $3, nullif($4, 0), nullif($5, 0), $6, $7, $8, $9)",
-	9, {INT8OID, INT4OID, TEXTOID, INT4OID, INT4OID, FLOAT8OID, TEXTOID, TEXTOID, TEXTOID}
 };
 
 static SpiStatement retry_stmt = {
@@ -340,29 +329,16 @@ delivery_repo_next_due_ms(void)
 	return (long) Max(DatumGetFloat8(d), 0.0);
 }
 
-/* Records one attempt. */
+/* Records one attempt (through the batch statement). */
 void
 delivery_repo_record_attempt(int64 delivery_id, int attempt, const char *provider,
 							 long status_code, int curl_code, double latency_ms,
 							 const char *error_class, const char *error, const char *excerpt)
 {
-	Datum		args[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	AttemptRecord a = {delivery_id, attempt, provider, status_code, curl_code, latency_ms,
+	error_class, error, excerpt};
 
-	args[0] = Int64GetDatum(delivery_id);
-	args[1] = Int32GetDatum(attempt);
-	args[2] = CStringGetTextDatum(provider ? provider : "");
-	args[3] = Int32GetDatum((int32) status_code);
-	args[4] = Int32GetDatum(curl_code);
-	args[5] = Float8GetDatum(latency_ms);
-	args[6] = CStringGetTextDatum(error_class);
-	args[7] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	if (error == NULL)
-		nulls[7] = 'n';
-	args[8] = excerpt ? CStringGetTextDatum(excerpt) : (Datum) 0;
-	if (excerpt == NULL)
-		nulls[8] = 'n';
-	spi_run(&attempt_stmt, args, nulls, false, 0, SPI_OK_INSERT);
+	delivery_repo_record_attempts(&a, 1);
 }
 
 /* Schedules a retry. */
@@ -462,14 +438,6 @@ static SpiStatement summaries_stmt = {
 	1, {INT8ARRAYOID}
 };
 
-/* A text datum for a possibly-NULL C string. */
-static Datum
-text_datum(const char *s, bool *isnull)
-{
-	*isnull = (s == NULL);
-	return s ? CStringGetTextDatum(s) : (Datum) 0;
-}
-
 void
 delivery_repo_record_attempts(AttemptRecord *attempts, int n)
 {
@@ -497,8 +465,8 @@ delivery_repo_record_attempts(AttemptRecord *attempts, int n)
 		cols[4][i] = Int32GetDatum(a->curl_code);
 		cols[5][i] = Float8GetDatum(a->latency_ms);
 		cols[6][i] = CStringGetTextDatum(a->error_class);
-		cols[7][i] = text_datum(a->error, &nulls[7][i]);
-		cols[8][i] = text_datum(a->excerpt, &nulls[8][i]);
+		cols[7][i] = spi_text_or_null(a->error, &nulls[7][i]);
+		cols[8][i] = spi_text_or_null(a->excerpt, &nulls[8][i]);
 	}
 	for (int c = 0; c < 9; c++)
 		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
@@ -524,7 +492,7 @@ delivery_repo_mark_sent(int64 *ids, char **message_ids, int n)
 		char	  **entry = (char **) ((char *) hash_search(given, &ids[i], HASH_ENTER, NULL) + sizeof(int64));
 
 		*entry = message_ids[i];
-		msgv[i] = text_datum(message_ids[i], &msgnull[i]);
+		msgv[i] = spi_text_or_null(message_ids[i], &msgnull[i]);
 	}
 	args[0] = spi_int8_array(ids, n);
 	args[1] = spi_array(msgv, msgnull, n, TEXTOID);

@@ -163,14 +163,6 @@ static SpiStatement find_idempotent_many_stmt = {
 	2, {TEXTOID, TEXTARRAYOID}
 };
 
-/* Returns a datum for a possibly-NULL C string, setting *isnull. */
-static Datum
-text_or_null(const char *s, bool *isnull)
-{
-	*isnull = (s == NULL);
-	return s ? CStringGetTextDatum(s) : (Datum) 0;
-}
-
 /* Returns the next value of the executions id sequence. */
 int64
 execution_repo_next_id(void)
@@ -231,9 +223,9 @@ execution_args(List *executions, Datum *args)
 		cols[3][i] = JsonbPGetDatum(e->context);
 		nulls[4][i] = (e->recipient == NULL);
 		cols[4][i] = e->recipient ? JsonbPGetDatum(e->recipient) : (Datum) 0;
-		cols[5][i] = text_or_null(e->subscriber_id, &nulls[5][i]);
-		cols[6][i] = text_or_null(e->idempotency_key, &nulls[6][i]);
-		cols[7][i] = text_or_null(e->error, &nulls[7][i]);
+		cols[5][i] = spi_text_or_null(e->subscriber_id, &nulls[5][i]);
+		cols[6][i] = spi_text_or_null(e->idempotency_key, &nulls[6][i]);
+		cols[7][i] = spi_text_or_null(e->error, &nulls[7][i]);
 		nulls[8][i] = (e->wake_at == 0);
 		cols[8][i] = TimestampTzGetDatum(e->wake_at);
 		e->inserted = false;
@@ -272,10 +264,10 @@ step_args(List *steps, Datum *args)
 		cols[2][i] = CStringGetTextDatum(s->node_type);
 		cols[3][i] = Int32GetDatum(s->seq);
 		cols[4][i] = CStringGetTextDatum(s->status);
-		cols[5][i] = text_or_null(s->outcome, &nulls[5][i]);
+		cols[5][i] = spi_text_or_null(s->outcome, &nulls[5][i]);
 		nulls[6][i] = (s->output == NULL);
 		cols[6][i] = s->output ? JsonbPGetDatum(s->output) : (Datum) 0;
-		cols[7][i] = text_or_null(s->error, &nulls[7][i]);
+		cols[7][i] = spi_text_or_null(s->error, &nulls[7][i]);
 		cols[8][i] = TimestampTzGetDatum(s->started_at);
 		nulls[9][i] = (s->finished_at == 0);
 		cols[9][i] = TimestampTzGetDatum(s->finished_at);
@@ -448,7 +440,7 @@ execution_repo_update_many(List *recs)
 		cols[0][i] = Int64GetDatum(rec->id);
 		cols[1][i] = CStringGetTextDatum(rec->status);
 		cols[2][i] = JsonbPGetDatum(rec->context);
-		cols[3][i] = text_or_null(rec->error, &nulls[3][i]);
+		cols[3][i] = spi_text_or_null(rec->error, &nulls[3][i]);
 		cols[4][i] = TimestampTzGetDatum(rec->wake_at);
 		nulls[4][i] = (rec->wake_at == 0);
 		i++;

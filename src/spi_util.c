@@ -29,6 +29,8 @@ spi_replan_all(void)
 	plan_epoch++;
 }
 
+
+
 /* Prepares (once per plan epoch) and runs a kept statement. */
 int
 spi_run(SpiStatement *stmt, Datum *values, const char *nulls,
@@ -93,6 +95,13 @@ spi_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 	lbs[0] = 1;
 	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
 											  elemtype, typlen, typbyval, typalign));
+}
+
+Datum
+spi_text_or_null(const char *s, bool *isnull)
+{
+	*isnull = (s == NULL);
+	return s ? CStringGetTextDatum(s) : (Datum) 0;
 }
 
 Datum

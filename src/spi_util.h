@@ -45,6 +45,9 @@ extern char *spi_text(int row, int col);
 /* Builds a one-dimensional array of the given element type. */
 extern Datum spi_array(Datum *elems, bool *nulls, int n, Oid elemtype);
 
+/* A text datum for a C string, or a null (*isnull set) for NULL. */
+extern Datum spi_text_or_null(const char *s, bool *isnull);
+
 /* Builds an int8[] of n ids. */
 extern Datum spi_int8_array(const int64 *ids, int n);
 
