@@ -8,7 +8,7 @@
  * A kept plan is not rebuilt when a table merely grows: one planned while
  * the queue tables were nearly empty (a fresh installation) keeps its
  * sequential scans until autovacuum analyzes them.  The long-lived workers
- * therefore call spi_replan_all() every few seconds (NOTIFLOW_REPLAN_MS): the
+ * therefore call spi_replan_if_due() in their loops (every NOTIFLOW_REPLAN_MS): the
  * next use of each statement prepares it again, and the planner sees the
  * tables' current size.
  */
@@ -18,6 +18,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
 #include "spi_util.h"
 
@@ -29,7 +30,18 @@ spi_replan_all(void)
 	plan_epoch++;
 }
 
+void
+spi_replan_if_due(void)
+{
+	static TimestampTz replanned_at = 0;
+	TimestampTz now = GetCurrentTimestamp();
 
+	if (TimestampDifferenceExceeds(replanned_at, now, NOTIFLOW_REPLAN_MS))
+	{
+		spi_replan_all();
+		replanned_at = now;
+	}
+}
 
 /* Prepares (once per plan epoch) and runs a kept statement. */
 int

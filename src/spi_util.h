@@ -28,6 +28,9 @@ typedef struct SpiStatement
 /* Has every statement prepared again at its next use (see spi_util.c). */
 extern void spi_replan_all(void);
 
+/* Calls spi_replan_all() when NOTIFLOW_REPLAN_MS have passed since it last did (workers' loops). */
+extern void spi_replan_if_due(void);
+
 /*
  * Runs a statement with the given arguments (nulls: ' ' or 'n' per argument,
  * or NULL when none is null) and returns the SPI result code; errors out

@@ -88,7 +88,6 @@ typedef struct RateBucket
 	TimestampTz refilled_at;
 } RateBucket;
 
-static TimestampTz replanned_at = 0;	/* when spi_replan_all() last ran */
 static DispatcherSlot *my_slot = NULL;
 static MemoryContext dispatcher_cxt = NULL;	/* InFlights: live across transactions */
 static MemoryContext loop_cxt = NULL;	/* one loop iteration's lists; reset each time */
@@ -671,12 +670,7 @@ notiflow_dispatcher_main(Datum arg)
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextSwitchTo(loop_cxt);
 		MemoryContextReset(loop_cxt);
-		if (TimestampDifferenceExceeds(replanned_at, GetCurrentTimestamp(), NOTIFLOW_REPLAN_MS))
-		{
-			/* plans follow the tables' growth (a queue starts empty) */
-			spi_replan_all();
-			replanned_at = GetCurrentTimestamp();
-		}
+		spi_replan_if_due();	/* plans follow the tables' growth (a queue starts empty) */
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;

@@ -96,7 +96,6 @@ typedef struct Assigned
  * rd_kafka_consumer_poll() and use no PostgreSQL function (no palloc, no
  * ereport): the loop reads this after each poll.
  */
-static TimestampTz replanned_at = 0;	/* when spi_replan_all() last ran */
 static struct
 {
 	rd_kafka_topic_partition_list_t *assign;	/* an assignment to apply (a copy), or NULL */
@@ -970,12 +969,7 @@ notiflow_kafka_consumer_main(Datum arg)
 
 		MemoryContextReset(loop_cxt);
 		CHECK_FOR_INTERRUPTS();
-		if (TimestampDifferenceExceeds(replanned_at, GetCurrentTimestamp(), NOTIFLOW_REPLAN_MS))
-		{
-			/* plans follow the tables' growth (a queue starts empty) */
-			spi_replan_all();
-			replanned_at = GetCurrentTimestamp();
-		}
+		spi_replan_if_due();	/* plans follow the tables' growth (a queue starts empty) */
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
