@@ -11,8 +11,12 @@
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "access/xact.h"
 
 #include "delivery_repo.h"
+#include "row_writer.h"
 #include "spi_util.h"
 #include "worker.h"
 
@@ -110,6 +114,39 @@ delivery_repo_args(List *deliveries, Datum *args)
 	}
 	for (int c = 0; c < 8; c++)
 		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
+	return queued;
+}
+
+/* The columns a new delivery gives, in delivery_repo_write's order; the others take their defaults. */
+static const char *const delivery_columns[] = {
+	"execution_id", "node_id", "channel", "provider", "recipient", "content", "status",
+	"last_error", "finished_at"
+};
+
+RowWriter *
+delivery_repo_open_writer(void)
+{
+	return row_writer_open("deliveries", delivery_columns, lengthof(delivery_columns));
+}
+
+bool
+delivery_repo_write(RowWriter *w, const DeliveryRecord *d)
+{
+	Datum		values[lengthof(delivery_columns)];
+	bool		nulls[lengthof(delivery_columns)] = {false};
+	bool		queued = strcmp(d->status, "queued") == 0;
+
+	values[0] = Int64GetDatum(d->execution_id);
+	values[1] = CStringGetTextDatum(d->node_id);
+	values[2] = CStringGetTextDatum(d->channel);
+	values[3] = spi_text_or_null(d->provider, &nulls[3]);
+	values[4] = spi_text_or_null(d->recipient, &nulls[4]);
+	values[5] = JsonbPGetDatum(d->content);
+	values[6] = CStringGetTextDatum(d->status);
+	values[7] = spi_text_or_null(d->last_error, &nulls[7]);
+	nulls[8] = queued;
+	values[8] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	row_writer_insert(w, values, nulls);
 	return queued;
 }
 

@@ -44,6 +44,12 @@ extern bool delivery_repo_args(List *deliveries, Datum *args);
 /* Inserts deliveries (a List of DeliveryRecord *). */
 extern void delivery_repo_insert(List *deliveries);
 
+/* Opens deliveries for direct inserts (row_writer.h); NULL when the statement must be used. */
+extern struct RowWriter *delivery_repo_open_writer(void);
+
+/* Inserts one delivery through that writer; returns true when it is queued. */
+extern bool delivery_repo_write(struct RowWriter *writer, const DeliveryRecord *d);
+
 /* Returns the enabled providers of a channel, best first (List of ProviderRef *). */
 extern List *delivery_repo_providers(const char *channel);
 

@@ -1041,9 +1041,13 @@ check_payload(Jsonb *payload, const char *where)
 				 errhint("Raise notiflow.max_payload_size, or send a reference instead of the data.")));
 }
 
-/* Writes the rows of finished runs in one statement (executions whose key is taken are skipped). */
+/*
+ * Writes the rows of finished runs (executions whose key is taken are
+ * skipped).  keys_claimed: every idempotency key among them was locked and
+ * looked up in this transaction, and none is there twice.
+ */
 static void
-runs_write_new(List *runs)
+runs_write_new(List *runs, bool keys_claimed)
 {
 	List	   *execs = NIL;
 	List	   *steps = NIL;
@@ -1059,7 +1063,7 @@ runs_write_new(List *runs)
 		deliveries = list_concat(deliveries, run->delivery_records);
 	}
 	if (execs != NIL)
-		execution_repo_insert(execs, steps, deliveries);
+		execution_repo_insert(execs, steps, deliveries, keys_claimed);
 }
 
 /* Loads, with one query, the subscribers a fan-out names by id. */
@@ -1113,6 +1117,7 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 	List	   *runs = NIL;
 	ListCell   *lc;
 	HTAB	   *claimed = NULL;
+	bool		keys_claimed = true;
 
 	for (int i = 0; i < n; i++)
 		check_payload(requests[i].payload, n == 1 ? "payload" : psprintf("payload (recipient %d)", i + 1));
@@ -1171,6 +1176,10 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 				req->execution_id = found->execution_id;
 			if (req->execution_id != 0)
 				continue;
+			/* a long key in a batch is looked up alone: an earlier twin in the batch is not found */
+			if (n > 1 && (claimed == NULL ||
+						  strlen(req->idempotency_key) >= NOTIFLOW_IDEMPOTENCY_KEY_LEN))
+				keys_claimed = false;
 		}
 		run = run_create(&session, def);
 		run->payload = req->payload;
@@ -1195,9 +1204,17 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 		run_process(run);
 		run_conclude(run);
 		runs = lappend(runs, run);
+		/* a later message of the batch with the same key gets this execution */
+		if (claimed != NULL && req->idempotency_key != NULL &&
+			strlen(req->idempotency_key) < NOTIFLOW_IDEMPOTENCY_KEY_LEN)
+		{
+			IdempotentExecution *entry = hash_search(claimed, req->idempotency_key, HASH_ENTER, NULL);
+
+			entry->execution_id = run->exec.id;
+		}
 	}
 
-	runs_write_new(runs);
+	runs_write_new(runs, keys_claimed);
 
 	/* a lost idempotency race: report the execution that won */
 	for (int i = 0; i < n; i++)

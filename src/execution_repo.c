@@ -15,8 +15,11 @@
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 
+#include "access/xact.h"
+
 #include "delivery_repo.h"
 #include "execution_repo.h"
+#include "row_writer.h"
 #include "spi_util.h"
 #include "worker.h"
 
@@ -277,9 +280,122 @@ step_args(List *steps, Datum *args)
 		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
 }
 
-/* Inserts new executions, their steps and deliveries; marks the executions inserted. */
+/* The columns the direct inserts give, in the order of insert_direct's values. */
+static const char *const execution_columns[] = {
+	"id", "workflow_key", "workflow_version", "status", "payload", "context", "recipient",
+	"subscriber_id", "idempotency_key", "error", "wake_at", "finished_at"
+};
+static const char *const step_columns[] = {
+	"execution_id", "node_id", "node_type", "seq", "status", "outcome", "output", "error",
+	"started_at", "finished_at"
+};
+
+static bool
+status_is_final(const char *status)
+{
+	return strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
+		strcmp(status, "cancelled") == 0;
+}
+
+/*
+ * Writes the rows of execution_repo_insert without the executor
+ * (row_writer.h).  Returns false, having written nothing, when a table needs
+ * the statement.
+ */
+static bool
+insert_direct(List *executions, List *steps, List *deliveries)
+{
+	RowWriter  *ew;
+	RowWriter  *sw = NULL;
+	RowWriter  *dw = NULL;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	ListCell   *lc;
+	bool		queued = false;
+
+	ew = row_writer_open("executions", execution_columns, lengthof(execution_columns));
+	if (ew == NULL)
+		return false;
+	if (steps != NIL &&
+		(sw = row_writer_open("execution_steps", step_columns, lengthof(step_columns))) == NULL)
+	{
+		row_writer_close(ew);
+		return false;
+	}
+	if (deliveries != NIL && (dw = delivery_repo_open_writer()) == NULL)
+	{
+		row_writer_close(ew);
+		if (sw)
+			row_writer_close(sw);
+		return false;
+	}
+
+	foreach(lc, executions)
+	{
+		ExecutionRecord *e = lfirst(lc);
+		Datum		v[lengthof(execution_columns)];
+		bool		n[lengthof(execution_columns)] = {false};
+
+		v[0] = Int64GetDatum(e->id);
+		v[1] = CStringGetTextDatum(e->workflow_key);
+		v[2] = Int32GetDatum(e->version);
+		v[3] = CStringGetTextDatum(e->status);
+		v[4] = JsonbPGetDatum(e->payload);
+		v[5] = JsonbPGetDatum(e->context);
+		n[6] = (e->recipient == NULL);
+		v[6] = e->recipient ? JsonbPGetDatum(e->recipient) : (Datum) 0;
+		v[7] = spi_text_or_null(e->subscriber_id, &n[7]);
+		v[8] = spi_text_or_null(e->idempotency_key, &n[8]);
+		v[9] = spi_text_or_null(e->error, &n[9]);
+		n[10] = (e->wake_at == 0);
+		v[10] = TimestampTzGetDatum(e->wake_at);
+		n[11] = !status_is_final(e->status);
+		v[11] = TimestampTzGetDatum(now);
+		row_writer_insert(ew, v, n);
+		e->inserted = true;
+	}
+	foreach(lc, steps)
+	{
+		StepRecord *s = lfirst(lc);
+		Datum		v[lengthof(step_columns)];
+		bool		n[lengthof(step_columns)] = {false};
+
+		v[0] = Int64GetDatum(s->execution_id);
+		v[1] = CStringGetTextDatum(s->node_id);
+		v[2] = CStringGetTextDatum(s->node_type);
+		v[3] = Int32GetDatum(s->seq);
+		v[4] = CStringGetTextDatum(s->status);
+		v[5] = spi_text_or_null(s->outcome, &n[5]);
+		n[6] = (s->output == NULL);
+		v[6] = s->output ? JsonbPGetDatum(s->output) : (Datum) 0;
+		v[7] = spi_text_or_null(s->error, &n[7]);
+		v[8] = TimestampTzGetDatum(s->started_at);
+		n[9] = (s->finished_at == 0);
+		v[9] = TimestampTzGetDatum(s->finished_at);
+		row_writer_insert(sw, v, n);
+	}
+	foreach(lc, deliveries)
+		queued |= delivery_repo_write(dw, lfirst(lc));
+	if (queued)
+		notiflow_wake_dispatchers_at_commit();
+
+	row_writer_close(ew);
+	if (sw)
+		row_writer_close(sw);
+	if (dw)
+		row_writer_close(dw);
+	return true;
+}
+
+/*
+ * Inserts new executions, their steps and deliveries; marks the executions
+ * inserted.  Without the executor when nothing can conflict: no execution has
+ * an idempotency key, or the caller claimed them all (locked and looked up,
+ * none twice) and the transaction reads committed data, so that the lookup
+ * saw every execution created with them.  The statement's ON CONFLICT covers
+ * the rest.
+ */
 void
-execution_repo_insert(List *executions, List *steps, List *deliveries)
+execution_repo_insert(List *executions, List *steps, List *deliveries, bool keys_claimed)
 {
 	Datum		args[29];
 	ListCell   *lc;
@@ -287,6 +403,9 @@ execution_repo_insert(List *executions, List *steps, List *deliveries)
 
 	foreach(lc, executions)
 		keyed |= ((ExecutionRecord *) lfirst(lc))->idempotency_key != NULL;
+	if ((!keyed || (keys_claimed && !IsolationUsesXactSnapshot())) &&
+		insert_direct(executions, steps, deliveries))
+		return;
 	execution_args(executions, args);
 	step_args(steps, args + 11);
 	if (delivery_repo_args(deliveries, args + 21))

@@ -79,11 +79,14 @@ extern HTAB *execution_repo_claim_idempotent(const char *workflow_key, List *key
 
 /*
  * Inserts new executions (a List of ExecutionRecord *, all of one workflow
- * version) with their steps (StepRecord *) and deliveries (DeliveryRecord *)
- * in one statement, skipping executions whose idempotency key is taken and
- * their rows; sets ->inserted.
+ * version) with their steps (StepRecord *) and deliveries (DeliveryRecord *),
+ * skipping executions whose idempotency key is taken and their rows; sets
+ * ->inserted.  keys_claimed: the caller locked and looked up every key in
+ * this transaction and no key is there twice (the rows are then written
+ * without the executor).
  */
-extern void execution_repo_insert(List *executions, List *steps, List *deliveries);
+extern void execution_repo_insert(List *executions, List *steps, List *deliveries,
+								  bool keys_claimed);
 
 /* Inserts or updates steps (a List of StepRecord *). */
 extern void execution_repo_save_steps(List *steps);
