@@ -33,11 +33,14 @@
 #
 # Settings (environment):
 #   QUICK=1                     smoke mode: 10,000 messages a run, warm-up 2,000
-#   BENCH_KAFKA_MESSAGES=100000 messages per run
+#   BENCH_KAFKA_MESSAGES=100000 messages per run (at most 50,000 per partition: the mock
+#                               broker drops older messages beyond about that)
 #   BENCH_KAFKA_PARTITIONS=4    partitions of each topic
-#   BENCH_KAFKA_CONSUMERS=1     consumers sharing the topic: subscriptions kbench_<run>,
-#                               kbench_<run>_2, … with one group_id (the way to use more
-#                               than one core for one topic); their CPU is summed
+#   BENCH_KAFKA_CONSUMERS="1 2" the configurations measured, each a row: how many consumers
+#                               share the topic (subscriptions kbench_<run>, kbench_<run>_2, …
+#                               with one group_id, the way to use more than one core for one
+#                               topic); their CPU is summed.  The target is for 2 cores, so
+#                               the one-consumer row is a reference without a verdict.
 #   BENCH_KAFKA_WARMUP=5000     messages of the unmeasured warm-up run (2000 with QUICK=1)
 #   BENCH_REPEATS=3             runs
 #   BENCH_SUBSCRIBERS=1000      subscribers (customer_id u1 … uN)
@@ -53,7 +56,8 @@ QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then DEFAULT_MESSAGES=10000 DEFAULT_WARMUP=2000; else DEFAULT_MESSAGES=100000 DEFAULT_WARMUP=5000; fi
 MESSAGES=${BENCH_KAFKA_MESSAGES:-$DEFAULT_MESSAGES}
 PARTITIONS=${BENCH_KAFKA_PARTITIONS:-4}
-CONSUMERS=${BENCH_KAFKA_CONSUMERS:-1}
+CONSUMER_COUNTS=${BENCH_KAFKA_CONSUMERS:-1 2}
+CONSUMERS=${CONSUMER_COUNTS%% *}   # the warm-up's
 WARMUP=${BENCH_KAFKA_WARMUP:-$DEFAULT_WARMUP}
 REPEATS=${BENCH_REPEATS:-3}
 SUBSCRIBERS=${BENCH_SUBSCRIBERS:-1000}
@@ -72,6 +76,14 @@ bench_begin
 for tool in psql pg_config make cc; do
     command -v "$tool" >/dev/null || { echo "bench: $tool not found (run test/install-deps.sh)" >&2; exit 1; }
 done
+# librdkafka's mock broker keeps a bounded log per partition: with 75,000
+# messages a partition it had dropped the first 25,000 before the consumer
+# read them (the consumer then resets to the earliest offset it can fetch).
+if [ $((MESSAGES / PARTITIONS)) -gt 50000 ]; then
+    echo "bench: $MESSAGES messages over $PARTITIONS partitions is more than the mock broker keeps" \
+         "(50,000 a partition); raise BENCH_KAFKA_PARTITIONS" >&2
+    exit 1
+fi
 
 # shellcheck source=test/lib/cluster.sh
 source test/lib/cluster.sh
@@ -267,44 +279,49 @@ sql -c "ANALYZE" >/dev/null
 say "warm-up (unmeasured): $WARMUP messages, $(cut -d' ' -f1 <<<"$res") events/s, consumer CPU $(cut -d' ' -f3 <<<"$res") µs per event"
 say ""
 
-INGEST=() RAW=() CPUS=() RATIOS=()
-say "## runs"
-say ""
-say "| run | ingest events/s | elapsed (from the producer's start) | producer | consumer CPU per event | raw consume messages/s | raw elapsed | ratio |"
-say "|---|---|---|---|---|---|---|---|"
-for r in $(seq 1 "$REPEATS"); do
-    res=$(ingest_run "$r" "$MESSAGES") || exit 1
-    read -r rate secs cpu raw raw_secs prod_secs <<<"$res"
-    INGEST+=("$rate") RAW+=("$raw") CPUS+=("$cpu") RATIOS+=("$(bench_ratio "$rate" "$raw")")
-    say "| $r | $rate | ${secs}s | ${prod_secs}s | $cpu µs | $raw | ${raw_secs}s | ${RATIOS[-1]} |"
+for CONSUMERS in $CONSUMER_COUNTS; do
+    INGEST=() RAW=() CPUS=() RATIOS=()
+    say "## runs with $CONSUMERS consumer(s)"
+    say ""
+    say "| run | ingest events/s | elapsed (from the producer's start) | producer | consumer CPU per event | raw consume messages/s | raw elapsed | ratio |"
+    say "|---|---|---|---|---|---|---|---|"
+    for r in $(seq 1 "$REPEATS"); do
+        res=$(ingest_run "${CONSUMERS}x$r" "$MESSAGES") || exit 1
+        read -r rate secs cpu raw raw_secs prod_secs <<<"$res"
+        INGEST+=("$rate") RAW+=("$raw") CPUS+=("$cpu") RATIOS+=("$(bench_ratio "$rate" "$raw")")
+        say "| $r | $rate | ${secs}s | ${prod_secs}s | $cpu µs | $raw | ${raw_secs}s | ${RATIOS[-1]} |"
+    done
+    say ""
+    read -r n_exec n_queued < <(sql -F ' ' -c "SELECT (SELECT count(*) FROM notiflow.executions),
+        (SELECT count(*) FROM notiflow.deliveries WHERE status = 'queued')")
+    say "check: $n_exec executions (none failed), $n_queued deliveries queued, no dead letter"
+    say ""
+
+    read -r i_med i_min i_max < <(bench_stats "${INGEST[@]}")
+    read -r r_med r_min r_max < <(bench_stats "${RAW[@]}")
+    read -r c_med c_min c_max < <(bench_stats "${CPUS[@]}")
+    verdict=$(awk -v a="$i_med" -v t="$TARGET" 'BEGIN { print (a >= t) ? "PASS" : "MISS" }')
+    # the target is for both cores: one consumer is one process, so its row is a reference
+    target=">= $TARGET/s" met=$([ "$verdict" = PASS ] && echo met || echo missed)
+    [ "$CONSUMERS" -lt 2 ] && target="— (one consumer uses one core)" met="—"
+    say "## summary with $CONSUMERS consumer(s) (median of $REPEATS, [min–max])"
+    say ""
+    say "| measurement | notiflow | reference | ratio |"
+    say "|---|---|---|---|"
+    say "| Kafka ingest ($CONSUMERS consumer(s)): events/s into committed executions vs raw consume of the same messages, messages/s |" \
+        "$(bench_fmt "$i_med" "$i_min" "$i_max") | $(bench_fmt "$r_med" "$r_min" "$r_max") | $(bench_ratio "$i_med" "$r_med") |"
+    say ""
+    say "consumer CPU per event: $c_med µs [$c_min–$c_max] (one fully busy core would ingest" \
+        "$(awk -v u="$c_med" 'BEGIN { printf "%.0f", (u > 0) ? 1000000 / u : 0 }') events/s); per-run ratios: ${RATIOS[*]}"
+    say ""
+    say "target (2 cores): Kafka ingest >= $TARGET events/s: $i_med with $CONSUMERS consumer(s) — $verdict"
+    say ""
+    say "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
+
+    bench_row kafka "Kafka ingest: events/s into committed executions (order_shipped, $PARTITIONS partitions, $CONSUMERS consumer(s) in one group) vs raw consume of the same messages from the same mock broker" \
+        "$(bench_fmt "$i_med" "$i_min" "$i_max")" "$(bench_fmt "$r_med" "$r_min" "$r_max")" "$(bench_ratio "$i_med" "$r_med")" \
+        "$target" "$met" "$i_med" "$r_med" "Kafka ingest ($CONSUMERS) vs raw consume"
 done
-say ""
-read -r n_exec n_queued < <(sql -F ' ' -c "SELECT (SELECT count(*) FROM notiflow.executions),
-    (SELECT count(*) FROM notiflow.deliveries WHERE status = 'queued')")
-say "check: $n_exec executions (none failed), $n_queued deliveries queued, no dead letter"
-say ""
-
-read -r i_med i_min i_max < <(bench_stats "${INGEST[@]}")
-read -r r_med r_min r_max < <(bench_stats "${RAW[@]}")
-read -r c_med c_min c_max < <(bench_stats "${CPUS[@]}")
-verdict=$(awk -v a="$i_med" -v t="$TARGET" 'BEGIN { print (a >= t) ? "PASS" : "MISS" }')
-say "## summary (median of $REPEATS, [min–max])"
-say ""
-say "| measurement | notiflow | reference | ratio |"
-say "|---|---|---|---|"
-say "| Kafka ingest: events/s into committed executions vs raw consume of the same messages, messages/s |" \
-    "$(bench_fmt "$i_med" "$i_min" "$i_max") | $(bench_fmt "$r_med" "$r_min" "$r_max") | $(bench_ratio "$i_med" "$r_med") |"
-say ""
-say "consumer CPU per event: $c_med µs [$c_min–$c_max] (one fully busy core would ingest" \
-    "$(awk -v u="$c_med" 'BEGIN { printf "%.0f", (u > 0) ? 1000000 / u : 0 }') events/s); per-run ratios: ${RATIOS[*]}"
-say ""
-say "target: Kafka ingest >= $TARGET events/s: $i_med — $verdict"
-say ""
-say "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
-
-bench_row kafka "Kafka ingest: events/s into committed executions (order_shipped, $PARTITIONS partitions, $CONSUMERS consumer(s) in one group) vs raw consume of the same messages from the same mock broker" \
-    "$(bench_fmt "$i_med" "$i_min" "$i_max")" "$(bench_fmt "$r_med" "$r_min" "$r_max")" "$(bench_ratio "$i_med" "$r_med")" \
-    ">= $TARGET/s" "$([ "$verdict" = PASS ] && echo met || echo missed)" "$i_med" "$r_med" "Kafka ingest vs raw consume"
 
 cp "$REPORT" "$ROOT/$RESULTS"
 echo "(written to $RESULTS)"

@@ -70,6 +70,7 @@ typedef struct Run
 	Jsonb	   *steps;
 	Jsonb	   *vars;
 	Jsonb	   *context;		/* built on demand; NULL when stale */
+	Jsonb	   *execution;		/* the context's "execution" object, built once */
 	bool		payload_changed;	/* by a transform: stored in the context */
 	bool		recipient_changed;
 
@@ -98,18 +99,23 @@ run_context(Run *run)
 {
 	if (run->context == NULL)
 	{
-		const char *exec_keys[] = {"id", "workflow", "version"};
-		Jsonb	   *exec_vals[3];
 		Jsonb	   *vals[5];
 
-		exec_vals[0] = jsonb_make_int(run->exec.id);
-		exec_vals[1] = jsonb_make_string(run->exec.workflow_key);
-		exec_vals[2] = jsonb_make_int(run->exec.version);
+		if (run->execution == NULL)
+		{
+			const char *exec_keys[] = {"id", "workflow", "version"};
+			Jsonb	   *exec_vals[3];
+
+			exec_vals[0] = jsonb_make_int(run->exec.id);
+			exec_vals[1] = jsonb_make_string(run->exec.workflow_key);
+			exec_vals[2] = jsonb_make_int(run->exec.version);
+			run->execution = jsonb_make_object(3, exec_keys, exec_vals);
+		}
 		vals[0] = run->payload;
 		vals[1] = run->recipient;
 		vals[2] = run->steps;
 		vals[3] = run->vars;
-		vals[4] = jsonb_make_object(3, exec_keys, exec_vals);
+		vals[4] = run->execution;
 		run->context = jsonb_make_object(5, context_keys, vals);
 	}
 	return run->context;

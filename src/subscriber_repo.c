@@ -72,31 +72,6 @@ read_subscriber(uint64 r, int first, SubscriberInfo *out)
 			out->invalid_addresses = lappend(out->invalid_addresses, TextDatumGetCString(elems[i]));
 }
 
-/* Loads many subscribers with one query; returns a List of SubscriberInfo * (found ones). */
-List *
-subscriber_repo_load_many(List *ids)
-{
-	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(ids), 1));
-	Datum		args[1];
-	ListCell   *lc;
-	int			i = 0;
-	List	   *found = NIL;
-
-	foreach(lc, ids)
-		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
-	args[0] = spi_array(elems, NULL, i, TEXTOID);
-	spi_run(&load_many_stmt, args, NULL, true, 0, SPI_OK_SELECT);
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		SubscriberInfo *info = palloc0(sizeof(SubscriberInfo));
-
-		info->id = spi_text(r, 1);
-		read_subscriber(r, 2, info);
-		found = lappend(found, info);
-	}
-	return found;
-}
-
 /* The recipient object's keys and the columns they come from (load_stmt's jsonb_build_object). */
 static const char *const recipient_keys[] = {
 	"subscriber_id", "name", "email", "phone", "locale", "timezone", "data", "push", "chat"
@@ -154,24 +129,28 @@ column_is(Relation rel, const char *column, Oid type1, Oid type2)
 	return type == type1 || type == type2;
 }
 
+/* An open scan of the subscribers' primary key index. */
+typedef struct SubscriberScan
+{
+	Relation	rel;
+	Relation	index;
+	TupleTableSlot *slot;
+	IndexScanDesc scan;
+} SubscriberScan;
+
 /*
- * Loads one subscriber with a scan of the primary key index instead of a
+ * Opens a scan of the primary key index to read subscribers without a
  * statement (the statement's executor start cost as much as a fifth of a
  * trigger).  Returns false when it cannot (no SELECT privilege, row-level
  * security, an unexpected table shape), so that the statement runs and
- * raises what it should; *found tells whether the subscriber exists.
+ * raises what it should.
  */
 static bool
-load_direct(const char *id, SubscriberInfo *out, bool *found)
+scan_open(SubscriberScan *s)
 {
 	Oid			nsp = get_namespace_oid("notiflow", true);
 	Oid			relid;
 	Oid			pk;
-	Relation	rel;
-	Relation	index;
-	IndexScanDesc scan;
-	ScanKeyData key;
-	TupleTableSlot *slot;
 	AttrNumber	id_att;
 	bool		usable;
 
@@ -182,45 +161,56 @@ load_direct(const char *id, SubscriberInfo *out, bool *found)
 		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK ||
 		check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
 		return false;
-	rel = table_open(relid, AccessShareLock);
-	pk = RelationGetPrimaryKeyIndex(rel);
-	id_att = attnameAttNum(rel, "id", true);
+	s->rel = table_open(relid, AccessShareLock);
+	pk = RelationGetPrimaryKeyIndex(s->rel);
+	id_att = attnameAttNum(s->rel, "id", true);
 	if (!OidIsValid(pk) || id_att <= 0)
 	{
-		table_close(rel, NoLock);
+		table_close(s->rel, NoLock);
 		return false;
 	}
-	index = index_open(pk, AccessShareLock);
-	usable = index->rd_index->indnatts == 1 && index->rd_index->indkey.values[0] == id_att &&
-		index->rd_rel->relam == BTREE_AM_OID &&
-		column_is(rel, "id", TEXTOID, TEXTOID) &&
-		column_is(rel, "preferences", JSONBOID, JSONBOID) &&
-		column_is(rel, "invalid_addresses", TEXTARRAYOID, TEXTARRAYOID);
+	s->index = index_open(pk, AccessShareLock);
+	usable = s->index->rd_index->indnatts == 1 && s->index->rd_index->indkey.values[0] == id_att &&
+		s->index->rd_rel->relam == BTREE_AM_OID &&
+		column_is(s->rel, "id", TEXTOID, TEXTOID) &&
+		column_is(s->rel, "preferences", JSONBOID, JSONBOID) &&
+		column_is(s->rel, "invalid_addresses", TEXTARRAYOID, TEXTARRAYOID);
 	for (int i = 0; usable && i < (int) lengthof(recipient_columns); i++)
-		usable = column_is(rel, recipient_columns[i], TEXTOID, JSONBOID);
+		usable = column_is(s->rel, recipient_columns[i], TEXTOID, JSONBOID);
 	if (!usable)
 	{
-		index_close(index, NoLock);
-		table_close(rel, NoLock);
+		index_close(s->index, NoLock);
+		table_close(s->rel, NoLock);
 		return false;
 	}
+	s->slot = table_slot_create(s->rel, NULL);
+	s->scan = index_beginscan(s->rel, s->index, GetActiveSnapshot(), 1, 0);
+	return true;
+}
+
+/* Reads one subscriber through the scan; false when there is none with this id. */
+static bool
+scan_fetch(SubscriberScan *s, const char *id, SubscriberInfo *out)
+{
+	ScanKeyData key;
 
 	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[0], F_TEXTEQ, CStringGetTextDatum(id));
-	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, index, GetActiveSnapshot(), 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	*found = index_getnext_slot(scan, ForwardScanDirection, slot);
-	if (*found)
-	{
-		out->id = pstrdup(id);
-		read_slot(rel, slot, out);
-	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, NoLock);
-	table_close(rel, NoLock);
+						   s->index->rd_indcollation[0], F_TEXTEQ, CStringGetTextDatum(id));
+	index_rescan(s->scan, &key, 1, NULL, 0);
+	if (!index_getnext_slot(s->scan, ForwardScanDirection, s->slot))
+		return false;
+	out->id = pstrdup(id);
+	read_slot(s->rel, s->slot, out);
 	return true;
+}
+
+static void
+scan_close(SubscriberScan *s)
+{
+	index_endscan(s->scan);
+	ExecDropSingleTupleTableSlot(s->slot);
+	index_close(s->index, NoLock);
+	table_close(s->rel, NoLock);
 }
 
 /* Loads one subscriber. */
@@ -228,10 +218,15 @@ bool
 subscriber_repo_load(const char *id, SubscriberInfo *out)
 {
 	Datum		args[1] = {CStringGetTextDatum(id)};
-	bool		found;
+	SubscriberScan scan;
 
-	if (load_direct(id, out, &found))
+	if (scan_open(&scan))
+	{
+		bool		found = scan_fetch(&scan, id, out);
+
+		scan_close(&scan);
 		return found;
+	}
 
 	spi_run(&load_stmt, args, NULL, true, 1, SPI_OK_SELECT);
 	if (SPI_processed == 0)
@@ -239,4 +234,44 @@ subscriber_repo_load(const char *id, SubscriberInfo *out)
 	out->id = pstrdup(id);
 	read_subscriber(0, 1, out);
 	return true;
+}
+
+/* Loads many subscribers (one index scan, or one query); returns a List of SubscriberInfo * (found ones). */
+List *
+subscriber_repo_load_many(List *ids)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(ids), 1));
+	Datum		args[1];
+	ListCell   *lc;
+	int			i = 0;
+	List	   *found = NIL;
+	SubscriberScan scan;
+
+	if (scan_open(&scan))
+	{
+		foreach(lc, ids)
+		{
+			SubscriberInfo *info = palloc0(sizeof(SubscriberInfo));
+
+			if (scan_fetch(&scan, (char *) lfirst(lc), info))
+				found = lappend(found, info);
+			else
+				pfree(info);
+		}
+		scan_close(&scan);
+		return found;
+	}
+	foreach(lc, ids)
+		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
+	args[0] = spi_array(elems, NULL, i, TEXTOID);
+	spi_run(&load_many_stmt, args, NULL, true, 0, SPI_OK_SELECT);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		SubscriberInfo *info = palloc0(sizeof(SubscriberInfo));
+
+		info->id = spi_text(r, 1);
+		read_subscriber(r, 2, info);
+		found = lappend(found, info);
+	}
+	return found;
 }

@@ -18,7 +18,7 @@ typedef struct SubscriberInfo
 /* Loads a subscriber; false when there is none with this id. */
 extern bool subscriber_repo_load(const char *id, SubscriberInfo *out);
 
-/* Loads the subscribers among ids with one query (a List of SubscriberInfo *). */
+/* Loads the subscribers among ids: one index scan, or one query (a List of SubscriberInfo *). */
 extern List *subscriber_repo_load_many(List *ids);
 
 #endif							/* NOTIFLOW_SUBSCRIBER_REPO_H */
