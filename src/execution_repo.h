@@ -83,7 +83,11 @@ extern HTAB *execution_repo_claim_idempotent(const char *workflow_key, List *key
  * skipping executions whose idempotency key is taken and their rows; sets
  * ->inserted.  keys_claimed: the caller locked and looked up every key in
  * this transaction and no key is there twice (the rows are then written
- * without the executor).
+ * without the executor).  This relies on every writer of
+ * executions.idempotency_key taking the same advisory lock first (they all go
+ * through execution_repo_lock_idempotency or _claim_idempotent): a row
+ * inserted with a key by other means would make such a trigger raise
+ * unique_violation instead of returning the existing execution.
  */
 extern void execution_repo_insert(List *executions, List *steps, List *deliveries,
 								  bool keys_claimed);

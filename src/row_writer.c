@@ -6,13 +6,15 @@
  * and CHECK constraints (ExecConstraints), insert the heap tuple and its index
  * entries (ExecInsertIndexTuples, which also evaluates partial indexes'
  * predicates and raises unique violations).  Anything the executor does
- * beyond that — triggers, row-level security, generated columns, partition
- * routing — makes row_writer_open decline, and the caller runs its statement.
+ * beyond that — triggers, rules, row-level security, generated columns,
+ * partitions, a read-only transaction — makes row_writer_open decline, and
+ * the caller runs its statement.
  *
- * The column defaults and CHECK constraints are parsed and planned once per
- * table and backend (RelationShape), and again only after a relcache
- * invalidation of the table (ALTER TABLE); each open only builds their
- * expression states.
+ * The column defaults, CHECK constraints and partial indexes' predicates are
+ * parsed and planned once per table and backend (RelationShape), and again
+ * after a relcache invalidation of the table (ALTER TABLE, CREATE INDEX) or a
+ * change of any function (planning may inline one); each open only builds
+ * their expression states.
  */
 #include "postgres.h"
 
@@ -34,6 +36,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
+#include "utils/syscache.h"
 
 #include "row_writer.h"
 
@@ -78,6 +81,13 @@ shape_invalidate(Datum arg, Oid relid)
 			shapes[i].valid = false;
 }
 
+/* A function changed: planning may have inlined or folded it into a shape. */
+static void
+shape_invalidate_all(Datum arg, int cacheid, uint32 hashvalue)
+{
+	shape_invalidate(arg, InvalidOid);
+}
+
 /*
  * Returns rel's shape, planning it when there is none or it was invalidated;
  * rri has rel's indexes open.
@@ -93,6 +103,7 @@ shape_for(Relation rel, ResultRelInfo *rri)
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(shape_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, shape_invalidate_all, (Datum) 0);
 		callback_registered = true;
 	}
 	for (int i = 0; i < MAX_SHAPES; i++)
@@ -174,6 +185,9 @@ needs_executor(Relation rel)
 	TupleDesc	desc = RelationGetDescr(rel);
 
 	return rel->rd_rel->relkind != RELKIND_RELATION ||
+		rel->rd_rel->relispartition ||	/* its partition constraint */
+		rel->rd_rules != NULL ||
+		XactReadOnly ||			/* the statement raises the error */
 		has_insert_triggers(rel) ||
 		(desc->constr != NULL && desc->constr->has_generated_stored) ||
 		check_enable_rls(RelationGetRelid(rel), InvalidOid, true) == RLS_ENABLED;

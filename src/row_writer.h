@@ -16,10 +16,12 @@ typedef struct RowWriter RowWriter;
 /*
  * Opens notiflow.<table> to insert rows that give the named columns (the
  * others take their defaults).  Returns NULL when the table needs the
- * executor, so that the caller runs its SQL statement instead: it has
- * triggers (a foreign key too), row-level security, generated columns, is not
- * a plain table, lacks one of the columns, or the current user may not
- * insert into it (the statement then raises the usual error).
+ * executor, so that the caller runs its SQL statement instead: it has insert
+ * triggers (a foreign key from it too) or rules, row-level security,
+ * generated columns, is not a plain table or is a partition, lacks one of
+ * the columns, the transaction is read-only, or the current user may not
+ * insert into it (the statement then raises the usual error).  A unique
+ * index that the row violates raises unique_violation, as INSERT does.
  */
 extern RowWriter *row_writer_open(const char *table, const char *const *columns, int ncolumns);
 

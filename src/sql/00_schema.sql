@@ -99,9 +99,11 @@ CREATE UNIQUE INDEX executions_idempotency
 CREATE INDEX executions_workflow_created ON notiflow.executions (workflow_key, created_at);
 CREATE INDEX executions_created ON notiflow.executions USING brin (created_at);
 -- wake_at is set only while an execution waits for a time.  The predicate
--- leaves status out so that a resume (waiting -> completed) changes no indexed
--- column and is a HOT update; fillfactor leaves the room on the page for it
--- (with 50, about four resumes in five were HOT in a test; 80 gave one in five).
+-- leaves status out so that a resume after a delivery (waiting -> completed,
+-- wake_at staying NULL) changes no indexed column and is a HOT update;
+-- fillfactor leaves the room on the page for it (with 50, about four resumes
+-- in five were HOT in a test; 80 gave one in five).  Resuming a delay clears
+-- wake_at, an indexed column: that update is not HOT.
 CREATE INDEX executions_due ON notiflow.executions (wake_at) WHERE wake_at IS NOT NULL;
 COMMENT ON TABLE notiflow.executions IS
     'One run of a workflow version for one recipient.  context holds the working context (payload, recipient, steps, vars).';

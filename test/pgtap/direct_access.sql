@@ -9,7 +9,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(21);
+SELECT plan(23);
 
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
 SELECT notiflow.put_subscriber('ann', '{"name": "Ann", "email": "ann@example.com"}');
@@ -88,6 +88,12 @@ SELECT notiflow.trigger('rw', '{"order_id": "A7"}', '"ann"') AS e7 \gset
 SELECT results_eq($$SELECT node_id FROM fired WHERE execution_id = $$ || :e7 || $$ ORDER BY node_id$$,
                   $$VALUES ('m'), ('t')$$, 'a BEFORE INSERT trigger on execution_steps fires for each step');
 DROP TRIGGER log_step ON notiflow.execution_steps;
+-- a rule: not ignored; the statement refuses it (rules do not apply to WITH ... INSERT)
+CREATE RULE log_delivery AS ON INSERT TO notiflow.deliveries
+    DO ALSO INSERT INTO fired VALUES (NEW.execution_id, 'rule:' || NEW.node_id);
+SELECT throws_ok($$SELECT notiflow.trigger('rw', '{"order_id": "A8"}', '"ann"')$$, '0A000',
+                 NULL, 'an INSERT rule on deliveries is refused, not silently skipped');
+DROP RULE log_delivery ON notiflow.deliveries;
 
 -- one idempotency key twice in one batch: one execution -------------------------
 SELECT results_eq(
@@ -116,6 +122,11 @@ UPDATE notiflow.subscribers SET invalid_addresses = '{nul@example.com}' WHERE id
 SELECT notiflow.trigger('rw', '{"order_id": "C3"}', '"nul"') AS c3 \gset
 SELECT is((SELECT status FROM notiflow.execution_steps WHERE execution_id = :c3 AND node_id = 'm'),
           'skipped', 'the addresses a provider reported invalid are read too');
+
+-- last: a read-only transaction cannot go back
+SET LOCAL transaction_read_only = on;
+SELECT throws_ok($$SELECT notiflow.trigger('rw', '{"order_id": "R1"}', '"ann"')$$, '25006',
+                 NULL, 'a read-only transaction cannot trigger');
 
 SELECT * FROM finish();
 ROLLBACK;
