@@ -13,14 +13,13 @@
  */
 #include "postgres.h"
 
-#include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "utils/inval.h"
-#include "utils/lsyscache.h"
 #include "utils/rel.h"
 
 #include "config_cache.h"
+#include "notiflow.h"
 
 PG_FUNCTION_INFO_V1(config_changed);
 
@@ -61,11 +60,7 @@ config_cache_generation(void)
 	for (int i = 0; i < 3; i++)
 	{
 		if (!OidIsValid(watched[i]))
-		{
-			Oid			nsp = get_namespace_oid("notiflow", true);
-
-			watched[i] = OidIsValid(nsp) ? get_relname_relid(watched_names[i], nsp) : InvalidOid;
-		}
+			watched[i] = notiflow_relid(watched_names[i]);
 	}
 	return generation;
 }

@@ -38,14 +38,22 @@ static SpiStatement providers_stmt = {
 	1, {TEXTOID}
 };
 
-static SpiStatement summary_stmt = {
-	"SELECT count(*)::int4,"
-	"       (count(*) FILTER (WHERE status IN ('queued', 'sending')))::int4,"
+/*
+ * An action node's deliveries summarised: total, pending, succeeded, and the
+ * deliveries as a jsonb array (read by read_summary).
+ */
+#define SUMMARY_TOTALS \
+	"count(*)::int4," \
+	"       (count(*) FILTER (WHERE status IN ('queued', 'sending')))::int4," \
 	"       (count(*) FILTER (WHERE status IN ('sent', 'delivered')))::int4,"
-	"       coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object("
-	"           'id', id, 'status', status, 'provider', provider, 'recipient', recipient,"
-	"           'attempts', attempts, 'provider_message_id', provider_message_id,"
-	"           'error', last_error)) ORDER BY id), '[]')"
+#define SUMMARY_DELIVERIES \
+	"jsonb_agg(jsonb_strip_nulls(jsonb_build_object(" \
+	"           'id', id, 'status', status, 'provider', provider, 'recipient', recipient," \
+	"           'attempts', attempts, 'provider_message_id', provider_message_id," \
+	"           'error', last_error)) ORDER BY id)"
+
+static SpiStatement summary_stmt = {
+	"SELECT " SUMMARY_TOTALS " coalesce(" SUMMARY_DELIVERIES ", '[]')"
 	"  FROM notiflow.deliveries WHERE execution_id = $1 AND node_id = $2",
 	2, {INT8OID, TEXTOID}
 };
@@ -79,49 +87,62 @@ static SpiStatement set_status_stmt = {
 	4, {INT8OID, TEXTOID, TEXTOID, TEXTOID}
 };
 
+/*
+ * One delivery's columns, in the order of the statements' arrays and of
+ * delivery_columns: execution_id, node_id, channel, provider, recipient,
+ * content, status, last_error.  Returns true when it is queued.
+ */
+#define DELIVERY_ROW_COLUMNS 8
+
+static bool
+delivery_row(const DeliveryRecord *d, Datum *v, bool *n)
+{
+	v[0] = Int64GetDatum(d->execution_id);
+	n[0] = false;
+	v[1] = CStringGetTextDatum(d->node_id);
+	n[1] = false;
+	v[2] = CStringGetTextDatum(d->channel);
+	n[2] = false;
+	v[3] = spi_text_or_null(d->provider, &n[3]);
+	v[4] = spi_text_or_null(d->recipient, &n[4]);
+	v[5] = JsonbPGetDatum(d->content);
+	n[5] = false;
+	v[6] = CStringGetTextDatum(d->status);
+	n[6] = false;
+	v[7] = spi_text_or_null(d->last_error, &n[7]);
+	return strcmp(d->status, "queued") == 0;
+}
+
 /* Fills 8 array arguments from deliveries; returns true when one of them is queued. */
 bool
 delivery_repo_args(List *deliveries, Datum *args)
 {
-	int			n = list_length(deliveries);
-	Datum	   *cols[8];
-	bool	   *nulls[8];
-	static const Oid types[8] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID,
-	TEXTOID, TEXTOID};
+	static const Oid types[DELIVERY_ROW_COLUMNS] = {INT8OID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, JSONBOID, TEXTOID, TEXTOID};
+	SpiColumns	cols;
 	ListCell   *lc;
-	int			i = 0;
 	bool		queued = false;
 
-	for (int c = 0; c < 8; c++)
-	{
-		cols[c] = palloc(sizeof(Datum) * Max(n, 1));
-		nulls[c] = palloc0(sizeof(bool) * Max(n, 1));
-	}
+	spi_columns_init(&cols, DELIVERY_ROW_COLUMNS, list_length(deliveries));
 	foreach(lc, deliveries)
 	{
-		DeliveryRecord *d = lfirst(lc);
+		Datum		v[DELIVERY_ROW_COLUMNS];
+		bool		n[DELIVERY_ROW_COLUMNS];
 
-		cols[0][i] = Int64GetDatum(d->execution_id);
-		cols[1][i] = CStringGetTextDatum(d->node_id);
-		cols[2][i] = CStringGetTextDatum(d->channel);
-		cols[3][i] = spi_text_or_null(d->provider, &nulls[3][i]);
-		cols[4][i] = spi_text_or_null(d->recipient, &nulls[4][i]);
-		cols[5][i] = JsonbPGetDatum(d->content);
-		cols[6][i] = CStringGetTextDatum(d->status);
-		queued |= strcmp(d->status, "queued") == 0;
-		cols[7][i] = spi_text_or_null(d->last_error, &nulls[7][i]);
-		i++;
+		queued |= delivery_row(lfirst(lc), v, n);
+		spi_columns_add(&cols, v, n);
 	}
-	for (int c = 0; c < 8; c++)
-		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
+	spi_columns_args(&cols, types, args);
 	return queued;
 }
 
-/* The columns a new delivery gives, in delivery_repo_write's order; the others take their defaults. */
+/* The columns a new delivery gives: delivery_row's, then finished_at; the others take their defaults. */
 static const char *const delivery_columns[] = {
 	"execution_id", "node_id", "channel", "provider", "recipient", "content", "status",
 	"last_error", "finished_at"
 };
+StaticAssertDecl(lengthof(delivery_columns) == DELIVERY_ROW_COLUMNS + 1,
+				 "delivery_columns: delivery_row's columns, finished_at");
 
 RowWriter *
 delivery_repo_open_writer(void)
@@ -133,19 +154,11 @@ bool
 delivery_repo_write(RowWriter *w, const DeliveryRecord *d)
 {
 	Datum		values[lengthof(delivery_columns)];
-	bool		nulls[lengthof(delivery_columns)] = {false};
-	bool		queued = strcmp(d->status, "queued") == 0;
+	bool		nulls[lengthof(delivery_columns)];
+	bool		queued = delivery_row(d, values, nulls);
 
-	values[0] = Int64GetDatum(d->execution_id);
-	values[1] = CStringGetTextDatum(d->node_id);
-	values[2] = CStringGetTextDatum(d->channel);
-	values[3] = spi_text_or_null(d->provider, &nulls[3]);
-	values[4] = spi_text_or_null(d->recipient, &nulls[4]);
-	values[5] = JsonbPGetDatum(d->content);
-	values[6] = CStringGetTextDatum(d->status);
-	values[7] = spi_text_or_null(d->last_error, &nulls[7]);
-	nulls[8] = queued;
-	values[8] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	nulls[DELIVERY_ROW_COLUMNS] = queued;
+	values[DELIVERY_ROW_COLUMNS] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	row_writer_insert(w, values, nulls);
 	return queued;
 }
@@ -182,18 +195,26 @@ delivery_repo_providers(const char *channel)
 	return providers;
 }
 
+/* Reads SUMMARY_TOTALS and SUMMARY_DELIVERIES of row r (columns from first). */
+static void
+read_summary(uint64 r, int first, DeliverySummary *out)
+{
+	bool		isnull;
+
+	out->total = DatumGetInt32(spi_value(r, first, &isnull));
+	out->pending = DatumGetInt32(spi_value(r, first + 1, &isnull));
+	out->succeeded = DatumGetInt32(spi_value(r, first + 2, &isnull));
+	out->deliveries = DatumGetJsonbPCopy(spi_value(r, first + 3, &isnull));
+}
+
 /* Summarises one action node's deliveries. */
 void
 delivery_repo_summary(int64 execution_id, const char *node_id, DeliverySummary *out)
 {
 	Datum		args[2] = {Int64GetDatum(execution_id), CStringGetTextDatum(node_id)};
-	bool		isnull;
 
 	spi_run(&summary_stmt, args, NULL, false, 1, SPI_OK_SELECT);
-	out->total = DatumGetInt32(spi_value(0, 1, &isnull));
-	out->pending = DatumGetInt32(spi_value(0, 2, &isnull));
-	out->succeeded = DatumGetInt32(spi_value(0, 3, &isnull));
-	out->deliveries = DatumGetJsonbPCopy(spi_value(0, 4, &isnull));
+	read_summary(0, 1, out);
 }
 
 /* Records a delivery's new status unless it already ended. */
@@ -463,13 +484,7 @@ static SpiStatement mark_sent_stmt = {
 };
 
 static SpiStatement summaries_stmt = {
-	"SELECT execution_id, node_id, count(*)::int4,"
-	"       (count(*) FILTER (WHERE status IN ('queued', 'sending')))::int4,"
-	"       (count(*) FILTER (WHERE status IN ('sent', 'delivered')))::int4,"
-	"       jsonb_agg(jsonb_strip_nulls(jsonb_build_object("
-	"           'id', id, 'status', status, 'provider', provider, 'recipient', recipient,"
-	"           'attempts', attempts, 'provider_message_id', provider_message_id,"
-	"           'error', last_error)) ORDER BY id)"
+	"SELECT execution_id, node_id, " SUMMARY_TOTALS " " SUMMARY_DELIVERIES
 	"  FROM unnest($1::int8[]) AS k(wanted) JOIN notiflow.deliveries d ON d.execution_id = k.wanted"
 	" GROUP BY execution_id, node_id",
 	1, {INT8ARRAYOID}
@@ -481,32 +496,29 @@ delivery_repo_record_attempts(AttemptRecord *attempts, int n)
 	static const Oid types[9] = {INT8OID, INT4OID, TEXTOID, INT4OID, INT4OID, FLOAT8OID,
 	TEXTOID, TEXTOID, TEXTOID};
 	Datum		args[9];
-	Datum	   *cols[9];
-	bool	   *nulls[9];
+	SpiColumns	cols;
 
 	if (n == 0)
 		return;
-	for (int c = 0; c < 9; c++)
-	{
-		cols[c] = palloc(sizeof(Datum) * n);
-		nulls[c] = palloc0(sizeof(bool) * n);
-	}
+	spi_columns_init(&cols, 9, n);
 	for (int i = 0; i < n; i++)
 	{
 		AttemptRecord *a = &attempts[i];
+		Datum		v[9];
+		bool		nulls[9] = {false};
 
-		cols[0][i] = Int64GetDatum(a->delivery_id);
-		cols[1][i] = Int32GetDatum(a->attempt);
-		cols[2][i] = CStringGetTextDatum(a->provider ? a->provider : "");
-		cols[3][i] = Int32GetDatum((int32) a->status_code);
-		cols[4][i] = Int32GetDatum(a->curl_code);
-		cols[5][i] = Float8GetDatum(a->latency_ms);
-		cols[6][i] = CStringGetTextDatum(a->error_class);
-		cols[7][i] = spi_text_or_null(a->error, &nulls[7][i]);
-		cols[8][i] = spi_text_or_null(a->excerpt, &nulls[8][i]);
+		v[0] = Int64GetDatum(a->delivery_id);
+		v[1] = Int32GetDatum(a->attempt);
+		v[2] = CStringGetTextDatum(a->provider ? a->provider : "");
+		v[3] = Int32GetDatum((int32) a->status_code);
+		v[4] = Int32GetDatum(a->curl_code);
+		v[5] = Float8GetDatum(a->latency_ms);
+		v[6] = CStringGetTextDatum(a->error_class);
+		v[7] = spi_text_or_null(a->error, &nulls[7]);
+		v[8] = spi_text_or_null(a->excerpt, &nulls[8]);
+		spi_columns_add(&cols, v, nulls);
 	}
-	for (int c = 0; c < 9; c++)
-		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
+	spi_columns_args(&cols, types, args);
 	spi_run(&attempts_stmt, args, NULL, false, 0, SPI_OK_INSERT);
 }
 
@@ -572,10 +584,7 @@ delivery_repo_summaries(int64 *execution_ids, int n)
 		if (!found)
 			e->nodes = NIL;
 		ns->node_id = spi_text(r, 2);
-		ns->summary.total = DatumGetInt32(spi_value(r, 3, &isnull));
-		ns->summary.pending = DatumGetInt32(spi_value(r, 4, &isnull));
-		ns->summary.succeeded = DatumGetInt32(spi_value(r, 5, &isnull));
-		ns->summary.deliveries = DatumGetJsonbPCopy(spi_value(r, 6, &isnull));
+		read_summary(r, 3, &ns->summary);
 		e->nodes = lappend(e->nodes, ns);
 	}
 	return result;

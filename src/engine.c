@@ -1072,6 +1072,13 @@ runs_write_new(List *runs, bool keys_claimed)
 		execution_repo_insert(execs, steps, deliveries, keys_claimed);
 }
 
+/* A batch locks and looks up this key with the others (shorter keys only; NULL: none). */
+static bool
+key_fits_batch(const char *key)
+{
+	return key != NULL && strlen(key) < NOTIFLOW_IDEMPOTENCY_KEY_LEN;
+}
+
 /* Loads, with one query, the subscribers a fan-out names by id. */
 static void
 session_preload_subscribers(EngineSession *session, TriggerRequest *requests, int n)
@@ -1151,8 +1158,7 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 
 		session_preload_subscribers(&session, requests, n);
 		for (int i = 0; i < n; i++)
-			if (requests[i].idempotency_key != NULL &&
-				strlen(requests[i].idempotency_key) < NOTIFLOW_IDEMPOTENCY_KEY_LEN)
+			if (key_fits_batch(requests[i].idempotency_key))
 				keys = lappend(keys, requests[i].idempotency_key);
 		/* a batch (fan-out, a Kafka poll) locks and looks up its keys with one statement each */
 		if (keys != NIL)
@@ -1165,28 +1171,28 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 		Run		   *run;
 		WorkflowNode *trigger = &def->nodes[def->trigger_index];
 
-		req->execution_id = 0;
-		if (req->idempotency_key != NULL)
-		{
-			IdempotentExecution *found = NULL;
+		/* the batch claimed this key (and records the execution that takes it) */
+		bool		in_batch = claimed != NULL && key_fits_batch(req->idempotency_key);
 
-			if (claimed != NULL && strlen(req->idempotency_key) < NOTIFLOW_IDEMPOTENCY_KEY_LEN)
-				found = hash_search(claimed, req->idempotency_key, HASH_FIND, NULL);
-			else
-			{
-				/* serialise triggers with one key: the second waits, then finds the first */
-				execution_repo_lock_idempotency(workflow_key, req->idempotency_key);
-				req->execution_id = execution_repo_find_idempotent(workflow_key, req->idempotency_key);
-			}
+		req->execution_id = 0;
+		if (in_batch)
+		{
+			IdempotentExecution *found = hash_search(claimed, req->idempotency_key, HASH_FIND, NULL);
+
 			if (found != NULL)
 				req->execution_id = found->execution_id;
-			if (req->execution_id != 0)
-				continue;
-			/* a long key in a batch is looked up alone: an earlier twin in the batch is not found */
-			if (n > 1 && (claimed == NULL ||
-						  strlen(req->idempotency_key) >= NOTIFLOW_IDEMPOTENCY_KEY_LEN))
-				keys_claimed = false;
 		}
+		else if (req->idempotency_key != NULL)
+		{
+			/* serialise triggers with one key: the second waits, then finds the first */
+			execution_repo_lock_idempotency(workflow_key, req->idempotency_key);
+			req->execution_id = execution_repo_find_idempotent(workflow_key, req->idempotency_key);
+		}
+		if (req->execution_id != 0)
+			continue;
+		/* a key looked up alone in a batch: an earlier twin in the batch is not found */
+		if (n > 1 && req->idempotency_key != NULL && !in_batch)
+			keys_claimed = false;
 		run = run_create(&session, def);
 		run->payload = req->payload;
 		run->exec.payload = req->payload;
@@ -1211,8 +1217,7 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 		run_conclude(run);
 		runs = lappend(runs, run);
 		/* a later message of the batch with the same key gets this execution */
-		if (claimed != NULL && req->idempotency_key != NULL &&
-			strlen(req->idempotency_key) < NOTIFLOW_IDEMPOTENCY_KEY_LEN)
+		if (in_batch)
 		{
 			IdempotentExecution *entry = hash_search(claimed, req->idempotency_key, HASH_ENTER, NULL);
 
@@ -1309,6 +1314,13 @@ resume_run(EngineSession *session, LockedExecution *le)
 	return run;
 }
 
+/* An execution in this status can go on. */
+static bool
+status_is_resumable(const char *status)
+{
+	return strcmp(status, "waiting") == 0 || strcmp(status, "running") == 0;
+}
+
 static int
 int64_cmp(const void *a, const void *b)
 {
@@ -1366,7 +1378,7 @@ resume_many(int64 *ids, int n, const char **statuses)
 			for (int i = 0; i < n; i++)
 				if (ids[i] == le->rec.id)
 					statuses[i] = le->rec.status;
-		if (strcmp(le->rec.status, "waiting") != 0 && strcmp(le->rec.status, "running") != 0)
+		if (!status_is_resumable(le->rec.status))
 			continue;
 		resumable[n_resumable++] = le->rec.id;
 	}
@@ -1381,7 +1393,7 @@ resume_many(int64 *ids, int n, const char **statuses)
 		LockedExecution *le = lfirst(lc);
 		Run		   *run;
 
-		if (strcmp(le->rec.status, "waiting") != 0 && strcmp(le->rec.status, "running") != 0)
+		if (!status_is_resumable(le->rec.status))
 			continue;
 		run = resume_run(&session, le);
 		run_process(run);
@@ -1397,6 +1409,23 @@ resume_many(int64 *ids, int n, const char **statuses)
 	execution_repo_save_steps(steps);
 	delivery_repo_insert(deliveries);
 	execution_repo_update_many(execs);
+}
+
+
+/* A delivery's outcome as the event "<node>.<status>" for its execution's wait nodes. */
+static void
+delivery_outcome_event(int64 execution_id, const char *node_id, int64 delivery_id,
+					   const char *status, const char *provider_message_id, const char *error)
+{
+	const char *keys[] = {"delivery_id", "status", "provider_message_id", "error"};
+	Jsonb	   *vals[4];
+
+	vals[0] = jsonb_make_int(delivery_id);
+	vals[1] = jsonb_make_string(status);
+	vals[2] = provider_message_id ? jsonb_make_string(provider_message_id) : NULL;
+	vals[3] = error ? jsonb_make_string(error) : NULL;
+	wait_repo_execution_event(execution_id, psprintf("%s.%s", node_id, status),
+							  jsonb_make_object(4, keys, vals));
 }
 
 /* Resumes one execution; SPI is connected. */
@@ -1468,16 +1497,7 @@ delivery_finish(int64 delivery_id, const char *status, const char *provider_mess
 									   &execution_id, &node_id);
 	if (changed && strcmp(status, "sending") != 0)
 	{
-		/* the outcome is also an event "<node>.<status>" for this execution's wait nodes */
-		const char *keys[] = {"delivery_id", "status", "provider_message_id", "error"};
-		Jsonb	   *vals[4];
-
-		vals[0] = jsonb_make_int(delivery_id);
-		vals[1] = jsonb_make_string(status);
-		vals[2] = provider_message_id ? jsonb_make_string(provider_message_id) : NULL;
-		vals[3] = error ? jsonb_make_string(error) : NULL;
-		wait_repo_execution_event(execution_id, psprintf("%s.%s", node_id, status),
-								  jsonb_make_object(4, keys, vals));
+		delivery_outcome_event(execution_id, node_id, delivery_id, status, provider_message_id, error);
 		execution_resume_connected(execution_id);
 	}
 	SPI_finish();
@@ -1529,15 +1549,8 @@ deliveries_finished(List *finished)
 		{
 			if (*(int64 *) lfirst(w) == f->execution_id)
 			{
-				const char *keys[] = {"delivery_id", "status", "provider_message_id", "error"};
-				Jsonb	   *vals[4];
-
-				vals[0] = jsonb_make_int(f->delivery_id);
-				vals[1] = jsonb_make_string(f->status);
-				vals[2] = f->provider_message_id ? jsonb_make_string(f->provider_message_id) : NULL;
-				vals[3] = f->error ? jsonb_make_string(f->error) : NULL;
-				wait_repo_execution_event(f->execution_id, psprintf("%s.%s", f->node_id, f->status),
-										  jsonb_make_object(4, keys, vals));
+				delivery_outcome_event(f->execution_id, f->node_id, f->delivery_id, f->status,
+									   f->provider_message_id, f->error);
 				break;
 			}
 		}

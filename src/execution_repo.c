@@ -30,18 +30,19 @@ static SpiStatement find_idempotent_stmt = {
 
 /*
  * The parts of the statement that writes new executions with their steps and
- * deliveries: $1–$11 the executions, $12–$21 their steps, $22–$29 their
- * deliveries, each column an array.
+ * deliveries: $1–$9 the executions' columns (execution_row) and $10, $11
+ * their workflow key and version, $12–$21 their steps (step_row), $22–$29
+ * their deliveries (delivery_repo_row), each column an array.
  */
 #define NEW_EXECUTIONS \
 	"  INSERT INTO notiflow.executions AS x" \
 	"         (id, workflow_key, workflow_version, status, payload, context, recipient," \
 	"          subscriber_id, idempotency_key, error, wake_at, finished_at)" \
-	"  SELECT t.id, $2, $3, t.status, t.payload, t.context, t.recipient, t.subscriber_id," \
+	"  SELECT t.id, $10, $11, t.status, t.payload, t.context, t.recipient, t.subscriber_id," \
 	"         t.idempotency_key, t.error, t.wake_at," \
 	"         CASE WHEN t.status IN ('completed', 'failed', 'cancelled') THEN now() END" \
-	"    FROM unnest($1::int8[], $4::text[], $5::jsonb[], $6::jsonb[], $7::jsonb[]," \
-	"                $8::text[], $9::text[], $10::text[], $11::timestamptz[])" \
+	"    FROM unnest($1::int8[], $2::text[], $3::jsonb[], $4::jsonb[], $5::jsonb[]," \
+	"                $6::text[], $7::text[], $8::text[], $9::timestamptz[])" \
 	"         AS t(id, status, payload, context, recipient, subscriber_id, idempotency_key, error, wake_at)"
 #define NEW_STEPS \
 	"  INSERT INTO notiflow.execution_steps" \
@@ -60,8 +61,8 @@ static SpiStatement find_idempotent_stmt = {
 	"    FROM unnest($22::int8[], $23::text[], $24::text[], $25::text[], $26::text[]," \
 	"                $27::jsonb[], $28::text[], $29::text[]) AS v(e, n, c, p, r, ct, s, err)"
 #define NEW_ARGTYPES \
-	{INT8ARRAYOID, TEXTOID, INT4OID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID, \
-	 JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, \
+	{INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID, JSONBARRAYOID, \
+	 TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, INT4OID, \
 	 INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, \
 	 TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, \
 	 INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
@@ -198,97 +199,116 @@ execution_repo_find_idempotent(const char *workflow_key, const char *key)
 	return DatumGetInt64(spi_value(0, 1, &isnull));
 }
 
+/*
+ * One execution's columns, in the order of insert_stmt's arrays $1–$9 and of
+ * execution_columns: id, status, payload, context, recipient, subscriber_id,
+ * idempotency_key, error, wake_at.
+ */
+#define EXECUTION_ROW_COLUMNS 9
+
+static void
+execution_row(const ExecutionRecord *e, Datum *v, bool *n)
+{
+	v[0] = Int64GetDatum(e->id);
+	n[0] = false;
+	v[1] = CStringGetTextDatum(e->status);
+	n[1] = false;
+	v[2] = JsonbPGetDatum(e->payload);
+	n[2] = false;
+	v[3] = JsonbPGetDatum(e->context);
+	n[3] = false;
+	n[4] = (e->recipient == NULL);
+	v[4] = e->recipient ? JsonbPGetDatum(e->recipient) : (Datum) 0;
+	v[5] = spi_text_or_null(e->subscriber_id, &n[5]);
+	v[6] = spi_text_or_null(e->idempotency_key, &n[6]);
+	v[7] = spi_text_or_null(e->error, &n[7]);
+	n[8] = (e->wake_at == 0);
+	v[8] = TimestampTzGetDatum(e->wake_at);
+}
+
+/* One step's columns, in the order of the steps' arrays and of step_columns. */
+#define STEP_ROW_COLUMNS 10
+
+static void
+step_row(const StepRecord *s, Datum *v, bool *n)
+{
+	v[0] = Int64GetDatum(s->execution_id);
+	n[0] = false;
+	v[1] = CStringGetTextDatum(s->node_id);
+	n[1] = false;
+	v[2] = CStringGetTextDatum(s->node_type);
+	n[2] = false;
+	v[3] = Int32GetDatum(s->seq);
+	n[3] = false;
+	v[4] = CStringGetTextDatum(s->status);
+	n[4] = false;
+	v[5] = spi_text_or_null(s->outcome, &n[5]);
+	n[6] = (s->output == NULL);
+	v[6] = s->output ? JsonbPGetDatum(s->output) : (Datum) 0;
+	v[7] = spi_text_or_null(s->error, &n[7]);
+	v[8] = TimestampTzGetDatum(s->started_at);
+	n[8] = false;
+	n[9] = (s->finished_at == 0);
+	v[9] = TimestampTzGetDatum(s->finished_at);
+}
+
 /* Fills args[0..10] of insert_stmt from executions (all of one workflow version). */
 static void
 execution_args(List *executions, Datum *args)
 {
-	int			n = list_length(executions);
-	Datum	   *cols[9];
-	bool	   *nulls[9];
-	static const Oid types[9] = {INT8OID, TEXTOID, JSONBOID, JSONBOID, JSONBOID, TEXTOID,
-	TEXTOID, TEXTOID, TIMESTAMPTZOID};
-	ListCell   *lc;
-	int			i = 0;
+	static const Oid types[EXECUTION_ROW_COLUMNS] = {INT8OID, TEXTOID, JSONBOID, JSONBOID,
+	JSONBOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 	ExecutionRecord *first = linitial(executions);
+	SpiColumns	cols;
+	ListCell   *lc;
 
-	for (int c = 0; c < 9; c++)
-	{
-		cols[c] = palloc(sizeof(Datum) * n);
-		nulls[c] = palloc0(sizeof(bool) * n);
-	}
+	spi_columns_init(&cols, EXECUTION_ROW_COLUMNS, list_length(executions));
 	foreach(lc, executions)
 	{
-		ExecutionRecord *e = lfirst(lc);
+		Datum		v[EXECUTION_ROW_COLUMNS];
+		bool		n[EXECUTION_ROW_COLUMNS];
 
-		cols[0][i] = Int64GetDatum(e->id);
-		cols[1][i] = CStringGetTextDatum(e->status);
-		cols[2][i] = JsonbPGetDatum(e->payload);
-		cols[3][i] = JsonbPGetDatum(e->context);
-		nulls[4][i] = (e->recipient == NULL);
-		cols[4][i] = e->recipient ? JsonbPGetDatum(e->recipient) : (Datum) 0;
-		cols[5][i] = spi_text_or_null(e->subscriber_id, &nulls[5][i]);
-		cols[6][i] = spi_text_or_null(e->idempotency_key, &nulls[6][i]);
-		cols[7][i] = spi_text_or_null(e->error, &nulls[7][i]);
-		nulls[8][i] = (e->wake_at == 0);
-		cols[8][i] = TimestampTzGetDatum(e->wake_at);
-		e->inserted = false;
-		i++;
+		execution_row(lfirst(lc), v, n);
+		spi_columns_add(&cols, v, n);
 	}
-	args[0] = spi_array(cols[0], nulls[0], n, types[0]);
-	args[1] = CStringGetTextDatum(first->workflow_key);
-	args[2] = Int32GetDatum(first->version);
-	for (int c = 1; c < 9; c++)
-		args[c + 2] = spi_array(cols[c], nulls[c], n, types[c]);
+	spi_columns_args(&cols, types, args);
+	args[9] = CStringGetTextDatum(first->workflow_key);
+	args[10] = Int32GetDatum(first->version);
 }
 
 /* Fills 10 array arguments from steps. */
 static void
 step_args(List *steps, Datum *args)
 {
-	int			n = list_length(steps);
-	Datum	   *cols[10];
-	bool	   *nulls[10];
-	static const Oid types[10] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID,
-	JSONBOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	static const Oid types[STEP_ROW_COLUMNS] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
+	TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	SpiColumns	cols;
 	ListCell   *lc;
-	int			i = 0;
 
-	for (int c = 0; c < 10; c++)
-	{
-		cols[c] = palloc(sizeof(Datum) * Max(n, 1));
-		nulls[c] = palloc0(sizeof(bool) * Max(n, 1));
-	}
+	spi_columns_init(&cols, STEP_ROW_COLUMNS, list_length(steps));
 	foreach(lc, steps)
 	{
-		StepRecord *s = lfirst(lc);
+		Datum		v[STEP_ROW_COLUMNS];
+		bool		n[STEP_ROW_COLUMNS];
 
-		cols[0][i] = Int64GetDatum(s->execution_id);
-		cols[1][i] = CStringGetTextDatum(s->node_id);
-		cols[2][i] = CStringGetTextDatum(s->node_type);
-		cols[3][i] = Int32GetDatum(s->seq);
-		cols[4][i] = CStringGetTextDatum(s->status);
-		cols[5][i] = spi_text_or_null(s->outcome, &nulls[5][i]);
-		nulls[6][i] = (s->output == NULL);
-		cols[6][i] = s->output ? JsonbPGetDatum(s->output) : (Datum) 0;
-		cols[7][i] = spi_text_or_null(s->error, &nulls[7][i]);
-		cols[8][i] = TimestampTzGetDatum(s->started_at);
-		nulls[9][i] = (s->finished_at == 0);
-		cols[9][i] = TimestampTzGetDatum(s->finished_at);
-		i++;
+		step_row(lfirst(lc), v, n);
+		spi_columns_add(&cols, v, n);
 	}
-	for (int c = 0; c < 10; c++)
-		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
+	spi_columns_args(&cols, types, args);
 }
 
-/* The columns the direct inserts give, in the order of insert_direct's values. */
+/* The columns the direct inserts give: execution_row's, then three more; step_row's. */
 static const char *const execution_columns[] = {
-	"id", "workflow_key", "workflow_version", "status", "payload", "context", "recipient",
-	"subscriber_id", "idempotency_key", "error", "wake_at", "finished_at"
+	"id", "status", "payload", "context", "recipient", "subscriber_id", "idempotency_key",
+	"error", "wake_at", "workflow_key", "workflow_version", "finished_at"
 };
 static const char *const step_columns[] = {
 	"execution_id", "node_id", "node_type", "seq", "status", "outcome", "output", "error",
 	"started_at", "finished_at"
 };
+StaticAssertDecl(lengthof(execution_columns) == EXECUTION_ROW_COLUMNS + 3,
+				 "execution_columns: execution_row's columns, workflow_key, workflow_version, finished_at");
+StaticAssertDecl(lengthof(step_columns) == STEP_ROW_COLUMNS, "step_columns: step_row's columns");
 
 static bool
 status_is_final(const char *status)
@@ -335,42 +355,20 @@ insert_direct(List *executions, List *steps, List *deliveries)
 		Datum		v[lengthof(execution_columns)];
 		bool		n[lengthof(execution_columns)] = {false};
 
-		v[0] = Int64GetDatum(e->id);
-		v[1] = CStringGetTextDatum(e->workflow_key);
-		v[2] = Int32GetDatum(e->version);
-		v[3] = CStringGetTextDatum(e->status);
-		v[4] = JsonbPGetDatum(e->payload);
-		v[5] = JsonbPGetDatum(e->context);
-		n[6] = (e->recipient == NULL);
-		v[6] = e->recipient ? JsonbPGetDatum(e->recipient) : (Datum) 0;
-		v[7] = spi_text_or_null(e->subscriber_id, &n[7]);
-		v[8] = spi_text_or_null(e->idempotency_key, &n[8]);
-		v[9] = spi_text_or_null(e->error, &n[9]);
-		n[10] = (e->wake_at == 0);
-		v[10] = TimestampTzGetDatum(e->wake_at);
-		n[11] = !status_is_final(e->status);
-		v[11] = TimestampTzGetDatum(now);
+		execution_row(e, v, n);
+		v[EXECUTION_ROW_COLUMNS] = CStringGetTextDatum(e->workflow_key);
+		v[EXECUTION_ROW_COLUMNS + 1] = Int32GetDatum(e->version);
+		n[EXECUTION_ROW_COLUMNS + 2] = !status_is_final(e->status);
+		v[EXECUTION_ROW_COLUMNS + 2] = TimestampTzGetDatum(now);
 		row_writer_insert(ew, v, n);
 		e->inserted = true;
 	}
 	foreach(lc, steps)
 	{
-		StepRecord *s = lfirst(lc);
-		Datum		v[lengthof(step_columns)];
-		bool		n[lengthof(step_columns)] = {false};
+		Datum		v[STEP_ROW_COLUMNS];
+		bool		n[STEP_ROW_COLUMNS];
 
-		v[0] = Int64GetDatum(s->execution_id);
-		v[1] = CStringGetTextDatum(s->node_id);
-		v[2] = CStringGetTextDatum(s->node_type);
-		v[3] = Int32GetDatum(s->seq);
-		v[4] = CStringGetTextDatum(s->status);
-		v[5] = spi_text_or_null(s->outcome, &n[5]);
-		n[6] = (s->output == NULL);
-		v[6] = s->output ? JsonbPGetDatum(s->output) : (Datum) 0;
-		v[7] = spi_text_or_null(s->error, &n[7]);
-		v[8] = TimestampTzGetDatum(s->started_at);
-		n[9] = (s->finished_at == 0);
-		v[9] = TimestampTzGetDatum(s->finished_at);
+		step_row(lfirst(lc), v, n);
 		row_writer_insert(sw, v, n);
 	}
 	foreach(lc, deliveries)
@@ -410,11 +408,11 @@ execution_repo_insert(List *executions, List *steps, List *deliveries, bool keys
 	step_args(steps, args + 11);
 	if (delivery_repo_args(deliveries, args + 21))
 		notiflow_wake_dispatchers_at_commit();
+	foreach(lc, executions)
+		((ExecutionRecord *) lfirst(lc))->inserted = !keyed;
 	if (!keyed)
 	{
 		spi_run(&insert_plain_stmt, args, NULL, false, 0, SPI_OK_SELECT);
-		foreach(lc, executions)
-			((ExecutionRecord *) lfirst(lc))->inserted = true;
 		return;
 	}
 	spi_run(&insert_stmt, args, NULL, false, 0, SPI_OK_SELECT);
@@ -537,35 +535,29 @@ execution_repo_lock_many(int64 *ids, int n)
 void
 execution_repo_update_many(List *recs)
 {
-	int			n = list_length(recs);
-	Datum		args[5];
-	Datum	   *cols[5];
-	bool	   *nulls[5];
 	static const Oid types[5] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		args[5];
+	SpiColumns	cols;
 	ListCell   *lc;
-	int			i = 0;
 
-	if (n == 0)
+	if (recs == NIL)
 		return;
-	for (int c = 0; c < 5; c++)
-	{
-		cols[c] = palloc(sizeof(Datum) * n);
-		nulls[c] = palloc0(sizeof(bool) * n);
-	}
+	spi_columns_init(&cols, 5, list_length(recs));
 	foreach(lc, recs)
 	{
 		ExecutionRecord *rec = lfirst(lc);
+		Datum		v[5];
+		bool		n[5] = {false};
 
-		cols[0][i] = Int64GetDatum(rec->id);
-		cols[1][i] = CStringGetTextDatum(rec->status);
-		cols[2][i] = JsonbPGetDatum(rec->context);
-		cols[3][i] = spi_text_or_null(rec->error, &nulls[3][i]);
-		cols[4][i] = TimestampTzGetDatum(rec->wake_at);
-		nulls[4][i] = (rec->wake_at == 0);
-		i++;
+		v[0] = Int64GetDatum(rec->id);
+		v[1] = CStringGetTextDatum(rec->status);
+		v[2] = JsonbPGetDatum(rec->context);
+		v[3] = spi_text_or_null(rec->error, &n[3]);
+		v[4] = TimestampTzGetDatum(rec->wake_at);
+		n[4] = (rec->wake_at == 0);
+		spi_columns_add(&cols, v, n);
 	}
-	for (int c = 0; c < 5; c++)
-		args[c] = spi_array(cols[c], nulls[c], n, types[c]);
+	spi_columns_args(&cols, types, args);
 	spi_run(&update_many_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
 }
 

@@ -9,9 +9,11 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 
 #include "notiflow.h"
 #include "worker.h"
@@ -40,6 +42,14 @@ static int	alert_kafka_lag = 10000;
 static char *health_window = NULL;
 
 const char *const notiflow_channel_names[] = {"email", "sms", "push", "chat", "webhook"};
+
+Oid
+notiflow_relid(const char *name)
+{
+	Oid			nsp = get_namespace_oid("notiflow", true);
+
+	return OidIsValid(nsp) ? get_relname_relid(name, nsp) : InvalidOid;
+}
 
 /* Defines the GUCs and, when preloaded, registers the background workers. */
 void

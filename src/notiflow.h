@@ -23,4 +23,7 @@ typedef enum NotiflowChannel
 
 extern const char *const notiflow_channel_names[];
 
+/* The OID of relation notiflow.<name>, or InvalidOid when there is none. */
+extern Oid	notiflow_relid(const char *name);
+
 #endif							/* NOTIFLOW_H */

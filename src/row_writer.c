@@ -21,7 +21,6 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -33,11 +32,11 @@
 #include "utils/acl.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
-#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
 #include "utils/syscache.h"
 
+#include "notiflow.h"
 #include "row_writer.h"
 
 struct RowWriter
@@ -196,8 +195,7 @@ needs_executor(Relation rel)
 RowWriter *
 row_writer_open(const char *table, const char *const *columns, int ncolumns)
 {
-	Oid			nsp = get_namespace_oid("notiflow", true);
-	Oid			relid;
+	Oid			relid = notiflow_relid(table);
 	Relation	rel;
 	TupleDesc	desc;
 	RowWriter  *w;
@@ -205,9 +203,6 @@ row_writer_open(const char *table, const char *const *columns, int ncolumns)
 	bool	   *given;
 	MemoryContext old;
 
-	if (!OidIsValid(nsp))
-		return NULL;
-	relid = get_relname_relid(table, nsp);
 	if (!OidIsValid(relid) || pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
 		return NULL;
 

@@ -109,6 +109,38 @@ spi_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 											  elemtype, typlen, typbyval, typalign));
 }
 
+void
+spi_columns_init(SpiColumns *cols, int ncols, int maxrows)
+{
+	cols->ncols = ncols;
+	cols->nrows = 0;
+	cols->values = palloc(sizeof(Datum *) * ncols);
+	cols->nulls = palloc(sizeof(bool *) * ncols);
+	for (int c = 0; c < ncols; c++)
+	{
+		cols->values[c] = palloc(sizeof(Datum) * Max(maxrows, 1));
+		cols->nulls[c] = palloc0(sizeof(bool) * Max(maxrows, 1));
+	}
+}
+
+void
+spi_columns_add(SpiColumns *cols, const Datum *values, const bool *nulls)
+{
+	for (int c = 0; c < cols->ncols; c++)
+	{
+		cols->values[c][cols->nrows] = values[c];
+		cols->nulls[c][cols->nrows] = nulls != NULL && nulls[c];
+	}
+	cols->nrows++;
+}
+
+void
+spi_columns_args(const SpiColumns *cols, const Oid *elemtypes, Datum *args)
+{
+	for (int c = 0; c < cols->ncols; c++)
+		args[c] = spi_array(cols->values[c], cols->nulls[c], cols->nrows, elemtypes[c]);
+}
+
 Datum
 spi_text_or_null(const char *s, bool *isnull)
 {

@@ -48,6 +48,28 @@ extern char *spi_text(int row, int col);
 /* Builds a one-dimensional array of the given element type. */
 extern Datum spi_array(Datum *elems, bool *nulls, int n, Oid elemtype);
 
+/*
+ * The column arrays of a set-based statement (unnest($1::t1[], $2::t2[], ...)):
+ * filled a row at a time from the same row builders that direct writes use,
+ * then turned into the statement's array arguments.
+ */
+typedef struct SpiColumns
+{
+	int			ncols;
+	int			nrows;			/* rows added */
+	Datum	  **values;			/* [column][row] */
+	bool	  **nulls;
+} SpiColumns;
+
+/* Prepares ncols columns for up to maxrows rows. */
+extern void spi_columns_init(SpiColumns *cols, int ncols, int maxrows);
+
+/* Adds a row: ncols values and nulls (NULL: none null). */
+extern void spi_columns_add(SpiColumns *cols, const Datum *values, const bool *nulls);
+
+/* Stores one array per column in args[0..ncols-1], column c of element type elemtypes[c]. */
+extern void spi_columns_args(const SpiColumns *cols, const Oid *elemtypes, Datum *args);
+
 /* A text datum for a C string, or a null (*isnull set) for NULL. */
 extern Datum spi_text_or_null(const char *s, bool *isnull);
 

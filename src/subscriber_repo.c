@@ -12,7 +12,6 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
@@ -23,12 +22,12 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
-#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
 #include "utils/snapmgr.h"
 
 #include "jsonb_util.h"
+#include "notiflow.h"
 #include "spi_util.h"
 #include "subscriber_repo.h"
 
@@ -52,24 +51,31 @@ static SpiStatement load_many_stmt = {
 	1, {TEXTARRAYOID}
 };
 
+/* The non-null elements of a text[] (invalid_addresses) as a List of C strings. */
+static List *
+text_array_list(Datum array)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *list = NIL;
+
+	deconstruct_array(DatumGetArrayTypeP(array), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			list = lappend(list, TextDatumGetCString(elems[i]));
+	return list;
+}
+
 /* Reads the row at index r of a subscriber query (columns from 'first'). */
 static void
 read_subscriber(uint64 r, int first, SubscriberInfo *out)
 {
 	bool		isnull;
-	ArrayType  *invalid;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
 
 	out->recipient = DatumGetJsonbPCopy(spi_value(r, first, &isnull));
 	out->preferences = DatumGetJsonbPCopy(spi_value(r, first + 1, &isnull));
-	out->invalid_addresses = NIL;
-	invalid = DatumGetArrayTypeP(spi_value(r, first + 2, &isnull));
-	deconstruct_array(invalid, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
-		if (!nulls[i])
-			out->invalid_addresses = lappend(out->invalid_addresses, TextDatumGetCString(elems[i]));
+	out->invalid_addresses = text_array_list(spi_value(r, first + 2, &isnull));
 }
 
 /* The recipient object's keys and the columns they come from (load_stmt's jsonb_build_object). */
@@ -80,63 +86,55 @@ static const char *const recipient_columns[] = {
 	"id", "name", "email", "phone", "locale", "timezone", "data", "push", "chat"
 };
 
-/* Fills out from the subscriber in slot, as read_subscriber does from load_stmt's row. */
-static void
-read_slot(Relation rel, TupleTableSlot *slot, SubscriberInfo *out)
-{
-	Jsonb	   *values[lengthof(recipient_columns)];
-	bool		isnull;
-	Datum		d;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-
-	for (int i = 0; i < (int) lengthof(recipient_columns); i++)
-	{
-		AttrNumber	a = attnameAttNum(rel, recipient_columns[i], false);
-		Oid			type = TupleDescAttr(RelationGetDescr(rel), a - 1)->atttypid;
-
-		d = slot_getattr(slot, a, &isnull);
-		if (isnull)
-			values[i] = NULL;
-		else if (type == JSONBOID)
-			values[i] = DatumGetJsonbPCopy(d);
-		else
-			values[i] = jsonb_make_string(TextDatumGetCString(d));
-	}
-	out->recipient = DatumGetJsonbP(DirectFunctionCall1(jsonb_strip_nulls, JsonbPGetDatum(
-		jsonb_make_object(lengthof(recipient_keys), recipient_keys, values))));
-	d = slot_getattr(slot, attnameAttNum(rel, "preferences", false), &isnull);
-	out->preferences = DatumGetJsonbPCopy(d);
-	out->invalid_addresses = NIL;
-	d = slot_getattr(slot, attnameAttNum(rel, "invalid_addresses", false), &isnull);
-	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
-		if (!nulls[i])
-			out->invalid_addresses = lappend(out->invalid_addresses, TextDatumGetCString(elems[i]));
-}
-
-/* True when rel has the column, of one of the two types. */
-static bool
-column_is(Relation rel, const char *column, Oid type1, Oid type2)
+/* The attribute number of rel's column when it is of one of the two types, else 0. */
+static AttrNumber
+column_att(Relation rel, const char *column, Oid type1, Oid type2)
 {
 	AttrNumber	a = attnameAttNum(rel, column, true);
 	Oid			type;
 
 	if (a <= 0)
-		return false;
+		return 0;
 	type = TupleDescAttr(RelationGetDescr(rel), a - 1)->atttypid;
-	return type == type1 || type == type2;
+	return (type == type1 || type == type2) ? a : 0;
 }
 
-/* An open scan of the subscribers' primary key index. */
+/* An open scan of the subscribers' primary key index, with the columns it reads. */
 typedef struct SubscriberScan
 {
 	Relation	rel;
 	Relation	index;
 	TupleTableSlot *slot;
 	IndexScanDesc scan;
+	AttrNumber	recipient_att[lengthof(recipient_columns)];
+	bool		recipient_jsonb[lengthof(recipient_columns)];
+	AttrNumber	preferences_att;
+	AttrNumber	invalid_att;
 } SubscriberScan;
+
+/* Fills out from the subscriber in the scan's slot, as read_subscriber does from load_stmt's row. */
+static void
+read_slot(SubscriberScan *s, SubscriberInfo *out)
+{
+	Jsonb	   *values[lengthof(recipient_columns)];
+	bool		isnull;
+	Datum		d;
+
+	for (int i = 0; i < (int) lengthof(recipient_columns); i++)
+	{
+		d = slot_getattr(s->slot, s->recipient_att[i], &isnull);
+		if (isnull)
+			values[i] = NULL;
+		else if (s->recipient_jsonb[i])
+			values[i] = DatumGetJsonbPCopy(d);
+		else
+			values[i] = jsonb_make_string(TextDatumGetCString(d));
+	}
+	out->recipient = DatumGetJsonbP(DirectFunctionCall1(jsonb_strip_nulls, JsonbPGetDatum(
+		jsonb_make_object(lengthof(recipient_keys), recipient_keys, values))));
+	out->preferences = DatumGetJsonbPCopy(slot_getattr(s->slot, s->preferences_att, &isnull));
+	out->invalid_addresses = text_array_list(slot_getattr(s->slot, s->invalid_att, &isnull));
+}
 
 /*
  * Opens a scan of the primary key index to read subscribers without a
@@ -148,23 +146,22 @@ typedef struct SubscriberScan
 static bool
 scan_open(SubscriberScan *s)
 {
-	Oid			nsp = get_namespace_oid("notiflow", true);
 	Oid			relid;
 	Oid			pk;
 	AttrNumber	id_att;
 	bool		usable;
 
-	if (!OidIsValid(nsp) || !ActiveSnapshotSet())
+	if (!ActiveSnapshotSet())
 		return false;
-	relid = get_relname_relid("subscribers", nsp);
+	relid = notiflow_relid("subscribers");
 	if (!OidIsValid(relid) ||
 		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK ||
 		check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
 		return false;
 	s->rel = table_open(relid, AccessShareLock);
 	pk = RelationGetPrimaryKeyIndex(s->rel);
-	id_att = attnameAttNum(s->rel, "id", true);
-	if (!OidIsValid(pk) || id_att <= 0)
+	id_att = column_att(s->rel, "id", TEXTOID, TEXTOID);
+	if (!OidIsValid(pk) || id_att == 0)
 	{
 		table_close(s->rel, NoLock);
 		return false;
@@ -172,11 +169,16 @@ scan_open(SubscriberScan *s)
 	s->index = index_open(pk, AccessShareLock);
 	usable = s->index->rd_index->indnatts == 1 && s->index->rd_index->indkey.values[0] == id_att &&
 		s->index->rd_rel->relam == BTREE_AM_OID &&
-		column_is(s->rel, "id", TEXTOID, TEXTOID) &&
-		column_is(s->rel, "preferences", JSONBOID, JSONBOID) &&
-		column_is(s->rel, "invalid_addresses", TEXTARRAYOID, TEXTARRAYOID);
+		(s->preferences_att = column_att(s->rel, "preferences", JSONBOID, JSONBOID)) != 0 &&
+		(s->invalid_att = column_att(s->rel, "invalid_addresses", TEXTARRAYOID, TEXTARRAYOID)) != 0;
 	for (int i = 0; usable && i < (int) lengthof(recipient_columns); i++)
-		usable = column_is(s->rel, recipient_columns[i], TEXTOID, JSONBOID);
+	{
+		s->recipient_att[i] = column_att(s->rel, recipient_columns[i], TEXTOID, JSONBOID);
+		usable = s->recipient_att[i] != 0;
+		if (usable)
+			s->recipient_jsonb[i] =
+				TupleDescAttr(RelationGetDescr(s->rel), s->recipient_att[i] - 1)->atttypid == JSONBOID;
+	}
 	if (!usable)
 	{
 		index_close(s->index, NoLock);
@@ -200,7 +202,7 @@ scan_fetch(SubscriberScan *s, const char *id, SubscriberInfo *out)
 	if (!index_getnext_slot(s->scan, ForwardScanDirection, s->slot))
 		return false;
 	out->id = pstrdup(id);
-	read_slot(s->rel, s->slot, out);
+	read_slot(s, out);
 	return true;
 }
 
