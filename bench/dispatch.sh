@@ -124,41 +124,17 @@ fi
 # shellcheck source=test/lib/cluster.sh
 source test/lib/cluster.sh
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/notiflow-bench.XXXXXX")
 DOUBLE_PID=
 GRAPHILE_PIDS=
-cleanup() {
-    local rc=$?
-    if [ "$rc" != 0 ] && [ -n "${CLUSTER_DIR:-}" ] && [ -f "$CLUSTER_DIR/server.log" ]; then
-        echo "bench: failed; the end of the server log:" >&2
-        tail -n 40 "$CLUSTER_DIR/server.log" >&2
-    fi
-    for p in $GRAPHILE_PIDS $DOUBLE_PID; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    cluster_stop
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# wait_for SECONDS COMMAND...: polls COMMAND until it succeeds or the deadline passes.
-wait_for() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ $SECONDS -ge $deadline ] && return 1
-        sleep 0.05
-    done
-}
+BENCH_HELPER_VARS="GRAPHILE_PIDS DOUBLE_PID"
+bench_workdir
 
 # -- the provider double -----------------------------------------------------------
 make -s -C test/doubles >"$WORK/make.log" 2>&1 || { cat "$WORK/make.log" >&2; echo "bench: cannot build the provider double" >&2; exit 1; }
 test/doubles/provider_double --config "$CREDS" --port 0 --no-record --threads "$DOUBLE_THREADS" \
     >"$WORK/double.out" 2>"$WORK/double.err" &
 DOUBLE_PID=$!
-wait_for 20 grep -qs 'listening on' "$WORK/double.out" ||
+bench_wait_for 20 grep -qs 'listening on' "$WORK/double.out" ||
     { cat "$WORK/double.err" >&2; echo "bench: the provider double did not start" >&2; exit 1; }
 DOUBLE=http://127.0.0.1:$(grep -o '[0-9]*$' "$WORK/double.out")
 SENDGRID_API_KEY=$(jq -r .sendgrid.api_key "$CREDS")
@@ -188,7 +164,7 @@ if ! sql -c "CREATE EXTENSION notiflow" >"$WORK/setup.log" 2>&1; then
     echo "bench: the notiflow extension is not installed (make && make install)" >&2
     exit 1
 fi
-wait_for 60 dispatchers_are 1 || { echo "bench: no dispatcher started in $DB" >&2; exit 1; }
+bench_wait_for 60 dispatchers_are 1 || { echo "bench: no dispatcher started in $DB" >&2; exit 1; }
 
 # -- environment -----------------------------------------------------------------------
 SETTINGS=$(sql -F ' | ' -c "SELECT current_setting('fsync'), current_setting('synchronous_commit'),
@@ -359,8 +335,8 @@ set_config() {
           -c "ALTER SYSTEM SET notiflow.http_concurrency = $c" \
           -c "ALTER SYSTEM SET notiflow.dispatch_batch_size = $b" \
           -c "SELECT pg_reload_conf()" >/dev/null || return 1
-    wait_for 60 dispatchers_are "$w" || { echo "bench: expected $w dispatchers, see $(dispatchers)" >&2; return 1; }
-    wait_for 30 settings_are "$w" "$c" "$b" || { echo "bench: the reload did not apply $1" >&2; return 1; }
+    bench_wait_for 60 dispatchers_are "$w" || { echo "bench: expected $w dispatchers, see $(dispatchers)" >&2; return 1; }
+    bench_wait_for 30 settings_are "$w" "$c" "$b" || { echo "bench: the reload did not apply $1" >&2; return 1; }
     CURRENT_CONFIG=$1
     # unmeasured: wakes every dispatcher (so it has read the new settings) and warms it up
     [ "$WARMUP" -gt 0 ] && { dispatch_batch "$WARMUP" >/dev/null || return 1; }

@@ -88,23 +88,9 @@ fi
 # shellcheck source=test/lib/cluster.sh
 source test/lib/cluster.sh
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/notiflow-bench.XXXXXX")
 MOCK_PID=
-cleanup() {
-    local rc=$?
-    if [ "$rc" != 0 ] && [ -n "${CLUSTER_DIR:-}" ] && [ -f "$CLUSTER_DIR/server.log" ]; then
-        echo "bench: failed; the end of the server log:" >&2
-        tail -n 40 "$CLUSTER_DIR/server.log" >&2
-    fi
-    if [ -n "$MOCK_PID" ]; then
-        kill "$MOCK_PID" 2>/dev/null || true
-        wait "$MOCK_PID" 2>/dev/null || true
-    fi
-    cluster_stop
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+BENCH_HELPER_VARS="MOCK_PID"
+bench_workdir
 
 # -- the broker ----------------------------------------------------------------------
 make -s -C test/kafka >"$WORK/make.log" 2>&1 || { cat "$WORK/make.log" >&2; echo "bench: cannot build test/kafka" >&2; exit 1; }

@@ -73,24 +73,10 @@ IFS=/ read -r WORKERS CONCURRENCY BATCH <<<"$CONFIG"
 # shellcheck source=test/lib/cluster.sh
 source test/lib/cluster.sh
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/notiflow-bench.XXXXXX")
-chmod 755 "$WORK"
 DOUBLE_PID=
-cleanup() {
-    local rc=$?
-    if [ "$rc" != 0 ] && [ -n "${CLUSTER_DIR:-}" ] && [ -f "$CLUSTER_DIR/server.log" ]; then
-        echo "bench: failed; the end of the server log:" >&2
-        tail -n 40 "$CLUSTER_DIR/server.log" >&2
-    fi
-    if [ -n "$DOUBLE_PID" ]; then
-        kill "$DOUBLE_PID" 2>/dev/null || true
-        wait "$DOUBLE_PID" 2>/dev/null || true
-    fi
-    cluster_stop
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+BENCH_HELPER_VARS="DOUBLE_PID"
+bench_workdir
+chmod 755 "$WORK"
 
 # -- the provider double, with its receive log ------------------------------------------
 make -s -C test/doubles >"$WORK/make.log" 2>&1 || { cat "$WORK/make.log" >&2; echo "bench: cannot build the provider double" >&2; exit 1; }

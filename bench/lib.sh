@@ -14,6 +14,11 @@
 #                    in $RESULTS_DIR/$BENCH_NAME.settings.tsv
 #   bench_stats X... "median min max" (rounded), bench_ratio A B, bench_fmt MED MIN MAX
 #   bench_wait_for SECONDS COMMAND...  polls COMMAND (deadline), 50 ms apart
+#   bench_workdir    makes the temporary directory $WORK and sets the exit
+#                    trap: when the script failed, the end of the server log;
+#                    then the helper processes whose pids are in the variables
+#                    named by BENCH_HELPER_VARS are killed, the cluster
+#                    (test/lib/cluster.sh) stopped and $WORK removed
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then RESULTS_DIR=bench/results/quick; else RESULTS_DIR=bench/results; fi
@@ -62,4 +67,28 @@ bench_wait_for() {
         [ $SECONDS -ge $deadline ] && return 1
         sleep 0.05
     done
+}
+
+BENCH_HELPER_VARS=${BENCH_HELPER_VARS:-}
+
+bench_cleanup() {
+    local rc=$? v p
+    if [ "$rc" != 0 ] && [ -n "${CLUSTER_DIR:-}" ] && [ -f "$CLUSTER_DIR/server.log" ]; then
+        echo "bench: failed; the end of the server log:" >&2
+        tail -n 40 "$CLUSTER_DIR/server.log" >&2
+    fi
+    for v in $BENCH_HELPER_VARS; do
+        for p in ${!v:-}; do
+            kill "$p" 2>/dev/null || true
+            wait "$p" 2>/dev/null || true
+        done
+    done
+    cluster_stop
+    rm -rf "$WORK"
+}
+
+bench_workdir() {
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/notiflow-bench.XXXXXX")
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
 }
