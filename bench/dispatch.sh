@@ -149,21 +149,12 @@ cluster_start "fsync = on" "synchronous_commit = on" "full_page_writes = on" \
     "notiflow.allow_private_urls = on" >/dev/null || {
     echo "bench: could not start the cluster" >&2; exit 1; }
 
-sql() { psql -X -q -v ON_ERROR_STOP=1 -At -d "$DB" "$@"; }
 pgsql() { psql -X -q -v ON_ERROR_STOP=1 -At -d postgres "$@"; }
 dispatchers() { pgsql -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'"; }
 dispatchers_are() { [ "$(dispatchers 2>/dev/null)" = "$1" ]; }
 dispatcher_pids() { pgsql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher' ORDER BY pid"; }
 
-REPORT=$WORK/report.md
-say() { printf '%s\n' "$*" | tee -a "$REPORT"; }
-
-pgsql -c "CREATE DATABASE $DB" >/dev/null
-if ! sql -c "CREATE EXTENSION notiflow" >"$WORK/setup.log" 2>&1; then
-    cat "$WORK/setup.log" >&2
-    echo "bench: the notiflow extension is not installed (make && make install)" >&2
-    exit 1
-fi
+bench_create_database
 bench_wait_for 60 dispatchers_are 1 || { echo "bench: no dispatcher started in $DB" >&2; exit 1; }
 
 # -- environment -----------------------------------------------------------------------

@@ -109,16 +109,7 @@ cluster_start "fsync = on" "synchronous_commit = on" "full_page_writes = on" \
     "notiflow.dispatch_workers = 0" "max_worker_processes = 16" >/dev/null || {
     echo "bench: could not start the cluster" >&2; exit 1; }
 
-sql() { psql -X -q -v ON_ERROR_STOP=1 -At -d "$DB" "$@"; }
-REPORT=$WORK/report.md
-say() { printf '%s\n' "$*" | tee -a "$REPORT"; }
-
-psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE $DB" >/dev/null
-if ! sql -c "CREATE EXTENSION notiflow" >"$WORK/setup.log" 2>&1; then
-    cat "$WORK/setup.log" >&2
-    echo "bench: the notiflow extension is not installed (make && make install)" >&2
-    exit 1
-fi
+bench_create_database
 
 if [ -f docs/examples/order_shipped.json ]; then
     WORKFLOW=$(cat docs/examples/order_shipped.json)

@@ -14,7 +14,11 @@
 #                    in $RESULTS_DIR/$BENCH_NAME.settings.tsv
 #   bench_stats X... "median min max" (rounded), bench_ratio A B, bench_fmt MED MIN MAX
 #   bench_wait_for SECONDS COMMAND...  polls COMMAND (deadline), 50 ms apart
-#   bench_workdir    makes the temporary directory $WORK and sets the exit
+#   sql ARGS...      psql on $DB: quiet, unaligned, stopping at the first error
+#   say TEXT...      prints a line and appends it to $REPORT
+#   bench_create_database  creates $DB with the notiflow extension (exits when
+#                    the extension is not installed)
+#   bench_workdir    makes the temporary directory $WORK ($REPORT in it) and sets the exit
 #                    trap: when the script failed, the end of the server log;
 #                    then the helper processes whose pids are in the variables
 #                    named by BENCH_HELPER_VARS are killed, the cluster
@@ -89,6 +93,19 @@ bench_cleanup() {
 
 bench_workdir() {
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/notiflow-bench.XXXXXX")
+    REPORT=$WORK/report.md
     trap bench_cleanup EXIT
     trap 'exit 130' INT TERM
+}
+
+sql() { psql -X -q -v ON_ERROR_STOP=1 -At -d "$DB" "$@"; }
+say() { printf '%s\n' "$*" | tee -a "$REPORT"; }
+
+bench_create_database() {
+    psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE $DB" >/dev/null || exit 1
+    if ! sql -c "CREATE EXTENSION notiflow" >"$WORK/setup.log" 2>&1; then
+        cat "$WORK/setup.log" >&2
+        echo "bench: the notiflow extension is not installed (make && make install)" >&2
+        exit 1
+    fi
 }

@@ -73,18 +73,10 @@ cluster_start "fsync = on" "synchronous_commit = on" "full_page_writes = on" \
     "wal_level = replica" "shared_buffers = $SHARED_BUFFERS" "max_wal_size = $MAX_WAL_SIZE" || {
     echo "bench: could not start the cluster" >&2; exit 1; }
 
-sql() { psql -X -q -v ON_ERROR_STOP=1 -At -d "$DB" "$@"; }
-
 REPORT=$WORK/report.md
-say() { printf '%s\n' "$*" | tee -a "$REPORT"; }
 
 # -- environment -----------------------------------------------------------------
-psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE $DB" >/dev/null
-if ! sql -c "CREATE EXTENSION notiflow" >"$WORK/setup.log" 2>&1; then
-    cat "$WORK/setup.log" >&2
-    echo "bench: the notiflow extension is not installed (make && make install)" >&2
-    exit 1
-fi
+bench_create_database
 SETTINGS=$(sql -F ' | ' -c "SELECT current_setting('fsync'), current_setting('synchronous_commit'),
     current_setting('full_page_writes'), current_setting('shared_buffers'),
     current_setting('wal_level'), current_setting('max_wal_size')")
