@@ -393,7 +393,7 @@ SQL
     fi
     # the same starting point for every run: statistics current, dead rows of the load gone
     sql -c "VACUUM ANALYZE notiflow.deliveries" -c "VACUUM ANALYZE notiflow.executions" \
-        -c "VACUUM ANALYZE notiflow.execution_steps" -c "VACUUM ANALYZE notiflow.delivery_attempts" \
+        -c "VACUUM ANALYZE notiflow.delivery_attempts" \
         -c "CHECKPOINT" >/dev/null || return 1
     echo "$lo $hi"
 }

@@ -22,8 +22,8 @@ INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, pay
     (9100004, 'ops_a', 1, 'completed', '{}', '2024-03-09 23:59:00+00'),
     (9100005, 'ops_b', 1, 'cancelled', '{}', '2024-03-10 12:00:00+00'),
     (9100006, 'ops_b', 1, 'completed', '{}', '2024-03-11 00:00:00+00');
-INSERT INTO notiflow.execution_steps (execution_id, node_id, node_type, seq, status, started_at)
-SELECT id, n, 'trigger', 1, 'completed', created_at FROM notiflow.executions, unnest(ARRAY['start']) n
+UPDATE notiflow.executions
+   SET steps = '[[1, "start", "trigger", "completed", null, null, null, 0, null]]'
  WHERE id BETWEEN 9100001 AND 9100006;
 -- D1 sent after 1.5 s, D2 delivered after 0.5 s, D3 fell back from ops-sg to ops-mg and failed,
 -- D4 queued, D5 cancelled, D6 created on 03-09 and sent on 03-10, D7 delivered after 2.5 s
@@ -93,8 +93,9 @@ INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, pay
 SELECT 9500000 + n, 'ops_gen', 1, 'completed', jsonb_build_object('n', n), t, t
   FROM generate_series(1, 240) n,
        LATERAL (SELECT now() - interval '6 months' + (n - 61 + 0.5) * interval '1 day' AS t) x;
-INSERT INTO notiflow.execution_steps (execution_id, node_id, node_type, seq, status, started_at, finished_at)
-SELECT id, 'start', 'trigger', 1, 'completed', created_at, created_at FROM notiflow.executions WHERE workflow_key = 'ops_gen';
+UPDATE notiflow.executions
+   SET steps = '[[1, "start", "trigger", "completed", null, null, null, 0, 0]]'
+ WHERE workflow_key = 'ops_gen';
 INSERT INTO notiflow.execution_waits (execution_id, node_id, correlation_key, events, status, created_at, finished_at)
 SELECT id, 'wait', 'order-' || id, '{paid}', 'completed', created_at, created_at
   FROM notiflow.executions WHERE workflow_key = 'ops_gen';
@@ -139,7 +140,8 @@ SELECT 'executions' AS relation,
 UNION ALL
 SELECT 'execution_steps',
        (SELECT count(*) FROM notiflow.execution_steps WHERE execution_id BETWEEN 9500001 AND 9500240),
-       (SELECT count(*) FROM notiflow_archive.execution_steps WHERE execution_id BETWEEN 9500001 AND 9500240),
+       (SELECT count(*) FROM notiflow_archive.executions e, jsonb_array_elements(e.steps)
+         WHERE e.id BETWEEN 9500001 AND 9500240),
        (SELECT count(*) FROM notiflow.execution_steps_all WHERE execution_id BETWEEN 9500001 AND 9500240)
 UNION ALL
 SELECT 'execution_waits',

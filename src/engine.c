@@ -21,6 +21,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -81,7 +82,8 @@ typedef struct Run
 	bool	   *visited;		/* node has a step */
 	int			seq;
 	List	   *queue;			/* node indexes to run */
-	List	   *step_records;
+	List	   *stored_steps;	/* StoredStep *: the steps of earlier runs */
+	List	   *step_records;	/* StepRecord *: this run's */
 	List	   *delivery_records;
 
 	int			n_waiting;
@@ -150,16 +152,6 @@ run_stored_context(Run *run)
 	return jsonb_make_object(n, keys, vals);
 }
 
-/* Formats a timestamp as ISO 8601, independent of DateStyle. */
-static char *
-timestamp_iso(TimestampTz ts)
-{
-	char		buf[MAXDATELEN + 1];
-
-	JsonEncodeDateTime(buf, TimestampTzGetDatum(ts), TIMESTAMPTZOID, NULL);
-	return pstrdup(buf);
-}
-
 /* Records a step (new or updated) and makes its output visible to later nodes. */
 static void
 run_record_step(Run *run, WorkflowNode *node, const char *status, const char *outcome,
@@ -168,7 +160,6 @@ run_record_step(Run *run, WorkflowNode *node, const char *status, const char *ou
 	StepRecord *s = palloc0(sizeof(StepRecord));
 	TimestampTz now = GetCurrentTimestamp();
 
-	s->execution_id = run->exec.id;
 	s->node_id = node->id;
 	s->node_type = workflow_node_type_name(node->type);
 	s->seq = seq > 0 ? seq : ++run->seq;
@@ -310,7 +301,7 @@ delay_settle(Run *run, WorkflowNode *node, TimestampTz until, TimestampTz starte
 	const char *keys[] = {"until"};
 	Jsonb	   *vals[1];
 
-	vals[0] = jsonb_make_string(timestamp_iso(until));
+	vals[0] = jsonb_make_timestamptz(until);
 	if (until <= GetCurrentTimestamp())
 	{
 		run_record_step(run, node, "completed", NULL, jsonb_make_object(1, keys, vals), NULL,
@@ -863,6 +854,7 @@ run_conclude(Run *run)
 	run->exec.error = run->error;
 	run->exec.wake_at = run->n_waiting > 0 ? run->wake_at : 0;
 	run->exec.context = run_stored_context(run);
+	run->exec.steps = execution_repo_steps(run->stored_steps, run->step_records, run->created_at);
 }
 
 /* Creates an empty run of def. */
@@ -874,6 +866,7 @@ run_create(EngineSession *session, WorkflowDefinition *def)
 	run->session = session;
 	run->def = def;
 	run->visited = palloc0(sizeof(bool) * def->n_nodes);
+	run->created_at = GetCurrentTransactionStartTimestamp();	/* executions.created_at */
 	run->steps = jsonb_make_empty_object();
 	run->vars = jsonb_make_empty_object();
 	run->exec.workflow_key = def->workflow_key;
@@ -1056,7 +1049,6 @@ static void
 runs_write_new(List *runs, bool keys_claimed)
 {
 	List	   *execs = NIL;
-	List	   *steps = NIL;
 	List	   *deliveries = NIL;
 	ListCell   *lc;
 
@@ -1065,11 +1057,10 @@ runs_write_new(List *runs, bool keys_claimed)
 		Run		   *run = lfirst(lc);
 
 		execs = lappend(execs, &run->exec);
-		steps = list_concat(steps, run->step_records);
 		deliveries = list_concat(deliveries, run->delivery_records);
 	}
 	if (execs != NIL)
-		execution_repo_insert(execs, steps, deliveries, keys_claimed);
+		execution_repo_insert(execs, deliveries, keys_claimed);
 }
 
 /* A batch locks and looks up this key with the others (shorter keys only; NULL: none). */
@@ -1278,6 +1269,7 @@ resume_run(EngineSession *session, LockedExecution *le)
 		run->vars = jsonb_make_empty_object();
 	/* most resumes end the execution: the subscriber is read only if an action node runs */
 	run->subscriber_pending = rec->subscriber_id != NULL;
+	run->stored_steps = le->steps;
 
 	foreach(lc, le->steps)
 	{
@@ -1347,9 +1339,9 @@ int64_sort_unique(int64 *ids, int n)
 
 /*
  * Resumes n executions (distinct, ascending ids) with a fixed number of
- * statements for the whole batch: lock and read them with their steps (2),
- * their deliveries' summaries (1), then write every
- * run's steps, new deliveries and execution rows (3).  Returns the status of
+ * statements for the whole batch: lock and read them with their steps (1),
+ * their deliveries' summaries (1), then write every run's new deliveries and
+ * execution rows with their steps (2).  Returns the status of
  * each id in statuses (NULL when it does not exist) if statuses is not NULL.
  * SPI is connected.
  */
@@ -1360,7 +1352,6 @@ resume_many(int64 *ids, int n, const char **statuses)
 	int64	   *resumable;
 	int			n_resumable = 0;
 	EngineSession session;
-	List	   *steps = NIL;
 	List	   *deliveries = NIL;
 	List	   *execs = NIL;
 	ListCell   *lc;
@@ -1398,7 +1389,6 @@ resume_many(int64 *ids, int n, const char **statuses)
 		run = resume_run(&session, le);
 		run_process(run);
 		run_conclude(run);
-		steps = list_concat(steps, run->step_records);
 		deliveries = list_concat(deliveries, run->delivery_records);
 		execs = lappend(execs, &run->exec);
 		if (statuses != NULL)
@@ -1406,7 +1396,6 @@ resume_many(int64 *ids, int n, const char **statuses)
 				if (ids[i] == run->exec.id)
 					statuses[i] = run->exec.status;
 	}
-	execution_repo_save_steps(steps);
 	delivery_repo_insert(deliveries);
 	execution_repo_update_many(execs);
 }

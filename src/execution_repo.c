@@ -1,9 +1,12 @@
 /*
- * execution_repo.c — data access for executions and execution_steps.
+ * execution_repo.c — data access for executions and their steps.
  *
  * Callers are connected to SPI.  Rows are written set-based (arrays unnested
  * in one statement) so that a trigger, or a fan-out to thousands of
- * recipients, costs a fixed number of statements.
+ * recipients, costs a fixed number of statements.  An execution's steps are
+ * stored in its own row (executions.steps, a jsonb array read through the
+ * view execution_steps): one heap tuple per execution instead of one per
+ * node, and a resume rewrites them with the HOT update of its status.
  */
 #include "postgres.h"
 
@@ -19,6 +22,7 @@
 
 #include "delivery_repo.h"
 #include "execution_repo.h"
+#include "jsonb_util.h"
 #include "row_writer.h"
 #include "spi_util.h"
 #include "worker.h"
@@ -29,57 +33,46 @@ static SpiStatement find_idempotent_stmt = {
 };
 
 /*
- * The parts of the statement that writes new executions with their steps and
- * deliveries: $1–$9 the executions' columns (execution_row) and $10, $11
- * their workflow key and version, $12–$21 their steps (step_row), $22–$29
- * their deliveries (delivery_repo_row), each column an array.
+ * The parts of the statement that writes new executions with their
+ * deliveries: $1–$10 the executions' columns (execution_row) and $11, $12
+ * their workflow key and version, $13–$20 their deliveries
+ * (delivery_repo_row), each column an array.
  */
 #define NEW_EXECUTIONS \
 	"  INSERT INTO notiflow.executions AS x" \
 	"         (id, workflow_key, workflow_version, status, payload, context, recipient," \
-	"          subscriber_id, idempotency_key, error, wake_at, finished_at)" \
-	"  SELECT t.id, $10, $11, t.status, t.payload, t.context, t.recipient, t.subscriber_id," \
-	"         t.idempotency_key, t.error, t.wake_at," \
+	"          subscriber_id, idempotency_key, error, wake_at, steps, finished_at)" \
+	"  SELECT t.id, $11, $12, t.status, t.payload, t.context, t.recipient, t.subscriber_id," \
+	"         t.idempotency_key, t.error, t.wake_at, t.steps," \
 	"         CASE WHEN t.status IN ('completed', 'failed', 'cancelled') THEN now() END" \
 	"    FROM unnest($1::int8[], $2::text[], $3::jsonb[], $4::jsonb[], $5::jsonb[]," \
-	"                $6::text[], $7::text[], $8::text[], $9::timestamptz[])" \
-	"         AS t(id, status, payload, context, recipient, subscriber_id, idempotency_key, error, wake_at)"
-#define NEW_STEPS \
-	"  INSERT INTO notiflow.execution_steps" \
-	"         (execution_id, node_id, node_type, seq, status, outcome, output, error," \
-	"          started_at, finished_at)" \
-	"  SELECT u.* FROM unnest($12::int8[], $13::text[], $14::text[], $15::int4[], $16::text[]," \
-	"                         $17::text[], $18::jsonb[], $19::text[], $20::timestamptz[]," \
-	"                         $21::timestamptz[])" \
-	"         AS u(execution_id, node_id, node_type, seq, status, outcome, output, error," \
-	"              started_at, finished_at)"
+	"                $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::jsonb[])" \
+	"         AS t(id, status, payload, context, recipient, subscriber_id, idempotency_key, error," \
+	"              wake_at, steps)"
 #define NEW_DELIVERIES \
 	"  INSERT INTO notiflow.deliveries" \
 	"         (execution_id, node_id, channel, provider, recipient, content, status," \
 	"          last_error, finished_at)" \
 	"  SELECT v.e, v.n, v.c, v.p, v.r, v.ct, v.s, v.err, CASE WHEN v.s <> 'queued' THEN now() END" \
-	"    FROM unnest($22::int8[], $23::text[], $24::text[], $25::text[], $26::text[]," \
-	"                $27::jsonb[], $28::text[], $29::text[]) AS v(e, n, c, p, r, ct, s, err)"
+	"    FROM unnest($13::int8[], $14::text[], $15::text[], $16::text[], $17::text[]," \
+	"                $18::jsonb[], $19::text[], $20::text[]) AS v(e, n, c, p, r, ct, s, err)"
 #define NEW_ARGTYPES \
 	{INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, JSONBARRAYOID, JSONBARRAYOID, \
-	 TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, INT4OID, \
-	 INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID, \
-	 TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID, \
+	 TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, JSONBARRAYOID, \
+	 TEXTOID, INT4OID, \
 	 INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, \
 	 JSONBARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
 
 /*
- * New executions with their steps and deliveries in one statement: one
- * executor start instead of three.  An execution whose idempotency key is
- * taken is skipped (ON CONFLICT DO NOTHING), and so are its steps and
- * deliveries.
+ * New executions with their deliveries in one statement: one executor start
+ * instead of two.  An execution whose idempotency key is taken is skipped
+ * (ON CONFLICT DO NOTHING), and so are its deliveries.
  */
 static SpiStatement insert_stmt = {
 	"WITH e AS (" NEW_EXECUTIONS " ON CONFLICT DO NOTHING RETURNING x.id),"
-	" s AS (" NEW_STEPS " WHERE u.execution_id IN (SELECT id FROM e)),"
 	" d AS (" NEW_DELIVERIES " WHERE v.e IN (SELECT id FROM e))"
 	" SELECT id FROM e",
-	29, NEW_ARGTYPES
+	20, NEW_ARGTYPES
 };
 
 /*
@@ -88,28 +81,14 @@ static SpiStatement insert_stmt = {
  * trigger's CPU).
  */
 static SpiStatement insert_plain_stmt = {
-	"WITH e AS (" NEW_EXECUTIONS "), s AS (" NEW_STEPS "), d AS (" NEW_DELIVERIES ")"
+	"WITH e AS (" NEW_EXECUTIONS "), d AS (" NEW_DELIVERIES ")"
 	" SELECT 1",
-	29, NEW_ARGTYPES
+	20, NEW_ARGTYPES
 };
 
 static SpiStatement lock_idempotency_stmt = {
 	"SELECT pg_advisory_xact_lock(hashtextextended('notiflow.idempotency:' || $1 || '/' || $2, 0))",
 	2, {TEXTOID, TEXTOID}
-};
-
-static SpiStatement save_steps_stmt = {
-	"INSERT INTO notiflow.execution_steps AS s"
-	"       (execution_id, node_id, node_type, seq, status, outcome, output, error,"
-	"        started_at, finished_at)"
-	" SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::text[],"
-	"                      $6::text[], $7::jsonb[], $8::text[], $9::timestamptz[],"
-	"                      $10::timestamptz[])"
-	" ON CONFLICT (execution_id, node_id) DO UPDATE"
-	"   SET status = excluded.status, outcome = excluded.outcome, output = excluded.output,"
-	"       error = excluded.error, finished_at = excluded.finished_at",
-	10, {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-	TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID}
 };
 
 static SpiStatement due_stmt = {
@@ -123,28 +102,21 @@ static SpiStatement lock_many_stmt = {
 	"SELECT e.id, e.workflow_key, e.workflow_version, e.status, e.payload, e.context, e.recipient,"
 	"       e.subscriber_id, e.created_at,"
 	"       (SELECT v.id FROM notiflow.workflow_versions v"
-	"         WHERE v.workflow_key = e.workflow_key AND v.version = e.workflow_version)"
+	"         WHERE v.workflow_key = e.workflow_key AND v.version = e.workflow_version),"
+	"       e.steps"
 	"  FROM unnest($1::int8[]) AS k(wanted) JOIN notiflow.executions e ON e.id = k.wanted"
 	" ORDER BY e.id FOR UPDATE OF e",
 	1, {INT8ARRAYOID}
 };
 
-/* Only a waiting step's output is read back (a delay's "until"); the context holds the others'. */
-static SpiStatement steps_many_stmt = {
-	"SELECT s.execution_id, s.node_id, s.status, s.seq, CASE WHEN s.status = 'waiting' THEN s.output END"
-	"  FROM unnest($1::int8[]) AS k(wanted) JOIN notiflow.execution_steps s ON s.execution_id = k.wanted"
-	" ORDER BY s.execution_id, s.seq",
-	1, {INT8ARRAYOID}
-};
-
 static SpiStatement update_many_stmt = {
 	"UPDATE notiflow.executions x"
-	"   SET status = t.s, context = t.c, error = t.err, wake_at = t.w, updated_at = now(),"
+	"   SET status = t.s, context = t.c, error = t.err, wake_at = t.w, steps = t.st, updated_at = now(),"
 	"       finished_at = CASE WHEN t.s IN ('completed', 'failed', 'cancelled') THEN now() END"
-	"  FROM unnest($1::int8[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[])"
-	"       AS t(id, s, c, err, w)"
+	"  FROM unnest($1::int8[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[], $6::jsonb[])"
+	"       AS t(id, s, c, err, w, st)"
 	" WHERE x.id = t.id",
-	5, {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID}
+	6, {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, JSONBARRAYOID}
 };
 
 static SpiStatement fail_stmt = {
@@ -200,11 +172,11 @@ execution_repo_find_idempotent(const char *workflow_key, const char *key)
 }
 
 /*
- * One execution's columns, in the order of insert_stmt's arrays $1–$9 and of
+ * One execution's columns, in the order of insert_stmt's arrays $1–$10 and of
  * execution_columns: id, status, payload, context, recipient, subscriber_id,
- * idempotency_key, error, wake_at.
+ * idempotency_key, error, wake_at, steps.
  */
-#define EXECUTION_ROW_COLUMNS 9
+#define EXECUTION_ROW_COLUMNS 10
 
 static void
 execution_row(const ExecutionRecord *e, Datum *v, bool *n)
@@ -224,40 +196,16 @@ execution_row(const ExecutionRecord *e, Datum *v, bool *n)
 	v[7] = spi_text_or_null(e->error, &n[7]);
 	n[8] = (e->wake_at == 0);
 	v[8] = TimestampTzGetDatum(e->wake_at);
+	v[9] = JsonbPGetDatum(e->steps);
+	n[9] = false;
 }
 
-/* One step's columns, in the order of the steps' arrays and of step_columns. */
-#define STEP_ROW_COLUMNS 10
-
-static void
-step_row(const StepRecord *s, Datum *v, bool *n)
-{
-	v[0] = Int64GetDatum(s->execution_id);
-	n[0] = false;
-	v[1] = CStringGetTextDatum(s->node_id);
-	n[1] = false;
-	v[2] = CStringGetTextDatum(s->node_type);
-	n[2] = false;
-	v[3] = Int32GetDatum(s->seq);
-	n[3] = false;
-	v[4] = CStringGetTextDatum(s->status);
-	n[4] = false;
-	v[5] = spi_text_or_null(s->outcome, &n[5]);
-	n[6] = (s->output == NULL);
-	v[6] = s->output ? JsonbPGetDatum(s->output) : (Datum) 0;
-	v[7] = spi_text_or_null(s->error, &n[7]);
-	v[8] = TimestampTzGetDatum(s->started_at);
-	n[8] = false;
-	n[9] = (s->finished_at == 0);
-	v[9] = TimestampTzGetDatum(s->finished_at);
-}
-
-/* Fills args[0..10] of insert_stmt from executions (all of one workflow version). */
+/* Fills args[0..11] of insert_stmt from executions (all of one workflow version). */
 static void
 execution_args(List *executions, Datum *args)
 {
 	static const Oid types[EXECUTION_ROW_COLUMNS] = {INT8OID, TEXTOID, JSONBOID, JSONBOID,
-	JSONBOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	JSONBOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, JSONBOID};
 	ExecutionRecord *first = linitial(executions);
 	SpiColumns	cols;
 	ListCell   *lc;
@@ -272,43 +220,17 @@ execution_args(List *executions, Datum *args)
 		spi_columns_add(&cols, v, n);
 	}
 	spi_columns_args(&cols, types, args);
-	args[9] = CStringGetTextDatum(first->workflow_key);
-	args[10] = Int32GetDatum(first->version);
+	args[EXECUTION_ROW_COLUMNS] = CStringGetTextDatum(first->workflow_key);
+	args[EXECUTION_ROW_COLUMNS + 1] = Int32GetDatum(first->version);
 }
 
-/* Fills 10 array arguments from steps. */
-static void
-step_args(List *steps, Datum *args)
-{
-	static const Oid types[STEP_ROW_COLUMNS] = {INT8OID, TEXTOID, TEXTOID, INT4OID, TEXTOID,
-	TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	SpiColumns	cols;
-	ListCell   *lc;
-
-	spi_columns_init(&cols, STEP_ROW_COLUMNS, list_length(steps));
-	foreach(lc, steps)
-	{
-		Datum		v[STEP_ROW_COLUMNS];
-		bool		n[STEP_ROW_COLUMNS];
-
-		step_row(lfirst(lc), v, n);
-		spi_columns_add(&cols, v, n);
-	}
-	spi_columns_args(&cols, types, args);
-}
-
-/* The columns the direct inserts give: execution_row's, then three more; step_row's. */
+/* The columns the direct inserts give: execution_row's, then three more. */
 static const char *const execution_columns[] = {
 	"id", "status", "payload", "context", "recipient", "subscriber_id", "idempotency_key",
-	"error", "wake_at", "workflow_key", "workflow_version", "finished_at"
-};
-static const char *const step_columns[] = {
-	"execution_id", "node_id", "node_type", "seq", "status", "outcome", "output", "error",
-	"started_at", "finished_at"
+	"error", "wake_at", "steps", "workflow_key", "workflow_version", "finished_at"
 };
 StaticAssertDecl(lengthof(execution_columns) == EXECUTION_ROW_COLUMNS + 3,
 				 "execution_columns: execution_row's columns, workflow_key, workflow_version, finished_at");
-StaticAssertDecl(lengthof(step_columns) == STEP_ROW_COLUMNS, "step_columns: step_row's columns");
 
 static bool
 status_is_final(const char *status)
@@ -323,10 +245,9 @@ status_is_final(const char *status)
  * the statement.
  */
 static bool
-insert_direct(List *executions, List *steps, List *deliveries)
+insert_direct(List *executions, List *deliveries)
 {
 	RowWriter  *ew;
-	RowWriter  *sw = NULL;
 	RowWriter  *dw = NULL;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	ListCell   *lc;
@@ -335,17 +256,9 @@ insert_direct(List *executions, List *steps, List *deliveries)
 	ew = row_writer_open("executions", execution_columns, lengthof(execution_columns));
 	if (ew == NULL)
 		return false;
-	if (steps != NIL &&
-		(sw = row_writer_open("execution_steps", step_columns, lengthof(step_columns))) == NULL)
-	{
-		row_writer_close(ew);
-		return false;
-	}
 	if (deliveries != NIL && (dw = delivery_repo_open_writer()) == NULL)
 	{
 		row_writer_close(ew);
-		if (sw)
-			row_writer_close(sw);
 		return false;
 	}
 
@@ -363,29 +276,19 @@ insert_direct(List *executions, List *steps, List *deliveries)
 		row_writer_insert(ew, v, n);
 		e->inserted = true;
 	}
-	foreach(lc, steps)
-	{
-		Datum		v[STEP_ROW_COLUMNS];
-		bool		n[STEP_ROW_COLUMNS];
-
-		step_row(lfirst(lc), v, n);
-		row_writer_insert(sw, v, n);
-	}
 	foreach(lc, deliveries)
 		queued |= delivery_repo_write(dw, lfirst(lc));
 	if (queued)
 		notiflow_wake_dispatchers_at_commit();
 
 	row_writer_close(ew);
-	if (sw)
-		row_writer_close(sw);
 	if (dw)
 		row_writer_close(dw);
 	return true;
 }
 
 /*
- * Inserts new executions, their steps and deliveries; marks the executions
+ * Inserts new executions and their deliveries; marks the executions
  * inserted.  Without the executor when nothing can conflict: no execution has
  * an idempotency key, or the caller claimed them all (locked and looked up,
  * none twice) and the transaction reads committed data, so that the lookup
@@ -393,20 +296,19 @@ insert_direct(List *executions, List *steps, List *deliveries)
  * the rest.
  */
 void
-execution_repo_insert(List *executions, List *steps, List *deliveries, bool keys_claimed)
+execution_repo_insert(List *executions, List *deliveries, bool keys_claimed)
 {
-	Datum		args[29];
+	Datum		args[20];
 	ListCell   *lc;
 	bool		keyed = false;
 
 	foreach(lc, executions)
 		keyed |= ((ExecutionRecord *) lfirst(lc))->idempotency_key != NULL;
 	if ((!keyed || (keys_claimed && !IsolationUsesXactSnapshot())) &&
-		insert_direct(executions, steps, deliveries))
+		insert_direct(executions, deliveries))
 		return;
 	execution_args(executions, args);
-	step_args(steps, args + 11);
-	if (delivery_repo_args(deliveries, args + 21))
+	if (delivery_repo_args(deliveries, args + EXECUTION_ROW_COLUMNS + 2))
 		notiflow_wake_dispatchers_at_commit();
 	foreach(lc, executions)
 		((ExecutionRecord *) lfirst(lc))->inserted = !keyed;
@@ -435,18 +337,6 @@ execution_repo_insert(List *executions, List *steps, List *deliveries, bool keys
 	}
 }
 
-/* Upserts steps set-based. */
-void
-execution_repo_save_steps(List *steps)
-{
-	Datum		args[10];
-
-	if (steps == NIL)
-		return;
-	step_args(steps, args);
-	spi_run(&save_steps_stmt, args, NULL, false, 0, SPI_OK_INSERT);
-}
-
 /* Lists waiting executions whose delay is over, locking them. */
 List *
 execution_repo_due(int limit)
@@ -466,22 +356,17 @@ execution_repo_due(int limit)
 	return ids;
 }
 
+static List *stored_steps(Jsonb *steps);
+
 List *
 execution_repo_lock_many(int64 *ids, int n)
 {
 	Datum		args[1];
 	List	   *locked = NIL;
-	HTAB	   *by_id;
-	struct ById
-	{
-		int64		id;
-		LockedExecution *le;
-	};
 
 	if (n == 0)
 		return NIL;
 	args[0] = spi_int8_array(ids, n);
-	by_id = spi_int64_hash("notiflow locked executions", n, sizeof(struct ById));
 
 	spi_run(&lock_many_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -490,7 +375,6 @@ execution_repo_lock_many(int64 *ids, int n)
 		ExecutionRecord *rec = &le->rec;
 		bool		isnull;
 		Datum		d;
-		struct ById *e;
 
 		rec->id = DatumGetInt64(spi_value(r, 1, &isnull));
 		rec->workflow_key = spi_text(r, 2);
@@ -504,50 +388,147 @@ execution_repo_lock_many(int64 *ids, int n)
 		le->created_at = DatumGetTimestampTz(spi_value(r, 9, &isnull));
 		d = spi_value(r, 10, &isnull);
 		le->version_id = isnull ? 0 : DatumGetInt64(d);
+		d = spi_value(r, 11, &isnull);
+		le->steps = isnull ? NIL : stored_steps(DatumGetJsonbP(d));
 		locked = lappend(locked, le);
-		e = hash_search(by_id, &rec->id, HASH_ENTER, NULL);
-		e->le = le;
 	}
-	if (locked == NIL)
-		return NIL;
 
-	spi_run(&steps_many_stmt, args, NULL, false, 0, SPI_OK_SELECT);
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		StoredStep *s = palloc0(sizeof(StoredStep));
-		bool		isnull;
-		Datum		d;
-		int64		id = DatumGetInt64(spi_value(r, 1, &isnull));
-		struct ById *e = hash_search(by_id, &id, HASH_FIND, NULL);
-
-		if (e == NULL)
-			continue;
-		s->node_id = spi_text(r, 2);
-		s->status = spi_text(r, 3);
-		s->seq = DatumGetInt32(spi_value(r, 4, &isnull));
-		d = spi_value(r, 5, &isnull);
-		s->output = isnull ? NULL : DatumGetJsonbPCopy(d);
-		e->le->steps = lappend(e->le->steps, s);
-	}
 	return locked;
+}
+
+/*
+ * The layout of a step in executions.steps: an array (one per step, in seq
+ * order) of [seq, node_id, node_type, status, outcome, output, error,
+ * started_us, finished_us], the times in microseconds after the execution's
+ * created_at; absent values are JSON nulls.  Compact on purpose: a trigger
+ * writes it with every execution.  The view execution_steps gives it back as
+ * rows with real timestamps.
+ */
+enum
+{
+	STEP_SEQ, STEP_NODE_ID, STEP_NODE_TYPE, STEP_STATUS, STEP_OUTCOME, STEP_OUTPUT, STEP_ERROR,
+	STEP_STARTED_US, STEP_FINISHED_US, STEP_FIELDS
+};
+
+/* A stored step's string field, or NULL. */
+static char *
+step_string(JsonbContainer *step, int field)
+{
+	JsonbValue *v = getIthJsonbValueFromContainer(step, field);
+
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * Reads executions.steps back (in seq order); a waiting step's output only,
+ * the context holds the others'.
+ */
+static List *
+stored_steps(Jsonb *steps)
+{
+	List	   *list = NIL;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (steps == NULL || !JB_ROOT_IS_ARRAY(steps) || JB_ROOT_IS_SCALAR(steps))
+		return NIL;
+	it = JsonbIteratorInit(&steps->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		StoredStep *s;
+		JsonbValue *f;
+
+		if (tok != WJB_ELEM || v.type != jbvBinary)
+			continue;
+		s = palloc0(sizeof(StoredStep));
+		s->stored = JsonbValueToJsonb(&v);
+		s->node_id = step_string(&s->stored->root, STEP_NODE_ID);
+		s->status = step_string(&s->stored->root, STEP_STATUS);
+		if (s->node_id == NULL || s->status == NULL)
+			continue;			/* not a step: nothing to resume from */
+		f = getIthJsonbValueFromContainer(&s->stored->root, STEP_SEQ);
+		if (f != NULL && f->type == jbvNumeric)
+			s->seq = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(f->val.numeric)));
+		f = getIthJsonbValueFromContainer(&s->stored->root, STEP_OUTPUT);
+		if (strcmp(s->status, "waiting") == 0 && f != NULL && f->type != jbvNull)
+			s->output = JsonbValueToJsonb(f);
+		list = lappend(list, s);
+	}
+	return list;
+}
+
+/* A step as an element of executions.steps. */
+static Jsonb *
+step_jsonb(const StepRecord *s, TimestampTz created_at)
+{
+	Jsonb	   *vals[STEP_FIELDS];
+
+	vals[STEP_SEQ] = jsonb_make_int(s->seq);
+	vals[STEP_NODE_ID] = jsonb_make_string(s->node_id);
+	vals[STEP_NODE_TYPE] = jsonb_make_string(s->node_type);
+	vals[STEP_STATUS] = jsonb_make_string(s->status);
+	vals[STEP_OUTCOME] = s->outcome ? jsonb_make_string(s->outcome) : NULL;
+	vals[STEP_OUTPUT] = s->output;
+	vals[STEP_ERROR] = s->error ? jsonb_make_string(s->error) : NULL;
+	vals[STEP_STARTED_US] = jsonb_make_int(s->started_at - created_at);
+	vals[STEP_FINISHED_US] = s->finished_at ? jsonb_make_int(s->finished_at - created_at) : NULL;
+	return jsonb_make_array(STEP_FIELDS, vals);
+}
+
+Jsonb *
+execution_repo_steps(List *stored, List *records, TimestampTz created_at)
+{
+	int			n_records = list_length(records);
+	Jsonb	  **elems = palloc(sizeof(Jsonb *) * Max(list_length(stored) + n_records, 1));
+	bool	   *placed = palloc0(sizeof(bool) * Max(n_records, 1));
+	int			n = 0;
+	ListCell   *lc;
+	ListCell   *rc;
+
+	foreach(lc, stored)
+	{
+		StoredStep *s = lfirst(lc);
+		Jsonb	   *elem = s->stored;
+
+		/* a step recorded again (a waiting one that ended) keeps its place */
+		foreach(rc, records)
+		{
+			StepRecord *r = lfirst(rc);
+
+			if (!placed[foreach_current_index(rc)] && strcmp(r->node_id, s->node_id) == 0)
+			{
+				elem = step_jsonb(r, created_at);
+				placed[foreach_current_index(rc)] = true;
+				break;
+			}
+		}
+		elems[n++] = elem;
+	}
+	foreach(rc, records)
+		if (!placed[foreach_current_index(rc)])
+			elems[n++] = step_jsonb(lfirst(rc), created_at);
+	return jsonb_make_array(n, elems);
 }
 
 void
 execution_repo_update_many(List *recs)
 {
-	static const Oid types[5] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID};
-	Datum		args[5];
+	static const Oid types[6] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, JSONBOID};
+	Datum		args[6];
 	SpiColumns	cols;
 	ListCell   *lc;
 
 	if (recs == NIL)
 		return;
-	spi_columns_init(&cols, 5, list_length(recs));
+	spi_columns_init(&cols, 6, list_length(recs));
 	foreach(lc, recs)
 	{
 		ExecutionRecord *rec = lfirst(lc);
-		Datum		v[5];
-		bool		n[5] = {false};
+		Datum		v[6];
+		bool		n[6] = {false};
 
 		v[0] = Int64GetDatum(rec->id);
 		v[1] = CStringGetTextDatum(rec->status);
@@ -555,6 +536,7 @@ execution_repo_update_many(List *recs)
 		v[3] = spi_text_or_null(rec->error, &n[3]);
 		v[4] = TimestampTzGetDatum(rec->wake_at);
 		n[4] = (rec->wake_at == 0);
+		v[5] = JsonbPGetDatum(rec->steps);
 		spi_columns_add(&cols, v, n);
 	}
 	spi_columns_args(&cols, types, args);

@@ -1,5 +1,5 @@
 /*
- * execution_repo.h — data access for executions and execution_steps.
+ * execution_repo.h — data access for executions and their steps (executions.steps).
  */
 #ifndef NOTIFLOW_EXECUTION_REPO_H
 #define NOTIFLOW_EXECUTION_REPO_H
@@ -24,13 +24,13 @@ typedef struct ExecutionRecord
 	char	   *idempotency_key;
 	char	   *error;
 	TimestampTz wake_at;		/* 0: none */
+	Jsonb	   *steps;			/* every step, an array (execution_repo_steps) */
 	bool		inserted;		/* set by execution_repo_insert */
 } ExecutionRecord;
 
-/* One execution_steps row. */
+/* One step (an element of executions.steps, a row of the view execution_steps). */
 typedef struct StepRecord
 {
-	int64		execution_id;
 	const char *node_id;
 	const char *node_type;
 	int			seq;
@@ -48,8 +48,16 @@ typedef struct StoredStep
 	char	   *node_id;
 	char	   *status;
 	int			seq;
-	Jsonb	   *output;
+	Jsonb	   *output;			/* a waiting step's only */
+	Jsonb	   *stored;			/* the element as stored */
 } StoredStep;
+
+/*
+ * The steps array of an execution created at created_at: the stored steps in
+ * their order, each replaced by a record of the same node if there is one,
+ * then the other records (StepRecord *).
+ */
+extern Jsonb *execution_repo_steps(List *stored, List *records, TimestampTz created_at);
 
 /* Returns a new execution id. */
 extern int64 execution_repo_next_id(void);
@@ -79,8 +87,8 @@ extern HTAB *execution_repo_claim_idempotent(const char *workflow_key, List *key
 
 /*
  * Inserts new executions (a List of ExecutionRecord *, all of one workflow
- * version) with their steps (StepRecord *) and deliveries (DeliveryRecord *),
- * skipping executions whose idempotency key is taken and their rows; sets
+ * version) with their deliveries (DeliveryRecord *), skipping executions
+ * whose idempotency key is taken and their deliveries; sets
  * ->inserted.  keys_claimed: the caller locked and looked up every key in
  * this transaction and no key is there twice (the rows are then written
  * without the executor).  This relies on every writer of
@@ -89,11 +97,7 @@ extern HTAB *execution_repo_claim_idempotent(const char *workflow_key, List *key
  * inserted with a key by other means would make such a trigger raise
  * unique_violation instead of returning the existing execution.
  */
-extern void execution_repo_insert(List *executions, List *steps, List *deliveries,
-								  bool keys_claimed);
-
-/* Inserts or updates steps (a List of StepRecord *). */
-extern void execution_repo_save_steps(List *steps);
+extern void execution_repo_insert(List *executions, List *deliveries, bool keys_claimed);
 
 /* An execution locked for a resume, with what the resume reads back. */
 typedef struct LockedExecution
@@ -106,12 +110,12 @@ typedef struct LockedExecution
 
 /*
  * Locks n executions (in id order, so that concurrent resumes cannot
- * deadlock) and reads them with their steps: two statements for the batch.
+ * deadlock) and reads them with their steps: one statement for the batch.
  * Returns a List of LockedExecution * in id order; missing ids are skipped.
  */
 extern List *execution_repo_lock_many(int64 *ids, int n);
 
-/* Saves the status and context of many executions after a resume (a List of ExecutionRecord *). */
+/* Saves the status, context and steps of many executions after a resume (a List of ExecutionRecord *). */
 extern void execution_repo_update_many(List *recs);
 
 /* Ends an execution that cannot go on (its resume raised error); false when it had ended already. */

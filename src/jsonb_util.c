@@ -11,11 +11,14 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "nodes/value.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 
@@ -101,6 +104,16 @@ jsonb_make_empty_object(void)
 	return jsonb_make_object(0, NULL, NULL);
 }
 
+/* Makes a timestamp a JSON string in ISO 8601 (as to_jsonb does), whatever DateStyle says. */
+Jsonb *
+jsonb_make_timestamptz(TimestampTz ts)
+{
+	char		buf[MAXDATELEN + 1];
+
+	JsonEncodeDateTime(buf, TimestampTzGetDatum(ts), TIMESTAMPTZOID, NULL);
+	return jsonb_make_string(buf);
+}
+
 /* Builds an array of strings from a List of C strings. */
 Jsonb *
 jsonb_make_string_array(List *strings)
@@ -143,6 +156,96 @@ pad_to_int(StringInfo buf)
 		appendStringInfoChar(buf, '\0');
 }
 
+/*
+ * Appends a value's data to buf in jsonb's binary format and returns its
+ * JEntry (with the data's length).
+ */
+static JEntry
+append_value(StringInfo buf, Jsonb *v)
+{
+	int			before = buf->len;
+
+	if (v == NULL)
+		return JENTRY_ISNULL;
+	if (JB_ROOT_IS_SCALAR(v))
+	{
+		JsonbValue	scalar;
+
+		JsonbExtractScalar(&v->root, &scalar);
+		switch (scalar.type)
+		{
+			case jbvNull:
+				return JENTRY_ISNULL;
+			case jbvBool:
+				return scalar.val.boolean ? JENTRY_ISBOOL_TRUE : JENTRY_ISBOOL_FALSE;
+			case jbvString:
+				appendBinaryStringInfo(buf, scalar.val.string.val, scalar.val.string.len);
+				return JENTRY_ISSTRING | (uint32) (buf->len - before);
+			case jbvNumeric:
+				pad_to_int(buf);
+				appendBinaryStringInfo(buf, (char *) scalar.val.numeric,
+									   VARSIZE_ANY(scalar.val.numeric));
+				return JENTRY_ISNUMERIC | (uint32) (buf->len - before);
+			default:
+				elog(ERROR, "notiflow: unexpected jsonb scalar type %d", (int) scalar.type);
+		}
+	}
+	/* a container keeps its bytes: its offsets are relative to itself */
+	pad_to_int(buf);
+	appendBinaryStringInfo(buf, (char *) &v->root, VARSIZE(v) - VARHDRSZ);
+	return JENTRY_ISCONTAINER | (uint32) (buf->len - before);
+}
+
+/*
+ * Turns the lengths of n JEntries into jsonb's form: every
+ * JB_OFFSET_STRIDE'th entry holds the end offset of its data instead.
+ */
+static void
+set_offsets(JEntry *entries, int n)
+{
+	uint32		totallen = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		uint32		len = JBE_OFFLENFLD(entries[i]);
+
+		totallen += len;
+		if (totallen > JENTRY_OFFLENMASK)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("total size of jsonb elements exceeds the maximum of %d bytes",
+							JENTRY_OFFLENMASK)));
+		if (i % JB_OFFSET_STRIDE == 0)
+			entries[i] = (entries[i] & JENTRY_TYPEMASK) | totallen | JENTRY_HAS_OFF;
+	}
+}
+
+/* Builds an array of the values (NULL: a JSON null), copied as they are. */
+Jsonb *
+jsonb_make_array(int n, Jsonb *const *values)
+{
+	StringInfoData buf;
+	JEntry	   *entries = palloc0(sizeof(JEntry) * Max(n, 1));
+	uint32		header = n | JB_FARRAY;
+	int			data_start;
+	Jsonb	   *result;
+
+	initStringInfo(&buf);
+	enlargeStringInfo(&buf, VARHDRSZ + sizeof(uint32) + n * sizeof(JEntry));
+	buf.len = VARHDRSZ;
+	appendBinaryStringInfo(&buf, (char *) &header, sizeof(header));
+	data_start = buf.len;
+	buf.len += n * sizeof(JEntry);
+	buf.data[buf.len] = '\0';
+	for (int i = 0; i < n; i++)
+		entries[i] = append_value(&buf, values[i]);
+	set_offsets(entries, n);
+	memcpy(buf.data + data_start, entries, sizeof(JEntry) * n);
+	result = (Jsonb *) buf.data;
+	SET_VARSIZE(result, buf.len);
+	return result;
+}
+
 /* Builds an object from keys and values. */
 Jsonb *
 jsonb_make_object(int n, const char *const *keys, Jsonb *const *values)
@@ -152,7 +255,6 @@ jsonb_make_object(int n, const char *const *keys, Jsonb *const *values)
 	StringInfoData buf;
 	JEntry	   *entries;
 	int			data_start;
-	uint32		totallen = 0;
 	Jsonb	   *result;
 
 	/*
@@ -207,62 +309,8 @@ jsonb_make_object(int n, const char *const *keys, Jsonb *const *values)
 		entries[i] = JENTRY_ISSTRING | (uint32) len;
 	}
 	for (int i = 0; i < kept; i++)
-	{
-		Jsonb	   *v = values[order[i]];
-		int			before = buf.len;
-
-		if (v == NULL)
-			entries[kept + i] = JENTRY_ISNULL;
-		else if (JB_ROOT_IS_SCALAR(v))
-		{
-			JsonbValue	scalar;
-
-			JsonbExtractScalar(&v->root, &scalar);
-			switch (scalar.type)
-			{
-				case jbvNull:
-					entries[kept + i] = JENTRY_ISNULL;
-					break;
-				case jbvBool:
-					entries[kept + i] = scalar.val.boolean ? JENTRY_ISBOOL_TRUE : JENTRY_ISBOOL_FALSE;
-					break;
-				case jbvString:
-					appendBinaryStringInfo(&buf, scalar.val.string.val, scalar.val.string.len);
-					entries[kept + i] = JENTRY_ISSTRING | (uint32) (buf.len - before);
-					break;
-				case jbvNumeric:
-					pad_to_int(&buf);
-					appendBinaryStringInfo(&buf, (char *) scalar.val.numeric,
-										   VARSIZE_ANY(scalar.val.numeric));
-					entries[kept + i] = JENTRY_ISNUMERIC | (uint32) (buf.len - before);
-					break;
-				default:
-					elog(ERROR, "notiflow: unexpected jsonb scalar type %d", (int) scalar.type);
-			}
-		}
-		else
-		{
-			/* a container keeps its bytes: its offsets are relative to itself */
-			pad_to_int(&buf);
-			appendBinaryStringInfo(&buf, (char *) &v->root, VARSIZE(v) - VARHDRSZ);
-			entries[kept + i] = JENTRY_ISCONTAINER | (uint32) (buf.len - before);
-		}
-	}
-
-	/* every JB_OFFSET_STRIDE'th entry holds the end offset of its data instead of its length */
-	for (int i = 0; i < 2 * kept; i++)
-	{
-		uint32		len = JBE_OFFLENFLD(entries[i]);
-
-		totallen += len;
-		if (totallen > JENTRY_OFFLENMASK)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("total size of jsonb object elements exceeds the maximum of %d bytes",
-							JENTRY_OFFLENMASK)));
-		if (i % JB_OFFSET_STRIDE == 0)
-			entries[i] = (entries[i] & JENTRY_TYPEMASK) | totallen | JENTRY_HAS_OFF;
-	}
+		entries[kept + i] = append_value(&buf, values[order[i]]);
+	set_offsets(entries, 2 * kept);
 	memcpy(buf.data + data_start, entries, sizeof(JEntry) * 2 * kept);
 	result = (Jsonb *) buf.data;
 	SET_VARSIZE(result, buf.len);

@@ -10,6 +10,7 @@
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 #include "utils/jsonpath.h"
+#include "utils/timestamp.h"
 
 /* Returns the value of key in object obj, or NULL (also when obj is not an object). */
 extern JsonbValue *jsonb_get(Jsonb *obj, const char *key);
@@ -26,12 +27,16 @@ extern Jsonb *jsonb_make_int(int64 n);
 extern Jsonb *jsonb_make_bool(bool b);
 extern Jsonb *jsonb_make_null(void);
 extern Jsonb *jsonb_make_empty_object(void);
+extern Jsonb *jsonb_make_timestamptz(TimestampTz ts);
 
 /* Builds an object from n keys and values (a NULL value is JSON null). */
 extern Jsonb *jsonb_make_object(int n, const char *const *keys, Jsonb *const *values);
 
 /* Builds an array of strings from a List of C strings. */
 extern Jsonb *jsonb_make_string_array(List *strings);
+
+/* Builds an array of the values (NULL: a JSON null), copied as they are. */
+extern Jsonb *jsonb_make_array(int n, Jsonb *const *values);
 
 /* Returns obj with key set to value (obj may be NULL: a new object). */
 extern Jsonb *jsonb_with_key(Jsonb *obj, const char *key, Jsonb *value);

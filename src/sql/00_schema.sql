@@ -90,6 +90,7 @@ CREATE TABLE notiflow.executions (
     idempotency_key  text,
     error            text,
     wake_at          timestamptz,
+    steps            jsonb NOT NULL DEFAULT '[]',
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     finished_at      timestamptz
@@ -108,25 +109,26 @@ CREATE INDEX executions_due ON notiflow.executions (wake_at) WHERE wake_at IS NO
 COMMENT ON TABLE notiflow.executions IS
     'One run of a workflow version for one recipient.  context holds the working context (payload, recipient, steps, vars).';
 
--- execution_steps, deliveries and delivery_attempts carry no foreign key to
--- their parent: they are written on the hot path by the engine and the
--- dispatchers only, and the row-level checks cost more than the rest of the
--- insert.  Whatever deletes executions (retention) deletes their children first.
-CREATE TABLE notiflow.execution_steps (
-    execution_id bigint NOT NULL,
-    node_id      text NOT NULL,
-    node_type    text NOT NULL,
-    seq          integer NOT NULL,
-    status       text NOT NULL CHECK (status IN ('completed', 'skipped', 'failed', 'waiting')),
-    outcome      text,
-    output       jsonb,
-    error        text,
-    started_at   timestamptz NOT NULL DEFAULT now(),
-    finished_at  timestamptz,
-    PRIMARY KEY (execution_id, node_id)
-) WITH (fillfactor = 50);  -- room for the HOT update of a waiting step when it completes
-COMMENT ON TABLE notiflow.execution_steps IS
-    'The nodes an execution ran: status, the outcome that chose the next edges, output, timings.';
+-- An execution's steps are stored in its own row, executions.steps: one
+-- element per node it ran, in seq order, each an array
+--   [seq, node_id, node_type, status, outcome, output, error, started_us, finished_us]
+-- (absent values JSON null; the times in microseconds after created_at).  A
+-- trigger writes one heap tuple instead of one per node, and a resume
+-- rewrites the steps with the HOT update of the execution.  Read them as rows
+-- through the view below.
+CREATE VIEW notiflow.execution_steps WITH (security_invoker = true) AS
+SELECT e.id AS execution_id, s ->> 1 AS node_id, s ->> 2 AS node_type, (s ->> 0)::integer AS seq,
+       s ->> 3 AS status, s ->> 4 AS outcome, nullif(s -> 5, 'null') AS output, s ->> 6 AS error,
+       e.created_at + (s ->> 7)::bigint * interval '1 microsecond' AS started_at,
+       e.created_at + (s ->> 8)::bigint * interval '1 microsecond' AS finished_at
+  FROM notiflow.executions e, jsonb_array_elements(e.steps) AS s;
+COMMENT ON VIEW notiflow.execution_steps IS
+    'The nodes an execution ran (from executions.steps): status (completed, skipped, failed or waiting), the outcome that chose the next edges, output, timings.';
+
+-- deliveries and delivery_attempts carry no foreign key to their parent:
+-- they are written on the hot path by the engine and the dispatchers only,
+-- and the row-level checks cost more than the rest of the insert.  Whatever
+-- deletes executions (retention) deletes their children first.
 
 -- Deliveries ------------------------------------------------------------------
 

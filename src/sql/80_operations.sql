@@ -111,8 +111,6 @@ CREATE TABLE notiflow_archive.executions (LIKE notiflow.executions);
 CREATE INDEX ON notiflow_archive.executions (id);
 CREATE INDEX ON notiflow_archive.executions (created_at);
 CREATE INDEX ON notiflow_archive.executions (workflow_key, created_at);
-CREATE TABLE notiflow_archive.execution_steps (LIKE notiflow.execution_steps);
-CREATE INDEX ON notiflow_archive.execution_steps (execution_id);
 CREATE TABLE notiflow_archive.execution_waits (LIKE notiflow.execution_waits);
 CREATE INDEX ON notiflow_archive.execution_waits (execution_id);
 CREATE TABLE notiflow_archive.deliveries (LIKE notiflow.deliveries);
@@ -130,7 +128,6 @@ CREATE INDEX ON notiflow_archive.dead_letters (created_at);
 CREATE TABLE notiflow_archive.alerts (LIKE notiflow.alerts);
 CREATE INDEX ON notiflow_archive.alerts (id);
 SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.executions', '');
-SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.execution_steps', '');
 SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.execution_waits', '');
 SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.deliveries', '');
 SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.delivery_attempts', '');
@@ -140,8 +137,13 @@ SELECT pg_catalog.pg_extension_config_dump('notiflow_archive.alerts', '');
 
 CREATE VIEW notiflow.executions_all AS
     SELECT * FROM notiflow.executions UNION ALL SELECT * FROM notiflow_archive.executions;
+-- steps live in their execution's row (executions.steps): archived with it
 CREATE VIEW notiflow.execution_steps_all AS
-    SELECT * FROM notiflow.execution_steps UNION ALL SELECT * FROM notiflow_archive.execution_steps;
+SELECT e.id AS execution_id, s ->> 1 AS node_id, s ->> 2 AS node_type, (s ->> 0)::integer AS seq,
+       s ->> 3 AS status, s ->> 4 AS outcome, nullif(s -> 5, 'null') AS output, s ->> 6 AS error,
+       e.created_at + (s ->> 7)::bigint * interval '1 microsecond' AS started_at,
+       e.created_at + (s ->> 8)::bigint * interval '1 microsecond' AS finished_at
+  FROM notiflow.executions_all e, jsonb_array_elements(e.steps) AS s;
 CREATE VIEW notiflow.execution_waits_all AS
     SELECT * FROM notiflow.execution_waits UNION ALL SELECT * FROM notiflow_archive.execution_waits;
 CREATE VIEW notiflow.deliveries_all AS
@@ -357,8 +359,6 @@ BEGIN
     INSERT INTO notiflow_archive.delivery_attempts SELECT * FROM moved;
     WITH moved AS (DELETE FROM notiflow.deliveries x WHERE x.id = ANY (dids) RETURNING x.*)
     INSERT INTO notiflow_archive.deliveries SELECT * FROM moved;
-    WITH moved AS (DELETE FROM notiflow.execution_steps x WHERE x.execution_id = ANY (ids) RETURNING x.*)
-    INSERT INTO notiflow_archive.execution_steps SELECT * FROM moved;
     WITH moved AS (DELETE FROM notiflow.execution_waits x WHERE x.execution_id = ANY (ids) RETURNING x.*)
     INSERT INTO notiflow_archive.execution_waits SELECT * FROM moved;
     WITH moved AS (DELETE FROM notiflow.executions x WHERE x.id = ANY (ids) RETURNING x.*)

@@ -9,7 +9,7 @@ DECLARE
 BEGIN
     FOREACH t IN ARRAY ARRAY[
         'notiflow.workflows', 'notiflow.workflow_versions', 'notiflow.subscribers', 'notiflow.providers',
-        'notiflow.executions', 'notiflow.execution_steps', 'notiflow.deliveries',
+        'notiflow.executions', 'notiflow.deliveries',
         'notiflow.delivery_attempts', 'notiflow.delivery_events', 'notiflow.provider_circuits',
         'notiflow.dead_letters', 'notiflow.execution_waits', 'notiflow.event_inbox',
         'notiflow.api_keys', 'notiflow.kafka_subscriptions', 'notiflow.kafka_offsets']
