@@ -10,25 +10,33 @@
  * partitions, a read-only transaction — makes row_writer_open decline, and
  * the caller runs its statement.
  *
- * The column defaults, CHECK constraints and partial indexes' predicates are
- * parsed and planned once per table and backend (RelationShape), and again
- * after a relcache invalidation of the table (ALTER TABLE, CREATE INDEX) or a
- * change of any function (planning may inline one); each open only builds
- * their expression states.
+ * The column defaults, CHECK constraints, indexes' IndexInfo and partial
+ * indexes' predicates are read and planned once per table and backend
+ * (RelationShape), and again after a relcache invalidation of the table or of
+ * one of its indexes (ALTER TABLE, CREATE INDEX) or a change of any function
+ * (planning may inline one).  When those expressions are known to be safe to
+ * keep (built-in functions, nothing that keeps memory of one executor state:
+ * not_reusable), their expression states are built once too and an open only
+ * locks the table and its indexes; otherwise each open builds them.
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/index.h"
 #include "catalog/pg_class.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
 #include "parser/parse_relation.h"
 #include "rewrite/rewriteHandler.h"
-#include "optimizer/optimizer.h"
+#include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
@@ -46,38 +54,80 @@ struct RowWriter
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	int			ncolumns;
-	AttrNumber *attnums;		/* per given column */
+	const AttrNumber *attnums;	/* per given column */
 	int			ndefaults;
-	AttrNumber *default_attnums;	/* columns not given that have a default */
+	const AttrNumber *default_attnums;	/* columns not given that have a default */
 	ExprState **defaults;
 	CommandId	cid;
 };
 
-/* A table's defaults and checks, planned. */
+/* What a writer of one list of columns needs: their attribute numbers, the defaults of the rest. */
+typedef struct ColumnSet
+{
+	const char *const *columns; /* the caller's array: the key */
+	int			ncolumns;
+	AttrNumber *attnums;
+	int			ndefaults;
+	AttrNumber *default_attnums;
+	ExprState **default_states; /* when the shape is reusable */
+} ColumnSet;
+
+/* An index of the table: its IndexInfo and its predicate, planned. */
+typedef struct ShapeIndex
+{
+	Oid			indexid;
+	IndexInfo  *info;
+	List	   *predicate;		/* NIL: not partial */
+	ExprState  *predicate_state;	/* when the shape is reusable */
+} ShapeIndex;
+
+/* A table's defaults, checks and indexes, planned. */
 typedef struct RelationShape
 {
 	Oid			relid;
 	bool		valid;
 	MemoryContext cxt;
+	LocalTransactionId used_lxid;	/* a writer of this transaction uses it */
 	int			natts;
 	Expr	  **defaults;		/* per attribute; NULL: no default */
 	int			ncheck;
 	Expr	  **checks;			/* per TupleConstr check, in its order */
-	int			npredicates;
-	Oid		   *predicate_indexes;	/* partial indexes ... */
-	List	  **predicates;		/* ... and their predicates */
+	int			nindexes;
+	ShapeIndex *indexes;
+
+	/*
+	 * Reusable: every expression calls built-in functions only, so their
+	 * states are built once and kept across transactions (a user function
+	 * may keep state of its own transaction in them: those are built for
+	 * every writer).
+	 */
+	bool		reusable;
+	ExprState **check_states;
+#define MAX_COLUMN_SETS 4
+	int			ncolumnsets;
+	ColumnSet	columnsets[MAX_COLUMN_SETS];
 } RelationShape;
 
 #define MAX_SHAPES 8
 static RelationShape shapes[MAX_SHAPES];
 static bool callback_registered = false;
 
+/* Contexts of replaced shapes that a writer of their transaction may still use. */
+static List *retired_cxts = NIL;
+static LocalTransactionId retired_lxid = InvalidLocalTransactionId;
+
+/* A relcache invalidation of a table or of one of its indexes (InvalidOid: all). */
 static void
 shape_invalidate(Datum arg, Oid relid)
 {
 	for (int i = 0; i < MAX_SHAPES; i++)
+	{
 		if (relid == InvalidOid || shapes[i].relid == relid)
 			shapes[i].valid = false;
+		for (int x = 0; x < shapes[i].nindexes && shapes[i].valid; x++)
+			if (shapes[i].indexes[x].indexid == relid)
+				shapes[i].valid = false;
+	}
 }
 
 /* A function changed: planning may have inlined or folded it into a shape. */
@@ -87,17 +137,85 @@ shape_invalidate_all(Datum arg, int cacheid, uint32 hashvalue)
 	shape_invalidate(arg, InvalidOid);
 }
 
+/* check_functions_in_node's callback: a function that is not built in. */
+static bool
+user_function(Oid funcid, void *context)
+{
+	return funcid >= FirstNormalObjectId;
+}
+
+/*
+ * True when node's expression state must not outlive one writer: a function
+ * that is not built in (it may keep state of its own transaction), or a node
+ * whose evaluation keeps memory of the writer's executor state (a hashed
+ * "IN (...)" builds its table there), or one not known to be harmless.
+ */
+static bool
+not_reusable(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	switch (nodeTag(node))
+	{
+		case T_List:
+		case T_Const:
+		case T_Var:
+		case T_FuncExpr:
+		case T_OpExpr:
+		case T_DistinctExpr:
+		case T_NullIfExpr:
+		case T_BoolExpr:
+		case T_NullTest:
+		case T_BooleanTest:
+		case T_RelabelType:
+		case T_CoerceViaIO:
+		case T_NextValueExpr:
+		case T_SQLValueFunction:
+		case T_CaseExpr:
+		case T_CaseWhen:
+		case T_CaseTestExpr:
+		case T_CoalesceExpr:
+		case T_MinMaxExpr:
+		case T_ArrayExpr:
+			break;
+		case T_ScalarArrayOpExpr:
+			if (OidIsValid(((ScalarArrayOpExpr *) node)->hashfuncid))
+				return true;
+			break;
+		default:
+			return true;
+	}
+	if (check_functions_in_node(node, user_function, context))
+		return true;
+	return expression_tree_walker(node, not_reusable, context);
+}
+
+/* Frees the contexts of shapes replaced in an earlier transaction. */
+static void
+free_retired(void)
+{
+	ListCell   *lc;
+
+	if (retired_cxts == NIL || retired_lxid == MyProc->lxid)
+		return;
+	foreach(lc, retired_cxts)
+		MemoryContextDelete(lfirst(lc));
+	list_free(retired_cxts);
+	retired_cxts = NIL;
+}
+
 /*
  * Returns rel's shape, planning it when there is none or it was invalidated;
- * rri has rel's indexes open.
+ * indexes are rel's open indexes (in RelationGetIndexList's order).
  */
 static RelationShape *
-shape_for(Relation rel, ResultRelInfo *rri)
+shape_for(Relation rel, Relation *indexes, int nindexes)
 {
 	Oid			relid = RelationGetRelid(rel);
 	TupleDesc	desc = RelationGetDescr(rel);
 	RelationShape *shape = NULL;
 	MemoryContext old;
+	bool		not_reusable_found = false;
 
 	if (!callback_registered)
 	{
@@ -105,12 +223,16 @@ shape_for(Relation rel, ResultRelInfo *rri)
 		CacheRegisterSyscacheCallback(PROCOID, shape_invalidate_all, (Datum) 0);
 		callback_registered = true;
 	}
+	free_retired();
 	for (int i = 0; i < MAX_SHAPES; i++)
 	{
 		if (shapes[i].relid == relid && shapes[i].valid &&
-			shapes[i].natts == desc->natts &&
+			shapes[i].natts == desc->natts && shapes[i].nindexes == nindexes &&
 			shapes[i].ncheck == (desc->constr ? desc->constr->num_check : 0))
+		{
+			shapes[i].used_lxid = MyProc->lxid;
 			return &shapes[i];
+		}
 		if (shape == NULL && (shapes[i].relid == relid || !shapes[i].valid))
 			shape = &shapes[i];
 	}
@@ -118,9 +240,20 @@ shape_for(Relation rel, ResultRelInfo *rri)
 		shape = &shapes[0];
 
 	if (shape->cxt)
-		MemoryContextDelete(shape->cxt);
-	shape->relid = InvalidOid;
-	shape->valid = false;
+	{
+		if (shape->used_lxid == MyProc->lxid)
+		{
+			/* a writer of this transaction may still use it */
+			MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+			retired_cxts = lappend(retired_cxts, shape->cxt);
+			retired_lxid = MyProc->lxid;
+			MemoryContextSwitchTo(oldcxt);
+		}
+		else
+			MemoryContextDelete(shape->cxt);
+	}
+	memset(shape, 0, sizeof(RelationShape));
 	shape->cxt = AllocSetContextCreate(CacheMemoryContext, "notiflow row writer shape",
 									   ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(shape->cxt);
@@ -134,31 +267,154 @@ shape_for(Relation rel, ResultRelInfo *rri)
 			continue;
 		expr = build_column_default(rel, a);
 		if (expr != NULL)
+		{
 			shape->defaults[a - 1] = expression_planner((Expr *) expr);
+			not_reusable_found |= not_reusable((Node *) shape->defaults[a - 1], NULL);
+		}
 	}
 	shape->ncheck = desc->constr ? desc->constr->num_check : 0;
 	shape->checks = palloc0(sizeof(Expr *) * Max(shape->ncheck, 1));
 	/* NOT VALID ones too: they hold for new rows */
 	for (int c = 0; c < shape->ncheck; c++)
-		shape->checks[c] = expression_planner(stringToNode(desc->constr->check[c].ccbin));
-	shape->npredicates = 0;
-	shape->predicate_indexes = palloc(sizeof(Oid) * Max(rri->ri_NumIndices, 1));
-	shape->predicates = palloc(sizeof(List *) * Max(rri->ri_NumIndices, 1));
-	for (int i = 0; i < rri->ri_NumIndices; i++)
 	{
-		IndexInfo  *info = rri->ri_IndexRelationInfo[i];
+		shape->checks[c] = expression_planner(stringToNode(desc->constr->check[c].ccbin));
+		not_reusable_found |= not_reusable((Node *) shape->checks[c], NULL);
+	}
+	shape->nindexes = nindexes;
+	shape->indexes = palloc0(sizeof(ShapeIndex) * Max(nindexes, 1));
+	for (int i = 0; i < nindexes; i++)
+	{
+		ShapeIndex *si = &shape->indexes[i];
 
-		if (info->ii_Predicate == NIL)
-			continue;
-		shape->predicate_indexes[shape->npredicates] = RelationGetRelid(rri->ri_IndexRelationDescs[i]);
-		shape->predicates[shape->npredicates] =
-			(List *) expression_planner((Expr *) copyObject(info->ii_Predicate));
-		shape->npredicates++;
+		si->indexid = RelationGetRelid(indexes[i]);
+		si->info = BuildIndexInfo(indexes[i]);
+		not_reusable_found |= not_reusable((Node *) si->info->ii_Expressions, NULL);
+		if (si->info->ii_Predicate != NIL)
+		{
+			si->predicate = (List *) expression_planner((Expr *) copyObject(si->info->ii_Predicate));
+			not_reusable_found |= not_reusable((Node *) si->predicate, NULL);
+		}
+	}
+	shape->reusable = !not_reusable_found;
+	if (shape->reusable)
+	{
+		shape->check_states = palloc0(sizeof(ExprState *) * Max(shape->ncheck, 1));
+		for (int c = 0; c < shape->ncheck; c++)
+			shape->check_states[c] = ExecInitExpr(shape->checks[c], NULL);
+		for (int i = 0; i < nindexes; i++)
+			if (shape->indexes[i].predicate != NIL)
+				shape->indexes[i].predicate_state = ExecInitQual(shape->indexes[i].predicate, NULL);
 	}
 	MemoryContextSwitchTo(old);
 	shape->relid = relid;
 	shape->valid = true;
+	shape->used_lxid = MyProc->lxid;
 	return shape;
+}
+
+/* The shape's column set for columns, made on first use; NULL when a column is missing. */
+static ColumnSet *
+column_set(RelationShape *shape, Relation rel, const char *const *columns, int ncolumns)
+{
+	ColumnSet  *cs;
+	bool	   *given;
+	MemoryContext old;
+
+	for (int i = 0; i < shape->ncolumnsets; i++)
+		if (shape->columnsets[i].columns == columns && shape->columnsets[i].ncolumns == ncolumns)
+			return &shape->columnsets[i];
+	if (shape->ncolumnsets == MAX_COLUMN_SETS)
+		return NULL;
+
+	old = MemoryContextSwitchTo(shape->cxt);
+	cs = &shape->columnsets[shape->ncolumnsets];
+	memset(cs, 0, sizeof(ColumnSet));
+	cs->columns = columns;
+	cs->ncolumns = ncolumns;
+	cs->attnums = palloc(sizeof(AttrNumber) * Max(ncolumns, 1));
+	given = palloc0(sizeof(bool) * shape->natts);
+	for (int i = 0; i < ncolumns; i++)
+	{
+		AttrNumber	a = attnameAttNum(rel, columns[i], false);
+
+		if (a <= 0 || a > shape->natts)
+		{
+			MemoryContextSwitchTo(old);
+			return NULL;
+		}
+		cs->attnums[i] = a;
+		given[a - 1] = true;
+	}
+	cs->default_attnums = palloc(sizeof(AttrNumber) * shape->natts);
+	cs->default_states = palloc0(sizeof(ExprState *) * shape->natts);
+	for (int a = 1; a <= shape->natts; a++)
+	{
+		if (given[a - 1] || shape->defaults[a - 1] == NULL)
+			continue;
+		if (shape->reusable)
+			cs->default_states[cs->ndefaults] = ExecInitExpr(shape->defaults[a - 1], NULL);
+		cs->default_attnums[cs->ndefaults++] = a;
+	}
+	MemoryContextSwitchTo(old);
+	shape->ncolumnsets++;
+	return cs;
+}
+
+/*
+ * Opens rel's indexes for rri as ExecOpenIndices does (in the same order),
+ * without building their IndexInfo: the shape's are copied once it is known
+ * (use_shape_indexes).
+ */
+static void
+open_indexes(ResultRelInfo *rri, Relation rel)
+{
+	List	   *oids;
+	ListCell   *lc;
+	int			i = 0;
+
+	rri->ri_NumIndices = 0;
+	if (!RelationGetForm(rel)->relhasindex)
+		return;
+	oids = RelationGetIndexList(rel);
+	if (oids == NIL)
+		return;
+	rri->ri_IndexRelationDescs = palloc(sizeof(Relation) * list_length(oids));
+	rri->ri_IndexRelationInfo = palloc0(sizeof(IndexInfo *) * list_length(oids));
+	foreach(lc, oids)
+		rri->ri_IndexRelationDescs[i++] = index_open(lfirst_oid(lc), RowExclusiveLock);
+	rri->ri_NumIndices = i;
+	list_free(oids);
+}
+
+/* Gives rri's open indexes their IndexInfo and predicate state, from the shape. */
+static void
+use_shape_indexes(ResultRelInfo *rri, RelationShape *shape)
+{
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+	{
+		Oid			indexid = RelationGetRelid(rri->ri_IndexRelationDescs[i]);
+		ShapeIndex *si = NULL;
+		IndexInfo  *info;
+
+		for (int x = 0; x < shape->nindexes && si == NULL; x++)
+			if (shape->indexes[x].indexid == indexid)
+				si = &shape->indexes[x];
+		if (si == NULL)
+		{
+			rri->ri_IndexRelationInfo[i] = BuildIndexInfo(rri->ri_IndexRelationDescs[i]);
+			continue;
+		}
+		/* a copy: the access method keeps per-statement state in it (ii_AmCache) */
+		info = palloc(sizeof(IndexInfo));
+		memcpy(info, si->info, sizeof(IndexInfo));
+		info->ii_ExpressionsState = NIL;
+		info->ii_AmCache = NULL;
+		info->ii_Context = CurrentMemoryContext;
+		if (si->predicate != NIL)
+			info->ii_PredicateState = si->predicate_state ? si->predicate_state :
+				ExecInitQual(copyObject(si->predicate), NULL);
+		rri->ri_IndexRelationInfo[i] = info;
+	}
 }
 
 /* True when rel has a trigger that an INSERT fires. */
@@ -197,10 +453,9 @@ row_writer_open(const char *table, const char *const *columns, int ncolumns)
 {
 	Oid			relid = notiflow_relid(table);
 	Relation	rel;
-	TupleDesc	desc;
 	RowWriter  *w;
 	RelationShape *shape;
-	bool	   *given;
+	ColumnSet  *cs;
 	MemoryContext old;
 
 	if (!OidIsValid(relid) || pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
@@ -212,64 +467,53 @@ row_writer_open(const char *table, const char *const *columns, int ncolumns)
 		table_close(rel, NoLock);
 		return NULL;
 	}
-	desc = RelationGetDescr(rel);
 
 	w = palloc0(sizeof(RowWriter));
 	w->rel = rel;
-	w->ncolumns = ncolumns;
-	w->attnums = palloc(sizeof(AttrNumber) * ncolumns);
-	given = palloc0(sizeof(bool) * desc->natts);
-	for (int i = 0; i < ncolumns; i++)
-	{
-		AttrNumber	a = attnameAttNum(rel, columns[i], false);
-
-		if (a <= 0 || a > desc->natts)
-		{
-			table_close(rel, NoLock);
-			return NULL;
-		}
-		w->attnums[i] = a;
-		given[a - 1] = true;
-	}
-
 	w->estate = CreateExecutorState();
 	w->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->rri, rel, 0, NULL, 0);
-	ExecOpenIndices(w->rri, false);
-	w->slot = ExecInitExtraTupleSlot(w->estate, desc, table_slot_callbacks(rel));
-
-	/* the expression states: defaults of the columns not given, every check */
-	shape = shape_for(rel, w->rri);
-	w->default_attnums = palloc(sizeof(AttrNumber) * desc->natts);
-	w->defaults = palloc(sizeof(ExprState *) * desc->natts);
-	old = MemoryContextSwitchTo(w->estate->es_query_cxt);
-	for (int a = 1; a <= shape->natts && a <= desc->natts; a++)
+	open_indexes(w->rri, rel);
+	shape = shape_for(rel, w->rri->ri_IndexRelationDescs, w->rri->ri_NumIndices);
+	cs = column_set(shape, rel, columns, ncolumns);
+	if (cs == NULL)
 	{
-		if (given[a - 1] || shape->defaults[a - 1] == NULL)
-			continue;
-		w->default_attnums[w->ndefaults] = a;
-		w->defaults[w->ndefaults] = ExecInitExpr(copyObject(shape->defaults[a - 1]), NULL);
-		w->ndefaults++;
+		ExecCloseIndices(w->rri);
+		FreeExecutorState(w->estate);
+		table_close(rel, NoLock);
+		pfree(w);
+		return NULL;
+	}
+	use_shape_indexes(w->rri, shape);
+	w->slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(rel), table_slot_callbacks(rel));
+	w->ncolumns = ncolumns;
+	w->attnums = cs->attnums;
+	w->ndefaults = cs->ndefaults;
+	w->default_attnums = cs->default_attnums;
+
+	/* the expression states: kept in the shape, or built for this writer */
+	old = MemoryContextSwitchTo(w->estate->es_query_cxt);
+	if (shape->reusable)
+		w->defaults = cs->default_states;
+	else
+	{
+		w->defaults = palloc(sizeof(ExprState *) * Max(cs->ndefaults, 1));
+		for (int d = 0; d < cs->ndefaults; d++)
+			w->defaults[d] = ExecInitExpr(copyObject(shape->defaults[cs->default_attnums[d] - 1]), NULL);
 	}
 	if (shape->ncheck > 0)
 	{
 		/* what ExecConstraints would otherwise parse and plan on its first row */
-		w->rri->ri_ConstraintExprs = palloc0(sizeof(ExprState *) * shape->ncheck);
-		for (int c = 0; c < shape->ncheck; c++)
-			w->rri->ri_ConstraintExprs[c] = ExecInitExpr(copyObject(shape->checks[c]), NULL);
-	}
-	/* and what ExecInsertIndexTuples would for the partial indexes' predicates */
-	for (int i = 0; i < w->rri->ri_NumIndices; i++)
-	{
-		Oid			indexid = RelationGetRelid(w->rri->ri_IndexRelationDescs[i]);
-
-		for (int p = 0; p < shape->npredicates; p++)
-			if (shape->predicate_indexes[p] == indexid)
-				w->rri->ri_IndexRelationInfo[i]->ii_PredicateState =
-					ExecInitQual(copyObject(shape->predicates[p]), NULL);
+		if (shape->reusable)
+			w->rri->ri_ConstraintExprs = shape->check_states;
+		else
+		{
+			w->rri->ri_ConstraintExprs = palloc0(sizeof(ExprState *) * shape->ncheck);
+			for (int c = 0; c < shape->ncheck; c++)
+				w->rri->ri_ConstraintExprs[c] = ExecInitExpr(copyObject(shape->checks[c]), NULL);
+		}
 	}
 	MemoryContextSwitchTo(old);
-	pfree(given);
 	w->cid = GetCurrentCommandId(true);
 	return w;
 }
@@ -319,9 +563,6 @@ row_writer_close(RowWriter *w)
 	ExecResetTupleTable(w->estate->es_tupleTable, false);
 	FreeExecutorState(w->estate);
 	table_close(w->rel, NoLock);
-	pfree(w->attnums);
-	pfree(w->default_attnums);
-	pfree(w->defaults);
 	pfree(w);
 	/* later statements of the transaction see the rows */
 	CommandCounterIncrement();

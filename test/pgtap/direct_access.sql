@@ -9,7 +9,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(24);
+SELECT plan(27);
 
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
 SELECT notiflow.put_subscriber('ann', '{"name": "Ann", "email": "ann@example.com"}');
@@ -69,6 +69,24 @@ ALTER TABLE notiflow.deliveries ADD CONSTRAINT no_queued CHECK (status <> 'queue
 SELECT throws_ok($$SELECT notiflow.trigger('rw', '{"order_id": "A4"}', '"ann"')$$, '23514',
                  NULL, 'deliveries: a CHECK constraint the rows break');
 ALTER TABLE notiflow.deliveries DROP CONSTRAINT no_queued;
+-- a CHECK that calls a function of the database's own: its state is built for each writer
+CREATE FUNCTION public.rw_not_bad(text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS
+$$BEGIN RETURN $1 NOT LIKE '%bad%'; END$$;
+ALTER TABLE notiflow.deliveries ADD CONSTRAINT not_bad CHECK (public.rw_not_bad(recipient));
+SELECT lives_ok($$SELECT notiflow.trigger('rw', '{"order_id": "U1"}', '"ann"')$$,
+                'a CHECK calling a PL/pgSQL function passes for a good row');
+SELECT notiflow.put_subscriber('badly', '{"email": "badly@example.com"}');
+SELECT throws_ok($$SELECT notiflow.trigger('rw', '{"order_id": "U2"}', '"badly"')$$, '23514',
+                 NULL, 'and holds for a bad one');
+ALTER TABLE notiflow.deliveries DROP CONSTRAINT not_bad;
+DROP FUNCTION public.rw_not_bad(text);
+-- a long IN list (the executor may hash it) in a CHECK
+ALTER TABLE notiflow.deliveries ADD CONSTRAINT known_nodes
+    CHECK (node_id IN ('a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'm'));
+SELECT lives_ok($$SELECT notiflow.trigger('rw', '{"order_id": "U3"}', '"ann"'),
+                         notiflow.trigger('rw', '{"order_id": "U4"}', '"bob"')$$,
+                'a CHECK with a long IN list, twice');
+ALTER TABLE notiflow.deliveries DROP CONSTRAINT known_nodes;
 ALTER TABLE notiflow.deliveries ADD COLUMN note text NOT NULL DEFAULT 'n';
 SELECT notiflow.trigger('rw', '{"order_id": "A5"}', '"ann"') AS e5 \gset
 SELECT is((SELECT note FROM notiflow.deliveries WHERE execution_id = :e5), 'n',
