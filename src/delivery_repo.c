@@ -479,7 +479,8 @@ static SpiStatement mark_sent_stmt = {
 	"       finished_at = coalesce(d.finished_at, now())"
 	"  FROM unnest($1::int8[], $2::text[]) AS t(id, m)"
 	" WHERE d.id = t.id AND d.status = 'sending'"
-	" RETURNING d.id, d.execution_id, d.node_id",
+	" RETURNING d.id, d.execution_id, d.node_id, d.provider, d.recipient, d.attempts,"
+	"           d.provider_message_id, d.last_error",
 	2, {INT8ARRAYOID, TEXTARRAYOID}
 };
 
@@ -528,21 +529,14 @@ delivery_repo_mark_sent(int64 *ids, char **message_ids, int n)
 	Datum		args[2];
 	Datum	   *msgv;
 	bool	   *msgnull;
-	HTAB	   *given;
 	List	   *changed = NIL;
 
 	if (n == 0)
 		return NIL;
 	msgv = palloc(sizeof(Datum) * n);
 	msgnull = palloc0(sizeof(bool) * n);
-	given = spi_int64_hash("notiflow sent message ids", n, sizeof(int64) + sizeof(char *));
 	for (int i = 0; i < n; i++)
-	{
-		char	  **entry = (char **) ((char *) hash_search(given, &ids[i], HASH_ENTER, NULL) + sizeof(int64));
-
-		*entry = message_ids[i];
 		msgv[i] = spi_text_or_null(message_ids[i], &msgnull[i]);
-	}
 	args[0] = spi_int8_array(ids, n);
 	args[1] = spi_array(msgv, msgnull, n, TEXTOID);
 	spi_run(&mark_sent_stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
@@ -550,14 +544,17 @@ delivery_repo_mark_sent(int64 *ids, char **message_ids, int n)
 	{
 		FinishedDelivery *f = palloc0(sizeof(FinishedDelivery));
 		bool		isnull;
-		char	   *entry;
 
 		f->delivery_id = DatumGetInt64(spi_value(r, 1, &isnull));
 		f->execution_id = DatumGetInt64(spi_value(r, 2, &isnull));
 		f->node_id = spi_text(r, 3);
 		f->status = "sent";
-		entry = hash_search(given, &f->delivery_id, HASH_FIND, NULL);
-		f->provider_message_id = entry ? *(char **) (entry + sizeof(int64)) : NULL;
+		f->provider = spi_text(r, 4);
+		f->recipient = spi_text(r, 5);
+		f->attempts = DatumGetInt32(spi_value(r, 6, &isnull));
+		f->provider_message_id = spi_text(r, 7);
+		f->last_error = spi_text(r, 8);
+		f->complete = true;
 		changed = lappend(changed, f);
 	}
 	return changed;

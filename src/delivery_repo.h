@@ -144,6 +144,12 @@ typedef struct FinishedDelivery
 	const char *status;
 	char	   *provider_message_id;
 	char	   *error;
+	/* complete: the row as it now is, the fields of its summary (delivery_repo_mark_sent) */
+	bool		complete;
+	char	   *provider;
+	char	   *recipient;
+	int			attempts;
+	char	   *last_error;
 } FinishedDelivery;
 
 /* Logs n attempts with one statement. */

@@ -650,11 +650,15 @@ node_action(Run *run, WorkflowNode *node)
 		return;
 	}
 	{
-		const char *keys[] = {"pending"};
-		Jsonb	   *vals[1];
+		/* "total" when some failed at once: a resume may then not know the summary (resume_many) */
+		const char *keys[] = {"pending", "total"};
+		Jsonb	   *vals[2];
+		int			total = list_length(run->delivery_records) - before;
 
 		vals[0] = jsonb_make_int(queued);
-		run_record_step(run, node, "waiting", NULL, jsonb_make_object(1, keys, vals), NULL, 0, 0);
+		vals[1] = jsonb_make_int(total);
+		run_record_step(run, node, "waiting", NULL,
+						jsonb_make_object(total == queued ? 1 : 2, keys, vals), NULL, 0, 0);
 	}
 }
 
@@ -1345,8 +1349,99 @@ int64_sort_unique(int64 *ids, int n)
  * each id in statuses (NULL when it does not exist) if statuses is not NULL.
  * SPI is connected.
  */
+/*
+ * The summary of an action node whose only delivery is f, which just ended:
+ * what delivery_repo_summaries would read.
+ */
+static NodeSummary *
+finished_summary(FinishedDelivery *f)
+{
+	NodeSummary *ns = palloc0(sizeof(NodeSummary));
+	const char *keys[7];
+	Jsonb	   *vals[7];
+	int			k = 0;
+	Jsonb	   *elem;
+
+	keys[k] = "id";
+	vals[k++] = jsonb_make_int(f->delivery_id);
+	keys[k] = "status";
+	vals[k++] = jsonb_make_string(f->status);
+	if (f->provider)
+	{
+		keys[k] = "provider";
+		vals[k++] = jsonb_make_string(f->provider);
+	}
+	if (f->recipient)
+	{
+		keys[k] = "recipient";
+		vals[k++] = jsonb_make_string(f->recipient);
+	}
+	keys[k] = "attempts";
+	vals[k++] = jsonb_make_int(f->attempts);
+	if (f->provider_message_id)
+	{
+		keys[k] = "provider_message_id";
+		vals[k++] = jsonb_make_string(f->provider_message_id);
+	}
+	if (f->last_error)
+	{
+		keys[k] = "error";
+		vals[k++] = jsonb_make_string(f->last_error);
+	}
+	elem = jsonb_make_object(k, keys, vals);
+	ns->node_id = f->node_id;
+	ns->summary.total = 1;
+	ns->summary.pending = 0;
+	ns->summary.succeeded = (strcmp(f->status, "sent") == 0 || strcmp(f->status, "delivered") == 0) ? 1 : 0;
+	ns->summary.deliveries = jsonb_make_array(1, &elem);
+	return ns;
+}
+
+/*
+ * When an execution waits on one step only, an action node that had a
+ * single delivery (its waiting output is {"pending": 1}), and that delivery
+ * is among the finished ones, returns it: the node's summary is then known
+ * without reading the deliveries.  NULL otherwise.
+ */
+static FinishedDelivery *
+only_delivery_finished(LockedExecution *le, List *finished)
+{
+	StoredStep *waiting = NULL;
+	FinishedDelivery *found = NULL;
+	JsonbValue *pending;
+	ListCell   *lc;
+
+	foreach(lc, le->steps)
+	{
+		StoredStep *s = lfirst(lc);
+
+		if (strcmp(s->status, "waiting") != 0)
+			continue;
+		if (waiting != NULL)
+			return NULL;
+		waiting = s;
+	}
+	if (waiting == NULL || waiting->output == NULL ||
+		jsonb_get(waiting->output, "total") != NULL ||
+		(pending = jsonb_get(waiting->output, "pending")) == NULL ||
+		pending->type != jbvNumeric ||
+		DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(pending->val.numeric))) != 1)
+		return NULL;
+	foreach(lc, finished)
+	{
+		FinishedDelivery *f = lfirst(lc);
+
+		if (f->execution_id != le->rec.id || strcmp(f->node_id, waiting->node_id) != 0)
+			continue;
+		if (found != NULL || !f->complete)
+			return NULL;
+		found = f;
+	}
+	return found;
+}
+
 static void
-resume_many(int64 *ids, int n, const char **statuses)
+resume_many(int64 *ids, int n, const char **statuses, List *finished)
 {
 	List	   *locked;
 	int64	   *resumable;
@@ -1376,8 +1471,35 @@ resume_many(int64 *ids, int n, const char **statuses)
 	if (n_resumable == 0)
 		return;
 
+	/* the summaries the finished deliveries give, then those read */
 	memset(&session, 0, sizeof(session));
-	session.summaries = delivery_repo_summaries(resumable, n_resumable);
+	{
+		int64	   *unknown = palloc(sizeof(int64) * n_resumable);
+		int			n_unknown = 0;
+		List	   *known = NIL;
+
+		foreach(lc, locked)
+		{
+			LockedExecution *le = lfirst(lc);
+			FinishedDelivery *f;
+
+			if (!status_is_resumable(le->rec.status))
+				continue;
+			f = finished ? only_delivery_finished(le, finished) : NULL;
+			if (f != NULL)
+				known = lappend(known, f);
+			else
+				unknown[n_unknown++] = le->rec.id;
+		}
+		session.summaries = delivery_repo_summaries(unknown, n_unknown);
+		foreach(lc, known)
+		{
+			FinishedDelivery *f = lfirst(lc);
+			ExecutionSummaries *e = hash_search(session.summaries, &f->execution_id, HASH_ENTER, NULL);
+
+			e->nodes = list_make1(finished_summary(f));
+		}
+	}
 
 	foreach(lc, locked)
 	{
@@ -1423,7 +1545,7 @@ execution_resume_connected(int64 execution_id)
 {
 	const char *status;
 
-	resume_many(&execution_id, 1, &status);
+	resume_many(&execution_id, 1, &status, NIL);
 	return status;
 }
 
@@ -1457,7 +1579,7 @@ execution_resume_due(int limit)
 	foreach(lc, due)
 		ids[n++] = *(int64 *) lfirst(lc);
 	n = int64_sort_unique(ids, n);
-	resume_many(ids, n, NULL);
+	resume_many(ids, n, NULL, NIL);
 	SPI_finish();
 	return n;
 }
@@ -1498,6 +1620,7 @@ typedef struct ResumeBatch
 {
 	int64	   *ids;
 	int			n;
+	List	   *finished;		/* FinishedDelivery * */
 } ResumeBatch;
 
 static void
@@ -1505,7 +1628,7 @@ resume_batch_call(void *arg)
 {
 	ResumeBatch *b = arg;
 
-	resume_many(b->ids, b->n, NULL);
+	resume_many(b->ids, b->n, NULL, b->finished);
 }
 
 void
@@ -1552,12 +1675,13 @@ deliveries_finished(List *finished)
 	 */
 	batch.n = int64_sort_unique(ids, n);
 	batch.ids = ids;
+	batch.finished = finished;
 	edata = run_in_subtransaction(resume_batch_call, &batch);
 	if (edata != NULL)
 	{
 		for (int k = 0; k < batch.n; k++)
 		{
-			ResumeBatch one = {&ids[k], 1};
+			ResumeBatch one = {&ids[k], 1, finished};
 			ErrorData  *e = run_in_subtransaction(resume_batch_call, &one);
 
 			if (e == NULL)

@@ -150,6 +150,15 @@ ok $? "a 503 is retried and then sent"
 is "$(sql "SELECT string_agg(error_class, ',' ORDER BY id) FROM notiflow.delivery_attempts WHERE delivery_id = $(delivery_of "$exec")")" \
    "retry,sent" "both attempts are recorded with their class"
 is "$(sql "SELECT attempts FROM notiflow.deliveries WHERE execution_id = $exec")" 2 "the delivery counts two attempts"
+# the dispatcher builds the finished step's summary from the send itself: it must equal the table's
+is "$(sql "SELECT s.output = jsonb_build_object('status', 'sent', 'deliveries',
+               (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                           'id', d.id, 'status', d.status, 'provider', d.provider, 'recipient', d.recipient,
+                           'attempts', d.attempts, 'provider_message_id', d.provider_message_id,
+                           'error', d.last_error)) ORDER BY d.id)
+                  FROM notiflow.deliveries d WHERE d.execution_id = $exec))
+             FROM notiflow.execution_steps s WHERE s.execution_id = $exec AND s.node_type = 'email'")" t \
+   "the sent step's summary is what the deliveries say (error of the first attempt, two attempts)"
 
 double POST script '{"provider": "sendgrid", "responses": [{"status": 429, "retry_after": 2}]}' >/dev/null
 exec=$(trigger mail retry2)
