@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "nodes/parsenodes.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
@@ -263,7 +264,8 @@ static SpiStatement claim_stmt = {
 	" RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,"
 	"           d.provider_attempts,"
 	"           (SELECT e.workflow_key FROM notiflow.executions e WHERE e.id = d.execution_id)",
-	2, {INT4OID, INT4OID}
+	2, {INT4OID, INT4OID}, NULL, 0,
+	CURSOR_OPT_GENERIC_PLAN		/* a custom plan (for LIMIT $1) was made at every claim */
 };
 
 static SpiStatement next_due_stmt = {

@@ -57,7 +57,8 @@ spi_run(SpiStatement *stmt, Datum *values, const char *nulls,
 	}
 	if (stmt->plan == NULL)
 	{
-		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
+		SPIPlanPtr	plan = SPI_prepare_cursor(stmt->sql, stmt->nargs, stmt->argtypes,
+											  stmt->cursor_options);
 
 		if (plan == NULL)
 			elog(ERROR, "notiflow: could not prepare statement: %s (%s)",

@@ -20,6 +20,7 @@ typedef struct SpiStatement
 	Oid			argtypes[SPI_MAX_ARGS];
 	SPIPlanPtr	plan;			/* prepared on first use, then kept */
 	uint64		epoch;			/* the plan epoch it was prepared in */
+	int			cursor_options; /* CURSOR_OPT_GENERIC_PLAN: never a custom plan */
 } SpiStatement;
 
 /* How often the background workers have their statements planned again. */

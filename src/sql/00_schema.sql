@@ -177,7 +177,11 @@ CREATE TABLE notiflow.delivery_attempts (
     created_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX delivery_attempts_delivery ON notiflow.delivery_attempts (delivery_id);
-CREATE INDEX delivery_attempts_created ON notiflow.delivery_attempts (created_at);
+-- BRIN: attempts are appended in created_at order and read by time window
+-- (health, metrics, daily stats); a B-tree entry per attempt cost a tenth
+-- of recording it.
+CREATE INDEX delivery_attempts_created ON notiflow.delivery_attempts USING brin (created_at)
+    WITH (autosummarize = on);
 COMMENT ON TABLE notiflow.delivery_attempts IS
     'Every attempt to hand a delivery to a provider: HTTP status or curl error, latency, excerpt, error class.';
 
