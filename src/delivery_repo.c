@@ -252,20 +252,24 @@ static SpiStatement requeue_stmt = {
 	0, {InvalidOid}
 };
 
+/*
+ * The claim, with a plan that holds for any limit: its generic plan is kept
+ * (a custom plan for LIMIT $1 was made at every claim), and "= ANY (ARRAY(...))"
+ * makes that plan fetch the claimed rows by primary key whatever number
+ * the planner guesses for the limit (a join planned for a tenth of the queue
+ * read all of it).
+ */
 static SpiStatement claim_stmt = {
-	"WITH due AS ("
-	"  SELECT id FROM notiflow.deliveries"
-	"   WHERE status = 'queued' AND next_attempt_at <= now()"
-	"   ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
-	" UPDATE notiflow.deliveries d"
-	"    SET status = 'sending', lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond',"
-	"        updated_at = now()"
-	"   FROM due WHERE d.id = due.id"
+	"UPDATE notiflow.deliveries d"
+	"   SET status = 'sending', lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond',"
+	"       updated_at = now()"
+	" WHERE d.id = ANY (ARRAY("
+	"         SELECT id FROM notiflow.deliveries"
+	"          WHERE status = 'queued' AND next_attempt_at <= now()"
+	"          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))"
 	" RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,"
-	"           d.provider_attempts,"
-	"           (SELECT e.workflow_key FROM notiflow.executions e WHERE e.id = d.execution_id)",
-	2, {INT4OID, INT4OID}, NULL, 0,
-	CURSOR_OPT_GENERIC_PLAN		/* a custom plan (for LIMIT $1) was made at every claim */
+	"           d.provider_attempts",
+	2, {INT4OID, INT4OID}, NULL, 0, CURSOR_OPT_GENERIC_PLAN
 };
 
 static SpiStatement next_due_stmt = {
@@ -369,7 +373,6 @@ delivery_repo_claim(int limit, int lease_ms)
 		c->content = DatumGetJsonbPCopy(spi_value(r, 6, &isnull));
 		c->attempts = DatumGetInt32(spi_value(r, 7, &isnull));
 		c->provider_attempts = DatumGetInt32(spi_value(r, 8, &isnull));
-		c->workflow_key = spi_text(r, 9);
 		claimed = lappend(claimed, c);
 	}
 	return claimed;

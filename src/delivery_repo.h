@@ -79,7 +79,6 @@ typedef struct ClaimedDelivery
 	Jsonb	   *content;
 	int			attempts;		/* before this one */
 	int			provider_attempts;	/* before this one, with this provider */
-	char	   *workflow_key;
 } ClaimedDelivery;
 
 /* Puts deliveries whose lease expired (their dispatcher died) back in the queue; returns how many. */

@@ -116,22 +116,35 @@ typedef struct SubscriberScan
 static void
 read_slot(SubscriberScan *s, SubscriberInfo *out)
 {
+	const char *keys[lengthof(recipient_columns)];
 	Jsonb	   *values[lengthof(recipient_columns)];
+	int			n = 0;
 	bool		isnull;
 	Datum		d;
 
+	/*
+	 * jsonb_strip_nulls of the whole object, done per value: a null column is
+	 * left out, a jsonb column has its own nested nulls stripped.
+	 */
 	for (int i = 0; i < (int) lengthof(recipient_columns); i++)
 	{
 		d = slot_getattr(s->slot, s->recipient_att[i], &isnull);
 		if (isnull)
-			values[i] = NULL;
-		else if (s->recipient_jsonb[i])
-			values[i] = DatumGetJsonbPCopy(d);
+			continue;
+		if (s->recipient_jsonb[i])
+		{
+			Jsonb	   *v = DatumGetJsonbP(DirectFunctionCall1(jsonb_strip_nulls, d));
+			JsonbValue	scalar;
+
+			if (JB_ROOT_IS_SCALAR(v) && JsonbExtractScalar(&v->root, &scalar) && scalar.type == jbvNull)
+				continue;		/* a JSON null is stripped like an SQL one */
+			values[n] = v;
+		}
 		else
-			values[i] = jsonb_make_string(TextDatumGetCString(d));
+			values[n] = jsonb_make_string(TextDatumGetCString(d));
+		keys[n++] = recipient_keys[i];
 	}
-	out->recipient = DatumGetJsonbP(DirectFunctionCall1(jsonb_strip_nulls, JsonbPGetDatum(
-		jsonb_make_object(lengthof(recipient_keys), recipient_keys, values))));
+	out->recipient = jsonb_make_object(n, keys, values);
 	out->preferences = DatumGetJsonbPCopy(slot_getattr(s->slot, s->preferences_att, &isnull));
 	out->invalid_addresses = text_array_list(slot_getattr(s->slot, s->invalid_att, &isnull));
 }

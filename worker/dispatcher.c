@@ -263,7 +263,6 @@ prepare(ClaimedDelivery *c, HTAB *providers)
 	f->job.config = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(p->row.config));
 	f->job.recipient = c->recipient ? pstrdup(c->recipient) : NULL;
 	f->job.content = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(c->content));
-	f->job.workflow_key = c->workflow_key ? pstrdup(c->workflow_key) : NULL;
 	f->max_attempts = config_int(f->job.config, "max_attempts", 5);
 	f->backoff_min_ms = config_int(f->job.config, "backoff_min_ms", 1000);
 	f->backoff_max_ms = Max(config_int(f->job.config, "backoff_max_ms", 300000), f->backoff_min_ms);

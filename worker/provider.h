@@ -32,7 +32,6 @@ typedef struct DeliveryJob
 	Jsonb	   *config;			/* provider config (with secrets) */
 	const char *recipient;		/* address; NULL: the provider's configured destination */
 	Jsonb	   *content;		/* rendered fields: subject/text/html, text, title/body/data, body */
-	const char *workflow_key;
 } DeliveryJob;
 
 /* What to send.  Strings are palloc'd in the batch's memory context. */

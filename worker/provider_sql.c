@@ -64,7 +64,6 @@ provider_preview(PG_FUNCTION_ARGS)
 	job.config = row.config;
 	job.recipient = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	job.content = PG_ARGISNULL(2) ? jsonb_make_empty_object() : PG_GETARG_JSONB_P(2);
-	job.workflow_key = "preview";
 
 	memset(&req, 0, sizeof(req));
 	initStringInfo(&req.body);

@@ -9,7 +9,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(27);
+SELECT plan(28);
 
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
 SELECT notiflow.put_subscriber('ann', '{"name": "Ann", "email": "ann@example.com"}');
@@ -136,6 +136,15 @@ SELECT is((SELECT recipient FROM notiflow.executions WHERE id = :c1),
                       'locale', locale, 'timezone', timezone, 'data', data, 'push', push, 'chat', chat))
              FROM notiflow.subscribers WHERE id = 'nul'),
           'the recipient object is what the SQL expression builds, nested nulls stripped');
+ALTER TABLE notiflow.subscribers DROP CONSTRAINT subscribers_push_check;  -- rolled back at the end
+UPDATE notiflow.subscribers SET push = 'null', chat = '{"x": null, "y": [null]}' WHERE id = 'nul';
+SELECT notiflow.trigger('rw', '{"order_id": "C1b"}', '"nul"') AS c1b \gset
+SELECT is((SELECT recipient FROM notiflow.executions WHERE id = :c1b),
+          (SELECT jsonb_strip_nulls(jsonb_build_object(
+                      'subscriber_id', id, 'name', name, 'email', email, 'phone', phone,
+                      'locale', locale, 'timezone', timezone, 'data', data, 'push', push, 'chat', chat))
+             FROM notiflow.subscribers WHERE id = 'nul'),
+          'a column holding a JSON null, and an object of nulls, as the SQL expression strips them');
 SELECT is((SELECT recipient->'data' FROM notiflow.executions WHERE id = :c1),
           '{"b": {"d": 1}, "e": [null, 1]}'::jsonb, 'nulls in objects stripped, in arrays kept');
 SELECT throws_ok($$SELECT notiflow.trigger('rw', '{"order_id": "C2"}', '"nobody"')$$, '22023',
