@@ -1,11 +1,12 @@
 -- Query plans: with 100,000 executions and deliveries loaded, the hot queries
 -- (idempotency lookup, executions by workflow and time, due deliveries,
--- expired leases, due executions, deliveries of an execution) use their indexes.
+-- expired leases, due executions, deliveries of an execution, the steps of an
+-- execution, the dispatcher's claim with its generic plan) use their indexes.
 \set ON_ERROR_STOP 1
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(8);
+SELECT plan(11);
 
 -- 100,000 executions over 20 workflows and 30 days (inserted in time order, as
 -- they are in life), 2% still waiting
@@ -64,6 +65,28 @@ SELECT matches(pg_temp.plan_of($$SELECT * FROM notiflow.deliveries WHERE executi
 SELECT matches(pg_temp.plan_of($$SELECT count(*) FROM notiflow.executions WHERE created_at < now() - interval '27 days'$$),
                'executions_created',
                'retention by age uses executions_created (BRIN: rows arrive in time order)');
+
+SELECT matches(pg_temp.plan_of($$SELECT * FROM notiflow.execution_steps WHERE execution_id = 4242$$),
+               'Index Scan using executions_pkey',
+               'the steps of an execution (a view over executions.steps) are read through executions_pkey');
+
+-- the claim as the dispatcher runs it (src/delivery_repo.c, claim_stmt): always its generic
+-- plan, which must fetch the claimed rows by primary key whatever it guesses for LIMIT $1
+SET LOCAL plan_cache_mode = force_generic_plan;
+PREPARE claim(int, int) AS
+UPDATE notiflow.deliveries d
+   SET status = 'sending', lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond',
+       updated_at = now()
+ WHERE d.id = ANY (ARRAY(
+         SELECT id FROM notiflow.deliveries
+          WHERE status = 'queued' AND next_attempt_at <= now()
+          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))
+ RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,
+           d.provider_attempts;
+SELECT matches(pg_temp.plan_of('EXECUTE claim(200, 60000)'), 'Index Scan using deliveries_due',
+               'the claim''s generic plan finds due deliveries through deliveries_due');
+SELECT doesnt_match(pg_temp.plan_of('EXECUTE claim(200, 60000)'), 'Seq Scan|Hash Join',
+                    'and fetches them by primary key, not by a join over the table');
 
 SELECT * FROM finish();
 ROLLBACK;
