@@ -124,19 +124,17 @@ run_context(Run *run)
 }
 
 /*
- * Returns the context stored in executions.context: steps and vars, plus
- * payload and recipient only when a transform changed them (otherwise the
- * executions row holds them already).
+ * Returns the context stored in executions.context: vars, plus payload and
+ * recipient only when a transform changed them (otherwise the executions row
+ * holds them already).  The steps' outputs are in executions.steps.
  */
 static Jsonb *
 run_stored_context(Run *run)
 {
-	const char *keys[4];
-	Jsonb	   *vals[4];
+	const char *keys[3];
+	Jsonb	   *vals[3];
 	int			n = 0;
 
-	keys[n] = "steps";
-	vals[n++] = run->steps;
 	keys[n] = "vars";
 	vals[n++] = run->vars;
 	if (run->payload_changed)
@@ -1265,9 +1263,26 @@ resume_run(EngineSession *session, LockedExecution *le)
 		run->recipient = rec->recipient;
 	else if (JB_ROOT_IS_SCALAR(run->recipient))
 		run->recipient = NULL;
+	/* the steps' outputs, from the stored steps (a context of an earlier release may hold them) */
 	run->steps = jsonb_get_jsonb(rec->context, "steps");
 	if (run->steps == NULL)
-		run->steps = jsonb_make_empty_object();
+	{
+		int			n = list_length(le->steps);
+		const char **keys = palloc(sizeof(char *) * Max(n, 1));
+		Jsonb	  **vals = palloc(sizeof(Jsonb *) * Max(n, 1));
+		int			k = 0;
+
+		foreach(lc, le->steps)
+		{
+			StoredStep *s = lfirst(lc);
+
+			if (s->output == NULL)
+				continue;
+			keys[k] = s->node_id;
+			vals[k++] = s->output;
+		}
+		run->steps = jsonb_make_object(k, keys, vals);
+	}
 	run->vars = jsonb_get_jsonb(rec->context, "vars");
 	if (run->vars == NULL)
 		run->vars = jsonb_make_empty_object();

@@ -421,10 +421,7 @@ step_string(JsonbContainer *step, int field)
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
-/*
- * Reads executions.steps back (in seq order); a waiting step's output only,
- * the context holds the others'.
- */
+/* Reads executions.steps back (in seq order). */
 static List *
 stored_steps(Jsonb *steps)
 {
@@ -453,7 +450,7 @@ stored_steps(Jsonb *steps)
 		if (f != NULL && f->type == jbvNumeric)
 			s->seq = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(f->val.numeric)));
 		f = getIthJsonbValueFromContainer(&s->stored->root, STEP_OUTPUT);
-		if (strcmp(s->status, "waiting") == 0 && f != NULL && f->type != jbvNull)
+		if (f != NULL && f->type != jbvNull)
 			s->output = JsonbValueToJsonb(f);
 		list = lappend(list, s);
 	}

@@ -48,7 +48,7 @@ typedef struct StoredStep
 	char	   *node_id;
 	char	   *status;
 	int			seq;
-	Jsonb	   *output;			/* a waiting step's only */
+	Jsonb	   *output;			/* NULL: none */
 	Jsonb	   *stored;			/* the element as stored */
 } StoredStep;
 
@@ -105,7 +105,7 @@ typedef struct LockedExecution
 	ExecutionRecord rec;
 	TimestampTz created_at;
 	int64		version_id;		/* 0: the workflow version no longer exists */
-	List	   *steps;			/* StoredStep *, in seq order; output only for waiting steps */
+	List	   *steps;			/* StoredStep *, in seq order */
 } LockedExecution;
 
 /*

@@ -107,7 +107,7 @@ CREATE INDEX executions_created ON notiflow.executions USING brin (created_at);
 -- wake_at, an indexed column: that update is not HOT.
 CREATE INDEX executions_due ON notiflow.executions (wake_at) WHERE wake_at IS NOT NULL;
 COMMENT ON TABLE notiflow.executions IS
-    'One run of a workflow version for one recipient.  context holds the working context (payload, recipient, steps, vars).';
+    'One run of a workflow version for one recipient.  context holds vars (and payload, recipient when a transform changed them); steps holds the nodes it ran (read them through execution_steps).';
 
 -- An execution's steps are stored in its own row, executions.steps: one
 -- element per node it ran, in seq order, each an array
