@@ -457,9 +457,12 @@ stored_steps(Jsonb *steps)
 	return list;
 }
 
-/* A step as an element of executions.steps. */
+/*
+ * A step as an element of executions.steps; started (when not NULL) is the
+ * start time of the stored step it replaces, which it keeps.
+ */
 static Jsonb *
-step_jsonb(const StepRecord *s, TimestampTz created_at)
+step_jsonb(const StepRecord *s, TimestampTz created_at, Jsonb *started)
 {
 	Jsonb	   *vals[STEP_FIELDS];
 
@@ -470,7 +473,7 @@ step_jsonb(const StepRecord *s, TimestampTz created_at)
 	vals[STEP_OUTCOME] = s->outcome ? jsonb_make_string(s->outcome) : NULL;
 	vals[STEP_OUTPUT] = s->output;
 	vals[STEP_ERROR] = s->error ? jsonb_make_string(s->error) : NULL;
-	vals[STEP_STARTED_US] = jsonb_make_int(s->started_at - created_at);
+	vals[STEP_STARTED_US] = started ? started : jsonb_make_int(s->started_at - created_at);
 	vals[STEP_FINISHED_US] = s->finished_at ? jsonb_make_int(s->finished_at - created_at) : NULL;
 	return jsonb_make_array(STEP_FIELDS, vals);
 }
@@ -497,7 +500,11 @@ execution_repo_steps(List *stored, List *records, TimestampTz created_at)
 
 			if (!placed[foreach_current_index(rc)] && strcmp(r->node_id, s->node_id) == 0)
 			{
-				elem = step_jsonb(r, created_at);
+				JsonbValue *started = getIthJsonbValueFromContainer(&s->stored->root, STEP_STARTED_US);
+
+				/* a waiting step that ended: it started when it began waiting */
+				elem = step_jsonb(r, created_at,
+								  started && started->type == jbvNumeric ? JsonbValueToJsonb(started) : NULL);
 				placed[foreach_current_index(rc)] = true;
 				break;
 			}
@@ -506,7 +513,7 @@ execution_repo_steps(List *stored, List *records, TimestampTz created_at)
 	}
 	foreach(rc, records)
 		if (!placed[foreach_current_index(rc)])
-			elems[n++] = step_jsonb(lfirst(rc), created_at);
+			elems[n++] = step_jsonb(lfirst(rc), created_at, NULL);
 	return jsonb_make_array(n, elems);
 }
 

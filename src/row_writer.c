@@ -112,6 +112,9 @@ typedef struct RelationShape
 static RelationShape shapes[MAX_SHAPES];
 static bool callback_registered = false;
 
+/* Bumped by every invalidation callback: one that arrives while a shape is built makes it stale. */
+static uint64 invalidations = 0;
+
 /* Contexts of replaced shapes that a writer of their transaction may still use. */
 static List *retired_cxts = NIL;
 static LocalTransactionId retired_lxid = InvalidLocalTransactionId;
@@ -120,6 +123,7 @@ static LocalTransactionId retired_lxid = InvalidLocalTransactionId;
 static void
 shape_invalidate(Datum arg, Oid relid)
 {
+	invalidations++;
 	for (int i = 0; i < MAX_SHAPES; i++)
 	{
 		if (relid == InvalidOid || shapes[i].relid == relid)
@@ -130,7 +134,10 @@ shape_invalidate(Datum arg, Oid relid)
 	}
 }
 
-/* A function changed: planning may have inlined or folded it into a shape. */
+/*
+ * A function or a type changed: planning may have inlined or folded it into
+ * a shape (a cast to a domain without constraints becomes a relabeling).
+ */
 static void
 shape_invalidate_all(Datum arg, int cacheid, uint32 hashvalue)
 {
@@ -157,9 +164,13 @@ not_reusable(Node *node, void *context)
 		return false;
 	switch (nodeTag(node))
 	{
+		case T_Var:
+			/* a whole-row Var keeps its tuple descriptor in per-query memory */
+			if (((Var *) node)->varattno <= 0)
+				return true;
+			break;
 		case T_List:
 		case T_Const:
-		case T_Var:
 		case T_FuncExpr:
 		case T_OpExpr:
 		case T_DistinctExpr:
@@ -175,7 +186,6 @@ not_reusable(Node *node, void *context)
 		case T_CaseWhen:
 		case T_CaseTestExpr:
 		case T_CoalesceExpr:
-		case T_MinMaxExpr:
 		case T_ArrayExpr:
 			break;
 		case T_ScalarArrayOpExpr:
@@ -216,11 +226,13 @@ shape_for(Relation rel, Relation *indexes, int nindexes)
 	RelationShape *shape = NULL;
 	MemoryContext old;
 	bool		not_reusable_found = false;
+	uint64		seen;
 
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(shape_invalidate, (Datum) 0);
 		CacheRegisterSyscacheCallback(PROCOID, shape_invalidate_all, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, shape_invalidate_all, (Datum) 0);
 		callback_registered = true;
 	}
 	free_retired();
@@ -254,6 +266,7 @@ shape_for(Relation rel, Relation *indexes, int nindexes)
 			MemoryContextDelete(shape->cxt);
 	}
 	memset(shape, 0, sizeof(RelationShape));
+	seen = invalidations;
 	shape->cxt = AllocSetContextCreate(CacheMemoryContext, "notiflow row writer shape",
 									   ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(shape->cxt);
@@ -307,7 +320,8 @@ shape_for(Relation rel, Relation *indexes, int nindexes)
 	}
 	MemoryContextSwitchTo(old);
 	shape->relid = relid;
-	shape->valid = true;
+	/* an invalidation during the build (catalog reads accept them): good for this writer only */
+	shape->valid = (invalidations == seen);
 	shape->used_lxid = MyProc->lxid;
 	return shape;
 }
@@ -317,6 +331,7 @@ static ColumnSet *
 column_set(RelationShape *shape, Relation rel, const char *const *columns, int ncolumns)
 {
 	ColumnSet  *cs;
+	AttrNumber *attnums;
 	bool	   *given;
 	MemoryContext old;
 
@@ -326,25 +341,26 @@ column_set(RelationShape *shape, Relation rel, const char *const *columns, int n
 	if (shape->ncolumnsets == MAX_COLUMN_SETS)
 		return NULL;
 
-	old = MemoryContextSwitchTo(shape->cxt);
-	cs = &shape->columnsets[shape->ncolumnsets];
-	memset(cs, 0, sizeof(ColumnSet));
-	cs->columns = columns;
-	cs->ncolumns = ncolumns;
-	cs->attnums = palloc(sizeof(AttrNumber) * Max(ncolumns, 1));
+	/* the columns first, in the caller's memory: a missing one leaves nothing in the shape */
+	attnums = palloc(sizeof(AttrNumber) * Max(ncolumns, 1));
 	given = palloc0(sizeof(bool) * shape->natts);
 	for (int i = 0; i < ncolumns; i++)
 	{
 		AttrNumber	a = attnameAttNum(rel, columns[i], false);
 
 		if (a <= 0 || a > shape->natts)
-		{
-			MemoryContextSwitchTo(old);
 			return NULL;
-		}
-		cs->attnums[i] = a;
+		attnums[i] = a;
 		given[a - 1] = true;
 	}
+
+	old = MemoryContextSwitchTo(shape->cxt);
+	cs = &shape->columnsets[shape->ncolumnsets];
+	memset(cs, 0, sizeof(ColumnSet));
+	cs->columns = columns;
+	cs->ncolumns = ncolumns;
+	cs->attnums = palloc(sizeof(AttrNumber) * Max(ncolumns, 1));
+	memcpy(cs->attnums, attnums, sizeof(AttrNumber) * ncolumns);
 	cs->default_attnums = palloc(sizeof(AttrNumber) * shape->natts);
 	cs->default_states = palloc0(sizeof(ExprState *) * shape->natts);
 	for (int a = 1; a <= shape->natts; a++)

@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(73);
+SELECT plan(74);
 
 -- fixtures ---------------------------------------------------------------------
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -118,6 +118,8 @@ SELECT is(notiflow.resume_due_executions(10), 1, 'a due execution is resumed');
 SELECT is((SELECT array_agg(node_id || ':' || status ORDER BY seq) FROM notiflow.execution_steps WHERE execution_id = :future),
           '{t:completed,d:completed,m:waiting}', 'after the delay the next node runs');
 SELECT is((SELECT wake_at FROM notiflow.executions WHERE id = :future), NULL, 'no wake-up is left');
+SELECT ok((SELECT started_at < finished_at FROM notiflow.execution_steps WHERE execution_id = :future AND node_id = 'd'),
+          'the delay step keeps the time it started waiting');
 
 SELECT notiflow.put_workflow('dl2', '{"nodes": [
     {"id": "t", "type": "trigger"}, {"id": "d", "type": "delay", "for": "2 hours"}, {"id": "m", "type": "sms", "text": "x"}],
