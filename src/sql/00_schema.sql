@@ -90,7 +90,7 @@ CREATE TABLE notiflow.executions (
     idempotency_key  text,
     error            text,
     wake_at          timestamptz,
-    steps            jsonb NOT NULL DEFAULT '[]',
+    steps            jsonb NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(steps) = 'array'),
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     finished_at      timestamptz

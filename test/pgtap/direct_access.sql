@@ -9,7 +9,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(29);
+SELECT plan(30);
 
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
 SELECT notiflow.put_subscriber('ann', '{"name": "Ann", "email": "ann@example.com"}');
@@ -37,6 +37,8 @@ SELECT results_eq(
     $$SELECT node_id, status FROM notiflow.execution_steps WHERE execution_id = $$ || :e1 || $$ ORDER BY seq$$,
     $$VALUES ('t', 'completed'), ('m', 'waiting')$$,
     'execution_steps: one row per node run (from executions.steps)');
+SELECT throws_ok($$UPDATE notiflow.executions SET steps = '{}' WHERE id = $$ || :e1, '23514', NULL,
+                 'executions.steps must be an array');
 -- the indexes have the new rows (an index scan finds them)
 SET LOCAL enable_seqscan = off;
 SELECT is((SELECT count(*)::int FROM notiflow.deliveries WHERE status = 'queued' AND next_attempt_at <= now()
