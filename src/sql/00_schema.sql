@@ -115,13 +115,21 @@ COMMENT ON TABLE notiflow.executions IS
 -- (absent values JSON null; the times in microseconds after created_at).  A
 -- trigger writes one heap tuple instead of one per node, and a resume
 -- rewrites the steps with the HOT update of the execution.  Read them as rows
--- through the view below.
+-- through the view below; step_rows is the one place in SQL that knows the
+-- layout (execution_steps_all uses it too).
+CREATE FUNCTION notiflow.step_rows(execution_id bigint, created_at timestamptz, steps jsonb)
+RETURNS TABLE (execution_id bigint, node_id text, node_type text, seq integer, status text,
+               outcome text, output jsonb, error text, started_at timestamptz, finished_at timestamptz)
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT $1, s ->> 1, s ->> 2, (s ->> 0)::integer, s ->> 3, s ->> 4, nullif(s -> 5, 'null'), s ->> 6,
+           $2 + (s ->> 7)::bigint * interval '1 microsecond',
+           $2 + (s ->> 8)::bigint * interval '1 microsecond'
+      FROM jsonb_array_elements($3) AS s
+$$;
+COMMENT ON FUNCTION notiflow.step_rows(bigint, timestamptz, jsonb) IS
+    'The rows of an execution''s steps array (executions.steps).';
 CREATE VIEW notiflow.execution_steps WITH (security_invoker = true) AS
-SELECT e.id AS execution_id, s ->> 1 AS node_id, s ->> 2 AS node_type, (s ->> 0)::integer AS seq,
-       s ->> 3 AS status, s ->> 4 AS outcome, nullif(s -> 5, 'null') AS output, s ->> 6 AS error,
-       e.created_at + (s ->> 7)::bigint * interval '1 microsecond' AS started_at,
-       e.created_at + (s ->> 8)::bigint * interval '1 microsecond' AS finished_at
-  FROM notiflow.executions e, jsonb_array_elements(e.steps) AS s;
+SELECT s.* FROM notiflow.executions e, notiflow.step_rows(e.id, e.created_at, e.steps) AS s;
 COMMENT ON VIEW notiflow.execution_steps IS
     'The nodes an execution ran (from executions.steps): status (completed, skipped, failed or waiting), the outcome that chose the next edges, output, timings.';
 

@@ -139,11 +139,7 @@ CREATE VIEW notiflow.executions_all AS
     SELECT * FROM notiflow.executions UNION ALL SELECT * FROM notiflow_archive.executions;
 -- steps live in their execution's row (executions.steps): archived with it
 CREATE VIEW notiflow.execution_steps_all AS
-SELECT e.id AS execution_id, s ->> 1 AS node_id, s ->> 2 AS node_type, (s ->> 0)::integer AS seq,
-       s ->> 3 AS status, s ->> 4 AS outcome, nullif(s -> 5, 'null') AS output, s ->> 6 AS error,
-       e.created_at + (s ->> 7)::bigint * interval '1 microsecond' AS started_at,
-       e.created_at + (s ->> 8)::bigint * interval '1 microsecond' AS finished_at
-  FROM notiflow.executions_all e, jsonb_array_elements(e.steps) AS s;
+SELECT s.* FROM notiflow.executions_all e, notiflow.step_rows(e.id, e.created_at, e.steps) AS s;
 CREATE VIEW notiflow.execution_waits_all AS
     SELECT * FROM notiflow.execution_waits UNION ALL SELECT * FROM notiflow_archive.execution_waits;
 CREATE VIEW notiflow.deliveries_all AS

@@ -136,23 +136,24 @@ SELECT is((SELECT count(*)::int FROM notiflow.executions WHERE idempotency_key L
           'and two executions stored');
 
 -- the subscriber read by index scan ------------------------------------------
+-- what the load statement (src/subscriber_repo.c, load_stmt) builds for a subscriber
+CREATE FUNCTION pg_temp.recipient_sql(sid text) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+               'subscriber_id', id, 'name', name, 'email', email, 'phone', phone,
+               'locale', locale, 'timezone', timezone, 'data', data, 'push', push, 'chat', chat))
+      FROM notiflow.subscribers WHERE id = sid
+$$;
 SELECT notiflow.put_subscriber('nul', '{"email": "nul@example.com", "locale": "de",
     "data": {"a": null, "b": {"c": null, "d": 1}, "e": [null, 1]}, "chat": {"slack": "U-1"}}');
 SELECT notiflow.trigger('rw', '{"order_id": "C1"}', '"nul"') AS c1 \gset
 SELECT is((SELECT recipient FROM notiflow.executions WHERE id = :c1),
-          (SELECT jsonb_strip_nulls(jsonb_build_object(
-                      'subscriber_id', id, 'name', name, 'email', email, 'phone', phone,
-                      'locale', locale, 'timezone', timezone, 'data', data, 'push', push, 'chat', chat))
-             FROM notiflow.subscribers WHERE id = 'nul'),
+          pg_temp.recipient_sql('nul'),
           'the recipient object is what the SQL expression builds, nested nulls stripped');
 ALTER TABLE notiflow.subscribers DROP CONSTRAINT subscribers_push_check;  -- rolled back at the end
 UPDATE notiflow.subscribers SET push = 'null', chat = '{"x": null, "y": [null]}' WHERE id = 'nul';
 SELECT notiflow.trigger('rw', '{"order_id": "C1b"}', '"nul"') AS c1b \gset
 SELECT is((SELECT recipient FROM notiflow.executions WHERE id = :c1b),
-          (SELECT jsonb_strip_nulls(jsonb_build_object(
-                      'subscriber_id', id, 'name', name, 'email', email, 'phone', phone,
-                      'locale', locale, 'timezone', timezone, 'data', data, 'push', push, 'chat', chat))
-             FROM notiflow.subscribers WHERE id = 'nul'),
+          pg_temp.recipient_sql('nul'),
           'a column holding a JSON null, and an object of nulls, as the SQL expression strips them');
 SELECT is((SELECT recipient->'data' FROM notiflow.executions WHERE id = :c1),
           '{"b": {"d": 1}, "e": [null, 1]}'::jsonb, 'nulls in objects stripped, in arrays kept');
