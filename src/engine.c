@@ -1372,38 +1372,19 @@ static NodeSummary *
 finished_summary(FinishedDelivery *f)
 {
 	NodeSummary *ns = palloc0(sizeof(NodeSummary));
-	const char *keys[7];
-	Jsonb	   *vals[7];
-	int			k = 0;
+	const char *keys[] = {"id", "status", "provider", "recipient", "attempts", "provider_message_id", "error"};
+	Jsonb	   *vals[lengthof(keys)];
 	Jsonb	   *elem;
 
-	keys[k] = "id";
-	vals[k++] = jsonb_make_int(f->delivery_id);
-	keys[k] = "status";
-	vals[k++] = jsonb_make_string(f->status);
-	if (f->provider)
-	{
-		keys[k] = "provider";
-		vals[k++] = jsonb_make_string(f->provider);
-	}
-	if (f->recipient)
-	{
-		keys[k] = "recipient";
-		vals[k++] = jsonb_make_string(f->recipient);
-	}
-	keys[k] = "attempts";
-	vals[k++] = jsonb_make_int(f->attempts);
-	if (f->provider_message_id)
-	{
-		keys[k] = "provider_message_id";
-		vals[k++] = jsonb_make_string(f->provider_message_id);
-	}
-	if (f->last_error)
-	{
-		keys[k] = "error";
-		vals[k++] = jsonb_make_string(f->last_error);
-	}
-	elem = jsonb_make_object(k, keys, vals);
+	/* SUMMARY_DELIVERIES: jsonb_strip_nulls(jsonb_build_object(...)) */
+	vals[0] = jsonb_make_int(f->delivery_id);
+	vals[1] = jsonb_make_string(f->status);
+	vals[2] = f->provider ? jsonb_make_string(f->provider) : NULL;
+	vals[3] = f->recipient ? jsonb_make_string(f->recipient) : NULL;
+	vals[4] = jsonb_make_int(f->attempts);
+	vals[5] = f->provider_message_id ? jsonb_make_string(f->provider_message_id) : NULL;
+	vals[6] = f->last_error ? jsonb_make_string(f->last_error) : NULL;
+	elem = jsonb_make_object_present(lengthof(keys), keys, vals);
 	ns->node_id = f->node_id;
 	ns->summary.total = 1;
 	ns->summary.pending = 0;
@@ -1423,7 +1404,6 @@ only_delivery_finished(LockedExecution *le, List *finished)
 {
 	StoredStep *waiting = NULL;
 	FinishedDelivery *found = NULL;
-	JsonbValue *pending;
 	ListCell   *lc;
 
 	foreach(lc, le->steps)
@@ -1438,9 +1418,7 @@ only_delivery_finished(LockedExecution *le, List *finished)
 	}
 	if (waiting == NULL || waiting->output == NULL ||
 		jsonb_get(waiting->output, "total") != NULL ||
-		(pending = jsonb_get(waiting->output, "pending")) == NULL ||
-		pending->type != jbvNumeric ||
-		DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(pending->val.numeric))) != 1)
+		jsonb_get_int(waiting->output, "pending", 0) != 1)
 		return NULL;
 	foreach(lc, finished)
 	{

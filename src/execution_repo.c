@@ -446,9 +446,7 @@ stored_steps(Jsonb *steps)
 		s->status = step_string(&s->stored->root, STEP_STATUS);
 		if (s->node_id == NULL || s->status == NULL)
 			continue;			/* not a step: nothing to resume from */
-		f = getIthJsonbValueFromContainer(&s->stored->root, STEP_SEQ);
-		if (f != NULL && f->type == jbvNumeric)
-			s->seq = DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(f->val.numeric)));
+		s->seq = jsonb_value_int(getIthJsonbValueFromContainer(&s->stored->root, STEP_SEQ), 0);
 		f = getIthJsonbValueFromContainer(&s->stored->root, STEP_OUTPUT);
 		if (f != NULL && f->type != jbvNull)
 			s->output = JsonbValueToJsonb(f);

@@ -45,6 +45,20 @@ jsonb_get_string(Jsonb *obj, const char *key)
 }
 
 /* Returns the value of key as a jsonb. */
+int
+jsonb_value_int(const JsonbValue *v, int def)
+{
+	if (v == NULL || v->type != jbvNumeric)
+		return def;
+	return DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
+}
+
+int
+jsonb_get_int(Jsonb *obj, const char *key, int def)
+{
+	return jsonb_value_int(jsonb_get(obj, key), def);
+}
+
 Jsonb *
 jsonb_get_jsonb(Jsonb *obj, const char *key)
 {
@@ -315,6 +329,23 @@ jsonb_make_object(int n, const char *const *keys, Jsonb *const *values)
 	result = (Jsonb *) buf.data;
 	SET_VARSIZE(result, buf.len);
 	return result;
+}
+
+Jsonb *
+jsonb_make_object_present(int n, const char *const *keys, Jsonb *const *values)
+{
+	const char **k = palloc(sizeof(char *) * Max(n, 1));
+	Jsonb	  **v = palloc(sizeof(Jsonb *) * Max(n, 1));
+	int			kept = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		if (values[i] == NULL)
+			continue;
+		k[kept] = keys[i];
+		v[kept++] = values[i];
+	}
+	return jsonb_make_object(kept, k, v);
 }
 
 /* Returns obj || {key: value}: obj's values are copied as they are, not unpacked. */

@@ -12,6 +12,12 @@
 #include "utils/jsonpath.h"
 #include "utils/timestamp.h"
 
+/* The integer value of v, or def when v is NULL or not a number. */
+extern int	jsonb_value_int(const JsonbValue *v, int def);
+
+/* The integer value of key in object obj, or def when it is missing or not a number. */
+extern int	jsonb_get_int(Jsonb *obj, const char *key, int def);
+
 /* Returns the value of key in object obj, or NULL (also when obj is not an object). */
 extern JsonbValue *jsonb_get(Jsonb *obj, const char *key);
 
@@ -31,6 +37,9 @@ extern Jsonb *jsonb_make_timestamptz(TimestampTz ts);
 
 /* Builds an object from n keys and values (a NULL value is JSON null). */
 extern Jsonb *jsonb_make_object(int n, const char *const *keys, Jsonb *const *values);
+
+/* The same, leaving out the pairs whose value is NULL (as jsonb_strip_nulls would). */
+extern Jsonb *jsonb_make_object_present(int n, const char *const *keys, Jsonb *const *values);
 
 /* Builds an array of strings from a List of C strings. */
 extern Jsonb *jsonb_make_string_array(List *strings);

@@ -116,9 +116,7 @@ typedef struct SubscriberScan
 static void
 read_slot(SubscriberScan *s, SubscriberInfo *out)
 {
-	const char *keys[lengthof(recipient_columns)];
 	Jsonb	   *values[lengthof(recipient_columns)];
-	int			n = 0;
 	bool		isnull;
 	Datum		d;
 
@@ -129,6 +127,7 @@ read_slot(SubscriberScan *s, SubscriberInfo *out)
 	for (int i = 0; i < (int) lengthof(recipient_columns); i++)
 	{
 		d = slot_getattr(s->slot, s->recipient_att[i], &isnull);
+		values[i] = NULL;
 		if (isnull)
 			continue;
 		if (s->recipient_jsonb[i])
@@ -136,15 +135,14 @@ read_slot(SubscriberScan *s, SubscriberInfo *out)
 			Jsonb	   *v = DatumGetJsonbP(DirectFunctionCall1(jsonb_strip_nulls, d));
 			JsonbValue	scalar;
 
-			if (JB_ROOT_IS_SCALAR(v) && JsonbExtractScalar(&v->root, &scalar) && scalar.type == jbvNull)
-				continue;		/* a JSON null is stripped like an SQL one */
-			values[n] = v;
+			/* a JSON null is stripped like an SQL one */
+			if (!(JB_ROOT_IS_SCALAR(v) && JsonbExtractScalar(&v->root, &scalar) && scalar.type == jbvNull))
+				values[i] = v;
 		}
 		else
-			values[n] = jsonb_make_string(TextDatumGetCString(d));
-		keys[n++] = recipient_keys[i];
+			values[i] = jsonb_make_string(TextDatumGetCString(d));
 	}
-	out->recipient = jsonb_make_object(n, keys, values);
+	out->recipient = jsonb_make_object_present(lengthof(recipient_keys), recipient_keys, values);
 	out->preferences = DatumGetJsonbPCopy(slot_getattr(s->slot, s->preferences_att, &isnull));
 	out->invalid_addresses = text_array_list(slot_getattr(s->slot, s->invalid_att, &isnull));
 }

@@ -93,17 +93,6 @@ static MemoryContext dispatcher_cxt = NULL;	/* InFlights: live across transactio
 static MemoryContext loop_cxt = NULL;	/* one loop iteration's lists; reset each time */
 static HTAB *rate_buckets = NULL;
 
-/* Reads an integer config value with a default. */
-static int
-config_int(Jsonb *config, const char *key, int def)
-{
-	JsonbValue *v = jsonb_get(config, key);
-
-	if (v == NULL || v->type != jbvNumeric)
-		return def;
-	return DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(v->val.numeric)));
-}
-
 /* Reads a float config value with a default. */
 static double
 config_float(Jsonb *config, const char *key, double def)
@@ -263,9 +252,9 @@ prepare(ClaimedDelivery *c, HTAB *providers)
 	f->job.config = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(p->row.config));
 	f->job.recipient = c->recipient ? pstrdup(c->recipient) : NULL;
 	f->job.content = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(c->content));
-	f->max_attempts = config_int(f->job.config, "max_attempts", 5);
-	f->backoff_min_ms = config_int(f->job.config, "backoff_min_ms", 1000);
-	f->backoff_max_ms = Max(config_int(f->job.config, "backoff_max_ms", 300000), f->backoff_min_ms);
+	f->max_attempts = jsonb_get_int(f->job.config, "max_attempts", 5);
+	f->backoff_min_ms = jsonb_get_int(f->job.config, "backoff_min_ms", 1000);
+	f->backoff_max_ms = Max(jsonb_get_int(f->job.config, "backoff_max_ms", 300000), f->backoff_min_ms);
 	initStringInfo(&f->req.body);
 	MemoryContextSwitchTo(old);
 	return f;
