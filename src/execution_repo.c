@@ -10,10 +10,8 @@
  */
 #include "postgres.h"
 
-#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
-#include "nodes/makefuncs.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
@@ -23,6 +21,7 @@
 #include "delivery_repo.h"
 #include "execution_repo.h"
 #include "jsonb_util.h"
+#include "notiflow.h"
 #include "row_writer.h"
 #include "spi_util.h"
 #include "worker.h"
@@ -143,9 +142,12 @@ static SpiStatement find_idempotent_many_stmt = {
 int64
 execution_repo_next_id(void)
 {
-	Oid			seq = RangeVarGetRelid(makeRangeVar("notiflow", "executions_id_seq", -1),
-									   NoLock, false);
+	Oid			seq = notiflow_relid("executions_id_seq");
 
+	if (!OidIsValid(seq))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"notiflow.executions_id_seq\" does not exist")));
 	return nextval_internal(seq, false);
 }
 

@@ -3,11 +3,12 @@
  *
  * Everything goes through the server's own jsonb functions (iterators,
  * jsonb_path_match, jsonb_path_query_first): notiflow has no JSON parser or
- * expression language of its own.  The one shortcut is jsonb_make_object,
- * the engine's hottest helper: it lays out an object in jsonb's binary format
- * (utils/jsonb.h) around values that are already jsonb, copying them as
- * they are, where pushJsonbValue would unpack every nested value and
- * serialize it again; the bytes are the same as jsonb_build_object's.
+ * expression language of its own.  The shortcuts are the engine's hottest
+ * helpers: jsonb_make_object and jsonb_make_array lay out a container in
+ * jsonb's binary format (utils/jsonb.h) around values that are already
+ * jsonb, copying them as they are, where pushJsonbValue would unpack every
+ * nested value and serialize it again; the scalar makers lay out their one
+ * value directly.  The bytes are the same as the server's own functions make.
  */
 #include "postgres.h"
 
@@ -67,48 +68,61 @@ jsonb_get_jsonb(Jsonb *obj, const char *key)
 	return v ? JsonbValueToJsonb(v) : NULL;
 }
 
+/*
+ * A scalar jsonb laid out directly: jsonb stores a scalar as a one-element
+ * array flagged JB_FSCALAR, its JEntry holding the type and (the first entry
+ * of an array carries an offset) the end of its data.  The bytes are those
+ * JsonbValueToJsonb makes, without its parse state and buffers.
+ */
+static Jsonb *
+make_scalar(uint32 type, const void *data, Size len)
+{
+	Size		size = VARHDRSZ + sizeof(uint32) + sizeof(JEntry) + len;
+	Jsonb	   *result;
+
+	if (len > JENTRY_OFFLENMASK)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("string too long to represent as jsonb string"),
+				 errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
+						   JENTRY_OFFLENMASK)));
+	result = palloc(size);
+	SET_VARSIZE(result, size);
+	result->root.header = 1 | JB_FARRAY | JB_FSCALAR;
+	result->root.children[0] = type | (uint32) len | JENTRY_HAS_OFF;
+	if (len > 0)
+		memcpy(&result->root.children[1], data, len);
+	return result;
+}
+
 /* Makes a jsonb string. */
 Jsonb *
 jsonb_make_string(const char *s)
 {
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = (char *) s;
-	v.val.string.len = strlen(s);
-	return JsonbValueToJsonb(&v);
+	return make_scalar(JENTRY_ISSTRING, s, strlen(s));
 }
 
-/* Makes a jsonb number. */
+/* Makes a jsonb number (the data of a scalar starts int-aligned: no padding). */
 Jsonb *
 jsonb_make_int(int64 n)
 {
-	JsonbValue	v;
+	Numeric		num = int64_to_numeric(n);
 
-	v.type = jbvNumeric;
-	v.val.numeric = int64_to_numeric(n);
-	return JsonbValueToJsonb(&v);
+	return make_scalar(JENTRY_ISNUMERIC, num, VARSIZE_ANY(num));
 }
 
 /* Makes a jsonb boolean. */
 Jsonb *
 jsonb_make_bool(bool b)
 {
-	JsonbValue	v;
-
-	v.type = jbvBool;
-	v.val.boolean = b;
-	return JsonbValueToJsonb(&v);
+	return make_scalar(b ? JENTRY_ISBOOL_TRUE : JENTRY_ISBOOL_FALSE, NULL, 0);
 }
 
 /* Makes a jsonb null. */
 Jsonb *
 jsonb_make_null(void)
 {
-	JsonbValue	v;
-
-	v.type = jbvNull;
-	return JsonbValueToJsonb(&v);
+	return make_scalar(JENTRY_ISNULL, NULL, 0);
 }
 
 /* Makes {}. */
@@ -183,26 +197,29 @@ append_value(StringInfo buf, Jsonb *v)
 		return JENTRY_ISNULL;
 	if (JB_ROOT_IS_SCALAR(v))
 	{
-		JsonbValue	scalar;
+		/* the one element's entry and data, read in place (make_scalar's layout) */
+		JEntry		entry = v->root.children[0];
+		const char *data = (const char *) &v->root.children[1];
+		uint32		len = JBE_OFFLENFLD(entry);
 
-		JsonbExtractScalar(&v->root, &scalar);
-		switch (scalar.type)
+		if (JBE_ISNULL(entry))
+			return JENTRY_ISNULL;
+		if (JBE_ISBOOL_TRUE(entry))
+			return JENTRY_ISBOOL_TRUE;
+		if (JBE_ISBOOL_FALSE(entry))
+			return JENTRY_ISBOOL_FALSE;
+		if (JBE_ISSTRING(entry))
 		{
-			case jbvNull:
-				return JENTRY_ISNULL;
-			case jbvBool:
-				return scalar.val.boolean ? JENTRY_ISBOOL_TRUE : JENTRY_ISBOOL_FALSE;
-			case jbvString:
-				appendBinaryStringInfo(buf, scalar.val.string.val, scalar.val.string.len);
-				return JENTRY_ISSTRING | (uint32) (buf->len - before);
-			case jbvNumeric:
-				pad_to_int(buf);
-				appendBinaryStringInfo(buf, (char *) scalar.val.numeric,
-									   VARSIZE_ANY(scalar.val.numeric));
-				return JENTRY_ISNUMERIC | (uint32) (buf->len - before);
-			default:
-				elog(ERROR, "notiflow: unexpected jsonb scalar type %d", (int) scalar.type);
+			appendBinaryStringInfo(buf, data, len);
+			return JENTRY_ISSTRING | len;
 		}
+		if (JBE_ISNUMERIC(entry))
+		{
+			pad_to_int(buf);
+			appendBinaryStringInfo(buf, data, VARSIZE_ANY(data));
+			return JENTRY_ISNUMERIC | (uint32) (buf->len - before);
+		}
+		elog(ERROR, "notiflow: unexpected jsonb scalar entry %08x", entry);
 	}
 	/* a container keeps its bytes: its offsets are relative to itself */
 	pad_to_int(buf);

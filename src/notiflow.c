@@ -13,7 +13,9 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 #include "notiflow.h"
 #include "worker.h"
@@ -43,12 +45,53 @@ static char *health_window = NULL;
 
 const char *const notiflow_channel_names[] = {"email", "sms", "push", "chat", "webhook"};
 
+/*
+ * Relation OIDs by name, kept per backend: a trigger looks up three tables
+ * and a sequence, each two catalog cache probes.  Any change to pg_class
+ * names or to schemas (CREATE/DROP EXTENSION, a rename) forgets them all.
+ * Only found relations are kept.
+ */
+#define RELID_CACHE_SIZE 16
+typedef struct RelidEntry
+{
+	char		name[NAMEDATALEN];
+	Oid			relid;
+} RelidEntry;
+
+static RelidEntry relid_cache[RELID_CACHE_SIZE];
+static int	relid_cached = 0;
+static bool relid_callbacks = false;
+
+static void
+relid_cache_reset(Datum arg, int cacheid, uint32 hashvalue)
+{
+	relid_cached = 0;
+}
+
 Oid
 notiflow_relid(const char *name)
 {
-	Oid			nsp = get_namespace_oid("notiflow", true);
+	Oid			nsp;
+	Oid			relid;
 
-	return OidIsValid(nsp) ? get_relname_relid(name, nsp) : InvalidOid;
+	for (int i = 0; i < relid_cached; i++)
+		if (strcmp(relid_cache[i].name, name) == 0)
+			return relid_cache[i].relid;
+	if (!relid_callbacks)
+	{
+		CacheRegisterSyscacheCallback(RELNAMENSP, relid_cache_reset, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACENAME, relid_cache_reset, (Datum) 0);
+		relid_callbacks = true;
+	}
+	nsp = get_namespace_oid("notiflow", true);
+	relid = OidIsValid(nsp) ? get_relname_relid(name, nsp) : InvalidOid;
+	if (OidIsValid(relid) && relid_cached < RELID_CACHE_SIZE && strlen(name) < NAMEDATALEN)
+	{
+		strlcpy(relid_cache[relid_cached].name, name, NAMEDATALEN);
+		relid_cache[relid_cached].relid = relid;
+		relid_cached++;
+	}
+	return relid;
 }
 
 /* Defines the GUCs and, when preloaded, registers the background workers. */

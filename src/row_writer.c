@@ -17,7 +17,9 @@
  * (planning may inline one).  When those expressions are known to be safe to
  * keep (built-in functions, nothing that keeps memory of one executor state:
  * not_reusable), their expression states are built once too and an open only
- * locks the table and its indexes; otherwise each open builds them.
+ * locks the table and its indexes; otherwise each open builds them.  With
+ * such a shape, a partial index is opened only when a row enters it
+ * (LazyIndex).
  */
 #include "postgres.h"
 
@@ -59,6 +61,8 @@ struct RowWriter
 	const AttrNumber *default_attnums;	/* columns not given that have a default */
 	ExprState **defaults;
 	CommandId	cid;
+	int			nlazy;
+	struct LazyIndex *lazy;		/* partial indexes opened on first use */
 };
 
 /* What a writer of one list of columns needs: their attribute numbers, the defaults of the rest. */
@@ -79,7 +83,29 @@ typedef struct ShapeIndex
 	IndexInfo  *info;
 	List	   *predicate;		/* NIL: not partial */
 	ExprState  *predicate_state;	/* when the shape is reusable */
+	bool		unique;
+	bool		lazy;			/* partial, no deferred or exclusion check: see LazyIndex */
 } ShapeIndex;
+
+/*
+ * A partial index that a writer opens (and locks) only when a row satisfies
+ * its predicate: most rows of notiflow's tables enter none of them (no
+ * idempotency key, no wake-up time, not yet sending), and a trigger would
+ * otherwise lock and close four indexes it never touches.  Leaving their
+ * locks out is safe because every change that could make the shape wrong
+ * conflicts with the table's own RowExclusiveLock or waits for its holders
+ * (DROP INDEX, REINDEX, and the CONCURRENTLY forms), and the lock is taken
+ * before the index is read or written.
+ */
+typedef struct LazyIndex
+{
+	Oid			indexid;
+	bool		unique;
+	const IndexInfo *shape_info;	/* the shape's: copied on open */
+	ExprState  *predicate_state;	/* the shape's */
+	Relation	index;			/* NULL until a row needs it */
+	IndexInfo  *info;
+} LazyIndex;
 
 /* A table's defaults, checks and indexes, planned. */
 typedef struct RelationShape
@@ -214,12 +240,55 @@ free_retired(void)
 	retired_cxts = NIL;
 }
 
+/* Registers the invalidation callbacks, once per backend. */
+static void
+register_callbacks(void)
+{
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(shape_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, shape_invalidate_all, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, shape_invalidate_all, (Datum) 0);
+		callback_registered = true;
+	}
+}
+
+/* rel's valid shape for the index list index_oids (in RelationGetIndexList's order), or NULL. */
+static RelationShape *
+shape_find(Relation rel, List *index_oids)
+{
+	Oid			relid = RelationGetRelid(rel);
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	register_callbacks();
+	free_retired();
+	for (int i = 0; i < MAX_SHAPES; i++)
+	{
+		RelationShape *shape = &shapes[i];
+		bool		same = true;
+		int			x = 0;
+		ListCell   *lc;
+
+		if (shape->relid != relid || !shape->valid || shape->natts != desc->natts ||
+			shape->nindexes != list_length(index_oids) ||
+			shape->ncheck != (desc->constr ? desc->constr->num_check : 0))
+			continue;
+		foreach(lc, index_oids)
+			same &= shape->indexes[x++].indexid == lfirst_oid(lc);
+		if (!same)
+			continue;
+		shape->used_lxid = MyProc->lxid;
+		return shape;
+	}
+	return NULL;
+}
+
 /*
- * Returns rel's shape, planning it when there is none or it was invalidated;
- * indexes are rel's open indexes (in RelationGetIndexList's order).
+ * Plans rel's shape (there is none, or it was invalidated); indexes are rel's
+ * open indexes, in RelationGetIndexList's order.
  */
 static RelationShape *
-shape_for(Relation rel, Relation *indexes, int nindexes)
+shape_build(Relation rel, Relation *indexes, int nindexes)
 {
 	Oid			relid = RelationGetRelid(rel);
 	TupleDesc	desc = RelationGetDescr(rel);
@@ -228,26 +297,10 @@ shape_for(Relation rel, Relation *indexes, int nindexes)
 	bool		not_reusable_found = false;
 	uint64		seen;
 
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(shape_invalidate, (Datum) 0);
-		CacheRegisterSyscacheCallback(PROCOID, shape_invalidate_all, (Datum) 0);
-		CacheRegisterSyscacheCallback(TYPEOID, shape_invalidate_all, (Datum) 0);
-		callback_registered = true;
-	}
-	free_retired();
-	for (int i = 0; i < MAX_SHAPES; i++)
-	{
-		if (shapes[i].relid == relid && shapes[i].valid &&
-			shapes[i].natts == desc->natts && shapes[i].nindexes == nindexes &&
-			shapes[i].ncheck == (desc->constr ? desc->constr->num_check : 0))
-		{
-			shapes[i].used_lxid = MyProc->lxid;
-			return &shapes[i];
-		}
-		if (shape == NULL && (shapes[i].relid == relid || !shapes[i].valid))
+	register_callbacks();
+	for (int i = 0; i < MAX_SHAPES && shape == NULL; i++)
+		if (shapes[i].relid == relid || !shapes[i].valid)
 			shape = &shapes[i];
-	}
 	if (shape == NULL)
 		shape = &shapes[0];
 
@@ -301,6 +354,9 @@ shape_for(Relation rel, Relation *indexes, int nindexes)
 
 		si->indexid = RelationGetRelid(indexes[i]);
 		si->info = BuildIndexInfo(indexes[i]);
+		si->unique = indexes[i]->rd_index->indisunique;
+		si->lazy = si->info->ii_Predicate != NIL && si->info->ii_ExclusionOps == NULL &&
+			(!si->unique || indexes[i]->rd_index->indimmediate);
 		not_reusable_found |= not_reusable((Node *) si->info->ii_Expressions, NULL);
 		if (si->info->ii_Predicate != NIL)
 		{
@@ -377,29 +433,82 @@ column_set(RelationShape *shape, Relation rel, const char *const *columns, int n
 }
 
 /*
- * Opens rel's indexes for rri as ExecOpenIndices does (in the same order),
- * without building their IndexInfo: the shape's are copied once it is known
- * (use_shape_indexes).
+ * Opens the indexes of index_oids (rel's, in RelationGetIndexList's order)
+ * for rri as ExecOpenIndices does, without building their IndexInfo: the
+ * shape's are copied once it is known (use_shape_indexes).  With a reusable
+ * shape, its lazy partial indexes are left to w's LazyIndex list instead.
  */
 static void
-open_indexes(ResultRelInfo *rri, Relation rel)
+open_indexes(RowWriter *w, List *index_oids, RelationShape *shape)
 {
-	List	   *oids;
-	ListCell   *lc;
+	ResultRelInfo *rri = w->rri;
+	int			n = list_length(index_oids);
 	int			i = 0;
+	int			x = 0;
+	ListCell   *lc;
 
 	rri->ri_NumIndices = 0;
-	if (!RelationGetForm(rel)->relhasindex)
+	if (n == 0)
 		return;
-	oids = RelationGetIndexList(rel);
-	if (oids == NIL)
-		return;
-	rri->ri_IndexRelationDescs = palloc(sizeof(Relation) * list_length(oids));
-	rri->ri_IndexRelationInfo = palloc0(sizeof(IndexInfo *) * list_length(oids));
-	foreach(lc, oids)
+	rri->ri_IndexRelationDescs = palloc(sizeof(Relation) * n);
+	rri->ri_IndexRelationInfo = palloc0(sizeof(IndexInfo *) * n);
+	foreach(lc, index_oids)
+	{
+		ShapeIndex *si = shape ? &shape->indexes[x++] : NULL;
+
+		if (si != NULL && shape->reusable && si->lazy)
+		{
+			LazyIndex  *l;
+
+			if (w->lazy == NULL)
+				w->lazy = palloc0(sizeof(LazyIndex) * n);
+			l = &w->lazy[w->nlazy++];
+			l->indexid = si->indexid;
+			l->unique = si->unique;
+			l->shape_info = si->info;
+			l->predicate_state = si->predicate_state;
+			continue;
+		}
 		rri->ri_IndexRelationDescs[i++] = index_open(lfirst_oid(lc), RowExclusiveLock);
+	}
 	rri->ri_NumIndices = i;
-	list_free(oids);
+}
+
+/* Inserts the slot's index entries into the lazy partial indexes whose predicate it satisfies. */
+static void
+insert_lazy(RowWriter *w, TupleTableSlot *slot)
+{
+	ExprContext *econtext = GetPerTupleExprContext(w->estate);
+	MemoryContext old = MemoryContextSwitchTo(econtext->ecxt_per_tuple_memory);
+
+	econtext->ecxt_scantuple = slot;
+	for (int i = 0; i < w->nlazy; i++)
+	{
+		LazyIndex  *l = &w->lazy[i];
+		Datum		values[INDEX_MAX_KEYS];
+		bool		isnull[INDEX_MAX_KEYS];
+
+		if (!l->shape_info->ii_ReadyForInserts || !ExecQual(l->predicate_state, econtext))
+			continue;
+		if (l->index == NULL)
+		{
+			MemoryContext query = MemoryContextSwitchTo(w->estate->es_query_cxt);
+
+			l->index = index_open(l->indexid, RowExclusiveLock);
+			/* a copy, as use_shape_indexes makes */
+			l->info = palloc(sizeof(IndexInfo));
+			memcpy(l->info, l->shape_info, sizeof(IndexInfo));
+			l->info->ii_ExpressionsState = NIL;
+			l->info->ii_AmCache = NULL;
+			l->info->ii_Context = CurrentMemoryContext;
+			l->info->ii_PredicateState = l->predicate_state;
+			MemoryContextSwitchTo(query);
+		}
+		FormIndexDatum(l->info, slot, w->estate, values, isnull);
+		index_insert(l->index, values, isnull, &slot->tts_tid, w->rel,
+					 l->unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false, l->info);
+	}
+	MemoryContextSwitchTo(old);
 }
 
 /* Gives rri's open indexes their IndexInfo and predicate state, from the shape. */
@@ -473,6 +582,7 @@ row_writer_open(const char *table, const char *const *columns, int ncolumns)
 	RelationShape *shape;
 	ColumnSet  *cs;
 	MemoryContext old;
+	List	   *index_oids;
 
 	if (!OidIsValid(relid) || pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
 		return NULL;
@@ -489,8 +599,12 @@ row_writer_open(const char *table, const char *const *columns, int ncolumns)
 	w->estate = CreateExecutorState();
 	w->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->rri, rel, 0, NULL, 0);
-	open_indexes(w->rri, rel);
-	shape = shape_for(rel, w->rri->ri_IndexRelationDescs, w->rri->ri_NumIndices);
+	index_oids = RelationGetForm(rel)->relhasindex ? RelationGetIndexList(rel) : NIL;
+	shape = shape_find(rel, index_oids);
+	open_indexes(w, index_oids, shape);
+	if (shape == NULL)
+		shape = shape_build(rel, w->rri->ri_IndexRelationDescs, w->rri->ri_NumIndices);
+	list_free(index_oids);
 	cs = column_set(shape, rel, columns, ncolumns);
 	if (cs == NULL)
 	{
@@ -570,12 +684,17 @@ row_writer_insert(RowWriter *w, const Datum *values, const bool *nulls)
 	table_tuple_insert(w->rel, slot, w->cid, 0, NULL);
 	if (w->rri->ri_NumIndices > 0)
 		list_free(ExecInsertIndexTuples(w->rri, slot, w->estate, false, false, NULL, NIL));
+	if (w->nlazy > 0)
+		insert_lazy(w, slot);
 }
 
 void
 row_writer_close(RowWriter *w)
 {
 	ExecCloseIndices(w->rri);
+	for (int i = 0; i < w->nlazy; i++)
+		if (w->lazy[i].index != NULL)
+			index_close(w->lazy[i].index, NoLock);
 	ExecResetTupleTable(w->estate->es_tupleTable, false);
 	FreeExecutorState(w->estate);
 	table_close(w->rel, NoLock);

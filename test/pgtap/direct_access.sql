@@ -9,7 +9,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(30);
+SELECT plan(35);
 
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
 SELECT notiflow.put_subscriber('ann', '{"name": "Ann", "email": "ann@example.com"}');
@@ -46,6 +46,30 @@ SELECT is((SELECT count(*)::int FROM notiflow.deliveries WHERE status = 'queued'
 SELECT is((SELECT count(*)::int FROM notiflow.executions WHERE id = :e1),
           1, 'the executions primary key has the new execution');
 RESET enable_seqscan;
+
+-- partial indexes: opened only for a row that enters them ------------------------
+SELECT notiflow.put_workflow('rw_delay', '{"nodes": [
+    {"id": "t", "type": "trigger"}, {"id": "d", "type": "delay", "for": "1 hour"},
+    {"id": "m", "type": "email", "subject": "Later", "text": "Hi"}],
+  "edges": [{"from": "t", "to": "d"}, {"from": "d", "to": "m"}]}');
+SELECT notiflow.trigger('rw_delay', '{}', '"ann"') AS ed \gset
+SET LOCAL enable_seqscan = off;
+SET LOCAL enable_bitmapscan = off;
+SELECT is((SELECT count(*)::int FROM notiflow.executions WHERE wake_at > now() AND id + 0 = :ed), 1,
+          'the partial index of due executions has an execution that waits for a time');
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+CREATE UNIQUE INDEX rw_unique_order ON notiflow.executions ((payload->>'order_id'))
+    WHERE payload ? 'unique';  -- rolled back at the end
+SELECT lives_ok($$SELECT notiflow.trigger('rw', '{"order_id": "U1", "unique": true}', '"ann"')$$,
+                'a row that enters a unique partial index');
+SELECT throws_ok($$SELECT notiflow.trigger('rw', '{"order_id": "U1", "unique": true}', '"ann"')$$, '23505',
+                 NULL, 'a second one with the same key violates it');
+SELECT lives_ok($$SELECT notiflow.trigger('rw', '{"order_id": "U1"}', '"ann"')$$,
+                'a row outside the predicate does not conflict');
+SELECT is((SELECT count(*)::int FROM notiflow.executions WHERE payload->>'order_id' = 'U1'), 2,
+          'the first row and the one outside the predicate are stored');
+DROP INDEX notiflow.rw_unique_order;
 
 -- a changed default is used from the next trigger on ---------------------------
 ALTER TABLE notiflow.deliveries ALTER COLUMN attempts SET DEFAULT 3;
