@@ -1243,13 +1243,14 @@ resume_run(EngineSession *session, LockedExecution *le)
 	WorkflowDefinition *def;
 	Run		   *run;
 	ListCell   *lc;
+	int64		version_id = workflow_cache_version_id(rec->workflow_key, rec->version);
 
-	if (le->version_id == 0)
+	if (version_id == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("execution %lld uses workflow \"%s\" version %d, which no longer exists",
 						(long long) rec->id, rec->workflow_key, rec->version)));
-	def = workflow_cache_get(le->version_id, rec->workflow_key, rec->version);
+	def = workflow_cache_get(version_id, rec->workflow_key, rec->version);
 	run = run_create(session, def);
 	run->exec = *rec;
 	run->created_at = le->created_at;

@@ -99,10 +99,7 @@ static SpiStatement due_stmt = {
 
 static SpiStatement lock_many_stmt = {
 	"SELECT e.id, e.workflow_key, e.workflow_version, e.status, e.payload, e.context, e.recipient,"
-	"       e.subscriber_id, e.created_at,"
-	"       (SELECT v.id FROM notiflow.workflow_versions v"
-	"         WHERE v.workflow_key = e.workflow_key AND v.version = e.workflow_version),"
-	"       e.steps"
+	"       e.subscriber_id, e.created_at, e.steps"
 	"  FROM unnest($1::int8[]) AS k(wanted) JOIN notiflow.executions e ON e.id = k.wanted"
 	" ORDER BY e.id FOR UPDATE OF e",
 	1, {INT8ARRAYOID}
@@ -389,8 +386,6 @@ execution_repo_lock_many(int64 *ids, int n)
 		rec->subscriber_id = spi_text(r, 8);
 		le->created_at = DatumGetTimestampTz(spi_value(r, 9, &isnull));
 		d = spi_value(r, 10, &isnull);
-		le->version_id = isnull ? 0 : DatumGetInt64(d);
-		d = spi_value(r, 11, &isnull);
 		le->steps = isnull ? NIL : stored_steps(DatumGetJsonbP(d));
 		locked = lappend(locked, le);
 	}

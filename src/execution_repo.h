@@ -104,7 +104,6 @@ typedef struct LockedExecution
 {
 	ExecutionRecord rec;
 	TimestampTz created_at;
-	int64		version_id;		/* 0: the workflow version no longer exists */
 	List	   *steps;			/* StoredStep *, in seq order */
 } LockedExecution;
 

@@ -1,6 +1,7 @@
 /*
  * workflow_cache.c — per-backend caches of workflows: the current version of
- * each workflow key, and the compiled definition of each version.
+ * each workflow key, the id of each (key, version) that an execution names,
+ * and the compiled definition of each version.
  *
  * Both are dropped when config_cache_generation() moves (a workflow or
  * version changed anywhere, see config_cache.c).  Compiled versions are
@@ -28,6 +29,18 @@ typedef struct DefinitionEntry
 	WorkflowDefinition *def;
 } DefinitionEntry;
 
+typedef struct VersionKey
+{
+	char		key[WORKFLOW_KEY_MAX];	/* zero-padded: hashed as bytes */
+	int32		version;
+} VersionKey;
+
+typedef struct VersionEntry
+{
+	VersionKey	key;			/* hash key */
+	int64		version_id;
+} VersionEntry;
+
 typedef struct CurrentEntry
 {
 	char		key[WORKFLOW_KEY_MAX];	/* hash key */
@@ -36,6 +49,7 @@ typedef struct CurrentEntry
 
 static HTAB *definitions = NULL;
 static HTAB *currents = NULL;
+static HTAB *versions = NULL;
 static MemoryContext cache_cxt = NULL;
 static uint64 cache_generation = 0;
 
@@ -48,7 +62,8 @@ workflow_cache_check(void)
 
 	if (definitions != NULL && gen == cache_generation &&
 		hash_get_num_entries(definitions) < NOTIFLOW_CACHE_MAX &&
-		hash_get_num_entries(currents) < NOTIFLOW_CACHE_MAX)
+		hash_get_num_entries(currents) < NOTIFLOW_CACHE_MAX &&
+		hash_get_num_entries(versions) < NOTIFLOW_CACHE_MAX)
 		return;
 	if (cache_cxt != NULL)
 		MemoryContextDelete(cache_cxt);
@@ -64,6 +79,10 @@ workflow_cache_check(void)
 	ctl.entrysize = sizeof(CurrentEntry);
 	currents = hash_create("notiflow current workflow versions", 64, &ctl,
 						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	ctl.keysize = sizeof(VersionKey);
+	ctl.entrysize = sizeof(VersionEntry);
+	versions = hash_create("notiflow workflow version ids", 64, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	cache_generation = gen;
 }
 
@@ -93,6 +112,35 @@ workflow_cache_current(const char *key, WorkflowRef *ref)
 		entry->ref = *ref;
 	}
 	return true;
+}
+
+/* Returns the id of a workflow's version, reading it on first use; 0 when there is none. */
+int64
+workflow_cache_version_id(const char *key, int version)
+{
+	VersionKey	vk;
+	VersionEntry *entry;
+	bool		found;
+	uint64		gen;
+	int64		id;
+
+	workflow_cache_check();
+	if (strlen(key) >= WORKFLOW_KEY_MAX)
+		return workflow_repo_version_id(key, version);
+	memset(&vk, 0, sizeof(vk));
+	strlcpy(vk.key, key, WORKFLOW_KEY_MAX);
+	vk.version = version;
+	entry = hash_search(versions, &vk, HASH_FIND, &found);
+	if (found)
+		return entry->version_id;
+	gen = cache_generation;
+	id = workflow_repo_version_id(key, version);
+	if (id != 0 && config_cache_generation() == gen)
+	{
+		entry = hash_search(versions, &vk, HASH_ENTER, &found);
+		entry->version_id = id;
+	}
+	return id;
 }
 
 /* Returns the compiled definition of a version, compiling it on first use. */

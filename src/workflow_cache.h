@@ -1,5 +1,5 @@
 /*
- * workflow_cache.h — per-backend caches of workflows: current versions and compiled definitions.
+ * workflow_cache.h — per-backend caches of workflows: current versions, version ids and compiled definitions.
  */
 #ifndef NOTIFLOW_WORKFLOW_CACHE_H
 #define NOTIFLOW_WORKFLOW_CACHE_H
@@ -9,6 +9,9 @@
 
 /* Reads the current version of workflow key (cached); false when there is none. */
 extern bool workflow_cache_current(const char *key, WorkflowRef *ref);
+
+/* The id of version version of workflow key (cached), or 0 when there is none. */
+extern int64 workflow_cache_version_id(const char *key, int version);
 
 /*
  * Returns the compiled definition of a workflow version (by its version id),

@@ -48,6 +48,11 @@ static SpiStatement lock_stmt = {
 	2, {TEXTOID, TEXTOID}
 };
 
+static SpiStatement version_id_stmt = {
+	"SELECT id FROM notiflow.workflow_versions WHERE workflow_key = $1 AND version = $2",
+	2, {TEXTOID, INT4OID}
+};
+
 static SpiStatement insert_version_stmt = {
 	"INSERT INTO notiflow.workflow_versions (workflow_key, version, definition) VALUES ($1, $2, $3)",
 	3, {TEXTOID, INT4OID, JSONBOID}
@@ -67,6 +72,19 @@ workflow_repo_current(const char *key, WorkflowRef *ref)
 	ref->version = DatumGetInt32(spi_value(0, 2, &isnull));
 	ref->version_id = DatumGetInt64(spi_value(0, 3, &isnull));
 	return true;
+}
+
+/* The id of a workflow's version, or 0 when there is none. */
+int64
+workflow_repo_version_id(const char *key, int version)
+{
+	Datum		args[2] = {CStringGetTextDatum(key), Int32GetDatum(version)};
+	bool		isnull;
+
+	spi_run(&version_id_stmt, args, NULL, true, 1, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return 0;
+	return DatumGetInt64(spi_value(0, 1, &isnull));
 }
 
 /* Returns a version's definition in the caller's memory context. */

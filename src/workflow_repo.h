@@ -22,6 +22,9 @@ extern bool workflow_repo_current(const char *key, WorkflowRef *ref);
 /* Returns the definition of a version (copied into the caller's context). */
 extern Jsonb *workflow_repo_definition(int64 version_id);
 
+/* The id of version version of workflow key, or 0 when there is none. */
+extern int64 workflow_repo_version_id(const char *key, int version);
+
 /*
  * Stores definition as the new current version of key (creating the
  * workflow) and returns its number; an unchanged definition returns the

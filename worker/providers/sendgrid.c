@@ -21,14 +21,6 @@
 #include "provider.h"
 
 
-/* Returns array with elem appended (jsonb's array || element). */
-static Jsonb *
-sendgrid_append(Jsonb *array, Jsonb *elem)
-{
-	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(array),
-											  JsonbPGetDatum(elem)));
-}
-
 /* Returns the content block {"type": type, "value": value}. */
 static Jsonb *
 sendgrid_content_block(const char *type, const char *value)
@@ -42,32 +34,33 @@ static void
 sendgrid_build(const DeliveryJob *job, ProviderRequest *req)
 {
 	char	   *api_key = provider_config_required(job, "api_key");
-	Jsonb	   *empty = jsonb_make_string_array(NIL);
 	EmailParts	m;
-	Jsonb	   *to;
+	Jsonb	   *recipient;
+	Jsonb	   *personalization;
 	Jsonb	   *from;
-	Jsonb	   *content;
-	Jsonb	   *custom_args;
+	Jsonb	   *blocks[2];
+	int			nblocks = 0;
+	Jsonb	   *delivery_id;
 	Jsonb	   *body;
 
 	provider_email_read(job, &m);
 
-	to = jsonb_with_key(NULL, "to",
-						sendgrid_append(empty, jsonb_with_key(NULL, "email", jsonb_make_string(m.to))));
-	from = jsonb_with_key(NULL, "email", jsonb_make_string(m.from_address));
-	if (m.from_name != NULL)
-		from = jsonb_with_key(from, "name", jsonb_make_string(m.from_name));
-	content = empty;
+	recipient = jsonb_make_object(1, (const char *[]) {"email"}, (Jsonb *[]) {jsonb_make_string(m.to)});
+	personalization = jsonb_make_object(1, (const char *[]) {"to"},
+										(Jsonb *[]) {jsonb_make_array(1, &recipient)});
+	from = jsonb_make_object_present(2, (const char *[]) {"email", "name"},
+									 (Jsonb *[]) {jsonb_make_string(m.from_address),
+									 m.from_name ? jsonb_make_string(m.from_name) : NULL});
 	if (m.text != NULL)
-		content = sendgrid_append(content, sendgrid_content_block("text/plain", m.text));
+		blocks[nblocks++] = sendgrid_content_block("text/plain", m.text);
 	if (m.html != NULL)
-		content = sendgrid_append(content, sendgrid_content_block("text/html", m.html));
-	custom_args = jsonb_with_key(NULL, "notiflow_delivery_id",
-								 jsonb_make_string(psprintf(INT64_FORMAT, job->delivery_id)));
+		blocks[nblocks++] = sendgrid_content_block("text/html", m.html);
+	delivery_id = jsonb_make_string(psprintf(INT64_FORMAT, job->delivery_id));
 	body = jsonb_make_object(5,
 							 (const char *[]) {"personalizations", "from", "subject", "content", "custom_args"},
-							 (Jsonb *[]) {sendgrid_append(empty, to), from, jsonb_make_string(m.subject),
-							 content, custom_args});
+							 (Jsonb *[]) {jsonb_make_array(1, &personalization), from, jsonb_make_string(m.subject),
+							 jsonb_make_array(nblocks, blocks),
+							 jsonb_make_object(1, (const char *[]) {"notiflow_delivery_id"}, &delivery_id)});
 
 	req->url = provider_url(job, "https://api.sendgrid.com", "/v3/mail/send");
 	provider_add_header(req, "Authorization", psprintf("Bearer %s", api_key));
