@@ -61,11 +61,13 @@ typedef struct RelidEntry
 static RelidEntry relid_cache[RELID_CACHE_SIZE];
 static int	relid_cached = 0;
 static bool relid_callbacks = false;
+static uint64 relid_resets = 0;	/* a reset during a lookup: its answer is not kept */
 
 static void
 relid_cache_reset(Datum arg, int cacheid, uint32 hashvalue)
 {
 	relid_cached = 0;
+	relid_resets++;
 }
 
 Oid
@@ -73,6 +75,7 @@ notiflow_relid(const char *name)
 {
 	Oid			nsp;
 	Oid			relid;
+	uint64		resets;
 
 	for (int i = 0; i < relid_cached; i++)
 		if (strcmp(relid_cache[i].name, name) == 0)
@@ -83,9 +86,11 @@ notiflow_relid(const char *name)
 		CacheRegisterSyscacheCallback(NAMESPACENAME, relid_cache_reset, (Datum) 0);
 		relid_callbacks = true;
 	}
+	resets = relid_resets;
 	nsp = get_namespace_oid("notiflow", true);
 	relid = OidIsValid(nsp) ? get_relname_relid(name, nsp) : InvalidOid;
-	if (OidIsValid(relid) && relid_cached < RELID_CACHE_SIZE && strlen(name) < NAMEDATALEN)
+	if (OidIsValid(relid) && relid_resets == resets &&
+		relid_cached < RELID_CACHE_SIZE && strlen(name) < NAMEDATALEN)
 	{
 		strlcpy(relid_cache[relid_cached].name, name, NAMEDATALEN);
 		relid_cache[relid_cached].relid = relid;

@@ -43,6 +43,7 @@
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/rls.h"
 #include "utils/syscache.h"
 
@@ -63,6 +64,7 @@ struct RowWriter
 	CommandId	cid;
 	int			nlazy;
 	struct LazyIndex *lazy;		/* partial indexes opened on first use */
+	ResourceOwner owner;		/* the open's: a lazy index belongs to it too */
 };
 
 /* What a writer of one list of columns needs: their attribute numbers, the defaults of the rest. */
@@ -493,8 +495,12 @@ insert_lazy(RowWriter *w, TupleTableSlot *slot)
 		if (l->index == NULL)
 		{
 			MemoryContext query = MemoryContextSwitchTo(w->estate->es_query_cxt);
+			ResourceOwner owner = CurrentResourceOwner;
 
+			/* owned like the indexes row_writer_open opened, whatever (sub)transaction inserts */
+			CurrentResourceOwner = w->owner;
 			l->index = index_open(l->indexid, RowExclusiveLock);
+			CurrentResourceOwner = owner;
 			/* a copy, as use_shape_indexes makes */
 			l->info = palloc(sizeof(IndexInfo));
 			memcpy(l->info, l->shape_info, sizeof(IndexInfo));
@@ -596,6 +602,7 @@ row_writer_open(const char *table, const char *const *columns, int ncolumns)
 
 	w = palloc0(sizeof(RowWriter));
 	w->rel = rel;
+	w->owner = CurrentResourceOwner;
 	w->estate = CreateExecutorState();
 	w->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->rri, rel, 0, NULL, 0);
@@ -611,6 +618,8 @@ row_writer_open(const char *table, const char *const *columns, int ncolumns)
 		ExecCloseIndices(w->rri);
 		FreeExecutorState(w->estate);
 		table_close(rel, NoLock);
+		if (w->lazy)
+			pfree(w->lazy);
 		pfree(w);
 		return NULL;
 	}
@@ -694,7 +703,7 @@ row_writer_close(RowWriter *w)
 	ExecCloseIndices(w->rri);
 	for (int i = 0; i < w->nlazy; i++)
 		if (w->lazy[i].index != NULL)
-			index_close(w->lazy[i].index, NoLock);
+			index_close(w->lazy[i].index, RowExclusiveLock);	/* as ExecCloseIndices does */
 	ExecResetTupleTable(w->estate->es_tupleTable, false);
 	FreeExecutorState(w->estate);
 	table_close(w->rel, NoLock);

@@ -3,16 +3,20 @@
  * each workflow key, the id of each (key, version) that an execution names,
  * and the compiled definition of each version.
  *
- * Both are dropped when config_cache_generation() moves (a workflow or
+ * All are dropped when config_cache_generation() moves (a workflow or
  * version changed anywhere, see config_cache.c).  Compiled versions are
  * immutable and keyed by workflow_versions.id, so they would stay right even
  * without that; the flush bounds memory and covers the table being dropped
  * and recreated (ids start again).  A lookup that raced with an invalidation
  * is used but not cached.  Past NOTIFLOW_CACHE_MAX entries the cache is
- * flushed too.
+ * flushed too.  A dropped cache's memory lives until the transaction ends:
+ * the runs of a batch (resume_many) keep pointers into the definitions of
+ * the ones before them.
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "storage/proc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -53,19 +57,45 @@ static HTAB *versions = NULL;
 static MemoryContext cache_cxt = NULL;
 static uint64 cache_generation = 0;
 
-/* Drops both caches when the configuration changed; creates them when needed. */
+/* Caches dropped in transaction retired_lxid, freed in a later one. */
+static List *retired_cxts = NIL;
+static LocalTransactionId retired_lxid = InvalidLocalTransactionId;
+
+static void
+free_retired(void)
+{
+	ListCell   *lc;
+
+	if (retired_cxts == NIL || retired_lxid == MyProc->lxid)
+		return;
+	foreach(lc, retired_cxts)
+		MemoryContextDelete(lfirst(lc));
+	list_free(retired_cxts);
+	retired_cxts = NIL;
+}
+
+/* Drops the caches when the configuration changed; creates them when needed. */
 static void
 workflow_cache_check(void)
 {
 	HASHCTL		ctl;
 	uint64		gen = config_cache_generation();
 
+	free_retired();
 	if (definitions != NULL && gen == cache_generation &&
 		hash_get_num_entries(definitions) < NOTIFLOW_CACHE_MAX &&
 		hash_get_num_entries(currents) < NOTIFLOW_CACHE_MAX &&
 		hash_get_num_entries(versions) < NOTIFLOW_CACHE_MAX)
 		return;
-	if (cache_cxt != NULL)
+	if (cache_cxt != NULL && IsTransactionState())
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		retired_cxts = lappend(retired_cxts, cache_cxt);
+		retired_lxid = MyProc->lxid;
+		MemoryContextSwitchTo(old);
+	}
+	else if (cache_cxt != NULL)
 		MemoryContextDelete(cache_cxt);
 	cache_cxt = AllocSetContextCreate(CacheMemoryContext, "notiflow workflow cache",
 									  ALLOCSET_DEFAULT_SIZES);

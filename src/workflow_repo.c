@@ -74,20 +74,24 @@ workflow_repo_current(const char *key, WorkflowRef *ref)
 	return true;
 }
 
-/* The id of a workflow's version, or 0 when there is none. */
+/*
+ * The id of a workflow's version, or 0 when there is none.  Read with a fresh
+ * snapshot (not read-only), as the locking read of the executions that name
+ * it: a version committed with such an execution is seen.
+ */
 int64
 workflow_repo_version_id(const char *key, int version)
 {
 	Datum		args[2] = {CStringGetTextDatum(key), Int32GetDatum(version)};
 	bool		isnull;
 
-	spi_run(&version_id_stmt, args, NULL, true, 1, SPI_OK_SELECT);
+	spi_run(&version_id_stmt, args, NULL, false, 1, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return 0;
 	return DatumGetInt64(spi_value(0, 1, &isnull));
 }
 
-/* Returns a version's definition in the caller's memory context. */
+/* Returns a version's definition in the caller's memory context (fresh snapshot, as above). */
 Jsonb *
 workflow_repo_definition(int64 version_id)
 {
@@ -95,7 +99,7 @@ workflow_repo_definition(int64 version_id)
 	bool		isnull;
 	Datum		d;
 
-	spi_run(&definition_stmt, args, NULL, true, 1, SPI_OK_SELECT);
+	spi_run(&definition_stmt, args, NULL, false, 1, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		elog(ERROR, "notiflow: workflow version %lld vanished", (long long) version_id);
 	d = spi_value(0, 1, &isnull);
