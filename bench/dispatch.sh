@@ -235,8 +235,7 @@ DECLARE
     checked_at timestamptz := clock_timestamp();
 BEGIN
     LOOP
-        IF (SELECT min(next_attempt_at) FROM notiflow.deliveries WHERE status = 'queued') IS NULL
-           AND (SELECT min(lease_expires_at) FROM notiflow.deliveries WHERE status = 'sending') IS NULL THEN
+        IF NOT EXISTS (SELECT FROM notiflow.deliveries WHERE finished_at IS NULL) THEN
             done_at := extract(epoch FROM clock_timestamp());
             RETURN;
         END IF;
@@ -380,9 +379,9 @@ SELECT count(*)
               FROM generate_series(g * :chunk + 1, least((g + 1) * :chunk, :n)) i),
            jsonb_build_object('order_id', 'A' || lpad((g * :chunk)::text, 9, '0'), 'currency', 'USD'), NULL);
 -- paused: nothing of this batch is due before its release
-UPDATE notiflow.deliveries SET next_attempt_at = now() + interval '1 hour' WHERE status = 'queued';
+UPDATE notiflow.deliveries SET next_attempt_at = now() + interval '1 hour' WHERE finished_at IS NULL AND status = 'queued';
 SELECT coalesce(min(id), 0) || ' ' || coalesce(max(id), -1) || ' ' || count(*)
-  FROM notiflow.deliveries WHERE status = 'queued';
+  FROM notiflow.deliveries WHERE finished_at IS NULL AND status = 'queued';
 COMMIT;
 SQL
     ) || return 1

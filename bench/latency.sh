@@ -115,8 +115,7 @@ CREATE INDEX ON bench.lat (run);
 CREATE TABLE bench.recv (received_us bigint, provider text, verdict text, status int, delivery text);
 -- waits (polling, deadline) until no delivery is queued or sending; true when done
 CREATE FUNCTION bench.all_sent() RETURNS boolean LANGUAGE sql AS $$
-    SELECT (SELECT min(next_attempt_at) FROM notiflow.deliveries WHERE status = 'queued') IS NULL
-       AND (SELECT min(lease_expires_at) FROM notiflow.deliveries WHERE status = 'sending') IS NULL $$;
+    SELECT NOT EXISTS (SELECT FROM notiflow.deliveries WHERE finished_at IS NULL) $$;
 VACUUM ANALYZE;
 SQL
 bench_wait_for 60 sh -c "[ \"\$(psql -X -qAt -d postgres -c \"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'\")\" = $WORKERS ]" ||

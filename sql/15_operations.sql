@@ -28,14 +28,14 @@ UPDATE notiflow.executions
 -- D1 sent after 1.5 s, D2 delivered after 0.5 s, D3 fell back from ops-sg to ops-mg and failed,
 -- D4 queued, D5 cancelled, D6 created on 03-09 and sent on 03-10, D7 delivered after 2.5 s
 INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status,
-                                 tried_providers, created_at, sent_at) VALUES
-    (9200001, 9100001, 'mail',  'email', 'ops-sg', 'a@example.com', '{}', 'sent',      '{}',       '2024-03-10 08:00:00+00', '2024-03-10 08:00:01.5+00'),
-    (9200002, 9100001, 'text',  'sms',   'ops-tw', '+15550000001',  '{}', 'delivered', '{}',       '2024-03-10 08:00:00+00', '2024-03-10 08:00:00.5+00'),
-    (9200003, 9100002, 'mail',  'email', 'ops-mg', 'b@example.com', '{}', 'failed',    '{ops-sg}', '2024-03-10 10:00:00+00', NULL),
-    (9200004, 9100003, 'mail',  'email', 'ops-sg', 'c@example.com', '{}', 'queued',    '{}',       '2024-03-10 23:30:00+00', NULL),
-    (9200005, 9100005, 'mail',  'email', 'ops-sg', 'd@example.com', '{}', 'cancelled', '{}',       '2024-03-10 12:00:00+00', NULL),
-    (9200006, 9100004, 'mail',  'email', 'ops-sg', 'e@example.com', '{}', 'sent',      '{}',       '2024-03-09 23:59:00+00', '2024-03-10 00:00:30+00'),
-    (9200007, 9100003, 'mail2', 'email', 'ops-sg', 'c@example.com', '{}', 'delivered', '{}',       '2024-03-10 23:30:00+00', '2024-03-10 23:30:02.5+00');
+                                 tried_providers, created_at, sent_at, finished_at) VALUES
+    (9200001, 9100001, 'mail',  'email', 'ops-sg', 'a@example.com', '{}', 'sent',      '{}',       '2024-03-10 08:00:00+00', '2024-03-10 08:00:01.5+00', '2024-03-10 08:00:01.5+00'),
+    (9200002, 9100001, 'text',  'sms',   'ops-tw', '+15550000001',  '{}', 'delivered', '{}',       '2024-03-10 08:00:00+00', '2024-03-10 08:00:00.5+00', '2024-03-10 08:00:00.5+00'),
+    (9200003, 9100002, 'mail',  'email', 'ops-mg', 'b@example.com', '{}', 'failed',    '{ops-sg}', '2024-03-10 10:00:00+00', NULL, '2024-03-10 10:00:05+00'),
+    (9200004, 9100003, 'mail',  'email', 'ops-sg', 'c@example.com', '{}', 'queued',    '{}',       '2024-03-10 23:30:00+00', NULL, NULL),
+    (9200005, 9100005, 'mail',  'email', 'ops-sg', 'd@example.com', '{}', 'cancelled', '{}',       '2024-03-10 12:00:00+00', NULL, '2024-03-10 12:00:00+00'),
+    (9200006, 9100004, 'mail',  'email', 'ops-sg', 'e@example.com', '{}', 'sent',      '{}',       '2024-03-09 23:59:00+00', '2024-03-10 00:00:30+00', '2024-03-10 00:00:30+00'),
+    (9200007, 9100003, 'mail2', 'email', 'ops-sg', 'c@example.com', '{}', 'delivered', '{}',       '2024-03-10 23:30:00+00', '2024-03-10 23:30:02.5+00', '2024-03-10 23:30:02.5+00');
 INSERT INTO notiflow.delivery_attempts (id, delivery_id, attempt, provider, status_code, latency_ms, error_class, created_at) VALUES
     (9300001, 9200001, 1, 'ops-sg', 503,  300, 'retry',        '2024-03-10 08:00:00.5+00'),
     (9300002, 9200001, 2, 'ops-sg', 202,  100, 'sent',         '2024-03-10 08:00:01.4+00'),
@@ -99,8 +99,8 @@ UPDATE notiflow.executions
 INSERT INTO notiflow.execution_waits (execution_id, node_id, correlation_key, events, status, created_at, finished_at)
 SELECT id, 'wait', 'order-' || id, '{paid}', 'completed', created_at, created_at
   FROM notiflow.executions WHERE workflow_key = 'ops_gen';
-INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status, created_at, sent_at)
-SELECT id + 100000, id, 'mail', 'email', 'ops-gen', 'gen@example.com', '{}', 'sent', created_at, created_at
+INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status, created_at, sent_at, finished_at)
+SELECT id + 100000, id, 'mail', 'email', 'ops-gen', 'gen@example.com', '{}', 'sent', created_at, created_at, created_at
   FROM notiflow.executions WHERE workflow_key = 'ops_gen';
 INSERT INTO notiflow.delivery_attempts (id, delivery_id, attempt, provider, latency_ms, error_class, created_at)
 SELECT d.id + 100000 + 1000 * a, d.id, a, 'ops-gen', 100 * a, CASE a WHEN 1 THEN 'retry' ELSE 'sent' END, d.created_at

@@ -246,18 +246,14 @@ delivery_repo_set_status(int64 delivery_id, const char *status,
 
 /* --- dispatcher statements --- */
 
-static SpiStatement requeue_stmt = {
-	"UPDATE notiflow.deliveries SET status = 'queued', lease_expires_at = NULL, updated_at = now()"
-	" WHERE status = 'sending' AND lease_expires_at < now()",
-	0, {InvalidOid}
-};
-
 /*
  * The claim, with a plan that holds for any limit: its generic plan is kept
  * (a custom plan for LIMIT $1 was made at every claim), and "= ANY (ARRAY(...))"
  * makes that plan fetch the claimed rows by primary key whatever number
  * the planner guesses for the limit (a join planned for a tenth of the queue
- * read all of it).
+ * read all of it).  It walks deliveries_due (unfinished deliveries by due
+ * time) and takes the queued ones and those whose lease ran out; the update
+ * changes no indexed column (HOT, see deliveries_due in the schema).
  */
 static SpiStatement claim_stmt = {
 	"UPDATE notiflow.deliveries d"
@@ -265,18 +261,37 @@ static SpiStatement claim_stmt = {
 	"       updated_at = now()"
 	" WHERE d.id = ANY (ARRAY("
 	"         SELECT id FROM notiflow.deliveries"
-	"          WHERE status = 'queued' AND next_attempt_at <= now()"
+	"          WHERE finished_at IS NULL AND next_attempt_at <= now()"
+	"            AND (status = 'queued' OR lease_expires_at < now())"
 	"          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))"
 	" RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,"
 	"           d.provider_attempts",
 	2, {INT4OID, INT4OID}, NULL, 0, CURSOR_OPT_GENERIC_PLAN
 };
 
+/*
+ * The next due delivery and delay.  The queued deliveries come first in
+ * deliveries_due after the ones in flight (claimed earlier, so due earlier):
+ * the scan steps over at most those.
+ */
 static SpiStatement next_due_stmt = {
 	"SELECT (extract(epoch FROM least("
-	"          (SELECT min(next_attempt_at) FROM notiflow.deliveries WHERE status = 'queued'),"
-	"          (SELECT min(wake_at) FROM notiflow.executions WHERE status = 'waiting'),"
-	"          (SELECT min(lease_expires_at) FROM notiflow.deliveries WHERE status = 'sending'))"
+	"          (SELECT min(next_attempt_at) FROM notiflow.deliveries"
+	"            WHERE finished_at IS NULL AND status = 'queued'),"
+	"          (SELECT min(wake_at) FROM notiflow.executions WHERE status = 'waiting'))"
+	"        - clock_timestamp()) * 1000)::float8",
+	0, {InvalidOid}
+};
+
+/*
+ * The next lease to run out, read only when a claim found nothing more to
+ * take: the due part of deliveries_due then holds the deliveries in flight
+ * (and rows other dispatchers hold locked), not a backlog.
+ */
+static SpiStatement next_lease_stmt = {
+	"SELECT (extract(epoch FROM"
+	"          (SELECT min(lease_expires_at) FROM notiflow.deliveries"
+	"            WHERE finished_at IS NULL AND next_attempt_at <= now() AND status = 'sending')"
 	"        - clock_timestamp()) * 1000)::float8",
 	0, {InvalidOid}
 };
@@ -344,14 +359,6 @@ static SpiStatement count_attempt_stmt = {
 	1, {INT8OID}
 };
 
-/* Requeues deliveries whose lease expired. */
-int
-delivery_repo_requeue_expired(void)
-{
-	spi_run(&requeue_stmt, NULL, NULL, false, 0, SPI_OK_UPDATE);
-	return (int) SPI_processed;
-}
-
 /* Claims due deliveries. */
 List *
 delivery_repo_claim(int limit, int lease_ms)
@@ -378,18 +385,33 @@ delivery_repo_claim(int limit, int lease_ms)
 	return claimed;
 }
 
-/* Returns milliseconds until something is due. */
-long
-delivery_repo_next_due_ms(void)
+/* Milliseconds until the time one of the statements returns; -1 when it returns NULL. */
+static long
+ms_until(SpiStatement *stmt)
 {
 	bool		isnull;
 	Datum		d;
 
-	spi_run(&next_due_stmt, NULL, NULL, true, 1, SPI_OK_SELECT);
+	spi_run(stmt, NULL, NULL, true, 1, SPI_OK_SELECT);
 	d = spi_value(0, 1, &isnull);
 	if (isnull)
 		return -1;
 	return (long) Max(DatumGetFloat8(d), 0.0);
+}
+
+/* Returns milliseconds until something is due. */
+long
+delivery_repo_next_due_ms(bool drained)
+{
+	long		due = ms_until(&next_due_stmt);
+	long		lease;
+
+	if (!drained)
+		return due;
+	lease = ms_until(&next_lease_stmt);
+	if (due < 0 || (lease >= 0 && lease < due))
+		return lease;
+	return due;
 }
 
 /* Records one attempt (through the batch statement). */

@@ -81,14 +81,19 @@ typedef struct ClaimedDelivery
 	int			provider_attempts;	/* before this one, with this provider */
 } ClaimedDelivery;
 
-/* Puts deliveries whose lease expired (their dispatcher died) back in the queue; returns how many. */
-extern int	delivery_repo_requeue_expired(void);
-
-/* Claims up to limit due deliveries for lease_ms (status sending); a List of ClaimedDelivery *. */
+/*
+ * Claims up to limit due deliveries for lease_ms (status sending): queued
+ * ones and those whose lease ran out (their dispatcher died); a List of
+ * ClaimedDelivery *.
+ */
 extern List *delivery_repo_claim(int limit, int lease_ms);
 
-/* Milliseconds until the next queued delivery, delay or lease is due; -1 when none. */
-extern long delivery_repo_next_due_ms(void);
+/*
+ * Milliseconds until the next queued delivery or delay is due, and when
+ * drained (the last claim took fewer than it could) the next lease to run
+ * out; -1 when none.
+ */
+extern long delivery_repo_next_due_ms(bool drained);
 
 /* Records one attempt. */
 extern void delivery_repo_record_attempt(int64 delivery_id, int attempt, const char *provider,

@@ -375,7 +375,6 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 		ctl.hcxt = CurrentMemoryContext;
 		providers = hash_create("notiflow claim providers", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
-		delivery_repo_requeue_expired();
 		execution_resume_due(100);
 		claimed = limit > 0 ? delivery_repo_claim(limit, notiflow_lease_ms) : NIL;
 		*claimed_count = list_length(claimed);
@@ -387,7 +386,7 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 				prepared = lappend(prepared, f);
 		}
 		ready = build_requests(prepared);
-		*next_due_ms = delivery_repo_next_due_ms();
+		*next_due_ms = delivery_repo_next_due_ms(limit > 0 && *claimed_count < limit);
 		if (my_slot)
 			pg_atomic_fetch_add_u64(&my_slot->claimed, *claimed_count);
 	}

@@ -332,9 +332,7 @@ BEGIN
               FROM workflow w WHERE w.key IS NOT NULL
         ),
         active AS (
-            SELECT d.execution_id FROM notiflow.deliveries d WHERE d.status = 'queued'
-            UNION ALL
-            SELECT d.execution_id FROM notiflow.deliveries d WHERE d.status = 'sending'
+            SELECT d.execution_id FROM notiflow.deliveries d WHERE d.finished_at IS NULL  -- queued or sending
         )
         SELECT x.id
           FROM workflow w,
@@ -456,7 +454,7 @@ SELECT d.channel, d.status,
        count(*) FILTER (WHERE d.status = 'sending' AND d.lease_expires_at < now()) AS expired_leases,
        min(d.created_at) AS oldest_created_at
   FROM notiflow.deliveries d
- WHERE d.status IN ('queued', 'sending')
+ WHERE d.finished_at IS NULL  -- queued or sending (deliveries_finished): read through deliveries_due
  GROUP BY d.channel, d.status;
 COMMENT ON VIEW notiflow.queue_health IS
     'Deliveries waiting or on their way, per channel and status: how many, how many are due, how long the oldest due one has waited.';

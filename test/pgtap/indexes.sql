@@ -1,12 +1,13 @@
 -- Query plans: with 100,000 executions and deliveries loaded, the hot queries
 -- (idempotency lookup, executions by workflow and time, due deliveries,
--- expired leases, due executions, deliveries of an execution, the steps of an
--- execution, the dispatcher's claim with its generic plan) use their indexes.
+-- the next lease to run out, due executions, deliveries of an execution, the
+-- steps of an execution, the dispatcher's claim with its generic plan) use
+-- their indexes, and the claim is a HOT update.
 \set ON_ERROR_STOP 1
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(11);
+SELECT plan(14);
 
 -- 100,000 executions over 20 workflows and 30 days (inserted in time order, as
 -- they are in life), 2% still waiting
@@ -18,12 +19,13 @@ SELECT 'wf' || (i % 20), 1,
        CASE WHEN i % 50 = 0 THEN now() + (i % 7) * interval '1 hour' END,
        now() - interval '30 days' + i * interval '25 seconds'
   FROM generate_series(1, 100000) i;
--- one delivery per execution, 1% queued, 0.5% sending
+-- one delivery per execution, 1% queued, 0.5% sending (half of those with their lease run out)
 INSERT INTO notiflow.deliveries (execution_id, node_id, channel, provider, recipient, content, status,
-                                 next_attempt_at, lease_expires_at, created_at)
+                                 next_attempt_at, lease_expires_at, created_at, finished_at)
 SELECT e.id, 'mail', 'email', 'mail', 'user' || e.id || '@example.com', '{"subject": "s"}',
        CASE WHEN e.id % 100 = 0 THEN 'queued' WHEN e.id % 200 = 1 THEN 'sending' ELSE 'sent' END,
-       e.created_at, CASE WHEN e.id % 200 = 1 THEN now() END, e.created_at
+       e.created_at, CASE WHEN e.id % 200 = 1 THEN now() + (e.id % 400 - 200) * interval '1 second' END,
+       e.created_at, CASE WHEN e.id % 100 <> 0 AND e.id % 200 <> 1 THEN e.created_at END
   FROM notiflow.executions e;
 ANALYZE notiflow.executions;
 ANALYZE notiflow.deliveries;
@@ -47,14 +49,15 @@ SELECT matches(pg_temp.plan_of($$SELECT id, status FROM notiflow.executions
                'Index Scan Backward using executions_workflow_created',
                'executions by workflow and time use executions_workflow_created');
 SELECT matches(pg_temp.plan_of($$SELECT id FROM notiflow.deliveries
-                                 WHERE status = 'queued' AND next_attempt_at <= now()
+                                 WHERE finished_at IS NULL AND next_attempt_at <= now()
+                                   AND (status = 'queued' OR lease_expires_at < now())
                                  ORDER BY next_attempt_at LIMIT 100 FOR UPDATE SKIP LOCKED$$),
                'Index Scan using deliveries_due',
-               'due deliveries use the partial index deliveries_due');
-SELECT matches(pg_temp.plan_of($$SELECT id FROM notiflow.deliveries
-                                 WHERE status = 'sending' AND lease_expires_at < now() LIMIT 100$$),
-               'Index Scan using deliveries_lease',
-               'expired leases use the partial index deliveries_lease');
+               'due deliveries and expired leases use the partial index deliveries_due');
+SELECT matches(pg_temp.plan_of($$SELECT min(lease_expires_at) FROM notiflow.deliveries
+                                 WHERE finished_at IS NULL AND next_attempt_at <= now() AND status = 'sending'$$),
+               'Index Scan using deliveries_due|Bitmap Index Scan on deliveries_due',
+               'the next lease to run out is read through deliveries_due');
 SELECT matches(pg_temp.plan_of($$SELECT id FROM notiflow.executions
                                  WHERE status = 'waiting' AND wake_at <= now() ORDER BY wake_at LIMIT 100$$),
                'Index Scan using executions_due|Bitmap Index Scan on executions_due',
@@ -79,7 +82,8 @@ UPDATE notiflow.deliveries d
        updated_at = now()
  WHERE d.id = ANY (ARRAY(
          SELECT id FROM notiflow.deliveries
-          WHERE status = 'queued' AND next_attempt_at <= now()
+          WHERE finished_at IS NULL AND next_attempt_at <= now()
+            AND (status = 'queued' OR lease_expires_at < now())
           ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))
  RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,
            d.provider_attempts;
@@ -87,6 +91,24 @@ SELECT matches(pg_temp.plan_of('EXECUTE claim(200, 60000)'), 'Index Scan using d
                'the claim''s generic plan finds due deliveries through deliveries_due');
 SELECT doesnt_match(pg_temp.plan_of('EXECUTE claim(200, 60000)'), 'Seq Scan|Hash Join',
                     'and fetches them by primary key, not by a join over the table');
+
+-- the claim takes every queued delivery and every run-out lease, leaves the other
+-- leases alone, and changes no indexed column: every claimed row is a HOT update
+CREATE TEMP TABLE leases_left AS
+SELECT id, lease_expires_at FROM notiflow.deliveries WHERE status = 'sending' AND lease_expires_at >= now();
+SELECT count(*) FILTER (WHERE status = 'queued' OR lease_expires_at < now()) AS claimable
+  FROM notiflow.deliveries WHERE finished_at IS NULL \gset
+SELECT n_tup_upd AS upd0, n_tup_hot_upd AS hot0 FROM pg_stat_xact_user_tables
+ WHERE relid = 'notiflow.deliveries'::regclass \gset
+EXECUTE claim(100000, 60000) \g /dev/null
+SELECT is((SELECT n_tup_upd - :upd0 FROM pg_stat_xact_user_tables WHERE relid = 'notiflow.deliveries'::regclass),
+          :claimable::bigint, 'the claim takes the queued deliveries and those whose lease ran out');
+SELECT is((SELECT n_tup_hot_upd - :hot0 FROM pg_stat_xact_user_tables WHERE relid = 'notiflow.deliveries'::regclass),
+          :claimable::bigint, 'every claim is a HOT update');
+SELECT is((SELECT count(*)::int FROM leases_left l JOIN notiflow.deliveries d USING (id)
+            WHERE d.lease_expires_at IS DISTINCT FROM l.lease_expires_at), 0,
+          'a lease that has not run out is left alone');
+
 
 SELECT * FROM finish();
 ROLLBACK;
