@@ -3,9 +3,10 @@
  *
  * One loop, three phases, never a transaction open during network I/O:
  *
- *   1. claim (transaction): requeue deliveries whose lease expired, resume
- *      executions whose delay is over, claim a batch of due deliveries with
- *      FOR UPDATE SKIP LOCKED (status sending, lease), check each provider's
+ *   1. claim (transaction): resume executions whose delay is over, claim a
+ *      batch of due deliveries (queued ones, and sending ones whose lease
+ *      expired) with FOR UPDATE SKIP LOCKED (status sending, lease: a HOT
+ *      update, see deliveries_due in the schema), check each provider's
  *      circuit and rate limit, and build every request with its adapter;
  *      commit.
  *   2. send (no transaction): hand the requests to libcurl's multi interface
