@@ -91,13 +91,13 @@ typedef struct ShapeIndex
 
 /*
  * A partial index that a writer opens (and locks) only when a row satisfies
- * its predicate: most rows of notiflow's tables enter none of them (no
- * idempotency key, no wake-up time, not yet sending), and a trigger would
- * otherwise lock and close four indexes it never touches.  Leaving their
- * locks out is safe because every change that could make the shape wrong
- * conflicts with the table's own RowExclusiveLock or waits for its holders
- * (DROP INDEX, REINDEX, and the CONCURRENTLY forms), and the lock is taken
- * before the index is read or written.
+ * its predicate: most rows of notiflow's tables enter few of them (no
+ * idempotency key, no wake-up time, no provider message id yet), and a
+ * trigger would otherwise lock and close three indexes it never touches.
+ * Leaving their locks out is safe because every change that could make the
+ * shape wrong conflicts with the table's own RowExclusiveLock or waits for
+ * its holders (DROP INDEX, REINDEX, and the CONCURRENTLY forms), and the
+ * lock is taken before the index is read or written.
  */
 typedef struct LazyIndex
 {
