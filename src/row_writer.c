@@ -143,10 +143,6 @@ static bool callback_registered = false;
 /* Bumped by every invalidation callback: one that arrives while a shape is built makes it stale. */
 static uint64 invalidations = 0;
 
-/* Contexts of replaced shapes that a writer of their transaction may still use. */
-static List *retired_cxts = NIL;
-static LocalTransactionId retired_lxid = InvalidLocalTransactionId;
-
 /* A relcache invalidation of a table or of one of its indexes (InvalidOid: all). */
 static void
 shape_invalidate(Datum arg, Oid relid)
@@ -228,20 +224,6 @@ not_reusable(Node *node, void *context)
 	return expression_tree_walker(node, not_reusable, context);
 }
 
-/* Frees the contexts of shapes replaced in an earlier transaction. */
-static void
-free_retired(void)
-{
-	ListCell   *lc;
-
-	if (retired_cxts == NIL || retired_lxid == MyProc->lxid)
-		return;
-	foreach(lc, retired_cxts)
-		MemoryContextDelete(lfirst(lc));
-	list_free(retired_cxts);
-	retired_cxts = NIL;
-}
-
 /* Registers the invalidation callbacks, once per backend. */
 static void
 register_callbacks(void)
@@ -263,7 +245,6 @@ shape_find(Relation rel, List *index_oids)
 	TupleDesc	desc = RelationGetDescr(rel);
 
 	register_callbacks();
-	free_retired();
 	for (int i = 0; i < MAX_SHAPES; i++)
 	{
 		RelationShape *shape = &shapes[i];
@@ -308,15 +289,9 @@ shape_build(Relation rel, Relation *indexes, int nindexes)
 
 	if (shape->cxt)
 	{
+		/* a writer of this transaction may still use it: freed when the transaction ends */
 		if (shape->used_lxid == MyProc->lxid)
-		{
-			/* a writer of this transaction may still use it */
-			MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-
-			retired_cxts = lappend(retired_cxts, shape->cxt);
-			retired_lxid = MyProc->lxid;
-			MemoryContextSwitchTo(oldcxt);
-		}
+			MemoryContextSetParent(shape->cxt, TopTransactionContext);
 		else
 			MemoryContextDelete(shape->cxt);
 	}

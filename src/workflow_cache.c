@@ -16,7 +16,6 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "storage/proc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -57,23 +56,6 @@ static HTAB *versions = NULL;
 static MemoryContext cache_cxt = NULL;
 static uint64 cache_generation = 0;
 
-/* Caches dropped in transaction retired_lxid, freed in a later one. */
-static List *retired_cxts = NIL;
-static LocalTransactionId retired_lxid = InvalidLocalTransactionId;
-
-static void
-free_retired(void)
-{
-	ListCell   *lc;
-
-	if (retired_cxts == NIL || retired_lxid == MyProc->lxid)
-		return;
-	foreach(lc, retired_cxts)
-		MemoryContextDelete(lfirst(lc));
-	list_free(retired_cxts);
-	retired_cxts = NIL;
-}
-
 /* Drops the caches when the configuration changed; creates them when needed. */
 static void
 workflow_cache_check(void)
@@ -81,20 +63,14 @@ workflow_cache_check(void)
 	HASHCTL		ctl;
 	uint64		gen = config_cache_generation();
 
-	free_retired();
 	if (definitions != NULL && gen == cache_generation &&
 		hash_get_num_entries(definitions) < NOTIFLOW_CACHE_MAX &&
 		hash_get_num_entries(currents) < NOTIFLOW_CACHE_MAX &&
 		hash_get_num_entries(versions) < NOTIFLOW_CACHE_MAX)
 		return;
+	/* freed when the transaction ends: its runs may still point into the old definitions */
 	if (cache_cxt != NULL && IsTransactionState())
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		retired_cxts = lappend(retired_cxts, cache_cxt);
-		retired_lxid = MyProc->lxid;
-		MemoryContextSwitchTo(old);
-	}
+		MemoryContextSetParent(cache_cxt, TopTransactionContext);
 	else if (cache_cxt != NULL)
 		MemoryContextDelete(cache_cxt);
 	cache_cxt = AllocSetContextCreate(CacheMemoryContext, "notiflow workflow cache",
