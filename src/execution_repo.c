@@ -162,12 +162,8 @@ int64
 execution_repo_find_idempotent(const char *workflow_key, const char *key)
 {
 	Datum		args[2] = {CStringGetTextDatum(workflow_key), CStringGetTextDatum(key)};
-	bool		isnull;
 
-	spi_run(&find_idempotent_stmt, args, NULL, false, 1, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		return 0;
-	return DatumGetInt64(spi_value(0, 1, &isnull));
+	return spi_first_int8(&find_idempotent_stmt, args, false, 0);
 }
 
 /*

@@ -81,6 +81,17 @@ spi_value(int row, int col, bool *isnull)
 	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
 }
 
+int64
+spi_first_int8(SpiStatement *stmt, Datum *values, bool read_only, int64 none)
+{
+	bool		isnull;
+
+	spi_run(stmt, values, NULL, read_only, 1, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		return none;
+	return DatumGetInt64(spi_value(0, 1, &isnull));
+}
+
 /* Returns one value of the last result as text. */
 char *
 spi_text(int row, int col)

@@ -43,6 +43,13 @@ extern int	spi_run(SpiStatement *stmt, Datum *values, const char *nulls,
 /* Returns column col (1-based) of row row of SPI_tuptable, setting *isnull. */
 extern Datum spi_value(int row, int col, bool *isnull);
 
+/*
+ * Runs a statement that returns at most one row with an int8 first column
+ * (spi_run's values and read_only); returns that value, or none when there
+ * is no row.
+ */
+extern int64 spi_first_int8(SpiStatement *stmt, Datum *values, bool read_only, int64 none);
+
 /* Returns column col of row row as a palloc'd C string, or NULL. */
 extern char *spi_text(int row, int col);
 

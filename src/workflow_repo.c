@@ -83,12 +83,8 @@ int64
 workflow_repo_version_id(const char *key, int version)
 {
 	Datum		args[2] = {CStringGetTextDatum(key), Int32GetDatum(version)};
-	bool		isnull;
 
-	spi_run(&version_id_stmt, args, NULL, false, 1, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		return 0;
-	return DatumGetInt64(spi_value(0, 1, &isnull));
+	return spi_first_int8(&version_id_stmt, args, false, 0);
 }
 
 /* Returns a version's definition in the caller's memory context (fresh snapshot, as above). */

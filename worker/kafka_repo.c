@@ -85,12 +85,8 @@ int64
 kafka_repo_offset(const char *group_id, const char *topic, int32 partition)
 {
 	Datum		args[3] = {CStringGetTextDatum(group_id), CStringGetTextDatum(topic), Int32GetDatum(partition)};
-	bool		isnull;
 
-	spi_run(&offset_stmt, args, NULL, true, 1, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		return -1;
-	return DatumGetInt64(spi_value(0, 1, &isnull));
+	return spi_first_int8(&offset_stmt, args, true, -1);
 }
 
 /* Stores a partition's next offset if the stored one is still the expected one. */
