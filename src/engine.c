@@ -1358,14 +1358,6 @@ int64_sort_unique(int64 *ids, int n)
 }
 
 /*
- * Resumes n executions (distinct, ascending ids) with a fixed number of
- * statements for the whole batch: lock and read them with their steps (1),
- * their deliveries' summaries (1), then write every run's new deliveries and
- * execution rows with their steps (2).  Returns the status of
- * each id in statuses (NULL when it does not exist) if statuses is not NULL.
- * SPI is connected.
- */
-/*
  * The summary of an action node whose only delivery is f, which just ended:
  * what delivery_repo_summaries would read.
  */
@@ -1434,6 +1426,16 @@ only_delivery_finished(LockedExecution *le, List *finished)
 	return found;
 }
 
+/*
+ * Resumes n executions (distinct, ascending ids) with a fixed number of
+ * statements for the whole batch: lock and read them with their steps (1),
+ * their deliveries' summaries (1), then write every run's new deliveries and
+ * execution rows with their steps (2).  Returns the status of
+ * each id in statuses (NULL when it does not exist) if statuses is not NULL.
+ * A delivery in finished (FinishedDelivery *) that is the only one its
+ * waiting step has gives that step's summary without the read.  SPI is
+ * connected.
+ */
 static void
 resume_many(int64 *ids, int n, const char **statuses, List *finished)
 {
