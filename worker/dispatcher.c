@@ -663,6 +663,7 @@ notiflow_dispatcher_main(Datum arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			http_configure();
 		}
 		if (notiflow_shared->dropping_database == MyDatabaseId)
 			proc_exit(0);

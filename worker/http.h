@@ -16,6 +16,9 @@ typedef struct HttpTransfer HttpTransfer;
 /* Creates the multi handle and the epoll descriptor. */
 extern void http_init(void);
 
+/* Applies notiflow.http_concurrency to the connection limits (after a reload). */
+extern void http_configure(void);
+
 /* The descriptor to wait on (readable when some transfer can progress). */
 extern int	http_wait_fd(void);
 
