@@ -2665,7 +2665,7 @@ int main(int argc, char **argv)
 	Options o = parse_options(argc, argv);
 	json_error_t jerr;
 	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t) o.port)};
-	struct MHD_OptionItem opts[8];
+	struct MHD_OptionItem opts[9];
 	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
 					 MHD_USE_TURBO;
 	int nopts = 0, sig;
@@ -2710,6 +2710,13 @@ int main(int argc, char **argv)
 	opts[nopts++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &addr};
 	opts[nopts++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, o.threads, NULL};
 	opts[nopts++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
+	/*
+	 * libmicrohttpd zeroes a connection's whole memory pool after every
+	 * request: with its 32 KiB default that memset and memmove were a third
+	 * of the double's CPU under the dispatch benchmark.  Request headers fit
+	 * in 8 KiB (bodies are copied out of the pool as they arrive).
+	 */
+	opts[nopts++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 8192, NULL};
 	opts[nopts++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 
 	sigemptyset(&sigs);
