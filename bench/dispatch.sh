@@ -39,7 +39,7 @@
 # Settings (environment):
 #   QUICK=1                       smoke mode for CI: 2 configurations, 1,500 deliveries, wrk -d 2, soak of 4,000
 #   BENCH_DELIVERIES=20000        deliveries per dispatch run (1500 with QUICK=1)
-#   BENCH_CONFIGS="1/256/200 2/256/200 1/512/500 2/512/500"
+#   BENCH_CONFIGS="1/256/200 2/256/200 2/128/128 2/512/500"
 #                                 configurations: workers/http_concurrency/batch_size
 #                                 (QUICK=1: the first two)
 #   BENCH_DURATION=10             wrk -d (seconds) (2 with QUICK=1)
@@ -72,7 +72,7 @@ if [ "$QUICK" = 1 ]; then
     DEFAULT_CONFIGS="1/256/200 2/256/200"
 else
     DEFAULT_DURATION=10 DEFAULT_DELIVERIES=20000 DEFAULT_SOAK=1000000 DEFAULT_SOAK_BATCH=100000 DEFAULT_WARMUP=1000
-    DEFAULT_CONFIGS="1/256/200 2/256/200 1/512/500 2/512/500"
+    DEFAULT_CONFIGS="1/256/200 2/256/200 2/128/128 2/512/500"
 fi
 DELIVERIES=${BENCH_DELIVERIES:-$DEFAULT_DELIVERIES}
 CONFIGS=${BENCH_CONFIGS:-$DEFAULT_CONFIGS}
