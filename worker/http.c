@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -244,6 +245,20 @@ timer_cb(CURLM *m, long timeout_ms, void *userp)
 void
 http_init(void)
 {
+	struct rlimit rl;
+
+	/*
+	 * Every request in flight may hold a socket (HTTP/1.1), on top of the
+	 * files PostgreSQL keeps open: take the hard limit of descriptors, not
+	 * the soft one (often 1,024).  PostgreSQL sized its own file cache at
+	 * start and stays within it.
+	 */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max)
+	{
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			elog(LOG, "notiflow: could not raise the limit of open files: %m");
+	}
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
 		elog(ERROR, "notiflow: could not initialise libcurl");
 	multi = curl_multi_init();
@@ -383,13 +398,7 @@ http_start(const DeliveryJob *job, ProviderRequest *req, void *owner)
 	t->job = job;
 	t->req = req;
 	t->check_private = req->url_from_data && !notiflow_allow_private_urls;
-	if (n_idle_easy > 0)
-	{
-		t->easy = idle_easy[--n_idle_easy];
-		curl_easy_reset(t->easy);
-	}
-	else
-		t->easy = curl_easy_init();
+	t->easy = n_idle_easy > 0 ? idle_easy[--n_idle_easy] : curl_easy_init();
 	if (t->easy == NULL)
 		elog(ERROR, "notiflow: curl_easy_init failed");
 	curl_easy_setopt(t->easy, CURLOPT_URL, req->url);
@@ -551,7 +560,11 @@ http_transfer_free(HttpTransfer *t)
 		}
 	}
 	if (n_idle_easy < Min(idle_easy_cap, notiflow_http_concurrency))
+	{
+		/* reset now: an idle handle keeps no pointer to this transfer's memory */
+		curl_easy_reset(t->easy);
 		idle_easy[n_idle_easy++] = t->easy;
+	}
 	else
 		curl_easy_cleanup(t->easy);
 	curl_slist_free_all(t->headers);

@@ -52,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -2659,13 +2660,31 @@ static char *read_file(const char *path)
 	return b.data ? b.data : strdup("");
 }
 
+/* Raises the descriptor limit to its hard maximum; returns how many connections fit in it. */
+static unsigned connection_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 1000;
+	if (rl.rlim_cur < rl.rlim_max)
+	{
+		rl.rlim_cur = rl.rlim_max;
+		(void) setrlimit(RLIMIT_NOFILE, &rl);
+		(void) getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 65536)
+		return 65536 - 64;
+	return rl.rlim_cur > 128 ? (unsigned) rl.rlim_cur - 64 : 64;
+}
+
 /* Starts the daemon on 127.0.0.1, prints the listening line and serves until SIGINT/SIGTERM. */
 int main(int argc, char **argv)
 {
 	Options o = parse_options(argc, argv);
 	json_error_t jerr;
 	struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t) o.port)};
-	struct MHD_OptionItem opts[9];
+	struct MHD_OptionItem opts[10];
 	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
 					 MHD_USE_TURBO;
 	int nopts = 0, sig;
@@ -2717,6 +2736,13 @@ int main(int argc, char **argv)
 	 * in 8 KiB (bodies are copied out of the pool as they arrive).
 	 */
 	opts[nopts++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 8192, NULL};
+	/*
+	 * libmicrohttpd admits FD_SETSIZE - 4 connections by default (shared by
+	 * the pool's threads); the ones over it wait in the listen queue, their
+	 * requests unanswered.  Two dispatchers at http_concurrency 512 keep
+	 * 1,024 connections open: as many as the descriptors allow.
+	 */
+	opts[nopts++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, connection_limit(), NULL};
 	opts[nopts++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 
 	sigemptyset(&sigs);
