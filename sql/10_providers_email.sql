@@ -79,7 +79,7 @@ SELECT jsonb_pretty(body) FROM pg_temp.request('email-sendgrid', 'ann@example.co
 -- base_url override (trailing slash dropped); a bare from has no name; html only
 SELECT url, body -> 'from' AS "from", body -> 'content' AS content
   FROM pg_temp.request('email-sendgrid-local', 'ann@example.com', '{"subject": "S", "html": "<p>only html</p>"}');
--- values travel as JSON strings, escaped by jsonb: quotes, backslashes, newlines, non-ASCII
+-- values travel as JSON strings, escaped by escape_json: quotes, backslashes, newlines, non-ASCII
 SELECT body ->> 'subject' AS subject, body #>> '{content,0,value}' AS text,
        body #>> '{content,0,value}' = E'line 1\nline "2" \\ end' AS text_intact
   FROM pg_temp.request('email-sendgrid', 'ann@example.com',
