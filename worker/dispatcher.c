@@ -503,8 +503,8 @@ count_in_circuit(InFlight *f, ProviderResult *res, bool refused_private, HTAB *h
 }
 
 /*
- * Phase 3: records the finished transfers, set-based where it counts: one
- * statement logs every attempt, one marks every success sent, and the
+ * Phase 3: records the finished transfers, set-based where it counts: the
+ * row writer logs every attempt, one statement marks every success sent, the
  * engine resumes their executions in one batch (deliveries_finished).  The
  * rarer outcomes (retry, fallback, dead letter) go one by one.
  */
