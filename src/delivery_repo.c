@@ -490,7 +490,7 @@ static SpiStatement attempts_stmt = {
 	"INSERT INTO notiflow.delivery_attempts"
 	"       (delivery_id, attempt, provider, status_code, curl_code, latency_ms, error_class, error,"
 	"        response_excerpt)"
-	" SELECT t.d, t.a, t.p, nullif(t.s, 0), nullif(t.c, 0), t.l, t.k, t.e, t.x"
+	" SELECT t.d, t.a, t.p, t.s, t.c, t.l, t.k, t.e, t.x"
 	"   FROM unnest($1::int8[], $2::int4[], $3::text[], $4::int4[], $5::int4[], $6::float8[],"
 	"               $7::text[], $8::text[], $9::text[]) AS t(d, a, p, s, c, l, k, e, x)",
 	9, {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, FLOAT8ARRAYOID,
@@ -584,8 +584,6 @@ delivery_repo_record_attempts(AttemptRecord *attempts, int n)
 		bool		nulls[lengthof(attempt_columns)];
 
 		attempt_row(&attempts[i], v, nulls);
-		/* attempts_stmt turns the zero codes into NULL itself */
-		nulls[3] = nulls[4] = false;
 		spi_columns_add(&cols, v, nulls);
 	}
 	spi_columns_args(&cols, types, args);

@@ -66,14 +66,14 @@ static int	epoll_fd = -1;
 static int	in_flight = 0;
 
 /*
- * Easy handles of finished transfers, kept for the next ones (at most
- * notiflow.http_concurrency): curl_easy_reset keeps a handle's buffers, which
- * curl_easy_cleanup and curl_easy_init would free and allocate again (about
- * a tenth of curl's instructions per request, counted with cachegrind).
+ * Easy handles of finished transfers, kept for the next ones (room for
+ * notiflow.http_concurrency, sized by http_configure): curl_easy_reset keeps
+ * a handle's buffers, which curl_easy_cleanup and curl_easy_init would free
+ * and allocate again (about a tenth of curl's instructions per request,
+ * counted with cachegrind).
  */
 static CURL **idle_easy = NULL;
 static int	n_idle_easy = 0;
-static int	idle_easy_cap = 0;
 static bool timer_armed = false;
 static struct timespec timer_deadline;
 
@@ -278,7 +278,7 @@ http_init(void)
  * a connection costs about twice the CPU of one it can start (measured with
  * HTTP/1.1 on loopback, 256 transfers over 64 connections against 256 over
  * 256); HTTP/2 multiplexes its transfers over few connections anyway
- * (CURLOPT_PIPEWAIT).  The pool of idle easy handles shrinks to the limit.
+ * (CURLOPT_PIPEWAIT).  The pool of idle easy handles is sized for the limit.
  */
 void
 http_configure(void)
@@ -287,6 +287,9 @@ http_configure(void)
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) notiflow_http_concurrency);
 	while (n_idle_easy > notiflow_http_concurrency)
 		curl_easy_cleanup(idle_easy[--n_idle_easy]);
+	idle_easy = idle_easy == NULL
+		? MemoryContextAlloc(TopMemoryContext, sizeof(CURL *) * notiflow_http_concurrency)
+		: repalloc(idle_easy, sizeof(CURL *) * notiflow_http_concurrency);
 }
 
 int
@@ -546,20 +549,6 @@ void
 http_transfer_free(HttpTransfer *t)
 {
 	if (n_idle_easy < notiflow_http_concurrency)
-	{
-		if (n_idle_easy == idle_easy_cap)
-		{
-			int			cap = Max(idle_easy_cap * 2, 16);
-			CURL	  **p = realloc(idle_easy, sizeof(CURL *) * cap);
-
-			if (p != NULL)
-			{
-				idle_easy = p;
-				idle_easy_cap = cap;
-			}
-		}
-	}
-	if (n_idle_easy < Min(idle_easy_cap, notiflow_http_concurrency))
 	{
 		/* reset now: an idle handle keeps no pointer to this transfer's memory */
 		curl_easy_reset(t->easy);
