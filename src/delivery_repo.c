@@ -249,23 +249,27 @@ delivery_repo_set_status(int64 delivery_id, const char *status,
 /*
  * The claim, with a plan that holds for any limit: its generic plan is kept
  * (a custom plan for LIMIT $1 was made at every claim), and "= ANY (ARRAY(...))"
- * makes that plan fetch the claimed rows by primary key whatever number
- * the planner guesses for the limit (a join planned for a tenth of the queue
- * read all of it).  It walks deliveries_due (unfinished deliveries by due
- * time) and takes the queued ones and those whose lease ran out; the update
- * changes no indexed column (HOT, see deliveries_due in the schema).
+ * makes that plan fetch the claimed rows by the row versions it locked (a
+ * TID scan, no index descent) whatever number the planner guesses for the
+ * limit (a join planned for a tenth of the queue read all of it).  It walks
+ * deliveries_due (unfinished deliveries by due time) and takes the queued
+ * ones and those whose lease ran out; the update changes no indexed column
+ * (HOT, see deliveries_due in the schema).  A row locked in a version newer
+ * than the statement's snapshot is not updated, and stays queued for the
+ * next claim.  RETURNING gives the claimed version's ctid, for
+ * mark_sent_stmt.
  */
 static SpiStatement claim_stmt = {
 	"UPDATE notiflow.deliveries d"
 	"   SET status = 'sending', lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond',"
 	"       updated_at = now()"
-	" WHERE d.id = ANY (ARRAY("
-	"         SELECT id FROM notiflow.deliveries"
+	" WHERE d.ctid = ANY (ARRAY("
+	"         SELECT ctid FROM notiflow.deliveries"
 	"          WHERE finished_at IS NULL AND next_attempt_at <= now()"
 	"            AND (status = 'queued' OR lease_expires_at < now())"
 	"          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))"
 	" RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,"
-	"           d.provider_attempts",
+	"           d.provider_attempts, d.ctid",
 	2, {INT4OID, INT4OID}, NULL, 0, CURSOR_OPT_GENERIC_PLAN
 };
 
@@ -380,6 +384,7 @@ delivery_repo_claim(int limit, int lease_ms)
 		c->content = DatumGetJsonbPCopy(spi_value(r, 6, &isnull));
 		c->attempts = DatumGetInt32(spi_value(r, 7, &isnull));
 		c->provider_attempts = DatumGetInt32(spi_value(r, 8, &isnull));
+		ItemPointerCopy((ItemPointer) DatumGetPointer(spi_value(r, 9, &isnull)), &c->tid);
 		claimed = lappend(claimed, c);
 	}
 	return claimed;
@@ -497,18 +502,27 @@ static SpiStatement attempts_stmt = {
 	TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID}
 };
 
-/* The "sent" transition of set_status_stmt plus count_attempt_stmt, for many rows at once. */
+/*
+ * The "sent" transition of set_status_stmt plus count_attempt_stmt, for many
+ * rows at once.  Each row is fetched by the version its claim left (a TID
+ * scan per row, no descent of the primary key; "ctid = ANY (...)" and a join
+ * by id was planned as a nested loop over the unnested values, quadratic in
+ * the batch).  A row changed since (a provider's event, a lease that ran
+ * out) has another version and is not matched: the caller records it by id.
+ * The id check guards against a table rewritten meanwhile (VACUUM FULL),
+ * where a ctid may hold another row.
+ */
 static SpiStatement mark_sent_stmt = {
 	"UPDATE notiflow.deliveries d"
 	"   SET status = 'sent', attempts = d.attempts + 1, provider_attempts = d.provider_attempts + 1,"
 	"       provider_message_id = coalesce(d.provider_message_id, t.m), updated_at = now(),"
 	"       lease_expires_at = NULL, sent_at = coalesce(d.sent_at, now()),"
 	"       finished_at = coalesce(d.finished_at, now())"
-	"  FROM unnest($1::int8[], $2::text[]) AS t(id, m)"
-	" WHERE d.id = t.id AND d.status = 'sending'"
+	"  FROM unnest($1::int8[], $2::text[], $3::tid[]) AS t(id, m, v)"
+	" WHERE d.ctid = t.v AND d.id = t.id AND d.status = 'sending'"
 	" RETURNING d.id, d.execution_id, d.node_id, d.provider, d.recipient, d.attempts,"
 	"           d.provider_message_id, d.last_error",
-	2, {INT8ARRAYOID, TEXTARRAYOID}
+	3, {INT8ARRAYOID, TEXTARRAYOID, TIDARRAYOID}
 };
 
 static SpiStatement summaries_stmt = {
@@ -591,21 +605,27 @@ delivery_repo_record_attempts(AttemptRecord *attempts, int n)
 }
 
 List *
-delivery_repo_mark_sent(int64 *ids, char **message_ids, int n)
+delivery_repo_mark_sent(int64 *ids, char **message_ids, ItemPointerData *tids, int n)
 {
-	Datum		args[2];
+	Datum		args[3];
 	Datum	   *msgv;
 	bool	   *msgnull;
+	Datum	   *tidv;
 	List	   *changed = NIL;
 
 	if (n == 0)
 		return NIL;
 	msgv = palloc(sizeof(Datum) * n);
 	msgnull = palloc0(sizeof(bool) * n);
+	tidv = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
+	{
 		msgv[i] = spi_text_or_null(message_ids[i], &msgnull[i]);
+		tidv[i] = PointerGetDatum(&tids[i]);
+	}
 	args[0] = spi_int8_array(ids, n);
 	args[1] = spi_array(msgv, msgnull, n, TEXTOID);
+	args[2] = spi_array(tidv, NULL, n, TIDOID);
 	spi_run(&mark_sent_stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{

@@ -6,6 +6,7 @@
 
 #include "postgres.h"
 #include "nodes/pg_list.h"
+#include "storage/itemptr.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 
@@ -79,6 +80,7 @@ typedef struct ClaimedDelivery
 	Jsonb	   *content;
 	int			attempts;		/* before this one */
 	int			provider_attempts;	/* before this one, with this provider */
+	ItemPointerData tid;		/* the row version the claim left */
 } ClaimedDelivery;
 
 /*
@@ -161,11 +163,12 @@ extern void delivery_repo_record_attempts(AttemptRecord *attempts, int n);
 
 /*
  * Marks sent, and counts the successful attempt of, those of the n deliveries
- * that are still being sent (status sending) with one statement; returns them
- * (a List of FinishedDelivery *).  A delivery not returned has moved on
- * meanwhile (a provider event overtook the dispatcher): record it alone.
+ * that are still being sent (status sending) and still in the row version
+ * their claim left (tids) with one statement; returns them (a List of
+ * FinishedDelivery *).  A delivery not returned has moved on meanwhile (a
+ * provider event overtook the dispatcher, a lease ran out): record it alone.
  */
-extern List *delivery_repo_mark_sent(int64 *ids, char **message_ids, int n);
+extern List *delivery_repo_mark_sent(int64 *ids, char **message_ids, ItemPointerData *tids, int n);
 
 /* One action node's summary inside delivery_repo_summaries' result. */
 typedef struct NodeSummary

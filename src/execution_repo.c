@@ -99,13 +99,31 @@ static SpiStatement due_stmt = {
 
 static SpiStatement lock_many_stmt = {
 	"SELECT e.id, e.workflow_key, e.workflow_version, e.status, e.payload, e.context, e.recipient,"
-	"       e.subscriber_id, e.created_at, e.steps"
+	"       e.subscriber_id, e.created_at, e.steps, e.ctid"
 	"  FROM unnest($1::int8[]) AS k(wanted) JOIN notiflow.executions e ON e.id = k.wanted"
 	" ORDER BY e.id FOR UPDATE OF e",
 	1, {INT8ARRAYOID}
 };
 
+/*
+ * Writes back executions locked by lock_many_stmt, each fetched by the row
+ * version locked (a TID scan per row, no descent of the primary key; the
+ * lock holds a version in place).  The id check is a guard.  Should the
+ * transaction itself have changed a row since (a user's trigger, say), that
+ * row has another version: update_many_by_id_stmt then writes the batch by id.
+ */
 static SpiStatement update_many_stmt = {
+	"UPDATE notiflow.executions x"
+	"   SET status = t.s, context = t.c, error = t.err, wake_at = t.w, steps = t.st, updated_at = now(),"
+	"       finished_at = CASE WHEN t.s IN ('completed', 'failed', 'cancelled') THEN now() END"
+	"  FROM unnest($1::int8[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[], $6::jsonb[],"
+	"              $7::tid[]) AS t(id, s, c, err, w, st, v)"
+	" WHERE x.ctid = t.v AND x.id = t.id",
+	7, {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, JSONBARRAYOID,
+	TIDARRAYOID}
+};
+
+static SpiStatement update_many_by_id_stmt = {
 	"UPDATE notiflow.executions x"
 	"   SET status = t.s, context = t.c, error = t.err, wake_at = t.w, steps = t.st, updated_at = now(),"
 	"       finished_at = CASE WHEN t.s IN ('completed', 'failed', 'cancelled') THEN now() END"
@@ -383,6 +401,7 @@ execution_repo_lock_many(int64 *ids, int n)
 		le->created_at = DatumGetTimestampTz(spi_value(r, 9, &isnull));
 		d = spi_value(r, 10, &isnull);
 		le->steps = isnull ? NIL : stored_steps(DatumGetJsonbP(d));
+		ItemPointerCopy((ItemPointer) DatumGetPointer(spi_value(r, 11, &isnull)), &rec->tid);
 		locked = lappend(locked, le);
 	}
 
@@ -511,19 +530,20 @@ execution_repo_steps(List *stored, List *records, TimestampTz created_at)
 void
 execution_repo_update_many(List *recs)
 {
-	static const Oid types[6] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, JSONBOID};
-	Datum		args[6];
+	static const Oid types[7] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, TIDOID};
+	Datum		args[7];
 	SpiColumns	cols;
 	ListCell   *lc;
 
 	if (recs == NIL)
 		return;
-	spi_columns_init(&cols, 6, list_length(recs));
+	spi_columns_init(&cols, 7, list_length(recs));
 	foreach(lc, recs)
 	{
 		ExecutionRecord *rec = lfirst(lc);
-		Datum		v[6];
-		bool		n[6] = {false};
+		Datum		v[7];
+		bool		n[7] = {false};
+
 
 		v[0] = Int64GetDatum(rec->id);
 		v[1] = CStringGetTextDatum(rec->status);
@@ -532,10 +552,13 @@ execution_repo_update_many(List *recs)
 		v[4] = TimestampTzGetDatum(rec->wake_at);
 		n[4] = (rec->wake_at == 0);
 		v[5] = JsonbPGetDatum(rec->steps);
+		v[6] = PointerGetDatum(&rec->tid);
 		spi_columns_add(&cols, v, n);
 	}
 	spi_columns_args(&cols, types, args);
 	spi_run(&update_many_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+	if (SPI_processed < (uint64) list_length(recs))
+		spi_run(&update_many_by_id_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
 }
 
 bool

@@ -6,6 +6,7 @@
 
 #include "postgres.h"
 #include "nodes/pg_list.h"
+#include "storage/itemptr.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -26,6 +27,7 @@ typedef struct ExecutionRecord
 	TimestampTz wake_at;		/* 0: none */
 	Jsonb	   *steps;			/* every step, an array (execution_repo_steps) */
 	bool		inserted;		/* set by execution_repo_insert */
+	ItemPointerData tid;		/* the row version locked by execution_repo_lock_many */
 } ExecutionRecord;
 
 /* One step (an element of executions.steps, a row of the view execution_steps). */
@@ -114,7 +116,11 @@ typedef struct LockedExecution
  */
 extern List *execution_repo_lock_many(int64 *ids, int n);
 
-/* Saves the status, context and steps of many executions after a resume (a List of ExecutionRecord *). */
+/*
+ * Saves the status, context and steps of many executions after a resume (a
+ * List of ExecutionRecord *, each locked by execution_repo_lock_many in this
+ * transaction).
+ */
 extern void execution_repo_update_many(List *recs);
 
 /* Ends an execution that cannot go on (its resume raised error); false when it had ended already. */

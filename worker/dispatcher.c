@@ -64,6 +64,7 @@ typedef struct InFlight
 {
 	MemoryContext cxt;
 	DeliveryJob job;
+	ItemPointerData tid;		/* the delivery's row version left by the claim */
 	ProviderRequest req;
 	const ProviderAdapter *adapter;
 	int			max_attempts;
@@ -245,6 +246,7 @@ prepare(ClaimedDelivery *c, HTAB *providers)
 	old = MemoryContextSwitchTo(f->cxt);
 	f->adapter = adapter;
 	f->job.delivery_id = c->id;
+	f->tid = c->tid;
 	f->job.execution_id = c->execution_id;
 	f->job.attempt = c->provider_attempts + 1;
 	f->job.channel = pstrdup(c->channel);
@@ -518,6 +520,7 @@ record(List *done)
 	AttemptRecord *attempts = palloc0(sizeof(AttemptRecord) * n);
 	int64	   *sent_ids = palloc(sizeof(int64) * n);
 	char	  **sent_message_ids = palloc(sizeof(char *) * n);
+	ItemPointerData *sent_tids = palloc(sizeof(ItemPointerData) * n);
 	int			n_sent = 0;
 	List	   *finished;
 	ListCell   *lc;
@@ -555,13 +558,14 @@ record(List *done)
 		if (results[i].outcome == OUTCOME_SENT)
 		{
 			sent_ids[n_sent] = f->job.delivery_id;
+			sent_tids[n_sent] = f->tid;
 			sent_message_ids[n_sent++] = results[i].message_id;
 		}
 		i++;
 	}
 	delivery_repo_record_attempts(attempts, n);
 
-	finished = delivery_repo_mark_sent(sent_ids, sent_message_ids, n_sent);
+	finished = delivery_repo_mark_sent(sent_ids, sent_message_ids, sent_tids, n_sent);
 	if (list_length(finished) < n_sent)
 	{
 		/* some moved on meanwhile (a provider's event came first): record those alone */

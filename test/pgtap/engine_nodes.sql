@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(74);
+SELECT plan(77);
 
 -- fixtures ---------------------------------------------------------------------
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -120,6 +120,31 @@ SELECT is((SELECT array_agg(node_id || ':' || status ORDER BY seq) FROM notiflow
 SELECT is((SELECT wake_at FROM notiflow.executions WHERE id = :future), NULL, 'no wake-up is left');
 SELECT ok((SELECT started_at < finished_at FROM notiflow.execution_steps WHERE execution_id = :future AND node_id = 'd'),
           'the delay step keeps the time it started waiting');
+-- a resume writes the execution back by the row version it locked; should the
+-- transaction change the row meanwhile (here a user's trigger on deliveries),
+-- the write still lands, by id
+SELECT notiflow.trigger('dl', '{"at": "2999-01-01T00:00:00Z"}', '"ann"') AS touched \gset
+CREATE FUNCTION pg_temp.touch_execution() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE notiflow.executions SET updated_at = updated_at WHERE id = NEW.execution_id;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER touch_execution AFTER INSERT ON notiflow.deliveries
+    FOR EACH ROW EXECUTE FUNCTION pg_temp.touch_execution();
+UPDATE notiflow.executions
+   SET wake_at = '2001-01-01',
+       steps = (SELECT jsonb_agg(CASE WHEN s ->> 1 = 'd'
+                                      THEN jsonb_set(s, '{5}', '{"until": "2001-01-01T00:00:00+00:00"}')
+                                      ELSE s END ORDER BY o)
+                  FROM jsonb_array_elements(steps) WITH ORDINALITY AS x(s, o))
+ WHERE id = :touched;
+SELECT ctid AS touched_version FROM notiflow.executions WHERE id = :touched \gset
+SELECT is(notiflow.resume_due_executions(10), 1, 'an execution changed during its resume is resumed');
+SELECT is((SELECT array_agg(node_id || ':' || status ORDER BY seq) FROM notiflow.execution_steps WHERE execution_id = :touched),
+          '{t:completed,d:completed,m:waiting}', 'and its steps are written back');
+SELECT isnt((SELECT ctid FROM notiflow.executions WHERE id = :touched), :'touched_version'::tid,
+            'by id: the trigger had moved the row to another version');
+DROP TRIGGER touch_execution ON notiflow.deliveries;
 
 SELECT notiflow.put_workflow('dl2', '{"nodes": [
     {"id": "t", "type": "trigger"}, {"id": "d", "type": "delay", "for": "2 hours"}, {"id": "m", "type": "sms", "text": "x"}],

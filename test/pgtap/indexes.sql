@@ -7,7 +7,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(14);
+SELECT plan(19);
 
 -- 100,000 executions over 20 workflows and 30 days (inserted in time order, as
 -- they are in life), 2% still waiting
@@ -74,23 +74,53 @@ SELECT matches(pg_temp.plan_of($$SELECT * FROM notiflow.execution_steps WHERE ex
                'the steps of an execution (a view over executions.steps) are read through executions_pkey');
 
 -- the claim as the dispatcher runs it (src/delivery_repo.c, claim_stmt): always its generic
--- plan, which must fetch the claimed rows by primary key whatever it guesses for LIMIT $1
+-- plan, which must fetch the claimed rows by the versions it locked whatever it guesses
+-- for LIMIT $1
 SET LOCAL plan_cache_mode = force_generic_plan;
 PREPARE claim(int, int) AS
 UPDATE notiflow.deliveries d
    SET status = 'sending', lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond',
        updated_at = now()
- WHERE d.id = ANY (ARRAY(
-         SELECT id FROM notiflow.deliveries
+ WHERE d.ctid = ANY (ARRAY(
+         SELECT ctid FROM notiflow.deliveries
           WHERE finished_at IS NULL AND next_attempt_at <= now()
             AND (status = 'queued' OR lease_expires_at < now())
           ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))
  RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,
-           d.provider_attempts;
+           d.provider_attempts, d.ctid;
 SELECT matches(pg_temp.plan_of('EXECUTE claim(200, 60000)'), 'Index Scan using deliveries_due',
                'the claim''s generic plan finds due deliveries through deliveries_due');
+SELECT matches(pg_temp.plan_of('EXECUTE claim(200, 60000)'), 'Tid Scan on deliveries',
+               'and fetches them by the row versions it locked');
 SELECT doesnt_match(pg_temp.plan_of('EXECUTE claim(200, 60000)'), 'Seq Scan|Hash Join',
-                    'and fetches them by primary key, not by a join over the table');
+                    'not by a join over the table');
+
+-- marking sent (delivery_repo.c, mark_sent_stmt) and writing back resumed executions
+-- (execution_repo.c, update_many_stmt) fetch their rows by version too: a TID scan for
+-- each row of the values, not a join over the table or over the values
+PREPARE mark_sent(int8[], text[], tid[]) AS
+UPDATE notiflow.deliveries d
+   SET status = 'sent', attempts = d.attempts + 1, provider_attempts = d.provider_attempts + 1,
+       provider_message_id = coalesce(d.provider_message_id, t.m), updated_at = now(),
+       lease_expires_at = NULL, sent_at = coalesce(d.sent_at, now()),
+       finished_at = coalesce(d.finished_at, now())
+  FROM unnest($1::int8[], $2::text[], $3::tid[]) AS t(id, m, v)
+ WHERE d.ctid = t.v AND d.id = t.id AND d.status = 'sending'
+ RETURNING d.id;
+SELECT matches(pg_temp.plan_of($$EXECUTE mark_sent('{1}', '{m}', '{"(0,1)"}')$$), 'TID Cond: \(ctid = t\.v\)',
+               'marking sent fetches the deliveries by the versions their claims left');
+SELECT doesnt_match(pg_temp.plan_of($$EXECUTE mark_sent('{1}', '{m}', '{"(0,1)"}')$$), 'Seq Scan|Index|Join Filter|Hash',
+                    'with no scan of the table or an index');
+PREPARE update_many(int8[], text[], jsonb[], text[], timestamptz[], jsonb[], tid[]) AS
+UPDATE notiflow.executions x
+   SET status = t.s, context = t.c, error = t.err, wake_at = t.w, steps = t.st, updated_at = now()
+  FROM unnest($1::int8[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[], $6::jsonb[],
+              $7::tid[]) AS t(id, s, c, err, w, st, v)
+ WHERE x.ctid = t.v AND x.id = t.id;
+SELECT matches(pg_temp.plan_of($$EXECUTE update_many('{1}', '{completed}', '{"{}"}', '{NULL}', '{NULL}', '{"[]"}', '{"(0,1)"}')$$),
+               'TID Cond: \(ctid = t\.v\)', 'resumed executions are written back by the versions locked');
+SELECT doesnt_match(pg_temp.plan_of($$EXECUTE update_many('{1}', '{completed}', '{"{}"}', '{NULL}', '{NULL}', '{"[]"}', '{"(0,1)"}')$$),
+                    'Seq Scan|Index|Join Filter|Hash', 'with no scan of the table or an index');
 
 -- the claim takes every queued delivery and every run-out lease, leaves the other
 -- leases alone, and changes no indexed column: every claimed row is a HOT update

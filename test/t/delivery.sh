@@ -245,6 +245,26 @@ is "$(sql "SELECT error FROM notiflow.executions WHERE id = $bad")" \
    "cannot resume: execution $bad uses workflow \"hook\" version 999, which no longer exists" "the failed execution says why"
 double POST reset >/dev/null
 
+# --- 7c. a delivery changed while in flight is still recorded ---------------------------------
+# The dispatcher marks sent by the row version its claim left; a delivery updated meanwhile (by a
+# user here, by a provider's event or a new lease in life) has another version and is recorded by id.
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500}], "repeat": true}' >/dev/null
+exec=$(trigger hook moved-on)
+one_parked() { [ "$(double GET stats | jq .delayed_now)" -ge 1 ]; }
+wait_for 20 one_parked
+ok $? "a webhook delivery is in flight"
+did=$(delivery_of "$exec")
+version=$(sql "SELECT ctid FROM notiflow.deliveries WHERE id = $did")
+sql "UPDATE notiflow.deliveries SET updated_at = updated_at WHERE id = $did AND status = 'sending'" >/dev/null
+moved=$(sql "SELECT ctid FROM notiflow.deliveries WHERE id = $did AND status = 'sending'")
+ok $([ -n "$moved" ] && [ "$moved" != "$version" ]; echo $?) "it is updated while in flight (row version $version -> $moved)"
+wait_for 20 status_is "$exec" sent
+ok $? "its send is recorded by id"
+is "$(sql "SELECT attempts || ' ' || (SELECT count(*) FROM notiflow.delivery_attempts WHERE delivery_id = $did AND error_class = 'sent')
+             || ' ' || (SELECT status FROM notiflow.executions WHERE id = $exec) FROM notiflow.deliveries WHERE id = $did")" \
+   "1 1 completed" "with one attempt counted and logged, and its execution completed"
+double POST reset >/dev/null
+
 # --- 8. kill -9 of the dispatcher with deliveries in flight ------------------------------------
 double POST reset >/dev/null
 double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}], "repeat": true}' >/dev/null
