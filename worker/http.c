@@ -7,10 +7,11 @@
  * WaitLatchOrSocket.  http_drive() hands ready sockets and due timers to
  * curl_multi_socket_action() and collects finished transfers.
  *
- * Callbacks (write, header, socket, timer, open-socket, pre-request) touch only plain C
- * memory (malloc) — never palloc, ereport or anything else of PostgreSQL —
- * so they would be safe even if libcurl ran them elsewhere.  Responses are
- * copied into palloc'd memory by http_drive() afterwards.
+ * Callbacks (write, header, socket, timer, open-socket, close-socket,
+ * pre-request) touch only plain C memory (malloc) — never palloc, ereport or
+ * anything else of PostgreSQL — so they would be safe even if libcurl ran
+ * them elsewhere.  Responses are copied into palloc'd memory by http_drive()
+ * afterwards.
  *
  * Connections are reused across transfers (one multi handle for the worker's
  * life); HTTP/2 is negotiated over TLS when the server offers it and
@@ -64,6 +65,26 @@ struct HttpTransfer
 static CURLM *multi = NULL;
 static int	epoll_fd = -1;
 static int	in_flight = 0;
+
+/*
+ * What the socket callback knows of each descriptor (plain C memory, indexed
+ * by descriptor).  curl "removes" a connection's socket whenever its transfer
+ * ends and asks for it again with the next request, which cost two or three
+ * epoll_ctl calls per request (counted with strace in the dispatch
+ * benchmark).  A socket opened by opensocket_cb, whose closing
+ * closesocket_cb sees, therefore stays registered while its connection idles
+ * in curl's cache: asked for again with the same events, it costs no call.
+ * Should an idle socket become ready (the server closed the connection),
+ * http_drive takes it out of the epoll set then.  Other sockets are
+ * registered and removed as curl asks.
+ */
+#define SOCK_OURS		0x01	/* opened by opensocket_cb; closed by closesocket_cb */
+#define SOCK_REGISTERED 0x02	/* in the epoll set */
+#define SOCK_WANTED		0x04	/* curl watches it */
+#define SOCK_IN			0x08	/* registered for reading */
+#define SOCK_OUT		0x10	/* registered for writing */
+static uint8 *sock_state = NULL;
+static int	sock_state_len = 0;
 
 /*
  * Easy handles of finished transfers, kept for the next ones (room for
@@ -158,18 +179,53 @@ address_is_private(const struct sockaddr *addr)
 	return false;
 }
 
+/* The state of descriptor s (grown as needed); NULL when out of memory. */
+static uint8 *
+sock_slot(curl_socket_t s)
+{
+	if (s < 0)
+		return NULL;
+	if (s >= sock_state_len)
+	{
+		int			n = Max(Max(s + 1, sock_state_len * 2), 64);
+		uint8	   *grown = realloc(sock_state, n);
+
+		if (grown == NULL)
+			return NULL;
+		memset(grown + sock_state_len, 0, n - sock_state_len);
+		sock_state = grown;
+		sock_state_len = n;
+	}
+	return &sock_state[s];
+}
+
 /* Opens a socket unless the address is private and the URL came from data. */
 static curl_socket_t
 opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
 {
 	HttpTransfer *t = clientp;
+	curl_socket_t s;
+	uint8	   *st;
 
 	if (t->check_private && address_is_private(&address->addr))
 	{
 		t->refused_private = true;
 		return CURL_SOCKET_BAD;
 	}
-	return socket(address->family, address->socktype, address->protocol);
+	s = socket(address->family, address->socktype, address->protocol);
+	st = sock_slot(s);
+	if (st != NULL)
+		*st = SOCK_OURS;		/* new: in no epoll set yet */
+	return s;
+}
+
+/* Closes a socket opened by opensocket_cb (closing takes it out of the epoll set). */
+static int
+closesocket_cb(void *clientp, curl_socket_t s)
+{
+	if (s >= 0 && s < sock_state_len)
+		sock_state[s] = 0;
+	return close(s);
 }
 
 /*
@@ -202,22 +258,41 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 	return CURL_PREREQFUNC_OK;
 }
 
-/* Keeps curl's sockets registered in the epoll descriptor. */
+/* Keeps curl's sockets registered in the epoll descriptor (see sock_state). */
 static int
 socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
 	struct epoll_event ev;
+	uint8	   *st = sock_slot(s);
+	bool		known = st != NULL && (*st & (SOCK_OURS | SOCK_REGISTERED)) == (SOCK_OURS | SOCK_REGISTERED);
+	uint8		want;
 
 	memset(&ev, 0, sizeof(ev));
 	ev.data.fd = s;
 	if (what == CURL_POLL_REMOVE)
 	{
-		epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s, NULL);
+		if (known)
+			*st &= ~SOCK_WANTED;	/* stays registered while it idles */
+		else
+		{
+			epoll_ctl(epoll_fd, EPOLL_CTL_DEL, s, NULL);
+			if (st != NULL)
+				*st &= SOCK_OURS;
+		}
 		return 0;
 	}
+	want = (what & CURL_POLL_IN ? SOCK_IN : 0) | (what & CURL_POLL_OUT ? SOCK_OUT : 0);
 	ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-	if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0)
-		epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev);
+	if (known)
+	{
+		if ((*st & (SOCK_IN | SOCK_OUT)) != want &&
+			epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0)
+			epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev);
+	}
+	else if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev) != 0)
+		epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev);
+	if (st != NULL)
+		*st = (*st & SOCK_OURS) | SOCK_REGISTERED | SOCK_WANTED | want;
 	return 0;
 }
 
@@ -416,6 +491,7 @@ http_start(const DeliveryJob *job, ProviderRequest *req, void *owner)
 	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
 	curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_CLOSESOCKETFUNCTION, closesocket_cb);
 	curl_easy_setopt(t->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
 	curl_easy_setopt(t->easy, CURLOPT_PREREQDATA, t);
 	curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
@@ -498,14 +574,22 @@ http_drive(void)
 	for (int i = 0; i < n; i++)
 	{
 		int			flags = 0;
+		int			fd = events[i].data.fd;
 
+		if (fd < sock_state_len && (sock_state[fd] & SOCK_OURS) && !(sock_state[fd] & SOCK_WANTED))
+		{
+			/* an idle connection's socket became ready: not watched any more */
+			epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+			sock_state[fd] = SOCK_OURS;
+			continue;
+		}
 		if (events[i].events & EPOLLIN)
 			flags |= CURL_CSELECT_IN;
 		if (events[i].events & EPOLLOUT)
 			flags |= CURL_CSELECT_OUT;
 		if (events[i].events & (EPOLLERR | EPOLLHUP))
 			flags |= CURL_CSELECT_ERR;
-		curl_multi_socket_action(multi, events[i].data.fd, flags, &running);
+		curl_multi_socket_action(multi, fd, flags, &running);
 	}
 	if (timer_armed && http_timeout_ms() == 0)
 	{
