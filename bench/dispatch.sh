@@ -50,6 +50,7 @@
 #   BENCH_SOAK_BATCH=100000       deliveries per soak batch (one RSS sample each; 2000 with QUICK=1)
 #   BENCH_SOAK_CONFIG=2/256/200   configuration of the soak
 #   BENCH_PEER_CONFIG=2/256/200   the notiflow configuration whose budget Graphile Worker gets
+#   BENCH_PEER=1                  0: no Graphile Worker peer (quick comparisons of two builds)
 #   BENCH_GRAPHILE_POOL=16        maxPoolSize of each Graphile Worker process
 #   BENCH_GRAPHILE_COMPLETE_MS=0  completeJobBatchDelay (-1: complete jobs one by one)
 #   BENCH_WARMUP=1000             unmeasured deliveries after each configuration change (100 with QUICK=1)
@@ -85,6 +86,7 @@ SOAK=${BENCH_SOAK:-$DEFAULT_SOAK}
 SOAK_BATCH=${BENCH_SOAK_BATCH:-$DEFAULT_SOAK_BATCH}
 SOAK_CONFIG=${BENCH_SOAK_CONFIG:-2/256/200}
 PEER_CONFIG=${BENCH_PEER_CONFIG:-2/256/200}
+PEER_ON=${BENCH_PEER:-1}
 GRAPHILE_POOL=${BENCH_GRAPHILE_POOL:-16}
 GRAPHILE_COMPLETE_MS=${BENCH_GRAPHILE_COMPLETE_MS:-0}
 PEER_TARGET=${BENCH_PEER_TARGET:-3}
@@ -598,6 +600,7 @@ do_configs() {
 }
 do_graphile() {
     local res secs rate cpu
+    [ "$PEER_ON" = 1 ] || return 0
     res=$(graphile_batch "$DELIVERIES" $((GREF + 1))) || exit 1
     GREF=$((GREF + DELIVERIES))
     read -r secs rate cpu <<<"$res"
@@ -621,9 +624,11 @@ for r in $(seq 1 "$REPEATS"); do
         do_graphile "$r"; do_configs "$r"; do_wrk "$r"
     fi
     per_run_ratios "$r"
-    # shellcheck disable=SC2206
-    peer_rates=(${RATES[$PEER_CONFIG]})
-    PEER_RATIOS+=("$(ratio "${peer_rates[$r - 1]}" "${PEER[$r - 1]}")")
+    if [ "$PEER_ON" = 1 ]; then
+        # shellcheck disable=SC2206
+        peer_rates=(${RATES[$PEER_CONFIG]})
+        PEER_RATIOS+=("$(ratio "${peer_rates[$r - 1]}" "${PEER[$r - 1]}")")
+    fi
 done
 say ""
 
@@ -701,15 +706,18 @@ say ""
 say "- dispatch >= $TARGET_RATE deliveries/s: $best_rate — $v_rate"
 say "- dispatch >= $TARGET% of the HTTP ceiling: $pct% — $v_pct"
 say "- dispatcher RSS flat: $RSS_VERDICT"
-read -r g_med g_min g_max < <(stats "${PEER[@]}")
-# shellcheck disable=SC2086
-read -r p_med p_min p_max < <(stats ${RATES[$PEER_CONFIG]})
-v_peer=$(awk -v a="$p_med" -v b="$g_med" -v t="$PEER_TARGET" 'BEGIN { print (b > 0 && a >= b * t) ? "PASS" : "MISS" }')
-say "- dispatch >= ${PEER_TARGET}× Graphile Worker (same budget, $PEER_CONFIG): $p_med vs $g_med jobs/s = $(ratio "$p_med" "$g_med")× — $v_peer"
-# shellcheck disable=SC2086
-read -r gu_med gu_min gu_max < <(stats "${PEER_CPU[@]}")
-say ""
-say "Graphile Worker: $g_med jobs/s [$g_min–$g_max], node CPU per job $gu_med µs [$gu_min–$gu_max]; per-run ratios notiflow $PEER_CONFIG / Graphile: ${PEER_RATIOS[*]}"
+if [ "$PEER_ON" = 1 ]; then
+    read -r g_med g_min g_max < <(stats "${PEER[@]}")
+    # shellcheck disable=SC2086
+    read -r p_med p_min p_max < <(stats ${RATES[$PEER_CONFIG]})
+    v_peer=$(awk -v a="$p_med" -v b="$g_med" -v t="$PEER_TARGET" 'BEGIN { print (b > 0 && a >= b * t) ? "PASS" : "MISS" }')
+    say "- dispatch >= ${PEER_TARGET}× Graphile Worker (same budget, $PEER_CONFIG): $p_med vs $g_med jobs/s = $(ratio "$p_med" "$g_med")× — $v_peer"
+    read -r gu_med gu_min gu_max < <(stats "${PEER_CPU[@]}")
+    say ""
+    say "Graphile Worker: $g_med jobs/s [$g_min–$g_max], node CPU per job $gu_med µs [$gu_min–$gu_max]; per-run ratios notiflow $PEER_CONFIG / Graphile: ${PEER_RATIOS[*]}"
+else
+    say "- dispatch >= ${PEER_TARGET}× Graphile Worker: n/a (no peer: BENCH_PEER=0)"
+fi
 say ""
 say "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
 
@@ -726,9 +734,11 @@ for cfg in $CONFIGS; do
         "$(bench_fmt "$d_med" "$d_min" "$d_max")" "$(bench_fmt "$w_med" "$w_min" "$w_max")" "$(ratio "$d_med" "$w_med")" \
         ">= $TARGET_RATE/s and >= $(awk -v t="$TARGET" 'BEGIN { printf "%.2f", t / 100 }')× wrk" "$verdict" "$d_med" "$w_med" "dispatch $cfg vs wrk"
 done
-bench_row peer "peer: dispatch $PEER_CONFIG deliveries/s vs Graphile Worker jobs/s, same job, double, cluster and concurrency budget" \
-    "$(bench_fmt "$p_med" "$p_min" "$p_max")" "$(bench_fmt "$g_med" "$g_min" "$g_max")" "$(ratio "$p_med" "$g_med")" \
-    ">= ${PEER_TARGET}× Graphile" "$(met "$v_peer")" "$p_med" "$g_med" "dispatch $PEER_CONFIG vs Graphile Worker"
+if [ "$PEER_ON" = 1 ]; then
+    bench_row peer "peer: dispatch $PEER_CONFIG deliveries/s vs Graphile Worker jobs/s, same job, double, cluster and concurrency budget" \
+        "$(bench_fmt "$p_med" "$p_min" "$p_max")" "$(bench_fmt "$g_med" "$g_min" "$g_max")" "$(ratio "$p_med" "$g_med")" \
+        ">= ${PEER_TARGET}× Graphile" "$(met "$v_peer")" "$p_med" "$g_med" "dispatch $PEER_CONFIG vs Graphile Worker"
+fi
 if [ "$SOAK" -gt 0 ]; then
     case $RSS_VERDICT in *PASS) rv=met ;; *MISS) rv=missed ;; *) rv="n/a" ;; esac
     bench_row rss "dispatcher peak RSS (VmHWM, MB) after $SOAK deliveries ($SOAK_CONFIG) vs after the first $SOAK_BATCH; RssAnon $ANON_FIRST → $ANON_END MB" \
