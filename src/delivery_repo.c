@@ -508,9 +508,11 @@ static SpiStatement attempts_stmt = {
  * scan per row, no descent of the primary key; "ctid = ANY (...)" and a join
  * by id was planned as a nested loop over the unnested values, quadratic in
  * the batch).  A row changed since (a provider's event, a lease that ran
- * out) has another version and is not matched: the caller records it by id.
- * The id check guards against a table rewritten meanwhile (VACUUM FULL),
- * where a ctid may hold another row.
+ * out) has another version and is normally not matched: the caller records
+ * it by id.  (A change committed while this statement runs is rechecked on
+ * the newest version, which may match if it is still sending: the same
+ * result as by id.)  The id check guards against a table rewritten
+ * meanwhile (VACUUM FULL), where a ctid may hold another row.
  */
 static SpiStatement mark_sent_stmt = {
 	"UPDATE notiflow.deliveries d"

@@ -110,7 +110,8 @@ static SpiStatement lock_many_stmt = {
  * version locked (a TID scan per row, no descent of the primary key; the
  * lock holds a version in place).  The id check is a guard.  Should the
  * transaction itself have changed a row since (a user's trigger, say), that
- * row has another version: update_many_by_id_stmt then writes the batch by id.
+ * row has another version and is not returned: update_many_by_id_stmt then
+ * writes it by id.
  */
 static SpiStatement update_many_stmt = {
 	"UPDATE notiflow.executions x"
@@ -118,7 +119,8 @@ static SpiStatement update_many_stmt = {
 	"       finished_at = CASE WHEN t.s IN ('completed', 'failed', 'cancelled') THEN now() END"
 	"  FROM unnest($1::int8[], $2::text[], $3::jsonb[], $4::text[], $5::timestamptz[], $6::jsonb[],"
 	"              $7::tid[]) AS t(id, s, c, err, w, st, v)"
-	" WHERE x.ctid = t.v AND x.id = t.id",
+	" WHERE x.ctid = t.v AND x.id = t.id"
+	" RETURNING x.id",
 	7, {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, JSONBARRAYOID,
 	TIDARRAYOID}
 };
@@ -527,23 +529,20 @@ execution_repo_steps(List *stored, List *records, TimestampTz created_at)
 	return jsonb_make_array(n, elems);
 }
 
-void
-execution_repo_update_many(List *recs)
+/* The arguments of update_many_stmt (and, the first six, update_many_by_id_stmt) for recs. */
+static void
+update_many_args(List *recs, Datum *args)
 {
 	static const Oid types[7] = {INT8OID, TEXTOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, JSONBOID, TIDOID};
-	Datum		args[7];
 	SpiColumns	cols;
 	ListCell   *lc;
 
-	if (recs == NIL)
-		return;
 	spi_columns_init(&cols, 7, list_length(recs));
 	foreach(lc, recs)
 	{
 		ExecutionRecord *rec = lfirst(lc);
 		Datum		v[7];
 		bool		n[7] = {false};
-
 
 		v[0] = Int64GetDatum(rec->id);
 		v[1] = CStringGetTextDatum(rec->status);
@@ -556,9 +555,40 @@ execution_repo_update_many(List *recs)
 		spi_columns_add(&cols, v, n);
 	}
 	spi_columns_args(&cols, types, args);
-	spi_run(&update_many_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
-	if (SPI_processed < (uint64) list_length(recs))
-		spi_run(&update_many_by_id_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+}
+
+void
+execution_repo_update_many(List *recs)
+{
+	Datum		args[7];
+	HTAB	   *written;
+	List	   *rest = NIL;
+	ListCell   *lc;
+
+	if (recs == NIL)
+		return;
+	update_many_args(recs, args);
+	spi_run(&update_many_stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed == (uint64) list_length(recs))
+		return;
+	/* the rows that moved to another version meanwhile, by id */
+	written = spi_int64_hash("notiflow executions written", Max(SPI_processed, 1), sizeof(int64));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(spi_value(r, 1, &isnull));
+
+		(void) hash_search(written, &id, HASH_ENTER, NULL);
+	}
+	foreach(lc, recs)
+	{
+		ExecutionRecord *rec = lfirst(lc);
+
+		if (hash_search(written, &rec->id, HASH_FIND, NULL) == NULL)
+			rest = lappend(rest, rec);
+	}
+	update_many_args(rest, args);
+	spi_run(&update_many_by_id_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
 }
 
 bool

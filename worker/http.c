@@ -69,14 +69,17 @@ static int	in_flight = 0;
 /*
  * What the socket callback knows of each descriptor (plain C memory, indexed
  * by descriptor).  curl "removes" a connection's socket whenever its transfer
- * ends and asks for it again with the next request, which cost two or three
- * epoll_ctl calls per request (counted with strace in the dispatch
- * benchmark).  A socket opened by opensocket_cb, whose closing
- * closesocket_cb sees, therefore stays registered while its connection idles
- * in curl's cache: asked for again with the same events, it costs no call.
- * Should an idle socket become ready (the server closed the connection),
- * http_drive takes it out of the epoll set then.  Other sockets are
- * registered and removed as curl asks.
+ * ends and asks for it again with the next request, which cost three
+ * epoll_ctl calls (DEL, a failing MOD, ADD) per such request, counted with
+ * strace in the dispatch benchmark.  A socket opened by opensocket_cb
+ * therefore stays registered while its connection idles in curl's cache,
+ * and asked for again it costs one call: ADD, where "already there" is the
+ * expected answer.  That call is kept on purpose: curl 7.88 closes a socket
+ * that never finished connecting without calling closesocket_cb, so the
+ * state of a descriptor may be stale and its number taken by a socket not
+ * yet in the set (the resolver's, say).  Should an idle socket become ready
+ * (the server closed the connection), http_drive takes it out of the set.
+ * Other sockets are registered and removed as curl asks.
  */
 #define SOCK_OURS		0x01	/* opened by opensocket_cb; closed by closesocket_cb */
 #define SOCK_REGISTERED 0x02	/* in the epoll set */
@@ -283,13 +286,12 @@ socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 	}
 	want = (what & CURL_POLL_IN ? SOCK_IN : 0) | (what & CURL_POLL_OUT ? SOCK_OUT : 0);
 	ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-	if (known)
+	if (known && (*st & (SOCK_IN | SOCK_OUT)) != want)
 	{
-		if ((*st & (SOCK_IN | SOCK_OUT)) != want &&
-			epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0)
+		if (epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0)
 			epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev);
 	}
-	else if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev) != 0)
+	else if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, s, &ev) != 0 && !(known && errno == EEXIST))
 		epoll_ctl(epoll_fd, EPOLL_CTL_MOD, s, &ev);
 	if (st != NULL)
 		*st = (*st & SOCK_OURS) | SOCK_REGISTERED | SOCK_WANTED | want;

@@ -7,7 +7,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(19);
+SELECT plan(21);
 
 -- 100,000 executions over 20 workflows and 30 days (inserted in time order, as
 -- they are in life), 2% still waiting
@@ -139,6 +139,29 @@ SELECT is((SELECT count(*)::int FROM leases_left l JOIN notiflow.deliveries d US
             WHERE d.lease_expires_at IS DISTINCT FROM l.lease_expires_at), 0,
           'a lease that has not run out is left alone');
 
+-- the claim returns the version it left, and marking sent finds the rows by it
+-- (the dispatcher's fast path; a row not found is recorded by id, more slowly)
+UPDATE notiflow.deliveries SET status = 'queued', lease_expires_at = NULL
+ WHERE id IN (SELECT id FROM notiflow.deliveries WHERE status = 'sending' ORDER BY id LIMIT 50);
+CREATE TEMP TABLE claimed AS
+WITH c AS (
+    UPDATE notiflow.deliveries d
+       SET status = 'sending', lease_expires_at = clock_timestamp() + interval '1 minute', updated_at = now()
+     WHERE d.ctid = ANY (ARRAY(
+             SELECT ctid FROM notiflow.deliveries
+              WHERE finished_at IS NULL AND next_attempt_at <= now()
+                AND (status = 'queued' OR lease_expires_at < now())
+              ORDER BY next_attempt_at LIMIT 50 FOR UPDATE SKIP LOCKED))
+    RETURNING d.id, d.ctid AS version)
+SELECT * FROM c;
+SELECT is((SELECT count(*)::int FROM claimed c JOIN notiflow.deliveries d ON d.id = c.id AND d.ctid = c.version), 50,
+          'the claim returns the row versions it left');
+SELECT is((SELECT count(*)::int FROM (
+             SELECT * FROM notiflow.deliveries d
+               JOIN unnest((SELECT array_agg(id) FROM claimed), (SELECT array_agg('m' || id) FROM claimed),
+                           (SELECT array_agg(version) FROM claimed)) AS t(id, m, v)
+                 ON d.ctid = t.v AND d.id = t.id AND d.status = 'sending') s), 50,
+          'marking sent matches every row by the version the claim returned');
 
 SELECT * FROM finish();
 ROLLBACK;
