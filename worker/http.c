@@ -81,7 +81,7 @@ static int	in_flight = 0;
  * (the server closed the connection), http_drive takes it out of the set.
  * Other sockets are registered and removed as curl asks.
  */
-#define SOCK_OURS		0x01	/* opened by opensocket_cb; closed by closesocket_cb */
+#define SOCK_OURS		0x01	/* opened by opensocket_cb (closesocket_cb forgets it) */
 #define SOCK_REGISTERED 0x02	/* in the epoll set */
 #define SOCK_WANTED		0x04	/* curl watches it */
 #define SOCK_IN			0x08	/* registered for reading */
