@@ -107,13 +107,16 @@ SELECT is((SELECT status || ': ' || error FROM notiflow.executions
           'failed: node "d": "until" is not a timestamp: invalid input syntax for type timestamp with time zone: "next tuesday-ish"',
           'a delay on a bad timestamp fails the execution with the reason');
 -- make the future delay due (as if time had passed), then resume
+CREATE FUNCTION pg_temp.make_delay_due(execution bigint) RETURNS void LANGUAGE sql AS $$
 UPDATE notiflow.executions
    SET wake_at = '2001-01-01',
        steps = (SELECT jsonb_agg(CASE WHEN s ->> 1 = 'd'
                                       THEN jsonb_set(s, '{5}', '{"until": "2001-01-01T00:00:00+00:00"}')
                                       ELSE s END ORDER BY o)
                   FROM jsonb_array_elements(steps) WITH ORDINALITY AS x(s, o))
- WHERE id = :future;
+ WHERE id = execution
+$$;
+SELECT pg_temp.make_delay_due(:future);
 SELECT is(notiflow.resume_due_executions(10), 1, 'a due execution is resumed');
 SELECT is((SELECT array_agg(node_id || ':' || status ORDER BY seq) FROM notiflow.execution_steps WHERE execution_id = :future),
           '{t:completed,d:completed,m:waiting}', 'after the delay the next node runs');
@@ -131,13 +134,7 @@ BEGIN
 END $$;
 CREATE TRIGGER touch_execution AFTER INSERT ON notiflow.deliveries
     FOR EACH ROW EXECUTE FUNCTION pg_temp.touch_execution();
-UPDATE notiflow.executions
-   SET wake_at = '2001-01-01',
-       steps = (SELECT jsonb_agg(CASE WHEN s ->> 1 = 'd'
-                                      THEN jsonb_set(s, '{5}', '{"until": "2001-01-01T00:00:00+00:00"}')
-                                      ELSE s END ORDER BY o)
-                  FROM jsonb_array_elements(steps) WITH ORDINALITY AS x(s, o))
- WHERE id = :touched;
+SELECT pg_temp.make_delay_due(:touched);
 SELECT ctid AS touched_version FROM notiflow.executions WHERE id = :touched \gset
 SELECT is(notiflow.resume_due_executions(10), 1, 'an execution changed during its resume is resumed');
 SELECT is((SELECT array_agg(node_id || ':' || status ORDER BY seq) FROM notiflow.execution_steps WHERE execution_id = :touched),

@@ -100,6 +100,8 @@ delivery_of() { sql "SELECT id FROM notiflow.deliveries WHERE execution_id = $1"
 status_is() { sql_is "SELECT string_agg(status, ',' ORDER BY id) FROM notiflow.deliveries WHERE execution_id = $1" "$2"; }
 # last_record PROVIDER: the double's last record of that provider.
 last_record() { double GET "requests?provider=$1" | jq -c 'last'; }
+# parked N: at least N requests are held by the double (a scripted delay).
+parked() { [ "$(double GET stats | jq .delayed_now)" -ge "$1" ]; }
 
 # --- 1. every provider's real request -------------------------------------------------------
 check_http_provider() {
@@ -233,8 +235,7 @@ double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500}], "
 pair=$(sql "SELECT string_agg(notiflow.trigger('hook', jsonb_build_object('marker', 'pair' || i), '\"ann\"')::text, ' ' ORDER BY i)
               FROM generate_series(1, 2) i")
 read -r good bad <<<"$pair"
-both_parked() { [ "$(double GET stats | jq .delayed_now)" -ge 2 ]; }
-wait_for 20 both_parked
+wait_for 20 parked 2
 ok $? "two webhook deliveries are in flight together"
 sql "UPDATE notiflow.executions SET workflow_version = 999 WHERE id = $bad" >/dev/null
 wait_for 20 sql_is "SELECT string_agg(status, ',' ORDER BY id) FROM notiflow.executions WHERE id IN ($good, $bad)" "completed,failed"
@@ -250,8 +251,7 @@ double POST reset >/dev/null
 # user here, by a provider's event or a new lease in life) has another version and is recorded by id.
 double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500}], "repeat": true}' >/dev/null
 exec=$(trigger hook moved-on)
-one_parked() { [ "$(double GET stats | jq .delayed_now)" -ge 1 ]; }
-wait_for 20 one_parked
+wait_for 20 parked 1
 ok $? "a webhook delivery is in flight"
 did=$(delivery_of "$exec")
 version=$(sql "SELECT ctid FROM notiflow.deliveries WHERE id = $did")
@@ -269,8 +269,7 @@ double POST reset >/dev/null
 double POST reset >/dev/null
 double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}], "repeat": true}' >/dev/null
 sql "SELECT count(*) FROM notiflow.trigger_many('hook', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 20)), '{\"marker\": \"crash\"}')" >/dev/null
-parked() { [ "$(double GET stats | jq .delayed_now)" -ge 5 ]; }
-wait_for 20 parked
+wait_for 20 parked 5
 ok $? "webhook deliveries are in flight at the provider"
 pid=$(psql -X -qAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'")
 kill -9 "$pid"
