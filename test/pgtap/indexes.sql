@@ -1,13 +1,14 @@
 -- Query plans: with 100,000 executions and deliveries loaded, the hot queries
 -- (idempotency lookup, executions by workflow and time, due deliveries,
 -- the next lease to run out, due executions, deliveries of an execution, the
+-- attempts of a delivery (one B-tree for the table), the
 -- steps of an execution, the dispatcher's claim with its generic plan) use
 -- their indexes, and the claim is a HOT update.
 \set ON_ERROR_STOP 1
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(21);
+SELECT plan(24);
 
 -- 100,000 executions over 20 workflows and 30 days (inserted in time order, as
 -- they are in life), 2% still waiting
@@ -65,6 +66,20 @@ SELECT matches(pg_temp.plan_of($$SELECT id FROM notiflow.executions
 SELECT matches(pg_temp.plan_of($$SELECT * FROM notiflow.deliveries WHERE execution_id = 4242$$),
                'Index Scan using deliveries_execution|Bitmap Index Scan on deliveries_execution',
                'deliveries of an execution use deliveries_execution');
+-- two attempts for each of 20,000 deliveries
+INSERT INTO notiflow.delivery_attempts (delivery_id, attempt, provider, status_code, latency_ms, error_class)
+SELECT d.id, a, 'mail', CASE a WHEN 1 THEN 503 ELSE 202 END, 1.5, CASE a WHEN 1 THEN 'retry' ELSE 'sent' END
+  FROM notiflow.deliveries d, generate_series(1, 2) a WHERE d.id <= 20000;
+ANALYZE notiflow.delivery_attempts;
+SELECT matches(pg_temp.plan_of($$SELECT * FROM notiflow_api.delivery_attempts WHERE delivery_id = 4242 ORDER BY id$$),
+               '^Index Scan using delivery_attempts_pkey',
+               'the attempts of a delivery, in order, are read through delivery_attempts_pkey');
+SELECT doesnt_match(pg_temp.plan_of($$SELECT * FROM notiflow_api.delivery_attempts WHERE delivery_id = 4242 ORDER BY id$$),
+                    'Sort', 'and need no sort');
+SELECT is((SELECT array_agg(am.amname::text ORDER BY am.amname)
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+            WHERE i.indrelid = 'notiflow.delivery_attempts'::regclass),
+          ARRAY['brin', 'btree'], 'recording an attempt maintains one B-tree (and a BRIN)');
 SELECT matches(pg_temp.plan_of($$SELECT count(*) FROM notiflow.executions WHERE created_at < now() - interval '27 days'$$),
                'executions_created',
                'retention by age uses executions_created (BRIN: rows arrive in time order)');
