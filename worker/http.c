@@ -99,6 +99,14 @@ static int	sock_state_len = 0;
 static CURL **idle_easy = NULL;
 static int	n_idle_easy = 0;
 static bool timer_armed = false;
+
+/*
+ * True when the environment names no proxy: transfers then tell curl so
+ * (CURLOPT_PROXY and CURLOPT_NOPROXY empty), which spares curl looking up
+ * five variables per transfer.  The environment of a worker does not
+ * change; with a proxy variable set, curl finds it as usual.
+ */
+static bool no_proxy_in_environment = false;
 static struct timespec timer_deadline;
 
 /* Appends to a malloc'd buffer; false when out of memory. */
@@ -336,6 +344,16 @@ http_init(void)
 		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 			elog(LOG, "notiflow: could not raise the limit of open files: %m");
 	}
+	no_proxy_in_environment = true;
+	for (char **e = environ; *e != NULL; e++)
+	{
+		const char *eq = strchr(*e, '=');
+		size_t		n = eq ? (size_t) (eq - *e) : strlen(*e);
+
+		if (n >= 6 && pg_strncasecmp(*e + n - 6, "_proxy", 6) == 0 &&
+			!(n == 8 && pg_strncasecmp(*e, "no_proxy", 8) == 0))
+			no_proxy_in_environment = false;
+	}
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
 		elog(ERROR, "notiflow: could not initialise libcurl");
 	multi = curl_multi_init();
@@ -501,6 +519,11 @@ http_start(const DeliveryJob *job, ProviderRequest *req, void *owner)
 	curl_easy_setopt(t->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(t->easy, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "notiflow/0.1");
+	if (no_proxy_in_environment)
+	{
+		curl_easy_setopt(t->easy, CURLOPT_PROXY, "");
+		curl_easy_setopt(t->easy, CURLOPT_NOPROXY, "");
+	}
 	if (ca_file != NULL)
 		curl_easy_setopt(t->easy, CURLOPT_CAINFO, ca_file);
 	if (req->username != NULL)

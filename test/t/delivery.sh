@@ -317,6 +317,25 @@ ok $? "and lowering it stops one"
 # --- 11. DROP EXTENSION and DROP DATABASE are not blocked ---------------------------------------
 timeout 30 psql -X -q -d $DB -c "DROP EXTENSION notiflow CASCADE" >/dev/null 2>&1
 ok $? "DROP EXTENSION completes while the dispatcher runs"
+# the dispatcher notices the extension is gone (a reload wakes it for one more turn of its
+# loop, seen as a change of its state), and that it is back
+turned() { psql -X -qAt -d postgres -c "SELECT state_change FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'"; }
+before=$(turned)
+psql -X -q -d postgres -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 20 eval '[ "$(turned)" != "$before" ]'
+ok $? "after DROP EXTENSION the dispatcher runs its loop"
+sql "CREATE EXTENSION notiflow" >/dev/null
+sql "SELECT notiflow.put_provider('hooks', 'webhook', 'webhook', jsonb_build_object('url', '$DOUBLE/hooks/orders',
+       'secret', '$(cred .webhook.secret)'), 0);
+     SELECT notiflow.put_workflow('hook', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"}, {\"id\": \"h\", \"type\": \"webhook\"}],
+       \"edges\": [{\"from\": \"t\", \"to\": \"h\"}]}')" >/dev/null
+exec=$(sql "SELECT notiflow.trigger('hook', '{\"marker\": \"again\"}')")
+wait_for 20 status_is "$exec" sent
+ok $? "a delivery is sent after DROP EXTENSION and CREATE EXTENSION"
+is "$(grep -c 'relation "notiflow\.[a-z_]*" does not exist' "$CLUSTER_DIR/server.log")" 0 \
+   "the dispatcher never queried the dropped tables"
+timeout 30 psql -X -q -d $DB -c "DROP EXTENSION notiflow CASCADE" >/dev/null 2>&1
+ok $? "DROP EXTENSION again"
 start=$SECONDS
 timeout 30 psql -X -q -d postgres -c "DROP DATABASE $DB" >/dev/null 2>&1
 ok $? "DROP DATABASE of the workers' database completes ($((SECONDS - start)) s)"
