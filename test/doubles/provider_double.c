@@ -901,19 +901,23 @@ static bool sendgrid_check(Request *rq, Problem *p)
 					   "personalization.");
 	json_array_foreach(ps, i, p_item)
 	{
-		char field[96];
+		char field[96];			/* named only when it is wrong */
 
 		to = json_object_get(p_item, "to");
-		snprintf(field, sizeof(field), "personalizations.%zu.to", i);
 		if (!json_is_array(to) || json_array_size(to) == 0)
+		{
+			snprintf(field, sizeof(field), "personalizations.%zu.to", i);
 			return problem(p, 400, field,
 						   "The to array is required for all personalization objects, and must "
 						   "have at least one email object with a valid email address.");
+		}
 		json_array_foreach(to, j, c)
 		{
-			snprintf(field, sizeof(field), "personalizations.%zu.to.%zu.email", i, j);
 			if (!is_email(json_string_value(json_object_get(c, "email"))))
+			{
+				snprintf(field, sizeof(field), "personalizations.%zu.to.%zu.email", i, j);
 				return problem(p, 400, field, "Does not contain a valid address.");
+			}
 		}
 		if (!json_is_string(json_object_get(p_item, "subject")))
 			subject_everywhere = false;
@@ -941,11 +945,13 @@ static bool sendgrid_check(Request *rq, Problem *p)
 	{
 		char field[64];
 
-		snprintf(field, sizeof(field), "content.%zu", i);
 		if (json_string_length(json_object_get(c, "type")) == 0 ||
 			json_string_length(json_object_get(c, "value")) == 0)
+		{
+			snprintf(field, sizeof(field), "content.%zu", i);
 			return problem(p, 400, field,
 						   "The content value must be a string at least one character in length.");
+		}
 	}
 	return true;
 }

@@ -199,6 +199,10 @@ sendgrid SG.wrong-key
 expect "sendgrid: a wrong API key is rejected with 401 errors[]" 401 jq '.errors[0].message | test("authorization grant")'
 sendgrid "$SG_KEY" '{"from":{"email":"noreply@example.test"},"subject":"x","content":[{"type":"text/plain","value":"x"}]}'
 expect "sendgrid: a body without personalizations is rejected with 400 and the field" 400 jq '.errors[0].field == "personalizations"'
+sendgrid "$SG_KEY" '{"personalizations":[{"to":[{"email":"ada@example.test"},{"email":"not an address"}]}],"from":{"email":"noreply@example.test"},"subject":"x","content":[{"type":"text/plain","value":"x"}]}'
+expect "sendgrid: a bad address is rejected with 400 naming its place" 400 jq '.errors[0].field == "personalizations.0.to.1.email"'
+sendgrid "$SG_KEY" '{"personalizations":[{"to":[{"email":"ada@example.test"}]}],"from":{"email":"noreply@example.test"},"subject":"x","content":[{"type":"text/plain","value":"x"},{"type":"text/html","value":""}]}'
+expect "sendgrid: an empty content block is rejected with 400 naming it" 400 jq '.errors[0].field == "content.1"'
 scripted_failures sendgrid sendgrid 202 jq '.errors[0].message | type == "string"'
 
 # ------------------------------------------------------------------- Mailgun
