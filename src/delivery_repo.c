@@ -266,11 +266,12 @@ static SpiStatement claim_stmt = {
 	" WHERE d.ctid = ANY (ARRAY("
 	"         SELECT ctid FROM notiflow.deliveries"
 	"          WHERE finished_at IS NULL AND next_attempt_at <= now()"
+	"            AND (next_attempt_at, id) > ($3, $4)"
 	"            AND (status = 'queued' OR lease_expires_at < now())"
-	"          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))"
+	"          ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED))"
 	" RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,"
-	"           d.provider_attempts, d.ctid",
-	2, {INT4OID, INT4OID}, NULL, 0, CURSOR_OPT_GENERIC_PLAN
+	"           d.provider_attempts, d.ctid, d.next_attempt_at",
+	4, {INT4OID, INT4OID, TIMESTAMPTZOID, INT8OID}, NULL, 0, CURSOR_OPT_GENERIC_PLAN
 };
 
 /*
@@ -365,9 +366,10 @@ static SpiStatement count_attempt_stmt = {
 
 /* Claims due deliveries. */
 List *
-delivery_repo_claim(int limit, int lease_ms)
+delivery_repo_claim(int limit, int lease_ms, const QueuePosition *after, QueuePosition *last)
 {
-	Datum		args[2] = {Int32GetDatum(limit), Int32GetDatum(lease_ms)};
+	Datum		args[4] = {Int32GetDatum(limit), Int32GetDatum(lease_ms),
+		TimestampTzGetDatum(after ? after->at : DT_NOBEGIN), Int64GetDatum(after ? after->id : 0)};
 	List	   *claimed = NIL;
 
 	spi_run(&claim_stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
@@ -375,6 +377,7 @@ delivery_repo_claim(int limit, int lease_ms)
 	{
 		ClaimedDelivery *c = palloc0(sizeof(ClaimedDelivery));
 		bool		isnull;
+		TimestampTz at = DatumGetTimestampTz(spi_value(r, 10, &isnull));
 
 		c->id = DatumGetInt64(spi_value(r, 1, &isnull));
 		c->execution_id = DatumGetInt64(spi_value(r, 2, &isnull));
@@ -385,6 +388,12 @@ delivery_repo_claim(int limit, int lease_ms)
 		c->attempts = DatumGetInt32(spi_value(r, 7, &isnull));
 		c->provider_attempts = DatumGetInt32(spi_value(r, 8, &isnull));
 		ItemPointerCopy((ItemPointer) DatumGetPointer(spi_value(r, 9, &isnull)), &c->tid);
+		/* the rows come back in no particular order */
+		if (r == 0 || at > last->at || (at == last->at && c->id > last->id))
+		{
+			last->at = at;
+			last->id = c->id;
+		}
 		claimed = lappend(claimed, c);
 	}
 	return claimed;

@@ -9,6 +9,7 @@
 #include "storage/itemptr.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 /* One deliveries row as the engine creates it. */
 typedef struct DeliveryRecord
@@ -84,11 +85,24 @@ typedef struct ClaimedDelivery
 } ClaimedDelivery;
 
 /*
- * Claims up to limit due deliveries for lease_ms (status sending): queued
- * ones and those whose lease ran out (their dispatcher died); a List of
- * ClaimedDelivery *.
+ * A place in the queue's order, (next_attempt_at, id): where a claim may
+ * start, or the last delivery it took.
  */
-extern List *delivery_repo_claim(int limit, int lease_ms);
+typedef struct QueuePosition
+{
+	TimestampTz at;
+	int64		id;
+} QueuePosition;
+
+/*
+ * Claims up to limit due deliveries for lease_ms (status sending): queued
+ * ones and those whose lease ran out (their dispatcher died), in the queue's
+ * order, after position after (all of the queue when NULL); a List of
+ * ClaimedDelivery *.  Sets *last to the position of the last one claimed
+ * (unchanged when none).
+ */
+extern List *delivery_repo_claim(int limit, int lease_ms, const QueuePosition *after,
+								 QueuePosition *last);
 
 /*
  * Milliseconds until the next queued delivery or delay is due, and when

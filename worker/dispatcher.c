@@ -32,6 +32,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -39,6 +40,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/lmgr.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
@@ -102,9 +104,10 @@ static HTAB *rate_buckets = NULL;
  * Whether the extension is installed in this database, known until a
  * relcache invalidation of its queue table (or of every relation): DROP
  * EXTENSION drops the table, and the invalidation reaches this worker when
- * its next transaction starts.  Scanning pg_extension at every claim was
- * 0.8% of a dispatcher's CPU in the dispatch benchmark.
+ * its next transaction starts or takes a lock.  Scanning pg_extension at
+ * every claim was 0.8% of a dispatcher's CPU in the dispatch benchmark.
  */
+static Oid	extension_oid = InvalidOid;
 static Oid	queue_relid = InvalidOid;
 static bool queue_relid_known = false;
 
@@ -341,21 +344,112 @@ queue_relcache_callback(Datum arg, Oid relid)
 		queue_relid_known = false;
 }
 
-/* True when the extension is installed (in a transaction). */
+/* Looks the extension and its queue table up. */
+static void
+extension_lookup(void)
+{
+	Oid			nsp = InvalidOid;
+
+	extension_oid = get_extension_oid("notiflow", true);
+	if (OidIsValid(extension_oid))
+		nsp = get_namespace_oid("notiflow", true);
+	queue_relid = OidIsValid(nsp) ? get_relname_relid("deliveries", nsp) : InvalidOid;
+	/* absent, it is looked for again at every phase (the loop then waits 10 s) */
+	queue_relid_known = OidIsValid(queue_relid);
+}
+
+/*
+ * True when the extension is installed; it then stays so until the
+ * transaction ends.  The transaction holds the extension (a share lock on
+ * the object), so DROP EXTENSION waits for it rather than dropping the
+ * tables under a phase's statements (which failed, and restarted the
+ * worker, when a drop raced a claim).  Taking the lock reads the
+ * invalidations sent meanwhile: a drop that committed first is seen.
+ */
 static bool
 extension_installed(void)
 {
-	if (!queue_relid_known)
-	{
-		Oid			nsp = InvalidOid;
+	Oid			locked = InvalidOid;
 
-		if (OidIsValid(get_extension_oid("notiflow", true)))
-			nsp = get_namespace_oid("notiflow", true);
-		queue_relid = OidIsValid(nsp) ? get_relname_relid("deliveries", nsp) : InvalidOid;
-		/* absent, it is looked for again at every claim (the loop then waits 10 s) */
-		queue_relid_known = OidIsValid(queue_relid);
+	for (;;)
+	{
+		if (!queue_relid_known)
+			extension_lookup();
+		if (!OidIsValid(queue_relid) || extension_oid == locked)
+			return OidIsValid(queue_relid);
+		locked = extension_oid;
+		LockDatabaseObject(ExtensionRelationId, locked, 0, AccessShareLock);
 	}
-	return OidIsValid(queue_relid);
+}
+
+/*
+ * The claim front.  A claim scans the queue (deliveries_due) in order, and
+ * the deliveries in flight come first there: they were due earliest.  In a
+ * backlog, every claim stepped over all of them, the dispatchers' own and
+ * each other's (half of the claim's heap fetches in the dispatch benchmark).
+ * So while the dispatchers are behind, a claim starts after the shared
+ * front, the position of the last delivery taken by a claim that filled its
+ * batch.  What lies behind the front and is still due — a lease that ran
+ * out, a row committed by a transaction that began before the front's due
+ * time, a row another claim skipped as locked and left — is taken by a
+ * claim of the whole queue, which each dispatcher makes at least once a
+ * second, and whenever there is no valid front: a claim that comes back
+ * short has reached the end of what is due and invalidates the front.
+ */
+#define FULL_CLAIM_INTERVAL_MS 1000
+
+static TimestampTz next_full_claim_at = 0;
+
+/* Sets *front to the claim front; false when there is none. */
+static bool
+claim_front_get(QueuePosition *front)
+{
+	bool		valid;
+
+	SpinLockAcquire(&notiflow_shared->mutex);
+	valid = notiflow_shared->claim_front_valid;
+	front->at = notiflow_shared->claim_front_at;
+	front->id = notiflow_shared->claim_front_id;
+	SpinLockRelease(&notiflow_shared->mutex);
+	return valid;
+}
+
+/* Moves the claim front on to last (when further), or invalidates it (last NULL). */
+static void
+claim_front_set(const QueuePosition *last)
+{
+	SpinLockAcquire(&notiflow_shared->mutex);
+	if (last == NULL)
+		notiflow_shared->claim_front_valid = false;
+	else if (!notiflow_shared->claim_front_valid ||
+			 last->at > notiflow_shared->claim_front_at ||
+			 (last->at == notiflow_shared->claim_front_at && last->id > notiflow_shared->claim_front_id))
+	{
+		notiflow_shared->claim_front_valid = true;
+		notiflow_shared->claim_front_at = last->at;
+		notiflow_shared->claim_front_id = last->id;
+	}
+	SpinLockRelease(&notiflow_shared->mutex);
+}
+
+/* Claims up to limit due deliveries: after the claim front, or from the start of the queue. */
+static List *
+claim_due(int limit)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	QueuePosition front;
+	QueuePosition last;
+	bool		from_front;
+	List	   *claimed;
+
+	from_front = now < next_full_claim_at && claim_front_get(&front);
+	claimed = delivery_repo_claim(limit, notiflow_lease_ms, from_front ? &front : NULL, &last);
+	if (!from_front)
+		next_full_claim_at = TimestampTzPlusMilliseconds(now, FULL_CLAIM_INTERVAL_MS);
+	claim_front_set(list_length(claimed) == limit ? &last : NULL);
+	if (from_front && my_slot)
+		pg_atomic_fetch_add_u64(&my_slot->claimed_after_front, list_length(claimed));
+	return claimed;
 }
 
 /* Starts a transaction for one phase of the loop. */
@@ -416,7 +510,7 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 		providers = hash_create("notiflow claim providers", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
 		execution_resume_due(100);
-		claimed = limit > 0 ? delivery_repo_claim(limit, notiflow_lease_ms) : NIL;
+		claimed = limit > 0 ? claim_due(limit) : NIL;
 		*claimed_count = list_length(claimed);
 		foreach(lc, claimed)
 		{
@@ -553,10 +647,11 @@ count_in_circuit(InFlight *f, ProviderResult *res, bool refused_private, HTAB *h
  * Phase 3: records the finished transfers, set-based where it counts: the
  * row writer logs every attempt, one statement marks every success sent, the
  * engine resumes their executions in one batch (deliveries_finished).  The
- * rarer outcomes (retry, fallback, dead letter) go one by one.
+ * rarer outcomes (retry, fallback, dead letter) go one by one.  In a
+ * transaction; the extension is installed.
  */
 static void
-record(List *done)
+record_results(List *done)
 {
 	int			n = list_length(done);
 	InFlight  **flights = palloc(sizeof(InFlight *) * n);
@@ -573,7 +668,6 @@ record(List *done)
 	HTAB	   *healthy;
 	int			i = 0;
 
-	phase_begin("notiflow: recording delivery attempts");
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NAMEDATALEN;
 	ctl.entrysize = NAMEDATALEN;
@@ -638,6 +732,21 @@ record(List *done)
 			apply_not_sent(flights[k], &results[k]);
 		count_in_circuit(flights[k], &results[k], refused[k], healthy);
 	}
+}
+
+/*
+ * Records the finished transfers (phase 3) and frees them.  When the
+ * extension was dropped while they were in flight, there is nothing left to
+ * record them in.
+ */
+static void
+record(List *done)
+{
+	ListCell   *lc;
+
+	phase_begin("notiflow: recording delivery attempts");
+	if (extension_installed())
+		record_results(done);
 	phase_end();
 	foreach(lc, done)
 	{

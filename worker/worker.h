@@ -24,6 +24,7 @@ typedef struct DispatcherSlot
 	Latch	   *latch;
 	TimestampTz started_at;
 	pg_atomic_uint64 claimed;
+	pg_atomic_uint64 claimed_after_front;	/* by claims that started at the claim front */
 	pg_atomic_uint64 sent;
 	pg_atomic_uint64 retried;
 	pg_atomic_uint64 failed;
@@ -53,6 +54,15 @@ typedef struct NotiflowShared
 	Latch	   *launcher_latch;
 	Oid			dropping_database;	/* workers leave a database being dropped */
 	DispatcherSlot dispatchers[NOTIFLOW_MAX_DISPATCHERS];
+
+	/*
+	 * The dispatchers' claim front (mutex): the queue position, (due time,
+	 * id), of the last delivery taken by a claim that filled its batch;
+	 * invalid once a claim came back short.  See claim() in dispatcher.c.
+	 */
+	bool		claim_front_valid;
+	TimestampTz claim_front_at;
+	int64		claim_front_id;
 
 	/*
 	 * Kafka: kafka_generation moves at every commit that changed

@@ -66,6 +66,7 @@ notiflow_shmem_startup(void)
 			DispatcherSlot *s = &notiflow_shared->dispatchers[i];
 
 			pg_atomic_init_u64(&s->claimed, 0);
+			pg_atomic_init_u64(&s->claimed_after_front, 0);
 			pg_atomic_init_u64(&s->sent, 0);
 			pg_atomic_init_u64(&s->retried, 0);
 			pg_atomic_init_u64(&s->failed, 0);

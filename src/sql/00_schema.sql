@@ -173,8 +173,11 @@ CREATE TABLE notiflow.deliveries (
 -- Claimed rows stay in the index until they finish; a claim skips them
 -- unless their lease ran out, which is how a dead dispatcher's deliveries
 -- are taken again.  Only finishing (sent, failed, cancelled) maintains the
--- indexes.
-CREATE INDEX deliveries_due ON notiflow.deliveries (next_attempt_at) WHERE finished_at IS NULL;
+-- indexes.  id orders deliveries due at the same time (a trigger_many
+-- batch), so that a dispatcher in a backlog can claim after the last one
+-- claimed instead of stepping over the deliveries in flight (see claim()
+-- in worker/dispatcher.c).
+CREATE INDEX deliveries_due ON notiflow.deliveries (next_attempt_at, id) WHERE finished_at IS NULL;
 CREATE INDEX deliveries_execution ON notiflow.deliveries (execution_id);
 CREATE INDEX deliveries_created ON notiflow.deliveries USING brin (created_at);
 CREATE INDEX deliveries_provider_message

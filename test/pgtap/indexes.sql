@@ -8,7 +8,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(24);
+SELECT plan(27);
 
 -- 100,000 executions over 20 workflows and 30 days (inserted in time order, as
 -- they are in life), 2% still waiting
@@ -92,22 +92,28 @@ SELECT matches(pg_temp.plan_of($$SELECT * FROM notiflow.execution_steps WHERE ex
 -- plan, which must fetch the claimed rows by the versions it locked whatever it guesses
 -- for LIMIT $1
 SET LOCAL plan_cache_mode = force_generic_plan;
-PREPARE claim(int, int) AS
+PREPARE claim(int, int, timestamptz, int8) AS
 UPDATE notiflow.deliveries d
    SET status = 'sending', lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond',
        updated_at = now()
  WHERE d.ctid = ANY (ARRAY(
          SELECT ctid FROM notiflow.deliveries
           WHERE finished_at IS NULL AND next_attempt_at <= now()
+            AND (next_attempt_at, id) > ($3, $4)
             AND (status = 'queued' OR lease_expires_at < now())
-          ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED))
+          ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED))
  RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,
-           d.provider_attempts, d.ctid;
-SELECT matches(pg_temp.plan_of('EXECUTE claim(200, 60000)'), 'Index Scan using deliveries_due',
+           d.provider_attempts, d.ctid, d.next_attempt_at;
+SELECT matches(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0)$$), 'Index Scan using deliveries_due',
                'the claim''s generic plan finds due deliveries through deliveries_due');
-SELECT matches(pg_temp.plan_of('EXECUTE claim(200, 60000)'), 'Tid Scan on deliveries',
+SELECT matches(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0)$$),
+               'Index Cond: .*ROW\(next_attempt_at, id\) > ROW\(\$3, \$4\)',
+               'starting at the queue position it is given');
+SELECT doesnt_match(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0)$$), 'Sort',
+                    'in the index''s order');
+SELECT matches(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0)$$), 'Tid Scan on deliveries',
                'and fetches them by the row versions it locked');
-SELECT doesnt_match(pg_temp.plan_of('EXECUTE claim(200, 60000)'), 'Seq Scan|Hash Join',
+SELECT doesnt_match(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0)$$), 'Seq Scan|Hash Join',
                     'not by a join over the table');
 
 -- marking sent (delivery_repo.c, mark_sent_stmt) and writing back resumed executions
@@ -145,7 +151,7 @@ SELECT count(*) FILTER (WHERE status = 'queued' OR lease_expires_at < now()) AS 
   FROM notiflow.deliveries WHERE finished_at IS NULL \gset
 SELECT n_tup_upd AS upd0, n_tup_hot_upd AS hot0 FROM pg_stat_xact_user_tables
  WHERE relid = 'notiflow.deliveries'::regclass \gset
-EXECUTE claim(100000, 60000) \g /dev/null
+EXECUTE claim(100000, 60000, '-infinity', 0) \g /dev/null
 SELECT is((SELECT n_tup_upd - :upd0 FROM pg_stat_xact_user_tables WHERE relid = 'notiflow.deliveries'::regclass),
           :claimable::bigint, 'the claim takes the queued deliveries and those whose lease ran out');
 SELECT is((SELECT n_tup_hot_upd - :hot0 FROM pg_stat_xact_user_tables WHERE relid = 'notiflow.deliveries'::regclass),
@@ -177,6 +183,18 @@ SELECT is((SELECT count(*)::int FROM (
                            (SELECT array_agg(version) FROM claimed)) AS t(id, m, v)
                  ON d.ctid = t.v AND d.id = t.id AND d.status = 'sending') s), 50,
           'marking sent matches every row by the version the claim returned');
+
+-- a claim after a queue position takes the deliveries after it, in the queue's order
+UPDATE notiflow.deliveries SET status = 'queued', lease_expires_at = NULL WHERE status = 'sending';
+CREATE TEMP TABLE due_order AS
+SELECT row_number() OVER (ORDER BY next_attempt_at, id) AS n, id, next_attempt_at
+  FROM notiflow.deliveries WHERE finished_at IS NULL AND next_attempt_at <= now();
+SELECT next_attempt_at AS front_at, id AS front_id FROM due_order WHERE n = 10 \gset
+EXECUTE claim(5, 60000, :'front_at', :front_id) \g /dev/null
+SELECT is((SELECT array_agg(o.n ORDER BY o.n) FROM notiflow.deliveries d JOIN due_order o USING (id)
+            WHERE d.status = 'sending'),
+          '{11,12,13,14,15}'::bigint[],
+          'a claim after a queue position takes the next deliveries after it, none before');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -265,6 +265,35 @@ is "$(sql "SELECT attempts || ' ' || (SELECT count(*) FROM notiflow.delivery_att
    "1 1 completed" "with one attempt counted and logged, and its execution completed"
 double POST reset >/dev/null
 
+# --- 7d. a backlog: claims start at the claim front; what lies behind it is still taken ----------
+# With 4 requests in flight at most and a slow provider, 40 webhook deliveries keep every claim
+# full, so claims start after the last delivery claimed (the shared claim front) instead of
+# stepping over the deliveries in flight.  A delivery then made due behind the front (an hour
+# ago) is taken by a claim of the whole queue, which a dispatcher makes at least once a second:
+# long before the backlog (40 x 400 ms / 4 = 4 s at the least) is gone.
+psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.http_concurrency = 4" -c "SELECT pg_reload_conf()" >/dev/null
+front0=$(sql "SELECT coalesce(sum(claimed_after_front), 0) FROM notiflow.worker_status")
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 400}], "repeat": true}' >/dev/null
+backlog=$(sql "SELECT min(execution_id) || ' ' || max(execution_id) FROM notiflow.trigger_many('hook',
+                 (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 40)), '{\"marker\": \"backlog\"}')")
+read -r first_e last_e <<<"$backlog"
+wait_for 20 parked 4
+ok $? "a backlog of 40 deliveries, 4 in flight"
+behind=$(sql "SELECT notiflow.trigger('hook', '{\"marker\": \"behind\"}', '\"ann\"');
+              UPDATE notiflow.deliveries SET next_attempt_at = now() - interval '1 hour'
+               WHERE execution_id = currval(pg_get_serial_sequence('notiflow.executions', 'id'))")
+wait_for 20 status_is "$behind" sent
+ok $? "a delivery due behind the claim front is sent"
+left=$(sql "SELECT count(*) FROM notiflow.deliveries WHERE execution_id BETWEEN $first_e AND $last_e AND finished_at IS NULL")
+ok $([ "$left" -ge 4 ]; echo $?) "before the backlog is gone ($left of 40 still to send)"
+ok $([ "$(sql "SELECT sum(claimed_after_front) FROM notiflow.worker_status")" -gt "$front0" ]; echo $?) \
+   "claims in the backlog started at the claim front"
+wait_for 30 sql_is "SELECT count(*) FILTER (WHERE d.status = 'sent' AND d.attempts = 1) FROM notiflow.deliveries d
+                     WHERE d.execution_id BETWEEN $first_e AND $last_e" 40
+ok $? "the whole backlog is sent, each delivery once"
+double POST reset >/dev/null
+psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.http_concurrency" -c "SELECT pg_reload_conf()" >/dev/null
+
 # --- 8. kill -9 of the dispatcher with deliveries in flight ------------------------------------
 double POST reset >/dev/null
 double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}], "repeat": true}' >/dev/null
