@@ -180,8 +180,12 @@ CREATE TABLE notiflow.deliveries (
 CREATE INDEX deliveries_due ON notiflow.deliveries (next_attempt_at, id) WHERE finished_at IS NULL;
 CREATE INDEX deliveries_execution ON notiflow.deliveries (execution_id);
 CREATE INDEX deliveries_created ON notiflow.deliveries USING brin (created_at);
+-- Status events find their deliveries by the provider's message id, by
+-- equality only: a hash index, whose entry costs less to insert than a
+-- B-tree's on (provider, text) (every sent delivery adds one); the lookup
+-- checks the provider on the row.
 CREATE INDEX deliveries_provider_message
-    ON notiflow.deliveries (provider, provider_message_id) WHERE provider_message_id IS NOT NULL;
+    ON notiflow.deliveries USING hash (provider_message_id) WHERE provider_message_id IS NOT NULL;
 COMMENT ON TABLE notiflow.deliveries IS
     'One message to one address through one provider, with rendered content and delivery status.';
 

@@ -1,14 +1,14 @@
 -- Query plans: with 100,000 executions and deliveries loaded, the hot queries
 -- (idempotency lookup, executions by workflow and time, due deliveries,
 -- the next lease to run out, due executions, deliveries of an execution, the
--- attempts of a delivery (one B-tree for the table), the
+-- attempts of a delivery (one B-tree for the table), status events by message id, the
 -- steps of an execution, the dispatcher's claim with its generic plan) use
 -- their indexes, and the claim is a HOT update.
 \set ON_ERROR_STOP 1
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(27);
+SELECT plan(28);
 
 -- 100,000 executions over 20 workflows and 30 days (inserted in time order, as
 -- they are in life), 2% still waiting
@@ -195,6 +195,15 @@ SELECT is((SELECT array_agg(o.n ORDER BY o.n) FROM notiflow.deliveries d JOIN du
             WHERE d.status = 'sending'),
           '{11,12,13,14,15}'::bigint[],
           'a claim after a queue position takes the next deliveries after it, none before');
+
+-- a provider's status event finds its deliveries by message id (record_delivery_event)
+UPDATE notiflow.deliveries SET provider_message_id = 'msg-' || id WHERE status = 'sent';
+ANALYZE notiflow.deliveries;
+SELECT matches(pg_temp.plan_of($$SELECT d.id FROM notiflow.deliveries d
+                                 WHERE d.provider = 'mail' AND d.provider_message_id IS NOT NULL
+                                   AND d.provider_message_id = ANY ('{msg-4242,msg-77}'::text[]) ORDER BY d.id$$),
+               'Index Scan using deliveries_provider_message|Bitmap Index Scan on deliveries_provider_message',
+               'status events find deliveries by message id through deliveries_provider_message');
 
 SELECT * FROM finish();
 ROLLBACK;
