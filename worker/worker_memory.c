@@ -11,12 +11,17 @@
  * free space.  A worker's memory then stays at the peak of its largest
  * batch, which bench/dispatch.sh's soak watches (flat over 1,000,000
  * deliveries).
+ *
+ * Their sessions also plan without JIT and without parallel workers (see
+ * notiflow_worker_plan_settings).
  */
 #include "postgres.h"
 
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+
+#include "utils/guc.h"
 
 #include "worker.h"
 
@@ -27,4 +32,21 @@ notiflow_worker_keep_memory(void)
 	(void) mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
 	(void) mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024);
 #endif
+}
+
+/*
+ * Planner settings of a worker's session, once it is connected.  Its
+ * statements touch a batch of rows by index or by version.  No JIT: a plan
+ * estimated above jit_above_cost (a dispatcher's lease query over a queue
+ * index full of dead entries) was compiled at every execution, 10-16 ms
+ * each, and the first compilation loaded LLVM, 8 MB of the worker's memory
+ * for good (a step in the soak of the dispatch benchmark).  No parallel
+ * plans: their workers would take slots of max_worker_processes that the
+ * launcher needs.
+ */
+void
+notiflow_worker_plan_settings(void)
+{
+	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
+	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION);
 }
