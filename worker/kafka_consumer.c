@@ -935,7 +935,6 @@ notiflow_kafka_consumer_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	notiflow_worker_keep_memory();
 	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
-	notiflow_worker_plan_settings();
 
 	SpinLockAcquire(&notiflow_shared->mutex);
 	my_slot = &notiflow_shared->kafka_consumers[slot];

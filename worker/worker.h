@@ -110,7 +110,7 @@ extern PGDLLEXPORT void notiflow_kafka_consumer_main(Datum arg);
 
 /* worker_memory.c: keeps the C heap's pages between batches (dispatchers, Kafka consumers). */
 extern void notiflow_worker_keep_memory(void);
-/* worker_memory.c: no JIT, no parallel plans in a connected worker's session. */
+/* worker_memory.c: no JIT, no parallel plans in a connected dispatcher's session. */
 extern void notiflow_worker_plan_settings(void);
 
 #endif							/* NOTIFLOW_WORKER_H */

@@ -12,8 +12,8 @@
  * batch, which bench/dispatch.sh's soak watches (flat over 1,000,000
  * deliveries).
  *
- * Their sessions also plan without JIT and without parallel workers (see
- * notiflow_worker_plan_settings).
+ * A dispatcher's session also plans without JIT and without parallel
+ * workers (notiflow_worker_plan_settings).
  */
 #include "postgres.h"
 
@@ -35,14 +35,16 @@ notiflow_worker_keep_memory(void)
 }
 
 /*
- * Planner settings of a worker's session, once it is connected.  Its
+ * Planner settings of a dispatcher's session, once it is connected.  Its
  * statements touch a batch of rows by index or by version.  No JIT: a plan
  * estimated above jit_above_cost (a dispatcher's lease query over a queue
  * index full of dead entries) was compiled at every execution, 10-16 ms
  * each, and the first compilation loaded LLVM, 8 MB of the worker's memory
  * for good (a step in the soak of the dispatch benchmark).  No parallel
  * plans: their workers would take slots of max_worker_processes that the
- * launcher needs.
+ * launcher needs.  Kafka consumers keep the defaults: with these settings two
+ * consumers ingested 18,950 and 19,146 events/s (86-88 µs of CPU per event)
+ * in bench/kafka.sh, against 21,308 (78 µs) without, back to back.
  */
 void
 notiflow_worker_plan_settings(void)
