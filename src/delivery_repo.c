@@ -295,12 +295,12 @@ static SpiStatement next_due_stmt = {
  * (and rows other dispatchers hold locked), not a backlog.  It also holds
  * dead entries: deliveries finished (or rows updated) since the last vacuum.
  * Planned with statistics from a moment when nothing was in flight, this was
- * a bitmap scan, which reads every dead entry again at each call (45 ms and
- * 8 MB of a dispatcher for 200,000 of them: a step in its memory in the soak
- * of the dispatch benchmark), or without bitmaps a sequential scan of the
- * table.  An index scan marks the dead entries it meets, and the next scans
+ * a bitmap scan, which reads every dead entry again at each call (45 ms for
+ * 200,000 of them), or without bitmaps a sequential scan of the table (300
+ * ms).  An index scan marks the dead entries it meets, and the next scans
  * skip them (50 ms, then 2 ms, on the same 200,000):
- * delivery_repo_next_due_ms plans it with neither of the other two.
+ * delivery_repo_next_due_ms plans it with neither of the other two.  (Its
+ * cost estimate also set off JIT, now off in dispatchers: worker_memory.c.)
  */
 static SpiStatement next_lease_stmt = {
 	"SELECT (extract(epoch FROM"
