@@ -386,7 +386,7 @@ delivery_repo_claim(int limit, int lease_ms, const QueuePosition *after, QueuePo
 	{
 		ClaimedDelivery *c = palloc0(sizeof(ClaimedDelivery));
 		bool		isnull;
-		TimestampTz at = DatumGetTimestampTz(spi_value(r, 10, &isnull));
+		QueuePosition pos;
 
 		c->id = DatumGetInt64(spi_value(r, 1, &isnull));
 		c->execution_id = DatumGetInt64(spi_value(r, 2, &isnull));
@@ -398,11 +398,10 @@ delivery_repo_claim(int limit, int lease_ms, const QueuePosition *after, QueuePo
 		c->provider_attempts = DatumGetInt32(spi_value(r, 8, &isnull));
 		ItemPointerCopy((ItemPointer) DatumGetPointer(spi_value(r, 9, &isnull)), &c->tid);
 		/* the rows come back in no particular order */
-		if (r == 0 || at > last->at || (at == last->at && c->id > last->id))
-		{
-			last->at = at;
-			last->id = c->id;
-		}
+		pos.at = DatumGetTimestampTz(spi_value(r, 10, &isnull));
+		pos.id = c->id;
+		if (r == 0 || queue_position_after(&pos, last))
+			*last = pos;
 		claimed = lappend(claimed, c);
 	}
 	return claimed;

@@ -94,6 +94,13 @@ typedef struct QueuePosition
 	int64		id;
 } QueuePosition;
 
+/* True when position a comes after position b in the queue's order. */
+static inline bool
+queue_position_after(const QueuePosition *a, const QueuePosition *b)
+{
+	return a->at > b->at || (a->at == b->at && a->id > b->id);
+}
+
 /*
  * Claims up to limit due deliveries for lease_ms (status sending): queued
  * ones and those whose lease ran out (their dispatcher died), in the queue's

@@ -425,12 +425,14 @@ claim_front_get(QueuePosition *front)
 static void
 claim_front_set(const QueuePosition *last)
 {
+	QueuePosition front;
+
 	SpinLockAcquire(&notiflow_shared->mutex);
+	front.at = notiflow_shared->claim_front_at;
+	front.id = notiflow_shared->claim_front_id;
 	if (last == NULL)
 		notiflow_shared->claim_front_valid = false;
-	else if (!notiflow_shared->claim_front_valid ||
-			 last->at > notiflow_shared->claim_front_at ||
-			 (last->at == notiflow_shared->claim_front_at && last->id > notiflow_shared->claim_front_id))
+	else if (!notiflow_shared->claim_front_valid || queue_position_after(last, &front))
 	{
 		notiflow_shared->claim_front_valid = true;
 		notiflow_shared->claim_front_at = last->at;
