@@ -78,8 +78,6 @@ SELECT notiflow.put_provider('slack', 'chat', 'slack', jsonb_build_object('token
 SELECT notiflow.put_provider('discord', 'chat', 'discord', jsonb_build_object('webhook_url',
        '$DOUBLE/api/webhooks/$(cred .discord.webhook_id)/$(cred .discord.webhook_token)'), 1);
 SELECT notiflow.put_provider('teams', 'chat', 'teams', jsonb_build_object('webhook_url', '$DOUBLE$(cred .teams.connector_path)'), 2);
-SELECT notiflow.put_provider('hooks', 'webhook', 'webhook', jsonb_build_object('url', '$DOUBLE/hooks/orders',
-       'secret', '$(cred .webhook.secret)'), 0);
 SELECT notiflow.put_subscriber('ann', '{\"name\": \"Ann\", \"email\": \"ann@example.com\", \"phone\": \"+15551234567\"}');
 SELECT notiflow.put_workflow('mail', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
        {\"id\": \"m\", \"type\": \"email\", \"subject\": \"Order {{payload.marker}}\", \"text\": \"Hello {{recipient.name}} {{payload.marker}}\",
@@ -88,9 +86,15 @@ SELECT notiflow.put_workflow('text', '{\"nodes\": [{\"id\": \"t\", \"type\": \"t
        {\"id\": \"s\", \"type\": \"sms\", \"text\": \"Code {{payload.marker}}\"}], \"edges\": [{\"from\": \"t\", \"to\": \"s\"}]}');
 SELECT notiflow.put_workflow('chat', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
        {\"id\": \"c\", \"type\": \"chat\", \"text\": \"Order {{payload.marker}}\"}], \"edges\": [{\"from\": \"t\", \"to\": \"c\"}]}');
-SELECT notiflow.put_workflow('hook', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"}, {\"id\": \"h\", \"type\": \"webhook\"}],
-       \"edges\": [{\"from\": \"t\", \"to\": \"h\"}]}');
 " >/dev/null || { echo "Bail out! setup failed"; exit 1; }
+# the webhook provider and workflow (set up again after DROP EXTENSION, section 11)
+put_hook() {
+    sql "SELECT notiflow.put_provider('hooks', 'webhook', 'webhook', jsonb_build_object('url', '$DOUBLE/hooks/orders',
+           'secret', '$(cred .webhook.secret)'), 0);
+         SELECT notiflow.put_workflow('hook', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"}, {\"id\": \"h\", \"type\": \"webhook\"}],
+           \"edges\": [{\"from\": \"t\", \"to\": \"h\"}]}')" >/dev/null
+}
+put_hook || { echo "Bail out! setup failed"; exit 1; }
 
 # only: enables only provider $2 of channel $1.
 only() { sql "UPDATE notiflow.providers SET enabled = (name = '$2') WHERE channel = '$1'" >/dev/null; }
@@ -354,10 +358,7 @@ psql -X -q -d postgres -c "SELECT pg_reload_conf()" >/dev/null
 wait_for 20 eval '[ "$(turned)" != "$before" ]'
 ok $? "after DROP EXTENSION the dispatcher runs its loop"
 sql "CREATE EXTENSION notiflow" >/dev/null
-sql "SELECT notiflow.put_provider('hooks', 'webhook', 'webhook', jsonb_build_object('url', '$DOUBLE/hooks/orders',
-       'secret', '$(cred .webhook.secret)'), 0);
-     SELECT notiflow.put_workflow('hook', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"}, {\"id\": \"h\", \"type\": \"webhook\"}],
-       \"edges\": [{\"from\": \"t\", \"to\": \"h\"}]}')" >/dev/null
+put_hook
 exec=$(sql "SELECT notiflow.trigger('hook', '{\"marker\": \"again\"}')")
 wait_for 20 status_is "$exec" sent
 ok $? "a delivery is sent after DROP EXTENSION and CREATE EXTENSION"
