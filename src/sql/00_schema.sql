@@ -109,8 +109,7 @@ CREATE INDEX executions_due ON notiflow.executions (wake_at) WHERE wake_at IS NO
 -- No planner statistics on the documents: no query filters on them, and
 -- sorting 30,000 sampled jsonb values per column was two thirds of an
 -- ANALYZE (434 -> 150 ms on 100,000 executions), which autovacuum runs
--- every time a tenth of the table changed: under a sustained load, every
--- few seconds, on the cores the workers need.
+-- each time a tenth of the table changed, on the cores the workers need.
 ALTER TABLE notiflow.executions
     ALTER COLUMN payload SET STATISTICS 0, ALTER COLUMN context SET STATISTICS 0,
     ALTER COLUMN recipient SET STATISTICS 0, ALTER COLUMN steps SET STATISTICS 0,

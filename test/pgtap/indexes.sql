@@ -3,7 +3,8 @@
 -- the next lease to run out, due executions, deliveries of an execution, the
 -- attempts of a delivery (one B-tree for the table), status events by message id, the
 -- steps of an execution, the dispatcher's claim with its generic plan) use
--- their indexes, and the claim is a HOT update.
+-- their indexes, and the claim is a HOT update.  ANALYZE leaves out the
+-- documents and errors (no planner statistics on them).
 \set ON_ERROR_STOP 1
 \set QUIET 1
 SET client_min_messages = warning;
