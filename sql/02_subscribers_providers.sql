@@ -52,6 +52,7 @@ SELECT notiflow.put_provider('p', 'sms', 'sendgrid', '{"api_key": "k", "from": "
 SELECT notiflow.put_provider('p', 'email', 'mailgun', '{"api_key": "k"}');
 SELECT notiflow.put_provider('p', 'chat', 'slack', '{"token": "xoxb"}');
 SELECT notiflow.put_provider('p', 'email', 'sendgrid', '{"api_key": "k", "from": "a@b.co", "max_attempts": 0}');
+SELECT notiflow.put_provider('p', 'email', 'sendgrid', '{"api_key": "k", "from": "a@b.co", "timeout_ms": 10000000000}');
 SELECT notiflow.put_provider('p', 'email', 'sendgrid', '{"api_key": "k", "from": "a@b.co", "base_url": "ftp://x"}');
 SELECT notiflow.put_provider('p', 'email', 'sendgrid', '{"api_key": "k", "from": "a@b.co", "backoff_min_ms": 900, "backoff_max_ms": 100}');
 SELECT notiflow.put_provider('bad name', 'email', 'sendgrid', '{"api_key": "k", "from": "a@b.co"}');

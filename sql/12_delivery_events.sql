@@ -49,6 +49,9 @@ SELECT notiflow.trigger('ev_receipt', '{"order_id": "sg-1"}', '"eve"') AS e_sg1 
 SELECT id AS d_sg1 FROM notiflow.deliveries WHERE execution_id = :e_sg1 \gset
 -- the dispatcher: claimed, then accepted with X-Message-Id; the mail step is done
 SELECT notiflow.finish_delivery(:d_sg1, 'sending');
+-- "sending" comes with a lease, as from a claim: nobody recording it, it is claimed again
+SELECT lease_expires_at BETWEEN now() + interval '50 seconds' AND now() + interval '70 seconds' AS leased
+  FROM notiflow.deliveries WHERE id = :d_sg1;
 SELECT notiflow.finish_delivery(:d_sg1, 'sent', '14c5d75ce93.dfd.64b469');
 SELECT * FROM ev_state WHERE order_id = 'sg-1';
 -- an Event Webhook batch: processed, delivered, open, click (custom arg notiflow_delivery_id)

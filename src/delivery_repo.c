@@ -64,7 +64,9 @@ static SpiStatement summary_stmt = {
  * Records a status when the transition is allowed (queued/sending → anything;
  * sent → delivered or failed; delivered → failed) and, in any case, a
  * provider message id the delivery does not have yet (a "delivered" event may
- * overtake the dispatcher's own "sent").  Returns the execution and whether
+ * overtake the dispatcher's own "sent").  "sending" comes with a lease
+ * (notiflow.lease_time, $5 ms), as from a claim: a delivery nobody records
+ * goes back to the queue when it runs out.  Returns the execution and whether
  * the status changed.
  */
 static SpiStatement set_status_stmt = {
@@ -78,7 +80,9 @@ static SpiStatement set_status_stmt = {
 	"        provider_message_id = coalesce(d.provider_message_id, $3),"
 	"        last_error = CASE WHEN cur.allowed THEN coalesce($4, d.last_error) ELSE d.last_error END,"
 	"        updated_at = now(),"
-	"        lease_expires_at = CASE WHEN cur.allowed THEN NULL ELSE d.lease_expires_at END,"
+	"        lease_expires_at = CASE WHEN NOT cur.allowed THEN d.lease_expires_at"
+	"                                WHEN $2 = 'sending'"
+	"                                THEN clock_timestamp() + $5 * interval '1 millisecond' END,"
 	"        sent_at = CASE WHEN cur.allowed AND $2 IN ('sent', 'delivered')"
 	"                       THEN coalesce(d.sent_at, now()) ELSE d.sent_at END,"
 	"        finished_at = CASE WHEN NOT cur.allowed THEN d.finished_at"
@@ -86,7 +90,7 @@ static SpiStatement set_status_stmt = {
 	"                           ELSE coalesce(d.finished_at, now()) END"
 	"   FROM cur WHERE d.id = cur.id AND (cur.allowed OR (d.provider_message_id IS NULL AND $3 IS NOT NULL))"
 	" RETURNING d.execution_id, cur.allowed, d.node_id",
-	4, {INT8OID, TEXTOID, TEXTOID, TEXTOID}
+	5, {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT4OID}
 };
 
 /*
@@ -225,11 +229,12 @@ delivery_repo_set_status(int64 delivery_id, const char *status,
 						 const char *provider_message_id, const char *error,
 						 int64 *execution_id, char **node_id)
 {
-	Datum		args[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 
 	args[0] = Int64GetDatum(delivery_id);
+	args[4] = Int32GetDatum(notiflow_lease_ms);
 	args[1] = CStringGetTextDatum(status);
 	args[2] = provider_message_id ? CStringGetTextDatum(provider_message_id) : (Datum) 0;
 	if (provider_message_id == NULL)
@@ -271,7 +276,7 @@ static SpiStatement claim_stmt = {
 	"            AND (status = 'queued' OR lease_expires_at < now())"
 	"          ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED))"
 	" RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,"
-	"           d.provider_attempts, d.ctid, d.next_attempt_at",
+	"           d.provider_attempts, d.ctid, d.next_attempt_at, d.lease_expires_at",
 	4, {INT4OID, INT4OID, TIMESTAMPTZOID, INT8OID}, NULL, 0, CURSOR_OPT_GENERIC_PLAN
 };
 
@@ -367,6 +372,17 @@ static SpiStatement mark_invalid_stmt = {
 	1, {INT8OID}
 };
 
+/*
+ * A delivery is still the claim's when it is sending under the lease the
+ * claim gave it: a new claim (the lease ran out) gives another, and an event
+ * or a user that finished it changed the status.  Locks it for the record.
+ */
+static SpiStatement still_claimed_stmt = {
+	"SELECT 1 FROM notiflow.deliveries"
+	" WHERE id = $1 AND status = 'sending' AND lease_expires_at = $2 FOR UPDATE",
+	2, {INT8OID, TIMESTAMPTZOID}
+};
+
 static SpiStatement count_attempt_stmt = {
 	"UPDATE notiflow.deliveries SET attempts = attempts + 1, provider_attempts = provider_attempts + 1"
 	" WHERE id = $1",
@@ -400,6 +416,7 @@ delivery_repo_claim(int limit, int lease_ms, const QueuePosition *after, QueuePo
 		/* the rows come back in no particular order */
 		pos.at = DatumGetTimestampTz(spi_value(r, 10, &isnull));
 		pos.id = c->id;
+		c->lease = DatumGetTimestampTz(spi_value(r, 11, &isnull));
 		if (r == 0 || queue_position_after(&pos, last))
 			*last = pos;
 		claimed = lappend(claimed, c);
@@ -507,6 +524,15 @@ delivery_repo_mark_address_invalid(int64 delivery_id)
 }
 
 /* Counts a successful attempt. */
+bool
+delivery_repo_still_claimed(int64 delivery_id, TimestampTz lease)
+{
+	Datum		args[2] = {Int64GetDatum(delivery_id), TimestampTzGetDatum(lease)};
+
+	spi_run(&still_claimed_stmt, args, NULL, false, 1, SPI_OK_SELECT);
+	return SPI_processed == 1;
+}
+
 void
 delivery_repo_count_attempt(int64 delivery_id)
 {

@@ -82,6 +82,7 @@ typedef struct ClaimedDelivery
 	int			attempts;		/* before this one */
 	int			provider_attempts;	/* before this one, with this provider */
 	ItemPointerData tid;		/* the row version the claim left */
+	TimestampTz lease;			/* the lease the claim gave it (its token) */
 } ClaimedDelivery;
 
 /*
@@ -145,6 +146,13 @@ extern void delivery_repo_mark_address_invalid(int64 delivery_id);
 
 /* Counts a successful attempt (the status itself goes through delivery_finish). */
 extern void delivery_repo_count_attempt(int64 delivery_id);
+
+/*
+ * True when the delivery is still sending under the lease its claim gave
+ * (and locks it): a late result of a delivery that moved on (finished by an
+ * event, claimed again after its lease ran out) must not move it back.
+ */
+extern bool delivery_repo_still_claimed(int64 delivery_id, TimestampTz lease);
 
 /* --- set-based recording: one statement per dispatcher batch --- */
 

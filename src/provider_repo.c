@@ -34,15 +34,25 @@ provider_repo_load(const char *name, ProviderRow *out)
 
 static SpiStatement circuit_stmt = {
 	"SELECT state, consecutive_failures,"
-	"       coalesce(extract(epoch FROM clock_timestamp() - opened_at) * 1000, 0)::float8"
+	"       coalesce(extract(epoch FROM clock_timestamp() - opened_at) * 1000, 0)::float8,"
+	"       CASE WHEN state = 'half_open'"
+	"            THEN extract(epoch FROM clock_timestamp() - updated_at) * 1000 ELSE 0 END::float8"
 	"  FROM notiflow.provider_circuits WHERE provider = $1",
 	1, {TEXTOID}
 };
 
+/*
+ * Takes the probe of an open circuit, or of a half-open one whose probe was
+ * taken more than $2 ms ago and never reported (its dispatcher died, or the
+ * probe ended without a verdict: deferred, rate-limited, refused): updated_at
+ * of a half-open circuit is when its probe was taken.
+ */
 static SpiStatement probe_stmt = {
-	"UPDATE notiflow.provider_circuits SET state = 'half_open', updated_at = now()"
-	" WHERE provider = $1 AND state = 'open'",
-	1, {TEXTOID}
+	"UPDATE notiflow.provider_circuits SET state = 'half_open', updated_at = clock_timestamp()"
+	" WHERE provider = $1"
+	"   AND (state = 'open'"
+	"        OR (state = 'half_open' AND updated_at < clock_timestamp() - $2 * interval '1 millisecond'))",
+	2, {TEXTOID, INT4OID}
 };
 
 static SpiStatement circuit_result_stmt = {
@@ -79,13 +89,14 @@ provider_repo_circuit(const char *name, CircuitState *out)
 	strlcpy(out->state, spi_text(0, 1), sizeof(out->state));
 	out->failures = DatumGetInt32(spi_value(0, 2, &isnull));
 	out->open_for_ms = DatumGetFloat8(spi_value(0, 3, &isnull));
+	out->probe_for_ms = DatumGetFloat8(spi_value(0, 4, &isnull));
 }
 
-/* Takes the probe of an open circuit. */
+/* Takes the probe of an open circuit (or a lost probe's, older than lost_after_ms). */
 bool
-provider_repo_circuit_probe(const char *name)
+provider_repo_circuit_probe(const char *name, int lost_after_ms)
 {
-	Datum		args[1] = {CStringGetTextDatum(name)};
+	Datum		args[2] = {CStringGetTextDatum(name), Int32GetDatum(lost_after_ms)};
 
 	spi_run(&probe_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
 	return SPI_processed == 1;

@@ -25,13 +25,18 @@ typedef struct CircuitState
 	char		state[16];		/* closed, open, half_open */
 	int			failures;
 	double		open_for_ms;	/* since it opened */
+	double		probe_for_ms;	/* half-open: since its probe was taken */
 } CircuitState;
 
 /* Reads a provider's circuit (closed with no failures when it has no row). */
 extern void provider_repo_circuit(const char *name, CircuitState *out);
 
-/* Turns an open circuit half-open for one probe; false when another took it. */
-extern bool provider_repo_circuit_probe(const char *name);
+/*
+ * Turns an open circuit half-open for one probe, or takes again the probe of a
+ * half-open circuit taken more than lost_after_ms ago; false when another
+ * dispatcher took it.
+ */
+extern bool provider_repo_circuit_probe(const char *name, int lost_after_ms);
 
 /* Records an attempt's effect on the circuit: success closes it, failures open it. */
 extern void provider_repo_circuit_result(const char *name, bool success, int threshold,

@@ -44,6 +44,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -70,6 +71,7 @@ typedef struct InFlight
 	MemoryContext cxt;
 	DeliveryJob job;
 	ItemPointerData tid;		/* the delivery's row version left by the claim */
+	TimestampTz lease;			/* the lease the claim gave it */
 	ProviderRequest req;
 	const ProviderAdapter *adapter;
 	int			max_attempts;
@@ -119,7 +121,23 @@ config_float(Jsonb *config, const char *key, double def)
 
 	if (v == NULL || v->type != jbvNumeric)
 		return def;
-	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v->val.numeric)));
+	return DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, NumericGetDatum(v->val.numeric)));
+}
+
+/*
+ * Reads an integer config value, bounded to [min, INT_MAX]: put_provider
+ * refuses values out of range, but a row written some other way must not
+ * make every claim raise (a worker that raises exits and claims the same
+ * delivery again when it restarts).
+ */
+static int
+config_int(Jsonb *config, const char *key, int def, int min)
+{
+	double		v = config_float(config, key, (double) def);
+
+	if (isnan(v))
+		return def;
+	return (int) Max(Min(v, (double) PG_INT32_MAX), (double) min);
 }
 
 /*
@@ -152,7 +170,8 @@ rate_limit_wait_ms(const char *provider, double rate_per_second)
 		b->tokens -= 1.0;
 		return 0;
 	}
-	return (int) ((1.0 - b->tokens) / rate * 1000.0) + 1;
+	/* at most an hour: a rate as small as 1e-12 would overflow an int */
+	return (int) Min((1.0 - b->tokens) / rate * 1000.0, 3600.0 * 1000.0) + 1;
 }
 
 /* Exponential backoff with full jitter, bounded; Retry-After wins when larger. */
@@ -240,8 +259,15 @@ prepare(ClaimedDelivery *c, List **providers)
 	{
 		bool		cooled = p->circuit.open_for_ms >= notiflow_circuit_cooldown_ms;
 
-		if (strcmp(p->circuit.state, "open") == 0 && cooled && !p->probe_taken &&
-			provider_repo_circuit_probe(p->row.name))
+		/*
+		 * A probe that gave no verdict within a lease is lost (its dispatcher
+		 * died, or it ended deferred or refused): another delivery probes.
+		 */
+		bool		probe_lost = strcmp(p->circuit.state, "half_open") == 0 &&
+			p->circuit.probe_for_ms >= notiflow_lease_ms;
+
+		if (((strcmp(p->circuit.state, "open") == 0 && cooled) || probe_lost) && !p->probe_taken &&
+			provider_repo_circuit_probe(p->row.name, notiflow_lease_ms))
 			p->probe_taken = true;	/* this delivery is the probe */
 		else if (strcmp(p->circuit.state, "open") == 0 && !cooled)
 		{
@@ -270,6 +296,7 @@ prepare(ClaimedDelivery *c, List **providers)
 	f->adapter = adapter;
 	f->job.delivery_id = c->id;
 	f->tid = c->tid;
+	f->lease = c->lease;
 	f->job.execution_id = c->execution_id;
 	f->job.attempt = c->provider_attempts + 1;
 	f->job.channel = pstrdup(c->channel);
@@ -278,9 +305,9 @@ prepare(ClaimedDelivery *c, List **providers)
 	f->job.config = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(p->row.config));
 	f->job.recipient = c->recipient ? pstrdup(c->recipient) : NULL;
 	f->job.content = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(c->content));
-	f->max_attempts = jsonb_get_int(f->job.config, "max_attempts", 5);
-	f->backoff_min_ms = jsonb_get_int(f->job.config, "backoff_min_ms", 1000);
-	f->backoff_max_ms = Max(jsonb_get_int(f->job.config, "backoff_max_ms", 300000), f->backoff_min_ms);
+	f->max_attempts = config_int(f->job.config, "max_attempts", 5, 1);
+	f->backoff_min_ms = config_int(f->job.config, "backoff_min_ms", 1000, 0);
+	f->backoff_max_ms = Max(config_int(f->job.config, "backoff_max_ms", 300000, 0), f->backoff_min_ms);
 	initStringInfo(&f->req.body);
 	MemoryContextSwitchTo(old);
 	return f;
@@ -594,7 +621,8 @@ classify(InFlight *f, ProviderResponse *resp, bool refused_private, ProviderResu
 	if (refused_private)
 	{
 		res->outcome = OUTCOME_PERMANENT;
-		res->error = pstrdup(resp->curl_error);
+		res->error = pstrdup(resp->curl_error ? resp->curl_error
+							 : "refused: the URL resolves to a private address");
 	}
 	else
 		f->adapter->classify(&f->job, &f->req, resp, res);
@@ -739,7 +767,14 @@ record_results(List *done)
 
 	for (int k = 0; k < n; k++)
 	{
-		if (results[k].outcome != OUTCOME_SENT)
+		/*
+		 * A failure moves the delivery on (retry, fallback, dead letter) only
+		 * when it is still this claim's: one finished meanwhile (a provider's
+		 * event came first after a timeout) or claimed again after its lease
+		 * ran out stays as it is.  The attempt is logged either way.
+		 */
+		if (results[k].outcome != OUTCOME_SENT &&
+			delivery_repo_still_claimed(flights[k]->job.delivery_id, flights[k]->lease))
 			apply_not_sent(flights[k], &results[k]);
 		count_in_circuit(flights[k], &results[k], refused[k], &healthy);
 	}

@@ -23,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/epoll.h>
@@ -31,6 +32,7 @@
 
 #include "common/base64.h"
 #include "portability/instr_time.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
@@ -490,7 +492,13 @@ http_start(const DeliveryJob *job, ProviderRequest *req, void *owner)
 	CURLMcode	mc;
 
 	if (tv != NULL && tv->type == jbvNumeric)
-		timeout_ms = (long) DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(tv->val.numeric)));
+	{
+		/* bounded, as numeric_int8 would raise outside any transaction */
+		double		v = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, NumericGetDatum(tv->val.numeric)));
+
+		if (!isnan(v))
+			timeout_ms = (long) Max(Min(v, (double) PG_INT32_MAX), 1.0);
+	}
 
 	t->owner = owner;
 	t->job = job;
@@ -567,6 +575,13 @@ finish_transfer(HttpTransfer *t, CURLcode code)
 
 	INSTR_TIME_SET_CURRENT(now);
 	INSTR_TIME_SUBTRACT(now, t->started);
+	/*
+	 * A name may resolve to a private address and a public one: the refusal
+	 * of the first does not stand when curl went on to the second and the
+	 * request went out.
+	 */
+	if (code == CURLE_OK)
+		t->refused_private = false;
 	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &r->status);
 	r->curl_code = (int) code;
 	r->curl_error = code == CURLE_OK ? NULL

@@ -82,9 +82,11 @@ BEGIN
 
     FOR key, val IN SELECT e.key, e.value FROM jsonb_each(config) e LOOP
         IF key IN ('max_attempts', 'backoff_min_ms', 'backoff_max_ms', 'timeout_ms')
-           AND (jsonb_typeof(val) <> 'number' OR val::numeric <> trunc(val::numeric) OR val::numeric < 1) THEN
+           AND (jsonb_typeof(val) <> 'number' OR val::numeric <> trunc(val::numeric) OR val::numeric < 1
+                OR val::numeric > 2147483647) THEN
             RAISE EXCEPTION 'invalid provider config value'
-                USING ERRCODE = '22023', DETAIL = format('config.%s: expected a positive integer, got %s', key, val);
+                USING ERRCODE = '22023',
+                      DETAIL = format('config.%s: expected a positive integer up to 2147483647, got %s', key, val);
         ELSIF key = 'rate_per_second' AND (jsonb_typeof(val) <> 'number' OR val::numeric <= 0) THEN
             RAISE EXCEPTION 'invalid provider config value'
                 USING ERRCODE = '22023', DETAIL = format('config.%s: expected a positive number, got %s', key, val);

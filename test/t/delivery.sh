@@ -298,6 +298,45 @@ ok $? "the whole backlog is sent, each delivery once"
 double POST reset >/dev/null
 psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.http_concurrency" -c "SELECT pg_reload_conf()" >/dev/null
 
+# --- 7e. late results, lost probes, out-of-range config -----------------------------------------
+dispatcher_pid() { psql -X -qAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'"; }
+pid_before=$(dispatcher_pid)
+# A request that fails (503) after its delivery was finished meanwhile (a provider's "delivered"
+# event overtook a slow answer): the attempt is logged, the delivery stays delivered.
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500, "status": 503}]}' >/dev/null
+exec=$(trigger hook late-failure)
+wait_for 20 parked 1
+ok $? "a webhook delivery is in flight, its answer will be a 503"
+did=$(delivery_of "$exec")
+is "$(sql "SELECT notiflow.finish_delivery($did, 'delivered')")" t "the provider's event finishes it first"
+wait_for 20 sql_is "SELECT count(*) FROM notiflow.delivery_attempts WHERE delivery_id = $did AND error_class = 'retry'" 1
+ok $? "the late 503 is logged as an attempt"
+is "$(sql "SELECT status || ' ' || (finished_at IS NOT NULL) || ' ' || (SELECT status FROM notiflow.executions WHERE id = $exec)
+             FROM notiflow.deliveries WHERE id = $did")" "delivered true completed" \
+   "and does not move the delivery back to the queue"
+is "$(dispatcher_pid)" "$pid_before" "the dispatcher recorded it without restarting"
+double POST reset >/dev/null
+# A half-open circuit whose probe never reported (taken two minutes ago, notiflow.lease_time is a
+# minute): the next delivery probes again instead of waiting for a verdict that will not come.
+sql "INSERT INTO notiflow.provider_circuits (provider, state, consecutive_failures, opened_at, updated_at)
+     VALUES ('hooks', 'half_open', 5, now() - interval '3 minutes', now() - interval '2 minutes')
+     ON CONFLICT (provider) DO UPDATE SET state = excluded.state, consecutive_failures = excluded.consecutive_failures,
+        opened_at = excluded.opened_at, updated_at = excluded.updated_at" >/dev/null
+exec=$(trigger hook lost-probe)
+wait_for 20 status_is "$exec" sent
+ok $? "a lost probe is taken again: the delivery is sent"
+is "$(sql "SELECT state || ' ' || consecutive_failures FROM notiflow.provider_circuits WHERE provider = 'hooks'")" "closed 0" \
+   "and its success closes the circuit"
+# Integers out of range in a provider's config written directly (put_provider refuses them):
+# the dispatcher bounds them instead of raising at every claim.
+sql "UPDATE notiflow.providers SET config = config || '{\"max_attempts\": 10000000000, \"timeout_ms\": 1e400}'
+      WHERE name = 'hooks'" >/dev/null
+exec=$(trigger hook huge-config)
+wait_for 20 status_is "$exec" sent
+ok $? "a provider with max_attempts 1e10 and timeout_ms 1e400 still delivers"
+is "$(dispatcher_pid)" "$pid_before" "without the dispatcher restarting"
+put_hook
+
 # --- 8. kill -9 of the dispatcher with deliveries in flight ------------------------------------
 double POST reset >/dev/null
 double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}], "repeat": true}' >/dev/null
