@@ -1254,6 +1254,16 @@ resume_run(EngineSession *session, LockedExecution *le)
 	run = run_create(session, def);
 	run->exec = *rec;
 	run->created_at = le->created_at;
+	/*
+	 * A waiting execution carries an error only from an action failure no
+	 * edge handled (a fatal one ends it): it still ends failed, whatever the
+	 * branches still waiting do.
+	 */
+	if (rec->error != NULL && strcmp(rec->status, "waiting") == 0)
+	{
+		run->unhandled_failure = true;
+		run->error = rec->error;
+	}
 	run->payload = jsonb_get_jsonb(rec->context, "payload");
 	run->payload_changed = run->payload != NULL;
 	if (run->payload == NULL)
@@ -1560,6 +1570,50 @@ execution_resume(int64 execution_id)
 	return result;
 }
 
+/* Arguments of the subtransactions of resume_isolated. */
+typedef struct ResumeBatch
+{
+	int64	   *ids;
+	int			n;
+	List	   *finished;		/* FinishedDelivery * */
+} ResumeBatch;
+
+static void
+resume_batch_call(void *arg)
+{
+	ResumeBatch *b = arg;
+
+	resume_many(b->ids, b->n, NULL, b->finished);
+}
+
+/*
+ * Resumes executions (sorted, unique ids) in one batch; when it fails, each
+ * alone, so that one that cannot go on (say its workflow was deleted) fails
+ * alone, with the reason, instead of taking its neighbours down with it (or,
+ * in a worker, the worker: it would meet the same execution first again
+ * after its restart).  Connected to SPI.
+ */
+static void
+resume_isolated(int64 *ids, int n, List *finished)
+{
+	ResumeBatch batch = {ids, n, finished};
+
+	if (n == 0 || run_in_subtransaction(resume_batch_call, &batch) == NULL)
+		return;
+	for (int k = 0; k < n; k++)
+	{
+		ResumeBatch one = {&ids[k], 1, finished};
+		ErrorData  *e = run_in_subtransaction(resume_batch_call, &one);
+
+		if (e == NULL)
+			continue;
+		ereport(WARNING,
+				(errmsg("notiflow: execution %lld cannot resume and has failed", (long long) ids[k]),
+				 errdetail("%s", e->message)));
+		execution_repo_fail(ids[k], psprintf("cannot resume: %s", e->message));
+	}
+}
+
 int
 execution_resume_due(int limit)
 {
@@ -1575,7 +1629,7 @@ execution_resume_due(int limit)
 	foreach(lc, due)
 		ids[n++] = *(int64 *) lfirst(lc);
 	n = int64_sort_unique(ids, n);
-	resume_many(ids, n, NULL, NIL);
+	resume_isolated(ids, n, NIL);
 	SPI_finish();
 	return n;
 }
@@ -1605,26 +1659,10 @@ delivery_finish(int64 delivery_id, const char *status, const char *provider_mess
 	if (changed && strcmp(status, "sending") != 0)
 	{
 		delivery_outcome_event(execution_id, node_id, delivery_id, status, provider_message_id, error);
-		execution_resume_connected(execution_id);
+		resume_isolated(&execution_id, 1, NIL);
 	}
 	SPI_finish();
 	return changed;
-}
-
-/* Arguments of the subtransactions of deliveries_finished. */
-typedef struct ResumeBatch
-{
-	int64	   *ids;
-	int			n;
-	List	   *finished;		/* FinishedDelivery * */
-} ResumeBatch;
-
-static void
-resume_batch_call(void *arg)
-{
-	ResumeBatch *b = arg;
-
-	resume_many(b->ids, b->n, NULL, b->finished);
 }
 
 void
@@ -1635,8 +1673,6 @@ deliveries_finished(List *finished)
 	int			i = 0;
 	List	   *waiting;
 	ListCell   *lc;
-	ResumeBatch batch;
-	ErrorData  *edata;
 
 	if (n == 0)
 		return;
@@ -1664,29 +1700,6 @@ deliveries_finished(List *finished)
 		}
 	}
 
-	/*
-	 * One batch for all; when it fails, each execution alone, so that one
-	 * that cannot go on (say its workflow version was deleted) fails alone
-	 * instead of taking its neighbours' outcomes down with it.
-	 */
-	batch.n = int64_sort_unique(ids, n);
-	batch.ids = ids;
-	batch.finished = finished;
-	edata = run_in_subtransaction(resume_batch_call, &batch);
-	if (edata != NULL)
-	{
-		for (int k = 0; k < batch.n; k++)
-		{
-			ResumeBatch one = {&ids[k], 1, finished};
-			ErrorData  *e = run_in_subtransaction(resume_batch_call, &one);
-
-			if (e == NULL)
-				continue;
-			ereport(WARNING,
-					(errmsg("notiflow: execution %lld cannot resume and has failed", (long long) ids[k]),
-					 errdetail("%s", e->message)));
-			execution_repo_fail(ids[k], psprintf("cannot resume: %s", e->message));
-		}
-	}
+	resume_isolated(ids, int64_sort_unique(ids, n), finished);
 	SPI_finish();
 }

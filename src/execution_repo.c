@@ -99,7 +99,7 @@ static SpiStatement due_stmt = {
 
 static SpiStatement lock_many_stmt = {
 	"SELECT e.id, e.workflow_key, e.workflow_version, e.status, e.payload, e.context, e.recipient,"
-	"       e.subscriber_id, e.created_at, e.steps, e.ctid"
+	"       e.subscriber_id, e.created_at, e.steps, e.ctid, e.error"
 	"  FROM unnest($1::int8[]) AS k(wanted) JOIN notiflow.executions e ON e.id = k.wanted"
 	" ORDER BY e.id FOR UPDATE OF e",
 	1, {INT8ARRAYOID}
@@ -404,6 +404,7 @@ execution_repo_lock_many(int64 *ids, int n)
 		d = spi_value(r, 10, &isnull);
 		le->steps = isnull ? NIL : stored_steps(DatumGetJsonbP(d));
 		ItemPointerCopy((ItemPointer) DatumGetPointer(spi_value(r, 11, &isnull)), &rec->tid);
+		rec->error = spi_text(r, 12);
 		locked = lappend(locked, le);
 	}
 

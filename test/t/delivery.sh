@@ -337,6 +337,37 @@ ok $? "a provider with max_attempts 1e10 and timeout_ms 1e400 still delivers"
 is "$(dispatcher_pid)" "$pid_before" "without the dispatcher restarting"
 put_hook
 
+# --- 7f. resumes after a delay -----------------------------------------------------------------
+# An execution whose delay comes due but whose workflow version is gone fails alone, with the
+# reason: the dispatcher resumes due executions before each claim, and goes on delivering.
+sql "SELECT notiflow.put_workflow('later', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+       {\"id\": \"d\", \"type\": \"delay\", \"for\": \"1 second\"}, {\"id\": \"h\", \"type\": \"webhook\"}],
+       \"edges\": [{\"from\": \"t\", \"to\": \"d\"}, {\"from\": \"d\", \"to\": \"h\"}]}')" >/dev/null
+gone=$(trigger later version-gone)
+sql "UPDATE notiflow.executions SET workflow_version = 999 WHERE id = $gone" >/dev/null
+wait_for 20 sql_is "SELECT status FROM notiflow.executions WHERE id = $gone" failed
+ok $? "a due delay of an execution whose workflow version is gone fails that execution"
+is "$(sql "SELECT error FROM notiflow.executions WHERE id = $gone")" \
+   "cannot resume: execution $gone uses workflow \"later\" version 999, which no longer exists" "with the reason"
+exec=$(trigger hook after-gone)
+wait_for 20 status_is "$exec" sent
+ok $? "deliveries go on"
+is "$(dispatcher_pid)" "$pid_before" "and the dispatcher did not restart"
+# A failure no edge handles, in one branch, while another branch waits for a delay: when the delay
+# ends, the execution fails (it does not complete).
+sql "SELECT notiflow.put_workflow('split', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+       {\"id\": \"h\", \"type\": \"webhook\"}, {\"id\": \"d\", \"type\": \"delay\", \"for\": \"2 seconds\"}],
+       \"edges\": [{\"from\": \"t\", \"to\": \"h\"}, {\"from\": \"t\", \"to\": \"d\"}]}')" >/dev/null
+double POST script '{"provider": "webhook", "responses": [{"status": 400}]}' >/dev/null
+exec=$(trigger split unhandled)
+wait_for 20 status_is "$exec" failed
+ok $? "the webhook branch fails (400, no other provider)"
+is "$(sql "SELECT status FROM notiflow.executions WHERE id = $exec")" waiting "while the delay branch waits"
+wait_for 20 sql_is "SELECT status IN ('completed', 'failed') FROM notiflow.executions WHERE id = $exec" t
+is "$(sql "SELECT status || ' ' || coalesce((error LIKE 'node \"h\": delivery failed%')::text, 'without error') FROM notiflow.executions WHERE id = $exec")" \
+   "failed true" "when the delay ends, the execution fails with the webhook's error"
+double POST reset >/dev/null
+
 # --- 8. kill -9 of the dispatcher with deliveries in flight ------------------------------------
 double POST reset >/dev/null
 double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}], "repeat": true}' >/dev/null
