@@ -42,6 +42,23 @@ run_in_subtransaction(void (*fn) (void *arg), void *arg)
 	return edata;
 }
 
+/*
+ * True for an error that says nothing about the input: a cancel or shutdown,
+ * a deadlock or serialization failure, a lock not available, resources
+ * exhausted, an I/O error.  Running the same call again later may succeed.
+ */
+bool
+error_is_transient(const ErrorData *edata)
+{
+	int			category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	return category == ERRCODE_TRANSACTION_ROLLBACK ||
+		category == ERRCODE_INSUFFICIENT_RESOURCES ||
+		category == ERRCODE_OPERATOR_INTERVENTION ||
+		category == ERRCODE_SYSTEM_ERROR ||
+		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
 /* Arguments of an input function call run by safe_input. */
 typedef struct InputCall
 {

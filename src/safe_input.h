@@ -24,4 +24,11 @@ extern bool safe_input(PGFunction fn, const char *src, Datum *result, char **err
  */
 extern ErrorData *run_in_subtransaction(void (*fn) (void *arg), void *arg);
 
+/*
+ * True when an error caught by run_in_subtransaction is not the input's
+ * fault (a cancel, a deadlock, resources exhausted...): a caller that would
+ * reject the input for it raises it again instead (ReThrowError).
+ */
+extern bool error_is_transient(const ErrorData *edata);
+
 #endif							/* NOTIFLOW_SAFE_INPUT_H */

@@ -401,12 +401,34 @@ clear_assigned(void)
 	state_dirty = true;
 }
 
+/*
+ * Resumes the partitions a backoff paused.  librdkafka keeps the
+ * application's pause of a partition through an unassign: a partition given
+ * back while paused and assigned again later would never be fetched.
+ */
+static void
+resume_paused(void)
+{
+	for (int i = 0; i < nassigned; i++)
+		if (assigned[i].paused)
+		{
+			rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+
+			rd_kafka_topic_partition_list_add(one, assigned[i].topic, assigned[i].partition);
+			rd_kafka_resume_partitions(rk, one);
+			rd_kafka_topic_partition_list_destroy(one);
+			assigned[i].paused = false;
+		}
+}
+
 /* Applies a revocation: the batch that used the partitions has committed already. */
 static void
 apply_revoke(void)
 {
-	rd_kafka_resp_err_t err = rd_kafka_assign(rk, NULL);
+	rd_kafka_resp_err_t err;
 
+	resume_paused();
+	err = rd_kafka_assign(rk, NULL);
 	recorded.revoke = false;
 	ereport(LOG, (errmsg("kafka consumer \"%s\" gives back %d partition(s)", sub->name, nassigned)));
 	if (err)
@@ -455,15 +477,7 @@ assign_from_database(rd_kafka_topic_partition_list_t *list)
 		start_backoff(psprintf("cannot read the stored offsets: %s", error));
 		return false;
 	}
-	for (int i = 0; i < nassigned; i++)
-		if (assigned[i].paused)
-		{
-			rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
-
-			rd_kafka_topic_partition_list_add(one, assigned[i].topic, assigned[i].partition);
-			rd_kafka_resume_partitions(rk, one);
-			rd_kafka_topic_partition_list_destroy(one);
-		}
+	resume_paused();
 	err = rd_kafka_assign(rk, list);
 	if (err)
 	{
@@ -870,6 +884,14 @@ consumer_create(void)
 static void
 consumer_shutdown(int code, Datum arg)
 {
+	/*
+	 * An exit in the middle of a batch (SIGTERM, an error) leaves its
+	 * transaction open until PostgreSQL's own exit hook, which runs after
+	 * this one: end it before closing the consumer talks to the brokers (up
+	 * to CLOSE_TIMEOUT_MS) so that no lock is held meanwhile.  Its offsets
+	 * were not stored; the batch is read again.
+	 */
+	AbortOutOfAnyTransaction();
 	if (rk != NULL)
 	{
 		TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CLOSE_TIMEOUT_MS);
@@ -995,7 +1017,8 @@ notiflow_kafka_consumer_main(Datum arg)
 				busy = consume_batch();
 		}
 		publish_state_if_due();
-		if (busy || recorded.revoke || recorded.assign != NULL || recorded.nlogs > 0)
+		/* an assignment recorded during a backoff waits for its end: no spinning meanwhile */
+		if (busy || recorded.revoke || (recorded.assign != NULL && !in_backoff()) || recorded.nlogs > 0)
 			continue;
 		if (backoff_until != 0 && in_backoff())
 			timeout = Min(timeout, (long) ((backoff_until - GetCurrentTimestamp()) / 1000) + 1);

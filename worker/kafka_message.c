@@ -331,6 +331,9 @@ prepare_one(KafkaSubscription *sub, rd_kafka_message_t *m, MessageMeta *meta, Tr
 
 	if (edata == NULL)
 		return call.outcome;
+	/* not the message's fault: the batch rolls back and is read again after a backoff */
+	if (error_is_transient(edata))
+		ReThrowError(edata);
 	*error = error_text(call.stage, edata);
 	return PREPARE_FAILED;
 }
@@ -361,6 +364,8 @@ trigger_guarded(const char *workflow_key, TriggerRequest *reqs, int n, char **er
 
 	if (edata == NULL)
 		return true;
+	if (error_is_transient(edata))
+		ReThrowError(edata);
 	*error = error_text("trigger", edata);
 	return false;
 }
