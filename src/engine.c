@@ -85,6 +85,7 @@ typedef struct Run
 	List	   *stored_steps;	/* StoredStep *: the steps of earlier runs */
 	List	   *step_records;	/* StepRecord *: this run's */
 	List	   *delivery_records;
+	List	   *outcomes;		/* "<node>.<outcome>" of the actions this run ended */
 
 	int			n_waiting;
 	bool		fatal;
@@ -510,6 +511,7 @@ action_finish(Run *run, WorkflowNode *node, const char *outcome, Jsonb *output,
 	run_record_step(run, node,
 					failed ? "failed" : (strcmp(outcome, "skipped") == 0 ? "skipped" : "completed"),
 					outcome, output, error, started, seq);
+	run->outcomes = lappend(run->outcomes, psprintf("%s.%s", node->id, outcome));
 	if (failed && !node_has_edge_on(run, node, "failed"))
 	{
 		run->unhandled_failure = true;
@@ -733,6 +735,69 @@ wait_complete(WorkflowNode *node, Jsonb *received)
 	return true;
 }
 
+/* True when the execution ended action node's outcome event (in this run or an earlier one). */
+static bool
+run_had_outcome(Run *run, const char *event)
+{
+	ListCell   *lc;
+
+	foreach(lc, run->outcomes)
+		if (strcmp(lfirst(lc), event) == 0)
+			return true;
+	foreach(lc, run->stored_steps)
+	{
+		StoredStep *s = lfirst(lc);
+		WorkflowNode *node = workflow_definition_node(run->def, s->node_id);
+		char	   *outcome;
+		size_t		len = strlen(s->node_id);
+
+		if (node == NULL || !NODE_IS_ACTION(node->type) || strcmp(s->status, "waiting") == 0 ||
+			strncmp(event, s->node_id, len) != 0 || event[len] != '.')
+			continue;
+		outcome = execution_repo_step_outcome(s);
+		if (outcome != NULL && strcmp(event + len + 1, outcome) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Adds to the events a wait received the outcome events ("<node>.<status>")
+ * of its execution's own actions that ended before the wait was reached:
+ * those went to the waits open then, not to this one.  Their data is the
+ * status alone.
+ */
+static Jsonb *
+own_outcomes(Run *run, WorkflowNode *node, Jsonb *received)
+{
+	int			n = list_length(node->wait_events);
+	const char **keys = palloc(sizeof(char *) * Max(n, 1));
+	Jsonb	  **vals = palloc(sizeof(Jsonb *) * Max(n, 1));
+	int			k = 0;
+	ListCell   *lc;
+
+	foreach(lc, node->wait_events)
+	{
+		const char *event = lfirst(lc);
+		const char *dot = strrchr(event, '.');
+		const char *status_key[] = {"status"};
+		Jsonb	   *status_val[1];
+
+		if (dot == NULL || (received != NULL && jsonb_get(received, event) != NULL) ||
+			!run_had_outcome(run, event))
+			continue;
+		status_val[0] = jsonb_make_string(dot + 1);
+		keys[k] = event;
+		vals[k++] = jsonb_make_object(1, status_key, status_val);
+	}
+	if (k == 0)
+		return received;
+	if (received == NULL)
+		return jsonb_make_object(k, keys, vals);
+	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(received),
+											  JsonbPGetDatum(jsonb_make_object(k, keys, vals))));
+}
+
 /*
  * Runs a wait node: under the correlation key's lock, takes the events that
  * arrived early from the inbox; completes at once when they are all there,
@@ -752,7 +817,7 @@ node_wait(Run *run, WorkflowNode *node)
 		return;
 	}
 	wait_repo_lock_key(key);
-	received = wait_repo_take_inbox(key, node->wait_events);
+	received = own_outcomes(run, node, wait_repo_take_inbox(key, node->wait_events));
 	complete = wait_complete(node, received);
 	if (node->wait_timeout != NULL)
 		deadline = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,

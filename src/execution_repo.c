@@ -436,6 +436,12 @@ step_string(JsonbContainer *step, int field)
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
+char *
+execution_repo_step_outcome(const StoredStep *s)
+{
+	return step_string(&s->stored->root, STEP_OUTCOME);
+}
+
 /* Reads executions.steps back (in seq order). */
 static List *
 stored_steps(Jsonb *steps)

@@ -54,6 +54,9 @@ typedef struct StoredStep
 	Jsonb	   *stored;			/* the element as stored */
 } StoredStep;
 
+/* The outcome of a stored step (sent, failed, completed...), or NULL. */
+extern char *execution_repo_step_outcome(const StoredStep *s);
+
 /*
  * The steps array of an execution created at created_at: the stored steps in
  * their order, each replaced by a record of the same node if there is one,

@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(30);
+SELECT plan(33);
 
 SELECT notiflow.put_provider('text', 'sms', 'twilio', '{"account_sid": "AC1", "auth_token": "t", "from": "+15550001111"}');
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -98,6 +98,21 @@ SELECT ok(notiflow.finish_delivery((SELECT id FROM notiflow.deliveries WHERE exe
 SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :r1 AND node_id = 'w'), 'completed',
           'its outcome completes the wait of the same execution');
 SELECT ok((SELECT count(*) = 1 FROM notiflow.deliveries WHERE execution_id = :r1 AND node_id = 'ok'), 'and the workflow goes on');
+-- a wait reached after the action ended (mail, then the wait) takes the outcome from the step
+SELECT notiflow.put_workflow('receipt_then_wait', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "mail", "type": "email", "subject": "s", "text": "x"},
+    {"id": "w", "type": "wait", "events": ["mail.sent"], "key": "{{payload.order_id}}"},
+    {"id": "ok", "type": "sms", "text": "receipt {{steps.w.events.mail.sent.status}}"}],
+  "edges": [{"from": "t", "to": "mail"}, {"from": "mail", "to": "w", "on": "sent"},
+            {"from": "w", "to": "ok", "on": "completed"}]}');
+SELECT notiflow.trigger('receipt_then_wait', '{"order_id": "r2"}', '"ann"') AS r2 \gset
+SELECT ok(notiflow.finish_delivery((SELECT id FROM notiflow.deliveries WHERE execution_id = :r2 AND node_id = 'mail'), 'sent', 'm2'),
+          'the delivery is sent before its execution reaches the wait');
+SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :r2 AND node_id = 'w'), 'completed',
+          'the wait reached afterwards completes with the outcome of the action');
+SELECT is((SELECT received FROM notiflow.execution_waits WHERE execution_id = :r2), '{"mail.sent": {"status": "sent"}}'::jsonb,
+          'whose event data is the status');
 
 -- validation
 SELECT results_eq($$SELECT path || ': ' || message FROM notiflow.validate_workflow('{"nodes": [{"id": "t", "type": "trigger"},
