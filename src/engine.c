@@ -1723,6 +1723,7 @@ delivery_finish(int64 delivery_id, const char *status, const char *provider_mess
 									   &execution_id, &node_id);
 	if (changed && strcmp(status, "sending") != 0)
 	{
+		execution_repo_lock_ids(&execution_id, 1);	/* before its waits */
 		delivery_outcome_event(execution_id, node_id, delivery_id, status, provider_message_id, error);
 		resume_isolated(&execution_id, 1, NIL);
 	}
@@ -1736,6 +1737,7 @@ deliveries_finished(List *finished)
 	int			n = list_length(finished);
 	int64	   *ids;
 	int			i = 0;
+	int			n_ids;
 	List	   *waiting;
 	ListCell   *lc;
 
@@ -1746,9 +1748,17 @@ deliveries_finished(List *finished)
 	ids = palloc(sizeof(int64) * n);
 	foreach(lc, finished)
 		ids[i++] = ((FinishedDelivery *) lfirst(lc))->execution_id;
+	n_ids = int64_sort_unique(ids, n);
 
-	/* the outcomes are events "<node>.<status>" for the executions that wait for some */
-	waiting = wait_repo_waiting_executions(ids, n);
+	/*
+	 * The outcomes are events "<node>.<status>" for the executions that wait
+	 * for some.  Their wait rows are updated only after the batch's
+	 * executions are locked, all of them and in id order as the resume
+	 * takes them: emit_event takes an execution's row before its waits'.
+	 */
+	waiting = wait_repo_waiting_executions(ids, n_ids);
+	if (waiting != NIL)
+		execution_repo_lock_ids(ids, n_ids);
 	foreach(lc, finished)
 	{
 		FinishedDelivery *f = lfirst(lc);
@@ -1765,6 +1775,6 @@ deliveries_finished(List *finished)
 		}
 	}
 
-	resume_isolated(ids, int64_sort_unique(ids, n), finished);
+	resume_isolated(ids, n_ids, finished);
 	SPI_finish();
 }

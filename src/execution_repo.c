@@ -135,6 +135,12 @@ static SpiStatement update_many_by_id_stmt = {
 	6, {INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, JSONBARRAYOID}
 };
 
+/* Locks executions, in id order (the order every path takes them in). */
+static SpiStatement lock_ids_stmt = {
+	"SELECT 1 FROM notiflow.executions WHERE id = ANY ($1::int8[]) ORDER BY id FOR UPDATE",
+	1, {INT8ARRAYOID}
+};
+
 static SpiStatement fail_stmt = {
 	"UPDATE notiflow.executions"
 	"   SET status = 'failed', error = $2, wake_at = NULL, updated_at = now(), finished_at = now()"
@@ -596,6 +602,17 @@ execution_repo_update_many(List *recs)
 	}
 	update_many_args(rest, args);
 	spi_run(&update_many_by_id_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+}
+
+void
+execution_repo_lock_ids(int64 *ids, int n)
+{
+	Datum		args[1];
+
+	if (n == 0)
+		return;
+	args[0] = spi_int8_array(ids, n);
+	spi_run(&lock_ids_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 }
 
 bool

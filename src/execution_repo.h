@@ -126,6 +126,13 @@ extern List *execution_repo_lock_many(int64 *ids, int n);
  */
 extern void execution_repo_update_many(List *recs);
 
+/*
+ * Locks executions (FOR UPDATE, in id order) before their wait rows are
+ * touched: the engine and emit_event take an execution's row before its
+ * waits', and a path taking them the other way round could deadlock them.
+ */
+extern void execution_repo_lock_ids(int64 *ids, int n);
+
 /* Ends an execution that cannot go on (its resume raised error); false when it had ended already. */
 extern bool execution_repo_fail(int64 id, const char *error);
 

@@ -69,6 +69,26 @@ is "$(cat "$out")" 0 "the event then completes nothing"
 is "$(q "SELECT string_agg(d.node_id, ',') FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'order_id' = 'o3'")" late \
    "exactly one outcome: the timeout"
 
+# 4. a delivery's outcome while an event for the same execution is being applied: emit_event locks
+# the execution's row, then its wait's; finish_delivery takes them in the same order, so it waits
+# instead of deadlocking (taken the other way round, it was the deadlock's victim).
+q "SELECT notiflow.put_workflow('receipt', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+     {\"id\": \"s\", \"type\": \"sms\", \"text\": \"receipt\"},
+     {\"id\": \"w\", \"type\": \"wait\", \"events\": [\"s.sent\", \"paid\"], \"key\": \"{{payload.order_id}}\"}],
+     \"edges\": [{\"from\": \"t\", \"to\": \"s\"}, {\"from\": \"t\", \"to\": \"w\"}]}')" >/dev/null
+e4=$(q "SELECT notiflow.trigger('receipt', '{\"order_id\": \"o4\"}', '\"ann\"')")
+d4=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $e4")
+hold "BEGIN; SELECT id FROM notiflow.executions WHERE id = $e4 FOR UPDATE;" 1
+psql -X -q -At -d $DB -c "SELECT notiflow.finish_delivery($d4, 'sent')" >"$out" 2>&1 &
+pid=$!
+wait_for 20 blocked "finish_delivery($d4"
+ok $? "a delivery outcome waits for the execution an event holds"
+hold "UPDATE notiflow.execution_waits SET received = received || '{\"paid\": {}}' WHERE execution_id = $e4; COMMIT;"
+wait "$pid"
+is "$(cat "$out")" t "then it is recorded"
+is "$(q "SELECT received ?& array['s.sent', 'paid'] FROM notiflow.execution_waits WHERE execution_id = $e4")" t \
+   "both transactions committed (no deadlock victim): the wait holds both events"
+
 echo "\\q" >&"${HOLD[1]}"
 rm -f "$out"
 done_testing
