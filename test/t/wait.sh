@@ -27,28 +27,32 @@ coproc HOLD { psql -X -q -At -d $DB; }
 hold() { echo "$1" >&"${HOLD[1]}"; local i; for ((i = 0; i < ${2:-0}; i++)); do read -r _ <&"${HOLD[0]}"; done; }
 blocked() { [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%$1%' AND pid <> pg_backend_pid()")" = 1 ]; }
 out=$(mktemp)
+# race HELD_SQL CONCURRENT_SQL PATTERN MESSAGE THEN_SQL: runs HELD_SQL (one result line) in the
+# held session and CONCURRENT_SQL in another (its output in $out); checks that the latter waits
+# for a lock (its query matching PATTERN), then sends THEN_SQL to the held session and waits for
+# the other to finish.
+race() {
+    hold "$1" 1
+    psql -X -q -At -d $DB -c "$2" >"$out" 2>&1 &
+    local pid=$!
+    wait_for 20 blocked "$3"
+    ok $? "$4"
+    hold "$5"
+    wait "$pid"
+}
 
 # 1. an event while the trigger that reaches the wait is uncommitted
-hold "BEGIN; SELECT notiflow.trigger('ship', '{\"order_id\": \"o1\"}', '\"ann\"');" 1
-psql -X -q -At -d $DB -c "SELECT notiflow.emit_event('paid', 'o1')" >"$out" 2>&1 &
-pid=$!
-wait_for 20 blocked "emit_event(%paid%o1"
-ok $? "an event for a key whose wait is being created waits for that transaction"
-hold "COMMIT;"
-wait "$pid"
+race "BEGIN; SELECT notiflow.trigger('ship', '{\"order_id\": \"o1\"}', '\"ann\"');" \
+     "SELECT notiflow.emit_event('paid', 'o1')" "emit_event(%paid%o1" \
+     "an event for a key whose wait is being created waits for that transaction" "COMMIT;"
 is "$(q "SELECT received ? 'paid' FROM notiflow.execution_waits WHERE correlation_key = 'o1'")" t \
    "then it reaches the wait instead of the inbox"
 is "$(q "SELECT count(*) FROM notiflow.event_inbox WHERE correlation_key = 'o1'")" 0 "nothing is left in the inbox"
 
 # 2. the last two events together
 q "SELECT notiflow.trigger('ship', '{\"order_id\": \"o2\"}', '\"ann\"')" >/dev/null
-hold "BEGIN; SELECT notiflow.emit_event('paid', 'o2');" 1
-psql -X -q -At -d $DB -c "SELECT notiflow.emit_event('scanned', 'o2')" >"$out" 2>&1 &
-pid=$!
-wait_for 20 blocked "emit_event(%scanned%o2"
-ok $? "two events for one key are applied one after the other"
-hold "COMMIT;"
-wait "$pid"
+race "BEGIN; SELECT notiflow.emit_event('paid', 'o2');" "SELECT notiflow.emit_event('scanned', 'o2')" \
+     "emit_event(%scanned%o2" "two events for one key are applied one after the other" "COMMIT;"
 is "$(cat "$out")" 1 "the second completes the wait"
 is "$(q "SELECT count(*) FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'order_id' = 'o2' AND d.node_id = 'done'")" 1 \
    "the wait completes exactly once"
@@ -58,13 +62,8 @@ q "SELECT notiflow.trigger('ship', '{\"order_id\": \"o3\"}', '\"ann\"')" >/dev/n
 q "SELECT notiflow.emit_event('paid', 'o3')" >/dev/null
 q "UPDATE notiflow.execution_waits SET deadline = now() - interval '1 second' WHERE correlation_key = 'o3';
    UPDATE notiflow.executions SET wake_at = now() - interval '1 second' WHERE payload ->> 'order_id' = 'o3'" >/dev/null
-hold "BEGIN; SELECT notiflow.resume_due_executions(10);" 1
-psql -X -q -At -d $DB -c "SELECT notiflow.emit_event('scanned', 'o3')" >"$out" 2>&1 &
-pid=$!
-wait_for 20 blocked "emit_event(%scanned%o3"
-ok $? "the last event waits while the timeout is being applied"
-hold "COMMIT;"
-wait "$pid"
+race "BEGIN; SELECT notiflow.resume_due_executions(10);" "SELECT notiflow.emit_event('scanned', 'o3')" \
+     "emit_event(%scanned%o3" "the last event waits while the timeout is being applied" "COMMIT;"
 is "$(cat "$out")" 0 "the event then completes nothing"
 is "$(q "SELECT string_agg(d.node_id, ',') FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'order_id' = 'o3'")" late \
    "exactly one outcome: the timeout"
@@ -78,13 +77,10 @@ q "SELECT notiflow.put_workflow('receipt', '{\"nodes\": [{\"id\": \"t\", \"type\
      \"edges\": [{\"from\": \"t\", \"to\": \"s\"}, {\"from\": \"t\", \"to\": \"w\"}]}')" >/dev/null
 e4=$(q "SELECT notiflow.trigger('receipt', '{\"order_id\": \"o4\"}', '\"ann\"')")
 d4=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $e4")
-hold "BEGIN; SELECT id FROM notiflow.executions WHERE id = $e4 FOR UPDATE;" 1
-psql -X -q -At -d $DB -c "SELECT notiflow.finish_delivery($d4, 'sent')" >"$out" 2>&1 &
-pid=$!
-wait_for 20 blocked "finish_delivery($d4"
-ok $? "a delivery outcome waits for the execution an event holds"
-hold "UPDATE notiflow.execution_waits SET received = received || '{\"paid\": {}}' WHERE execution_id = $e4; COMMIT;"
-wait "$pid"
+race "BEGIN; SELECT id FROM notiflow.executions WHERE id = $e4 FOR UPDATE;" \
+     "SELECT notiflow.finish_delivery($d4, 'sent')" "finish_delivery($d4" \
+     "a delivery outcome waits for the execution an event holds" \
+     "UPDATE notiflow.execution_waits SET received = received || '{\"paid\": {}}' WHERE execution_id = $e4; COMMIT;"
 is "$(cat "$out")" t "then it is recorded"
 is "$(q "SELECT received ?& array['s.sent', 'paid'] FROM notiflow.execution_waits WHERE execution_id = $e4")" t \
    "both transactions committed (no deadlock victim): the wait holds both events"
