@@ -234,7 +234,6 @@ delivery_repo_set_status(int64 delivery_id, const char *status,
 	bool		isnull;
 
 	args[0] = Int64GetDatum(delivery_id);
-	args[4] = Int32GetDatum(notiflow_lease_ms);
 	args[1] = CStringGetTextDatum(status);
 	args[2] = provider_message_id ? CStringGetTextDatum(provider_message_id) : (Datum) 0;
 	if (provider_message_id == NULL)
@@ -242,6 +241,7 @@ delivery_repo_set_status(int64 delivery_id, const char *status,
 	args[3] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	if (error == NULL)
 		nulls[3] = 'n';
+	args[4] = Int32GetDatum(notiflow_lease_ms);
 	spi_run(&set_status_stmt, args, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 		return false;
@@ -523,7 +523,6 @@ delivery_repo_mark_address_invalid(int64 delivery_id)
 	spi_run(&mark_invalid_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
 }
 
-/* Counts a successful attempt. */
 bool
 delivery_repo_still_claimed(int64 delivery_id, TimestampTz lease)
 {
@@ -533,6 +532,7 @@ delivery_repo_still_claimed(int64 delivery_id, TimestampTz lease)
 	return SPI_processed == 1;
 }
 
+/* Counts a successful attempt. */
 void
 delivery_repo_count_attempt(int64 delivery_id)
 {

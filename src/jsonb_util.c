@@ -55,6 +55,22 @@ jsonb_value_int(const JsonbValue *v, int def)
 }
 
 int
+jsonb_value_int_bounded(const JsonbValue *v, int def, int min)
+{
+	bool		out_of_range = false;
+	int32		i;
+
+	if (v == NULL || v->type != jbvNumeric)
+		return def;
+	i = numeric_int4_opt_error(v->val.numeric, &out_of_range);
+	if (!out_of_range)
+		return Max(i, min);
+	/* beyond int4 (rare): its sign says which bound */
+	return DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow,
+											  NumericGetDatum(v->val.numeric))) < 0 ? min : PG_INT32_MAX;
+}
+
+int
 jsonb_get_int(Jsonb *obj, const char *key, int def)
 {
 	return jsonb_value_int(jsonb_get(obj, key), def);

@@ -15,6 +15,13 @@
 /* The integer value of v, or def when v is NULL or not a number. */
 extern int	jsonb_value_int(const JsonbValue *v, int def);
 
+/*
+ * The integer value of v bounded to [min, INT_MAX], or def when v is NULL or
+ * not a number: never raises, for values a worker reads from rows written
+ * by anyone (a raise would end the worker, and it would meet them again).
+ */
+extern int	jsonb_value_int_bounded(const JsonbValue *v, int def, int min);
+
 /* The integer value of key in object obj, or def when it is missing or not a number. */
 extern int	jsonb_get_int(Jsonb *obj, const char *key, int def);
 

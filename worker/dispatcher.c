@@ -133,11 +133,7 @@ config_float(Jsonb *config, const char *key, double def)
 static int
 config_int(Jsonb *config, const char *key, int def, int min)
 {
-	double		v = config_float(config, key, (double) def);
-
-	if (isnan(v))
-		return def;
-	return (int) Max(Min(v, (double) PG_INT32_MAX), (double) min);
+	return jsonb_value_int_bounded(jsonb_get(config, key), def, min);
 }
 
 /*

@@ -23,7 +23,6 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
-#include <math.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/epoll.h>
@@ -32,7 +31,6 @@
 
 #include "common/base64.h"
 #include "portability/instr_time.h"
-#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
@@ -488,17 +486,9 @@ http_start(const DeliveryJob *job, ProviderRequest *req, void *owner)
 	ListCell   *lc;
 	JsonbValue *tv = jsonb_get(job->config, "timeout_ms");
 	char	   *ca_file = jsonb_get_string(job->config, "ca_file");
-	long		timeout_ms = 10000;
+	/* bounded, not raising: this runs outside any transaction */
+	long		timeout_ms = jsonb_value_int_bounded(tv, 10000, 1);
 	CURLMcode	mc;
-
-	if (tv != NULL && tv->type == jbvNumeric)
-	{
-		/* bounded, as numeric_int8 would raise outside any transaction */
-		double		v = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, NumericGetDatum(tv->val.numeric)));
-
-		if (!isnan(v))
-			timeout_ms = (long) Max(Min(v, (double) PG_INT32_MAX), 1.0);
-	}
 
 	t->owner = owner;
 	t->job = job;

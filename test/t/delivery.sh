@@ -50,6 +50,7 @@ sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d $DB -c "$1"; }
 sql_is() { [ "$(sql "$1" 2>/dev/null)" = "$2" ]; }
 sql "CREATE EXTENSION notiflow" >/dev/null
 dispatchers() { psql -X -qAt -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'"; }
+dispatcher_pid() { psql -X -qAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'"; }
 wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher' AND datname = '$DB'" 1
 ok $? "a dispatcher runs in notiflow.database_name"
 is "$(psql -X -qAt -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow launcher'")" 1 \
@@ -299,7 +300,6 @@ double POST reset >/dev/null
 psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.http_concurrency" -c "SELECT pg_reload_conf()" >/dev/null
 
 # --- 7e. late results, lost probes, out-of-range config -----------------------------------------
-dispatcher_pid() { psql -X -qAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'"; }
 pid_before=$(dispatcher_pid)
 # A request that fails (503) after its delivery was finished meanwhile (a provider's "delivered"
 # event overtook a slow answer): the attempt is logged, the delivery stays delivered.
@@ -374,7 +374,7 @@ double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}], "
 sql "SELECT count(*) FROM notiflow.trigger_many('hook', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 20)), '{\"marker\": \"crash\"}')" >/dev/null
 wait_for 20 parked 5
 ok $? "webhook deliveries are in flight at the provider"
-pid=$(psql -X -qAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'")
+pid=$(dispatcher_pid)
 kill -9 "$pid"
 double POST reset >/dev/null
 up_again() { psql -X -qAt -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher' AND pid <> $pid" 2>/dev/null | grep -qx 1; }
