@@ -1657,21 +1657,41 @@ resume_batch_call(void *arg)
  * alone, with the reason, instead of taking its neighbours down with it (or,
  * in a worker, the worker: it would meet the same execution first again
  * after its restart).  Connected to SPI.
+ *
+ * An error that is not the executions' fault fails none of them.  A lock
+ * conflict (the victim of a deadlock with another transaction, say: a resume
+ * takes a correlation key's lock after execution rows) is raised again
+ * unless leave_when_busy, when the executions are left as they were, for a
+ * later round; so is any other transient error (a cancel, resources).
  */
 static void
-resume_isolated(int64 *ids, int n, List *finished)
+resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
 {
 	ResumeBatch batch = {ids, n, finished};
+	ErrorData  *e;
 
-	if (n == 0 || run_in_subtransaction(resume_batch_call, &batch) == NULL)
+	if (n == 0 || (e = run_in_subtransaction(resume_batch_call, &batch)) == NULL)
 		return;
+	if (leave_when_busy && error_is_lock_conflict(e))
+	{
+		ereport(LOG,
+				(errmsg("notiflow: %d due executions are left for the next round", n),
+				 errdetail("%s", e->message)));
+		return;
+	}
+	if (error_is_transient(e))
+		ReThrowError(e);
 	for (int k = 0; k < n; k++)
 	{
 		ResumeBatch one = {&ids[k], 1, finished};
-		ErrorData  *e = run_in_subtransaction(resume_batch_call, &one);
 
+		e = run_in_subtransaction(resume_batch_call, &one);
 		if (e == NULL)
 			continue;
+		if (leave_when_busy && error_is_lock_conflict(e))
+			continue;
+		if (error_is_transient(e))
+			ReThrowError(e);
 		ereport(WARNING,
 				(errmsg("notiflow: execution %lld cannot resume and has failed", (long long) ids[k]),
 				 errdetail("%s", e->message)));
@@ -1694,7 +1714,7 @@ execution_resume_due(int limit)
 	foreach(lc, due)
 		ids[n++] = *(int64 *) lfirst(lc);
 	n = int64_sort_unique(ids, n);
-	resume_isolated(ids, n, NIL);
+	resume_isolated(ids, n, NIL, true);
 	SPI_finish();
 	return n;
 }
@@ -1725,7 +1745,7 @@ delivery_finish(int64 delivery_id, const char *status, const char *provider_mess
 	{
 		execution_repo_lock_ids(&execution_id, 1);	/* before its waits */
 		delivery_outcome_event(execution_id, node_id, delivery_id, status, provider_message_id, error);
-		resume_isolated(&execution_id, 1, NIL);
+		resume_isolated(&execution_id, 1, NIL, false);
 	}
 	SPI_finish();
 	return changed;
@@ -1775,6 +1795,6 @@ deliveries_finished(List *finished)
 		}
 	}
 
-	resume_isolated(ids, n_ids, finished);
+	resume_isolated(ids, n_ids, finished, false);
 	SPI_finish();
 }

@@ -59,6 +59,14 @@ error_is_transient(const ErrorData *edata)
 		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 
+bool
+error_is_lock_conflict(const ErrorData *edata)
+{
+	return edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		edata->sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
 /* Arguments of an input function call run by safe_input. */
 typedef struct InputCall
 {

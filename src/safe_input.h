@@ -31,4 +31,12 @@ extern ErrorData *run_in_subtransaction(void (*fn) (void *arg), void *arg);
  */
 extern bool error_is_transient(const ErrorData *edata);
 
+/*
+ * True for the transient errors that come from another transaction's locks
+ * (a deadlock's victim, a serialization failure, a lock not available): the
+ * same work run again in a later transaction, once the other has ended, goes
+ * through.
+ */
+extern bool error_is_lock_conflict(const ErrorData *edata);
+
 #endif							/* NOTIFLOW_SAFE_INPUT_H */

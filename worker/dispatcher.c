@@ -79,6 +79,13 @@ typedef struct InFlight
 	int			backoff_max_ms;
 } InFlight;
 
+/* What one record transaction did, for the worker's statistics. */
+typedef struct RecordCounts
+{
+	int			sent;
+	int			retried;
+} RecordCounts;
+
 /* Per-provider state kept by this worker for one claim: config and circuit. */
 typedef struct ProviderInfo
 {
@@ -626,8 +633,8 @@ classify(InFlight *f, ProviderResponse *resp, bool refused_private, ProviderResu
 		res->error = psprintf("HTTP %ld", resp->status);
 }
 
-/* Applies the policy to an attempt that did not send (inside the record transaction). */
-static void
+/* Applies the policy to an attempt that did not send (inside the record transaction); true for a retry. */
+static bool
 apply_not_sent(InFlight *f, ProviderResult *res)
 {
 	const char *logged_body = f->req.log_body ? f->req.log_body : f->req.body.data;
@@ -642,8 +649,7 @@ apply_not_sent(InFlight *f, ProviderResult *res)
 			{
 				delivery_repo_retry_later(f->job.delivery_id,
 										  backoff_ms(f, f->job.attempt, res->retry_after_ms), res->error);
-				if (my_slot)
-					pg_atomic_fetch_add_u64(&my_slot->retried, 1);
+				return true;
 			}
 			else
 				delivery_fall_back(f->job.delivery_id, f->job.kind, logged_body,
@@ -665,6 +671,7 @@ apply_not_sent(InFlight *f, ProviderResult *res)
 			delivery_repo_defer(f->job.delivery_id, 0);
 			break;
 	}
+	return false;
 }
 
 /* Feeds an attempt's outcome to its provider's circuit (inside the record transaction). */
@@ -690,10 +697,11 @@ count_in_circuit(InFlight *f, ProviderResult *res, bool refused_private, List **
  * row writer logs every attempt, one statement marks every success sent, the
  * engine resumes their executions in one batch (deliveries_finished).  The
  * rarer outcomes (retry, fallback, dead letter) go one by one.  In a
- * transaction; the extension is installed.
+ * transaction; the extension is installed.  Counts what it sent and retried
+ * in *counts (the worker's statistics take them once it commits).
  */
 static void
-record_results(List *done)
+record_results(List *done, RecordCounts *counts)
 {
 	int			n = list_length(done);
 	InFlight  **flights = palloc(sizeof(InFlight *) * n);
@@ -758,8 +766,8 @@ record_results(List *done)
 		}
 	}
 	deliveries_finished(finished);
-	if (my_slot)
-		pg_atomic_fetch_add_u64(&my_slot->sent, n_sent);
+	counts->sent = n_sent;
+	counts->retried = 0;
 
 	for (int k = 0; k < n; k++)
 	{
@@ -770,8 +778,9 @@ record_results(List *done)
 		 * ran out stays as it is.  The attempt is logged either way.
 		 */
 		if (results[k].outcome != OUTCOME_SENT &&
-			delivery_repo_still_claimed(flights[k]->job.delivery_id, flights[k]->lease))
-			apply_not_sent(flights[k], &results[k]);
+			delivery_repo_still_claimed(flights[k]->job.delivery_id, flights[k]->lease) &&
+			apply_not_sent(flights[k], &results[k]))
+			counts->retried++;
 		count_in_circuit(flights[k], &results[k], refused[k], &healthy);
 	}
 }
@@ -780,16 +789,61 @@ record_results(List *done)
  * Records the finished transfers (phase 3) and frees them.  When the
  * extension was dropped while they were in flight, there is nothing left to
  * record them in.
+ *
+ * When the record transaction loses a lock conflict (the victim of a
+ * deadlock: executions and correlation keys are locked in different orders by
+ * different paths), it is rolled back and run again, up to
+ * RECORD_ATTEMPTS times: the results are still in memory, and the other
+ * transaction has gone on meanwhile.  Ending the worker instead would lose
+ * them, and their deliveries would be sent again after their lease.
  */
+#define RECORD_ATTEMPTS 5
+
 static void
 record(List *done)
 {
 	ListCell   *lc;
+	RecordCounts counts = {0, 0};
 
-	phase_begin("notiflow: recording delivery attempts");
-	if (extension_installed())
-		record_results(done);
-	phase_end();
+	for (int attempt = 1;; attempt++)
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+		ErrorData  *volatile edata = NULL;
+
+		PG_TRY();
+		{
+			phase_begin("notiflow: recording delivery attempts");
+			if (extension_installed())
+				record_results(done, &counts);
+			phase_end();
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			if (!error_is_lock_conflict(edata) || attempt >= RECORD_ATTEMPTS)
+				PG_RE_THROW();
+			HOLD_INTERRUPTS();
+			EmitErrorReport();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			RESUME_INTERRUPTS();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		if (edata == NULL)
+			break;
+		ereport(LOG,
+				(errmsg("notiflow: recording %d delivery attempts again (try %d of %d)",
+						list_length(done), attempt + 1, RECORD_ATTEMPTS)));
+		if (my_slot)
+			pg_atomic_fetch_add_u64(&my_slot->record_retries, 1);
+	}
+	if (my_slot)
+	{
+		pg_atomic_fetch_add_u64(&my_slot->sent, counts.sent);
+		pg_atomic_fetch_add_u64(&my_slot->retried, counts.retried);
+	}
 	foreach(lc, done)
 	{
 		HttpTransfer *t = lfirst(lc);

@@ -29,6 +29,7 @@ typedef struct DispatcherSlot
 	pg_atomic_uint64 retried;
 	pg_atomic_uint64 failed;
 	pg_atomic_uint64 in_flight;
+	pg_atomic_uint64 record_retries;	/* record transactions run again after a lock conflict */
 } DispatcherSlot;
 
 /* A Kafka subscription that should have a consumer (published by the sync worker). */

@@ -71,6 +71,7 @@ notiflow_shmem_startup(void)
 			pg_atomic_init_u64(&s->retried, 0);
 			pg_atomic_init_u64(&s->failed, 0);
 			pg_atomic_init_u64(&s->in_flight, 0);
+			pg_atomic_init_u64(&s->record_retries, 0);
 		}
 		pg_atomic_init_u64(&notiflow_shared->kafka_generation, 1);
 	}

@@ -21,7 +21,7 @@
 PG_FUNCTION_INFO_V1(dispatcher_counters);
 PG_FUNCTION_INFO_V1(workers_preloaded);
 
-#define DISPATCHER_COUNTERS_COLS 9
+#define DISPATCHER_COUNTERS_COLS 10
 
 /* Returns the slot, pid, start time and counters of every live dispatcher. */
 Datum
@@ -58,6 +58,7 @@ dispatcher_counters(PG_FUNCTION_ARGS)
 		values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&s->failed));
 		values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&s->in_flight));
 		values[8] = Int64GetDatum((int64) pg_atomic_read_u64(&s->claimed_after_front));
+		values[9] = Int64GetDatum((int64) pg_atomic_read_u64(&s->record_retries));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -6,6 +6,14 @@
 -- transaction-level advisory lock on the correlation key, so that an event and
 -- a wait that arrive together always meet: the later one sees the earlier one.
 -- Lock order is always: the execution row, then the wait row.
+--
+-- The engine reaches a wait node while it holds its execution's row (and, in a
+-- batch, its neighbours' rows), so it takes the key's lock after rows.
+-- emit_event goes the other way (key, then the rows of the executions waiting
+-- on it); so that the two never wait for each other in a circle, emit_event
+-- never waits for a row while it holds the key: it asks for each row with
+-- NOWAIT and, when one is busy, lets go of the key (a subtransaction ends),
+-- waits until that row is free, and starts again.
 
 CREATE TABLE notiflow.execution_waits (
     execution_id    bigint NOT NULL,
@@ -52,9 +60,10 @@ AS $$
 DECLARE
     w        record;
     wr       notiflow.execution_waits;
-    matched  boolean := false;
-    resumed  integer := 0;
+    matched  boolean;
+    resumed  integer;
     got      jsonb;
+    busy     bigint;
 BEGIN
     IF name IS NULL OR name = '' THEN
         RAISE EXCEPTION 'event name must not be empty' USING ERRCODE = '22023', DETAIL = 'name: required';
@@ -62,37 +71,61 @@ BEGIN
     IF correlation_key IS NULL OR correlation_key = '' THEN
         RAISE EXCEPTION 'correlation key must not be empty' USING ERRCODE = '22023', DETAIL = 'correlation_key: required';
     END IF;
-    PERFORM notiflow.lock_correlation_key(correlation_key);
 
-    FOR w IN SELECT x.execution_id, x.node_id FROM notiflow.execution_waits x
-              WHERE x.correlation_key = correlation_key AND x.status = 'waiting' AND name = ANY (x.events)
-              ORDER BY x.execution_id, x.node_id
     LOOP
-        PERFORM 1 FROM notiflow.executions e WHERE e.id = w.execution_id FOR UPDATE;
-        SELECT * INTO wr FROM notiflow.execution_waits x
-         WHERE x.execution_id = w.execution_id AND x.node_id = w.node_id FOR UPDATE;
-        CONTINUE WHEN wr.status <> 'waiting';
-        matched := true;
-        CONTINUE WHEN wr.received ? name;       -- the first event of a name counts
-        got := wr.received || jsonb_build_object(name, coalesce(data, '{}'));
-        IF (SELECT bool_and(got ? ev) FROM unnest(wr.events) ev) THEN
-            UPDATE notiflow.execution_waits x SET received = got, status = 'completed', finished_at = now()
-             WHERE x.execution_id = wr.execution_id AND x.node_id = wr.node_id;
-            PERFORM notiflow.resume_execution(wr.execution_id);
-            resumed := resumed + 1;
-        ELSE
-            UPDATE notiflow.execution_waits x SET received = got
-             WHERE x.execution_id = wr.execution_id AND x.node_id = wr.node_id;
-        END IF;
+        busy := NULL;
+        BEGIN
+            PERFORM notiflow.lock_correlation_key(correlation_key);
+            matched := false;
+            resumed := 0;
+            FOR w IN SELECT x.execution_id, x.node_id FROM notiflow.execution_waits x
+                      WHERE x.correlation_key = correlation_key AND x.status = 'waiting' AND name = ANY (x.events)
+                      ORDER BY x.execution_id, x.node_id
+            LOOP
+                busy := w.execution_id;
+                PERFORM 1 FROM notiflow.executions e WHERE e.id = w.execution_id FOR UPDATE NOWAIT;
+                busy := NULL;
+                SELECT * INTO wr FROM notiflow.execution_waits x
+                 WHERE x.execution_id = w.execution_id AND x.node_id = w.node_id FOR UPDATE;
+                CONTINUE WHEN wr.status <> 'waiting';
+                matched := true;
+                CONTINUE WHEN wr.received ? name;       -- the first event of a name counts
+                got := wr.received || jsonb_build_object(name, coalesce(data, '{}'));
+                IF (SELECT bool_and(got ? ev) FROM unnest(wr.events) ev) THEN
+                    UPDATE notiflow.execution_waits x SET received = got, status = 'completed', finished_at = now()
+                     WHERE x.execution_id = wr.execution_id AND x.node_id = wr.node_id;
+                    PERFORM notiflow.resume_execution(wr.execution_id);
+                    resumed := resumed + 1;
+                ELSE
+                    UPDATE notiflow.execution_waits x SET received = got
+                     WHERE x.execution_id = wr.execution_id AND x.node_id = wr.node_id;
+                END IF;
+            END LOOP;
+
+            IF NOT matched THEN
+                INSERT INTO notiflow.event_inbox (name, correlation_key, data, expires_at)
+                VALUES (name, correlation_key, coalesce(data, '{}'),
+                        now() + coalesce(current_setting('notiflow.event_ttl', true), '1 hour')::interval);
+            END IF;
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            IF busy IS NULL THEN
+                RAISE;                          -- not our NOWAIT: the caller's lock_timeout, say
+            END IF;
+        END;
+        -- The key and every row this attempt took are released: wait for the
+        -- busy execution with nothing held, let go of it at once, try again.
+        BEGIN
+            PERFORM 1 FROM notiflow.executions e WHERE e.id = busy FOR UPDATE;
+            RAISE SQLSTATE 'NF001';
+        EXCEPTION WHEN SQLSTATE 'NF001' THEN
+            NULL;
+        END;
     END LOOP;
 
-    IF NOT matched THEN
-        INSERT INTO notiflow.event_inbox (name, correlation_key, data, expires_at)
-        VALUES (name, correlation_key, coalesce(data, '{}'),
-                now() + coalesce(current_setting('notiflow.event_ttl', true), '1 hour')::interval);
-    END IF;
     DELETE FROM notiflow.event_inbox i
-     WHERE i.id IN (SELECT x.id FROM notiflow.event_inbox x WHERE x.expires_at < now() LIMIT 100);
+     WHERE i.id IN (SELECT x.id FROM notiflow.event_inbox x WHERE x.expires_at < now()
+                     LIMIT 100 FOR UPDATE SKIP LOCKED);
     RETURN resumed;
 END;
 $$;

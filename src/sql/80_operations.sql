@@ -424,7 +424,7 @@ COMMENT ON PROCEDURE notiflow.apply_retention(integer, integer) IS
 CREATE FUNCTION notiflow.dispatcher_counters(OUT slot integer, OUT pid integer, OUT started_at timestamptz,
                                              OUT claimed bigint, OUT sent bigint, OUT retried bigint,
                                              OUT failed bigint, OUT in_flight bigint,
-                                             OUT claimed_after_front bigint)
+                                             OUT claimed_after_front bigint, OUT record_retries bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'dispatcher_counters' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION notiflow.dispatcher_counters() IS
@@ -440,7 +440,8 @@ SELECT coalesce(a.pid, c.pid) AS pid,
        coalesce(a.backend_type, 'notiflow dispatcher') AS backend_type,
        a.datname AS database, a.state, a.wait_event_type, a.wait_event, a.query AS activity,
        a.backend_start, a.state_change,
-       c.slot, c.started_at, c.claimed, c.sent, c.retried, c.failed, c.in_flight, c.claimed_after_front
+       c.slot, c.started_at, c.claimed, c.sent, c.retried, c.failed, c.in_flight, c.claimed_after_front,
+       c.record_retries
   FROM (SELECT * FROM pg_catalog.pg_stat_activity WHERE backend_type LIKE 'notiflow%') a
   FULL JOIN notiflow.dispatcher_counters() c ON c.pid = a.pid;
 COMMENT ON VIEW notiflow.worker_status IS

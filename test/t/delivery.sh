@@ -368,6 +368,54 @@ is "$(sql "SELECT status || ' ' || coalesce((error LIKE 'node \"h\": delivery fa
    "failed true" "when the delay ends, the execution fails with the webhook's error"
 double POST reset >/dev/null
 
+# --- 7g. a record transaction that loses a deadlock runs again ---------------------------------
+# The execution waits for events (wait w1) while its webhook is in flight.  Recording the send, the
+# dispatcher resumes it into a second wait (w2) on a key another session holds; that session then
+# asks for the execution's row, which the dispatcher holds, and detects deadlocks later than the
+# dispatcher does, so the dispatcher is the victim.  It rolls the record back and runs it again:
+# the send is recorded once, the execution goes on (before, the resume's error failed it), and the
+# dispatcher does not restart.
+psql -X -q -d postgres -c "ALTER SYSTEM SET deadlock_timeout = '3s'" -c "SELECT pg_reload_conf()" >/dev/null
+sql "SELECT notiflow.put_workflow('hook_wait', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+       {\"id\": \"h\", \"type\": \"webhook\"},
+       {\"id\": \"w1\", \"type\": \"wait\", \"events\": [\"h.sent\", \"paid\"], \"key\": \"{{payload.marker}}\"},
+       {\"id\": \"w2\", \"type\": \"wait\", \"events\": [\"shipped\"], \"key\": \"{{payload.marker}}\"}],
+       \"edges\": [{\"from\": \"t\", \"to\": \"h\"}, {\"from\": \"t\", \"to\": \"w1\"},
+                   {\"from\": \"h\", \"to\": \"w2\", \"on\": \"sent\"}]}')" >/dev/null
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500}]}' >/dev/null
+retries_before=$(sql "SELECT coalesce(sum(record_retries), 0) FROM notiflow.worker_status")
+exec=$(trigger hook_wait deadlock-7g)
+wait_for 20 parked 1
+ok $? "a webhook delivery is in flight while its execution waits for events"
+coproc HOLD { psql -X -q -At -d $DB; }
+echo "SET deadlock_timeout = '60s'; BEGIN; DO \$\$ BEGIN PERFORM notiflow.lock_correlation_key('deadlock-7g'); END \$\$;
+      SELECT 'key held';" >&"${HOLD[1]}"
+read -r -t 20 line <&"${HOLD[0]}"
+is "$line" "key held" "another session holds the correlation key"
+dispatcher_waits() { sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher' AND wait_event_type = 'Lock'" 1; }
+wait_for 20 dispatcher_waits
+ok $? "recording the send, the dispatcher's resume waits for the key"
+echo "DO \$\$ BEGIN PERFORM FROM notiflow.executions WHERE id = $exec FOR UPDATE; END \$\$; SELECT 'row held';" >&"${HOLD[1]}"
+read -r -t 30 line <&"${HOLD[0]}"
+is "$line" "row held" "the session asking for the execution's row gets it: the dispatcher let go"
+wait_for 20 dispatcher_waits
+ok $? "the dispatcher records again, and waits for the row"
+echo "COMMIT; RESET deadlock_timeout;" >&"${HOLD[1]}"
+wait_for 20 sql_is "SELECT d.status || ' ' || d.attempts || ' ' || e.status FROM notiflow.deliveries d
+                     JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.id = $exec" "sent 1 waiting"
+ok $? "the send is recorded once, the execution still waits"
+is "$(sql "SELECT string_agg(node_id || ':' || status || ':' || (received ? 'h.sent')::text, ',' ORDER BY node_id)
+             FROM notiflow.execution_waits WHERE execution_id = $exec")" "w1:waiting:true,w2:waiting:false" \
+   "both waits hold what they should (the outcome event in w1; w2 reached)"
+is "$(sql "SELECT count(*) FROM notiflow.delivery_attempts a JOIN notiflow.deliveries d ON d.id = a.delivery_id
+             WHERE d.execution_id = $exec")" 1 "one attempt is logged"
+ok $([ "$(sql "SELECT sum(record_retries) FROM notiflow.worker_status")" -gt "$retries_before" ]; echo $?) \
+   "worker_status counts the record run again"
+is "$(dispatcher_pid)" "$pid_before" "the dispatcher did not restart"
+echo "\\q" >&"${HOLD[1]}"
+psql -X -q -d postgres -c "ALTER SYSTEM RESET deadlock_timeout" -c "SELECT pg_reload_conf()" >/dev/null
+double POST reset >/dev/null
+
 # --- 8. kill -9 of the dispatcher with deliveries in flight ------------------------------------
 double POST reset >/dev/null
 double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}], "repeat": true}' >/dev/null

@@ -2,7 +2,8 @@
 # test/t/wait.sh — wait nodes under concurrency: an event that arrives while
 # the execution reaching the wait is still uncommitted, the last two events
 # arriving together, and a timeout racing the last event each give exactly one
-# outcome.
+# outcome; events, delivery outcomes and resumes that lock the same
+# executions and keys do not deadlock, or when they do, fail no execution.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib/tap.sh
@@ -84,6 +85,43 @@ race "BEGIN; SELECT id FROM notiflow.executions WHERE id = $e4 FOR UPDATE;" \
 is "$(cat "$out")" t "then it is recorded"
 is "$(q "SELECT received ?& array['s.sent', 'paid'] FROM notiflow.execution_waits WHERE execution_id = $e4")" t \
    "both transactions committed (no deadlock victim): the wait holds both events"
+
+# 5. an event whose key's lock is held while its waiting execution's row is busy: emit_event takes
+# the key, then the rows; a transaction holding one of those rows and reaching a wait on the same
+# key takes them the other way round.  emit_event does not wait for a row while it holds the key,
+# so the two do not deadlock (before, emit_event was the victim).
+q "SELECT notiflow.put_workflow('then_wait', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+     {\"id\": \"s\", \"type\": \"sms\", \"text\": \"first\"},
+     {\"id\": \"w\", \"type\": \"wait\", \"events\": [\"paid\"], \"key\": \"{{payload.order_id}}\"}],
+     \"edges\": [{\"from\": \"t\", \"to\": \"s\"}, {\"from\": \"s\", \"to\": \"w\", \"on\": \"sent\"}]}')" >/dev/null
+e5=$(q "SELECT notiflow.trigger('ship', '{\"order_id\": \"o5\"}', '\"ann\"')")
+f5=$(q "SELECT notiflow.trigger('then_wait', '{\"order_id\": \"o5\"}', '\"ann\"')")
+d5=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $f5")
+race "BEGIN; SELECT id FROM notiflow.executions WHERE id = $e5 FOR UPDATE;" \
+     "SELECT notiflow.emit_event('paid', 'o5')" "emit_event(%paid%o5" \
+     "an event waits for a busy execution waiting on its key" \
+     "DO \$\$ BEGIN PERFORM notiflow.finish_delivery($d5, 'sent'); END \$\$; COMMIT;"
+is "$(cat "$out")" 1 "then it is applied: it completes the wait reached meanwhile"
+is "$(q "SELECT string_agg(execution_id::text || ':' || status || ':' || (received ? 'paid')::text, ',' ORDER BY execution_id)
+           FROM notiflow.execution_waits WHERE correlation_key = 'o5'")" "$e5:waiting:true,$f5:completed:true" \
+   "the transaction holding the row committed too (no deadlock victim): both executions have the event"
+
+# 6. a resume that loses a deadlock fails no execution: finish_delivery reaches a wait on a key
+# another transaction holds (which then asks for the execution's row, and detects deadlocks later).
+# The victim is finish_delivery; its caller gets the error and can try again, and the execution
+# is untouched (before, the resume's error failed the execution and finish_delivery succeeded).
+f6=$(q "SELECT notiflow.trigger('then_wait', '{\"order_id\": \"o6\"}', '\"ann\"')")
+d6=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $f6")
+race "SET deadlock_timeout = '60s'; BEGIN; SELECT notiflow.trigger('ship', '{\"order_id\": \"o6\"}', '\"ann\"');" \
+     "SET deadlock_timeout = '3s'; SELECT notiflow.finish_delivery($d6, 'sent')" "finish_delivery($d6" \
+     "a resume reaching a wait waits for the transaction holding the key" \
+     "DO \$\$ BEGIN PERFORM FROM notiflow.executions WHERE id = $f6 FOR UPDATE; END \$\$; COMMIT; RESET deadlock_timeout;"
+grep -q "deadlock detected" "$out"
+ok $? "the resume is the deadlock's victim: finish_delivery raises it"
+is "$(q "SELECT status || ':' || (SELECT status FROM notiflow.deliveries WHERE id = $d6) FROM notiflow.executions WHERE id = $f6")" \
+   "waiting:queued" "the execution has not failed, and the outcome is not recorded"
+is "$(q "SELECT notiflow.finish_delivery($d6, 'sent')")" t "the caller's second try records it"
+is "$(q "SELECT status FROM notiflow.execution_waits WHERE execution_id = $f6")" waiting "and the execution reaches its wait"
 
 echo "\\q" >&"${HOLD[1]}"
 rm -f "$out"
