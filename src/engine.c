@@ -1658,11 +1658,13 @@ resume_batch_call(void *arg)
  * in a worker, the worker: it would meet the same execution first again
  * after its restart).  Connected to SPI.
  *
- * An error that is not the executions' fault fails none of them.  A lock
- * conflict (the victim of a deadlock with another transaction, say: a resume
- * takes a correlation key's lock after execution rows) is raised again
- * unless leave_when_busy, when the executions are left as they were, for a
- * later round; so is any other transient error (a cancel, resources).
+ * A lock conflict fails none of them: it is another transaction's doing (a
+ * deadlock's victim, say: a resume takes a correlation key's lock after
+ * execution rows), and the same resume goes through later.  It is raised
+ * again, for the caller to run it again, unless leave_when_busy, when the
+ * executions are left as they were, for a later round.  So is a cancel or a
+ * shutdown.  Other errors (resources exhausted among them, which one huge
+ * execution can cause) fail that execution alone, as before.
  */
 static void
 resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
@@ -1679,7 +1681,7 @@ resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
 				 errdetail("%s", e->message)));
 		return;
 	}
-	if (error_is_transient(e))
+	if (error_is_lock_conflict(e) || error_is_interrupt(e))
 		ReThrowError(e);
 	for (int k = 0; k < n; k++)
 	{
@@ -1690,7 +1692,7 @@ resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
 			continue;
 		if (leave_when_busy && error_is_lock_conflict(e))
 			continue;
-		if (error_is_transient(e))
+		if (error_is_lock_conflict(e) || error_is_interrupt(e))
 			ReThrowError(e);
 		ereport(WARNING,
 				(errmsg("notiflow: execution %lld cannot resume and has failed", (long long) ids[k]),

@@ -67,6 +67,12 @@ error_is_lock_conflict(const ErrorData *edata)
 		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 
+bool
+error_is_interrupt(const ErrorData *edata)
+{
+	return ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION;
+}
+
 /* Arguments of an input function call run by safe_input. */
 typedef struct InputCall
 {

@@ -39,4 +39,7 @@ extern bool error_is_transient(const ErrorData *edata);
  */
 extern bool error_is_lock_conflict(const ErrorData *edata);
 
+/* True for a cancel or a shutdown request (SQLSTATE class 57, operator intervention). */
+extern bool error_is_interrupt(const ErrorData *edata);
+
 #endif							/* NOTIFLOW_SAFE_INPUT_H */

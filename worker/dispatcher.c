@@ -215,14 +215,16 @@ provider_info(List **cache, const char *name)
 	return p;
 }
 
+/* deliveries given up in the current transaction: counted in the slot once it commits */
+static int	failed_uncommitted = 0;
+
 /* Ends a delivery that has no provider left: failed, dead letter, execution resumed. */
 static void
 delivery_give_up(int64 id, const char *request_body, const char *error)
 {
 	delivery_repo_dead_letter(id, request_body, error);
 	delivery_finish(id, "failed", NULL, error);
-	if (my_slot)
-		pg_atomic_fetch_add_u64(&my_slot->failed, 1);
+	failed_uncommitted++;
 }
 
 /* Falls back to the next provider, or gives up. */
@@ -510,6 +512,9 @@ phase_end(void)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
+	if (my_slot && failed_uncommitted > 0)
+		pg_atomic_fetch_add_u64(&my_slot->failed, failed_uncommitted);
+	failed_uncommitted = 0;
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -767,7 +772,6 @@ record_results(List *done, RecordCounts *counts)
 	}
 	deliveries_finished(finished);
 	counts->sent = n_sent;
-	counts->retried = 0;
 
 	for (int k = 0; k < n; k++)
 	{
@@ -803,13 +807,14 @@ static void
 record(List *done)
 {
 	ListCell   *lc;
-	RecordCounts counts = {0, 0};
+	RecordCounts counts;
 
 	for (int attempt = 1;; attempt++)
 	{
 		MemoryContext cxt = CurrentMemoryContext;
 		ErrorData  *volatile edata = NULL;
 
+		counts.sent = counts.retried = 0;
 		PG_TRY();
 		{
 			phase_begin("notiflow: recording delivery attempts");
@@ -828,6 +833,7 @@ record(List *done)
 			FlushErrorState();
 			AbortCurrentTransaction();
 			RESUME_INTERRUPTS();
+			failed_uncommitted = 0;
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(cxt);

@@ -375,14 +375,14 @@ double POST reset >/dev/null
 # dispatcher does, so the dispatcher is the victim.  It rolls the record back and runs it again:
 # the send is recorded once, the execution goes on (before, the resume's error failed it), and the
 # dispatcher does not restart.
-psql -X -q -d postgres -c "ALTER SYSTEM SET deadlock_timeout = '3s'" -c "SELECT pg_reload_conf()" >/dev/null
+psql -X -q -d postgres -c "ALTER SYSTEM SET deadlock_timeout = '5s'" -c "SELECT pg_reload_conf()" >/dev/null
 sql "SELECT notiflow.put_workflow('hook_wait', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
        {\"id\": \"h\", \"type\": \"webhook\"},
        {\"id\": \"w1\", \"type\": \"wait\", \"events\": [\"h.sent\", \"paid\"], \"key\": \"{{payload.marker}}\"},
        {\"id\": \"w2\", \"type\": \"wait\", \"events\": [\"shipped\"], \"key\": \"{{payload.marker}}\"}],
        \"edges\": [{\"from\": \"t\", \"to\": \"h\"}, {\"from\": \"t\", \"to\": \"w1\"},
                    {\"from\": \"h\", \"to\": \"w2\", \"on\": \"sent\"}]}')" >/dev/null
-double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500}]}' >/dev/null
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 2000}]}' >/dev/null
 retries_before=$(sql "SELECT coalesce(sum(record_retries), 0) FROM notiflow.worker_status")
 exec=$(trigger hook_wait deadlock-7g)
 wait_for 20 parked 1

@@ -113,7 +113,7 @@ is "$(q "SELECT string_agg(execution_id::text || ':' || status || ':' || (receiv
 f6=$(q "SELECT notiflow.trigger('then_wait', '{\"order_id\": \"o6\"}', '\"ann\"')")
 d6=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $f6")
 race "SET deadlock_timeout = '60s'; BEGIN; SELECT notiflow.trigger('ship', '{\"order_id\": \"o6\"}', '\"ann\"');" \
-     "SET deadlock_timeout = '3s'; SELECT notiflow.finish_delivery($d6, 'sent')" "finish_delivery($d6" \
+     "SET deadlock_timeout = '5s'; SELECT notiflow.finish_delivery($d6, 'sent')" "finish_delivery($d6" \
      "a resume reaching a wait waits for the transaction holding the key" \
      "DO \$\$ BEGIN PERFORM FROM notiflow.executions WHERE id = $f6 FOR UPDATE; END \$\$; COMMIT; RESET deadlock_timeout;"
 grep -q "deadlock detected" "$out"
