@@ -592,7 +592,19 @@ poll_message(void)
 	}
 }
 
-/* Takes a message into the batch when its partition is ours and it is not processed yet. */
+/*
+ * Takes a message into the batch when its partition is ours and it is not in
+ * the batch yet.
+ *
+ * A partition is read from its stored offset (assigned there, or rewound
+ * there; librdkafka drops older fetches and offsets below the one asked
+ * for), so a first message below that offset means librdkafka found the
+ * offset out of range, past the partition's end (the log was truncated, the
+ * topic created again, the offset set by hand), and reset it by
+ * auto.offset.reset, the subscription's start.  The partition is read from
+ * there: skipping up to the old offset would lose every message below it.
+ * docs/kafka.md says what that means for idempotency keys.
+ */
 static bool
 take_message(rd_kafka_message_t *m)
 {
@@ -600,8 +612,14 @@ take_message(rd_kafka_message_t *m)
 
 	if (a == NULL)
 		return false;
-	if (a->next >= 0 ? m->offset < a->next : (a->stored >= 0 && m->offset < a->stored))
+	if (a->next >= 0 && m->offset < a->next)
 		return false;
+	if (a->next < 0 && a->stored >= 0 && m->offset < a->stored)
+		ereport(WARNING,
+				(errmsg("kafka consumer \"%s\": %s [%d] starts at offset %lld, below its stored offset %lld",
+						sub->name, a->topic, a->partition, (long long) m->offset, (long long) a->stored),
+				 errdetail("The stored offset is past the end of the partition (was the topic created again, or truncated?); librdkafka reset it to the subscription's start (%s).",
+						   sub->start)));
 	a->next = m->offset + 1;
 	return true;
 }

@@ -28,7 +28,7 @@ trap cleanup EXIT
 # --- the Kafka cluster ------------------------------------------------------------
 make -s -C test/kafka >/dev/null || { echo "Bail out! cannot build test/kafka/kafka_mock"; exit 1; }
 test/kafka/kafka_mock --topic orders:4 --topic poison:1 --topic gone:1 --topic crash:4 --topic restart:4 \
-    --topic shared:4 --topic lagging:2 --topic payments:2 --topic broker:2 \
+    --topic shared:4 --topic lagging:2 --topic payments:2 --topic broker:2 --topic reset:1 \
     </dev/null >"$WORK/mock.out" 2>"$WORK/mock.err" &
 MOCK_PID=$!
 has_line() { grep -qx "$2" "$1"; }
@@ -57,7 +57,7 @@ psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d $DB -c "$1"; }
 sql_is() { [ "$(sql "$1" 2>/dev/null)" = "$2" ]; }
 sql "CREATE EXTENSION notiflow" >/dev/null
-for wf in kafka_orders kafka_gone kafka_crash kafka_restart kafka_a kafka_b kafka_lagging kafka_broker; do
+for wf in kafka_orders kafka_gone kafka_crash kafka_restart kafka_a kafka_b kafka_lagging kafka_broker kafka_reset; do
     sql "SELECT notiflow.put_workflow('$wf', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\", \"required\": [\"n\"]},
          {\"id\": \"big\", \"type\": \"condition\", \"if\": \"\$.payload.n > 100\"}], \"edges\": [{\"from\": \"t\", \"to\": \"big\"}]}')" >/dev/null
 done
@@ -321,6 +321,32 @@ produce broker 101 300
 wait_for 60 executions_are kafka_broker 300
 ok $? "and consumes what is produced after"
 exactly kafka_broker 300 "300 executions for 300 messages across the outage"
+
+# --- 8b. a stored offset past the partition's end ------------------------------------------------------
+# The stored offset (1000, set by hand) lies past the end of the partition, as after a log
+# truncation.  librdkafka resets it to the subscription's start (earliest); the consumer reads
+# from there instead of skipping every message below 1000 (it did, and so lost them).  The
+# messages it had processed come again with their idempotency keys and start nothing new.
+subscribe reset reset kafka_reset
+wait_for 60 assigned_is reset 1
+produce reset 1 5
+wait_for 30 executions_are kafka_reset 5
+ok $? "5 messages, 5 executions"
+sql "SELECT notiflow.unsubscribe_kafka('reset')" >/dev/null
+wait_for 30 consumer_gone reset
+sql "UPDATE notiflow.kafka_offsets SET next_offset = 1000 WHERE group_id = 'notiflow-reset'" >/dev/null
+produce reset 6 8
+subscribe reset reset kafka_reset
+wait_for 30 executions_are kafka_reset 8
+ok $? "with its stored offset past the end, the partition is read from its start: the 3 new messages start executions"
+stored_is() { sql_is "SELECT next_offset FROM notiflow.kafka_offsets WHERE group_id = 'notiflow-reset'" "$1"; }
+wait_for 20 stored_is 8
+ok $? "and the stored offset follows the partition again (8)"
+produce reset 9 10
+wait_for 30 executions_are kafka_reset 10
+ok $? "messages produced afterwards are read"
+exactly kafka_reset 10 "10 executions for 10 messages"
+sql "SELECT notiflow.unsubscribe_kafka('reset')" >/dev/null
 
 # --- 9. consumers stop without a restart ---------------------------------------------------------------
 sql "SELECT notiflow.unsubscribe_kafka('broker')" >/dev/null
