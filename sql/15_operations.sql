@@ -116,6 +116,12 @@ SELECT d.id + 300000, 'delivery', d.id::text,
 INSERT INTO notiflow.alerts (kind, subject, severity, raised_at, last_seen_at, resolved_at) VALUES
     ('circuit_open', 'ops-old', 'critical', now() - interval '7 months', now() - interval '7 months', now() - interval '7 months'),
     ('circuit_open', 'ops-recent', 'critical', now() - interval '1 day', now() - interval '1 day', now() - interval '1 hour');
+-- test messages (send_test: execution 0), an old one and a recent one; a recent dead letter of an old delivery
+INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status, created_at, sent_at, finished_at)
+SELECT id, 0, 'send_test', 'email', 'ops-test', 'test@example.com', '{}', 'sent', t, t, t
+  FROM (VALUES (9700001, now() - interval '7 months'), (9700002, now() - interval '1 day')) v(id, t);
+INSERT INTO notiflow.dead_letters (id, source, reference, details, error, created_at)
+VALUES (9390001, 'delivery', '9600001', '{"delivery_id": 9600001}', 'failed late', now() - interval '1 day');
 
 -- the statistics of those days, before retention
 SELECT sum(notiflow.aggregate_daily(d)) AS rows_written
@@ -173,6 +179,11 @@ SELECT 'alerts',
        (SELECT count(*) FROM notiflow.alerts WHERE subject IN ('ops-old', 'ops-recent')),
        (SELECT count(*) FROM notiflow_archive.alerts WHERE subject IN ('ops-old', 'ops-recent')),
        (SELECT count(*) FROM notiflow.alerts_all WHERE subject IN ('ops-old', 'ops-recent'));
+-- test messages go by their own age; a dead letter goes with its delivery, however recent
+SELECT d.id, d.id IN (SELECT id FROM notiflow.deliveries) AS live
+  FROM notiflow.deliveries_all d WHERE d.id IN (9700001, 9700002) ORDER BY d.id;
+SELECT l.id, l.id IN (SELECT id FROM notiflow.dead_letters) AS live, l.reference
+  FROM notiflow.dead_letters_all l WHERE l.id = 9390001;
 -- the cutoff: archived rows are older than 6 months, live ones newer
 SELECT (SELECT max(created_at) FROM notiflow_archive.executions WHERE workflow_key = 'ops_gen') < now() - interval '6 months' AS archived_older,
        (SELECT min(created_at) FROM notiflow.executions WHERE workflow_key = 'ops_gen') > now() - interval '6 months' AS live_newer;
@@ -181,8 +192,8 @@ SELECT (SELECT count(*) FROM notiflow.execution_steps s
          WHERE NOT EXISTS (SELECT FROM notiflow.executions e WHERE e.id = s.execution_id)) AS orphan_steps,
        (SELECT count(*) FROM notiflow.execution_waits w
          WHERE NOT EXISTS (SELECT FROM notiflow.executions e WHERE e.id = w.execution_id)) AS orphan_waits,
-       (SELECT count(*) FROM notiflow.deliveries d
-         WHERE NOT EXISTS (SELECT FROM notiflow.executions e WHERE e.id = d.execution_id)) AS orphan_deliveries,
+       (SELECT count(*) FROM notiflow.deliveries d  -- test messages (execution 0) belong to none
+         WHERE d.execution_id <> 0 AND NOT EXISTS (SELECT FROM notiflow.executions e WHERE e.id = d.execution_id)) AS orphan_deliveries,
        (SELECT count(*) FROM notiflow.delivery_attempts a
          WHERE NOT EXISTS (SELECT FROM notiflow.deliveries d WHERE d.id = a.delivery_id)
            AND a.delivery_id BETWEEN 9200001 AND 9999999) AS orphan_attempts;
@@ -338,4 +349,12 @@ SELECT notiflow.cron_call('schedule', '{a}', '{NULL}', '{"SELECT 1"}');
 SELECT notiflow.cron_call('status', '{a}', '{""}', '{""}') IS NULL AS no_pg_cron;
 -- what the jobs run works by hand
 SELECT notiflow.aggregate_daily((now() AT TIME ZONE 'UTC')::date - n) >= 0 AS aggregated FROM generate_series(1, 2) n;
+-- a night the job missed: the next run aggregates every day since the last one aggregated
+INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
+SELECT 9800001, 'ops_missed', 1, 'completed', '{}', t, t, t
+  FROM (SELECT ((now() AT TIME ZONE 'UTC')::date - 5 + time '12:00') AT TIME ZONE 'UTC' AS t) x;
+DELETE FROM notiflow.daily_stats WHERE day >= (now() AT TIME ZONE 'UTC')::date - 6;
+SELECT notiflow.aggregate_pending() >= 1 AS aggregated;
+SELECT day = (now() AT TIME ZONE 'UTC')::date - 5 AS missed_day, executions
+  FROM notiflow.daily_stats WHERE workflow_key = 'ops_missed';
 SELECT count(*) >= 0 AS checked FROM notiflow.check_alerts();

@@ -297,6 +297,23 @@ $$;
 COMMENT ON FUNCTION notiflow.aggregate_daily(date) IS
     'Recomputes the daily_stats rows of one UTC day from live and archived rows (same result when run again); returns the rows written.';
 
+-- What the nightly job runs: yesterday and the day before, and every day since the last one
+-- aggregated, so that a night the job did not run (or failed) leaves no day out.
+CREATE FUNCTION notiflow.aggregate_pending() RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH t AS (SELECT (now() AT TIME ZONE 'UTC')::date - 1 AS yesterday)
+    SELECT coalesce(sum(notiflow.aggregate_daily(d::date)), 0)::integer
+      FROM t, generate_series(least(t.yesterday - 1,
+                                    coalesce((SELECT max(s.day) + 1 FROM notiflow.daily_stats s WHERE s.day < t.yesterday),
+                                             t.yesterday - 1)),
+                              t.yesterday, interval '1 day') AS d
+$$;
+COMMENT ON FUNCTION notiflow.aggregate_pending() IS
+    'Aggregates yesterday and the day before (UTC), and every day since the last day in daily_stats; returns the rows written.  '
+    'The nightly pg_cron job.';
+
 -- Retention --------------------------------------------------------------------
 
 -- Moves one batch of old rows into notiflow_archive: finished executions with their children, dead letters, resolved alerts.
@@ -309,6 +326,7 @@ AS $$
 DECLARE
     ids  bigint[];
     dids bigint[];
+    held bigint[];
     n_executions integer;
     n_dead_letters integer;
     n_alerts integer;
@@ -330,21 +348,35 @@ BEGIN
             SELECT (SELECT e.workflow_key FROM notiflow.executions e
                      WHERE e.workflow_key > w.key ORDER BY e.workflow_key LIMIT 1)
               FROM workflow w WHERE w.key IS NOT NULL
-        ),
-        active AS (
-            SELECT d.execution_id FROM notiflow.deliveries d WHERE d.finished_at IS NULL  -- queued or sending
         )
         SELECT x.id
           FROM workflow w,
                LATERAL (SELECT e.id FROM notiflow.executions e
                          WHERE e.workflow_key = w.key AND e.created_at < older_than
                            AND e.status IN ('completed', 'failed', 'cancelled')
-                           AND e.id NOT IN (SELECT a.execution_id FROM active a)
+                           AND NOT EXISTS (SELECT 1 FROM notiflow.deliveries d  -- queued or sending
+                                            WHERE d.execution_id = e.id AND d.finished_at IS NULL)
                          ORDER BY e.created_at
                          LIMIT batch_size
                          FOR UPDATE OF e SKIP LOCKED) x
          LIMIT batch_size);
+    -- Their deliveries are locked before anything moves, and an execution keeps out of the batch
+    -- when one of them is not finished now (a dead letter replayed meanwhile) or is held by another
+    -- transaction (a provider's status event: it locks the delivery, then the execution, the other
+    -- way round; waiting for it could deadlock).  Events and replays that come later wait for the
+    -- batch, so nothing is added to a delivery while it moves.
+    held := ARRAY(SELECT d.id FROM notiflow.deliveries d
+                   WHERE d.execution_id = ANY (ids) AND d.finished_at IS NOT NULL
+                   FOR UPDATE SKIP LOCKED);
+    ids := ARRAY(SELECT u.id FROM unnest(ids) AS u(id)
+                  WHERE NOT EXISTS (SELECT 1 FROM notiflow.deliveries d
+                                     WHERE d.execution_id = u.id AND d.id <> ALL (held)));
     dids := ARRAY(SELECT d.id FROM notiflow.deliveries d WHERE d.execution_id = ANY (ids));
+    -- test messages (send_test) belong to no execution: they go by their own age
+    dids := dids || ARRAY(SELECT d.id FROM notiflow.deliveries d
+                           WHERE d.execution_id = 0 AND d.created_at < older_than AND d.finished_at IS NOT NULL
+                           ORDER BY d.created_at LIMIT batch_size
+                           FOR UPDATE SKIP LOCKED);
 
     -- children first: nothing points from them to their parents, and nothing may be left behind
     WITH moved AS (DELETE FROM notiflow.delivery_events x WHERE x.delivery_id = ANY (dids) RETURNING x.*)
@@ -359,10 +391,13 @@ BEGIN
     INSERT INTO notiflow_archive.executions SELECT * FROM moved;
     GET DIAGNOSTICS n_executions = ROW_COUNT;
 
+    -- dead letters by age, and those of the deliveries just moved (they could not be replayed)
     WITH moved AS (
         DELETE FROM notiflow.dead_letters x
          WHERE x.id IN (SELECT y.id FROM notiflow.dead_letters y WHERE y.created_at < older_than
                          ORDER BY y.created_at LIMIT batch_size FOR UPDATE SKIP LOCKED)
+            OR x.id IN (SELECT y.id FROM notiflow.dead_letters y
+                         WHERE y.source = 'delivery' AND y.reference = ANY (dids::text[]) FOR UPDATE SKIP LOCKED)
         RETURNING x.*)
     INSERT INTO notiflow_archive.dead_letters SELECT * FROM moved;
     GET DIAGNOSTICS n_dead_letters = ROW_COUNT;
@@ -905,7 +940,7 @@ AS $$
     SELECT format('notiflow.%s@%s', j.task, current_database()), j.schedule, j.command
       FROM (VALUES
             (1, 'aggregate_daily', '15 0 * * *',
-             'SELECT notiflow.aggregate_daily((now() AT TIME ZONE ''UTC'')::date - n) FROM generate_series(1, 2) n'),
+             'SELECT notiflow.aggregate_pending()'),
             (2, 'apply_retention', '0 3 * * *', 'CALL notiflow.apply_retention()'),
             (3, 'check_alerts', '* * * * *', 'SELECT count(*) FROM notiflow.check_alerts()')) AS j(ord, task, schedule, command)
      ORDER BY j.ord
@@ -1004,7 +1039,7 @@ AS $$
      ORDER BY j.ord
 $$;
 COMMENT ON FUNCTION notiflow.schedule_maintenance() IS
-    'Registers in pg_cron, for this database: aggregate_daily (00:15 UTC, the two previous days), apply_retention (03:00 UTC) '
+    'Registers in pg_cron, for this database: aggregate_pending (00:15 UTC: the two previous days, and any day missed since the last one aggregated), apply_retention (03:00 UTC) '
     'and check_alerts (every minute); idempotent.  When pg_cron lives in another database, a background worker does it '
     'there as the current role, in a transaction of its own.  Without pg_cron, a NOTICE says what to run instead.';
 
