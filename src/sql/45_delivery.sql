@@ -23,9 +23,19 @@ BEGIN
         RAISE EXCEPTION 'dead letter % comes from %, not from a delivery', id, dl.source
             USING ERRCODE = '55000', HINT = 'Kafka dead letters are replayed by producing the message again.';
     END IF;
+    -- a dead letter is replayed once: a replay that fails again files a dead letter of its own
+    IF dl.replayed_at IS NOT NULL THEN
+        RAISE EXCEPTION 'dead letter % was replayed already', id
+            USING ERRCODE = '55000', DETAIL = format('replayed_at: %s', dl.replayed_at),
+                  HINT = 'Should the replay have failed again, replay the dead letter it filed.';
+    END IF;
     SELECT * INTO d FROM notiflow.deliveries x WHERE x.id = dl.reference::bigint FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'the delivery of dead letter % no longer exists', id USING ERRCODE = '55000';
+    END IF;
+    IF d.status <> 'failed' THEN
+        RAISE EXCEPTION 'the delivery of dead letter % is %, not failed', id, d.status
+            USING ERRCODE = '55000', DETAIL = format('status: %s', d.status);
     END IF;
     SELECT p.name INTO first_provider
       FROM notiflow.providers p

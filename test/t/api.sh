@@ -296,6 +296,8 @@ is "$STATUS" 200 "replay_dead_letter queues it again (delivery $REPLAYED)"
 replayed_sent() { get "$READER" "/deliveries?id=eq.$REPLAYED&select=status"; [ "$(body '.[0].status')" = sent ]; }
 wait_for 20 replayed_sent
 ok $? "and it is sent"
+rpc "$WRITER" replay_dead_letter "{\"id\": $DEAD}"
+is_error 409 55000 "replaying it again: 409 (it was sent: it would go out twice)"
 rpc "$WRITER" replay_dead_letter '{"id": 999999}'
 is_error 404 42704 "replaying an unknown dead letter: 404"
 
