@@ -215,10 +215,23 @@ SELECT c.kind, c.name, r ->> 'outcome' AS outcome, r ->> 'message_id' AS message
     (47, 'smtp', 'recv error', 0, NULL, NULL, 56),
     (48, 'smtp', 'empty reply', 0, NULL, NULL, 52),
     (49, 'smtp', 'untrusted certificate', 0, NULL, NULL, 60),
-    (50, 'smtp', 'STARTTLS not offered', 0, NULL, NULL, 64)
+    (50, 'smtp', 'STARTTLS not offered', 0, NULL, NULL, 64),
+    -- the server's reply line, as curl passes it: the enhanced status code says whose fault it is
+    (51, 'smtp', '550 5.1.1 at RCPT', 550, '{"550 5.1.1 <ann@example.test>: Recipient address rejected: User unknown"}', NULL, 55),
+    (52, 'smtp', '550 5.7.1 at RCPT (relay)', 550, '{"550 5.7.1 <ann@example.test>: Relay access denied"}', NULL, 55),
+    (53, 'smtp', '553 5.7.1 at RCPT (sender)', 553, '{"553 5.7.1 <shop@example.test>: Sender address rejected: not owned by user"}', NULL, 55),
+    (54, 'smtp', '553 5.1.3 at RCPT (syntax)', 553, '{"553 5.1.3 Bad recipient address syntax"}', NULL, 55)
   ) c(n, kind, name, status, headers, body, curl_code),
   LATERAL notiflow.provider_classify(c.kind, c.status, c.headers, c.body, c.curl_code) r
  ORDER BY c.n;
+
+-- Retry-After: delay-seconds (digits only, at most a day) or an HTTP date; anything else counts as 1 s
+SELECT v.header, (notiflow.provider_classify('sendgrid', 503, ARRAY['Retry-After: ' || v.header], '') ->> 'retry_after_ms')::int AS ms
+  FROM (VALUES ('7'), ('99999999'), ('Wed, 21 Oct 2015 07:28:00 GMT'), ('Fri, 01 Jan 2100 00:00:00 GMT'),
+               ('nan'), ('-5'), ('1e3'), ('soon')) v(header);
+SELECT (notiflow.provider_classify('sendgrid', 503,
+            ARRAY['Retry-After: ' || to_char(now() AT TIME ZONE 'GMT' + interval '90 seconds', 'Dy, DD Mon YYYY HH24:MI:SS "GMT"')],
+            '') ->> 'retry_after_ms')::int BETWEEN 88000 AND 91000 AS date_90_s_ahead;
 
 -- SendGrid's X-RateLimit-Reset (Unix seconds) in the future: wait until then
 SELECT r ->> 'outcome' AS outcome, (r ->> 'retry_after_ms')::int BETWEEN 58000 AND 61000 AS waits_about_a_minute

@@ -30,6 +30,8 @@
 
 #include <math.h>
 
+#include <curl/curl.h>
+
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
@@ -679,15 +681,21 @@ apply_not_sent(InFlight *f, ProviderResult *res)
 	return false;
 }
 
-/* Feeds an attempt's outcome to its provider's circuit (inside the record transaction). */
+/*
+ * Feeds an attempt's outcome to its provider's circuit (inside the record
+ * transaction).  The circuit counts the provider's failures, not bad
+ * addresses: an invalid recipient, a URL from data that resolves to a
+ * private address or to no address at all (a subscriber's dead webhook
+ * host) do not count.
+ */
 static void
-count_in_circuit(InFlight *f, ProviderResult *res, bool refused_private, List **healthy)
+count_in_circuit(InFlight *f, ProviderResult *res, bool refused_private, int curl_code, List **healthy)
 {
 	bool		success = res->outcome == OUTCOME_SENT;
 
-	/* the circuit counts provider failures, not bad addresses */
 	if ((res->outcome == OUTCOME_INVALID_RECIPIENT && f->job.recipient != NULL) ||
-		res->outcome == OUTCOME_AGAIN || refused_private)
+		res->outcome == OUTCOME_AGAIN || refused_private ||
+		(f->req.url_from_data && curl_code == CURLE_COULDNT_RESOLVE_HOST))
 		return;
 	/* a success only writes when it closes a circuit that had failures */
 	if (!success || !provider_known_healthy(healthy, f->job.provider))
@@ -785,7 +793,7 @@ record_results(List *done, RecordCounts *counts)
 			delivery_repo_still_claimed(flights[k]->job.delivery_id, flights[k]->lease) &&
 			apply_not_sent(flights[k], &results[k]))
 			counts->retried++;
-		count_in_circuit(flights[k], &results[k], refused[k], &healthy);
+		count_in_circuit(flights[k], &results[k], refused[k], attempts[k].curl_code, &healthy);
 	}
 }
 

@@ -584,8 +584,16 @@ finish_transfer(HttpTransfer *t, CURLcode code)
 	if (t->hdrs_len > 0)
 	{
 		for (char *line = strtok_r(t->hdrs, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save))
-			if (strchr(line, ':') != NULL)
+		{
+			/*
+			 * curl passes an SMTP server's reply lines as headers ("NNN text"
+			 * or "NNN-text"): the last refusal (4xx, 5xx) is kept
+			 */
+			if (t->req->smtp && provider_smtp_refusal_line(line))
+				r->smtp_reply = provider_text(line, strlen(line));
+			else if (strchr(line, ':') != NULL)
 				r->headers = lappend(r->headers, pstrdup(line));
+		}
 	}
 	MemoryContextSwitchTo(old);
 }

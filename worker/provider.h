@@ -73,6 +73,7 @@ typedef struct ProviderResponse
 	const char *curl_error;		/* curl's message when curl_code != 0 */
 	StringInfoData body;
 	List	   *headers;		/* "name: value" strings, as received */
+	const char *smtp_reply;		/* SMTP: the server's last refusal ("550 5.1.1 ..."); or NULL */
 	double		latency_ms;
 } ProviderResponse;
 
@@ -149,8 +150,25 @@ extern void provider_classify_http(const ProviderResponse *resp, ProviderResult 
 extern Jsonb *provider_classify_json(const ProviderResponse *resp, ProviderResult *res,
 									 const char *id_key);
 
-/* Returns the first len bytes of the body as text, for errors and attempt logs. */
+/*
+ * Returns the first len bytes of the body as text, for errors and attempt
+ * logs (through provider_text).
+ */
 extern char *provider_response_excerpt(const ProviderResponse *resp, int len);
+
+/*
+ * Copies len bytes a server sent (a body, a header value) as text in the
+ * database's encoding: a byte that does not start a valid character (a
+ * Latin-1 body in a UTF-8 database, binary, a NUL) becomes '?', so that what
+ * is stored can be read, dumped and restored.
+ */
+extern char *provider_text(const char *s, int len);
+
+/*
+ * True for a line of an SMTP server's refusal as curl passes it among the
+ * headers: "NNN text" or "NNN-text" with a 4xx or 5xx code.
+ */
+extern bool provider_smtp_refusal_line(const char *line);
 
 /* An email delivery's parts, checked. */
 typedef struct EmailParts

@@ -5,6 +5,10 @@
  */
 #include "postgres.h"
 
+#include <time.h>
+
+#include <curl/curl.h>
+
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -128,7 +132,7 @@ provider_response_header(const ProviderResponse *resp, const char *name)
 
 			while (*v == ' ' || *v == '\t')
 				v++;
-			out = pstrdup(v);
+			out = provider_text(v, strlen(v));
 			len = strlen(out);
 			while (len > 0 && (out[len - 1] == '\r' || out[len - 1] == '\n' || out[len - 1] == ' '))
 				out[--len] = '\0';
@@ -152,31 +156,83 @@ provider_response_json(const ProviderResponse *resp)
 	return DatumGetJsonbP(d);
 }
 
-/* Returns the start of the body as text. */
+char *
+provider_text(const char *s, int len)
+{
+	int			encoding = GetDatabaseEncoding();
+	StringInfoData out;
+	int			i = 0;
+
+	initStringInfo(&out);
+	while (i < len)
+	{
+		int			n = pg_encoding_verifymbchar(encoding, s + i, len - i);
+
+		if (n > 0 && s[i] != '\0')
+		{
+			appendBinaryStringInfo(&out, s + i, n);
+			i += n;
+		}
+		else
+		{
+			appendStringInfoChar(&out, '?');	/* not a character of the encoding */
+			i++;
+		}
+	}
+	return out.data;
+}
+
+bool
+provider_smtp_refusal_line(const char *line)
+{
+	return strspn(line, "0123456789") == 3 && (line[3] == ' ' || line[3] == '-') &&
+		(line[0] == '4' || line[0] == '5');
+}
+
+/* Returns the start of the body as text (at most len bytes of it). */
 char *
 provider_response_excerpt(const ProviderResponse *resp, int len)
 {
-	int			n = Min(resp->body.len, len);
+	/* made valid first (a byte may become '?'), then cut on a character boundary */
+	char	   *text = provider_text(resp->body.data, Min(resp->body.len, len + MAX_MULTIBYTE_CHAR_LEN));
+	int			n = strlen(text);
 
-	/* cut on a character boundary */
-	n = pg_mbcliplen(resp->body.data, resp->body.len, n);
-	return pnstrdup(resp->body.data, n);
+	return pnstrdup(text, pg_mbcliplen(text, n, Min(n, len)));
 }
 
-/* Parses Retry-After (seconds; HTTP dates count as 1 s) into milliseconds. */
+#define RETRY_AFTER_MAX_S (24 * 3600)
+
+/*
+ * Parses Retry-After into milliseconds: delay-seconds (digits only) or an
+ * HTTP-date (RFC 9110; libcurl's curl_getdate reads it), at most a day.
+ * Anything else counts as 1 s.
+ */
 static int
 retry_after_ms(const ProviderResponse *resp)
 {
 	char	   *v = provider_response_header(resp, "retry-after");
-	char	   *end;
-	double		seconds;
+	size_t		digits;
 
 	if (v == NULL)
 		return 0;
-	seconds = strtod(v, &end);
-	if (end == v)
-		return 1000;
-	return (int) Min(seconds * 1000.0, 24.0 * 3600 * 1000);
+	digits = strspn(v, "0123456789");
+	if (digits > 0 && v[digits] == '\0')
+	{
+		if (digits > 6)
+			return RETRY_AFTER_MAX_S * 1000;
+		return Min(atoi(v), RETRY_AFTER_MAX_S) * 1000;
+	}
+	else
+	{
+		time_t		at = curl_getdate(v, NULL);
+		time_t		now = time(NULL);
+
+		if (at == (time_t) -1)
+			return 1000;
+		if (at <= now)
+			return 0;
+		return (int) Min(at - now, (time_t) RETRY_AFTER_MAX_S) * 1000;
+	}
 }
 
 /* Classifies by transport result and HTTP status. */

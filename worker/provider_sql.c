@@ -128,8 +128,18 @@ provider_classify(PG_FUNCTION_ARGS)
 
 		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 		for (int i = 0; i < n; i++)
-			if (!nulls[i])
-				resp.headers = lappend(resp.headers, TextDatumGetCString(elems[i]));
+		{
+			char	   *line;
+
+			if (nulls[i])
+				continue;
+			line = TextDatumGetCString(elems[i]);
+			/* an SMTP reply line, as curl passes it among the headers (see http.c) */
+			if (strcmp(kind, "smtp") == 0 && provider_smtp_refusal_line(line))
+				resp.smtp_reply = line;
+			else
+				resp.headers = lappend(resp.headers, line);
+		}
 	}
 	resp.curl_code = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
 	if (resp.curl_code != 0)

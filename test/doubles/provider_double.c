@@ -2093,6 +2093,8 @@ static bool step_parse(json_t *spec, size_t index, ScriptStep *step, char *err, 
 			ok = json_is_object(v);
 			json_object_foreach(v, hk, hv) ok = ok && json_is_string(hv);
 		}
+		else if (strcmp(key, "body_base64") == 0)
+			ok = json_is_string(v);
 		else
 			ok = strcmp(key, "body") == 0;
 		if (!ok)
@@ -2103,10 +2105,10 @@ static bool step_parse(json_t *spec, size_t index, ScriptStep *step, char *err, 
 		}
 	}
 	if (step->status > 0 && step->status < 400 && !json_object_get(spec, "body") &&
-		!json_object_get(spec, "error"))
+		!json_object_get(spec, "body_base64") && !json_object_get(spec, "error"))
 	{
 		snprintf(err, errsz,
-				 "responses[%zu]: a status below 400 needs a \"body\" or an \"error\"; leave "
+				 "responses[%zu]: a status below 400 needs a \"body\", \"body_base64\" or an \"error\"; leave "
 				 "\"status\" out to have the request handled normally",
 				 index);
 		return false;
@@ -2235,7 +2237,8 @@ static void script_reset(void)
 /* Tells whether rq's scripted step answers by itself instead of normal handling. */
 static bool step_answers(const ScriptStep *s)
 {
-	return s->status > 0 || json_object_get(s->spec, "body") || json_object_get(s->spec, "error");
+	return s->status > 0 || json_object_get(s->spec, "body") || json_object_get(s->spec, "body_base64") ||
+		   json_object_get(s->spec, "error");
 }
 
 /* Answers with the scripted body, or with the provider's error shape for the scripted status. */
@@ -2245,8 +2248,28 @@ static void script_answer(Request *rq)
 	json_t *body = json_object_get(spec, "body");
 	json_t *error = json_object_get(spec, "error");
 	const char *ctype = json_string_value(json_object_get(spec, "content_type"));
+	const char *raw = json_string_value(json_object_get(spec, "body_base64"));
 
-	if (body != NULL && json_is_string(body))
+	if (raw != NULL)
+	{
+		/* bytes that need not be text (an answer in another encoding, binary) */
+		size_t len = strlen(raw);
+		unsigned char *bytes = malloc(len / 4 * 3 + 3);
+		int n = bytes ? EVP_DecodeBlock(bytes, (const unsigned char *) raw, (int) len) : -1;
+
+		if (n < 0)
+			respond_text(rq, 500, "text/plain", "the double could not decode body_base64");
+		else
+		{
+			/* EVP_DecodeBlock counts the padding's bytes too */
+			while (len > 0 && raw[len - 1] == '=' && n > 0)
+				len--, n--;
+			respond(rq, rq->step.status ? rq->step.status : 200, ctype ? ctype : "application/octet-stream",
+					(const char *) bytes, (size_t) n);
+		}
+		free(bytes);
+	}
+	else if (body != NULL && json_is_string(body))
 		respond_text(rq, rq->step.status ? rq->step.status : 200, ctype ? ctype : "text/plain",
 					 json_string_value(body));
 	else if (body != NULL)

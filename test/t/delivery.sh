@@ -29,7 +29,8 @@ PY=python3
 for candidate in ${PYTHON:-} /usr/bin/python3 python3; do
     if "$candidate" -c 'import aiosmtpd' 2>/dev/null; then PY=$candidate; break; fi
 done
-"$PY" test/doubles/smtp_double.py --config "$CREDS" --port 0 --out "$WORK/mail.jsonl" >"$WORK/smtp.out" 2>"$WORK/smtp.err" &
+"$PY" test/doubles/smtp_double.py --config "$CREDS" --port 0 --out "$WORK/mail.jsonl" \
+    --reject-rcpt '^gone@' --deny-relay '^elsewhere@' >"$WORK/smtp.out" 2>"$WORK/smtp.err" &
 PIDS+=($!)
 listening() { grep -q 'listening on' "$1"; }
 wait_for 20 listening "$WORK/http.out" && wait_for 20 listening "$WORK/smtp.out" ||
@@ -147,6 +148,21 @@ is "$(jq -r '.auth_user' <<<"$mail")" "$(cred .smtp.username)" "smtp: it authent
 is "$(jq -r '.subject' <<<"$mail")" "Order Msmtp42" "smtp: the subject is rendered"
 ok $(jq -r '.html' <<<"$mail" | grep -q '<p>Hello Msmtp42</p>'; echo $?) "smtp: the message has the HTML part"
 ok $(jq -r '.text' <<<"$mail" | grep -q 'Hello Ann Msmtp42'; echo $?) "smtp: and the text part"
+# Refusals at RCPT TO: "550 5.1.1" (user unknown) is the address's fault, "550 5.7.1" (relay
+# denied) the provider's, which servers also answer at RCPT TO: only the first marks the address
+# invalid (both did)
+sql "SELECT notiflow.put_subscriber('gone', '{\"email\": \"gone@example.com\"}');
+     SELECT notiflow.put_subscriber('elsewhere', '{\"email\": \"elsewhere@example.com\"}')" >/dev/null
+gone=$(sql "SELECT notiflow.trigger('mail', '{\"marker\": \"rcpt\"}', '\"gone\"')")
+elsewhere=$(sql "SELECT notiflow.trigger('mail', '{\"marker\": \"rcpt\"}', '\"elsewhere\"')")
+wait_for 20 status_is "$gone" failed && wait_for 20 status_is "$elsewhere" failed
+ok $? "smtp: both refused deliveries fail (smtp is the only email provider here)"
+is "$(sql "SELECT string_agg(a.error_class || ' ' || a.error, ' | ' ORDER BY d.execution_id) FROM notiflow.delivery_attempts a
+             JOIN notiflow.deliveries d ON d.id = a.delivery_id WHERE d.execution_id IN ($gone, $elsewhere)")" \
+   "invalid_recipient SMTP reply 550: 550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown | permanent SMTP reply 550: 550 5.7.1 <elsewhere@example.com>: Relay access denied" \
+   "smtp: 5.1.1 is an invalid recipient, 5.7.1 a permanent failure, each with the server's reply"
+is "$(sql "SELECT string_agg(id || ':' || array_length(invalid_addresses, 1)::text, ',' ORDER BY id) FROM notiflow.subscribers
+             WHERE id IN ('gone', 'elsewhere')")" "gone:1" "smtp: only the unknown user's address is marked invalid"
 
 # --- 2. retry then success; 3. Retry-After ------------------------------------------------
 only email sendgrid
@@ -173,6 +189,33 @@ wait_for 30 status_is "$exec" sent
 ok $? "a 429 is retried and then sent"
 gap=$(double GET "requests?provider=sendgrid" | jq '[.[-2:][] | .received_ms] | .[1] - .[0]')
 ok $([ "$gap" -ge 1900 ]; echo $?) "Retry-After: 2 is respected over a 100 ms backoff (gap ${gap} ms)"
+# Retry-After as an HTTP date (RFC 9110) three seconds ahead: a wait of at least two (the date has
+# whole seconds); it was taken for 1 s
+double POST script "{\"provider\": \"sendgrid\", \"responses\": [{\"status\": 503,
+    \"headers\": {\"Retry-After\": \"$(LC_ALL=C TZ=GMT date -d '+3 seconds' '+%a, %d %b %Y %H:%M:%S GMT')\"}}]}" >/dev/null
+exec=$(trigger mail retry-date)
+wait_for 30 status_is "$exec" sent
+ok $? "a 503 with Retry-After as a date is retried and then sent"
+gap=$(double GET "requests?provider=sendgrid" | jq '[.[-2:][] | .received_ms] | .[1] - .[0]')
+ok $([ "$gap" -ge 1900 ]; echo $?) "Retry-After as a date three seconds ahead is respected (gap ${gap} ms)"
+# An answer that is not UTF-8 (Latin-1 here) is logged with '?' for the bytes that are no character
+double POST script '{"provider": "sendgrid", "responses": [{"status": 400, "content_type": "text/plain; charset=iso-8859-1",
+    "body_base64": "cmVmdXPpOiBjYWbp"}]}' >/dev/null
+exec=$(trigger mail latin1)
+wait_for 30 status_is "$exec" failed
+ok $? "a 400 in Latin-1 fails the delivery (sendgrid is the only email provider here)"
+is "$(sql "SELECT a.response_excerpt || ' / ' || a.error FROM notiflow.delivery_attempts a JOIN notiflow.deliveries d ON d.id = a.delivery_id
+             WHERE d.execution_id = $exec AND a.error_class = 'permanent'")" "refus?: caf? / HTTP 400: refus?: caf?" \
+   "the attempt's excerpt and error keep the text, with '?' for the bytes that are not UTF-8"
+# Slack's {"ok": false} without an error code is no success either
+only chat slack
+double POST script '{"provider": "slack", "responses": [{"body": {"ok": false}}]}' >/dev/null
+exec=$(trigger chat slack-not-ok)
+wait_for 30 status_is "$exec" failed
+ok $? "slack: {\"ok\": false} with no error code fails the delivery (it was taken as sent)"
+is "$(sql "SELECT last_error FROM notiflow.deliveries WHERE execution_id = $exec")" "slack error unknown_error (HTTP 200)" \
+   "with Slack's answer as the error"
+only chat teams
 
 # --- 4. permanent error → fallback; 5. dead letter → replay ------------------------------------
 sql "UPDATE notiflow.providers SET enabled = name IN ('sendgrid', 'mailgun') WHERE channel = 'email'" >/dev/null
@@ -199,6 +242,9 @@ sql "SELECT notiflow.replay_dead_letter(${dl:-0})" >/dev/null
 wait_for 20 status_is "$exec" sent
 ok $? "replay_dead_letter sends it again"
 is "$(sql "SELECT replayed_at IS NOT NULL FROM notiflow.dead_letters WHERE id = ${dl:-0}")" t "the dead letter is marked replayed"
+again=$(sql "SELECT notiflow.replay_dead_letter(${dl:-0})" 2>&1)
+ok $(grep -q "was replayed already" <<<"$again"; echo $?) \
+   "replaying it a second time is refused (the delivery was sent: it would go out twice)"
 
 # --- 6. circuit breaker -------------------------------------------------------------------
 only sms twilio
@@ -456,6 +502,23 @@ exec=$(trigger hook private-config)
 wait_for 20 status_is "$exec" sent
 ok $? "a URL from the provider's configuration is still allowed"
 psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.allow_private_urls" -c "SELECT pg_reload_conf()" >/dev/null
+# A URL from data that is no http(s) URL fails its delivery at once (curl failed on it, and it was
+# retried max_attempts times).  One whose host does not resolve (a subscriber's dead endpoint) does
+# not count toward the provider's circuit: three of them opened it for every delivery.
+exec=$(sql "SELECT notiflow.trigger('datahook', '{\"url\": \"not a url\"}', '\"ann\"')")
+wait_for 20 status_is "$exec" failed
+ok $? "a webhook URL from data that is not an http(s) URL fails its delivery"
+is "$(sql "SELECT count(*) || ' ' || min(error_class) || ' ' || min(error) FROM notiflow.delivery_attempts WHERE delivery_id = $(delivery_of "$exec")")" \
+   "1 permanent webhook address is not an http(s) URL: url: expected an http(s) URL, or none to use config.url" \
+   "after one attempt, which says why"
+sql "UPDATE notiflow.providers SET config = config || '{\"max_attempts\": 1}' WHERE name = 'hooks'" >/dev/null
+nowhere=$(sql "SELECT string_agg(notiflow.trigger('datahook', '{\"url\": \"http://nowhere.invalid/hook\"}', '\"ann\"')::text, ',')
+                 FROM generate_series(1, 4)")
+wait_for 30 sql_is "SELECT count(*) FROM notiflow.deliveries WHERE execution_id IN ($nowhere) AND status = 'failed'" 4
+ok $? "four deliveries to a host that does not resolve fail"
+is "$(sql "SELECT coalesce((SELECT state || ' ' || consecutive_failures FROM notiflow.provider_circuits WHERE provider = 'hooks'), 'closed 0')")" \
+   "closed 0" "and the provider's circuit stays closed (notiflow.circuit_failures is 3 here)"
+put_hook
 
 # --- 10. SIGHUP reload ---------------------------------------------------------------------
 psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.dispatch_workers = 2" -c "SELECT pg_reload_conf()" >/dev/null

@@ -60,9 +60,9 @@ slack_build(const DeliveryJob *job, ProviderRequest *req)
 }
 
 /*
- * Returns Slack's error code: "error" of a JSON {"ok": false} answer, or the
- * plain-text body of a failed webhook call; NULL when there is none.  Sets
- * *ok for a JSON {"ok": true}.
+ * Returns Slack's error code: "error" of a JSON {"ok": false} answer
+ * ("unknown_error" when it has none), or the plain-text body of a failed
+ * webhook call; NULL when there is none.  Sets *ok for a JSON {"ok": true}.
  */
 static char *
 slack_error_code(const ProviderResponse *resp, Jsonb *json, bool *ok)
@@ -73,7 +73,15 @@ slack_error_code(const ProviderResponse *resp, Jsonb *json, bool *ok)
 
 	*ok = v != NULL && v->type == jbvBool && v->val.boolean;
 	if (v != NULL)
-		return *ok ? NULL : jsonb_get_string(json, "error");
+	{
+		char	   *code;
+
+		if (*ok)
+			return NULL;
+		/* "ok" false (or not a boolean) without an error code is still no success */
+		code = jsonb_get_string(json, "error");
+		return code != NULL ? code : pstrdup("unknown_error");
+	}
 	if (resp->status >= 200 && resp->status < 300)
 		return NULL;
 	text = provider_response_excerpt(resp, 64);

@@ -6,7 +6,8 @@
  * credentials, MAIL FROM, RCPT TO, the From header, subject, text and html),
  * and the HTTP layer assembles the MIME message with curl_mime and sends it.
  * Classification reads the last SMTP reply code (ProviderResponse.status)
- * and the CURLcode: 2xx sent, 4xx retry, 550/551/553 to RCPT TO an invalid
+ * and the CURLcode: 2xx sent, 4xx retry, 550/551/553 to RCPT TO (with an
+ * enhanced status code of class 5.1, when the reply has one) an invalid
  * recipient, other 5xx permanent, refused AUTH permanent, connection
  * failures retry.
  */
@@ -88,6 +89,30 @@ smtp_reply_to_rcpt(const ProviderResponse *resp)
 }
 
 /*
+ * Tells whether a refusal of RCPT TO is the address's fault.  Servers refuse
+ * more than bad mailboxes at RCPT TO: Postfix holds its client, sender and
+ * relay refusals until then, Exchange and Sendmail refuse relaying there
+ * ("550 5.7.1"), so the reply code alone would mark good addresses invalid
+ * because of the provider's own configuration.  The enhanced status code
+ * (RFC 3463) tells: class 5.1.x is about the address (5.1.1 bad mailbox,
+ * 5.1.2 bad domain, 5.1.3 bad syntax, 5.1.6 moved, 5.1.10 null MX); any
+ * other is not.  A reply without one (an older server) is taken as the
+ * address's fault, as its code says.
+ */
+static bool
+smtp_refusal_is_address(const ProviderResponse *resp)
+{
+	const char *text = resp->smtp_reply;
+
+	if (text == NULL || strlen(text) < 4 || atol(text) != resp->status)
+		return true;
+	text += 4;					/* "550 " */
+	if (text[0] != '5' || text[1] != '.' || !isdigit((unsigned char) text[2]))
+		return true;			/* no enhanced status code */
+	return text[2] == '1' && text[3] == '.';
+}
+
+/*
  * Classifies by SMTP reply code first, then by CURLcode: connection failures
  * (CURLE_COULDNT_CONNECT, CURLE_OPERATION_TIMEDOUT, CURLE_SEND_ERROR,
  * CURLE_RECV_ERROR, CURLE_GOT_NOTHING, ...) are retried as the common rules
@@ -107,11 +132,13 @@ smtp_classify(const DeliveryJob *job, const ProviderRequest *req,
 	}
 	else if (code >= 400 && code < 600)
 	{
-		res->error = resp->curl_error ? psprintf("SMTP reply %ld: %s", code, resp->curl_error)
-			: psprintf("SMTP reply %ld", code);
+		res->error = psprintf("SMTP reply %ld: %s", code,
+							  resp->smtp_reply && atol(resp->smtp_reply) == code ? resp->smtp_reply
+							  : resp->curl_error ? resp->curl_error : "(no text)");
 		if (code < 500)
 			res->outcome = OUTCOME_RETRY;
-		else if ((code == 550 || code == 551 || code == 553) && smtp_reply_to_rcpt(resp))
+		else if ((code == 550 || code == 551 || code == 553) && smtp_reply_to_rcpt(resp) &&
+				 smtp_refusal_is_address(resp))
 			res->outcome = OUTCOME_INVALID_RECIPIENT;
 		else
 			res->outcome = OUTCOME_PERMANENT;

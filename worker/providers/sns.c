@@ -56,7 +56,7 @@ xml_element(const ProviderResponse *resp, const char *name)
 	start += strlen(open);
 	if ((end = strstr(start, close)) == NULL)
 		return NULL;
-	return pnstrdup(start, end - start);
+	return provider_text(start, end - start);
 }
 
 /*
