@@ -433,6 +433,40 @@ mime_header_value(const char *value)
 }
 
 /* Configures an SMTP transfer: envelope, MIME message, TLS. */
+/*
+ * The Date and Message-ID headers a message should carry (RFC 5322 3.6):
+ * receiving servers and spam filters frown on mail without them, and a
+ * relay is not bound to add them.  The date is formatted by hand (English
+ * names whatever the locale); the id is the delivery's, made unique by
+ * random bytes, at the sender's domain.
+ */
+static void
+add_date_and_message_id(HttpTransfer *t, const char *from)
+{
+	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug",
+	"Sep", "Oct", "Nov", "Dec"};
+	time_t		now = time(NULL);
+	struct tm	tm;
+	uint8		rnd[8];
+	StringInfoData id;
+	const char *at = strrchr(from, '@');
+
+	gmtime_r(&now, &tm);
+	t->headers = curl_slist_append(t->headers,
+								   psprintf("Date: %s, %02d %s %04d %02d:%02d:%02d +0000", days[tm.tm_wday],
+											tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
+											tm.tm_hour, tm.tm_min, tm.tm_sec));
+	initStringInfo(&id);
+	appendStringInfo(&id, "Message-ID: <notiflow." INT64_FORMAT ".", t->job->delivery_id);
+	if (!pg_strong_random(rnd, sizeof(rnd)))
+		memset(rnd, 0, sizeof(rnd));
+	for (int i = 0; i < (int) sizeof(rnd); i++)
+		appendStringInfo(&id, "%02x", rnd[i]);
+	appendStringInfo(&id, "@%s>", at != NULL && at[1] != '\0' ? at + 1 : "notiflow.invalid");
+	t->headers = curl_slist_append(t->headers, id.data);
+}
+
 static void
 setup_smtp(HttpTransfer *t, ProviderRequest *req)
 {
@@ -448,6 +482,7 @@ setup_smtp(HttpTransfer *t, ProviderRequest *req)
 	t->headers = curl_slist_append(t->headers, psprintf("To: <%s>", req->smtp_to));
 	t->headers = curl_slist_append(t->headers, psprintf("Subject: %s", mime_header_value(req->smtp_subject ? req->smtp_subject : "")));
 	t->headers = curl_slist_append(t->headers, psprintf("X-Notiflow-Delivery: " INT64_FORMAT, t->job->delivery_id));
+	add_date_and_message_id(t, req->smtp_from);
 
 	t->mime = curl_mime_init(t->easy);
 	if (req->smtp_text && req->smtp_text[0] && req->smtp_html && req->smtp_html[0])
@@ -517,7 +552,12 @@ http_start(const DeliveryJob *job, ProviderRequest *req, void *owner)
 	curl_easy_setopt(t->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(t->easy, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "notiflow/0.1");
-	if (no_proxy_in_environment)
+	/*
+	 * A URL from data that must not reach private addresses goes direct:
+	 * through a proxy, the address checked would be the proxy's, not the
+	 * target's.
+	 */
+	if (no_proxy_in_environment || t->check_private)
 	{
 		curl_easy_setopt(t->easy, CURLOPT_PROXY, "");
 		curl_easy_setopt(t->easy, CURLOPT_NOPROXY, "");

@@ -692,10 +692,27 @@ AS $$
 #variable_conflict use_variable
 DECLARE
     stored jsonb;
+    kept text[];
+    moved text;
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     SELECT p.config INTO stored FROM notiflow.providers p WHERE p.name = name AND p.kind = kind;
     IF stored IS NOT NULL AND jsonb_typeof(config) = 'object' THEN
+        -- a kept secret goes only where it went: else an admin could send it to a server of theirs
+        kept := ARRAY(SELECT e.key FROM jsonb_each(config) e, notiflow.provider_kinds k
+                       WHERE k.kind = kind AND e.key = ANY (k.secret_config)
+                         AND e.value = to_jsonb('********'::text) AND stored ? e.key ORDER BY e.key);
+        SELECT d INTO moved
+          FROM unnest(ARRAY['base_url', 'url', 'webhook_url', 'region', 'domain', 'token_uri', 'ca_file']) d
+         WHERE cardinality(kept) > 0 AND (config -> d) IS DISTINCT FROM (stored -> d)
+         ORDER BY d LIMIT 1;
+        IF moved IS NOT NULL THEN
+            RAISE EXCEPTION 'a secret kept as ******** cannot go to a new destination'
+                USING ERRCODE = '22023',
+                      DETAIL = format('config.%s: changed while %s %s sent as ********', moved,
+                                      array_to_string(kept, ', '), CASE WHEN cardinality(kept) = 1 THEN 'is' ELSE 'are' END),
+                      HINT = 'Send the secret itself with the new destination.';
+        END IF;
         SELECT coalesce(jsonb_object_agg(e.key, CASE WHEN e.value = to_jsonb('********'::text) AND stored ? e.key
                                                           AND e.key = ANY (k.secret_config)
                                                      THEN stored -> e.key ELSE e.value END), '{}')
@@ -711,7 +728,7 @@ END;
 $$;
 COMMENT ON FUNCTION notiflow_api.put_provider(text, text, text, jsonb, integer, boolean) IS
 $$Creates or replaces a provider (admin)
-The config is checked against the kind (422 naming the missing or invalid key). A secret sent as ******** keeps its stored value.$$;
+The config is checked against the kind (422 naming the missing or invalid key). A secret sent as ******** keeps its stored value, unless the destination (base_url, url, webhook_url, region, domain, token_uri, ca_file) changes with it (422).$$;
 
 CREATE FUNCTION notiflow_api.send_test(provider text, recipient text DEFAULT NULL, content jsonb DEFAULT NULL)
 RETURNS bigint

@@ -3,6 +3,7 @@
 # tests, the demo and benchmarks.  Source it, then:
 #   cluster_start [extra postgresql.conf lines...]   # sets PGHOST, PGPORT, PGUSER, CLUSTER_DIR
 #   cluster_stop
+#   cluster_start_sms_db NAME                        # a cluster and a database for engine tests
 # PostgreSQL refuses to run as root, so when run as root the server runs as
 # the "postgres" user; clients connect over a Unix socket in CLUSTER_DIR.
 
@@ -47,4 +48,19 @@ cluster_stop() {
     cluster_as_owner "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
     rm -rf "$CLUSTER_DIR"
     CLUSTER_DIR=
+}
+
+# cluster_start_sms_db NAME: starts a cluster (stopped at exit, or bails out),
+# creates database NAME (in $DB) with notiflow, an SMS provider "text" and a
+# subscriber "ann" with a phone, for tests that need an execution with one
+# delivery and no worker.  It defines q SQL, which runs SQL there.
+cluster_start_sms_db() {
+    cluster_start >/dev/null || { echo "Bail out! cluster did not start"; exit 1; }
+    trap cluster_stop EXIT
+    DB=$1
+    q() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
+    psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null
+    q "CREATE EXTENSION notiflow;
+       SELECT notiflow.put_provider('text', 'sms', 'twilio', '{\"account_sid\": \"AC1\", \"auth_token\": \"t\", \"from\": \"+15550001111\"}');
+       SELECT notiflow.put_subscriber('ann', '{\"phone\": \"+15551234567\"}');" >/dev/null
 }

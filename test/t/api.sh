@@ -33,7 +33,7 @@ make -s -C test/doubles >/dev/null || { echo "Bail out! cannot build the provide
 CREDS=test/doubles/credentials.json
 test/doubles/provider_double --config "$CREDS" --port 0 >"$WORK/double.out" 2>"$WORK/double.err" &
 PIDS+=($!)
-listening() { grep -q 'listening on' "$WORK/double.out"; }
+listening() { grep -qs 'listening on' "$WORK/double.out"; }
 wait_for 20 listening || { echo "Bail out! the provider double did not start"; cat "$WORK/double.err"; exit 1; }
 DOUBLE=http://127.0.0.1:$(grep -o '[0-9]*$' "$WORK/double.out")
 double() { curl -s -X "$1" "$DOUBLE/_double/$2" ${3:+-d "$3"}; }
@@ -255,6 +255,11 @@ is "$(body -c '.[0]')" '{"config":{"from":"a@example.com","api_key":"********"},
 rpc "$ADMIN" put_provider "{\"name\": \"sg\", \"channel\": \"email\", \"kind\": \"sendgrid\", \"config\": $(body -c '.[0].config'), \"priority\": 5}"
 is "$(sql "SELECT config ->> 'api_key' || ' ' || priority FROM notiflow.providers WHERE name = 'sg'")" "SG.secret 5" \
    "putting the redacted config back keeps the secret"
+rpc "$ADMIN" put_provider '{"name": "sg", "channel": "email", "kind": "sendgrid",
+                            "config": {"api_key": "********", "from": "a@example.com", "base_url": "https://collector.example.net"}}'
+is_error 422 22023 "a kept secret with a new destination: 422 (it would go to the new server)"
+is "$(body .details)" "config.base_url: changed while api_key is sent as ********" "details name the destination"
+is "$(sql "SELECT config ? 'base_url' FROM notiflow.providers WHERE name = 'sg'")" f "the provider is unchanged"
 rpc "$ADMIN" put_provider '{"name": "sg", "channel": "email", "kind": "sendgrid", "config": {"from": "a@example.com"}}'
 is_error 422 22023 "an incomplete config: 422"
 is "$(body .details)" "config.api_key: required" "details name the missing key"

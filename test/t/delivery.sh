@@ -32,7 +32,7 @@ done
 "$PY" test/doubles/smtp_double.py --config "$CREDS" --port 0 --out "$WORK/mail.jsonl" \
     --reject-rcpt '^gone@' --deny-relay '^elsewhere@' >"$WORK/smtp.out" 2>"$WORK/smtp.err" &
 PIDS+=($!)
-listening() { grep -q 'listening on' "$1"; }
+listening() { grep -qs 'listening on' "$1"; }
 wait_for 20 listening "$WORK/http.out" && wait_for 20 listening "$WORK/smtp.out" ||
     { echo "Bail out! the doubles did not start"; cat "$WORK"/*.err; exit 1; }
 HTTP_PORT=$(grep -o '[0-9]*$' "$WORK/http.out")
@@ -148,6 +148,11 @@ is "$(jq -r '.auth_user' <<<"$mail")" "$(cred .smtp.username)" "smtp: it authent
 is "$(jq -r '.subject' <<<"$mail")" "Order Msmtp42" "smtp: the subject is rendered"
 ok $(jq -r '.html' <<<"$mail" | grep -q '<p>Hello Msmtp42</p>'; echo $?) "smtp: the message has the HTML part"
 ok $(jq -r '.text' <<<"$mail" | grep -q 'Hello Ann Msmtp42'; echo $?) "smtp: and the text part"
+ok $([[ "$(jq -r '.message_id' <<<"$mail")" =~ ^\<notiflow\.[0-9]+\.[0-9a-f]{16}@example\.com\>$ ]]; echo $?) \
+   "smtp: the message has a Message-ID at the sender's domain ($(jq -r '.message_id' <<<"$mail"))"
+mail_date=$(jq -r '.headers.Date' <<<"$mail")
+ok $([[ "$mail_date" =~ ^(Mon|Tue|Wed|Thu|Fri|Sat|Sun),\ [0-9]{2}\ [A-Z][a-z]{2}\ [0-9]{4}\ [0-9:]{8}\ \+0000$ ]] &&
+     [ $(( $(date +%s) - $(date -d "$mail_date" +%s) )) -lt 300 ]; echo $?) "smtp: and a Date of now ($mail_date)"
 # Refusals at RCPT TO: "550 5.1.1" (user unknown) is the address's fault, "550 5.7.1" (relay
 # denied) the provider's, which servers also answer at RCPT TO: only the first marks the address
 # invalid (both did)

@@ -31,8 +31,8 @@ test/kafka/kafka_mock --topic orders:4 --topic poison:1 --topic gone:1 --topic c
     --topic shared:4 --topic lagging:2 --topic payments:2 --topic broker:2 --topic reset:1 \
     </dev/null >"$WORK/mock.out" 2>"$WORK/mock.err" &
 MOCK_PID=$!
-has_line() { grep -qx "$2" "$1"; }
-wait_for 20 grep -q '^bootstrap ' "$WORK/mock.out" || { echo "Bail out! the mock cluster did not start"; cat "$WORK/mock.err"; exit 1; }
+has_line() { grep -qsx "$2" "$1"; }
+wait_for 20 grep -qs '^bootstrap ' "$WORK/mock.out" || { echo "Bail out! the mock cluster did not start"; cat "$WORK/mock.err"; exit 1; }
 BOOT=$(awk '/^bootstrap /{print $2}' "$WORK/mock.out")
 
 # produce TOPIC FROM TO [KCAT OPTIONS...]: messages {"n": FROM} .. {"n": TO}, one per line

@@ -70,7 +70,7 @@ jq -n --rawfile fcm "$WORK/fcm.pub" --rawfile apns "$WORK/apns.pub" --arg projec
 node test/doubles/push_double.mjs --port 0 --cert "$WORK/ca.pem" --key "$WORK/tls.key" --config "$WORK/double.json" \
     >"$WORK/double.out" 2>"$WORK/double.err" &
 PIDS+=($!)
-listening() { grep -q 'listening on' "$1"; }
+listening() { grep -qs 'listening on' "$1"; }
 wait_for 20 listening "$WORK/double.out" || { echo "Bail out! the push double did not start"; cat "$WORK/double.err"; exit 1; }
 PORT=$(grep -o '[0-9]*$' "$WORK/double.out")
 DOUBLE=https://127.0.0.1:$PORT

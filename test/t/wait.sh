@@ -9,15 +9,8 @@ cd "$(dirname "$0")/../.."
 source test/lib/tap.sh
 source test/lib/cluster.sh
 
-cluster_start >/dev/null || { echo "Bail out! cluster did not start"; exit 1; }
-trap cluster_stop EXIT
-DB=notiflow_wait
-psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null
-q() { psql -X -q -At -v ON_ERROR_STOP=1 -d $DB -c "$1"; }
-q "CREATE EXTENSION notiflow" >/dev/null
-q "SELECT notiflow.put_provider('text', 'sms', 'twilio', '{\"account_sid\": \"AC1\", \"auth_token\": \"t\", \"from\": \"+15550001111\"}');
-   SELECT notiflow.put_subscriber('ann', '{\"phone\": \"+15551234567\"}');
-   SELECT notiflow.put_workflow('ship', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+cluster_start_sms_db notiflow_wait
+q "SELECT notiflow.put_workflow('ship', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
      {\"id\": \"w\", \"type\": \"wait\", \"events\": [\"paid\", \"scanned\"], \"key\": \"{{payload.order_id}}\", \"timeout\": \"1 hour\"},
      {\"id\": \"done\", \"type\": \"sms\", \"text\": \"done\"}, {\"id\": \"late\", \"type\": \"sms\", \"text\": \"late\"}],
      \"edges\": [{\"from\": \"t\", \"to\": \"w\"}, {\"from\": \"w\", \"to\": \"done\", \"on\": \"completed\"},
