@@ -115,7 +115,10 @@ INSERT INTO answers (kind, n, label, status, headers, body) VALUES
 ('vonage', 13, 'HTTP 401', 401, NULL,
  '{"type": "https://developer.vonage.com/api-errors#unauthorized", "title": "Unauthorized", "detail": "You did not provide correct credentials."}'),
 ('vonage', 14, 'HTTP 503', 503, NULL, 'Service Unavailable'),
-('vonage', 15, 'not JSON', 200, NULL, '<html>maintenance</html>');
+('vonage', 15, 'not JSON', 200, NULL, '<html>maintenance</html>'),
+('vonage', 16, 'number de-activated', 200, NULL, '{"message-count": "1", "messages": [{"status": "33", "error-text": "Number De-activated"}]}'),
+('vonage', 17, 'every part failed', 200, NULL,
+ '{"message-count": "2", "messages": [{"status": "1", "error-text": "Throttled"}, {"status": "1", "error-text": "Throttled"}]}');
 SELECT n, label, outcome, message_id, retry_ms, error FROM classified WHERE kind = 'vonage' ORDER BY n;
 
 ------------------------------------------------------------------- Slack

@@ -92,7 +92,7 @@ typedef struct ProviderResult
 {
 	ProviderOutcome outcome;
 	char	   *message_id;		/* provider message id when sent */
-	char	   *error;			/* short description when not sent */
+	char	   *error;			/* short description when not sent (when sent, of what failed in part) */
 	int			retry_after_ms; /* from Retry-After or the provider's throttle hint; 0 none */
 } ProviderResult;
 

@@ -75,7 +75,7 @@ vonage_classify_status(ProviderResult *res, const char *status, const char *text
 	res->error = psprintf("vonage status %s: %s", status, text);
 	if (strcmp(status, "1") == 0 || strcmp(status, "5") == 0)
 		res->outcome = OUTCOME_RETRY;
-	else if (strcmp(status, "7") == 0 ||
+	else if (strcmp(status, "7") == 0 || strcmp(status, "33") == 0 ||
 			 ((strcmp(status, "3") == 0 || strcmp(status, "6") == 0) && error_is_about_number(text)))
 		res->outcome = OUTCOME_INVALID_RECIPIENT;
 	else
@@ -83,13 +83,17 @@ vonage_classify_status(ProviderResult *res, const char *status, const char *text
 }
 
 /*
- * Classifies an HTTP 200 by its message parts: sent (with the first part's
- * message-id) when every status is "0", else by the first failed part:
+ * Classifies an HTTP 200 by its message parts (a long text goes as several):
+ * sent (with the first part's message-id) when every status is "0", else by
+ * the first failed part:
  *   1 throttled, 5 internal error: retry
  *   3 invalid parameters, 6 invalid message: the recipient's fault when the
  *     error-text is about the number (e.g. an unroutable prefix), else permanent
- *   7 number barred: the recipient's fault
+ *   7 number barred, 33 number de-activated: the recipient's fault
  *   anything else (2 missing parameters, 4 invalid credentials, ...): permanent
+ * When some parts were accepted and others not, the delivery counts as sent,
+ * with the failure in its error: sending again would repeat the accepted
+ * parts to the recipient.
  */
 static void
 vonage_classify(const DeliveryJob *job, const ProviderRequest *req,
@@ -108,20 +112,43 @@ vonage_classify(const DeliveryJob *job, const ProviderRequest *req,
 		res->error = psprintf("vonage: unexpected answer: %s", provider_response_excerpt(resp, 200));
 		return;
 	}
-	for (int i = 0; i < n; i++)
 	{
-		Jsonb	   *part = JsonbValueToJsonb(getIthJsonbValueFromContainer(&messages->root, i));
-		Jsonb	   *status = jsonb_get_jsonb(part, "status");
-		const char *code = status ? jsonb_scalar_text(status) : "(none)";
+		Jsonb	   *accepted = NULL;	/* the first part accepted */
+		Jsonb	   *failed = NULL;	/* the first part refused, and its status */
+		const char *failed_code = NULL;
+		int			n_failed = 0;
 
-		if (strcmp(code, "0") != 0)
+		for (int i = 0; i < n; i++)
 		{
-			vonage_classify_status(res, code, jsonb_get_string(part, "error-text"));
-			return;
+			Jsonb	   *part = JsonbValueToJsonb(getIthJsonbValueFromContainer(&messages->root, i));
+			Jsonb	   *status = jsonb_get_jsonb(part, "status");
+			const char *code = status ? jsonb_scalar_text(status) : "(none)";
+
+			if (strcmp(code, "0") == 0)
+			{
+				if (accepted == NULL)
+					accepted = part;
+			}
+			else if (n_failed++ == 0)
+			{
+				failed = part;
+				failed_code = code;
+			}
+		}
+		if (failed == NULL)
+			res->message_id = jsonb_get_string(accepted, "message-id");
+		else if (accepted == NULL)
+			vonage_classify_status(res, failed_code, jsonb_get_string(failed, "error-text"));
+		else
+		{
+			char	   *text = jsonb_get_string(failed, "error-text");
+
+			res->message_id = jsonb_get_string(accepted, "message-id");
+			res->error = psprintf("vonage: %d of %d parts not accepted (status %s: %s); not sent again, "
+								  "which would repeat the parts accepted",
+								  n_failed, n, failed_code, text ? text : "(no error-text)");
 		}
 	}
-	res->message_id = jsonb_get_string(JsonbValueToJsonb(getIthJsonbValueFromContainer(&messages->root, 0)),
-									   "message-id");
 }
 
 const ProviderAdapter provider_vonage = {"vonage", "sms", vonage_build, vonage_classify};
