@@ -29,7 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/base64.h"
 #include "portability/instr_time.h"
 #include "utils/memutils.h"
 #include "utils/fmgrprotos.h"
@@ -413,26 +412,6 @@ http_in_flight(void)
 	return in_flight;
 }
 
-/* Encodes a header value as an RFC 2047 word when it is not plain ASCII. */
-static char *
-mime_header_value(const char *value)
-{
-	int			len = strlen(value);
-	bool		ascii = true;
-	char	   *enc;
-	int			n;
-
-	for (const unsigned char *p = (const unsigned char *) value; *p; p++)
-		ascii &= (*p >= 0x20 && *p < 0x7f);
-	if (ascii)
-		return pstrdup(value);
-	enc = palloc(pg_b64_enc_len(len) + 1);
-	n = pg_b64_encode(value, len, enc, pg_b64_enc_len(len));
-	enc[Max(n, 0)] = '\0';
-	return psprintf("=?UTF-8?B?%s?=", enc);
-}
-
-/* Configures an SMTP transfer: envelope, MIME message, TLS. */
 /*
  * The Date and Message-ID headers a message should carry (RFC 5322 3.6):
  * receiving servers and spam filters frown on mail without them, and a
@@ -467,6 +446,7 @@ add_date_and_message_id(HttpTransfer *t, const char *from)
 	t->headers = curl_slist_append(t->headers, id.data);
 }
 
+/* Configures an SMTP transfer: envelope, MIME message, TLS. */
 static void
 setup_smtp(HttpTransfer *t, ProviderRequest *req)
 {
@@ -480,7 +460,7 @@ setup_smtp(HttpTransfer *t, ProviderRequest *req)
 
 	t->headers = curl_slist_append(t->headers, psprintf("From: %s", req->smtp_from_header ? req->smtp_from_header : req->smtp_from));
 	t->headers = curl_slist_append(t->headers, psprintf("To: <%s>", req->smtp_to));
-	t->headers = curl_slist_append(t->headers, psprintf("Subject: %s", mime_header_value(req->smtp_subject ? req->smtp_subject : "")));
+	t->headers = curl_slist_append(t->headers, psprintf("Subject: %s", email_header_text(req->smtp_subject ? req->smtp_subject : "")));
 	t->headers = curl_slist_append(t->headers, psprintf("X-Notiflow-Delivery: " INT64_FORMAT, t->job->delivery_id));
 	add_date_and_message_id(t, req->smtp_from);
 

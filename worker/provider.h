@@ -188,4 +188,14 @@ extern char *provider_config_required(const DeliveryJob *job, const char *key);
 /* Reads and checks an email delivery's parts (provider_email.c). */
 extern void provider_email_read(const DeliveryJob *job, EmailParts *m);
 
+/*
+ * A header's text as it may go in a message (RFC 2047, RFC 5322 2.1.1): as
+ * it is when printable ASCII of at most 76 characters; else as UTF-8
+ * encoded words of at most 75 characters, one per folded line.
+ */
+extern char *email_header_text(const char *text);
+
+/* The From header of a message: the display name quoted, or encoded, and the address. */
+extern char *email_from_header(const EmailParts *m);
+
 #endif							/* NOTIFLOW_PROVIDER_H */

@@ -1,9 +1,13 @@
 /*
  * provider_email.c — what the email adapters (smtp, sendgrid, mailgun, ses)
  * share: reading an email delivery's recipient, configured sender and rendered
- * content, and refusing what would break a mail header (CR/LF) or has no body.
+ * content, refusing what would break a mail header (CR/LF) or has no body, and
+ * writing header text that is not plain ASCII (RFC 2047 encoded words).
  */
 #include "postgres.h"
+
+#include "common/base64.h"
+#include "mb/pg_wchar.h"
 
 #include "provider.h"
 
@@ -99,4 +103,72 @@ provider_email_read(const DeliveryJob *job, EmailParts *m)
 				 errmsg("email content has no body"),
 				 errdetail("content: text or html is required")));
 	email_split_from(m);
+}
+
+/*
+ * The longest run of text one encoded word carries: "=?UTF-8?B?" and "?="
+ * take 12 of the 75 characters an encoded word may have (RFC 2047 2), and 45
+ * bytes make 60 characters of base64.
+ */
+#define EMAIL_WORD_BYTES 45
+
+char *
+email_header_text(const char *text)
+{
+	int			len = strlen(text);
+	bool		plain = len <= 76;
+	StringInfoData out;
+	int			done = 0;
+
+	for (const unsigned char *p = (const unsigned char *) text; *p && plain; p++)
+		plain = *p >= 0x20 && *p < 0x7f;
+	if (plain)
+		return pstrdup(text);
+	initStringInfo(&out);
+	while (done < len)
+	{
+		/* whole characters only: a word is decoded on its own */
+		int			n = pg_encoding_mbcliplen(PG_UTF8, text + done, len - done, EMAIL_WORD_BYTES);
+		char		enc[EMAIL_WORD_BYTES * 2];
+		int			m;
+
+		if (n <= 0)
+			n = Min(len - done, EMAIL_WORD_BYTES);
+		m = pg_b64_encode(text + done, n, enc, sizeof(enc) - 1);
+		enc[Max(m, 0)] = '\0';
+		if (done > 0)
+			appendStringInfoString(&out, "\r\n ");	/* folded: one word per line */
+		appendStringInfo(&out, "=?UTF-8?B?%s?=", enc);
+		done += n;
+	}
+	return out.data;
+}
+
+char *
+email_from_header(const EmailParts *m)
+{
+	StringInfoData out;
+	bool		ascii = true;
+
+	if (m->from_name == NULL)
+		return pstrdup(m->from_address);
+	for (const unsigned char *p = (const unsigned char *) m->from_name; *p; p++)
+		ascii &= *p >= 0x20 && *p < 0x7f;
+	initStringInfo(&out);
+	if (ascii)
+	{
+		/* a quoted string: commas, dots and the like may not stand bare in a phrase */
+		appendStringInfoChar(&out, '"');
+		for (const char *p = m->from_name; *p; p++)
+		{
+			if (*p == '"' || *p == '\\')
+				appendStringInfoChar(&out, '\\');
+			appendStringInfoChar(&out, *p);
+		}
+		appendStringInfoChar(&out, '"');
+	}
+	else
+		appendStringInfoString(&out, email_header_text(m->from_name));
+	appendStringInfo(&out, " <%s>", m->from_address);
+	return out.data;
 }

@@ -337,6 +337,29 @@ static bool is_email(const char *s)
 		   strpbrk(s, " \t\r\n<>,;") == NULL;
 }
 
+/*
+ * Tells whether s is a mailbox as SES takes it in FromEmailAddress: an
+ * address, or "Display Name <address>" (a non-ASCII name as RFC 2047 words).
+ */
+static bool is_mailbox(const char *s)
+{
+	const char *lt = s ? strrchr(s, '<') : NULL;
+	size_t len = s ? strlen(s) : 0;
+	char addr[320];
+
+	if (lt == NULL)
+		return is_email(s);
+	if (lt == s || s[len - 1] != '>' || (size_t) (s + len - 1 - lt - 1) >= sizeof(addr) ||
+		strpbrk(s, "\r\n") != NULL)
+		return false;
+	for (const unsigned char *p = (const unsigned char *) s; p < (const unsigned char *) lt; p++)
+		if (*p >= 0x80)
+			return false;	/* a raw non-ASCII name: SES wants encoded words */
+	memcpy(addr, lt + 1, s + len - 1 - lt - 1);
+	addr[s + len - 1 - lt - 1] = '\0';
+	return is_email(addr);
+}
+
 /* Tells whether s is an E.164 number without its '+': 7 to 15 digits, the first non-zero. */
 static bool is_e164_digits(const char *s)
 {
@@ -1050,7 +1073,7 @@ static bool ses_check(Request *rq, Problem *p)
 	m = body_json(rq);
 	if (!json_is_object(m))
 		return problem(p, 400, "BadRequestException", "Could not parse request body into json");
-	if (!is_email(json_string_value(json_object_get(m, "FromEmailAddress"))))
+	if (!is_mailbox(json_string_value(json_object_get(m, "FromEmailAddress"))))
 		return problem(p, 400, "BadRequestException",
 					   "Missing required parameter: FromEmailAddress must be an email address");
 	dest = json_object_get(m, "Destination");

@@ -150,6 +150,17 @@ ok $(jq -r '.html' <<<"$mail" | grep -q '<p>Hello Msmtp42</p>'; echo $?) "smtp: 
 ok $(jq -r '.text' <<<"$mail" | grep -q 'Hello Ann Msmtp42'; echo $?) "smtp: and the text part"
 ok $([[ "$(jq -r '.message_id' <<<"$mail")" =~ ^\<notiflow\.[0-9]+\.[0-9a-f]{16}@example\.com\>$ ]]; echo $?) \
    "smtp: the message has a Message-ID at the sender's domain ($(jq -r '.message_id' <<<"$mail"))"
+# a display name with a comma and accents, and a subject longer than a header line: encoded words
+# (RFC 2047), folded, which the receiver decodes back
+sql "UPDATE notiflow.providers SET config = config || '{\"from\": \"Café Crème, Paris <shop@example.com>\"}' WHERE name = 'smtp'" >/dev/null
+long="Ünïcödé $(printf 'x%.0s' $(seq 1 90)) ✓"
+exec=$(trigger mail "$long")
+wait_for 20 status_is "$exec" sent
+ok $? "smtp: a message with a long non-ASCII subject and sender name is sent"
+mail_long=$(grep -F "$long" "$WORK/mail.jsonl" | tail -1)
+is "$(jq -r '.subject' <<<"$mail_long")" "Order $long" "smtp: its subject decodes back whole"
+is "$(jq -r '.from' <<<"$mail_long")" '"Café Crème, Paris" <shop@example.com>' "smtp: its sender's name too (quoted: it has a comma)"
+sql "UPDATE notiflow.providers SET config = config || '{\"from\": \"Shop <shop@example.com>\"}' WHERE name = 'smtp'" >/dev/null
 mail_date=$(jq -r '.headers.Date' <<<"$mail")
 ok $([[ "$mail_date" =~ ^(Mon|Tue|Wed|Thu|Fri|Sat|Sun),\ [0-9]{2}\ [A-Z][a-z]{2}\ [0-9]{4}\ [0-9:]{8}\ \+0000$ ]] &&
      [ $(( $(date +%s) - $(date -d "$mail_date" +%s) )) -lt 300 ]; echo $?) "smtp: and a Date of now ($mail_date)"

@@ -71,7 +71,7 @@ ses_build(const DeliveryJob *job, ProviderRequest *req)
 											  JsonbPGetDatum(tag)));
 	body = jsonb_make_object(4,
 							 (const char *[]) {"FromEmailAddress", "Destination", "Content", "EmailTags"},
-							 (Jsonb *[]) {jsonb_make_string(m.from_address), destination,
+							 (Jsonb *[]) {jsonb_make_string(email_from_header(&m)), destination,
 							 jsonb_with_key(NULL, "Simple", simple), tags});
 
 	req->url = provider_url(job, psprintf("https://email.%s.amazonaws.com", region),

@@ -66,7 +66,7 @@ smtp_build(const DeliveryJob *job, ProviderRequest *req)
 	req->username = smtp_config_optional(job, "username");
 	req->password = smtp_config_optional(job, "password");
 	req->smtp_from = m.from_address;
-	req->smtp_from_header = m.from;
+	req->smtp_from_header = email_from_header(&m);
 	req->smtp_to = m.to;
 	req->smtp_subject = m.subject;
 	req->smtp_text = m.text;
