@@ -165,6 +165,15 @@ extern char *provider_response_excerpt(const ProviderResponse *resp, int len);
 extern char *provider_text(const char *s, int len);
 
 /*
+ * The URL of a delivery whose address may be one (a webhook node's url, a
+ * subscriber's chat webhook): the recipient when there is one, which must be
+ * http(s) (else an error naming it) and is marked as coming from data
+ * (url_from_data: checked for private addresses), else config_key of the
+ * provider's config.
+ */
+extern char *provider_recipient_url(const DeliveryJob *job, ProviderRequest *req, const char *config_key);
+
+/*
  * True for a line of an SMTP server's refusal as curl passes it among the
  * headers: "NNN text" or "NNN-text" with a 4xx or 5xx code.
  */

@@ -163,6 +163,9 @@ provider_text(const char *s, int len)
 	StringInfoData out;
 	int			i = 0;
 
+	/* the common case, valid text, checked at once (every attempt's excerpt comes here) */
+	if (pg_encoding_verifymbstr(encoding, s, len) == len)
+		return pnstrdup(s, len);
 	initStringInfo(&out);
 	while (i < len)
 	{
@@ -180,6 +183,21 @@ provider_text(const char *s, int len)
 		}
 	}
 	return out.data;
+}
+
+char *
+provider_recipient_url(const DeliveryJob *job, ProviderRequest *req, const char *config_key)
+{
+	if (job->recipient == NULL || job->recipient[0] == '\0')
+		return provider_config_required(job, config_key);
+	/* curl would take "x" or "ftp://..." too, fail, and be retried max_attempts times */
+	if (!provider_is_http_url(job->recipient))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s address is not a webhook URL", job->kind),
+				 errdetail("recipient: expected an http(s) URL, or no address to use config.%s", config_key)));
+	req->url_from_data = true;
+	return pstrdup(job->recipient);
 }
 
 bool

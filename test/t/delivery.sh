@@ -525,7 +525,7 @@ exec=$(sql "SELECT notiflow.trigger('datahook', '{\"url\": \"not a url\"}', '\"a
 wait_for 20 status_is "$exec" failed
 ok $? "a webhook URL from data that is not an http(s) URL fails its delivery"
 is "$(sql "SELECT count(*) || ' ' || min(error_class) || ' ' || min(error) FROM notiflow.delivery_attempts WHERE delivery_id = $(delivery_of "$exec")")" \
-   "1 permanent webhook address is not an http(s) URL: url: expected an http(s) URL, or none to use config.url" \
+   "1 permanent webhook address is not a webhook URL: recipient: expected an http(s) URL, or no address to use config.url" \
    "after one attempt, which says why"
 sql "UPDATE notiflow.providers SET config = config || '{\"max_attempts\": 1}' WHERE name = 'hooks'" >/dev/null
 nowhere=$(sql "SELECT string_agg(notiflow.trigger('datahook', '{\"url\": \"http://nowhere.invalid/hook\"}', '\"ann\"')::text, ',')

@@ -25,18 +25,7 @@ discord_build(const DeliveryJob *job, ProviderRequest *req)
 	Jsonb	   *body;
 	char	   *url;
 
-	if (job->recipient != NULL && job->recipient[0] != '\0')
-	{
-		if (!provider_is_http_url(job->recipient))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("discord address is not a webhook URL"),
-					 errdetail("recipient: expected an http(s) URL, or no address to use config.webhook_url")));
-		url = pstrdup(job->recipient);
-		req->url_from_data = true;
-	}
-	else
-		url = provider_config_required(job, "webhook_url");
+	url = provider_recipient_url(job, req, "webhook_url");
 	req->url = psprintf("%s%cwait=true", url, strchr(url, '?') ? '&' : '?');
 
 	values[0] = jsonb_make_string(provider_content_string(job, "text"));

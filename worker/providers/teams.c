@@ -56,18 +56,7 @@ teams_build(const DeliveryJob *job, ProviderRequest *req)
 	Jsonb	   *body;
 	char	   *lower;
 
-	if (job->recipient != NULL && job->recipient[0] != '\0')
-	{
-		if (!provider_is_http_url(job->recipient))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("teams address is not a webhook URL"),
-					 errdetail("recipient: expected an http(s) URL, or no address to use config.webhook_url")));
-		req->url = pstrdup(job->recipient);
-		req->url_from_data = true;
-	}
-	else
-		req->url = provider_config_required(job, "webhook_url");
+	req->url = provider_recipient_url(job, req, "webhook_url");
 
 	lower = asc_tolower(req->url, strlen(req->url));
 	if (strstr(lower, "/workflows/") != NULL || strstr(lower, "logic.azure.com") != NULL ||

@@ -28,19 +28,7 @@ webhook_build(const DeliveryJob *job, ProviderRequest *req)
 	StringInfoData sig;
 	long		now = (long) time(NULL);
 
-	if (job->recipient != NULL && job->recipient[0] != '\0')
-	{
-		/* curl would take "x" or "ftp://..." too, fail, and be retried max_attempts times */
-		if (!provider_is_http_url(job->recipient))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("webhook address is not an http(s) URL"),
-					 errdetail("url: expected an http(s) URL, or none to use config.url")));
-		req->url = pstrdup(job->recipient);
-		req->url_from_data = true;
-	}
-	else
-		req->url = provider_config_required(job, "url");
+	req->url = provider_recipient_url(job, req, "url");
 	if (body == NULL)
 		body = jsonb_make_empty_object();
 	appendStringInfoString(&req->body, JsonbToCString(NULL, &body->root, VARSIZE(body)));
