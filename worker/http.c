@@ -460,7 +460,7 @@ setup_smtp(HttpTransfer *t, ProviderRequest *req)
 
 	t->headers = curl_slist_append(t->headers, psprintf("From: %s", req->smtp_from_header ? req->smtp_from_header : req->smtp_from));
 	t->headers = curl_slist_append(t->headers, psprintf("To: <%s>", req->smtp_to));
-	t->headers = curl_slist_append(t->headers, psprintf("Subject: %s", email_header_text(req->smtp_subject ? req->smtp_subject : "")));
+	t->headers = curl_slist_append(t->headers, psprintf("Subject: %s", email_header_text(req->smtp_subject ? req->smtp_subject : "", true)));
 	t->headers = curl_slist_append(t->headers, psprintf("X-Notiflow-Delivery: " INT64_FORMAT, t->job->delivery_id));
 	add_date_and_message_id(t, req->smtp_from);
 

@@ -200,11 +200,16 @@ extern void provider_email_read(const DeliveryJob *job, EmailParts *m);
 /*
  * A header's text as it may go in a message (RFC 2047, RFC 5322 2.1.1): as
  * it is when printable ASCII of at most 76 characters; else as UTF-8
- * encoded words of at most 75 characters, one per folded line.
+ * encoded words of at most 75 characters, one per folded line when fold,
+ * else separated by spaces (for a value that does not go in a header line
+ * of ours, such as SES's FromEmailAddress).
  */
-extern char *email_header_text(const char *text);
+extern char *email_header_text(const char *text, bool fold);
 
-/* The From header of a message: the display name quoted, or encoded, and the address. */
+/*
+ * The From of a message: the display name quoted, or as encoded words (not
+ * folded), and the address.
+ */
 extern char *email_from_header(const EmailParts *m);
 
 #endif							/* NOTIFLOW_PROVIDER_H */

@@ -106,14 +106,14 @@ provider_email_read(const DeliveryJob *job, EmailParts *m)
 }
 
 /*
- * The longest run of text one encoded word carries: "=?UTF-8?B?" and "?="
- * take 12 of the 75 characters an encoded word may have (RFC 2047 2), and 45
- * bytes make 60 characters of base64.
+ * The longest run of text one encoded word carries: a line holding encoded
+ * words may have 76 characters (RFC 2047 2); "Subject: " takes 9 of them,
+ * "=?UTF-8?B?" and "?=" 12, and 39 bytes make 52 characters of base64.
  */
-#define EMAIL_WORD_BYTES 45
+#define EMAIL_WORD_BYTES 39
 
 char *
-email_header_text(const char *text)
+email_header_text(const char *text, bool fold)
 {
 	int			len = strlen(text);
 	bool		plain = len <= 76;
@@ -137,7 +137,7 @@ email_header_text(const char *text)
 		m = pg_b64_encode(text + done, n, enc, sizeof(enc) - 1);
 		enc[Max(m, 0)] = '\0';
 		if (done > 0)
-			appendStringInfoString(&out, "\r\n ");	/* folded: one word per line */
+			appendStringInfoString(&out, fold ? "\r\n " : " ");	/* folded: one word per line */
 		appendStringInfo(&out, "=?UTF-8?B?%s?=", enc);
 		done += n;
 	}
@@ -168,7 +168,7 @@ email_from_header(const EmailParts *m)
 		appendStringInfoChar(&out, '"');
 	}
 	else
-		appendStringInfoString(&out, email_header_text(m->from_name));
+		appendStringInfoString(&out, email_header_text(m->from_name, false));
 	appendStringInfo(&out, " <%s>", m->from_address);
 	return out.data;
 }

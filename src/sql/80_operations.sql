@@ -298,7 +298,9 @@ COMMENT ON FUNCTION notiflow.aggregate_daily(date) IS
     'Recomputes the daily_stats rows of one UTC day from live and archived rows (same result when run again); returns the rows written.';
 
 -- What the nightly job runs: yesterday and the day before, and every day since the last one
--- aggregated, so that a night the job did not run (or failed) leaves no day out.
+-- aggregated, so that a night the job did not run (or failed) leaves no day out; at most 31
+-- days back (a day without activity writes no row, so an idle database would go back further
+-- every night).
 CREATE FUNCTION notiflow.aggregate_pending() RETURNS integer
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
@@ -306,12 +308,14 @@ AS $$
     WITH t AS (SELECT (now() AT TIME ZONE 'UTC')::date - 1 AS yesterday)
     SELECT coalesce(sum(notiflow.aggregate_daily(d::date)), 0)::integer
       FROM t, generate_series(least(t.yesterday - 1,
-                                    coalesce((SELECT max(s.day) + 1 FROM notiflow.daily_stats s WHERE s.day < t.yesterday),
-                                             t.yesterday - 1)),
+                                    greatest(coalesce((SELECT max(s.day) + 1 FROM notiflow.daily_stats s
+                                                        WHERE s.day < t.yesterday), t.yesterday - 1),
+                                             t.yesterday - 30)),
                               t.yesterday, interval '1 day') AS d
 $$;
 COMMENT ON FUNCTION notiflow.aggregate_pending() IS
-    'Aggregates yesterday and the day before (UTC), and every day since the last day in daily_stats; returns the rows written.  '
+    'Aggregates yesterday and the day before (UTC), and every day since the last day in daily_stats (at most 31 days back); '
+    'returns the rows written.  '
     'The nightly pg_cron job.';
 
 -- Retention --------------------------------------------------------------------
@@ -326,7 +330,6 @@ AS $$
 DECLARE
     ids  bigint[];
     dids bigint[];
-    held bigint[];
     n_executions integer;
     n_dead_letters integer;
     n_alerts integer;
@@ -365,12 +368,21 @@ BEGIN
     -- transaction (a provider's status event: it locks the delivery, then the execution, the other
     -- way round; waiting for it could deadlock).  Events and replays that come later wait for the
     -- batch, so nothing is added to a delivery while it moves.
-    held := ARRAY(SELECT d.id FROM notiflow.deliveries d
-                   WHERE d.execution_id = ANY (ids) AND d.finished_at IS NOT NULL
-                   FOR UPDATE SKIP LOCKED);
-    ids := ARRAY(SELECT u.id FROM unnest(ids) AS u(id)
-                  WHERE NOT EXISTS (SELECT 1 FROM notiflow.deliveries d
-                                     WHERE d.execution_id = u.id AND d.id <> ALL (held)));
+    -- (counted per execution, with hash joins: comparing each delivery with the array of those
+    -- held would be quadratic in the batch size)
+    ids := ARRAY(
+        WITH held AS (
+            SELECT d.execution_id FROM notiflow.deliveries d
+             WHERE d.execution_id = ANY (ids) AND d.finished_at IS NOT NULL
+               FOR UPDATE SKIP LOCKED
+        ),
+        held_n AS (SELECT h.execution_id, count(*) AS n FROM held h GROUP BY h.execution_id),
+        all_n AS (SELECT d.execution_id, count(*) AS n FROM notiflow.deliveries d
+                   WHERE d.execution_id = ANY (ids) GROUP BY d.execution_id)
+        SELECT u.id FROM unnest(ids) AS u(id)
+          LEFT JOIN all_n a ON a.execution_id = u.id
+          LEFT JOIN held_n h ON h.execution_id = u.id
+         WHERE coalesce(a.n, 0) = coalesce(h.n, 0));
     dids := ARRAY(SELECT d.id FROM notiflow.deliveries d WHERE d.execution_id = ANY (ids));
     -- test messages (send_test) belong to no execution: they go by their own age
     dids := dids || ARRAY(SELECT d.id FROM notiflow.deliveries d
