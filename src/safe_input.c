@@ -52,11 +52,10 @@ error_is_transient(const ErrorData *edata)
 {
 	int			category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
 
-	return category == ERRCODE_TRANSACTION_ROLLBACK ||
+	return error_is_lock_conflict(edata) || error_is_interrupt(edata) ||
+		category == ERRCODE_TRANSACTION_ROLLBACK ||
 		category == ERRCODE_INSUFFICIENT_RESOURCES ||
-		category == ERRCODE_OPERATOR_INTERVENTION ||
-		category == ERRCODE_SYSTEM_ERROR ||
-		edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+		category == ERRCODE_SYSTEM_ERROR;
 }
 
 bool

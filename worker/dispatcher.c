@@ -81,12 +81,19 @@ typedef struct InFlight
 	int			backoff_max_ms;
 } InFlight;
 
-/* What one record transaction did, for the worker's statistics. */
-typedef struct RecordCounts
+/*
+ * What the current transaction did, for the worker's statistics: added to
+ * its slot when the transaction commits (phase_end), forgotten when it is
+ * rolled back (a record run again would count it twice).
+ */
+typedef struct UncommittedCounts
 {
 	int			sent;
 	int			retried;
-} RecordCounts;
+	int			failed;
+} UncommittedCounts;
+
+static UncommittedCounts uncommitted;
 
 /* Per-provider state kept by this worker for one claim: config and circuit. */
 typedef struct ProviderInfo
@@ -217,16 +224,13 @@ provider_info(List **cache, const char *name)
 	return p;
 }
 
-/* deliveries given up in the current transaction: counted in the slot once it commits */
-static int	failed_uncommitted = 0;
-
 /* Ends a delivery that has no provider left: failed, dead letter, execution resumed. */
 static void
 delivery_give_up(int64 id, const char *request_body, const char *error)
 {
 	delivery_repo_dead_letter(id, request_body, error);
 	delivery_finish(id, "failed", NULL, error);
-	failed_uncommitted++;
+	uncommitted.failed++;
 }
 
 /* Falls back to the next provider, or gives up. */
@@ -514,9 +518,13 @@ phase_end(void)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
-	if (my_slot && failed_uncommitted > 0)
-		pg_atomic_fetch_add_u64(&my_slot->failed, failed_uncommitted);
-	failed_uncommitted = 0;
+	if (my_slot && (uncommitted.sent | uncommitted.retried | uncommitted.failed) != 0)
+	{
+		pg_atomic_fetch_add_u64(&my_slot->sent, uncommitted.sent);
+		pg_atomic_fetch_add_u64(&my_slot->retried, uncommitted.retried);
+		pg_atomic_fetch_add_u64(&my_slot->failed, uncommitted.failed);
+	}
+	memset(&uncommitted, 0, sizeof(uncommitted));
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -640,8 +648,8 @@ classify(InFlight *f, ProviderResponse *resp, bool refused_private, ProviderResu
 		res->error = psprintf("HTTP %ld", resp->status);
 }
 
-/* Applies the policy to an attempt that did not send (inside the record transaction); true for a retry. */
-static bool
+/* Applies the policy to an attempt that did not send (inside the record transaction). */
+static void
 apply_not_sent(InFlight *f, ProviderResult *res)
 {
 	const char *logged_body = f->req.log_body ? f->req.log_body : f->req.body.data;
@@ -656,7 +664,7 @@ apply_not_sent(InFlight *f, ProviderResult *res)
 			{
 				delivery_repo_retry_later(f->job.delivery_id,
 										  backoff_ms(f, f->job.attempt, res->retry_after_ms), res->error);
-				return true;
+				uncommitted.retried++;
 			}
 			else
 				delivery_fall_back(f->job.delivery_id, f->job.kind, logged_body,
@@ -678,7 +686,6 @@ apply_not_sent(InFlight *f, ProviderResult *res)
 			delivery_repo_defer(f->job.delivery_id, 0);
 			break;
 	}
-	return false;
 }
 
 /*
@@ -710,11 +717,10 @@ count_in_circuit(InFlight *f, ProviderResult *res, bool refused_private, int cur
  * row writer logs every attempt, one statement marks every success sent, the
  * engine resumes their executions in one batch (deliveries_finished).  The
  * rarer outcomes (retry, fallback, dead letter) go one by one.  In a
- * transaction; the extension is installed.  Counts what it sent and retried
- * in *counts (the worker's statistics take them once it commits).
+ * transaction; the extension is installed.
  */
 static void
-record_results(List *done, RecordCounts *counts)
+record_results(List *done)
 {
 	int			n = list_length(done);
 	InFlight  **flights = palloc(sizeof(InFlight *) * n);
@@ -779,7 +785,7 @@ record_results(List *done, RecordCounts *counts)
 		}
 	}
 	deliveries_finished(finished);
-	counts->sent = n_sent;
+	uncommitted.sent += n_sent;
 
 	for (int k = 0; k < n; k++)
 	{
@@ -790,9 +796,8 @@ record_results(List *done, RecordCounts *counts)
 		 * ran out stays as it is.  The attempt is logged either way.
 		 */
 		if (results[k].outcome != OUTCOME_SENT &&
-			delivery_repo_still_claimed(flights[k]->job.delivery_id, flights[k]->lease) &&
-			apply_not_sent(flights[k], &results[k]))
-			counts->retried++;
+			delivery_repo_still_claimed(flights[k]->job.delivery_id, flights[k]->lease))
+			apply_not_sent(flights[k], &results[k]);
 		count_in_circuit(flights[k], &results[k], refused[k], attempts[k].curl_code, &healthy);
 	}
 }
@@ -815,19 +820,17 @@ static void
 record(List *done)
 {
 	ListCell   *lc;
-	RecordCounts counts;
 
 	for (int attempt = 1;; attempt++)
 	{
 		MemoryContext cxt = CurrentMemoryContext;
 		ErrorData  *volatile edata = NULL;
 
-		counts.sent = counts.retried = 0;
 		PG_TRY();
 		{
 			phase_begin("notiflow: recording delivery attempts");
 			if (extension_installed())
-				record_results(done, &counts);
+				record_results(done);
 			phase_end();
 		}
 		PG_CATCH();
@@ -841,7 +844,7 @@ record(List *done)
 			FlushErrorState();
 			AbortCurrentTransaction();
 			RESUME_INTERRUPTS();
-			failed_uncommitted = 0;
+			memset(&uncommitted, 0, sizeof(uncommitted));
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(cxt);
@@ -852,11 +855,6 @@ record(List *done)
 						list_length(done), attempt + 1, RECORD_ATTEMPTS)));
 		if (my_slot)
 			pg_atomic_fetch_add_u64(&my_slot->record_retries, 1);
-	}
-	if (my_slot)
-	{
-		pg_atomic_fetch_add_u64(&my_slot->sent, counts.sent);
-		pg_atomic_fetch_add_u64(&my_slot->retried, counts.retried);
 	}
 	foreach(lc, done)
 	{

@@ -258,6 +258,10 @@ sql "SELECT notiflow.replay_dead_letter(${dl:-0})" >/dev/null
 wait_for 20 status_is "$exec" sent
 ok $? "replay_dead_letter sends it again"
 is "$(sql "SELECT replayed_at IS NOT NULL FROM notiflow.dead_letters WHERE id = ${dl:-0}")" t "the dead letter is marked replayed"
+is "$(sql "SELECT bool_and(n > 0) FROM (SELECT sum(sent) AS n FROM notiflow.worker_status UNION ALL
+                                            SELECT sum(retried) FROM notiflow.worker_status UNION ALL
+                                            SELECT sum(failed) FROM notiflow.worker_status) c")" t \
+   "worker_status has counted sends, retries and deliveries given up (each once its transaction committed)"
 again=$(sql "SELECT notiflow.replay_dead_letter(${dl:-0})" 2>&1)
 ok $(grep -q "was replayed already" <<<"$again"; echo $?) \
    "replaying it a second time is refused (the delivery was sent: it would go out twice)"
