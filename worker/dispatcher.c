@@ -691,18 +691,19 @@ apply_not_sent(InFlight *f, ProviderResult *res)
 /*
  * Feeds an attempt's outcome to its provider's circuit (inside the record
  * transaction).  The circuit counts the provider's failures, not bad
- * addresses: an invalid recipient, a URL from data that resolves to a
- * private address or to no address at all (a subscriber's dead webhook
- * host) do not count.
+ * addresses: an invalid recipient does not count, nor does any failure of a
+ * request whose URL came from data (a subscriber's webhook or push
+ * endpoint): that host is the subscriber's, and one dead or throttled
+ * endpoint must not open the circuit for every other delivery.  Its
+ * successes still close a circuit.
  */
 static void
-count_in_circuit(InFlight *f, ProviderResult *res, bool refused_private, int curl_code, List **healthy)
+count_in_circuit(InFlight *f, ProviderResult *res, List **healthy)
 {
 	bool		success = res->outcome == OUTCOME_SENT;
 
 	if ((res->outcome == OUTCOME_INVALID_RECIPIENT && f->job.recipient != NULL) ||
-		res->outcome == OUTCOME_AGAIN || refused_private ||
-		(f->req.url_from_data && curl_code == CURLE_COULDNT_RESOLVE_HOST))
+		res->outcome == OUTCOME_AGAIN || (f->req.url_from_data && !success))
 		return;
 	/* a success only writes when it closes a circuit that had failures */
 	if (!success || !provider_known_healthy(healthy, f->job.provider))
@@ -725,7 +726,6 @@ record_results(List *done)
 	int			n = list_length(done);
 	InFlight  **flights = palloc(sizeof(InFlight *) * n);
 	ProviderResult *results = palloc(sizeof(ProviderResult) * n);
-	bool	   *refused = palloc(sizeof(bool) * n);
 	AttemptRecord *attempts = palloc0(sizeof(AttemptRecord) * n);
 	int64	   *sent_ids = palloc(sizeof(int64) * n);
 	char	  **sent_message_ids = palloc(sizeof(char *) * n);
@@ -744,8 +744,7 @@ record_results(List *done)
 		AttemptRecord *a = &attempts[i];
 
 		flights[i] = f;
-		refused[i] = http_transfer_refused_private(t);
-		classify(f, resp, refused[i], &results[i]);
+		classify(f, resp, http_transfer_refused_private(t), &results[i]);
 		a->delivery_id = f->job.delivery_id;
 		a->attempt = f->job.attempt;
 		a->provider = f->job.provider;
@@ -798,7 +797,7 @@ record_results(List *done)
 		if (results[k].outcome != OUTCOME_SENT &&
 			delivery_repo_still_claimed(flights[k]->job.delivery_id, flights[k]->lease))
 			apply_not_sent(flights[k], &results[k]);
-		count_in_circuit(flights[k], &results[k], refused[k], attempts[k].curl_code, &healthy);
+		count_in_circuit(flights[k], &results[k], &healthy);
 	}
 }
 

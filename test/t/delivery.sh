@@ -538,6 +538,20 @@ wait_for 30 sql_is "SELECT count(*) FROM notiflow.deliveries WHERE execution_id 
 ok $? "four deliveries to a host that does not resolve fail"
 is "$(sql "SELECT coalesce((SELECT state || ' ' || consecutive_failures FROM notiflow.provider_circuits WHERE provider = 'hooks'), 'closed 0')")" \
    "closed 0" "and the provider's circuit stays closed (notiflow.circuit_failures is 3 here)"
+# Nor do endpoints from data that refuse connections or answer 503: the subscriber's host, not the
+# provider (before, they opened the circuit for the provider's other deliveries).
+double POST script '{"provider": "webhook", "responses": [{"status": 503}], "repeat": true}' >/dev/null
+dead=$(sql "SELECT string_agg(notiflow.trigger('datahook', jsonb_build_object('url', u), '\"ann\"')::text, ',')
+              FROM unnest(ARRAY['http://127.0.0.1:1/hook', '$DOUBLE/hooks/from-data']) u, generate_series(1, 3)")
+wait_for 30 sql_is "SELECT count(*) FROM notiflow.deliveries WHERE execution_id IN ($dead) AND status = 'failed'" 6
+ok $? "three deliveries to a port that refuses connections and three answered 503 fail"
+is "$(sql "SELECT string_agg(n || ' ' || coalesce('HTTP ' || status_code, 'curl ' || curl_code), ', ' ORDER BY n, status_code)
+             FROM (SELECT a.status_code, a.curl_code, count(*) n FROM notiflow.delivery_attempts a
+                     JOIN notiflow.deliveries d ON d.id = a.delivery_id WHERE d.execution_id IN ($dead) GROUP BY 1, 2) s")" \
+   "3 HTTP 503, 3 curl 7" "each after one attempt: connection refused (curl 7), or 503"
+is "$(sql "SELECT coalesce((SELECT state || ' ' || consecutive_failures FROM notiflow.provider_circuits WHERE provider = 'hooks'), 'closed 0')")" \
+   "closed 0" "and the provider's circuit stays closed"
+double POST reset >/dev/null
 put_hook
 
 # --- 10. SIGHUP reload ---------------------------------------------------------------------
