@@ -120,6 +120,10 @@ INSERT INTO notiflow.alerts (kind, subject, severity, raised_at, last_seen_at, r
 INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status, created_at, sent_at, finished_at)
 SELECT id, 0, 'send_test', 'email', 'ops-test', 'test@example.com', '{}', 'sent', t, t, t
   FROM (VALUES (9700001, now() - interval '7 months'), (9700002, now() - interval '1 day')) v(id, t);
+-- and more old ones than four batches of 25 take: batches go on while test messages remain
+INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status, created_at, sent_at, finished_at)
+SELECT 9710000 + i, 0, 'send_test', 'email', 'ops-test', 'test@example.com', '{}', 'sent', t, t, t
+  FROM generate_series(1, 110) i, LATERAL (SELECT now() - interval '7 months' - i * interval '1 minute' AS t) x;
 INSERT INTO notiflow.dead_letters (id, source, reference, details, error, created_at)
 VALUES (9390001, 'delivery', '9600001', '{"delivery_id": 9600001}', 'failed late', now() - interval '1 day');
 
@@ -132,7 +136,8 @@ SELECT sum(executions) AS executions, sum(deliveries) AS deliveries, sum(deliver
   FROM notiflow.daily_stats WHERE workflow_key = 'ops_gen';
 SELECT * FROM gen_stats_before;
 
--- three batches of at most 25 executions: the 60 old ones and 5 of the fixed set (E3 still waits)
+-- batches of at most 25 rows of each kind: the 60 old executions and 5 of the fixed set (E3 still waits)
+-- in three, then two more for the 111 old test messages
 SET client_min_messages = notice;
 CALL notiflow.apply_retention(batch_size => 25);
 CALL notiflow.apply_retention();
@@ -182,6 +187,9 @@ SELECT 'alerts',
 -- test messages go by their own age; a dead letter goes with its delivery, however recent
 SELECT d.id, d.id IN (SELECT id FROM notiflow.deliveries) AS live
   FROM notiflow.deliveries_all d WHERE d.id IN (9700001, 9700002) ORDER BY d.id;
+SELECT count(*) FILTER (WHERE d.id IN (SELECT id FROM notiflow.deliveries)) AS live,
+       count(*) FILTER (WHERE d.id IN (SELECT id FROM notiflow_archive.deliveries)) AS archived
+  FROM notiflow.deliveries_all d WHERE d.id BETWEEN 9710001 AND 9710110;
 SELECT l.id, l.id IN (SELECT id FROM notiflow.dead_letters) AS live, l.reference
   FROM notiflow.dead_letters_all l WHERE l.id = 9390001;
 -- the cutoff: archived rows are older than 6 months, live ones newer

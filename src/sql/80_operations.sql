@@ -322,7 +322,7 @@ COMMENT ON FUNCTION notiflow.aggregate_pending() IS
 
 -- Moves one batch of old rows into notiflow_archive: finished executions with their children, dead letters, resolved alerts.
 CREATE FUNCTION notiflow.archive_batch(older_than timestamptz, batch_size integer DEFAULT 10000)
-RETURNS TABLE (executions integer, dead_letters integer, alerts integer)
+RETURNS TABLE (executions integer, dead_letters integer, alerts integer, test_messages integer)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -330,9 +330,11 @@ AS $$
 DECLARE
     ids  bigint[];
     dids bigint[];
+    tids bigint[];
     n_executions integer;
     n_dead_letters integer;
     n_alerts integer;
+    n_test_messages integer;
 BEGIN
     IF older_than IS NULL THEN
         RAISE EXCEPTION 'older_than must not be NULL' USING ERRCODE = '22023', DETAIL = 'older_than: required';
@@ -385,10 +387,12 @@ BEGIN
          WHERE coalesce(a.n, 0) = coalesce(h.n, 0));
     dids := ARRAY(SELECT d.id FROM notiflow.deliveries d WHERE d.execution_id = ANY (ids));
     -- test messages (send_test) belong to no execution: they go by their own age
-    dids := dids || ARRAY(SELECT d.id FROM notiflow.deliveries d
-                           WHERE d.execution_id = 0 AND d.created_at < older_than AND d.finished_at IS NOT NULL
-                           ORDER BY d.created_at LIMIT batch_size
-                           FOR UPDATE SKIP LOCKED);
+    tids := ARRAY(SELECT d.id FROM notiflow.deliveries d
+                   WHERE d.execution_id = 0 AND d.created_at < older_than AND d.finished_at IS NOT NULL
+                   ORDER BY d.created_at LIMIT batch_size
+                   FOR UPDATE SKIP LOCKED);
+    n_test_messages := cardinality(tids);
+    dids := dids || tids;
 
     -- children first: nothing points from them to their parents, and nothing may be left behind
     WITH moved AS (DELETE FROM notiflow.delivery_events x WHERE x.delivery_id = ANY (dids) RETURNING x.*)
@@ -422,12 +426,12 @@ BEGIN
     INSERT INTO notiflow_archive.alerts SELECT * FROM moved;
     GET DIAGNOSTICS n_alerts = ROW_COUNT;
 
-    RETURN QUERY SELECT n_executions, n_dead_letters, n_alerts;
+    RETURN QUERY SELECT n_executions, n_dead_letters, n_alerts, n_test_messages;
 END;
 $$;
 COMMENT ON FUNCTION notiflow.archive_batch(timestamptz, integer) IS
     'Moves up to batch_size finished executions created before older_than (with steps, waits, deliveries, attempts, events), '
-    'dead letters and resolved alerts into notiflow_archive, in the caller''s transaction; returns how many of each.';
+    'dead letters, resolved alerts and test messages (send_test) into notiflow_archive, in the caller''s transaction; returns how many of each.';
 
 -- Archives everything older than notiflow.retention, one committed transaction per batch.
 -- A procedure without SET options, so that it may COMMIT: pg_cron CALLs it;
@@ -444,6 +448,7 @@ DECLARE
     executions bigint := 0;
     dead_letters bigint := 0;
     alerts bigint := 0;
+    test_messages bigint := 0;
 BEGIN
     IF retention <= interval '0' THEN
         RAISE EXCEPTION 'notiflow.retention must be a positive interval'
@@ -451,19 +456,20 @@ BEGIN
     END IF;
     WHILE max_batches IS NULL OR batches < max_batches LOOP
         SELECT * INTO b FROM notiflow.archive_batch(cutoff, batch_size);
-        EXIT WHEN b.executions + b.dead_letters + b.alerts = 0;
+        EXIT WHEN b.executions + b.dead_letters + b.alerts + b.test_messages = 0;
         batches := batches + 1;
         executions := executions + b.executions;
         dead_letters := dead_letters + b.dead_letters;
         alerts := alerts + b.alerts;
+        test_messages := test_messages + b.test_messages;
         COMMIT;
     END LOOP;
-    RAISE NOTICE 'notiflow retention (%): archived % executions, % dead letters and % alerts in % batches',
-        setting, executions, dead_letters, alerts, batches;
+    RAISE NOTICE 'notiflow retention (%): archived % executions, % dead letters, % alerts and % test messages in % batches',
+        setting, executions, dead_letters, alerts, test_messages, batches;
 END;
 $$;
 COMMENT ON PROCEDURE notiflow.apply_retention(integer, integer) IS
-    'Moves finished executions (with their children), dead letters and resolved alerts older than notiflow.retention '
+    'Moves finished executions (with their children), dead letters, resolved alerts and test messages older than notiflow.retention '
     'into notiflow_archive, committing after each batch; daily_stats are kept.  CALL it outside a transaction block.';
 
 -- Monitoring -------------------------------------------------------------------
