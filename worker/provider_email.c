@@ -63,8 +63,13 @@ email_split_from(EmailParts *m)
 
 		if (len >= 2 && name[0] == '"' && name[len - 1] == '"')
 		{
-			name[len - 1] = '\0';
-			name++;
+			/* a quoted string: a quoted pair (\" or \\) stands for its character */
+			char	   *w = ++name;
+
+			name[len - 2] = '\0';
+			for (const char *r = name; *r; r++)
+				*w++ = (r[0] == '\\' && r[1] != '\0') ? *++r : *r;
+			*w = '\0';
 		}
 		if (name[0] != '\0')
 			m->from_name = name;
@@ -144,6 +149,19 @@ email_header_text(const char *text, bool fold)
 	return out.data;
 }
 
+/*
+ * Whether text is one or more RFC 2047 encoded words ("=?charset?B|Q?...?="),
+ * which a receiver decodes only outside a quoted string.
+ */
+static bool
+email_encoded_words(const char *text)
+{
+	size_t		len = strlen(text);
+
+	return len >= 8 && strncmp(text, "=?", 2) == 0 && strcmp(text + len - 2, "?=") == 0 &&
+		strpbrk(text, "\"\\") == NULL;
+}
+
 char *
 email_from_header(const EmailParts *m)
 {
@@ -155,7 +173,9 @@ email_from_header(const EmailParts *m)
 	for (const unsigned char *p = (const unsigned char *) m->from_name; *p; p++)
 		ascii &= *p >= 0x20 && *p < 0x7f;
 	initStringInfo(&out);
-	if (ascii)
+	if (ascii && email_encoded_words(m->from_name))
+		appendStringInfoString(&out, m->from_name);	/* given encoded already */
+	else if (ascii)
 	{
 		/* a quoted string: commas, dots and the like may not stand bare in a phrase */
 		appendStringInfoChar(&out, '"');

@@ -160,6 +160,17 @@ ok $? "smtp: a message with a long non-ASCII subject and sender name is sent"
 mail_long=$(grep -F "$long" "$WORK/mail.jsonl" | tail -1)
 is "$(jq -r '.subject' <<<"$mail_long")" "Order $long" "smtp: its subject decodes back whole"
 is "$(jq -r '.from' <<<"$mail_long")" '"Café Crème, Paris" <shop@example.com>' "smtp: its sender's name too (quoted: it has a comma)"
+# a quoted name with quoted pairs is quoted once; a name given as encoded words is sent as it is
+# (quoted, a receiver would not decode it)
+n_from=0
+for from in '"Shop \"Best\" Ltd" <shop@example.com>' '=?UTF-8?B?Q2Fmw6kgQmxldQ==?= <shop@example.com>'; do
+    sql "UPDATE notiflow.providers SET config = config || jsonb_build_object('from', \$f\$$from\$f\$) WHERE name = 'smtp'" >/dev/null
+    n_from=$((n_from + 1))
+    exec=$(trigger mail "from$n_from")
+    wait_for 20 status_is "$exec" sent || echo "# not sent: $from"
+done
+is "$(grep -E '"subject": "Order from[12]"' "$WORK/mail.jsonl" | jq -r '.from' | paste -sd '|')" \
+   '"Shop \"Best\" Ltd" <shop@example.com>|Café Bleu <shop@example.com>' "smtp: a sender's name given quoted or encoded is kept"
 sql "UPDATE notiflow.providers SET config = config || '{\"from\": \"Shop <shop@example.com>\"}' WHERE name = 'smtp'" >/dev/null
 mail_date=$(jq -r '.headers.Date' <<<"$mail")
 ok $([[ "$mail_date" =~ ^(Mon|Tue|Wed|Thu|Fri|Sat|Sun),\ [0-9]{2}\ [A-Z][a-z]{2}\ [0-9]{4}\ [0-9:]{8}\ \+0000$ ]] &&
