@@ -443,6 +443,12 @@ extension_installed(void)
  */
 #define FULL_CLAIM_INTERVAL_MS 1000
 
+/* Executions resumed per claim; a full batch means more may be due now. */
+#define RESUME_BATCH 100
+
+/* How soon to look again at due rows another transaction holds locked. */
+#define HELD_RETRY_MS 100
+
 static TimestampTz next_full_claim_at = 0;
 
 /* Sets *front to the claim front; false when there is none. */
@@ -479,9 +485,12 @@ claim_front_set(const QueuePosition *last)
 	SpinLockRelease(&notiflow_shared->mutex);
 }
 
-/* Claims up to limit due deliveries: after the claim front, or from the start of the queue. */
+/*
+ * Claims up to limit due deliveries: after the claim front, or from the start
+ * of the queue (*from_start).
+ */
 static List *
-claim_due(int limit)
+claim_due(int limit, bool *from_start)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	QueuePosition front;
@@ -496,6 +505,7 @@ claim_due(int limit)
 	claim_front_set(list_length(claimed) == limit ? &last : NULL);
 	if (from_front && my_slot)
 		pg_atomic_fetch_add_u64(&my_slot->claimed_after_front, list_length(claimed));
+	*from_start = !from_front;
 	return claimed;
 }
 
@@ -555,9 +565,11 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 	{
 		List	   *providers = NIL;
 		List	   *claimed;
+		bool		from_start = false;
+		int			resumed;
 
-		execution_resume_due(100);
-		claimed = limit > 0 ? claim_due(limit) : NIL;
+		resumed = execution_resume_due(RESUME_BATCH);
+		claimed = limit > 0 ? claim_due(limit, &from_start) : NIL;
 		*claimed_count = list_length(claimed);
 		foreach(lc, claimed)
 		{
@@ -575,7 +587,18 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 		if (limit > 0 && *claimed_count == limit)
 			*next_due_ms = 0;
 		else
+		{
 			*next_due_ms = delivery_repo_next_due_ms(limit > 0 && *claimed_count < limit);
+
+			/*
+			 * Due now, yet neither claimed from the start of the queue nor
+			 * resumed in a batch that had room: another transaction holds
+			 * those rows (SKIP LOCKED passed them), and its end may wake
+			 * nobody.  Look again a little later, not at once in a loop.
+			 */
+			if (*next_due_ms == 0 && from_start && resumed < RESUME_BATCH)
+				*next_due_ms = HELD_RETRY_MS;
+		}
 		if (my_slot)
 			pg_atomic_fetch_add_u64(&my_slot->claimed, *claimed_count);
 	}
