@@ -898,8 +898,11 @@ dispatcher_detach(int code, Datum arg)
 	if (my_slot == NULL)
 		return;
 	SpinLockAcquire(&notiflow_shared->mutex);
-	my_slot->pid = 0;
-	my_slot->latch = NULL;
+	if (my_slot->pid == MyProcPid)	/* not taken over by another dispatcher meanwhile */
+	{
+		my_slot->pid = 0;
+		my_slot->latch = NULL;
+	}
 	SpinLockRelease(&notiflow_shared->mutex);
 }
 
@@ -920,6 +923,7 @@ notiflow_dispatcher_main(Datum arg)
 	my_slot = &notiflow_shared->dispatchers[slot];
 	my_slot->pid = MyProcPid;
 	my_slot->latch = MyLatch;
+	my_slot->database = MyDatabaseId;
 	my_slot->started_at = GetCurrentTimestamp();
 	SpinLockRelease(&notiflow_shared->mutex);
 	before_shmem_exit(dispatcher_detach, (Datum) 0);

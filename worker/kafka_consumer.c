@@ -946,8 +946,11 @@ consumer_shutdown(int code, Datum arg)
 	if (my_slot != NULL)
 	{
 		SpinLockAcquire(&notiflow_shared->mutex);
-		my_slot->pid = 0;
-		my_slot->latch = NULL;
+		if (my_slot->pid == MyProcPid)
+		{
+			my_slot->pid = 0;
+			my_slot->latch = NULL;
+		}
 		SpinLockRelease(&notiflow_shared->mutex);
 	}
 }
@@ -981,6 +984,7 @@ notiflow_kafka_consumer_main(Datum arg)
 	want = my_slot->want;
 	my_slot->pid = MyProcPid;
 	my_slot->latch = MyLatch;
+	my_slot->database = MyDatabaseId;
 	SpinLockRelease(&notiflow_shared->mutex);
 	before_shmem_exit(consumer_shutdown, (Datum) 0);
 

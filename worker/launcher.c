@@ -302,6 +302,23 @@ reconcile_kafka(bool dropping)
 	return next_ms;
 }
 
+/*
+ * Stops the workers this launcher started when it exits: a launcher started
+ * again knows none of them and would start a second set beside them.
+ */
+static void
+launcher_exit(int code, Datum arg)
+{
+	for (int i = 0; i < NOTIFLOW_MAX_DISPATCHERS; i++)
+		if (handles[i] != NULL)
+			TerminateBackgroundWorker(handles[i]);
+	for (int i = 0; i < NOTIFLOW_MAX_KAFKA_CONSUMERS; i++)
+		if (kafka_handles[i] != NULL)
+			TerminateBackgroundWorker(kafka_handles[i]);
+	if (sync_handle != NULL)
+		TerminateBackgroundWorker(sync_handle);
+}
+
 void
 notiflow_launcher_main(Datum arg)
 {
@@ -315,6 +332,7 @@ notiflow_launcher_main(Datum arg)
 	notiflow_shared->launcher_pid = MyProcPid;
 	notiflow_shared->launcher_latch = MyLatch;
 	SpinLockRelease(&notiflow_shared->mutex);
+	before_shmem_exit(launcher_exit, (Datum) 0);
 
 	ereport(LOG, (errmsg("notiflow launcher started: %d dispatcher(s) in database \"%s\"",
 						 notiflow_dispatch_workers, notiflow_database_name)));

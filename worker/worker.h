@@ -22,6 +22,7 @@ typedef struct DispatcherSlot
 {
 	pid_t		pid;			/* 0 when the slot is free */
 	Latch	   *latch;
+	Oid			database;		/* the database it is connected to */
 	TimestampTz started_at;
 	pg_atomic_uint64 claimed;
 	pg_atomic_uint64 claimed_after_front;	/* by claims that started at the claim front */
@@ -46,6 +47,7 @@ typedef struct KafkaConsumerSlot
 	KafkaWanted want;			/* subscription_id 0 when the slot is free */
 	pid_t		pid;
 	Latch	   *latch;
+	Oid			database;		/* the database it is connected to */
 } KafkaConsumerSlot;
 
 typedef struct NotiflowShared

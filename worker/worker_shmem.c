@@ -25,6 +25,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/timestamp.h"
 
 #include "worker.h"
@@ -78,30 +79,38 @@ notiflow_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/* Sets the latch of every live dispatcher. */
+/* Sets the latch of every live dispatcher (after the spinlock: SetLatch may signal). */
 static void
 wake_dispatchers(void)
 {
+	Latch	   *latches[NOTIFLOW_MAX_DISPATCHERS];
+	int			n = 0;
+
 	if (notiflow_shared == NULL)
 		return;
 	SpinLockAcquire(&notiflow_shared->mutex);
 	for (int i = 0; i < NOTIFLOW_MAX_DISPATCHERS; i++)
 		if (notiflow_shared->dispatchers[i].pid != 0 && notiflow_shared->dispatchers[i].latch)
-			SetLatch(notiflow_shared->dispatchers[i].latch);
+			latches[n++] = notiflow_shared->dispatchers[i].latch;
 	SpinLockRelease(&notiflow_shared->mutex);
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
 }
 
 /* Moves the Kafka generation and wakes the launcher. */
 void
 notiflow_kafka_request_sync(void)
 {
+	Latch	   *latch;
+
 	if (notiflow_shared == NULL)
 		return;
 	pg_atomic_fetch_add_u64(&notiflow_shared->kafka_generation, 1);
 	SpinLockAcquire(&notiflow_shared->mutex);
-	if (notiflow_shared->launcher_latch)
-		SetLatch(notiflow_shared->launcher_latch);
+	latch = notiflow_shared->launcher_latch;
 	SpinLockRelease(&notiflow_shared->mutex);
+	if (latch)
+		SetLatch(latch);
 }
 
 /* Wakes the dispatchers, or the launcher, after a commit that asked for it. */
@@ -158,46 +167,59 @@ notiflow_kafka_sync_at_commit(void)
 	kafka_sync_at_commit = true;
 }
 
-/* Terminates the workers connected to a database before it is dropped. */
+/*
+ * Sets the latches of the workers connected to a database; returns how many
+ * there are.
+ */
+static int
+wake_workers_in(Oid dboid)
+{
+	Latch	   *latches[NOTIFLOW_MAX_DISPATCHERS + NOTIFLOW_MAX_KAFKA_CONSUMERS];
+	int			n = 0;
+
+	SpinLockAcquire(&notiflow_shared->mutex);
+	for (int i = 0; i < NOTIFLOW_MAX_DISPATCHERS; i++)
+	{
+		DispatcherSlot *s = &notiflow_shared->dispatchers[i];
+
+		if (s->pid != 0 && s->database == dboid && s->latch)
+			latches[n++] = s->latch;
+	}
+	for (int i = 0; i < NOTIFLOW_MAX_KAFKA_CONSUMERS; i++)
+	{
+		KafkaConsumerSlot *s = &notiflow_shared->kafka_consumers[i];
+
+		if (s->pid != 0 && s->database == dboid && s->latch)
+			latches[n++] = s->latch;
+	}
+	SpinLockRelease(&notiflow_shared->mutex);
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
+	return n;
+}
+
+/*
+ * Has the workers connected to a database leave it before it is dropped,
+ * and waits (at most 10 s) until they did.  Only for a DROP DATABASE that
+ * can go through: run by the database's owner (or a superuser), outside a
+ * transaction block, with workers in that database.  Anyone else's DROP
+ * DATABASE, which fails, would otherwise stop the workers, and with them
+ * their requests in flight.
+ */
 static void
 leave_database(const char *dbname)
 {
 	Oid			dboid = get_database_oid(dbname, true);
 	TimestampTz deadline = GetCurrentTimestamp() + 10 * USECS_PER_SEC;
 
-	if (!OidIsValid(dboid) || notiflow_shared == NULL)
+	if (!OidIsValid(dboid) || notiflow_shared == NULL || dboid == MyDatabaseId ||
+		IsTransactionBlock() || !pg_database_ownercheck(dboid, GetUserId()))
 		return;
 	SpinLockAcquire(&notiflow_shared->mutex);
 	notiflow_shared->dropping_database = dboid;
 	SpinLockRelease(&notiflow_shared->mutex);
-	for (;;)
+	while (wake_workers_in(dboid) > 0 && GetCurrentTimestamp() <= deadline)
 	{
-		bool		any = false;
-
-		SpinLockAcquire(&notiflow_shared->mutex);
-		for (int i = 0; i < NOTIFLOW_MAX_DISPATCHERS; i++)
-		{
-			DispatcherSlot *s = &notiflow_shared->dispatchers[i];
-
-			if (s->pid != 0)
-			{
-				any = true;
-				SetLatch(s->latch);
-			}
-		}
-		for (int i = 0; i < NOTIFLOW_MAX_KAFKA_CONSUMERS; i++)
-		{
-			KafkaConsumerSlot *s = &notiflow_shared->kafka_consumers[i];
-
-			if (s->pid != 0)
-			{
-				any = true;
-				SetLatch(s->latch);
-			}
-		}
-		SpinLockRelease(&notiflow_shared->mutex);
-		if (!any || GetCurrentTimestamp() > deadline)
-			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20,
 						 PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -246,11 +268,14 @@ notiflow_process_utility(PlannedStmt *pstmt, const char *queryString, bool readO
 	{
 		if (notiflow_shared != NULL && IsA(pstmt->utilityStmt, DropdbStmt))
 		{
+			Latch	   *latch;
+
 			SpinLockAcquire(&notiflow_shared->mutex);
 			notiflow_shared->dropping_database = InvalidOid;
+			latch = notiflow_shared->launcher_latch;
 			SpinLockRelease(&notiflow_shared->mutex);
-			if (notiflow_shared->launcher_latch)
-				SetLatch(notiflow_shared->launcher_latch);
+			if (latch)
+				SetLatch(latch);
 		}
 	}
 	PG_END_TRY();

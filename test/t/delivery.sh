@@ -594,6 +594,35 @@ psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.dispatch_workers = 1" -c "S
 wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 1
 ok $? "and lowering it stops one"
 
+# A launcher that ends (here terminated) stops its dispatchers: the launcher started again knew
+# none of them and started a second set beside them, which nothing stopped.
+old_dispatcher=$(dispatcher_pid)
+launcher_pid() { psql -X -qAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'notiflow launcher'"; }
+old_launcher=$(launcher_pid)
+psql -X -q -d postgres -c "SELECT pg_terminate_backend($old_launcher)" >/dev/null
+new_dispatcher() { local p; p=$(dispatcher_pid | grep -vx "$old_dispatcher" | head -1); [ -n "$p" ]; }
+wait_for 30 new_dispatcher
+ok $? "after the launcher was terminated, it starts a dispatcher again"
+is "$(launcher_pid | grep -vxc "$old_launcher")" 1 "(a new launcher)"
+is "$(psql -X -qAt -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'")" 1 \
+   "and only one runs: the old launcher's dispatcher was stopped"
+exec=$(trigger hook after-launcher)
+wait_for 20 status_is "$exec" sent
+ok $? "the new dispatcher sends"
+
+# DROP DATABASE that cannot succeed (not the owner, or in a transaction block) leaves the workers
+# alone; it stopped them before PostgreSQL refused it, with their requests in flight.
+psql -X -q -d postgres -c "CREATE ROLE stranger LOGIN" >/dev/null
+pid_before=$(dispatcher_pid)
+out=$(psql -X -q -d postgres -U stranger -c "DROP DATABASE $DB" 2>&1)
+ok $(grep -q "must be owner of database" <<<"$out"; echo $?) "DROP DATABASE by a role that does not own the database fails"
+out=$(psql -X -q -d postgres -c "BEGIN" -c "DROP DATABASE $DB" 2>&1)
+ok $(grep -q "cannot run inside a transaction block" <<<"$out"; echo $?) "DROP DATABASE in a transaction block fails"
+exec=$(trigger hook after-refused-drop)
+wait_for 20 status_is "$exec" sent
+ok $? "a delivery is sent after them"
+is "$(dispatcher_pid)" "$pid_before" "by the same dispatcher: neither stopped it"
+
 # --- 11. DROP EXTENSION and DROP DATABASE are not blocked ---------------------------------------
 timeout 30 psql -X -q -d $DB -c "DROP EXTENSION notiflow CASCADE" >/dev/null 2>&1
 ok $? "DROP EXTENSION completes while the dispatcher runs"
