@@ -1610,37 +1610,13 @@ delivery_outcome_event(int64 execution_id, const char *node_id, int64 delivery_i
 							  jsonb_make_object(4, keys, vals));
 }
 
-/* Resumes one execution; SPI is connected. */
-static const char *
-execution_resume_connected(int64 execution_id)
-{
-	const char *status;
-
-	resume_many(&execution_id, 1, &status, NIL);
-	return status;
-}
-
-char *
-execution_resume(int64 execution_id)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	const char *status;
-	char	   *result;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "notiflow: SPI_connect failed");
-	status = execution_resume_connected(execution_id);
-	result = status ? MemoryContextStrdup(caller, status) : NULL;
-	SPI_finish();
-	return result;
-}
-
 /* Arguments of the subtransactions of resume_isolated. */
 typedef struct ResumeBatch
 {
 	int64	   *ids;
 	int			n;
 	List	   *finished;		/* FinishedDelivery * */
+	const char **statuses;		/* or NULL */
 } ResumeBatch;
 
 static void
@@ -1648,7 +1624,39 @@ resume_batch_call(void *arg)
 {
 	ResumeBatch *b = arg;
 
-	resume_many(b->ids, b->n, NULL, b->finished);
+	resume_many(b->ids, b->n, b->statuses, b->finished);
+}
+
+/*
+ * Resumes one execution in a subtransaction (see resume_isolated); sets
+ * *status (when not NULL) to its status after, "failed" when it could not
+ * resume, NULL when it was left as it was or does not exist.
+ */
+static void
+resume_one_isolated(int64 id, List *finished, bool leave_when_busy, const char **status)
+{
+	const char *got = NULL;
+	ResumeBatch one = {&id, 1, finished, &got};
+	ErrorData  *e = run_in_subtransaction(resume_batch_call, &one);
+
+	if (e != NULL)
+	{
+		got = NULL;
+		if (leave_when_busy && error_is_lock_conflict(e))
+			;
+		else if (error_is_lock_conflict(e) || error_is_interrupt(e))
+			ReThrowError(e);
+		else
+		{
+			ereport(WARNING,
+					(errmsg("notiflow: execution %lld cannot resume and has failed", (long long) id),
+					 errdetail("%s", e->message)));
+			execution_repo_fail(id, psprintf("cannot resume: %s", e->message));
+			got = "failed";
+		}
+	}
+	if (status)
+		*status = got;
 }
 
 /*
@@ -1669,7 +1677,7 @@ resume_batch_call(void *arg)
 static void
 resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
 {
-	ResumeBatch batch = {ids, n, finished};
+	ResumeBatch batch = {ids, n, finished, NULL};
 	ErrorData  *e;
 
 	if (n == 0 || (e = run_in_subtransaction(resume_batch_call, &batch)) == NULL)
@@ -1684,21 +1692,22 @@ resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
 	if (error_is_lock_conflict(e) || error_is_interrupt(e))
 		ReThrowError(e);
 	for (int k = 0; k < n; k++)
-	{
-		ResumeBatch one = {&ids[k], 1, finished};
+		resume_one_isolated(ids[k], finished, leave_when_busy, NULL);
+}
 
-		e = run_in_subtransaction(resume_batch_call, &one);
-		if (e == NULL)
-			continue;
-		if (leave_when_busy && error_is_lock_conflict(e))
-			continue;
-		if (error_is_lock_conflict(e) || error_is_interrupt(e))
-			ReThrowError(e);
-		ereport(WARNING,
-				(errmsg("notiflow: execution %lld cannot resume and has failed", (long long) ids[k]),
-				 errdetail("%s", e->message)));
-		execution_repo_fail(ids[k], psprintf("cannot resume: %s", e->message));
-	}
+char *
+execution_resume(int64 execution_id)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	const char *status;
+	char	   *result;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "notiflow: SPI_connect failed");
+	resume_one_isolated(execution_id, NIL, false, &status);
+	result = status ? MemoryContextStrdup(caller, status) : NULL;
+	SPI_finish();
+	return result;
 }
 
 int

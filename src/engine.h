@@ -32,8 +32,12 @@ extern void engine_trigger(const char *workflow_key, TriggerRequest *requests, i
 
 /*
  * Resumes an execution whose waiting steps may be done (deliveries finished,
- * delay over) and runs on from them.  Returns the execution's status after
- * the resume, or NULL when it does not exist.
+ * delay over, events received) and runs on from them.  Returns the
+ * execution's status after the resume, or NULL when it does not exist.  One
+ * that cannot resume (its workflow version was deleted, say) is marked
+ * failed, with the reason, and "failed" is returned: the caller's
+ * transaction goes on (emit_event's other executions with it).  Lock
+ * conflicts and cancels are raised.
  */
 extern char *execution_resume(int64 execution_id);
 

@@ -64,6 +64,7 @@ DECLARE
     resumed  integer;
     got      jsonb;
     busy     bigint;
+    st       text;
 BEGIN
     IF name IS NULL OR name = '' THEN
         RAISE EXCEPTION 'event name must not be empty' USING ERRCODE = '22023', DETAIL = 'name: required';
@@ -83,8 +84,10 @@ BEGIN
                       ORDER BY x.execution_id, x.node_id
             LOOP
                 busy := w.execution_id;
-                PERFORM 1 FROM notiflow.executions e WHERE e.id = w.execution_id FOR UPDATE NOWAIT;
+                SELECT e.status INTO st FROM notiflow.executions e WHERE e.id = w.execution_id FOR UPDATE NOWAIT;
                 busy := NULL;
+                -- the wait of an execution that ended (cancelled, failed) takes no event
+                CONTINUE WHEN st IS NULL OR st IN ('completed', 'failed', 'cancelled');
                 SELECT * INTO wr FROM notiflow.execution_waits x
                  WHERE x.execution_id = w.execution_id AND x.node_id = w.node_id FOR UPDATE;
                 CONTINUE WHEN wr.status <> 'waiting';

@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(33);
+SELECT plan(41);
 
 SELECT notiflow.put_provider('text', 'sms', 'twilio', '{"account_sid": "AC1", "auth_token": "t", "from": "+15550001111"}');
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -113,6 +113,32 @@ SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :r2
           'the wait reached afterwards completes with the outcome of the action');
 SELECT is((SELECT received FROM notiflow.execution_waits WHERE execution_id = :r2), '{"mail.sent": {"status": "sent"}}'::jsonb,
           'whose event data is the status');
+
+-- the wait of a cancelled execution takes no event: it goes to the inbox, for a later execution
+-- (before, the dead wait swallowed it)
+SELECT notiflow.trigger('ship', '{"order_id": "c1"}', '"ann"') AS c1 \gset
+SELECT ok(notiflow.cancel_execution(:c1), 'an execution waiting on key c1 is cancelled');
+SELECT is(notiflow.emit_event('payment.confirmed', 'c1', '{"amount": 5}'), 0, 'an event for c1 resumes nothing');
+SELECT is((SELECT count(*)::int FROM notiflow.event_inbox WHERE correlation_key = 'c1'), 1, 'and is kept in the inbox');
+SELECT notiflow.trigger('ship', '{"order_id": "c1"}', '"ann"') AS c1b \gset
+SELECT is((SELECT received FROM notiflow.execution_waits WHERE execution_id = :c1b), '{"payment.confirmed": {"amount": 5}}'::jsonb,
+          'where the next execution waiting on c1 finds it');
+
+-- an execution that cannot resume fails alone: the others waiting on the key still get the event
+-- (before, emit_event raised, and no execution waiting on the key could ever get it)
+SELECT notiflow.trigger('ship', '{"order_id": "b1"}', '"ann"') AS b1 \gset
+SELECT notiflow.trigger('ship', '{"order_id": "b1"}', '"ann"') AS b2 \gset
+UPDATE notiflow.executions SET workflow_version = 999 WHERE id = :b1;
+SELECT notiflow.emit_event('payment.confirmed', 'b1', '{"amount": 1}');
+SET client_min_messages = error;  -- the WARNING that b1 failed
+SELECT is(notiflow.emit_event('parcel.scanned', 'b1', '{"at": "11:00"}'), 2, 'the last event resumes both executions waiting on b1');
+SELECT results_eq(format('SELECT status, error FROM notiflow.executions WHERE id = %s', :b1),
+    format($$VALUES ('failed'::text, 'cannot resume: execution %s uses workflow "ship" version 999, which no longer exists'::text)$$, :b1),
+    'the one whose workflow version is gone fails with the reason');
+SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :b2 AND node_id = 'w'), 'completed',
+          'the other goes on past its wait');
+SELECT is(notiflow.resume_execution(:b1), 'failed', 'resume_execution returns its status');
+SET client_min_messages = warning;
 
 -- validation
 SELECT results_eq($$SELECT path || ': ' || message FROM notiflow.validate_workflow('{"nodes": [{"id": "t", "type": "trigger"},
