@@ -75,6 +75,7 @@
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 30000
 #define CLOSE_TIMEOUT_MS 5000
+#define PIN_TIMEOUT_MS 5000		/* asking the broker where "latest" is */
 #define WATERMARK_QUERY_BUDGET_MS 500	/* per publication, for paused partitions */
 #define LOG_RING 64
 #define ERROR_LEN 512
@@ -378,6 +379,78 @@ read_offsets(void *arg)
 	}
 }
 
+/* Stores the offsets of a list where none is stored yet, and reads back the stored ones (a transaction's work). */
+static void
+pin_offsets(void *arg)
+{
+	rd_kafka_topic_partition_list_t *list = arg;
+
+	for (int i = 0; i < list->cnt; i++)
+	{
+		rd_kafka_topic_partition_t *p = &list->elems[i];
+
+		(void) kafka_repo_store_offset(sub->group_id, p->topic, p->partition, -1, p->offset, sub->name);
+		p->offset = kafka_repo_offset(sub->group_id, p->topic, p->partition);
+	}
+}
+
+/*
+ * With start "latest", a partition that has no stored offset yet gets one:
+ * the end of the partition now (or the group's committed offset, which
+ * librdkafka would take first).  Left to librdkafka, "latest" is read again
+ * at every assignment until a batch stores an offset, so whatever came
+ * while nobody read the partition (a restart, a rebalance, a first batch
+ * that failed) was skipped.  Network calls: no transaction is open.  False,
+ * with *error, when the broker could not tell.
+ */
+static bool
+pin_latest(rd_kafka_topic_partition_list_t *list, char **error)
+{
+	rd_kafka_topic_partition_list_t *missing;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	bool		ok = true;
+
+	if (strcmp(sub->start, "latest") != 0)
+		return true;
+	missing = rd_kafka_topic_partition_list_new(Max(list->cnt, 1));
+	for (int i = 0; i < list->cnt; i++)
+		if (list->elems[i].offset == RD_KAFKA_OFFSET_INVALID)
+			rd_kafka_topic_partition_list_add(missing, list->elems[i].topic, list->elems[i].partition);
+	if (missing->cnt > 0)
+		err = rd_kafka_committed(rk, missing, PIN_TIMEOUT_MS);
+	for (int i = 0; i < missing->cnt && ok && !err; i++)
+	{
+		rd_kafka_topic_partition_t *p = &missing->elems[i];
+		int64_t		low;
+		int64_t		high;
+
+		if (p->err)
+			err = p->err;
+		else if (p->offset < 0)
+		{
+			err = rd_kafka_query_watermark_offsets(rk, p->topic, p->partition, &low, &high, PIN_TIMEOUT_MS);
+			p->offset = high;
+		}
+	}
+	if (err)
+	{
+		*error = psprintf("cannot find where \"latest\" is: %s", rd_kafka_err2str(err));
+		ok = false;
+	}
+	else if (missing->cnt > 0 && (ok = run_transaction("notiflow: storing kafka start offsets", pin_offsets,
+													   missing, error)))
+	{
+		for (int i = 0; i < missing->cnt; i++)
+			for (int k = 0; k < list->cnt; k++)
+				if (list->elems[k].partition == missing->elems[i].partition &&
+					strcmp(list->elems[k].topic, missing->elems[i].topic) == 0)
+					list->elems[k].offset = missing->elems[i].offset >= 0 ? missing->elems[i].offset
+						: RD_KAFKA_OFFSET_INVALID;
+	}
+	rd_kafka_topic_partition_list_destroy(missing);
+	return ok;
+}
+
 /* Finds an assigned partition. */
 static Assigned *
 find_assigned(const char *topic, int32 partition)
@@ -475,6 +548,11 @@ assign_from_database(rd_kafka_topic_partition_list_t *list)
 	if (!run_transaction("notiflow: reading kafka offsets", read_offsets, list, &error))
 	{
 		start_backoff(psprintf("cannot read the stored offsets: %s", error));
+		return false;
+	}
+	if (!pin_latest(list, &error))
+	{
+		start_backoff(error);
 		return false;
 	}
 	resume_paused();

@@ -28,7 +28,7 @@ trap cleanup EXIT
 # --- the Kafka cluster ------------------------------------------------------------
 make -s -C test/kafka >/dev/null || { echo "Bail out! cannot build test/kafka/kafka_mock"; exit 1; }
 test/kafka/kafka_mock --topic orders:4 --topic poison:1 --topic gone:1 --topic crash:4 --topic restart:4 \
-    --topic shared:4 --topic lagging:2 --topic payments:2 --topic broker:2 --topic reset:1 \
+    --topic shared:4 --topic lagging:2 --topic payments:2 --topic broker:2 --topic reset:1 --topic latest:2 \
     </dev/null >"$WORK/mock.out" 2>"$WORK/mock.err" &
 MOCK_PID=$!
 has_line() { grep -qsx "$2" "$1"; }
@@ -57,7 +57,7 @@ psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d $DB -c "$1"; }
 sql_is() { [ "$(sql "$1" 2>/dev/null)" = "$2" ]; }
 sql "CREATE EXTENSION notiflow" >/dev/null
-for wf in kafka_orders kafka_gone kafka_crash kafka_restart kafka_a kafka_b kafka_lagging kafka_broker kafka_reset; do
+for wf in kafka_orders kafka_gone kafka_crash kafka_restart kafka_a kafka_b kafka_lagging kafka_broker kafka_reset kafka_latest; do
     sql "SELECT notiflow.put_workflow('$wf', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\", \"required\": [\"n\"]},
          {\"id\": \"big\", \"type\": \"condition\", \"if\": \"\$.payload.n > 100\"}], \"edges\": [{\"from\": \"t\", \"to\": \"big\"}]}')" >/dev/null
 done
@@ -347,6 +347,30 @@ wait_for 30 executions_are kafka_reset 10
 ok $? "messages produced afterwards are read"
 exactly kafka_reset 10 "10 executions for 10 messages"
 sql "SELECT notiflow.unsubscribe_kafka('reset')" >/dev/null
+
+# --- 8c. start "latest" is pinned when a partition is first assigned ---------------------------------
+# "latest" is where a partition without a stored offset starts.  It is stored when the partition is
+# assigned, so that what comes while nobody reads (here: between unsubscribe and subscribe again)
+# is read afterwards; before, "latest" was taken again at each assignment until a message came,
+# and those messages were skipped.
+produce latest 1 4
+subscribe latest latest kafka_latest '"start": "latest"'
+wait_for 60 assigned_is latest 2
+ok $? "a subscription with start latest is assigned its 2 partitions"
+latest_stored() { sql_is "SELECT count(*) || ' ' || sum(next_offset) FROM notiflow.kafka_offsets WHERE group_id = 'notiflow-latest'" "$1"; }
+wait_for 20 latest_stored "2 4"
+ok $? "each partition's offset is stored at its end (4 messages were there before)"
+sql "SELECT notiflow.unsubscribe_kafka('latest')" >/dev/null
+wait_for 30 consumer_gone latest
+produce latest 5 7
+subscribe latest latest kafka_latest '"start": "latest"'
+wait_for 60 assigned_is latest 2
+produce latest 8 8
+wait_for 30 executions_are kafka_latest 4
+ok $? "subscribed again, it reads the 3 messages produced while nobody read, and the next one"
+is "$(sql "SELECT string_agg(payload ->> 'n', ',' ORDER BY (payload ->> 'n')::int) FROM notiflow.executions WHERE workflow_key = 'kafka_latest'")" \
+   "5,6,7,8" "none of those before the first assignment"
+sql "SELECT notiflow.unsubscribe_kafka('latest')" >/dev/null
 
 # --- 9. consumers stop without a restart ---------------------------------------------------------------
 sql "SELECT notiflow.unsubscribe_kafka('broker')" >/dev/null
