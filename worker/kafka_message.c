@@ -56,24 +56,31 @@ static SpiStatement emit_event_stmt = {
 	3, {TEXTOID, TEXTOID, JSONBOID}
 };
 
-/* Returns bytes as a JSON string when they are text, else as "\x<hex>"; NULL stays NULL. */
-static Jsonb *
-bytes_jsonb(const char *data, size_t len)
+/* Returns bytes as they are when they are valid text in the database's encoding, else as "\x<hex>". */
+static char *
+bytes_text(const char *data, size_t len)
 {
 	bool		ascii = true;
 	StringInfoData hex;
 
-	if (data == NULL)
-		return NULL;
 	for (size_t i = 0; i < len && ascii; i++)
 		ascii = (unsigned char) data[i] < 0x80 && data[i] != '\0';
 	if (ascii || (GetDatabaseEncoding() == PG_UTF8 && pg_verify_mbstr(PG_UTF8, data, (int) len, true)))
-		return jsonb_make_string(pnstrdup(data, len));
+		return pnstrdup(data, len);
 	initStringInfo(&hex);
 	appendStringInfoString(&hex, "\\x");
 	for (size_t i = 0; i < len; i++)
 		appendStringInfo(&hex, "%02x", (unsigned char) data[i]);
-	return jsonb_make_string(hex.data);
+	return hex.data;
+}
+
+/* The same as a JSON string; NULL for no data. */
+static Jsonb *
+bytes_jsonb(const char *data, size_t len)
+{
+	if (data == NULL)
+		return NULL;
+	return jsonb_make_string(bytes_text(data, len));
 }
 
 /* Returns the message's headers as an object; a repeated name has an array of its values. */
@@ -81,6 +88,7 @@ static Jsonb *
 headers_jsonb(rd_kafka_message_t *m)
 {
 	rd_kafka_headers_t *headers;
+	List	   *raw_names = NIL;
 	List	   *names = NIL;
 	List	   *values = NIL;
 	const char *name;
@@ -99,13 +107,14 @@ headers_jsonb(rd_kafka_message_t *m)
 		bool		seen = false;
 		List	   *all = NIL;
 
-		foreach(ln, names)
+		foreach(ln, raw_names)
 			seen = seen || strcmp(lfirst(ln), name) == 0;
 		if (seen)
 			continue;
 		for (size_t j = 0; rd_kafka_header_get(headers, j, name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; j++)
 			all = lappend(all, bytes_jsonb(value, size));
-		names = lappend(names, pstrdup(name));
+		raw_names = lappend(raw_names, (char *) name);
+		names = lappend(names, bytes_text(name, strlen(name)));	/* valid text, as the values */
 		if (list_length(all) == 1)
 			values = lappend(values, linitial(all));
 		else

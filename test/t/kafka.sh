@@ -124,7 +124,7 @@ ok $? "the poison subscription is assigned its partition"
 printf '%s\n' '{"id": "g1", "data": {"n": 1}}' | produce_raw poison
 printf '%s\n' 'k1|this is not json' | produce_raw poison -K '|' -H trace=abc -H trace=def
 printf '%s\n' '{"id": "g2", "data": {"n": 2}}' | produce_raw poison
-printf '\xff\xfe{"id": "g3", "data": {"n": 3}}\n' | produce_raw poison
+printf '\xff\xfe{"id": "g3", "data": {"n": 3}}\n' | produce_raw poison -H $'\xffname=v'
 printf '%s\n' '{"data": {"n": 4}}' | produce_raw poison
 printf '{"id": "g5", "data": {"n": 5}, "pad": "%0400d"}\n' 0 | produce_raw poison
 printf '%s\n' '{"id": "g6", "data": {"x": 6}}' | produce_raw poison
@@ -146,6 +146,7 @@ is "$(dl "details ->> 'topic' || ' ' || (details ->> 'partition') || ' ' || (det
    "poison 0 1 k1 poison" "its details name the topic, partition, offset, key and subscription"
 is "$(dl "details -> 'headers'" 1)" '{"trace": ["abc", "def"]}' "and the headers (a repeated one as an array)"
 is "$(dl "left(encode(payload, 'hex'), 4)" 3)" fffe "bytes that are not UTF-8 are kept as they came"
+is "$(dl "details -> 'headers'" 3)" '{"\\xff6e616d65": "v"}' "a header name that is not UTF-8 is written in hex, as values are"
 ok $(dl error 4 | grep -q 'selected nothing'; echo $?) "a failed extraction says so: $(dl error 4)"
 ok $(dl error 5 | grep -q 'max_message_bytes'; echo $?) "an oversized message names the limit: $(dl error 5)"
 ok $(dl error 6 | grep -q 'required'; echo $?) "a trigger error is the engine's: $(dl error 6)"
