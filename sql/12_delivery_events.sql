@@ -121,6 +121,26 @@ SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
 SELECT * FROM ev_state WHERE order_id = 'sg-4';
 SELECT node_id, status, outcome FROM notiflow.execution_steps WHERE execution_id = :e_sg4 ORDER BY seq;
 
+-- an event naming one of our delivery ids with another message id (another installation sharing
+-- the SendGrid account sends its own, small, delivery ids), or naming a delivery never handed to
+-- the provider, changes nothing (before, it bounced or delivered our delivery)
+SELECT notiflow.trigger('ev_receipt', '{"order_id": "sg-5"}', '"eve"') AS e_sg5 \gset
+SELECT id AS d_sg5 FROM notiflow.deliveries WHERE execution_id = :e_sg5 \gset
+SELECT notiflow.finish_delivery(:d_sg5, 'sent', 'OurOwnMessageId5');
+SELECT notiflow.trigger('ev_receipt', '{"order_id": "sg-6"}', '"eve"') AS e_sg6 \gset
+SELECT id AS d_sg6 FROM notiflow.deliveries WHERE execution_id = :e_sg6 \gset
+SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
+  {"event": "bounce", "type": "bounce", "timestamp": 1714564800, "reason": "550 5.1.1 unknown",
+   "sg_message_id": "TheirMessageId.filterdrecv-1.0", "notiflow_delivery_id": "%s"},
+  {"event": "delivered", "timestamp": 1714564800, "sg_message_id": "TheirOtherId.filterdrecv-1.0", "notiflow_delivery_id": "%s"}]',
+  :d_sg5, :d_sg6)::jsonb) AS recorded;
+SELECT order_id, status, provider_message_id FROM ev_state WHERE order_id IN ('sg-5', 'sg-6');
+-- the same delivery id with our message id matches
+SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
+  {"event": "delivered", "timestamp": 1714564800, "sg_message_id": "OurOwnMessageId5.filterdrecv-1.0", "notiflow_delivery_id": "%s"}]',
+  :d_sg5)::jsonb) AS recorded;
+SELECT order_id, status FROM ev_state WHERE order_id = 'sg-5';
+
 ------------------------------------------------------------------ Twilio
 -- the SMS of sg-4: the dispatcher reports the Message sid, then Twilio's status callbacks
 -- (form parameters as a JSON object) follow

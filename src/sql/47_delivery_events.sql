@@ -455,10 +455,16 @@ BEGIN
                   HINT = 'Pass the name the provider was created with by notiflow.put_provider().';
     END IF;
     FOR e IN SELECT * FROM notiflow.provider_events(kind, event) LOOP
-        -- an event only ever touches deliveries handed to this provider
+        -- an event only ever touches deliveries handed to this provider.  A delivery id is
+        -- trusted only with the provider's message id when both are known, and never for a
+        -- delivery not yet handed over (queued, no attempt): another installation sharing the
+        -- provider account sends its own delivery ids, small numbers like ours.
         IF e.delivery_id IS NOT NULL THEN
             targets := ARRAY(SELECT d.id FROM notiflow.deliveries d
-                              WHERE d.id = e.delivery_id AND d.provider = provider);
+                              WHERE d.id = e.delivery_id AND d.provider = provider
+                                AND (d.status <> 'queued' OR d.attempts > 0)
+                                AND (d.provider_message_id IS NULL OR coalesce(cardinality(e.message_ids), 0) = 0
+                                     OR d.provider_message_id = ANY (e.message_ids)));
         ELSE
             targets := ARRAY(SELECT d.id FROM notiflow.deliveries d
                               WHERE d.provider = provider AND d.provider_message_id IS NOT NULL
