@@ -12,6 +12,20 @@ SELECT notiflow.put_subscriber('ann', '{"name": "Ann", "email": "ann@example.com
 -- partial update keeps other attributes
 SELECT notiflow.put_subscriber('ann', '{"name": "Ann B."}');
 SELECT id, name, email, phone, locale, timezone, data, chat, preferences FROM notiflow.subscribers;
+-- addresses reported invalid stay invalid while the subscriber has them (before, any change of a
+-- contact attribute made them all valid again); those it no longer has are forgotten
+SELECT notiflow.put_subscriber('cal', '{"email": "cal@example.com", "phone": "+15551230000", "chat": {"slack": "U123"},
+                                        "push": {"fcm": ["fcm-token-0001"], "webpush": [{"endpoint": "https://push.example.com/1",
+                                                 "keys": {"p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}]}}');
+UPDATE notiflow.subscribers
+   SET invalid_addresses = ARRAY['cal@example.com', '+15551230000', 'U123', 'fcm-token-0001', push -> 'webpush' ->> 0]
+ WHERE id = 'cal';
+SELECT notiflow.put_subscriber('cal', '{"phone": "+15557654321", "email": "cal@example.com"}');
+SELECT string_agg(CASE WHEN x LIKE '{%' THEN '(the web push subscription)' ELSE x END, ', ' ORDER BY o) AS invalid
+  FROM notiflow.subscribers, unnest(invalid_addresses) WITH ORDINALITY AS u(x, o) WHERE id = 'cal';
+SELECT notiflow.put_subscriber('cal', '{"email": "cal.b@example.com", "chat": {"slack": "U999"}, "push": {"fcm": ["fcm-token-0001"]}}');
+SELECT invalid_addresses FROM notiflow.subscribers WHERE id = 'cal';
+DELETE FROM notiflow.subscribers WHERE id = 'cal';
 
 -- every attribute is checked; the detail names the field
 SELECT notiflow.put_subscriber('bob', '{"email": "not-an-email"}');

@@ -186,8 +186,23 @@ BEGIN
         push        = CASE WHEN a ? 'push' THEN excluded.push ELSE s.push END,
         chat        = CASE WHEN a ? 'chat' THEN excluded.chat ELSE s.chat END,
         preferences = CASE WHEN a ? 'preferences' THEN excluded.preferences ELSE s.preferences END,
-        invalid_addresses = CASE WHEN a ?| ARRAY['email', 'phone', 'push', 'chat'] THEN '{}' ELSE s.invalid_addresses END,
         updated_at  = now();
+    -- An address reported invalid stays so while the subscriber has it, whatever else changes;
+    -- one the subscriber no longer has is forgotten (given again later, it is tried again).
+    -- (Clearing them all at every change of a contact attribute used them again.)
+    IF a ?| ARRAY['email', 'phone', 'push', 'chat'] THEN
+        UPDATE notiflow.subscribers s
+           SET invalid_addresses = ARRAY(
+                   SELECT x FROM unnest(s.invalid_addresses) WITH ORDINALITY AS u(x, o)
+                    WHERE x IN (SELECT s.email UNION ALL SELECT s.phone
+                                UNION ALL SELECT c.value #>> '{}' FROM jsonb_each(s.chat) c
+                                UNION ALL SELECT CASE WHEN jsonb_typeof(d) = 'string' THEN d #>> '{}' ELSE d::text END
+                                            FROM jsonb_each(s.push) k,
+                                                 jsonb_array_elements(CASE WHEN jsonb_typeof(k.value) = 'array'
+                                                                           THEN k.value ELSE '[]' END) d)
+                    ORDER BY o)
+         WHERE s.id = put_subscriber.id AND cardinality(s.invalid_addresses) > 0;
+    END IF;
 END;
 $$;
 COMMENT ON FUNCTION notiflow.put_subscriber(text, jsonb) IS
