@@ -83,6 +83,10 @@ SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
    "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0", "notiflow_delivery_id": "%s"}]', :d_sg1)::jsonb) AS recorded;
 SELECT * FROM ev_state WHERE order_id = 'sg-1';
 SELECT * FROM ev_log WHERE order_id = 'sg-1' AND event = 'bounced';
+-- a hard bounce (type "bounce") marks the subscriber's address invalid, as a refusal at once does
+-- (before, a bounced address was mailed again by the next workflow)
+SELECT invalid_addresses FROM notiflow.subscribers WHERE id = 'eve';
+UPDATE notiflow.subscribers SET invalid_addresses = '{}' WHERE id = 'eve';  -- eve's address serves the next cases
 
 -- matched by sg_message_id alone (no custom args): X-Message-Id "W86EgYT6SQKk0lRflfLRsA" then ".filterdrecv-..."
 SELECT notiflow.trigger('ev_receipt', '{"order_id": "sg-2"}', '"eve"') AS e_sg2 \gset
@@ -96,6 +100,8 @@ SELECT notiflow.record_delivery_event('ev-sendgrid', '[
    "reason": "550 5.7.1 Message rejected as spam", "sg_message_id": "W86EgYT6SQKk0lRflfLRsA.filterdrecv-5645d9c87f-xs4hq-1-662F8A2C-37.0"}]') AS recorded;
 SELECT * FROM ev_state WHERE order_id = 'sg-2';
 SELECT * FROM ev_log WHERE order_id = 'sg-2';
+-- a "blocked" bounce is the sender's reputation, not the address: it stays valid
+SELECT invalid_addresses FROM notiflow.subscribers WHERE id = 'eve';
 
 -- one bad event refuses the whole batch: the good one before it changes nothing
 SELECT notiflow.trigger('ev_receipt', '{"order_id": "sg-3"}', '"eve"') AS e_sg3 \gset
@@ -120,6 +126,9 @@ SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
    "notiflow_delivery_id": %s}]', :d_sg4)::jsonb) AS recorded;
 SELECT * FROM ev_state WHERE order_id = 'sg-4';
 SELECT node_id, status, outcome FROM notiflow.execution_steps WHERE execution_id = :e_sg4 ORDER BY seq;
+-- dropped as a "Bounced Address" (on SendGrid's bounce list): the address is invalid too
+SELECT invalid_addresses FROM notiflow.subscribers WHERE id = 'eve';
+UPDATE notiflow.subscribers SET invalid_addresses = '{}' WHERE id = 'eve';
 
 -- an event naming one of our delivery ids with another message id (another installation sharing
 -- the SendGrid account sends its own, small, delivery ids), or naming a delivery never handed to
@@ -213,6 +222,9 @@ SELECT notiflow.record_delivery_event('ev-mailgun', '{"signature": {},
                         "description": "", "bounce-code": "5.1.1"},
     "message": {"headers": {"message-id": "20240501120002.3.0123456789ABCDEF@mg.example.com"}}}}') AS recorded;
 SELECT * FROM ev_state WHERE order_id = 'mg-3';
+-- a permanent bounce marks the address invalid
+SELECT invalid_addresses FROM notiflow.subscribers WHERE id = 'eve';
+UPDATE notiflow.subscribers SET invalid_addresses = '{}' WHERE id = 'eve';
 
 ------------------------------------------------------------------ SES
 UPDATE notiflow.providers SET enabled = (name = 'ev-ses') WHERE name IN ('ev-sendgrid', 'ev-mailgun', 'ev-ses');
@@ -258,6 +270,9 @@ SELECT notiflow.record_delivery_event('ev-ses', jsonb_build_object('Type', 'Noti
              "tags": {"notiflow_delivery_id": ["%s"]}}}', :d_ses2))) AS recorded;
 SELECT * FROM ev_state WHERE order_id = 'ses-2';
 SELECT * FROM ev_log WHERE order_id = 'ses-2';
+-- the Transient bounce did not mark the address invalid, the Permanent one did
+SELECT invalid_addresses FROM notiflow.subscribers WHERE id = 'eve';
+UPDATE notiflow.subscribers SET invalid_addresses = '{}' WHERE id = 'eve';
 -- SNS subscription confirmations and the SES test notification carry no delivery event
 SELECT notiflow.record_delivery_event('ev-ses', '{"Type": "SubscriptionConfirmation", "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
   "Token": "2336412f37f", "TopicArn": "arn:aws:sns:eu-west-1:123456789012:ses-notifications",
@@ -265,7 +280,7 @@ SELECT notiflow.record_delivery_event('ev-ses', '{"Type": "SubscriptionConfirmat
 SELECT notiflow.record_delivery_event('ev-ses', '{"Type": "Notification", "Message": "{\"notificationType\": \"AmazonSnsSubscriptionSucceeded\", \"message\": \"You have successfully subscribed.\"}"}') AS recorded;
 
 ------------------------------------------------------------------ how each provider event is read
-SELECT c.kind, x.provider_event, x.event, x.status, x.reason
+SELECT c.kind, x.provider_event, x.event, x.status, x.reason, coalesce(x.invalid_recipient, false) AS invalid_recipient
   FROM (VALUES
     ('sendgrid', '[{"event": "spamreport", "sg_message_id": "m.1"}, {"event": "unsubscribe", "sg_message_id": "m.1"},
                    {"event": "group_unsubscribe", "sg_message_id": "m.1"}, {"event": "group_resubscribe", "sg_message_id": "m.1"},
@@ -274,6 +289,7 @@ SELECT c.kind, x.provider_event, x.event, x.status, x.reason
     ('twilio', '{"MessageSid": "SM1", "MessageStatus": "scheduled"}'),
     ('twilio', '{"SmsSid": "SM1", "SmsStatus": "sending"}'),
     ('twilio', '{"MessageSid": "SM1", "MessageStatus": "failed", "ErrorCode": "30007", "ErrorMessage": "Carrier violation"}'),
+    ('twilio', '{"MessageSid": "SM1", "MessageStatus": "undelivered", "ErrorCode": "30005", "ErrorMessage": "Unknown destination handset"}'),
     ('twilio', '{"MessageSid": "SM1", "MessageStatus": "canceled"}'),
     ('twilio', '{"MessageSid": "SM1", "MessageStatus": "read"}'),
     ('twilio', '{"MessageSid": "SM1", "MessageStatus": "received"}'),

@@ -52,11 +52,14 @@ CREATE TYPE notiflow.provider_event AS (
     status         text,
     reason         text,
     occurred_at    timestamptz,
-    raw            jsonb
+    raw            jsonb,
+    invalid_recipient boolean   -- a hard bounce: the address does not exist
 );
 COMMENT ON TYPE notiflow.provider_event IS
     'One callback event read by a parser: the delivery id it carries or the provider message ids it may match, '
-    'the normalised event, the delivery status it reports (delivered, failed or NULL), the reason, its time and the raw event.';
+    'the normalised event, the delivery status it reports (delivered, failed or NULL), the reason, its time, the raw event, '
+    'and whether it says the address does not exist (a hard bounce: SendGrid bounce of type bounce or drop of a Bounced Address, '
+    'Mailgun permanent bounce or suppress-bounce, SES Permanent bounce, Twilio error 30005 or 30006).';
 
 -- Reading callback bodies -------------------------------------------------------
 
@@ -168,8 +171,13 @@ BEGIN
             WHEN 'processed' THEN r.event := 'queued';
             WHEN 'delivered' THEN r.event := 'delivered'; r.status := 'delivered';
             WHEN 'deferred' THEN r.event := 'deferred';
-            WHEN 'bounce' THEN r.event := 'bounced'; r.status := 'failed';
-            WHEN 'dropped' THEN r.event := 'dropped'; r.status := 'failed';
+            WHEN 'bounce' THEN
+                r.event := 'bounced'; r.status := 'failed';
+                r.invalid_recipient := coalesce(nullif(item ->> 'type', ''), 'bounce') = 'bounce';  -- not "blocked"
+            WHEN 'dropped' THEN
+                r.event := 'dropped'; r.status := 'failed';
+                -- the address is on SendGrid's bounce list: never sent again
+                r.invalid_recipient := item ->> 'reason' = 'Bounced Address';
             WHEN 'open' THEN r.event := 'opened';
             WHEN 'click' THEN r.event := 'clicked';
             WHEN 'spamreport' THEN r.event := 'complained';
@@ -226,6 +234,8 @@ BEGIN
         code := nullif(body ->> 'ErrorCode', '');
         r.reason := format('twilio %s', status)
                     || coalesce(' (error ' || code || coalesce(': ' || nullif(body ->> 'ErrorMessage', ''), '') || ')', '');
+        -- 30005 unknown destination handset, 30006 landline or unreachable carrier
+        r.invalid_recipient := code IN ('30005', '30006');
     END IF;
     RETURN NEXT r;
 END;
@@ -282,6 +292,8 @@ BEGIN
             ELSE
                 r.event := CASE WHEN why LIKE 'suppress-%' THEN 'dropped' WHEN why = 'bounce' THEN 'bounced' ELSE 'failed' END;
                 r.status := 'failed';
+                -- bounced now, or before (the address is on Mailgun's bounce list: never sent again)
+                r.invalid_recipient := why IN ('bounce', 'suppress-bounce');
             END IF;
         WHEN 'rejected' THEN r.event := 'dropped'; r.status := 'failed';
         WHEN 'opened' THEN r.event := 'opened';
@@ -381,6 +393,7 @@ BEGIN
             ELSE
                 r.event := 'bounced';
                 r.status := 'failed';
+                r.invalid_recipient := detail ->> 'bounceType' = 'Permanent';
             END IF;
             r.reason := concat_ws(': ', format('ses bounce %s/%s', detail ->> 'bounceType', detail ->> 'bounceSubType'),
                                   detail #>> '{bouncedRecipients,0,diagnosticCode}');
@@ -477,6 +490,15 @@ BEGIN
                 IF notiflow.finish_delivery(target, e.status, NULL, e.reason) THEN
                     applied := e.status;
                 END IF;
+            END IF;
+            -- a hard bounce: the subscriber's address is not used again, as when the provider
+            -- refuses it at once (an address given inline for one trigger is not the subscriber's)
+            IF e.invalid_recipient THEN
+                UPDATE notiflow.subscribers s
+                   SET invalid_addresses = s.invalid_addresses || d.recipient, updated_at = now()
+                  FROM notiflow.deliveries d JOIN notiflow.executions x ON x.id = d.execution_id
+                 WHERE d.id = target AND s.id = x.subscriber_id AND d.recipient IN (s.email, s.phone)
+                   AND NOT (d.recipient = ANY (s.invalid_addresses));
             END IF;
             INSERT INTO notiflow.delivery_events
                    (delivery_id, provider, provider_event, event, status_applied, reason, raw, occurred_at)
