@@ -132,6 +132,7 @@ extern void provider_form_add(StringInfo body, const char *key, const char *valu
 
 /* Returns the value of a response header (case-insensitive name), or NULL. */
 extern char *provider_response_header(const ProviderResponse *resp, const char *name);
+extern const char *provider_request_header(const ProviderRequest *req, const char *name);
 
 /* Parses the response body as jsonb; NULL when it is not JSON. */
 extern Jsonb *provider_response_json(const ProviderResponse *resp);

@@ -142,6 +142,23 @@ provider_response_header(const ProviderResponse *resp, const char *name)
 	return NULL;
 }
 
+/* Returns the value of a request header set by the adapter, or NULL. */
+const char *
+provider_request_header(const ProviderRequest *req, const char *name)
+{
+	ListCell   *lc;
+	size_t		n = strlen(name);
+
+	foreach(lc, req->headers)
+	{
+		const char *h = lfirst(lc);
+
+		if (pg_strncasecmp(h, name, n) == 0 && h[n] == ':')
+			return h + n + 1 + strspn(h + n + 1, " \t");
+	}
+	return NULL;
+}
+
 /* Parses the body as JSON with the server's own parser. */
 Jsonb *
 provider_response_json(const ProviderResponse *resp)

@@ -614,13 +614,40 @@ push_token_get(const char *key, int64 min_valid_s)
 	return pstrdup(t->value);
 }
 
-/* Stores or replaces the value of key. */
+/* Frees an entry. */
+static void
+push_token_free(PushToken *t)
+{
+	pfree(t->key);
+	pfree(t->value);
+	pfree(t);
+}
+
+/*
+ * Stores or replaces the value of key.  Expired entries go first, so that
+ * the cache holds what is valid (Web Push keys one entry per push service
+ * origin, which comes from subscriptions).
+ */
 void
 push_token_put(const char *key, const char *value, int64 expires_at)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-	PushToken  *t = push_token_find(key);
+	int64		now = (int64) time(NULL);
+	ListCell   *lc;
+	PushToken  *t;
 	char	   *copy = pstrdup(value);
+
+	foreach(lc, push_tokens)
+	{
+		PushToken  *e = lfirst(lc);
+
+		if (e->expires_at <= now)
+		{
+			push_tokens = foreach_delete_current(push_tokens, lc);
+			push_token_free(e);
+		}
+	}
+	t = push_token_find(key);
 
 	if (t == NULL)
 	{
@@ -635,16 +662,27 @@ push_token_put(const char *key, const char *value, int64 expires_at)
 	MemoryContextSwitchTo(old);
 }
 
-/* Removes the entry of key. */
+/* Removes the entry of key, when it holds the value used (or used is NULL). */
 void
-push_token_drop(const char *key)
+push_token_drop(const char *key, const char *used)
 {
 	PushToken  *t = push_token_find(key);
 
-	if (t == NULL)
+	if (t == NULL || (used != NULL && strcmp(t->value, used) != 0))
 		return;
 	push_tokens = list_delete_ptr(push_tokens, t);
-	pfree(t->key);
-	pfree(t->value);
-	pfree(t);
+	push_token_free(t);
+}
+
+char *
+push_secret_digest(const char *secret)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+
+	if (!EVP_Digest(secret, strlen(secret), md, &len, EVP_sha256(), NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("sha-256 digest failed")));
+	return pnstrdup(push_base64url_encode(md, len), 22);
 }

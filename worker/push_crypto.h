@@ -86,7 +86,17 @@ extern char *push_token_get(const char *key, int64 min_valid_s);
 /* Stores value under key until expires_at (Unix seconds). */
 extern void push_token_put(const char *key, const char *value, int64 expires_at);
 
-/* Forgets the value of key (the provider refused it). */
-extern void push_token_drop(const char *key);
+/*
+ * Forgets the value of key (the provider refused it) when it is the one used
+ * (or used is NULL): a request that took an older value must not drop a newer.
+ */
+extern void push_token_drop(const char *key, const char *used);
+
+/*
+ * Returns a short digest (base64url of SHA-256, 22 characters) of the
+ * credentials a cached value was derived from, for its key: changing them in
+ * the provider's config then takes effect at once.
+ */
+extern char *push_secret_digest(const char *secret);
 
 #endif							/* NOTIFLOW_PUSH_CRYPTO_H */

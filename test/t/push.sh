@@ -220,6 +220,24 @@ is "$(deliveries "$exec")" "apns sent,fcm sent,fcm sent,webpush sent" "after FCM
 is "$(($(tokens_fetched) - tokens_before))" 1 "fcm: one new access token was fetched for both sends"
 is "$(received fcm A-1004 '.status == 200')" 2 "fcm: both tokens got the message with the new access token"
 
+# --- 5. a key replaced in the provider's config is used at once ----------------------------------
+# The cached provider token was keyed by provider, team and key id only: a new .p8 under the same
+# key id went unused for up to 50 minutes (here the double knows only the first key, so the new
+# one's token is refused, which shows it is the one sent).
+read -r _ _ <<<"$(p256 apns_other)"
+sql "UPDATE notiflow.providers SET config = config || jsonb_build_object('private_key', '$(q "$(cat "$WORK/apns_other.pem")")')
+      WHERE name = 'apns'" >/dev/null
+exec=$(trigger A-1005)
+wait_for 60 settled "$exec"
+is "$(status_of "$exec" "$APNS_DEV")" failed "apns: after the key is replaced, a token signed with the new key is sent"
+is "$(sql "SELECT a.error FROM notiflow.delivery_attempts a JOIN notiflow.deliveries d ON d.id = a.delivery_id
+             WHERE d.execution_id = $exec AND d.provider = 'apns'")" "HTTP 403 InvalidProviderToken" \
+   "apns: (the double, which knows only the first key, refuses it)"
+sql "UPDATE notiflow.providers SET config = '$(q "$APNS_CONFIG")' WHERE name = 'apns'" >/dev/null
+exec=$(trigger A-1006)
+wait_for 60 settled "$exec"
+is "$(status_of "$exec" "$APNS_DEV")" sent "apns: with the first key back, its token is sent again"
+
 crashes=$(grep -c 'terminated by signal' "$CLUSTER_DIR/server.log")
 is "$crashes" 0 "no server process crashed$(grep -m1 -A1 'terminated by signal' "$CLUSTER_DIR/server.log" | sed 's/^.*UTC \[[0-9]*\] /: /' | tr '\n' ' ')"
 

@@ -28,15 +28,21 @@
 
 #define APNS_TOKEN_LIFETIME_S (50 * 60)
 
-/* Returns the cache key of a provider's token: provider name, team and key ids. */
+/*
+ * Returns the cache key of a provider's token: provider name, team and key
+ * ids, and a digest of the key (a key replaced under the same id is used at
+ * once, not after the old token's 50 minutes).
+ */
 static char *
 apns_token_key(const DeliveryJob *job)
 {
 	char	   *team_id = provider_config_string(job, "team_id");
 	char	   *key_id = provider_config_string(job, "key_id");
+	char	   *private_key = provider_config_string(job, "private_key");
 
-	return psprintf("apns\n%s\n%s\n%s", job->provider ? job->provider : "",
-					team_id ? team_id : "", key_id ? key_id : "");
+	return psprintf("apns\n%s\n%s\n%s\n%s", job->provider ? job->provider : "",
+					team_id ? team_id : "", key_id ? key_id : "",
+					push_secret_digest(private_key ? private_key : ""));
 }
 
 /* Returns the cached provider token, or signs and caches a new one. */
@@ -146,7 +152,10 @@ apns_classify(const DeliveryJob *job, const ProviderRequest *req,
 		res->outcome = OUTCOME_INVALID_RECIPIENT;
 	else if (resp->status == 403 && reason != NULL && strcmp(reason, "ExpiredProviderToken") == 0)
 	{
-		push_token_drop(apns_token_key(job));
+		/* only the token this request carried: a newer one may be cached already */
+		const char *used = provider_request_header(req, "authorization");
+
+		push_token_drop(apns_token_key(job), used && strncmp(used, "bearer ", 7) == 0 ? used + 7 : NULL);
 		res->outcome = OUTCOME_RETRY;
 	}
 }

@@ -35,7 +35,7 @@
 #define FCM_TOKEN_REQUEST 1		/* req->purpose of the OAuth token request */
 #define FCM_SCOPE "https://www.googleapis.com/auth/firebase.messaging"
 #define FCM_TOKEN_MIN_VALID_S 60
-#define FCM_TOKEN_PENDING_S 30		/* how long one token request holds back the others */
+#define FCM_TOKEN_PENDING_S 30		/* how long one token request holds back the others, at least */
 #define FCM_TOKEN_WAIT_MS 200		/* how often a held-back delivery looks again */
 
 /* Returns a required string of the service account, or raises an error naming it. */
@@ -52,14 +52,16 @@ fcm_account_string(Jsonb *account, const char *key)
 	return v;
 }
 
-/* Returns the cache key of a provider's access token: provider name and client_email. */
+/* Returns the cache key of a provider's access token: provider name, client_email and the account's digest. */
 static char *
 fcm_token_key(const DeliveryJob *job)
 {
 	Jsonb	   *account = jsonb_get_jsonb(job->config, "service_account");
 	char	   *email = jsonb_get_string(account, "client_email");
 
-	return psprintf("fcm\n%s\n%s", job->provider ? job->provider : "", email ? email : "");
+	/* with a digest of the whole account: a new key or token_uri is used at once */
+	return psprintf("fcm\n%s\n%s\n%s", job->provider ? job->provider : "", email ? email : "",
+					push_secret_digest(account ? JsonbToCString(NULL, &account->root, VARSIZE(account)) : ""));
 }
 
 /* Returns the cache key that marks this process's token request as in flight. */
@@ -165,8 +167,11 @@ fcm_build(const DeliveryJob *job, ProviderRequest *req)
 			req->defer_ms = FCM_TOKEN_WAIT_MS;
 		else
 		{
+			/* held as long as the request may take (timeout_ms), at least FCM_TOKEN_PENDING_S */
+			int			timeout_s = jsonb_value_int_bounded(jsonb_get(job->config, "timeout_ms"), 10000, 1) / 1000;
+
 			fcm_build_token_request(job, account, req);
-			push_token_put(fcm_pending_key(job), "", (int64) time(NULL) + FCM_TOKEN_PENDING_S);
+			push_token_put(fcm_pending_key(job), "", (int64) time(NULL) + Max(FCM_TOKEN_PENDING_S, timeout_s + 5));
 		}
 		return;
 	}
@@ -217,7 +222,7 @@ fcm_classify_token(const DeliveryJob *job, const ProviderResponse *resp, Provide
 	char	   *description = fcm_path_text(answer, "$.error_description");
 	int64		lifetime;
 
-	push_token_drop(fcm_pending_key(job));
+	push_token_drop(fcm_pending_key(job), NULL);
 	provider_classify_http(resp, res);
 	if (res->outcome != OUTCOME_SENT)
 	{
@@ -289,7 +294,10 @@ fcm_classify(const DeliveryJob *job, const ProviderRequest *req,
 		res->outcome = OUTCOME_INVALID_RECIPIENT;
 	else if (resp->status == 401 && (code == NULL || strcmp(code, "THIRD_PARTY_AUTH_ERROR") != 0))
 	{
-		push_token_drop(fcm_token_key(job));
+		/* only the token this request carried: a newer one may be cached already */
+		const char *used = provider_request_header(req, "Authorization");
+
+		push_token_drop(fcm_token_key(job), used && strncmp(used, "Bearer ", 7) == 0 ? used + 7 : NULL);
 		res->outcome = OUTCOME_RETRY;
 	}
 }

@@ -76,7 +76,10 @@ static char *
 webpush_vapid_jwt(const DeliveryJob *job, const char *origin)
 {
 	char	   *public_key = provider_config_required(job, "vapid_public_key");
-	char	   *key = psprintf("webpush\n%s\n%s\n%s", job->provider ? job->provider : "", public_key, origin);
+	/* the private key's digest and the subject too: a changed config is used at once */
+	char	   *key = psprintf("webpush\n%s\n%s\n%s\n%s\n%s", job->provider ? job->provider : "", public_key,
+							   push_secret_digest(provider_config_required(job, "vapid_private_key")),
+							   provider_config_required(job, "subject"), origin);
 	char	   *jwt = push_token_get(key, WEBPUSH_JWT_LIFETIME_S - WEBPUSH_JWT_REUSE_S);
 	int64		now = (int64) time(NULL);
 	const char *keys[] = {"aud", "exp", "sub"};
