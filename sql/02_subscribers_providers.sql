@@ -40,6 +40,8 @@ SELECT notiflow.put_subscriber('bob', '{"preferences": {"workflows": {"promo": "
 SELECT notiflow.put_subscriber('bob', '{"push": {"fcm": "token"}}');
 SELECT notiflow.put_subscriber('bob', '{"push": {"webpush": [{"endpoint": "http://push.example.com/x", "keys": {}}]}}');
 SELECT notiflow.put_subscriber('bob', '{"push": {"webpush": [{"endpoint": "https://push.example.com/x", "keys": {"p256dh": "AAAA", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}]}}');
+-- 65 bytes with 0x04 first, but not on the curve (x = y = 0)
+SELECT notiflow.put_subscriber('bob', '{"push": {"webpush": [{"endpoint": "https://push.example.com/x", "keys": {"p256dh": "BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}]}}');
 SELECT notiflow.put_subscriber('', '{}');
 SELECT notiflow.put_subscriber('bob', '[]');
 SELECT count(*) AS bobs FROM notiflow.subscribers WHERE id = 'bob';

@@ -21,6 +21,7 @@
 PG_FUNCTION_INFO_V1(webpush_encrypt);
 PG_FUNCTION_INFO_V1(jwt_sign);
 PG_FUNCTION_INFO_V1(check_push_config);
+PG_FUNCTION_INFO_V1(p256_point_valid);
 
 static void config_invalid(const char *field, const char *problem, const char *hint) pg_attribute_noreturn();
 
@@ -50,6 +51,15 @@ webpush_encrypt(PG_FUNCTION_ARGS)
 	SET_VARSIZE(result, VARHDRSZ + body.len);
 	memcpy(VARDATA(result), body.data, body.len);
 	PG_RETURN_BYTEA_P(result);
+}
+
+/* Whether bytes are an uncompressed point on the P-256 curve (a Web Push subscription's p256dh). */
+Datum
+p256_point_valid(PG_FUNCTION_ARGS)
+{
+	bytea	   *point = PG_GETARG_BYTEA_PP(0);
+
+	PG_RETURN_BOOL(push_p256_point_valid((const unsigned char *) VARDATA_ANY(point), VARSIZE_ANY_EXHDR(point)));
 }
 
 /* Signs a JWT. */

@@ -50,9 +50,10 @@ BEGIN
                         DETAIL = format('attributes.push.webpush[%s].endpoint: expected an https URL', i);
                 END IF;
                 p256dh := notiflow.base64url_decode(dev #>> '{keys,p256dh}');
-                IF p256dh IS NULL OR length(p256dh) <> 65 OR get_byte(p256dh, 0) <> 4 THEN
+                -- on the curve: a point off it was accepted, then failed every send, never marked invalid
+                IF p256dh IS NULL OR NOT notiflow.p256_point_valid(p256dh) THEN
                     RAISE EXCEPTION 'invalid subscriber attribute' USING ERRCODE = '22023',
-                        DETAIL = format('attributes.push.webpush[%s].keys.p256dh: expected base64url of a 65-byte uncompressed P-256 point', i);
+                        DETAIL = format('attributes.push.webpush[%s].keys.p256dh: expected base64url of a 65-byte uncompressed point on the P-256 curve', i);
                 END IF;
                 auth := notiflow.base64url_decode(dev #>> '{keys,auth}');
                 IF auth IS NULL OR length(auth) <> 16 THEN

@@ -15,6 +15,11 @@ COMMENT ON FUNCTION notiflow.jwt_sign(text, text, jsonb, text) IS
     'A compact JWT of the claims signed ES256 (EC P-256 PEM key or base64url private scalar) or RS256 (RSA PEM key).';
 REVOKE EXECUTE ON FUNCTION notiflow.jwt_sign(text, text, jsonb, text) FROM PUBLIC;
 
+CREATE FUNCTION notiflow.p256_point_valid(point bytea)
+    RETURNS boolean AS 'MODULE_PATHNAME', 'p256_point_valid' LANGUAGE C IMMUTABLE STRICT;
+COMMENT ON FUNCTION notiflow.p256_point_valid(bytea) IS
+    'Whether the bytes are an uncompressed point on the P-256 curve (65 bytes, 0x04 first), as a web push p256dh key must be.';
+
 CREATE FUNCTION notiflow.check_push_config(kind text, config jsonb)
     RETURNS void AS 'MODULE_PATHNAME', 'check_push_config' LANGUAGE C STABLE STRICT;
 COMMENT ON FUNCTION notiflow.check_push_config(text, jsonb) IS
