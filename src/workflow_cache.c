@@ -112,7 +112,14 @@ workflow_cache_current(const char *key, WorkflowRef *ref)
 	gen = cache_generation;
 	if (!workflow_repo_current(key, ref))
 		return false;
-	if (config_cache_generation() == gen)
+
+	/*
+	 * Cached only when read under a snapshot of now: a repeatable-read
+	 * transaction's snapshot may predate a version committed since, whose
+	 * invalidation has been processed already; cached, that read would
+	 * outlive the transaction.
+	 */
+	if (config_cache_generation() == gen && !IsolationUsesXactSnapshot())
 	{
 		entry = hash_search(currents, key, HASH_ENTER, &found);
 		entry->ref = *ref;

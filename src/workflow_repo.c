@@ -58,14 +58,18 @@ static SpiStatement insert_version_stmt = {
 	3, {TEXTOID, INT4OID, JSONBOID}
 };
 
-/* Reads the current version of a workflow. */
+/*
+ * Reads the current version of a workflow, with a fresh snapshot (not
+ * read-only): the statement's own snapshot, taken before a version committed
+ * meanwhile, would give an older one that the cache then kept.
+ */
 bool
 workflow_repo_current(const char *key, WorkflowRef *ref)
 {
 	Datum		args[1] = {CStringGetTextDatum(key)};
 	bool		isnull;
 
-	spi_run(&current_stmt, args, NULL, true, 1, SPI_OK_SELECT);
+	spi_run(&current_stmt, args, NULL, false, 1, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return false;
 	ref->active = DatumGetBool(spi_value(0, 1, &isnull));

@@ -83,6 +83,21 @@ setup_fixtures "two"
 is "$(q "SELECT id || '/' || version FROM notiflow.workflow_versions")" "1/1" "the new workflow reuses version id 1"
 is "$(subject_of_new_execution)" "two" "the same session sees the new definition, not its cached one"
 
+# --- a version read under an old snapshot is not cached past it ---------------
+# In a REPEATABLE READ transaction that began before put_workflow committed, triggers use the
+# version its snapshot sees; after it, the new one.  (The version re-read under the old snapshot
+# was cached for the session's life.)
+echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 'snapshot taken';" >&"${HOLD[1]}"
+read -r line <&"${HOLD[0]}"
+is "$line" "snapshot taken" "a session takes a repeatable-read snapshot"
+q "SELECT notiflow.put_workflow('w', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+     {\"id\": \"m\", \"type\": \"email\", \"subject\": \"three\", \"text\": \"x\"}], \"edges\": [{\"from\": \"t\", \"to\": \"m\"}]}')" >/dev/null
+first=$(subject_of_new_execution)
+second=$(subject_of_new_execution)
+is "$first $second" "two two" "another session commits version 3; the transaction's triggers still use version 2"
+echo "COMMIT;" >&"${HOLD[1]}"
+is "$(subject_of_new_execution)" "three" "after its commit, the session's next trigger uses version 3"
+
 echo "\\q" >&"${HOLD[1]}"
 wait "$HOLD_PID" 2>/dev/null
 done_testing
