@@ -1501,6 +1501,55 @@ only_delivery_finished(LockedExecution *le, List *finished)
 	return found;
 }
 
+/* A delivery's outcome as the event "<node>.<status>" for its execution's wait nodes. */
+static void
+delivery_outcome_event(int64 execution_id, const char *node_id, int64 delivery_id,
+					   const char *status, const char *provider_message_id, const char *error)
+{
+	const char *keys[] = {"delivery_id", "status", "provider_message_id", "error"};
+	Jsonb	   *vals[4];
+
+	vals[0] = jsonb_make_int(delivery_id);
+	vals[1] = jsonb_make_string(status);
+	vals[2] = provider_message_id ? jsonb_make_string(provider_message_id) : NULL;
+	vals[3] = error ? jsonb_make_string(error) : NULL;
+	wait_repo_execution_event(execution_id, psprintf("%s.%s", node_id, status),
+							  jsonb_make_object(4, keys, vals));
+}
+
+/*
+ * Gives the finished deliveries' outcomes, events "<node>.<status>", to the
+ * waits of their executions (ids, locked) that wait for some.  The waits are
+ * read only now that the executions are locked: a transaction that made one
+ * reach a wait node while its delivery was being recorded has committed, and
+ * its wait is seen.  Read before the lock, that wait was missed, and with it
+ * the event.  (emit_event too takes an execution's row before its waits'.)
+ */
+static void
+outcome_events(int64 *ids, int n, List *finished)
+{
+	List	   *waiting = wait_repo_waiting_executions(ids, n);
+	ListCell   *lc;
+
+	if (waiting == NIL)
+		return;
+	foreach(lc, finished)
+	{
+		FinishedDelivery *f = lfirst(lc);
+		ListCell   *w;
+
+		foreach(w, waiting)
+		{
+			if (*(int64 *) lfirst(w) == f->execution_id)
+			{
+				delivery_outcome_event(f->execution_id, f->node_id, f->delivery_id, f->status,
+									   f->provider_message_id, f->error);
+				break;
+			}
+		}
+	}
+}
+
 /*
  * Resumes n executions (distinct, ascending ids) with a fixed number of
  * statements for the whole batch: lock and read them with their steps (1),
@@ -1541,6 +1590,8 @@ resume_many(int64 *ids, int n, const char **statuses, List *finished)
 	}
 	if (n_resumable == 0)
 		return;
+	if (finished != NIL)
+		outcome_events(resumable, n_resumable, finished);
 
 	/* the summaries the finished deliveries give, then those read */
 	memset(&session, 0, sizeof(session));
@@ -1591,23 +1642,6 @@ resume_many(int64 *ids, int n, const char **statuses, List *finished)
 	}
 	delivery_repo_insert(deliveries);
 	execution_repo_update_many(execs);
-}
-
-
-/* A delivery's outcome as the event "<node>.<status>" for its execution's wait nodes. */
-static void
-delivery_outcome_event(int64 execution_id, const char *node_id, int64 delivery_id,
-					   const char *status, const char *provider_message_id, const char *error)
-{
-	const char *keys[] = {"delivery_id", "status", "provider_message_id", "error"};
-	Jsonb	   *vals[4];
-
-	vals[0] = jsonb_make_int(delivery_id);
-	vals[1] = jsonb_make_string(status);
-	vals[2] = provider_message_id ? jsonb_make_string(provider_message_id) : NULL;
-	vals[3] = error ? jsonb_make_string(error) : NULL;
-	wait_repo_execution_event(execution_id, psprintf("%s.%s", node_id, status),
-							  jsonb_make_object(4, keys, vals));
 }
 
 /* Arguments of the subtransactions of resume_isolated. */
@@ -1769,7 +1803,6 @@ deliveries_finished(List *finished)
 	int64	   *ids;
 	int			i = 0;
 	int			n_ids;
-	List	   *waiting;
 	ListCell   *lc;
 
 	if (n == 0)
@@ -1781,31 +1814,7 @@ deliveries_finished(List *finished)
 		ids[i++] = ((FinishedDelivery *) lfirst(lc))->execution_id;
 	n_ids = int64_sort_unique(ids, n);
 
-	/*
-	 * The outcomes are events "<node>.<status>" for the executions that wait
-	 * for some.  Their wait rows are updated only after the batch's
-	 * executions are locked, all of them and in id order as the resume
-	 * takes them: emit_event takes an execution's row before its waits'.
-	 */
-	waiting = wait_repo_waiting_executions(ids, n_ids);
-	if (waiting != NIL)
-		execution_repo_lock_ids(ids, n_ids);
-	foreach(lc, finished)
-	{
-		FinishedDelivery *f = lfirst(lc);
-		ListCell   *w;
-
-		foreach(w, waiting)
-		{
-			if (*(int64 *) lfirst(w) == f->execution_id)
-			{
-				delivery_outcome_event(f->execution_id, f->node_id, f->delivery_id, f->status,
-									   f->provider_message_id, f->error);
-				break;
-			}
-		}
-	}
-
+	/* the outcomes go to the executions' waits in resume_many (outcome_events) */
 	resume_isolated(ids, n_ids, finished, false);
 	SPI_finish();
 }

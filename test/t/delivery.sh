@@ -493,6 +493,40 @@ echo "\\q" >&"${HOLD[1]}"
 psql -X -q -d postgres -c "ALTER SYSTEM RESET deadlock_timeout" -c "SELECT pg_reload_conf()" >/dev/null
 double POST reset >/dev/null
 
+# --- 7i. an outcome reaches a wait created while the delivery was being recorded -----------------
+# Another transaction (here a status report of the SMS, finish_delivery) resumes the execution into
+# a wait for "h.sent" while h's send is being recorded.  The record used to look for waiting waits
+# before it locked the execution: it saw none (that wait was not committed), so h.sent never
+# reached it and the wait hung.  It now looks after the lock, when that transaction has committed.
+only sms twilio
+sql "SELECT notiflow.put_workflow('race_wait', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+       {\"id\": \"h\", \"type\": \"webhook\"}, {\"id\": \"s\", \"type\": \"sms\", \"text\": \"x\"},
+       {\"id\": \"w\", \"type\": \"wait\", \"events\": [\"h.sent\"], \"key\": \"{{payload.marker}}\"}],
+       \"edges\": [{\"from\": \"t\", \"to\": \"h\"}, {\"from\": \"t\", \"to\": \"s\"},
+                   {\"from\": \"s\", \"to\": \"w\", \"on\": \"sent\"}]}')" >/dev/null
+double POST reset >/dev/null
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 2500}]}' >/dev/null
+double POST script '{"provider": "twilio", "responses": [{"delay_ms": 8000}]}' >/dev/null
+exec=$(trigger race_wait race-7i)
+wait_for 20 parked 2
+ok $? "the webhook and the SMS of an execution are in flight"
+sms=$(sql "SELECT id FROM notiflow.deliveries WHERE execution_id = $exec AND node_id = 's'")
+coproc HOLD { psql -X -q -At -d $DB; }
+echo "BEGIN; SELECT notiflow.finish_delivery($sms, 'sent');" >&"${HOLD[1]}"
+read -r -t 20 line <&"${HOLD[0]}"
+is "$line" t "another session reports the SMS sent: the execution reaches the wait, uncommitted"
+dispatcher_blocked() {
+    sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher' AND wait_event_type = 'Lock'" 1
+}
+wait_for 20 dispatcher_blocked
+ok $? "the dispatcher, recording the webhook's send, waits for that execution"
+echo "COMMIT;" >&"${HOLD[1]}"
+echo "\\q" >&"${HOLD[1]}"
+wait_for 20 sql_is "SELECT status FROM notiflow.execution_waits WHERE execution_id = $exec AND node_id = 'w'" completed
+ok $? "then h.sent reaches the wait, which completes"
+is "$(sql "SELECT status FROM notiflow.executions WHERE id = $exec")" completed "and the execution completes"
+double POST reset >/dev/null
+
 # --- 7h. a due delivery another transaction holds is looked at again later, not in a loop -------
 # Claims pass the held row (SKIP LOCKED) while the next-due query still sees it due: the
 # dispatcher ran claim after claim, a whole core, for as long as the row was held.
