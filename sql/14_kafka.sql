@@ -77,6 +77,7 @@ SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"session.timeout.ms": "soon"}}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"group.id": "g"}}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"enable.auto.commit": "true"}}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"group.instance.id": "node-1"}}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order',
   '{"rdkafka": {"partition.assignment.strategy": "cooperative-sticky"}}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"debug": ["cgrp"]}}');

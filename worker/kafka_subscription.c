@@ -354,6 +354,12 @@ parse_rdkafka(KafkaSubscription *sub, JsonbValue *v)
 			rd_kafka_conf_destroy(conf);
 			invalid(sub->name, field, "the consumer needs an eager assignor (range, roundrobin)");
 		}
+		if (strcmp(prop, "group.instance.id") == 0)
+		{
+			/* static membership: librdkafka 2.0.2 sends no LeaveGroup at close */
+			rd_kafka_conf_destroy(conf);
+			invalid(sub->name, field, "static group membership is not supported: a stopped consumer would keep its partitions until session.timeout.ms");
+		}
 		res = rd_kafka_conf_set(conf, prop, text, errstr, sizeof(errstr));
 		if (res != RD_KAFKA_CONF_OK)
 		{
