@@ -332,6 +332,14 @@ SELECT pg_temp.jwt_part(substring(h FROM 'vapid t=([^,]+), '), 2) ->> 'aud' AS a
 SELECT notiflow.put_provider('push-webpush-plain', 'push', 'webpush', webpush) FROM configs;
 SELECT (SELECT jsonb_agg(h) FROM jsonb_array_elements_text(p -> 'headers') h WHERE h NOT LIKE 'Authorization:%') AS headers
   FROM notiflow.provider_preview('push-webpush-plain', :'subscription', '{"title": "x"}') p;
+-- a public key configured with base64 padding is sent without it (k= is unpadded base64url)
+SELECT notiflow.put_provider('push-webpush-padded', 'push', 'webpush',
+                             webpush || jsonb_build_object('vapid_public_key', (webpush ->> 'vapid_public_key') || '='))
+  FROM configs;
+SELECT substring(h FROM ', k=(.+)$') = (SELECT webpush ->> 'vapid_public_key' FROM configs) AS k_unpadded
+  FROM notiflow.provider_preview('push-webpush-padded', :'subscription', '{"title": "x"}') p,
+       jsonb_array_elements_text(p -> 'headers') h
+ WHERE h LIKE 'Authorization:%';
 -- recipients that are not subscriptions, and content too large for one push message
 SELECT notiflow.provider_preview('push-webpush', 'https://push.example.net/x', '{"title": "x"}');
 SELECT notiflow.provider_preview('push-webpush', '{"endpoint": "ftp://push.example.net/x", "keys": {"p256dh": "x", "auth": "y"}}', '{}');

@@ -157,8 +157,15 @@ webpush_build(const DeliveryJob *job, ProviderRequest *req)
 		provider_add_header(req, "Urgency", urgency);
 	if (topic != NULL)
 		provider_add_header(req, "Topic", topic);
-	provider_add_header(req, "Authorization",
-						psprintf("vapid t=%s, k=%s", webpush_vapid_jwt(job, webpush_origin(endpoint)), public_key));
+	/* k= is unpadded base64url (RFC 8292 as RFC 7515): the key is written again as such */
+	{
+		size_t		klen;
+		unsigned char *k = push_base64url_decode(public_key, &klen);
+
+		provider_add_header(req, "Authorization",
+							psprintf("vapid t=%s, k=%s", webpush_vapid_jwt(job, webpush_origin(endpoint)),
+									 k != NULL ? push_base64url_encode(k, klen) : public_key));
+	}
 }
 
 /*
