@@ -309,6 +309,7 @@ SELECT c.kind, x.provider_event, x.event, x.status, x.reason, coalesce(x.invalid
     ('ses', '{"eventType": "DeliveryDelay", "deliveryDelay": {"delayType": "MailboxFull", "timestamp": "2024-05-01T12:00:00Z"},
               "mail": {"messageId": "m"}}'),
     ('ses', '{"eventType": "Bounce", "bounce": {"bounceType": "Undetermined", "bounceSubType": "Undetermined"}, "mail": {"messageId": "m"}}'),
+    ('ses', '{"eventType": "Complaint", "complaint": {}, "mail": {"messageId": "m"}}'),
     ('ses', '{"eventType": "Open", "open": {"timestamp": "2024-05-01T12:00:00Z"}, "mail": {"messageId": "m"}}'),
     ('ses', '{"eventType": "Click", "click": {"link": "https://example.com"}, "mail": {"messageId": "m"}}'),
     ('ses', '{"eventType": "Subscription", "mail": {"messageId": "m"}}')) AS c(kind, body),
@@ -342,6 +343,7 @@ SELECT notiflow.record_delivery_event('ev-sendgrid', '[{"sg_message_id": "a.b"}]
 SELECT notiflow.record_delivery_event('ev-sendgrid', '[{"event": "delivered", "email": "eve@example.com"}]');
 SELECT notiflow.record_delivery_event('ev-sendgrid', '[{"event": "delivered", "notiflow_delivery_id": "12; drop"}]');
 SELECT notiflow.record_delivery_event('ev-sendgrid', '[{"event": "delivered", "sg_message_id": "a.b", "timestamp": "yesterday"}]');
+SELECT notiflow.record_delivery_event('ev-sendgrid', '[{"event": "delivered", "sg_message_id": "a.b", "timestamp": 1714564800000}]');
 SELECT notiflow.record_delivery_event('ev-twilio', '[]');
 SELECT notiflow.record_delivery_event('ev-twilio', '{"MessageStatus": "delivered"}');
 SELECT notiflow.record_delivery_event('ev-twilio', '{"MessageSid": "SM1"}');

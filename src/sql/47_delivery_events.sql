@@ -114,14 +114,18 @@ BEGIN
     END IF;
     BEGIN
         IF jsonb_typeof(value) = 'number' OR t ~ '^[0-9]+(\.[0-9]+)?$' THEN
-            RETURN to_timestamp(t::double precision);
+            -- seconds; a value past 1e11 (the year 5138) is milliseconds, which read as
+            -- seconds gave a time some 54,000 years ahead
+            IF abs(t::double precision) < 1e11 THEN
+                RETURN to_timestamp(t::double precision);
+            END IF;
         ELSIF jsonb_typeof(value) = 'string' AND t ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}' THEN
             RETURN t::timestamptz;
         END IF;
     EXCEPTION WHEN data_exception THEN
         NULL;
     END;
-    PERFORM notiflow.delivery_event_invalid(kind, field, format('expected Unix seconds or an ISO 8601 time, got %s', value));
+    PERFORM notiflow.delivery_event_invalid(kind, field, format('expected Unix seconds (not milliseconds) or an ISO 8601 time, got %s', value));
     RETURN NULL;
 END;
 $$;
@@ -399,7 +403,7 @@ BEGIN
                                   detail #>> '{bouncedRecipients,0,diagnosticCode}');
         WHEN 'Complaint' THEN
             r.event := 'complained';
-            r.reason := 'ses complaint: ' || (detail ->> 'complaintFeedbackType');
+            r.reason := concat_ws(': ', 'ses complaint', detail ->> 'complaintFeedbackType');
         WHEN 'Reject' THEN
             r.event := 'dropped';
             r.status := 'failed';
