@@ -79,4 +79,5 @@ SELECT notiflow.trigger('order_shipped', jsonb_build_object('order_id', 1, 'blob
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 RESET notiflow.max_payload_size;
 SELECT * FROM notiflow.trigger_many('order_shipped', '{"not": "an array"}');
+SELECT * FROM notiflow.trigger_many('order_shipped', '["u1"]', '{}', '');
 SELECT count(*) = :executions_before AS nothing_created FROM notiflow.executions;

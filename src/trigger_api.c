@@ -29,6 +29,17 @@ workflow_key_arg(FunctionCallInfo fcinfo)
 	return text_to_cstring(PG_GETARG_TEXT_PP(0));
 }
 
+/* Raises an error when an idempotency key given by the caller is empty or longer than 256 characters. */
+static void
+check_idempotency_key(const char *key)
+{
+	if (key != NULL && (key[0] == '\0' || strlen(key) > 256))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid idempotency key"),
+				 errdetail("idempotency_key: expected 1 to 256 characters")));
+}
+
 /* Starts one execution and returns its id. */
 Datum
 trigger(PG_FUNCTION_ARGS)
@@ -39,11 +50,7 @@ trigger(PG_FUNCTION_ARGS)
 	req.payload = PG_ARGISNULL(1) ? jsonb_make_empty_object() : PG_GETARG_JSONB_P(1);
 	req.recipient = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	req.idempotency_key = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
-	if (req.idempotency_key != NULL && (req.idempotency_key[0] == '\0' || strlen(req.idempotency_key) > 256))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid idempotency key"),
-				 errdetail("idempotency_key: expected 1 to 256 characters")));
+	check_idempotency_key(req.idempotency_key);
 	engine_trigger(key, &req, 1);
 	PG_RETURN_INT64(req.execution_id);
 }
@@ -74,6 +81,7 @@ trigger_many(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("recipients must be a JSON array"),
 				 errdetail("recipients: expected an array of subscriber ids or recipient objects")));
+	check_idempotency_key(idem);	/* as trigger()'s: an empty one made keys like "/ann" */
 	recipients = PG_GETARG_JSONB_P(1);
 	n = JsonContainerSize(&recipients->root);
 	InitMaterializedSRF(fcinfo, 0);
