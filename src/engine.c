@@ -43,6 +43,7 @@
 #include "wait_repo.h"
 #include "workflow_cache.h"
 #include "workflow_repo.h"
+#include "worker.h"
 
 /* Lookups shared by all executions started in one call. */
 typedef struct EngineSession
@@ -86,6 +87,7 @@ typedef struct Run
 	List	   *step_records;	/* StepRecord *: this run's */
 	List	   *delivery_records;
 	List	   *outcomes;		/* "<node>.<outcome>" of the actions this run ended */
+	List	   *immediate_outcomes; /* those of them that ended without a delivery on its way */
 
 	int			n_waiting;
 	bool		fatal;
@@ -530,6 +532,7 @@ action_skip(Run *run, WorkflowNode *node, const char *reason)
 	Jsonb	   *vals[1] = {jsonb_make_string(reason)};
 
 	action_finish(run, node, "skipped", jsonb_make_object(1, keys, vals), NULL, 0, 0);
+	run->immediate_outcomes = lappend(run->immediate_outcomes, llast(run->outcomes));
 }
 
 /*
@@ -647,6 +650,7 @@ node_action(Run *run, WorkflowNode *node)
 		Jsonb	   *vals[2] = {jsonb_make_string("failed"), jsonb_make_string(d->last_error)};
 
 		action_finish(run, node, "failed", jsonb_make_object(2, keys, vals), d->last_error, 0, 0);
+		run->immediate_outcomes = lappend(run->immediate_outcomes, llast(run->outcomes));
 		return;
 	}
 	{
@@ -910,6 +914,34 @@ run_process(Run *run)
 static void
 run_conclude(Run *run)
 {
+	/*
+	 * An action that ended without a delivery on its way (failed at once,
+	 * skipped) has no delivery to report its outcome later: the waits this
+	 * execution opened before it (a wait queued first, or reached in an
+	 * earlier run) get the event now.  One it completes is settled by a
+	 * resume that is due at once.  (A wait reached after the action takes
+	 * the outcome itself: own_outcomes.)
+	 */
+	if (run->immediate_outcomes != NIL && run->n_waiting > 0 && !run->fatal)
+	{
+		ListCell   *lc;
+		bool		completed = false;
+
+		foreach(lc, run->immediate_outcomes)
+		{
+			const char *event = lfirst(lc);
+			const char *status_key[] = {"status"};
+			Jsonb	   *status_val[1] = {jsonb_make_string(strrchr(event, '.') + 1)};
+
+			completed |= wait_repo_execution_event_completes(run->exec.id, event,
+															 jsonb_make_object(1, status_key, status_val));
+		}
+		if (completed)
+		{
+			run->wake_at = GetCurrentTransactionStartTimestamp();
+			notiflow_wake_dispatchers_at_commit();
+		}
+	}
 	if (run->fatal)
 		run->exec.status = "failed";
 	else if (run->n_waiting > 0)

@@ -126,6 +126,20 @@ wait_repo_settle(int64 execution_id, const char *node_id, Jsonb **received, Time
 	return spi_text(0, 1);
 }
 
+static SpiStatement execution_event_completing_stmt = {
+	"WITH given AS ("
+	"  UPDATE notiflow.execution_waits"
+	"     SET received = received || jsonb_build_object($2::text, $3::jsonb),"
+	"         status = CASE WHEN (SELECT bool_and((received || jsonb_build_object($2::text, $3::jsonb)) ? e)"
+	"                               FROM unnest(events) e) THEN 'completed' ELSE status END,"
+	"         finished_at = CASE WHEN (SELECT bool_and((received || jsonb_build_object($2::text, $3::jsonb)) ? e)"
+	"                                    FROM unnest(events) e) THEN now() ELSE finished_at END"
+	"   WHERE execution_id = $1 AND status = 'waiting' AND $2 = ANY (events) AND NOT received ? $2"
+	"  RETURNING status)"
+	" SELECT count(*) FILTER (WHERE status = 'completed') > 0 FROM given",
+	3, {INT8OID, TEXTOID, JSONBOID}
+};
+
 /* Gives an execution-scoped event to its waits. */
 void
 wait_repo_execution_event(int64 execution_id, const char *name, Jsonb *data)
@@ -141,6 +155,16 @@ static SpiStatement waiting_stmt = {
 	" WHERE w.status = 'waiting'",
 	1, {INT8ARRAYOID}
 };
+
+bool
+wait_repo_execution_event_completes(int64 execution_id, const char *name, Jsonb *data)
+{
+	Datum		args[3] = {Int64GetDatum(execution_id), CStringGetTextDatum(name), JsonbPGetDatum(data)};
+	bool		isnull;
+
+	spi_run(&execution_event_completing_stmt, args, NULL, false, 1, SPI_OK_SELECT);
+	return DatumGetBool(spi_value(0, 1, &isnull)) && !isnull;
+}
 
 List *
 wait_repo_waiting_executions(int64 *execution_ids, int n)

@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(41);
+SELECT plan(45);
 
 SELECT notiflow.put_provider('text', 'sms', 'twilio', '{"account_sid": "AC1", "auth_token": "t", "from": "+15550001111"}');
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -139,6 +139,26 @@ SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :b2
           'the other goes on past its wait');
 SELECT is(notiflow.resume_execution(:b1), 'failed', 'resume_execution returns its status');
 SET client_min_messages = warning;
+
+-- an action that fails at once (no email provider enabled) gives its outcome to a wait the
+-- execution opened before it (edge order: the wait first); the wait completes at the next resume,
+-- due at once (before, the wait never got "m.failed" and waited for ever)
+SELECT notiflow.put_workflow('fail_first', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "w", "type": "wait", "events": ["m.failed"], "key": "{{payload.order_id}}"},
+    {"id": "m", "type": "email", "subject": "s", "text": "x"},
+    {"id": "ok", "type": "sms", "text": "mail failed"}],
+  "edges": [{"from": "t", "to": "w"}, {"from": "t", "to": "m"}, {"from": "w", "to": "ok", "on": "completed"},
+            {"from": "m", "to": "ok", "on": "failed"}]}');
+UPDATE notiflow.providers SET enabled = false WHERE name = 'mail';
+SELECT notiflow.trigger('fail_first', '{"order_id": "f1"}', '"ann"') AS f1 \gset
+UPDATE notiflow.providers SET enabled = true WHERE name = 'mail';
+SELECT is((SELECT status || ' ' || (received ? 'm.failed')::text FROM notiflow.execution_waits WHERE execution_id = :f1),
+          'completed true', 'the email failing at once completes the wait opened before it');
+SELECT ok((SELECT wake_at <= now() FROM notiflow.executions WHERE id = :f1), 'and its execution is due at once');
+SELECT cmp_ok(notiflow.resume_due_executions(100), '>=', 1, 'the due resume runs');
+SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :f1 AND node_id = 'w'), 'completed',
+          'and the wait node completes');
 
 -- validation
 SELECT results_eq($$SELECT path || ': ' || message FROM notiflow.validate_workflow('{"nodes": [{"id": "t", "type": "trigger"},
