@@ -163,6 +163,12 @@ SELECT notiflow.record_delivery_event('ev-twilio', '{"ApiVersion": "2010-04-01",
   "SmsSid": "SM1f0e3b5c2a7d4e6f8091a2b3c4d5e6f7", "MessageStatus": "delivered", "SmsStatus": "delivered"}') AS recorded;
 SELECT * FROM ev_state WHERE order_id = 'sg-4';
 SELECT * FROM ev_log WHERE order_id = 'sg-4';
+-- an "undelivered" replayed after "delivered" is recorded, and changes nothing: after delivered,
+-- only a bounce fails a delivery (before, the SMS failed and its execution took "failed" again)
+SELECT notiflow.record_delivery_event('ev-twilio', '{"AccountSid": "AC0123456789abcdef0123456789abcdef",
+  "MessageSid": "SM1f0e3b5c2a7d4e6f8091a2b3c4d5e6f7", "MessageStatus": "undelivered", "ErrorCode": "30003"}') AS recorded;
+SELECT order_id, node_id, status FROM ev_state WHERE order_id = 'sg-4' AND node_id = 'text';
+SELECT provider_event, status_applied FROM ev_log WHERE order_id = 'sg-4' AND provider_event = 'undelivered';
 -- no email address: the SMS is sent straight away; the carrier cannot deliver it
 SELECT notiflow.trigger('ev_receipt', '{"order_id": "tw-2"}', '{"name": "Tom", "phone": "+447700900123"}') AS e_tw2 \gset
 SELECT notiflow.finish_delivery(d.id, 'sent', 'SM9a8b7c6d5e4f30211203948576abcdef') FROM notiflow.deliveries d WHERE d.execution_id = :e_tw2;

@@ -490,6 +490,12 @@ BEGIN
         END IF;
         FOREACH target IN ARRAY targets LOOP
             applied := NULL;
+            -- after delivered, only a bounce fails a delivery: a late or replayed "undelivered",
+            -- "dropped" or "rejected" is recorded without changing it
+            IF e.status = 'failed' AND e.event <> 'bounced'
+               AND (SELECT d.status FROM notiflow.deliveries d WHERE d.id = target) = 'delivered' THEN
+                e.status := NULL;
+            END IF;
             IF e.status IS NOT NULL THEN
                 IF notiflow.finish_delivery(target, e.status, NULL, e.reason) THEN
                     applied := e.status;
