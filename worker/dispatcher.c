@@ -111,6 +111,7 @@ typedef struct RateBucket
 	char		name[NAMEDATALEN];
 	double		tokens;
 	TimestampTz refilled_at;
+	TimestampTz next_slot;		/* the last send time handed to a delivery deferred here */
 } RateBucket;
 
 static DispatcherSlot *my_slot = NULL;
@@ -154,7 +155,11 @@ config_int(Jsonb *config, const char *key, int def, int min)
 
 /*
  * Takes a token from the provider's bucket; returns 0, or the milliseconds to
- * wait when the bucket is empty.
+ * wait when the bucket is empty.  The deliveries beyond the rate get send
+ * times one interval (1/rate) apart, after those handed out already: they
+ * come back at the rate, and a backlog is deferred about once.  (All deferred
+ * to the moment the next token came, a backlog was claimed and written again
+ * in full at every token.)
  */
 static int
 rate_limit_wait_ms(const char *provider, double rate_per_second)
@@ -174,6 +179,7 @@ rate_limit_wait_ms(const char *provider, double rate_per_second)
 	{
 		b->tokens = Max(rate, 1.0);
 		b->refilled_at = now;
+		b->next_slot = 0;
 	}
 	b->tokens = Min(Max(rate, 1.0), b->tokens + rate * (now - b->refilled_at) / 1000000.0);
 	b->refilled_at = now;
@@ -182,8 +188,16 @@ rate_limit_wait_ms(const char *provider, double rate_per_second)
 		b->tokens -= 1.0;
 		return 0;
 	}
-	/* at most an hour: a rate as small as 1e-12 would overflow an int */
-	return (int) Min((1.0 - b->tokens) / rate * 1000.0, 3600.0 * 1000.0) + 1;
+	{
+		/* at most an hour ahead: a rate as small as 1e-12 would overflow an int */
+		double		interval_ms = Min(1000.0 / rate, 3600.0 * 1000.0);
+		TimestampTz first = now + (TimestampTz) ((1.0 - b->tokens) / rate * 1000000.0);
+		TimestampTz slot = b->next_slot > now ? b->next_slot + (TimestampTz) (interval_ms * 1000.0) : first;
+
+		slot = Min(Max(slot, first), now + (TimestampTz) 3600 * USECS_PER_SEC);
+		b->next_slot = slot;
+		return (int) ((slot - now) / 1000) + 1;
+	}
 }
 
 /* Exponential backoff with full jitter, bounded; Retry-After wins when larger. */

@@ -301,12 +301,18 @@ is "$(sql "SELECT state FROM notiflow.provider_circuit_state WHERE provider = 't
 only sms vonage
 sql "UPDATE notiflow.providers SET config = config || '{\"rate_per_second\": 5}' WHERE name = 'vonage'" >/dev/null
 first=$(double GET "requests?provider=vonage" | jq length)
+claims_before=$(sql "SELECT sum(claimed) FROM notiflow.worker_status")
 sql "SELECT count(*) FROM notiflow.trigger_many('text', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 15)), '{\"marker\": \"rate\"}')" >/dev/null
 vonage_done() { [ "$(double GET "requests?provider=vonage" | jq length)" -ge $((first + 15)) ]; }
 wait_for 30 vonage_done
 ok $? "all 15 rate-limited deliveries are sent"
 spread=$(double GET "requests?provider=vonage" | jq "[.[$first:][] | .received_ms] | max - min")
 ok $([ "$spread" -ge 1800 ]; echo $?) "rate_per_second 5 spreads 15 deliveries over ${spread} ms (>= 1800)"
+# Deliveries beyond the rate are deferred to send times 1/rate apart, so each comes back about
+# once; deferred all to the next token, the 10 left were claimed again at every token (about 70
+# claims in all for 15 deliveries).
+claims=$(( $(sql "SELECT sum(claimed) FROM notiflow.worker_status") - claims_before ))
+ok $([ "$claims" -le 35 ]; echo $?) "the 15 deliveries were claimed $claims times (<= 35)"
 
 # --- 7b. an execution that cannot resume fails alone ----------------------------------------------
 # Two webhook deliveries in flight together; one execution is pointed at a workflow version that
