@@ -144,6 +144,12 @@ SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
   {"event": "delivered", "timestamp": 1714564800, "sg_message_id": "TheirOtherId.filterdrecv-1.0", "notiflow_delivery_id": "%s"}]',
   :d_sg5, :d_sg6)::jsonb) AS recorded;
 SELECT order_id, status, provider_message_id FROM ev_state WHERE order_id IN ('sg-5', 'sg-6');
+-- nor does one naming a delivery cancelled while queued
+SELECT notiflow.cancel_execution(:e_sg6);
+SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
+  {"event": "bounce", "type": "bounce", "timestamp": 1714564800, "reason": "550 5.1.1 unknown",
+   "sg_message_id": "TheirMessageId.filterdrecv-1.0", "notiflow_delivery_id": "%s"}]', :d_sg6)::jsonb) AS recorded;
+SELECT invalid_addresses FROM notiflow.subscribers WHERE id = 'eve';
 -- the same delivery id with our message id matches
 SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
   {"event": "delivered", "timestamp": 1714564800, "sg_message_id": "OurOwnMessageId5.filterdrecv-1.0", "notiflow_delivery_id": "%s"}]',
@@ -169,6 +175,10 @@ SELECT notiflow.record_delivery_event('ev-twilio', '{"AccountSid": "AC0123456789
   "MessageSid": "SM1f0e3b5c2a7d4e6f8091a2b3c4d5e6f7", "MessageStatus": "undelivered", "ErrorCode": "30003"}') AS recorded;
 SELECT order_id, node_id, status FROM ev_state WHERE order_id = 'sg-4' AND node_id = 'text';
 SELECT provider_event, status_applied FROM ev_log WHERE order_id = 'sg-4' AND provider_event = 'undelivered';
+-- nor does it mark the number invalid, though its error (30005) would for a live delivery
+SELECT notiflow.record_delivery_event('ev-twilio', '{"AccountSid": "AC0123456789abcdef0123456789abcdef",
+  "MessageSid": "SM1f0e3b5c2a7d4e6f8091a2b3c4d5e6f7", "MessageStatus": "undelivered", "ErrorCode": "30005"}') AS recorded;
+SELECT invalid_addresses FROM notiflow.subscribers WHERE id = 'eve';
 -- no email address: the SMS is sent straight away; the carrier cannot deliver it
 SELECT notiflow.trigger('ev_receipt', '{"order_id": "tw-2"}', '{"name": "Tom", "phone": "+447700900123"}') AS e_tw2 \gset
 SELECT notiflow.finish_delivery(d.id, 'sent', 'SM9a8b7c6d5e4f30211203948576abcdef') FROM notiflow.deliveries d WHERE d.execution_id = :e_tw2;

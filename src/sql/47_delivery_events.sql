@@ -457,8 +457,10 @@ AS $$
 DECLARE
     kind     text;
     e        notiflow.provider_event;
+    evs      notiflow.provider_event[];
     targets  bigint[];
     target   bigint;
+    st       text;
     applied  text;
     recorded integer := 0;
 BEGIN
@@ -471,15 +473,32 @@ BEGIN
             USING ERRCODE = '42704', DETAIL = 'provider: no provider has this name',
                   HINT = 'Pass the name the provider was created with by notiflow.put_provider().';
     END IF;
-    FOR e IN SELECT * FROM notiflow.provider_events(kind, event) LOOP
+    evs := ARRAY(SELECT x FROM notiflow.provider_events(kind, event) x);
+    -- The deliveries the callback names are locked first, in id order, then their executions:
+    -- two callbacks naming the same deliveries (or executions) in other orders wait for each
+    -- other instead of deadlocking.  (Each event locked its delivery, then its execution.)
+    PERFORM 1 FROM notiflow.deliveries d
+      WHERE d.provider = provider
+        AND (d.id IN (SELECT x.delivery_id FROM unnest(evs) x WHERE x.delivery_id IS NOT NULL)
+             OR d.provider_message_id IN (SELECT m FROM unnest(evs) x, unnest(x.message_ids) m))
+      ORDER BY d.id FOR UPDATE;
+    PERFORM 1 FROM notiflow.executions x
+      WHERE x.id IN (SELECT d.execution_id FROM notiflow.deliveries d
+                      WHERE d.provider = provider
+                        AND (d.id IN (SELECT y.delivery_id FROM unnest(evs) y WHERE y.delivery_id IS NOT NULL)
+                             OR d.provider_message_id IN (SELECT m FROM unnest(evs) y, unnest(y.message_ids) m)))
+      ORDER BY x.id FOR UPDATE;
+    FOREACH e IN ARRAY evs LOOP
         -- an event only ever touches deliveries handed to this provider.  A delivery id is
         -- trusted only with the provider's message id when both are known, and never for a
-        -- delivery not yet handed over (queued, no attempt): another installation sharing the
-        -- provider account sends its own delivery ids, small numbers like ours.
+        -- delivery this provider has not had (queued for it and not yet tried, or cancelled
+        -- while queued): another installation sharing the provider account sends its own
+        -- delivery ids, small numbers like ours.
         IF e.delivery_id IS NOT NULL THEN
             targets := ARRAY(SELECT d.id FROM notiflow.deliveries d
                               WHERE d.id = e.delivery_id AND d.provider = provider
-                                AND (d.status <> 'queued' OR d.attempts > 0)
+                                AND (d.status IN ('sending', 'sent', 'delivered', 'failed')
+                                     OR (d.status = 'queued' AND d.provider_attempts > 0))
                                 AND (d.provider_message_id IS NULL OR coalesce(cardinality(e.message_ids), 0) = 0
                                      OR d.provider_message_id = ANY (e.message_ids)));
         ELSE
@@ -490,20 +509,22 @@ BEGIN
         END IF;
         FOREACH target IN ARRAY targets LOOP
             applied := NULL;
+            st := e.status;
             -- after delivered, only a bounce fails a delivery: a late or replayed "undelivered",
-            -- "dropped" or "rejected" is recorded without changing it
-            IF e.status = 'failed' AND e.event <> 'bounced'
+            -- "dropped" or "rejected" is recorded without changing it (the row is locked above)
+            IF st = 'failed' AND e.event <> 'bounced'
                AND (SELECT d.status FROM notiflow.deliveries d WHERE d.id = target) = 'delivered' THEN
-                e.status := NULL;
+                st := NULL;
             END IF;
-            IF e.status IS NOT NULL THEN
-                IF notiflow.finish_delivery(target, e.status, NULL, e.reason) THEN
-                    applied := e.status;
+            IF st IS NOT NULL THEN
+                IF notiflow.finish_delivery(target, st, NULL, e.reason) THEN
+                    applied := st;
                 END IF;
             END IF;
             -- a hard bounce: the subscriber's address is not used again, as when the provider
-            -- refuses it at once (an address given inline for one trigger is not the subscriber's)
-            IF e.invalid_recipient THEN
+            -- refuses it at once (an address given inline for one trigger is not the subscriber's);
+            -- not when the event was only recorded
+            IF e.invalid_recipient AND st IS NOT NULL THEN
                 UPDATE notiflow.subscribers s
                    SET invalid_addresses = s.invalid_addresses || d.recipient, updated_at = now()
                   FROM notiflow.deliveries d JOIN notiflow.executions x ON x.id = d.execution_id
