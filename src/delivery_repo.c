@@ -286,11 +286,11 @@ static SpiStatement claim_stmt = {
  * the scan steps over at most those.
  */
 static SpiStatement next_due_stmt = {
-	"SELECT (extract(epoch FROM least("
+	"SELECT (extract(epoch FROM due - clock_timestamp()) * 1000)::float8, due <= now()"
+	"  FROM (SELECT least("
 	"          (SELECT min(next_attempt_at) FROM notiflow.deliveries"
 	"            WHERE finished_at IS NULL AND status = 'queued'),"
-	"          (SELECT min(wake_at) FROM notiflow.executions WHERE status = 'waiting'))"
-	"        - clock_timestamp()) * 1000)::float8",
+	"          (SELECT min(wake_at) FROM notiflow.executions WHERE status = 'waiting')) AS due) d",
 	0, {InvalidOid}
 };
 
@@ -438,12 +438,19 @@ ms_until(SpiStatement *stmt)
 	return (long) Max(DatumGetFloat8(d), 0.0);
 }
 
-/* Returns milliseconds until something is due. */
+/*
+ * Returns milliseconds until something is due; *overdue tells whether it was
+ * due already when the transaction began (when the claim looked), not only
+ * since.
+ */
 long
-delivery_repo_next_due_ms(bool drained)
+delivery_repo_next_due_ms(bool drained, bool *overdue)
 {
 	long		due = ms_until(&next_due_stmt);
+	bool		isnull;
 	long		lease;
+
+	*overdue = due >= 0 && DatumGetBool(spi_value(0, 2, &isnull)) && !isnull;
 
 	if (!drained)
 		return due;

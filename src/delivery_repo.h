@@ -115,9 +115,10 @@ extern List *delivery_repo_claim(int limit, int lease_ms, const QueuePosition *a
 /*
  * Milliseconds until the next queued delivery or delay is due, and when
  * drained (the last claim took fewer than it could) the next lease to run
- * out; -1 when none.
+ * out; -1 when none.  *overdue: the next delivery or delay was due already
+ * when the transaction began.
  */
-extern long delivery_repo_next_due_ms(bool drained);
+extern long delivery_repo_next_due_ms(bool drained, bool *overdue);
 
 /* Records one attempt. */
 extern void delivery_repo_record_attempt(int64 delivery_id, int attempt, const char *provider,

@@ -602,15 +602,18 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 			*next_due_ms = 0;
 		else
 		{
-			*next_due_ms = delivery_repo_next_due_ms(limit > 0 && *claimed_count < limit);
+			bool		overdue;
+
+			*next_due_ms = delivery_repo_next_due_ms(limit > 0 && *claimed_count < limit, &overdue);
 
 			/*
-			 * Due now, yet neither claimed from the start of the queue nor
-			 * resumed in a batch that had room: another transaction holds
-			 * those rows (SKIP LOCKED passed them), and its end may wake
-			 * nobody.  Look again a little later, not at once in a loop.
+			 * Due when the claim looked, yet neither claimed from the start
+			 * of the queue nor resumed in a batch that had room: another
+			 * transaction holds those rows (SKIP LOCKED passed them), and its
+			 * end may wake nobody.  Look again a little later, not at once
+			 * in a loop.  (Rows that fell due since are taken at once.)
 			 */
-			if (*next_due_ms == 0 && from_start && resumed < RESUME_BATCH)
+			if (*next_due_ms == 0 && overdue && from_start && resumed < RESUME_BATCH)
 				*next_due_ms = HELD_RETRY_MS;
 		}
 		if (my_slot)
