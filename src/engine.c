@@ -1696,10 +1696,14 @@ resume_batch_call(void *arg)
 /*
  * Resumes one execution in a subtransaction (see resume_isolated); sets
  * *status (when not NULL) to its status after, "failed" when it could not
- * resume, NULL when it was left as it was or does not exist.
+ * resume, NULL when it was left as it was or does not exist.  With
+ * raise_transient, an error that says nothing about the execution (out of
+ * memory, disk full: error_is_transient) is raised too, for the caller to
+ * try again, rather than failing the execution.
  */
 static void
-resume_one_isolated(int64 id, List *finished, bool leave_when_busy, const char **status)
+resume_one_isolated(int64 id, List *finished, bool leave_when_busy, bool raise_transient,
+					const char **status)
 {
 	const char *got = NULL;
 	ResumeBatch one = {&id, 1, finished, &got};
@@ -1710,7 +1714,8 @@ resume_one_isolated(int64 id, List *finished, bool leave_when_busy, const char *
 		got = NULL;
 		if (leave_when_busy && error_is_lock_conflict(e))
 			;
-		else if (error_is_lock_conflict(e) || error_is_interrupt(e))
+		else if (error_is_lock_conflict(e) || error_is_interrupt(e) ||
+				 (raise_transient && error_is_transient(e)))
 			ReThrowError(e);
 		else
 		{
@@ -1758,7 +1763,7 @@ resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
 	if (error_is_lock_conflict(e) || error_is_interrupt(e))
 		ReThrowError(e);
 	for (int k = 0; k < n; k++)
-		resume_one_isolated(ids[k], finished, leave_when_busy, NULL);
+		resume_one_isolated(ids[k], finished, leave_when_busy, false, NULL);
 }
 
 char *
@@ -1770,7 +1775,7 @@ execution_resume(int64 execution_id)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "notiflow: SPI_connect failed");
-	resume_one_isolated(execution_id, NIL, false, &status);
+	resume_one_isolated(execution_id, NIL, false, true, &status);
 	result = status ? MemoryContextStrdup(caller, status) : NULL;
 	SPI_finish();
 	return result;
