@@ -80,13 +80,17 @@ static SpiStatement partitions_stmt = {
 	6, {TEXTOID, TEXTARRAYOID, INT4ARRAYOID, BOOLARRAYOID, INT8ARRAYOID, INT8ARRAYOID}
 };
 
-/* Returns the stored next offset of a partition for a group, or -1. */
+/*
+ * Returns the stored next offset of a partition for a group, or -1.  Read
+ * with a fresh snapshot (not read-only), which sees what this transaction
+ * stored just before (pin_offsets) and what others committed since it began.
+ */
 int64
 kafka_repo_offset(const char *group_id, const char *topic, int32 partition)
 {
 	Datum		args[3] = {CStringGetTextDatum(group_id), CStringGetTextDatum(topic), Int32GetDatum(partition)};
 
-	return spi_first_int8(&offset_stmt, args, true, -1);
+	return spi_first_int8(&offset_stmt, args, false, -1);
 }
 
 /* Stores a partition's next offset if the stored one is still the expected one. */

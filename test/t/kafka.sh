@@ -361,16 +361,20 @@ ok $? "a subscription with start latest is assigned its 2 partitions"
 latest_stored() { sql_is "SELECT count(*) || ' ' || sum(next_offset) FROM notiflow.kafka_offsets WHERE group_id = 'notiflow-latest'" "$1"; }
 wait_for 20 latest_stored "2 4"
 ok $? "each partition's offset is stored at its end (4 messages were there before)"
+produce latest 100 100
+wait_for 30 executions_are kafka_latest 1
+ok $? "a message produced now is read at once (the first batch stores after the pinned offset)"
 sql "SELECT notiflow.unsubscribe_kafka('latest')" >/dev/null
 wait_for 30 consumer_gone latest
 produce latest 5 7
 subscribe latest latest kafka_latest '"start": "latest"'
 wait_for 60 assigned_is latest 2
 produce latest 8 8
-wait_for 30 executions_are kafka_latest 4
+wait_for 30 executions_are kafka_latest 5
 ok $? "subscribed again, it reads the 3 messages produced while nobody read, and the next one"
 is "$(sql "SELECT string_agg(payload ->> 'n', ',' ORDER BY (payload ->> 'n')::int) FROM notiflow.executions WHERE workflow_key = 'kafka_latest'")" \
-   "5,6,7,8" "none of those before the first assignment"
+   "5,6,7,8,100" "none of those before the first assignment"
+is "$(grep -c 'kafka consumer "latest" backs off' "$CLUSTER_DIR/server.log")" 0 "and no batch failed meanwhile"
 sql "SELECT notiflow.unsubscribe_kafka('latest')" >/dev/null
 
 # --- 9. consumers stop without a restart ---------------------------------------------------------------
