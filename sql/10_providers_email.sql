@@ -100,6 +100,21 @@ SELECT url, headers, username, password, aws_sigv4 FROM pg_temp.request('email-s
 SELECT jsonb_pretty(body) FROM pg_temp.request('email-ses', 'ann@example.com', :'mail');
 SELECT url, aws_sigv4, body #> '{Content,Simple,Body}' AS mail_body
   FROM pg_temp.request('email-ses-local', 'ann@example.com', '{"subject": "S", "text": "only text"}');
+-- the sender's display name in FromEmailAddress: quoted when ASCII (quoted pairs given once), kept
+-- when it is nothing but encoded words, quoted when it only looks like them (a comma or an @
+-- outside a word would make another mailbox)
+SELECT notiflow.put_provider('email-ses-local', 'email', 'ses', jsonb_build_object('access_key_id', 'AKIDEXAMPLE',
+         'secret_access_key', 'secret', 'region', 'us-east-1', 'base_url', 'http://127.0.0.1:8089', 'from', $f$"Shop \"Best\" Ltd" <shop@example.com>$f$));
+SELECT body ->> 'FromEmailAddress' AS sent FROM pg_temp.request('email-ses-local', 'ann@example.com', '{"subject": "S", "text": "t"}');
+SELECT notiflow.put_provider('email-ses-local', 'email', 'ses', jsonb_build_object('access_key_id', 'AKIDEXAMPLE',
+         'secret_access_key', 'secret', 'region', 'us-east-1', 'base_url', 'http://127.0.0.1:8089', 'from', $f$=?UTF-8?B?Q2Fmw6k=?= =?UTF-8?Q?Bleu?= <shop@example.com>$f$));
+SELECT body ->> 'FromEmailAddress' AS sent FROM pg_temp.request('email-ses-local', 'ann@example.com', '{"subject": "S", "text": "t"}');
+SELECT notiflow.put_provider('email-ses-local', 'email', 'ses', jsonb_build_object('access_key_id', 'AKIDEXAMPLE',
+         'secret_access_key', 'secret', 'region', 'us-east-1', 'base_url', 'http://127.0.0.1:8089', 'from', $f$=?a?B?x?= x@evil.example, =?b?B?y?= <shop@example.com>$f$));
+SELECT body ->> 'FromEmailAddress' AS sent FROM pg_temp.request('email-ses-local', 'ann@example.com', '{"subject": "S", "text": "t"}');
+SELECT notiflow.put_provider('email-ses-local', 'email', 'ses',
+       '{"access_key_id": "AKIDEXAMPLE", "secret_access_key": "secret", "region": "us-east-1",
+         "from": "shop@example.com", "base_url": "http://127.0.0.1:8089"}');
 
 -- SMTP: envelope and parts for the HTTP layer's MIME builder; no body
 SELECT p ->> 'url' AS url, p ->> 'username' AS username, p ->> 'password' AS password,

@@ -150,16 +150,42 @@ email_header_text(const char *text, bool fold)
 }
 
 /*
- * Whether text is one or more RFC 2047 encoded words ("=?charset?B|Q?...?="),
- * which a receiver decodes only outside a quoted string.
+ * Whether text is nothing but RFC 2047 encoded words ("=?charset?B|Q?text?=",
+ * separated by spaces), which a receiver decodes only outside a quoted
+ * string.  Nothing else may stand bare in a display name: a comma or an @
+ * outside a word would make another mailbox.
  */
 static bool
 email_encoded_words(const char *text)
 {
-	size_t		len = strlen(text);
+	const char *p = text;
 
-	return len >= 8 && strncmp(text, "=?", 2) == 0 && strcmp(text + len - 2, "?=") == 0 &&
-		strpbrk(text, "\"\\") == NULL;
+	do
+	{
+		size_t		n;
+
+		if (strncmp(p, "=?", 2) != 0)
+			return false;
+		p += 2;
+		n = strcspn(p, "? \t");	/* charset */
+		if (n == 0 || p[n] != '?')
+			return false;
+		p += n + 1;
+		if (strchr("BbQq", *p) == NULL || *p == '\0' || p[1] != '?')
+			return false;
+		p += 2;
+		for (; *p != '\0' && *p != '?'; p++)	/* encoded text: printable, no space */
+			if (*p <= ' ' || *p >= 0x7f)
+				return false;
+		if (strncmp(p, "?=", 2) != 0)
+			return false;
+		p += 2;
+		if (*p == ' ' || *p == '\t')
+			p++;
+		else if (*p != '\0')
+			return false;
+	} while (*p != '\0');
+	return true;
 }
 
 char *
