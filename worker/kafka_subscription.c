@@ -738,6 +738,7 @@ notiflow_kafka_sync_main(Datum arg)
 	uint64		generation;
 	KafkaWanted wanted[NOTIFLOW_MAX_KAFKA_CONSUMERS];
 	int			count = 0;
+	Latch	   *launcher_latch;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -775,8 +776,9 @@ notiflow_kafka_sync_main(Datum arg)
 	notiflow_shared->kafka_wanted_count = count;
 	notiflow_shared->kafka_synced_generation = generation;
 	notiflow_shared->kafka_synced = true;
-	if (notiflow_shared->launcher_latch)
-		SetLatch(notiflow_shared->launcher_latch);
+	launcher_latch = notiflow_shared->launcher_latch;
 	SpinLockRelease(&notiflow_shared->mutex);
+	if (launcher_latch)
+		SetLatch(launcher_latch);	/* after the spinlock: SetLatch may signal */
 	proc_exit(0);
 }

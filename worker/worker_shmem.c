@@ -15,7 +15,9 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -26,6 +28,7 @@
 #include "storage/shmem.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "worker.h"
@@ -201,20 +204,32 @@ wake_workers_in(Oid dboid)
 /*
  * Has the workers connected to a database leave it before it is dropped,
  * and waits (at most 10 s) until they did.  Only for a DROP DATABASE that
- * can go through: run by the database's owner (or a superuser), outside a
- * transaction block, with workers in that database.  Anyone else's DROP
- * DATABASE, which fails, would otherwise stop the workers, and with them
- * their requests in flight.
+ * can go through: run by the database's owner (or a superuser), as a
+ * top-level statement outside a transaction block, of a database that is
+ * no template.  Anyone else's DROP DATABASE, which fails, would otherwise
+ * stop the workers, and with them their requests in flight.  (One that
+ * fails later, because other sessions are connected, has stopped them; the
+ * launcher starts them again.)
  */
 static void
-leave_database(const char *dbname)
+leave_database(const char *dbname, ProcessUtilityContext context)
 {
 	Oid			dboid = get_database_oid(dbname, true);
 	TimestampTz deadline = GetCurrentTimestamp() + 10 * USECS_PER_SEC;
+	HeapTuple	tuple;
+	bool		is_template;
 
 	if (!OidIsValid(dboid) || notiflow_shared == NULL || dboid == MyDatabaseId ||
-		IsTransactionBlock() || !pg_database_ownercheck(dboid, GetUserId()))
+		context != PROCESS_UTILITY_TOPLEVEL || IsTransactionBlock() ||
+		!pg_database_ownercheck(dboid, GetUserId()))
 		return;
+	tuple = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	if (!HeapTupleIsValid(tuple))
+		return;
+	is_template = ((Form_pg_database) GETSTRUCT(tuple))->datistemplate;
+	ReleaseSysCache(tuple);
+	if (is_template)
+		return;					/* refused: templates cannot be dropped */
 	SpinLockAcquire(&notiflow_shared->mutex);
 	notiflow_shared->dropping_database = dboid;
 	SpinLockRelease(&notiflow_shared->mutex);
@@ -252,7 +267,7 @@ notiflow_process_utility(PlannedStmt *pstmt, const char *queryString, bool readO
 						 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	if (IsA(pstmt->utilityStmt, DropdbStmt))
-		leave_database(((DropdbStmt *) pstmt->utilityStmt)->dbname);
+		leave_database(((DropdbStmt *) pstmt->utilityStmt)->dbname, context);
 	if (drops_notiflow(pstmt->utilityStmt))
 		notiflow_kafka_sync_at_commit();	/* dropping the tables fires no trigger */
 	PG_TRY();
