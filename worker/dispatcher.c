@@ -117,6 +117,7 @@ typedef struct RateBucket
 static DispatcherSlot *my_slot = NULL;
 static MemoryContext dispatcher_cxt = NULL;	/* InFlights: live across transactions */
 static MemoryContext loop_cxt = NULL;	/* one loop iteration's lists; reset each time */
+static MemoryContext claim_cxt = NULL;	/* the InFlights a claim builds, until it commits */
 static HTAB *rate_buckets = NULL;
 
 /*
@@ -315,8 +316,13 @@ prepare(ClaimedDelivery *c, List **providers)
 		return NULL;
 	}
 
-	f = MemoryContextAllocZero(dispatcher_cxt, sizeof(InFlight));
-	f->cxt = AllocSetContextCreate(dispatcher_cxt, "notiflow delivery", ALLOCSET_SMALL_SIZES);
+	{
+		/* in the claim's context until the claim commits (claim) */
+		MemoryContext cxt = AllocSetContextCreate(claim_cxt, "notiflow delivery", ALLOCSET_SMALL_SIZES);
+
+		f = MemoryContextAllocZero(cxt, sizeof(InFlight));
+		f->cxt = cxt;
+	}
 	old = MemoryContextSwitchTo(f->cxt);
 	f->adapter = adapter;
 	f->job.delivery_id = c->id;
@@ -380,15 +386,13 @@ build_requests(List *prepared)
 			delivery_repo_record_attempt(f->job.delivery_id, f->job.attempt, f->job.provider, 0, 0, 0,
 										 "permanent", error, NULL);
 			delivery_fall_back(f->job.delivery_id, f->job.kind, NULL, error);
-			MemoryContextDelete(f->cxt);
-			pfree(f);
+			MemoryContextDelete(f->cxt);	/* f with it */
 		}
 		else if (f->req.defer_ms > 0)
 		{
 			/* the adapter waits (for a token being fetched): nothing to send, no attempt */
 			delivery_repo_defer(f->job.delivery_id, f->req.defer_ms);
-			MemoryContextDelete(f->cxt);
-			pfree(f);
+			MemoryContextDelete(f->cxt);	/* f with it */
 		}
 		else
 			ready = lappend(ready, f);
@@ -554,12 +558,58 @@ phase_end(void)
 }
 
 /*
- * Phase 1: claims up to limit deliveries and builds their requests.  Returns
- * the InFlights to send; sets *next_due_ms and *extension_present.
+ * Runs a phase (fn: its transaction, begun and ended by phase_begin and
+ * phase_end).  When it loses a lock conflict and absorb is set, the
+ * transaction is rolled back, the error logged, and false returned; any
+ * other error is raised (it ends the worker).
  */
-static List *
-claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
+static bool
+phase_run(void (*fn) (void *arg), void *arg, bool absorb)
 {
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *volatile edata = NULL;
+
+	PG_TRY();
+	{
+		fn(arg);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (!absorb || !error_is_lock_conflict(edata))
+			PG_RE_THROW();
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		RESUME_INTERRUPTS();
+		memset(&uncommitted, 0, sizeof(uncommitted));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	return edata == NULL;
+}
+
+/* The arguments and results of claim_transaction. */
+typedef struct ClaimCall
+{
+	int			limit;
+	long		next_due_ms;
+	bool		extension_present;
+	int			claimed_count;
+	List	   *ready;
+} ClaimCall;
+
+/* The claim's transaction (claim). */
+static void
+claim_transaction(void *arg)
+{
+	ClaimCall  *call = arg;
+	int			limit = call->limit;
+	long	   *next_due_ms = &call->next_due_ms;
+	bool	   *extension_present = &call->extension_present;
+	int		   *claimed_count = &call->claimed_count;
 	List	   *ready = NIL;
 	List	   *prepared = NIL;
 	ListCell   *lc;
@@ -623,11 +673,45 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 	{
 		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
 
-		ready = list_copy(ready);
+		call->ready = list_copy(ready);
 		MemoryContextSwitchTo(old);
 	}
 	phase_end();
-	return ready;
+}
+
+/*
+ * Phase 1: claims up to limit deliveries and builds their requests.  Returns
+ * the InFlights to send; sets *next_due_ms and *extension_present.
+ *
+ * A claim that loses a lock conflict (a deadlock, lock_timeout: a resume of
+ * a due execution, a circuit's probe, a delivery given up) is rolled back and
+ * looked at again HELD_RETRY_MS later; it ended the worker, and with it the
+ * requests in flight, whose deliveries were sent again after their lease.
+ * Its InFlights go with claim_cxt; those it built are moved out of it once
+ * it committed.
+ */
+static List *
+claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
+{
+	ClaimCall	call = {limit, *next_due_ms, true, 0, NIL};
+	ListCell   *lc;
+
+	claim_cxt = AllocSetContextCreate(dispatcher_cxt, "notiflow claim", ALLOCSET_SMALL_SIZES);
+	if (!phase_run(claim_transaction, &call, true))
+	{
+		ereport(LOG, (errmsg("notiflow: the claim lost a lock conflict; claiming again in %d ms", HELD_RETRY_MS)));
+		call.ready = NIL;
+		call.claimed_count = 0;
+		call.next_due_ms = HELD_RETRY_MS;
+	}
+	foreach(lc, call.ready)
+		MemoryContextSetParent(((InFlight *) lfirst(lc))->cxt, dispatcher_cxt);
+	MemoryContextDelete(claim_cxt);
+	claim_cxt = NULL;
+	*next_due_ms = call.next_due_ms;
+	*extension_present = call.extension_present;
+	*claimed_count = call.claimed_count;
+	return call.ready;
 }
 
 /*
@@ -841,6 +925,16 @@ record_results(List *done)
 	}
 }
 
+/* The record's transaction (record). */
+static void
+record_transaction(void *arg)
+{
+	phase_begin("notiflow: recording delivery attempts");
+	if (extension_installed())
+		record_results((List *) arg);
+	phase_end();
+}
+
 /*
  * Records the finished transfers (phase 3) and frees them.  When the
  * extension was dropped while they were in flight, there is nothing left to
@@ -860,35 +954,8 @@ record(List *done)
 {
 	ListCell   *lc;
 
-	for (int attempt = 1;; attempt++)
+	for (int attempt = 1; !phase_run(record_transaction, done, attempt < RECORD_ATTEMPTS); attempt++)
 	{
-		MemoryContext cxt = CurrentMemoryContext;
-		ErrorData  *volatile edata = NULL;
-
-		PG_TRY();
-		{
-			phase_begin("notiflow: recording delivery attempts");
-			if (extension_installed())
-				record_results(done);
-			phase_end();
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			if (!error_is_lock_conflict(edata) || attempt >= RECORD_ATTEMPTS)
-				PG_RE_THROW();
-			HOLD_INTERRUPTS();
-			EmitErrorReport();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			RESUME_INTERRUPTS();
-			memset(&uncommitted, 0, sizeof(uncommitted));
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(cxt);
-		if (edata == NULL)
-			break;
 		ereport(LOG,
 				(errmsg("notiflow: recording %d delivery attempts again (try %d of %d)",
 						list_length(done), attempt + 1, RECORD_ATTEMPTS)));
@@ -901,8 +968,7 @@ record(List *done)
 		InFlight   *f = http_transfer_owner(t);
 
 		http_transfer_free(t);
-		MemoryContextDelete(f->cxt);
-		pfree(f);
+		MemoryContextDelete(f->cxt);	/* f with it */
 	}
 	if (my_slot)
 		pg_atomic_write_u64(&my_slot->in_flight, http_in_flight());

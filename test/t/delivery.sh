@@ -533,6 +533,34 @@ ok $? "then h.sent reaches the wait, which completes"
 is "$(sql "SELECT status FROM notiflow.executions WHERE id = $exec")" completed "and the execution completes"
 double POST reset >/dev/null
 
+# --- 7j. a claim that loses a lock conflict is run again, by the same dispatcher -----------------
+# The provider's circuit is open and cooled down, so the claim takes its probe, an UPDATE of the
+# circuit's row; another session holds that row, and lock_timeout cancels the wait.  The claim is
+# rolled back and runs again later (before, the error ended the dispatcher).
+sql "INSERT INTO notiflow.provider_circuits (provider, state, consecutive_failures, opened_at, updated_at)
+     VALUES ('hooks', 'open', 3, now() - interval '1 minute', now() - interval '1 minute')
+     ON CONFLICT (provider) DO UPDATE SET state = excluded.state, consecutive_failures = excluded.consecutive_failures,
+        opened_at = excluded.opened_at, updated_at = excluded.updated_at" >/dev/null
+psql -X -q -d postgres -c "ALTER SYSTEM SET lock_timeout = '300ms'" -c "SELECT pg_reload_conf()" >/dev/null
+dispatcher_lock_timeout() { [ "$(psql -X -qAt -d $DB -c "SELECT setting FROM pg_settings WHERE name = 'lock_timeout'")" = 300 ]; }
+wait_for 10 dispatcher_lock_timeout
+pid_before=$(dispatcher_pid)
+timeouts_before=$(grep -c 'canceling statement due to lock timeout' "$CLUSTER_DIR/server.log")
+coproc HOLD { psql -X -q -At -d $DB; }
+echo "SET lock_timeout = 0; BEGIN; SELECT 'held' FROM notiflow.provider_circuits WHERE provider = 'hooks' FOR UPDATE;" >&"${HOLD[1]}"
+read -r -t 20 line <&"${HOLD[0]}"
+is "$line" held "another session holds the circuit's row of an open, cooled-down circuit"
+exec=$(trigger hook claim-conflict)
+claim_timed_out() { [ "$(grep -c 'canceling statement due to lock timeout' "$CLUSTER_DIR/server.log")" -gt "$timeouts_before" ]; }
+wait_for 20 claim_timed_out
+ok $? "the claim's probe waits for that row, and lock_timeout cancels it"
+echo "COMMIT;" >&"${HOLD[1]}"
+echo "\\q" >&"${HOLD[1]}"
+wait_for 20 status_is "$exec" sent
+ok $? "once the row is free, the delivery is sent (the probe closes the circuit)"
+is "$(dispatcher_pid)" "$pid_before" "by the same dispatcher: the claim was rolled back and run again"
+psql -X -q -d postgres -c "ALTER SYSTEM RESET lock_timeout" -c "SELECT pg_reload_conf()" >/dev/null
+
 # --- 7h. a due delivery another transaction holds is looked at again later, not in a loop -------
 # Claims pass the held row (SKIP LOCKED) while the next-due query still sees it due: the
 # dispatcher ran claim after claim, a whole core, for as long as the row was held.
