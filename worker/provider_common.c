@@ -113,43 +113,14 @@ provider_form_add(StringInfo body, const char *key, const char *value)
 	append_urlencoded(body, value);
 }
 
-/* Finds a response header by name. */
-char *
-provider_response_header(const ProviderResponse *resp, const char *name)
+/* The value (after "Name:" and blanks) of the first of "Name: value" headers with that name, or NULL. */
+static const char *
+header_value(List *headers, const char *name)
 {
 	ListCell   *lc;
 	size_t		n = strlen(name);
 
-	foreach(lc, resp->headers)
-	{
-		const char *h = lfirst(lc);
-
-		if (pg_strncasecmp(h, name, n) == 0 && h[n] == ':')
-		{
-			const char *v = h + n + 1;
-			char	   *out;
-			size_t		len;
-
-			while (*v == ' ' || *v == '\t')
-				v++;
-			out = provider_text(v, strlen(v));
-			len = strlen(out);
-			while (len > 0 && (out[len - 1] == '\r' || out[len - 1] == '\n' || out[len - 1] == ' '))
-				out[--len] = '\0';
-			return out;
-		}
-	}
-	return NULL;
-}
-
-/* Returns the value of a request header set by the adapter, or NULL. */
-const char *
-provider_request_header(const ProviderRequest *req, const char *name)
-{
-	ListCell   *lc;
-	size_t		n = strlen(name);
-
-	foreach(lc, req->headers)
+	foreach(lc, headers)
 	{
 		const char *h = lfirst(lc);
 
@@ -157,6 +128,30 @@ provider_request_header(const ProviderRequest *req, const char *name)
 			return h + n + 1 + strspn(h + n + 1, " \t");
 	}
 	return NULL;
+}
+
+/* Finds a response header by name: valid text, without the line's end. */
+char *
+provider_response_header(const ProviderResponse *resp, const char *name)
+{
+	const char *v = header_value(resp->headers, name);
+	char	   *out;
+	size_t		len;
+
+	if (v == NULL)
+		return NULL;
+	out = provider_text(v, strlen(v));
+	len = strlen(out);
+	while (len > 0 && (out[len - 1] == '\r' || out[len - 1] == '\n' || out[len - 1] == ' '))
+		out[--len] = '\0';
+	return out;
+}
+
+/* Returns the value of a request header set by the adapter, or NULL. */
+const char *
+provider_request_header(const ProviderRequest *req, const char *name)
+{
+	return header_value(req->headers, name);
 }
 
 /* Parses the body as JSON with the server's own parser. */
