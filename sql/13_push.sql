@@ -211,6 +211,9 @@ SELECT pg_temp.jwt_part(a, 1) AS header, pg_temp.jwt_part(a, 2) - 'iat' - 'exp' 
        (pg_temp.jwt_part(a, 2) ->> 'exp')::bigint - (pg_temp.jwt_part(a, 2) ->> 'iat')::bigint AS lifetime_s,
        abs((pg_temp.jwt_part(a, 2) ->> 'iat')::bigint - extract(epoch FROM now())::bigint) < 60 AS iat_is_now
   FROM (SELECT substr(split_part(p ->> 'body', '&', 2), length('assertion=') + 1) AS a FROM fcm_preview) s;
+-- previewed again at once, it shows the token request again (a preview holds back no request)
+SELECT p ->> 'url' = (SELECT p ->> 'url' FROM fcm_preview) AS token_request_again, p ->> 'defer_ms' AS defer_ms
+  FROM notiflow.provider_preview('push-fcm', 'fcm-token-0001', '{"title": "x"}') p;
 -- a delivery without a token cannot be sent
 SELECT notiflow.provider_preview('push-fcm', NULL, '{"title": "x"}');
 

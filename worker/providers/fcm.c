@@ -24,6 +24,7 @@
 
 #include <time.h>
 
+#include "miscadmin.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
 #include "utils/jsonpath.h"
@@ -171,7 +172,9 @@ fcm_build(const DeliveryJob *job, ProviderRequest *req)
 			int			timeout_s = jsonb_value_int_bounded(jsonb_get(job->config, "timeout_ms"), 10000, 1) / 1000;
 
 			fcm_build_token_request(job, account, req);
-			push_token_put(fcm_pending_key(job), "", (int64) time(NULL) + Max(FCM_TOKEN_PENDING_S, timeout_s + 5));
+			/* only a dispatcher sends it: a preview (provider_preview) holds nothing back */
+			if (IsBackgroundWorker)
+				push_token_put(fcm_pending_key(job), "", (int64) time(NULL) + Max(FCM_TOKEN_PENDING_S, timeout_s + 5));
 		}
 		return;
 	}
