@@ -144,6 +144,13 @@ SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
   {"event": "delivered", "timestamp": 1714564800, "sg_message_id": "TheirOtherId.filterdrecv-1.0", "notiflow_delivery_id": "%s"}]',
   :d_sg5, :d_sg6)::jsonb) AS recorded;
 SELECT order_id, status, provider_message_id FROM ev_state WHERE order_id IN ('sg-5', 'sg-6');
+-- nor does one naming a delivery that failed before the provider had it (say its circuit was open)
+SELECT notiflow.trigger('ev_receipt', '{"order_id": "sg-7"}', '"eve"') AS e_sg7 \gset
+SELECT id AS d_sg7 FROM notiflow.deliveries WHERE execution_id = :e_sg7 \gset
+UPDATE notiflow.deliveries SET status = 'failed', finished_at = now(), last_error = 'circuit open' WHERE id = :d_sg7;
+SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
+  {"event": "bounce", "type": "bounce", "timestamp": 1714564800, "reason": "550 5.1.1 unknown",
+   "sg_message_id": "TheirMessageId.filterdrecv-1.0", "notiflow_delivery_id": "%s"}]', :d_sg7)::jsonb) AS recorded;
 -- nor does one naming a delivery cancelled while queued
 SELECT notiflow.cancel_execution(:e_sg6);
 SELECT notiflow.record_delivery_event('ev-sendgrid', format('[

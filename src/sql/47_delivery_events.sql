@@ -458,6 +458,9 @@ DECLARE
     kind     text;
     e        notiflow.provider_event;
     evs      notiflow.provider_event[];
+    ids      bigint[];
+    mids     text[];
+    eids     bigint[];
     targets  bigint[];
     target   bigint;
     st       text;
@@ -477,17 +480,14 @@ BEGIN
     -- The deliveries the callback names are locked first, in id order, then their executions:
     -- two callbacks naming the same deliveries (or executions) in other orders wait for each
     -- other instead of deadlocking.  (Each event locked its delivery, then its execution.)
-    PERFORM 1 FROM notiflow.deliveries d
-      WHERE d.provider = provider
-        AND (d.id IN (SELECT x.delivery_id FROM unnest(evs) x WHERE x.delivery_id IS NOT NULL)
-             OR d.provider_message_id IN (SELECT m FROM unnest(evs) x, unnest(x.message_ids) m))
-      ORDER BY d.id FOR UPDATE;
-    PERFORM 1 FROM notiflow.executions x
-      WHERE x.id IN (SELECT d.execution_id FROM notiflow.deliveries d
-                      WHERE d.provider = provider
-                        AND (d.id IN (SELECT y.delivery_id FROM unnest(evs) y WHERE y.delivery_id IS NOT NULL)
-                             OR d.provider_message_id IN (SELECT m FROM unnest(evs) y, unnest(y.message_ids) m)))
-      ORDER BY x.id FOR UPDATE;
+    -- Arrays, not IN subqueries under an OR, which no index serves.
+    ids := ARRAY(SELECT x.delivery_id FROM unnest(evs) x WHERE x.delivery_id IS NOT NULL);
+    mids := ARRAY(SELECT m FROM unnest(evs) x, unnest(x.message_ids) m);
+    eids := ARRAY(SELECT d.execution_id FROM notiflow.deliveries d
+                   WHERE d.provider = provider
+                     AND (d.id = ANY (ids) OR (d.provider_message_id IS NOT NULL AND d.provider_message_id = ANY (mids)))
+                   ORDER BY d.id FOR UPDATE);
+    PERFORM 1 FROM notiflow.executions x WHERE x.id = ANY (eids) ORDER BY x.id FOR UPDATE;
     FOREACH e IN ARRAY evs LOOP
         -- an event only ever touches deliveries handed to this provider.  A delivery id is
         -- trusted only with the provider's message id when both are known, and never for a
@@ -497,8 +497,9 @@ BEGIN
         IF e.delivery_id IS NOT NULL THEN
             targets := ARRAY(SELECT d.id FROM notiflow.deliveries d
                               WHERE d.id = e.delivery_id AND d.provider = provider
-                                AND (d.status IN ('sending', 'sent', 'delivered', 'failed')
-                                     OR (d.status = 'queued' AND d.provider_attempts > 0))
+                                AND (d.status IN ('sending', 'sent', 'delivered')
+                                     OR (d.status IN ('queued', 'failed')
+                                         AND (d.provider_attempts > 0 OR d.provider_message_id IS NOT NULL)))
                                 AND (d.provider_message_id IS NULL OR coalesce(cardinality(e.message_ids), 0) = 0
                                      OR d.provider_message_id = ANY (e.message_ids)));
         ELSE
@@ -523,8 +524,8 @@ BEGIN
             END IF;
             -- a hard bounce: the subscriber's address is not used again, as when the provider
             -- refuses it at once (an address given inline for one trigger is not the subscriber's);
-            -- not when the event was only recorded
-            IF e.invalid_recipient AND st IS NOT NULL THEN
+            -- only when the event changed the delivery
+            IF e.invalid_recipient AND applied IS NOT NULL THEN
                 UPDATE notiflow.subscribers s
                    SET invalid_addresses = s.invalid_addresses || d.recipient, updated_at = now()
                   FROM notiflow.deliveries d JOIN notiflow.executions x ON x.id = d.execution_id
