@@ -465,7 +465,11 @@ delivery_repo_next_due_ms(bool drained, bool *overdue)
 		AtEOXact_GUC(true, nest);
 	}
 	if (due < 0 || (lease >= 0 && lease < due))
+	{
+		/* a lease that ran out, yet its row was not claimed: another transaction holds it */
+		*overdue = lease == 0;
 		return lease;
+	}
 	return due;
 }
 

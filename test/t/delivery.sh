@@ -578,9 +578,24 @@ sleep 2  # the window measured, not a wait for something to happen
 ticks=$(( $(cpu_ticks) - ticks_before ))
 ok $([ "$ticks" -lt 40 ]; echo $?) "while it is due and held, the dispatcher stays mostly idle ($ticks CPU ticks in 2 s)"
 echo "COMMIT;" >&"${HOLD[1]}"
-echo "\\q" >&"${HOLD[1]}"
 wait_for 20 status_is "$exec" sent
 ok $? "once released, the delivery is sent"
+# the same with a sending delivery whose lease ran out (the next-due time is then that lease's)
+exec=$(trigger hook held-lease-7h)
+wait_for 20 status_is "$exec" sent
+sql "UPDATE notiflow.deliveries SET status = 'sending', finished_at = NULL, lease_expires_at = now() - interval '1 second'
+      WHERE execution_id = $exec" >/dev/null
+echo "BEGIN; SELECT 1 FROM notiflow.deliveries WHERE execution_id = $exec FOR UPDATE;" >&"${HOLD[1]}"
+read -r -t 20 line <&"${HOLD[0]}"
+sql "SELECT notiflow.wake_dispatchers()" >/dev/null  # nothing else wakes it: the UPDATE queued nothing
+ticks_before=$(cpu_ticks)
+sleep 2  # the window measured, not a wait for something to happen
+ticks=$(( $(cpu_ticks) - ticks_before ))
+ok $([ "$ticks" -lt 40 ]; echo $?) "while its expired lease is held, the dispatcher stays mostly idle ($ticks CPU ticks in 2 s)"
+echo "COMMIT;" >&"${HOLD[1]}"
+echo "\\q" >&"${HOLD[1]}"
+wait_for 20 status_is "$exec" sent
+ok $? "once released, it is claimed again and sent"
 
 # --- 8. kill -9 of the dispatcher with deliveries in flight ------------------------------------
 double POST reset >/dev/null
