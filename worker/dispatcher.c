@@ -63,6 +63,7 @@
 #include "jsonb_util.h"
 #include "provider.h"
 #include "provider_repo.h"
+#include "push_crypto.h"
 #include "safe_input.h"
 #include "spi_util.h"
 #include "worker.h"
@@ -184,6 +185,8 @@ rate_limit_wait_ms(const char *provider, double rate_per_second)
 	}
 	b->tokens = Min(Max(rate, 1.0), b->tokens + rate * (now - b->refilled_at) / 1000000.0);
 	b->refilled_at = now;
+	if (b->tokens >= Max(rate, 1.0))
+		b->next_slot = 0;		/* a full bucket: the slots handed out are past or void */
 	if (b->tokens >= 1.0)
 	{
 		b->tokens -= 1.0;
@@ -192,7 +195,7 @@ rate_limit_wait_ms(const char *provider, double rate_per_second)
 	{
 		/* at most an hour ahead: a rate as small as 1e-12 would overflow an int */
 		double		interval_ms = Min(1000.0 / rate, 3600.0 * 1000.0);
-		TimestampTz first = now + (TimestampTz) ((1.0 - b->tokens) / rate * 1000000.0);
+		TimestampTz first = now + (TimestampTz) Min((1.0 - b->tokens) / rate * 1000000.0, 3600.0 * 1000000.0);
 		TimestampTz slot = b->next_slot > now ? b->next_slot + (TimestampTz) (interval_ms * 1000.0) : first;
 
 		slot = Min(Max(slot, first), now + (TimestampTz) 3600 * USECS_PER_SEC);
@@ -700,6 +703,7 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 	if (!phase_run(claim_transaction, &call, true))
 	{
 		ereport(LOG, (errmsg("notiflow: the claim lost a lock conflict; claiming again in %d ms", HELD_RETRY_MS)));
+		push_tokens_forget_pending();	/* a token request it built was not sent */
 		call.ready = NIL;
 		call.claimed_count = 0;
 		call.next_due_ms = HELD_RETRY_MS;

@@ -674,6 +674,24 @@ push_token_drop(const char *key, const char *used)
 	push_token_free(t);
 }
 
+void
+push_tokens_forget_pending(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, push_tokens)
+	{
+		PushToken  *t = lfirst(lc);
+		size_t		len = strlen(t->key);
+
+		if (len >= 8 && strcmp(t->key + len - 8, "\npending") == 0)
+		{
+			push_tokens = foreach_delete_current(push_tokens, lc);
+			push_token_free(t);
+		}
+	}
+}
+
 char *
 push_secret_digest(const char *secret)
 {

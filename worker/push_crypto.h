@@ -93,6 +93,12 @@ extern void push_token_put(const char *key, const char *value, int64 expires_at)
 extern void push_token_drop(const char *key, const char *used);
 
 /*
+ * Forgets the markers of token requests in flight (keys ending "\npending"):
+ * a claim rolled back built them, and they were not sent.
+ */
+extern void push_tokens_forget_pending(void);
+
+/*
  * Returns a short digest (base64url of SHA-256, 22 characters) of the
  * credentials a cached value was derived from, for its key: changing them in
  * the provider's config then takes effect at once.
