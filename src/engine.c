@@ -1697,9 +1697,11 @@ resume_batch_call(void *arg)
  * Resumes one execution in a subtransaction (see resume_isolated); sets
  * *status (when not NULL) to its status after, "failed" when it could not
  * resume, NULL when it was left as it was or does not exist.  With
- * raise_transient, an error that says nothing about the execution (out of
- * memory, disk full: error_is_transient) is raised too, for the caller to
- * try again, rather than failing the execution.
+ * raise_transient, an error that says nothing about the execution (disk
+ * full, an I/O error: error_is_transient) is raised too, for the caller to
+ * try again, rather than failing the execution.  Not out of memory: one huge
+ * execution causes it at every try, and raised, it would refuse every event
+ * of its correlation key to the other executions for good.
  */
 static void
 resume_one_isolated(int64 id, List *finished, bool leave_when_busy, bool raise_transient,
@@ -1715,7 +1717,7 @@ resume_one_isolated(int64 id, List *finished, bool leave_when_busy, bool raise_t
 		if (leave_when_busy && error_is_lock_conflict(e))
 			;
 		else if (error_is_lock_conflict(e) || error_is_interrupt(e) ||
-				 (raise_transient && error_is_transient(e)))
+				 (raise_transient && error_is_transient(e) && e->sqlerrcode != ERRCODE_OUT_OF_MEMORY))
 			ReThrowError(e);
 		else
 		{

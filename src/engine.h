@@ -37,8 +37,9 @@ extern void engine_trigger(const char *workflow_key, TriggerRequest *requests, i
  * that cannot resume (its workflow version was deleted, say) is marked
  * failed, with the reason, and "failed" is returned: the caller's
  * transaction goes on (emit_event's other executions with it).  Lock
- * conflicts, cancels and transient errors (out of memory, disk full) are
- * raised, for the caller to try again.
+ * conflicts, cancels and transient errors (disk full, I/O; not out of
+ * memory, which one huge execution causes every time) are raised, for the
+ * caller to try again.
  */
 extern char *execution_resume(int64 execution_id);
 
