@@ -112,6 +112,9 @@ SELECT body ->> 'FromEmailAddress' AS sent FROM pg_temp.request('email-ses-local
 SELECT notiflow.put_provider('email-ses-local', 'email', 'ses', jsonb_build_object('access_key_id', 'AKIDEXAMPLE',
          'secret_access_key', 'secret', 'region', 'us-east-1', 'base_url', 'http://127.0.0.1:8089', 'from', $f$=?a?B?x?= x@evil.example, =?b?B?y?= <shop@example.com>$f$));
 SELECT body ->> 'FromEmailAddress' AS sent FROM pg_temp.request('email-ses-local', 'ann@example.com', '{"subject": "S", "text": "t"}');
+SELECT notiflow.put_provider('email-ses-local', 'email', 'ses', jsonb_build_object('access_key_id', 'AKIDEXAMPLE',
+         'secret_access_key', 'secret', 'region', 'us-east-1', 'base_url', 'http://127.0.0.1:8089', 'from', $f$=?a?Q?,x@evil.example,?= <shop@example.com>$f$));
+SELECT body ->> 'FromEmailAddress' AS sent FROM pg_temp.request('email-ses-local', 'ann@example.com', '{"subject": "S", "text": "t"}');
 SELECT notiflow.put_provider('email-ses-local', 'email', 'ses',
        '{"access_key_id": "AKIDEXAMPLE", "secret_access_key": "secret", "region": "us-east-1",
          "from": "shop@example.com", "base_url": "http://127.0.0.1:8089"}');

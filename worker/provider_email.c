@@ -163,6 +163,7 @@ email_encoded_words(const char *text)
 	do
 	{
 		size_t		n;
+		const char *allowed;
 
 		if (strncmp(p, "=?", 2) != 0)
 			return false;
@@ -173,9 +174,11 @@ email_encoded_words(const char *text)
 		p += n + 1;
 		if (strchr("BbQq", *p) == NULL || *p == '\0' || p[1] != '?')
 			return false;
+		/* encoded text: base64 for B; for Q in a phrase, RFC 2047 5(3): no specials */
+		allowed = (*p == 'B' || *p == 'b') ? "+/=" : "!*+-/=_";
 		p += 2;
-		for (; *p != '\0' && *p != '?'; p++)	/* encoded text: printable, no space */
-			if (*p <= ' ' || *p >= 0x7f)
+		for (; *p != '\0' && *p != '?'; p++)
+			if (!isalnum((unsigned char) *p) && strchr(allowed, *p) == NULL)
 				return false;
 		if (strncmp(p, "?=", 2) != 0)
 			return false;
