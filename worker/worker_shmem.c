@@ -266,12 +266,13 @@ notiflow_process_utility(PlannedStmt *pstmt, const char *queryString, bool readO
 						 ProcessUtilityContext context, ParamListInfo params,
 						 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
-	if (IsA(pstmt->utilityStmt, DropdbStmt))
-		leave_database(((DropdbStmt *) pstmt->utilityStmt)->dbname, context);
 	if (drops_notiflow(pstmt->utilityStmt))
 		notiflow_kafka_sync_at_commit();	/* dropping the tables fires no trigger */
 	PG_TRY();
 	{
+		/* in the PG_TRY: a cancel during its wait must not leave dropping_database set */
+		if (IsA(pstmt->utilityStmt, DropdbStmt))
+			leave_database(((DropdbStmt *) pstmt->utilityStmt)->dbname, context);
 		if (prev_process_utility_hook)
 			prev_process_utility_hook(pstmt, queryString, readOnlyTree, context, params,
 									  queryEnv, dest, qc);
