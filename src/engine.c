@@ -933,8 +933,8 @@ run_conclude(Run *run)
 			const char *status_key[] = {"status"};
 			Jsonb	   *status_val[1] = {jsonb_make_string(strrchr(event, '.') + 1)};
 
-			completed |= wait_repo_execution_event_completes(run->exec.id, event,
-															 jsonb_make_object(1, status_key, status_val));
+			completed |= wait_repo_execution_event(run->exec.id, event,
+												   jsonb_make_object(1, status_key, status_val));
 		}
 		if (completed)
 		{
@@ -1545,7 +1545,7 @@ delivery_outcome_event(int64 execution_id, const char *node_id, int64 delivery_i
 	vals[1] = jsonb_make_string(status);
 	vals[2] = provider_message_id ? jsonb_make_string(provider_message_id) : NULL;
 	vals[3] = error ? jsonb_make_string(error) : NULL;
-	wait_repo_execution_event(execution_id, psprintf("%s.%s", node_id, status),
+	(void) wait_repo_execution_event(execution_id, psprintf("%s.%s", node_id, status),
 							  jsonb_make_object(4, keys, vals));
 }
 

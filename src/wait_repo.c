@@ -45,17 +45,6 @@ static SpiStatement settle_stmt = {
 	2, {INT8OID, TEXTOID}
 };
 
-static SpiStatement execution_event_stmt = {
-	"UPDATE notiflow.execution_waits"
-	"   SET received = received || jsonb_build_object($2::text, $3::jsonb),"
-	"       status = CASE WHEN (SELECT bool_and((received || jsonb_build_object($2::text, $3::jsonb)) ? e)"
-	"                             FROM unnest(events) e) THEN 'completed' ELSE status END,"
-	"       finished_at = CASE WHEN (SELECT bool_and((received || jsonb_build_object($2::text, $3::jsonb)) ? e)"
-	"                                  FROM unnest(events) e) THEN now() ELSE finished_at END"
-	" WHERE execution_id = $1 AND status = 'waiting' AND $2 = ANY (events) AND NOT received ? $2",
-	3, {INT8OID, TEXTOID, JSONBOID}
-};
-
 /* Builds a text[] from a List of C strings. */
 static Datum
 names_array(List *names)
@@ -126,7 +115,7 @@ wait_repo_settle(int64 execution_id, const char *node_id, Jsonb **received, Time
 	return spi_text(0, 1);
 }
 
-static SpiStatement execution_event_completing_stmt = {
+static SpiStatement execution_event_stmt = {
 	"WITH given AS ("
 	"  UPDATE notiflow.execution_waits"
 	"     SET received = received || jsonb_build_object($2::text, $3::jsonb),"
@@ -140,15 +129,6 @@ static SpiStatement execution_event_completing_stmt = {
 	3, {INT8OID, TEXTOID, JSONBOID}
 };
 
-/* Gives an execution-scoped event to its waits. */
-void
-wait_repo_execution_event(int64 execution_id, const char *name, Jsonb *data)
-{
-	Datum		args[3] = {Int64GetDatum(execution_id), CStringGetTextDatum(name), JsonbPGetDatum(data)};
-
-	spi_run(&execution_event_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
-}
-
 static SpiStatement waiting_stmt = {
 	"SELECT DISTINCT w.execution_id"
 	"  FROM unnest($1::int8[]) AS k(wanted) JOIN notiflow.execution_waits w ON w.execution_id = k.wanted"
@@ -156,13 +136,14 @@ static SpiStatement waiting_stmt = {
 	1, {INT8ARRAYOID}
 };
 
+/* Gives an execution-scoped event to its waits; true when it completed one. */
 bool
-wait_repo_execution_event_completes(int64 execution_id, const char *name, Jsonb *data)
+wait_repo_execution_event(int64 execution_id, const char *name, Jsonb *data)
 {
 	Datum		args[3] = {Int64GetDatum(execution_id), CStringGetTextDatum(name), JsonbPGetDatum(data)};
 	bool		isnull;
 
-	spi_run(&execution_event_completing_stmt, args, NULL, false, 1, SPI_OK_SELECT);
+	spi_run(&execution_event_stmt, args, NULL, false, 1, SPI_OK_SELECT);
 	return DatumGetBool(spi_value(0, 1, &isnull)) && !isnull;
 }
 

@@ -26,11 +26,12 @@ extern void wait_repo_insert(int64 execution_id, const char *node_id, const char
 extern char *wait_repo_settle(int64 execution_id, const char *node_id, Jsonb **received,
 							  TimestampTz *deadline);
 
-/* Gives an event to the waiting waits of one execution that expect it (delivery outcomes). */
-extern void wait_repo_execution_event(int64 execution_id, const char *name, Jsonb *data);
-
-/* The same; true when it completed one of them (the execution has a wait to settle). */
-extern bool wait_repo_execution_event_completes(int64 execution_id, const char *name, Jsonb *data);
+/*
+ * Gives an event to the waiting waits of one execution that expect it
+ * (delivery outcomes); true when it completed one of them (the execution has
+ * a wait to settle).
+ */
+extern bool wait_repo_execution_event(int64 execution_id, const char *name, Jsonb *data);
 
 /*
  * Of n executions, returns those with a waiting wait (a List of int64 *),
