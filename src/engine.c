@@ -1098,6 +1098,8 @@ run_resolve_recipient(Run *run, Jsonb *spec, const char *where)
 			found = e != NULL;
 			if (found)
 				info = *e->info;
+			else				/* not preloaded: the trigger node's recipient path named it */
+				found = subscriber_repo_load(subscriber_id, &info);
 		}
 		else
 			found = subscriber_repo_load(subscriber_id, &info);

@@ -801,6 +801,7 @@ consume_batch(void)
 	counters.events += batch_counters.events;
 	counters.filtered += batch_counters.filtered;
 	counters.dead_letters += batch_counters.dead_letters;
+	counters.batches_split += batch_counters.batches_split;
 	backoff_ms = 0;
 	topic_error[0] = '\0';
 	state_dirty = true;

@@ -426,6 +426,8 @@ kafka_messages_process(KafkaSubscription *sub, rd_kafka_message_t **messages, in
 		counters->executions += ready;
 		return;
 	}
+	if (ready > 1)
+		counters->batches_split++;
 	for (int j = 0; j < ready; j++)
 	{
 		if (trigger_guarded(sub->workflow_key, &reqs[j], 1, &error))

@@ -48,17 +48,18 @@ static SpiStatement dead_letter_stmt = {
 static SpiStatement state_stmt = {
 	"INSERT INTO notiflow.kafka_consumer_state AS c"
 	"       (subscription, pid, status, assigned, paused, error, last_error, last_error_at,"
-	"        messages, executions, events, filtered, dead_letters, started_at, updated_at)"
-	" SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now()"
+	"        messages, executions, events, filtered, dead_letters, batches_split, started_at, updated_at)"
+	" SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $14, now()"
 	"  WHERE EXISTS (SELECT 1 FROM notiflow.kafka_subscriptions s WHERE s.name = $1)"
 	" ON CONFLICT (subscription) DO UPDATE"
 	"   SET pid = excluded.pid, status = excluded.status, assigned = excluded.assigned,"
 	"       paused = excluded.paused, error = excluded.error, last_error = excluded.last_error,"
 	"       last_error_at = excluded.last_error_at, messages = excluded.messages,"
 	"       executions = excluded.executions, events = excluded.events, filtered = excluded.filtered,"
-	"       dead_letters = excluded.dead_letters, started_at = excluded.started_at, updated_at = now()",
-	14, {TEXTOID, INT4OID, TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
-		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID}
+	"       dead_letters = excluded.dead_letters, batches_split = excluded.batches_split,"
+	"       started_at = excluded.started_at, updated_at = now()",
+	15, {TEXTOID, INT4OID, TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
+		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, INT8OID}
 };
 
 static SpiStatement partitions_stmt = {
@@ -146,8 +147,8 @@ text_or_null(const char *s, char *null)
 void
 kafka_repo_publish_state(const char *subscription, const KafkaConsumerState *state)
 {
-	Datum		args[14];
-	char		nulls[15] = "              ";
+	Datum		args[15];
+	char		nulls[16] = "               ";
 	int			n = state->npartitions;
 	Datum	   *topics = palloc(sizeof(Datum) * Max(n, 1));
 	Datum	   *partitions = palloc(sizeof(Datum) * Max(n, 1));
@@ -187,6 +188,7 @@ kafka_repo_publish_state(const char *subscription, const KafkaConsumerState *sta
 	args[11] = Int64GetDatum(state->counters.filtered);
 	args[12] = Int64GetDatum(state->counters.dead_letters);
 	args[13] = TimestampTzGetDatum(state->started_at);
+	args[14] = Int64GetDatum(state->counters.batches_split);
 	spi_run(&state_stmt, args, nulls, false, 0, SPI_OK_INSERT);
 
 	args[1] = spi_array(topics, NULL, n, TEXTOID);

@@ -47,6 +47,7 @@ CREATE TABLE notiflow.kafka_consumer_state (
     events        bigint NOT NULL DEFAULT 0,
     filtered      bigint NOT NULL DEFAULT 0,
     dead_letters  bigint NOT NULL DEFAULT 0,
+    batches_split bigint NOT NULL DEFAULT 0,
     started_at    timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now()
 );

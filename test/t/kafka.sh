@@ -28,7 +28,7 @@ trap cleanup EXIT
 # --- the Kafka cluster ------------------------------------------------------------
 make -s -C test/kafka >/dev/null || { echo "Bail out! cannot build test/kafka/kafka_mock"; exit 1; }
 test/kafka/kafka_mock --topic orders:4 --topic poison:1 --topic gone:1 --topic crash:4 --topic restart:4 \
-    --topic shared:4 --topic lagging:2 --topic payments:2 --topic broker:2 --topic reset:1 --topic latest:2 \
+    --topic shared:4 --topic lagging:2 --topic payments:2 --topic broker:2 --topic reset:1 --topic latest:2 --topic byrecipient:1 \
     </dev/null >"$WORK/mock.out" 2>"$WORK/mock.err" &
 MOCK_PID=$!
 has_line() { grep -qsx "$2" "$1"; }
@@ -113,6 +113,34 @@ before=$(ticks "$pid")
 sleep 3
 used=$(($(ticks "$pid") - before))
 ok $([ "$used" -lt 50 ]; echo $?) "an idle consumer waits instead of polling ($used CPU ticks in 3 s)"
+
+# --- 1b. a batch whose workflow takes the recipient from the payload runs as one batch ------------------
+# The subscribers a batch names are loaded with one query; those the trigger node's recipient path
+# names were not, so every such batch raised and ran again message by message (batches_split).
+sql "SELECT notiflow.put_subscriber('kc1', '{\"email\": \"kc1@example.com\"}');
+     SELECT notiflow.put_subscriber('kc2', '{\"email\": \"kc2@example.com\"}');
+     SELECT notiflow.put_workflow('kafka_recipient', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\",
+       \"recipient\": \"\$.payload.customer\"}], \"edges\": []}')" >/dev/null
+seq 1 200 | awk '{printf "{\"n\": %d, \"customer\": \"kc%d\"}\n", $1, $1 % 2 + 1}' | produce_raw byrecipient
+subscribe byrecipient byrecipient kafka_recipient
+wait_for 60 executions_are kafka_recipient 200
+ok $? "200 messages whose recipient the trigger node takes from the payload produce 200 executions"
+is "$(sql "SELECT string_agg(subscriber_id || ':' || n, ',' ORDER BY subscriber_id) FROM (SELECT subscriber_id, count(*) AS n
+             FROM notiflow.executions WHERE workflow_key = 'kafka_recipient' GROUP BY 1) x")" "kc1:100,kc2:100" \
+   "each execution has the subscriber its payload names"
+split_is() { sql_is "SELECT messages || ' ' || batches_split FROM notiflow.kafka_consumer_state WHERE subscription = 'byrecipient'" "$1"; }
+wait_for 10 split_is "200 0"
+ok $? "no batch was split into single messages ($(sql "SELECT batches_split FROM notiflow.kafka_consumer_state WHERE subscription = 'byrecipient'"))"
+sql "SELECT notiflow.unsubscribe_kafka('byrecipient')" >/dev/null
+wait_for 30 consumer_gone byrecipient
+printf '{"n": 201, "customer": "kc1"}\n{"n": 202, "customer": "nobody"}\n{"n": 203, "customer": "kc2"}\n' | produce_raw byrecipient
+subscribe byrecipient byrecipient kafka_recipient  # read from the stored offsets: the 3 come in one batch
+wait_for 60 executions_are kafka_recipient 202
+wait_for 10 split_is "3 1"
+ok $? "a batch with an unknown subscriber is split: its neighbours run, it alone fails"
+is "$(sql "SELECT count(*) FROM notiflow.dead_letters WHERE source = 'kafka' AND reference = 'byrecipient/0/201' AND error LIKE '%unknown subscriber%'")" 1 \
+   "the message naming an unknown subscriber is a dead letter"
+sql "SELECT notiflow.unsubscribe_kafka('byrecipient')" >/dev/null
 
 # --- 2. poison messages → dead letters; their neighbours succeed ----------------------------------
 sql "SELECT notiflow.put_workflow('kafka_poison', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\", \"required\": [\"n\"]},
