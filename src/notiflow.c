@@ -116,10 +116,12 @@ _PG_init(void)
 
 	DefineCustomStringVariable("notiflow.database_name",
 							   "Database in which the notiflow workers run.",
-							   NULL,
+							   "Set at server start: workers connected to one database cannot move to another.",
 							   &notiflow_database_name,
 							   "postgres",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	/* server start only; a library loaded later may not define such a setting (no workers then) */
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							   0, NULL, NULL, NULL);
 	DefineCustomIntVariable("notiflow.dispatch_workers",
 							"Number of delivery dispatcher workers.",
 							NULL,

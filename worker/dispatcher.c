@@ -848,6 +848,16 @@ count_in_circuit(InFlight *f, ProviderResult *res, List **healthy)
  * rarer outcomes (retry, fallback, dead letter) go one by one.  In a
  * transaction; the extension is installed.
  */
+/* Orders finished transfers by delivery id (list_sort). */
+static int
+transfer_delivery_cmp(const ListCell *a, const ListCell *b)
+{
+	int64		x = ((InFlight *) http_transfer_owner(lfirst(a)))->job.delivery_id;
+	int64		y = ((InFlight *) http_transfer_owner(lfirst(b)))->job.delivery_id;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 static void
 record_results(List *done)
 {
@@ -862,8 +872,16 @@ record_results(List *done)
 	List	   *finished;
 	ListCell   *lc;
 	List	   *healthy = NIL;
+	bool	   *still_claimed = palloc0(sizeof(bool) * n);
 	int			i = 0;
 
+	/*
+	 * Rows are locked in delivery id order, all the deliveries before any
+	 * execution, as the status callbacks lock them (47_delivery_events.sql):
+	 * the sent ones (mark_sent follows the arrays' order), then the failed
+	 * ones still claimed, then the executions (deliveries_finished).
+	 */
+	list_sort(done, transfer_delivery_cmp);
 	foreach(lc, done)
 	{
 		HttpTransfer *t = lfirst(lc);
@@ -911,19 +929,21 @@ record_results(List *done)
 			delivery_finish(flights[k]->job.delivery_id, "sent", results[k].message_id, NULL);
 		}
 	}
+	/*
+	 * A failure moves the delivery on (retry, fallback, dead letter) only
+	 * when it is still this claim's: one finished meanwhile (a provider's
+	 * event came first after a timeout) or claimed again after its lease ran
+	 * out stays as it is.  The attempt is logged either way.
+	 */
+	for (int k = 0; k < n; k++)
+		still_claimed[k] = results[k].outcome != OUTCOME_SENT &&
+			delivery_repo_still_claimed(flights[k]->job.delivery_id, flights[k]->lease);
 	deliveries_finished(finished);
 	uncommitted.sent += n_sent;
 
 	for (int k = 0; k < n; k++)
 	{
-		/*
-		 * A failure moves the delivery on (retry, fallback, dead letter) only
-		 * when it is still this claim's: one finished meanwhile (a provider's
-		 * event came first after a timeout) or claimed again after its lease
-		 * ran out stays as it is.  The attempt is logged either way.
-		 */
-		if (results[k].outcome != OUTCOME_SENT &&
-			delivery_repo_still_claimed(flights[k]->job.delivery_id, flights[k]->lease))
+		if (still_claimed[k])
 			apply_not_sent(flights[k], &results[k]);
 		count_in_circuit(flights[k], &results[k], &healthy);
 	}
@@ -1012,6 +1032,14 @@ notiflow_dispatcher_main(Datum arg)
 	my_slot->latch = MyLatch;
 	my_slot->database = MyDatabaseId;
 	my_slot->started_at = GetCurrentTimestamp();
+	/* counters count since this dispatcher started (a slot outlives its dispatchers) */
+	pg_atomic_write_u64(&my_slot->claimed, 0);
+	pg_atomic_write_u64(&my_slot->claimed_after_front, 0);
+	pg_atomic_write_u64(&my_slot->sent, 0);
+	pg_atomic_write_u64(&my_slot->retried, 0);
+	pg_atomic_write_u64(&my_slot->failed, 0);
+	pg_atomic_write_u64(&my_slot->in_flight, 0);
+	pg_atomic_write_u64(&my_slot->record_retries, 0);
 	SpinLockRelease(&notiflow_shared->mutex);
 	before_shmem_exit(dispatcher_detach, (Datum) 0);
 

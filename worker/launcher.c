@@ -60,6 +60,11 @@ start_worker(const char *function, const char *name, const char *type, Datum arg
 {
 	BackgroundWorker worker;
 
+	if (*handle != NULL)		/* the handle of the worker this one replaces */
+	{
+		pfree(*handle);
+		*handle = NULL;
+	}
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;

@@ -131,8 +131,17 @@ wake_xact_callback(XactEvent event, void *arg)
 			wake_at_commit = false;
 			kafka_sync_at_commit = false;
 			break;
+		case XACT_EVENT_PRE_PREPARE:
+			/* the launcher would have to learn of it at COMMIT PREPARED, maybe much later */
+			if (kafka_sync_at_commit)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that changed Kafka subscriptions"),
+						 errhint("Change notiflow.kafka_subscriptions in a transaction of its own.")));
+			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:	/* COMMIT PREPARED wakes the dispatchers (below) */
 			wake_at_commit = false;
 			kafka_sync_at_commit = false;
 			break;
@@ -211,6 +220,8 @@ wake_workers_in(Oid dboid)
  * fails later, because other sessions are connected, has stopped them; the
  * launcher starts them again.)
  */
+static Oid	leaving_database = InvalidOid;	/* what this backend set dropping_database to */
+
 static void
 leave_database(const char *dbname, ProcessUtilityContext context)
 {
@@ -219,7 +230,9 @@ leave_database(const char *dbname, ProcessUtilityContext context)
 	HeapTuple	tuple;
 	bool		is_template;
 
+	/* the workers connect to notiflow.database_name (set at server start) alone */
 	if (!OidIsValid(dboid) || notiflow_shared == NULL || dboid == MyDatabaseId ||
+		strcmp(dbname, notiflow_database_name) != 0 ||
 		context != PROCESS_UTILITY_TOPLEVEL || IsTransactionBlock() ||
 		!pg_database_ownercheck(dboid, GetUserId()))
 		return;
@@ -233,6 +246,7 @@ leave_database(const char *dbname, ProcessUtilityContext context)
 	SpinLockAcquire(&notiflow_shared->mutex);
 	notiflow_shared->dropping_database = dboid;
 	SpinLockRelease(&notiflow_shared->mutex);
+	leaving_database = dboid;
 	while (wake_workers_in(dboid) > 0 && GetCurrentTimestamp() <= deadline)
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20,
@@ -256,10 +270,23 @@ drops_notiflow(Node *stmt)
 	return false;
 }
 
+/* True for COMMIT PREPARED. */
+static bool
+commits_prepared(Node *stmt)
+{
+	return IsA(stmt, TransactionStmt) &&
+		((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED;
+}
+
 /*
  * Lets DROP DATABASE through: the workers leave the database first.  After
  * DROP EXTENSION notiflow the launcher reads the Kafka subscriptions again
- * (there are none left), so the consumers stop.
+ * (there are none left), so the consumers stop.  After COMMIT PREPARED the
+ * dispatchers are woken: the prepared transaction may have queued
+ * deliveries, and its own commit callback ran at PREPARE TRANSACTION, when
+ * nothing was visible yet.  (The prepared transaction is committed when
+ * FinishPreparedTransaction returns.)  A transaction that changed Kafka
+ * subscriptions cannot be prepared (wake_xact_callback).
  */
 static void
 notiflow_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
@@ -279,17 +306,22 @@ notiflow_process_utility(PlannedStmt *pstmt, const char *queryString, bool readO
 		else
 			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
 									queryEnv, dest, qc);
+		if (commits_prepared(pstmt->utilityStmt))
+			wake_dispatchers();	/* one latch each: cheap even when it queued nothing */
 	}
 	PG_FINALLY();
 	{
-		if (notiflow_shared != NULL && IsA(pstmt->utilityStmt, DropdbStmt))
+		/* only what this statement set: another drop of it may still be waiting */
+		if (notiflow_shared != NULL && OidIsValid(leaving_database))
 		{
 			Latch	   *latch;
 
 			SpinLockAcquire(&notiflow_shared->mutex);
-			notiflow_shared->dropping_database = InvalidOid;
+			if (notiflow_shared->dropping_database == leaving_database)
+				notiflow_shared->dropping_database = InvalidOid;
 			latch = notiflow_shared->launcher_latch;
 			SpinLockRelease(&notiflow_shared->mutex);
+			leaving_database = InvalidOid;
 			if (latch)
 				SetLatch(latch);
 		}

@@ -44,7 +44,7 @@ double() { curl -s -X "$1" "$DOUBLE/_double/$2" ${3:+-d "$3"}; }
 DB=notiflow_delivery
 cluster_start "shared_preload_libraries = 'notiflow'" "notiflow.database_name = '$DB'" \
     "notiflow.allow_private_urls = on" "notiflow.lease_time = '3s'" \
-    "notiflow.circuit_failures = 3" "notiflow.circuit_cooldown = '2s'" >/dev/null ||
+    "notiflow.circuit_failures = 3" "notiflow.circuit_cooldown = '2s'" "max_prepared_transactions = 2" >/dev/null ||
     { echo "Bail out! cluster did not start"; exit 1; }
 psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d $DB -c "$1"; }
@@ -597,6 +597,32 @@ echo "\\q" >&"${HOLD[1]}"
 wait_for 20 status_is "$exec" sent
 ok $? "once released, it is claimed again and sent"
 
+# --- 7k. a delivery queued in a prepared transaction is sent at COMMIT PREPARED ---------------
+# The commit callback runs at PREPARE TRANSACTION, when nothing is visible yet; COMMIT PREPARED
+# (another session, later) must wake the dispatchers itself.  Before, the delivery waited for the
+# dispatcher's 10 s safety timer.
+exec=$(trigger hook before-2pc)
+wait_for 20 status_is "$exec" sent  # the dispatcher has just been busy: its safety timer is ~10 s away
+exec=$(psql -X -q -At -v ON_ERROR_STOP=1 -d $DB <<SQL
+BEGIN;
+SELECT notiflow.trigger('hook', '{"marker": "prepared-7k"}', '"ann"');
+PREPARE TRANSACTION 'notiflow_7k';
+SQL
+)
+is "$(sql "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'notiflow_7k'")" 1 "a transaction that triggered a workflow is prepared"
+sql "COMMIT PREPARED 'notiflow_7k'" >/dev/null
+wait_for 3 status_is "$exec" sent
+ok $? "COMMIT PREPARED wakes the dispatcher: the delivery is sent within 3 s"
+out=$(psql -X -q -At -d $DB 2>&1 <<SQL
+BEGIN;
+SELECT notiflow.subscribe_kafka('prepared_7k', '127.0.0.1:9', '{t}', 'hook');
+PREPARE TRANSACTION 'notiflow_7k_kafka';
+SQL
+)
+ok $(grep -q "cannot PREPARE a transaction that changed Kafka subscriptions" <<<"$out"; echo $?) \
+   "a transaction that changed Kafka subscriptions cannot be prepared (the launcher would not learn of it)"
+is "$(sql "SELECT count(*) FROM pg_prepared_xacts") $(sql "SELECT count(*) FROM notiflow.kafka_subscriptions")" "0 0" "and nothing of it remains"
+
 # --- 8. kill -9 of the dispatcher with deliveries in flight ------------------------------------
 double POST reset >/dev/null
 double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}], "repeat": true}' >/dev/null
@@ -692,6 +718,8 @@ is "$(psql -X -qAt -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE b
 exec=$(trigger hook after-launcher)
 wait_for 20 status_is "$exec" sent
 ok $? "the new dispatcher sends"
+wait_for 10 sql_is "SELECT sent FROM notiflow.worker_status WHERE backend_type = 'notiflow dispatcher'" 1
+ok $? "its counters count from its start, not the slot's: sent $(sql "SELECT sent FROM notiflow.worker_status WHERE backend_type = 'notiflow dispatcher'")"
 
 # DROP DATABASE that cannot succeed (not the owner, or in a transaction block) leaves the workers
 # alone; it stopped them before PostgreSQL refused it, with their requests in flight.
