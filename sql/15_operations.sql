@@ -35,7 +35,9 @@ INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, r
     (9200004, 9100003, 'mail',  'email', 'ops-sg', 'c@example.com', '{}', 'queued',    '{}',       '2024-03-10 23:30:00+00', NULL, NULL),
     (9200005, 9100005, 'mail',  'email', 'ops-sg', 'd@example.com', '{}', 'cancelled', '{}',       '2024-03-10 12:00:00+00', NULL, '2024-03-10 12:00:00+00'),
     (9200006, 9100004, 'mail',  'email', 'ops-sg', 'e@example.com', '{}', 'sent',      '{}',       '2024-03-09 23:59:00+00', '2024-03-10 00:00:30+00', '2024-03-10 00:00:30+00'),
-    (9200007, 9100003, 'mail2', 'email', 'ops-sg', 'c@example.com', '{}', 'delivered', '{}',       '2024-03-10 23:30:00+00', '2024-03-10 23:30:02.5+00', '2024-03-10 23:30:02.5+00');
+    (9200007, 9100003, 'mail2', 'email', 'ops-sg', 'c@example.com', '{}', 'delivered', '{}',       '2024-03-10 23:30:00+00', '2024-03-10 23:30:02.5+00', '2024-03-10 23:30:02.5+00'),
+    -- a test message (send_test: execution 0 lists the channel's other providers as tried): no fallback from ops-mg
+    (9200008, 0,       'send_test', 'email', 'ops-sg', 't@example.com', '{}', 'sent', '{ops-mg}', '2024-03-10 09:00:00+00', '2024-03-10 09:00:00.2+00', '2024-03-10 09:00:00.2+00');
 INSERT INTO notiflow.delivery_attempts (id, delivery_id, attempt, provider, status_code, latency_ms, error_class, created_at) VALUES
     (9300001, 9200001, 1, 'ops-sg', 503,  300, 'retry',        '2024-03-10 08:00:00.5+00'),
     (9300002, 9200001, 2, 'ops-sg', 202,  100, 'sent',         '2024-03-10 08:00:01.4+00'),
@@ -45,7 +47,10 @@ INSERT INTO notiflow.delivery_attempts (id, delivery_id, attempt, provider, stat
     (9300006, 9200005, 1, 'ops-sg', NULL,   0, 'circuit_open', '2024-03-10 12:00:00+00'),
     (9300007, 9200006, 1, 'ops-sg', 202,  250, 'sent',         '2024-03-10 00:00:29+00'),
     (9300008, 9200002, 1, 'ops-tw', 201,   50, 'sent',         '2024-03-10 08:00:00.4+00'),
-    (9300009, 9200007, 1, 'ops-sg', 202,  150, 'sent',         '2024-03-10 23:30:02+00');
+    (9300009, 9200007, 1, 'ops-sg', 202,  150, 'sent',         '2024-03-10 23:30:02+00'),
+    (9300010, 9200008, 1, 'ops-sg', 202,   80, 'sent',         '2024-03-10 09:00:00.1+00'),
+    -- refused before any request (the provider was gone): counted, not timed
+    (9300011, 9200003, 1, 'ops-gone', NULL, 0, 'permanent',    '2024-03-10 10:00:00.1+00');
 INSERT INTO notiflow.delivery_events (delivery_id, provider, provider_event, event, status_applied, raw, received_at)
 VALUES (9200002, 'ops-tw', 'delivered', 'delivered', 'delivered', '{}', '2024-03-10 08:00:03+00');
 INSERT INTO notiflow.dead_letters (id, source, reference, details, error, created_at) VALUES
@@ -102,8 +107,9 @@ SELECT id, 'wait', 'order-' || id, '{paid}', 'completed', created_at, created_at
 INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status, created_at, sent_at, finished_at)
 SELECT id + 100000, id, 'mail', 'email', 'ops-gen', 'gen@example.com', '{}', 'sent', created_at, created_at, created_at
   FROM notiflow.executions WHERE workflow_key = 'ops_gen';
-INSERT INTO notiflow.delivery_attempts (id, delivery_id, attempt, provider, latency_ms, error_class, created_at)
-SELECT d.id + 100000 + 1000 * a, d.id, a, 'ops-gen', 100 * a, CASE a WHEN 1 THEN 'retry' ELSE 'sent' END, d.created_at
+INSERT INTO notiflow.delivery_attempts (id, delivery_id, attempt, provider, status_code, latency_ms, error_class, created_at)
+SELECT d.id + 100000 + 1000 * a, d.id, a, 'ops-gen', CASE a WHEN 1 THEN 503 ELSE 202 END, 100 * a,
+       CASE a WHEN 1 THEN 'retry' ELSE 'sent' END, d.created_at
   FROM notiflow.deliveries d, generate_series(1, 2) a WHERE d.provider = 'ops-gen';
 INSERT INTO notiflow.delivery_events (delivery_id, provider, provider_event, event, raw, received_at)
 SELECT id, 'ops-gen', 'open', 'opened', '{}', created_at FROM notiflow.deliveries WHERE provider = 'ops-gen';
@@ -291,6 +297,13 @@ SET notiflow.alert_workflow = 'no_such_workflow';
 UPDATE notiflow.dead_letters SET created_at = now() WHERE id BETWEEN 9800001 AND 9800011;
 SELECT * FROM pg_temp.check();
 RESET notiflow.alert_workflow;
+-- a mistyped setting: an error naming it (not a bare cast error)
+SET notiflow.alert_worker_down_after = '1 minuet';
+SELECT * FROM pg_temp.check();
+RESET notiflow.alert_worker_down_after;
+SET notiflow.health_window = '15 minuets';
+SELECT count(*) FROM notiflow.provider_health;
+RESET notiflow.health_window;
 UPDATE notiflow.provider_circuits SET state = 'closed', opened_at = NULL WHERE provider IN ('ops-sg', 'ops-mg');
 DELETE FROM notiflow.dead_letters WHERE id BETWEEN 9800001 AND 9800011;
 SELECT * FROM pg_temp.check();
@@ -365,4 +378,12 @@ DELETE FROM notiflow.daily_stats WHERE day >= (now() AT TIME ZONE 'UTC')::date -
 SELECT notiflow.aggregate_pending() >= 1 AS aggregated;
 SELECT day = (now() AT TIME ZONE 'UTC')::date - 5 AS missed_day, executions
   FROM notiflow.daily_stats WHERE workflow_key = 'ops_missed';
+-- the first run (daily_stats empty) starts at the first day anything was created, not two days back
+BEGIN;
+DELETE FROM notiflow.daily_stats;
+SELECT notiflow.aggregate_pending() >= 1 AS aggregated;
+SELECT min(day) = (SELECT (min(created_at) AT TIME ZONE 'UTC')::date FROM notiflow.executions_all) AS from_first_day,
+       count(*) FILTER (WHERE workflow_key = 'ops_a' AND day = '2024-03-10' AND channel = '') AS ops_a_03_10
+  FROM notiflow.daily_stats;
+ROLLBACK;
 SELECT count(*) >= 0 AS checked FROM notiflow.check_alerts();

@@ -254,5 +254,7 @@ CREATE TABLE notiflow.dead_letters (
 CREATE INDEX dead_letters_created ON notiflow.dead_letters (created_at);
 -- a delivery's dead letters (replay, retention moving them with their delivery)
 CREATE INDEX dead_letters_delivery ON notiflow.dead_letters (reference) WHERE source = 'delivery';
+-- metrics() counts the pending ones at every scrape
+CREATE INDEX dead_letters_pending ON notiflow.dead_letters (id) WHERE replayed_at IS NULL;
 COMMENT ON TABLE notiflow.dead_letters IS
     'What could not be processed or delivered, kept whole (raw payload and context) for inspection and replay.';

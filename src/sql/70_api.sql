@@ -704,7 +704,8 @@ BEGIN
                          AND e.value = to_jsonb('********'::text) AND stored ? e.key ORDER BY e.key);
         SELECT d INTO moved
           FROM unnest(ARRAY['base_url', 'url', 'webhook_url', 'region', 'domain', 'token_uri', 'ca_file']) d
-         WHERE cardinality(kept) > 0 AND (config -> d) IS DISTINCT FROM (stored -> d)
+         WHERE cardinality(kept) > 0 AND NOT d = ANY (kept)  -- a destination kept as ******** stays
+           AND (config -> d) IS DISTINCT FROM (stored -> d)
          ORDER BY d LIMIT 1;
         IF moved IS NOT NULL THEN
             RAISE EXCEPTION 'a secret kept as ******** cannot go to a new destination'

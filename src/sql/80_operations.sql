@@ -26,6 +26,40 @@ $$;
 COMMENT ON FUNCTION notiflow.setting(text, text) IS
     'The value of a setting, or the fallback when it is not set or empty.';
 
+-- A setting read as an interval or a number: a typo gets an error naming the setting
+-- (a bare cast error names nothing, and check_alerts would fail every minute with it).
+CREATE FUNCTION notiflow.setting_interval(name text, fallback text) RETURNS interval
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    value text := notiflow.setting(name, fallback);
+BEGIN
+    RETURN value::interval;
+EXCEPTION WHEN data_exception THEN
+    RAISE EXCEPTION 'setting % is not an interval', name USING ERRCODE = '22023',
+        DETAIL = format('%s: %s', name, value), HINT = format('Set it to an interval such as ''%s''.', fallback);
+END;
+$$;
+COMMENT ON FUNCTION notiflow.setting_interval(text, text) IS
+    'A setting as an interval (the fallback when not set); SQLSTATE 22023 naming the setting when it is not one.';
+
+CREATE FUNCTION notiflow.setting_numeric(name text, fallback text) RETURNS numeric
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    value text := notiflow.setting(name, fallback);
+BEGIN
+    RETURN value::numeric;
+EXCEPTION WHEN data_exception THEN
+    RAISE EXCEPTION 'setting % is not a number', name USING ERRCODE = '22023',
+        DETAIL = format('%s: %s', name, value), HINT = format('Set it to a number such as %s.', fallback);
+END;
+$$;
+COMMENT ON FUNCTION notiflow.setting_numeric(text, text) IS
+    'A setting as a number (the fallback when not set); SQLSTATE 22023 naming the setting when it is not one.';
+
 -- Statistics -------------------------------------------------------------------
 
 CREATE TABLE notiflow.daily_stats (
@@ -184,7 +218,7 @@ WITH ex AS (
 ),
 d_day AS MATERIALIZED (
     SELECT coalesce(e.workflow_key, '') AS workflow_key, d.channel, coalesce(d.provider, '') AS provider,
-           d.status, d.tried_providers,
+           d.status, d.tried_providers, d.execution_id,
            (extract(epoch FROM d.sent_at - d.created_at) * 1000)::double precision AS send_ms
       FROM notiflow.deliveries_all d
       LEFT JOIN notiflow.executions_all e ON e.id = d.execution_id
@@ -205,12 +239,15 @@ dl AS (
 fb AS (
     SELECT d.workflow_key, d.channel, t.provider, count(*) AS fallbacks
       FROM d_day d, unnest(d.tried_providers) AS t(provider)
+     WHERE d.execution_id <> 0  -- a test message lists the channel's other providers: it never falls back
      GROUP BY d.workflow_key, d.channel, t.provider
 ),
 a_day AS MATERIALIZED (
     SELECT coalesce(e.workflow_key, '') AS workflow_key, coalesce(d.channel, '') AS channel, a.provider,
            a.error_class, a.attempt, a.latency_ms,
-           a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient') AS timed
+           -- a request that was made: not one refused before (no provider, a request that could not be built)
+           a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient')
+             AND (a.status_code IS NOT NULL OR a.curl_code IS NOT NULL) AS timed
       FROM notiflow.delivery_attempts_all a
       LEFT JOIN notiflow.deliveries_all d ON d.id = a.delivery_id
       LEFT JOIN notiflow.executions_all e ON e.id = d.execution_id
@@ -300,22 +337,31 @@ COMMENT ON FUNCTION notiflow.aggregate_daily(date) IS
 -- What the nightly job runs: yesterday and the day before, and every day since the last one
 -- aggregated, so that a night the job did not run (or failed) leaves no day out; at most 31
 -- days back (a day without activity writes no row, so an idle database would go back further
--- every night).
+-- every night).  The first run, with daily_stats empty, starts at the first day anything was
+-- created (metrics() counts the days before the last aggregated one from daily_stats alone).
 CREATE FUNCTION notiflow.aggregate_pending() RETURNS integer
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH t AS (SELECT (now() AT TIME ZONE 'UTC')::date - 1 AS yesterday)
+    WITH t AS (SELECT (now() AT TIME ZONE 'UTC')::date - 1 AS yesterday),
+    first AS (
+        SELECT (min(c) AT TIME ZONE 'UTC')::date AS day
+          FROM (SELECT min(e.created_at) FROM notiflow.executions_all e
+                UNION ALL SELECT min(d.created_at) FROM notiflow.dead_letters_all d) x(c)
+         WHERE NOT EXISTS (SELECT 1 FROM notiflow.daily_stats)
+    )
     SELECT coalesce(sum(notiflow.aggregate_daily(d::date)), 0)::integer
-      FROM t, generate_series(least(t.yesterday - 1,
-                                    greatest(coalesce((SELECT max(s.day) + 1 FROM notiflow.daily_stats s
-                                                        WHERE s.day < t.yesterday), t.yesterday - 1),
-                                             t.yesterday - 30)),
-                              t.yesterday, interval '1 day') AS d
+      FROM t, first,
+           generate_series(least(t.yesterday - 1,
+                                 coalesce(first.day,
+                                          greatest(coalesce((SELECT max(s.day) + 1 FROM notiflow.daily_stats s
+                                                              WHERE s.day < t.yesterday), t.yesterday - 1),
+                                                   t.yesterday - 30))),
+                           t.yesterday, interval '1 day') AS d
 $$;
 COMMENT ON FUNCTION notiflow.aggregate_pending() IS
-    'Aggregates yesterday and the day before (UTC), and every day since the last day in daily_stats (at most 31 days back); '
-    'returns the rows written.  '
+    'Aggregates yesterday and the day before (UTC), and every day since the last day in daily_stats (at most 31 days back; '
+    'with daily_stats empty, every day since the first execution or dead letter); returns the rows written.  '
     'The nightly pg_cron job.';
 
 -- Retention --------------------------------------------------------------------
@@ -331,6 +377,8 @@ DECLARE
     ids  bigint[];
     dids bigint[];
     tids bigint[];
+    dls  bigint[];
+    busy text[];
     n_executions integer;
     n_dead_letters integer;
     n_alerts integer;
@@ -391,6 +439,24 @@ BEGIN
                    WHERE d.execution_id = 0 AND d.created_at < older_than AND d.finished_at IS NOT NULL
                    ORDER BY d.created_at LIMIT batch_size
                    FOR UPDATE SKIP LOCKED);
+    -- The dead letters of those deliveries go with them.  One another transaction holds (a replay:
+    -- it locks the dead letter, then its delivery) keeps its delivery, and that delivery's
+    -- execution, out of the batch: else the replay would fail and the dead letter stay behind.
+    dls := ARRAY(SELECT y.id FROM notiflow.dead_letters y
+                  WHERE y.source = 'delivery' AND y.reference = ANY ((dids || tids)::text[])
+                    FOR UPDATE SKIP LOCKED);
+    busy := ARRAY(SELECT y.reference FROM notiflow.dead_letters y
+                   WHERE y.source = 'delivery' AND y.reference = ANY ((dids || tids)::text[])
+                     AND NOT y.id = ANY (dls));
+    IF cardinality(busy) > 0 THEN
+        ids := ARRAY(SELECT u.id FROM unnest(ids) AS u(id)
+                      WHERE NOT EXISTS (SELECT 1 FROM notiflow.deliveries d
+                                         WHERE d.execution_id = u.id AND d.id::text = ANY (busy)));
+        tids := ARRAY(SELECT t.id FROM unnest(tids) AS t(id) WHERE NOT t.id::text = ANY (busy));
+        dids := ARRAY(SELECT d.id FROM notiflow.deliveries d WHERE d.execution_id = ANY (ids));
+        dls := ARRAY(SELECT y.id FROM notiflow.dead_letters y
+                      WHERE y.id = ANY (dls) AND y.reference = ANY ((dids || tids)::text[]));
+    END IF;
     n_test_messages := cardinality(tids);
     dids := dids || tids;
 
@@ -408,12 +474,10 @@ BEGIN
     GET DIAGNOSTICS n_executions = ROW_COUNT;
 
     -- dead letters by age, and those of the deliveries just moved (they could not be replayed)
+    dls := dls || ARRAY(SELECT y.id FROM notiflow.dead_letters y WHERE y.created_at < older_than
+                         ORDER BY y.created_at LIMIT batch_size FOR UPDATE SKIP LOCKED);
     WITH moved AS (
-        DELETE FROM notiflow.dead_letters x
-         WHERE x.id IN (SELECT y.id FROM notiflow.dead_letters y WHERE y.created_at < older_than
-                         ORDER BY y.created_at LIMIT batch_size FOR UPDATE SKIP LOCKED)
-            OR x.id IN (SELECT y.id FROM notiflow.dead_letters y
-                         WHERE y.source = 'delivery' AND y.reference = ANY (dids::text[]) FOR UPDATE SKIP LOCKED)
+        DELETE FROM notiflow.dead_letters x WHERE x.id = ANY (dls)  -- by the primary key, no scan
         RETURNING x.*)
     INSERT INTO notiflow_archive.dead_letters SELECT * FROM moved;
     GET DIAGNOSTICS n_dead_letters = ROW_COUNT;
@@ -441,7 +505,7 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     setting text := notiflow.setting('notiflow.retention', '6 months');
-    retention interval := setting::interval;
+    retention interval := notiflow.setting_interval('notiflow.retention', '6 months');
     cutoff timestamptz := pg_catalog.now() - retention;
     b record;
     batches integer := 0;
@@ -516,7 +580,7 @@ COMMENT ON VIEW notiflow.queue_health IS
 
 CREATE VIEW notiflow.provider_health AS
 WITH w AS (
-    SELECT notiflow.setting('notiflow.health_window', '15 minutes')::interval AS span
+    SELECT notiflow.setting_interval('notiflow.health_window', '15 minutes') AS span
 ),
 a AS (
     SELECT a.provider,
@@ -526,6 +590,7 @@ a AS (
            max(a.created_at) FILTER (WHERE a.error_class = 'sent') AS last_success_at
       FROM notiflow.delivery_attempts a, w
      WHERE a.created_at > now() - w.span AND a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient')
+       AND (a.status_code IS NOT NULL OR a.curl_code IS NOT NULL)  -- requests that were made
      GROUP BY a.provider
 ),
 e AS (
@@ -573,7 +638,7 @@ BEGIN
                               'oldest_due_seconds',
                               round(extract(epoch FROM now() - min(d.next_attempt_at) FILTER (WHERE d.next_attempt_at <= now())), 3))
       INTO queue
-      FROM notiflow.deliveries d WHERE d.status = 'queued';
+      FROM notiflow.deliveries d WHERE d.status = 'queued' AND d.finished_at IS NULL;  -- the queue's index
     SELECT count(*) INTO critical FROM notiflow.alerts a WHERE a.resolved_at IS NULL AND a.severity = 'critical';
     RETURN jsonb_build_object(
         'status', CASE WHEN critical > 0 OR (running = 0 AND (expected > 0 OR (queue ->> 'due')::bigint > 0))
@@ -624,7 +689,7 @@ DECLARE
     -- past days come from daily_stats, what happened since from the tables themselves
     live_day date := least(coalesce((SELECT max(s.day) FROM notiflow.daily_stats s) + 1, '-infinity'),
                            (now() AT TIME ZONE 'UTC')::date);
-    span interval := notiflow.setting('notiflow.health_window', '15 minutes')::interval;
+    span interval := notiflow.setting_interval('notiflow.health_window', '15 minutes');
     body text;
     lag  text;
 BEGIN
@@ -836,12 +901,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    circuit_after interval := notiflow.setting('notiflow.alert_circuit_open_after', '5 minutes')::interval;
-    dl_threshold  bigint := notiflow.setting('notiflow.alert_dead_letters', '10')::bigint;
+    circuit_after interval := notiflow.setting_interval('notiflow.alert_circuit_open_after', '5 minutes');
+    dl_threshold  bigint := round(notiflow.setting_numeric('notiflow.alert_dead_letters', '10'));
     dl_window_setting text := notiflow.setting('notiflow.alert_dead_letters_window', '15 minutes');
-    dl_window     interval := dl_window_setting::interval;
-    worker_after  interval := notiflow.setting('notiflow.alert_worker_down_after', '1 minute')::interval;
-    lag_threshold numeric := notiflow.setting('notiflow.alert_kafka_lag', '10000')::numeric;
+    dl_window     interval := notiflow.setting_interval('notiflow.alert_dead_letters_window', '15 minutes');
+    worker_after  interval := notiflow.setting_interval('notiflow.alert_worker_down_after', '1 minute');
+    lag_threshold numeric := notiflow.setting_numeric('notiflow.alert_kafka_lag', '10000');
     workflow      text := notiflow.setting('notiflow.alert_workflow', '');
     preloaded     boolean := notiflow.workers_preloaded();
     expected      integer := 0;
@@ -955,7 +1020,13 @@ CREATE FUNCTION notiflow.maintenance_jobs() RETURNS TABLE (jobname text, schedul
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT format('notiflow.%s@%s', j.task, current_database()), j.schedule, j.command
+    -- pg_cron's job names are of type name (63 bytes): a longer one would be cut, and then never
+    -- found by its full name (nor told apart from another database's); it names the database by
+    -- the md5 of its name instead
+    SELECT CASE WHEN octet_length(format('notiflow.%s@%s', j.task, current_database())) <= 63
+                THEN format('notiflow.%s@%s', j.task, current_database())
+                ELSE format('notiflow.%s@%s', j.task, md5(current_database())) END,
+           j.schedule, j.command
       FROM (VALUES
             (1, 'aggregate_daily', '15 0 * * *',
              'SELECT notiflow.aggregate_pending()'),

@@ -260,6 +260,14 @@ rpc "$ADMIN" put_provider '{"name": "sg", "channel": "email", "kind": "sendgrid"
 is_error 422 22023 "a kept secret with a new destination: 422 (it would go to the new server)"
 is "$(body .details)" "config.base_url: changed while api_key is sent as ********" "details name the destination"
 is "$(sql "SELECT config ? 'base_url' FROM notiflow.providers WHERE name = 'sg'")" f "the provider is unchanged"
+# a webhook URL is a secret and the destination at once: put back as ********, it stays
+rpc "$ADMIN" put_provider '{"name": "dc", "channel": "chat", "kind": "discord", "config": {"webhook_url": "https://discord.com/api/webhooks/1/tok"}}'
+get "$READER" '/providers?name=eq.dc&select=config'
+is "$(body -c '.[0].config')" '{"webhook_url":"********"}' "GET /providers redacts a chat webhook URL"
+rpc "$ADMIN" put_provider "{\"name\": \"dc\", \"channel\": \"chat\", \"kind\": \"discord\", \"config\": $(body -c '.[0].config'), \"priority\": 7}"
+is "$STATUS" 204 "putting a redacted webhook URL back is accepted"
+is "$(sql "SELECT config ->> 'webhook_url' || ' ' || priority FROM notiflow.providers WHERE name = 'dc'")" \
+   "https://discord.com/api/webhooks/1/tok 7" "and keeps the stored URL"
 rpc "$ADMIN" put_provider '{"name": "sg", "channel": "email", "kind": "sendgrid", "config": {"from": "a@example.com"}}'
 is_error 422 22023 "an incomplete config: 422"
 is "$(body .details)" "config.api_key: required" "details name the missing key"

@@ -102,6 +102,16 @@ is "$(SQL_DB=$OTHER sql "SELECT count(jobid) FROM notiflow.schedule_maintenance(
 is "$(sql "SELECT string_agg(DISTINCT database, ',') || ' ' || count(*) FROM cron.job WHERE jobname LIKE '%@$OTHER'")" "$OTHER 3" \
    "in pg_cron's database, for that database"
 is "$(SQL_DB=$OTHER sql "SELECT notiflow.unschedule_maintenance()")" 3 "and unschedule_maintenance() there removes them"
+# a database whose name makes job names longer than pg_cron's 63 bytes: pg_cron would cut them, and
+# notiflow would never find them again by their full names
+LONG=notiflow_database_with_a_rather_long_name_0123456789
+psql -X -q -d postgres -c "CREATE DATABASE $LONG" >/dev/null
+SQL_DB=$LONG sql "CREATE EXTENSION notiflow" >/dev/null
+is "$(SQL_DB=$LONG sql "SELECT count(jobid) FROM notiflow.schedule_maintenance()")" 3 \
+   "a database with a 52-character name registers its jobs"
+is "$(SQL_DB=$LONG sql "SELECT count(*) FILTER (WHERE up_to_date) || ' ' || max(octet_length(jobname)) FROM notiflow.maintenance_status()")" \
+   "3 57" "maintenance_status() finds all three, up to date (names of at most 63 bytes)"
+is "$(SQL_DB=$LONG sql "SELECT notiflow.unschedule_maintenance()")" 3 "and unschedule_maintenance() removes them"
 
 # --- 4. alerts are announced on notiflow_alerts ----------------------------------------------
 listen() { psql -X -q -At -d $DB -c "LISTEN notiflow_alerts" -c "$1" -c "SELECT count(*) FROM notiflow.check_alerts()" 2>&1; }

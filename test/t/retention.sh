@@ -40,5 +40,26 @@ is "$(q "SELECT executions FROM notiflow.archive_batch(now() - interval '6 month
 is "$(q "SELECT count(*) FROM notiflow_archive.deliveries WHERE execution_id IN ($e1, $e2)") $(q "SELECT count(*) FROM notiflow.deliveries WHERE execution_id IN ($e1, $e2)")" \
    "2 0" "with its delivery"
 
+# a replay holds a dead letter (it locks the dead letter, then its delivery): the batch leaves the
+# delivery and its execution for later; before, it moved them and left the dead letter behind,
+# live, and the replay failed
+e3=$(q "SELECT notiflow.trigger('note', '{}', '\"ann\"')")
+d3=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $e3")
+dl3=$(q "SELECT notiflow.finish_delivery($d3, 'failed');
+         UPDATE notiflow.executions SET created_at = now() - interval '7 months' WHERE id = $e3;
+         INSERT INTO notiflow.dead_letters (source, reference, details, error)
+         VALUES ('delivery', '$d3', jsonb_build_object('delivery_id', $d3, 'execution_id', $e3), 'gave up') RETURNING id" | tail -1)
+hold "BEGIN; SELECT 'held' FROM notiflow.dead_letters WHERE id = $dl3 FOR UPDATE;" 1
+is "$line" held "a replay holds the dead letter of an old execution's failed delivery"
+out=$(timeout 20 psql -X -q -At -d $DB -c "SELECT executions || ' ' || dead_letters FROM notiflow.archive_batch(now() - interval '6 months')" 2>&1)
+is "$out" "0 0" "retention leaves the execution, its delivery and the dead letter"
+hold "SELECT 'locked' FROM notiflow.deliveries WHERE id = $d3 FOR UPDATE;" 1
+is "$line" locked "the replay then takes the delivery at once"
+hold "COMMIT;"
+is "$(q "SELECT executions || ' ' || dead_letters FROM notiflow.archive_batch(now() - interval '6 months')")" "1 1" \
+   "the next batch moves the execution and the dead letter together"
+is "$(q "SELECT count(*) FROM notiflow.dead_letters WHERE id = $dl3") $(q "SELECT count(*) FROM notiflow_archive.dead_letters WHERE id = $dl3")" \
+   "0 1" "no dead letter is left behind"
+
 echo "\\q" >&"${HOLD[1]}"
 done_testing
