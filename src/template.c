@@ -42,6 +42,12 @@
 /* Partials may include partials, but not deeper than this. */
 #define TEMPLATE_MAX_PARTIAL_DEPTH 64
 
+/*
+ * Partials expanded by one render at most: a partial that includes itself
+ * twice doubles the work at each level, 2^64 expansions within the depth.
+ */
+#define TEMPLATE_MAX_PARTIAL_EXPANSIONS 100000
+
 typedef enum TemplateNodeKind
 {
 	TNODE_TEXT,
@@ -142,6 +148,7 @@ typedef struct RenderState
 	StringInfo	out;
 	const TemplatePartials *partials;
 	int			depth;			/* partials currently being expanded */
+	long		expansions;		/* partials expanded so far */
 	const char *indent;			/* prefix of each line of the partial */
 	int			indentlen;
 	bool		escape_html;	/* honour {{name}} escaping at all */
@@ -909,6 +916,15 @@ render_partial(RenderState *state, const TemplateNode *node,
 	partial = partials_find(state->partials, node->partial);
 	if (partial == NULL)
 		return;
+	CHECK_FOR_INTERRUPTS();
+	if (++state->expansions > TEMPLATE_MAX_PARTIAL_EXPANSIONS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a template expands partials more than %d times",
+						TEMPLATE_MAX_PARTIAL_EXPANSIONS),
+				 errdetail("while expanding partial \"%s\"", node->partial),
+				 errhint("A partial that includes itself more than once grows "
+						 "exponentially with its depth.")));
 	if (state->depth >= TEMPLATE_MAX_PARTIAL_DEPTH)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -1004,6 +1020,7 @@ template_render_tree(const Template *tmpl, Jsonb *context,
 	state.out = &out;
 	state.partials = partials;
 	state.depth = 0;
+	state.expansions = 0;
 	state.indent = "";
 	state.indentlen = 0;
 	state.escape_html = escape_html;

@@ -148,7 +148,8 @@ workflow_cache_version_id(const char *key, int version)
 		return entry->version_id;
 	gen = cache_generation;
 	id = workflow_repo_version_id(key, version);
-	if (id != 0 && config_cache_generation() == gen)
+	/* as in workflow_cache_current: a transaction's older snapshot may see a deleted version */
+	if (id != 0 && config_cache_generation() == gen && !IsolationUsesXactSnapshot())
 	{
 		entry = hash_search(versions, &vk, HASH_ENTER, &found);
 		entry->version_id = id;

@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "nodes/value.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -76,7 +77,7 @@ static List *compile_object_fields(CompileState *st, JsonbContainer *c, const ch
 static void compile_node(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path);
 static void compile_action(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path);
 static void compile_transform(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path);
-static void compile_edges(CompileState *st, JsonbContainer *root);
+static bool compile_edges(CompileState *st, JsonbContainer *root);
 static void check_graph(CompileState *st);
 
 /* Records one validation problem at path. */
@@ -138,6 +139,15 @@ value_is_array(JsonbValue *v)
 	return v->type == jbvBinary && JsonContainerIsArray(v->val.binary.data);
 }
 
+/* True when a field is there and not null (a null field counts as missing). */
+static bool
+has_value(JsonbContainer *c, const char *key)
+{
+	JsonbValue	v;
+
+	return get_key(c, key, &v) && v.type != jbvNull;
+}
+
 /* Reads a string field; records a problem when required and missing or not a string. */
 static char *
 compile_optional_string(CompileState *st, JsonbContainer *c, const char *key,
@@ -158,14 +168,56 @@ compile_optional_string(CompileState *st, JsonbContainer *c, const char *key,
 	return s;
 }
 
-/* Compiles a jsonpath; NULL with *error set when it does not parse. */
+/*
+ * The first variable ($name) a compiled jsonpath uses, or NULL.  Workflow
+ * jsonpaths are evaluated with no variables, and PostgreSQL raises for an
+ * unknown one even in silent mode: such a path would fail every execution.
+ * Read from the path's canonical text, where a variable is $ followed by a
+ * quoted name and every string (keys, literals) is quoted with escapes.
+ */
+static char *
+jsonpath_variable(Datum jsonpath)
+{
+	char	   *text = DatumGetCString(DirectFunctionCall1(jsonpath_out, jsonpath));
+
+	for (char *p = text; *p; p++)
+	{
+		if (*p == '"')
+		{
+			for (p++; *p && *p != '"'; p++)
+				if (*p == '\\' && p[1])
+					p++;
+			if (!*p)
+				break;
+		}
+		else if (*p == '$' && p[1] == '"')
+		{
+			char	   *end = p + 2;
+
+			while (*end && *end != '"')
+				end += (*end == '\\' && end[1]) ? 2 : 1;
+			return pnstrdup(p, end - p + (*end ? 1 : 0));
+		}
+	}
+	return NULL;
+}
+
+/* Compiles a jsonpath; NULL with *error set when it does not parse or uses a variable. */
 static JsonPath *
 jsonpath_compile_safely(const char *src, char **error)
 {
 	Datum		d;
+	char	   *variable;
 
 	if (!safe_input(jsonpath_in, src, &d, error))
 		return NULL;
+	variable = jsonpath_variable(d);
+	if (variable != NULL)
+	{
+		*error = psprintf("variable %s is not defined (workflow jsonpaths have no variables: "
+						  "read values from $.payload, $.vars, $.steps or $.recipient)", variable);
+		return NULL;
+	}
 	return DatumGetJsonPathP(d);
 }
 
@@ -265,8 +317,6 @@ add_content_field(WorkflowNode *node, const char *name, Template *t)
 static void
 compile_action(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path)
 {
-	JsonbValue	v;
-
 	node->fields = palloc(sizeof(ContentField));
 	node->n_fields = 0;
 	node->to = compile_template_field(st, c, "to", path, false);
@@ -277,7 +327,7 @@ compile_action(CompileState *st, WorkflowNode *node, JsonbContainer *c, const ch
 			add_content_field(node, "subject", compile_template_field(st, c, "subject", path, true));
 			add_content_field(node, "text", compile_template_field(st, c, "text", path, false));
 			add_content_field(node, "html", compile_template_field(st, c, "html", path, false));
-			if (!get_key(c, "text", &v) && !get_key(c, "html", &v))
+			if (!has_value(c, "text") && !has_value(c, "html"))
 				add_problem(st, psprintf("%s.text", path), "an email node needs \"text\" or \"html\"");
 			break;
 		case NODE_SMS:
@@ -287,12 +337,12 @@ compile_action(CompileState *st, WorkflowNode *node, JsonbContainer *c, const ch
 		case NODE_PUSH:
 			add_content_field(node, "title", compile_template_field(st, c, "title", path, false));
 			add_content_field(node, "body", compile_template_field(st, c, "body", path, false));
-			if (!get_key(c, "title", &v) && !get_key(c, "body", &v))
+			if (!has_value(c, "title") && !has_value(c, "body"))
 				add_problem(st, psprintf("%s.body", path), "a push node needs \"title\" or \"body\"");
 			node->object_fields = compile_object_fields(st, c, "data", path);
 			break;
 		case NODE_WEBHOOK:
-			if (get_key(c, "url", &v))
+			if (has_value(c, "url"))
 				node->to = compile_template_field(st, c, "url", path, false);
 			node->object_fields = compile_object_fields(st, c, "body", path);
 			break;
@@ -490,6 +540,13 @@ compile_node(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char
 	}
 }
 
+/*
+ * The largest graph accepted: far beyond any notification workflow, and
+ * small enough that checking one (depth-first, node by node) stays cheap.
+ */
+#define MAX_NODES 1000
+#define MAX_EDGES 4000
+
 /* Looks up a node index by id; -1 when absent. */
 static int
 node_index(WorkflowDefinition *def, const char *id)
@@ -511,8 +568,11 @@ node_type_info(NodeType type)
 	return NULL;
 }
 
-/* Compiles the edges array and checks every "on" value against its source node. */
-static void
+/*
+ * Compiles the edges array and checks every "on" value against its source
+ * node; false when there are too many edges to check the graph.
+ */
+static bool
 compile_edges(CompileState *st, JsonbContainer *root)
 {
 	WorkflowDefinition *def = st->def;
@@ -524,14 +584,19 @@ compile_edges(CompileState *st, JsonbContainer *root)
 	{
 		if (def->n_nodes > 1)
 			add_problem(st, "edges", "required field is missing");
-		return;
+		return true;
 	}
 	if (!value_is_array(&v))
 	{
 		add_problem(st, "edges", "expected an array");
-		return;
+		return true;
 	}
 	n = JsonContainerSize(v.val.binary.data);
+	if (n > MAX_EDGES)
+	{
+		add_problem(st, "edges", "at most %d edges, got %d", MAX_EDGES, n);
+		return false;			/* no graph to check */
+	}
 	def->edges = palloc0(sizeof(WorkflowEdge) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
@@ -605,21 +670,28 @@ compile_edges(CompileState *st, JsonbContainer *root)
 		}
 	}
 
-	/* index edges by source node */
+	/* index edges by source node (counted first: each node gets its own out-degree) */
+	for (int i = 0; i < def->n_edges; i++)
+		def->nodes[def->edges[i].from].n_out++;
 	for (int i = 0; i < def->n_nodes; i++)
-		def->nodes[i].out = palloc(sizeof(int) * Max(def->n_edges, 1));
+	{
+		def->nodes[i].out = palloc(sizeof(int) * Max(def->nodes[i].n_out, 1));
+		def->nodes[i].n_out = 0;
+	}
 	for (int i = 0; i < def->n_edges; i++)
 	{
 		WorkflowNode *from = &def->nodes[def->edges[i].from];
 
 		from->out[from->n_out++] = i;
 	}
+	return true;
 }
 
 /* Depth-first search colouring nodes to find a cycle; returns true when one is found. */
 static bool
 find_cycle(WorkflowDefinition *def, int n, char *colour, int *cycle_node)
 {
+	check_stack_depth();		/* a chain of MAX_NODES nodes is MAX_NODES frames deep */
 	colour[n] = 1;
 	for (int i = 0; i < def->nodes[n].n_out; i++)
 	{
@@ -641,6 +713,7 @@ find_cycle(WorkflowDefinition *def, int n, char *colour, int *cycle_node)
 static void
 mark_reachable(WorkflowDefinition *def, int n, bool *seen)
 {
+	check_stack_depth();
 	if (seen[n])
 		return;
 	seen[n] = true;
@@ -686,6 +759,7 @@ workflow_definition_compile(Jsonb *definition, MemoryContext parent, List **prob
 	JsonbContainer *root = &definition->root;
 	JsonbValue	v;
 	int			n_triggers = 0;
+	bool		too_large = false;
 
 	*problems = NIL;
 	st.caller_cxt = CurrentMemoryContext;
@@ -732,6 +806,13 @@ workflow_definition_compile(Jsonb *definition, MemoryContext parent, List **prob
 	{
 		add_problem(&st, "nodes", "expected a non-empty array of nodes");
 		def->nodes = palloc0(sizeof(WorkflowNode));
+	}
+	else if (JsonContainerSize(v.val.binary.data) > MAX_NODES)
+	{
+		add_problem(&st, "nodes", "at most %d nodes, got %d", MAX_NODES,
+					(int) JsonContainerSize(v.val.binary.data));
+		def->nodes = palloc0(sizeof(WorkflowNode));
+		too_large = true;
 	}
 	else
 	{
@@ -810,8 +891,7 @@ workflow_definition_compile(Jsonb *definition, MemoryContext parent, List **prob
 	if (n_triggers != 1 && def->n_nodes > 0)
 		add_problem(&st, "nodes", "a workflow needs exactly one trigger node, found %d", n_triggers);
 
-	compile_edges(&st, root);
-	if (def->trigger_index >= 0)
+	if (!too_large && compile_edges(&st, root) && def->trigger_index >= 0)
 		check_graph(&st);
 
 	MemoryContextSwitchTo(old);

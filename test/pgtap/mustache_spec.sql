@@ -45,10 +45,10 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
--- one test per spec test, one per file (it has tests), and 35 of our own
+-- one test per spec test, one per file (it has tests), and 36 of our own
 SELECT plan((SELECT sum(jsonb_array_length(doc->'tests'))::int FROM spec_file)
 			+ (SELECT count(*)::int FROM spec_file)
-			+ 35);
+			+ 36);
 
 SELECT cmp_ok(jsonb_array_length(doc->'tests'), '>', 0, file || '.json has tests')
 FROM spec_file ORDER BY file;
@@ -137,6 +137,11 @@ SELECT throws_ok($$SELECT notiflow.render_template('{{>loop}}', '{}', '{"loop": 
 				 '54000', NULL, 'unbounded partial recursion is an error, not a crash');
 SELECT is(notiflow.render_template('{{>n}}', '{"c": {"c": {"c": null}}}', '{"n": "({{#c}}{{>n}}{{/c}})"}'),
 		  '((()))', 'bounded partial recursion renders');
+-- a partial that includes itself twice, 40 levels deep: 2^40 expansions within the depth limit
+SELECT throws_ok(format('SELECT notiflow.render_template(%L, %L, %L)', '{{>p}}',
+						repeat('{"c": ', 40) || 'false' || repeat('}', 40), '{"p": "{{#c}}{{>p}}{{>p}}{{/c}}"}'),
+				 '54000', 'a template expands partials more than 100000 times',
+				 'exponential partial expansion is an error, not an endless render');
 SELECT throws_ok(format('SELECT notiflow.render_template(%L, %L)',
 						repeat('{{#a}}', 200000) || repeat('{{/a}}', 200000), '{"a": true}'),
 				 '54001', NULL, 'very deep section nesting is an error, not a crash');

@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(27);
+SELECT plan(34);
 
 CREATE FUNCTION pg_temp.problems(nodes text, edges text DEFAULT '[]')
 RETURNS SETOF text LANGUAGE sql AS $$
@@ -84,5 +84,30 @@ SELECT is(pg_temp.detail_of('{"nodes": [{"id": "m", "type": "sms"}]}'),
           E'nodes[0].text: required field is missing\nnodes: a workflow needs exactly one trigger node, found 0',
           'DETAIL lists every problem with its path');
 
+-- jsonpath variables: evaluated with none, PostgreSQL raises for any (even in silent mode)
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "c", "type": "condition", "if": "$.payload.total > $limit"}]', '[{"from": "t", "to": "c"}]')$$,
+    ARRAY['nodes[1].if: invalid jsonpath: variable $"limit" is not defined (workflow jsonpaths have no variables: read values from $.payload, $.vars, $.steps or $.recipient)'],
+    'a jsonpath variable is refused (it would fail every execution)');
+SELECT is_empty($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "c", "type": "condition", "if": "$.payload.s == \"$limit\" && $.payload.\"$k\" == 1"}]', '[{"from": "t", "to": "c"}]')$$,
+    'a $ inside a string or a key is no variable');
+-- the size of a graph: a chain of 1000 nodes is checked (depth first), 1001 nodes or 4001 edges are refused
+CREATE FUNCTION pg_temp.chain(n integer, extra_edges integer DEFAULT 0) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object(
+        'nodes', jsonb_build_array(jsonb_build_object('id', 'n0', 'type', 'trigger'))
+                 || (SELECT jsonb_agg(jsonb_build_object('id', 'n' || i, 'type', 'transform', 'set', '{"vars.x": 1}'::jsonb) ORDER BY i)
+                       FROM generate_series(1, n - 1) i),
+        'edges', (SELECT jsonb_agg(jsonb_build_object('from', 'n' || (i - 1), 'to', 'n' || i) ORDER BY i) FROM generate_series(1, n - 1) i)
+                 || coalesce((SELECT jsonb_agg(jsonb_build_object('from', 'n0', 'to', 'n1')) FROM generate_series(1, extra_edges)), '[]'))
+$$;
+SELECT is_empty($$SELECT * FROM notiflow.validate_workflow(pg_temp.chain(1000))$$, 'a chain of 1000 nodes is valid');
+SELECT results_eq($$SELECT path || ': ' || message FROM notiflow.validate_workflow(pg_temp.chain(1001))$$,
+    ARRAY['nodes: at most 1000 nodes, got 1001'], 'more than 1000 nodes are refused');
+SELECT results_eq($$SELECT path || ': ' || message FROM notiflow.validate_workflow(pg_temp.chain(10, 3992))$$,
+    ARRAY['edges: at most 4000 edges, got 4001'], 'more than 4000 edges are refused');
+-- a null field counts as missing
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "m", "type": "email", "subject": "Hi", "text": null}]', '[{"from": "t", "to": "m"}]')$$,
+    ARRAY['nodes[1].text: an email node needs "text" or "html"'], 'an email node with a null text has no body');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "p", "type": "push", "title": null}]', '[{"from": "t", "to": "p"}]')$$,
+    ARRAY['nodes[1].body: a push node needs "title" or "body"'], 'a push node with a null title has no content');
 SELECT * FROM finish();
 ROLLBACK;
