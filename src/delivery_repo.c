@@ -383,6 +383,11 @@ static SpiStatement still_claimed_stmt = {
 	2, {INT8OID, TIMESTAMPTZOID}
 };
 
+static SpiStatement lock_stmt = {
+	"SELECT 1 FROM notiflow.deliveries WHERE id = ANY ($1) ORDER BY id FOR UPDATE",
+	1, {INT8ARRAYOID}
+};
+
 static SpiStatement count_attempt_stmt = {
 	"UPDATE notiflow.deliveries SET attempts = attempts + 1, provider_attempts = provider_attempts + 1"
 	" WHERE id = $1",
@@ -541,6 +546,17 @@ delivery_repo_still_claimed(int64 delivery_id, TimestampTz lease)
 
 	spi_run(&still_claimed_stmt, args, NULL, false, 1, SPI_OK_SELECT);
 	return SPI_processed == 1;
+}
+
+void
+delivery_repo_lock(int64 *ids, int n)
+{
+	Datum		args[1];
+
+	if (n == 0)
+		return;
+	args[0] = spi_int8_array(ids, n);
+	spi_run(&lock_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 }
 
 /* Counts a successful attempt. */

@@ -155,6 +155,9 @@ extern void delivery_repo_count_attempt(int64 delivery_id);
  */
 extern bool delivery_repo_still_claimed(int64 delivery_id, TimestampTz lease);
 
+/* Locks deliveries in id order (ids sorted or not). */
+extern void delivery_repo_lock(int64 *ids, int n);
+
 /* --- set-based recording: one statement per dispatcher batch --- */
 
 /* One finished attempt, as delivery_attempts logs it. */

@@ -878,8 +878,10 @@ record_results(List *done)
 	/*
 	 * Rows are locked in delivery id order, all the deliveries before any
 	 * execution, as the status callbacks lock them (47_delivery_events.sql):
-	 * the sent ones (mark_sent follows the arrays' order), then the failed
-	 * ones still claimed, then the executions (deliveries_finished).
+	 * the deliveries (mark_sent follows the arrays' order; with failures,
+	 * all are locked first), then the executions (deliveries_finished).  A
+	 * sent one that changed meanwhile is recorded alone, its execution with
+	 * it, before the failures are looked at: that rare path keeps no order.
 	 */
 	list_sort(done, transfer_delivery_cmp);
 	foreach(lc, done)
@@ -911,6 +913,19 @@ record_results(List *done)
 	}
 	delivery_repo_record_attempts(attempts, n);
 
+	/*
+	 * With failures among them, mark_sent's pass over the sent ones and the
+	 * pass over the failed ones below would be two ascending passes, not one
+	 * order: all of them are locked first, in one.
+	 */
+	if (n_sent < n)
+	{
+		int64	   *ids = palloc(sizeof(int64) * n);
+
+		for (int k = 0; k < n; k++)
+			ids[k] = flights[k]->job.delivery_id;
+		delivery_repo_lock(ids, n);
+	}
 	finished = delivery_repo_mark_sent(sent_ids, sent_message_ids, sent_tids, n_sent);
 	if (list_length(finished) < n_sent)
 	{
@@ -1074,7 +1089,7 @@ notiflow_dispatcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			http_configure();
 		}
-		if (notiflow_shared->dropping_database == MyDatabaseId)
+		if (notiflow_database_dropping(MyDatabaseId))
 			proc_exit(0);
 
 		capacity = notiflow_http_concurrency - http_in_flight();

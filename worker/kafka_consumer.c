@@ -1098,7 +1098,7 @@ notiflow_kafka_consumer_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (notiflow_shared->dropping_database == MyDatabaseId)
+		if (notiflow_database_dropping(MyDatabaseId))
 			proc_exit(0);
 
 		report_recorded();

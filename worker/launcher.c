@@ -353,9 +353,7 @@ notiflow_launcher_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		SpinLockAcquire(&notiflow_shared->mutex);
-		dropping = OidIsValid(notiflow_shared->dropping_database);
-		SpinLockRelease(&notiflow_shared->mutex);
+		dropping = notiflow_database_dropping(InvalidOid);
 
 		timeout = reconcile(dropping);
 		kafka_timeout = reconcile_kafka(dropping);

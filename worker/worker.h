@@ -50,12 +50,21 @@ typedef struct KafkaConsumerSlot
 	Oid			database;		/* the database it is connected to */
 } KafkaConsumerSlot;
 
+/* A backend dropping the workers' database (DROP DATABASE waits for them to leave). */
+typedef struct DroppingMark
+{
+	pid_t		pid;			/* 0 when the mark is free */
+	Oid			database;
+} DroppingMark;
+
+#define NOTIFLOW_MAX_DROPPING 8
+
 typedef struct NotiflowShared
 {
 	slock_t		mutex;
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
-	Oid			dropping_database;	/* workers leave a database being dropped */
+	DroppingMark dropping[NOTIFLOW_MAX_DROPPING];	/* (mutex) workers leave a database being dropped */
 	DispatcherSlot dispatchers[NOTIFLOW_MAX_DISPATCHERS];
 
 	/*
@@ -104,6 +113,9 @@ extern void notiflow_kafka_sync_at_commit(void);
 
 /* Asks the launcher to read the Kafka subscriptions again now. */
 extern void notiflow_kafka_request_sync(void);
+
+/* Whether a live backend is dropping a database (InvalidOid: any database). */
+extern bool notiflow_database_dropping(Oid database);
 
 /* Background worker entry points. */
 extern PGDLLEXPORT void notiflow_launcher_main(Datum arg);

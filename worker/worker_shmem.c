@@ -3,9 +3,9 @@
  * the dispatchers and of the launcher, and the guard that makes the workers
  * leave a database that is being dropped.
  *
- * Locking: the spinlock protects slot ownership (pid/latch),
- * dropping_database and the published list of Kafka subscriptions; counters
- * and the Kafka generation are atomics.  A transaction that queued
+ * Locking: the spinlock protects slot ownership (pid/latch), the marks of
+ * databases being dropped and the published list of Kafka subscriptions;
+ * counters and the Kafka generation are atomics.  A transaction that queued
  * deliveries registers a transaction callback; at commit it sets the latch of
  * every live dispatcher, so a delivery leaves within one loop of the worker
  * and no worker polls the table.  A transaction that changed
@@ -25,6 +25,7 @@
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
@@ -220,7 +221,57 @@ wake_workers_in(Oid dboid)
  * fails later, because other sessions are connected, has stopped them; the
  * launcher starts them again.)
  */
-static Oid	leaving_database = InvalidOid;	/* what this backend set dropping_database to */
+/* Clears this backend's dropping mark (pid) or a dead backend's; true when one was cleared. */
+static bool
+clear_dropping_mark(pid_t pid)
+{
+	bool		cleared = false;
+
+	SpinLockAcquire(&notiflow_shared->mutex);
+	for (int i = 0; i < NOTIFLOW_MAX_DROPPING; i++)
+		if (notiflow_shared->dropping[i].pid == pid)
+		{
+			notiflow_shared->dropping[i].pid = 0;
+			notiflow_shared->dropping[i].database = InvalidOid;
+			cleared = true;
+		}
+	SpinLockRelease(&notiflow_shared->mutex);
+	return cleared;
+}
+
+/*
+ * Whether a live backend is dropping a database (InvalidOid: any).  A mark
+ * is cleared by its backend when the statement ends, also by an error; a
+ * backend that ended FATAL (terminated while it waited) cannot, so a mark
+ * whose backend is gone is cleared here.
+ */
+bool
+notiflow_database_dropping(Oid database)
+{
+	DroppingMark marks[NOTIFLOW_MAX_DROPPING];
+	int			n = 0;
+	bool		dropping = false;
+
+	if (notiflow_shared == NULL)
+		return false;
+	SpinLockAcquire(&notiflow_shared->mutex);
+	for (int i = 0; i < NOTIFLOW_MAX_DROPPING; i++)
+	{
+		DroppingMark *m = &notiflow_shared->dropping[i];
+
+		if (m->pid != 0 && (!OidIsValid(database) || m->database == database))
+			marks[n++] = *m;
+	}
+	SpinLockRelease(&notiflow_shared->mutex);
+	for (int i = 0; i < n; i++)
+	{
+		if (BackendPidGetProc(marks[i].pid) != NULL)
+			dropping = true;
+		else
+			(void) clear_dropping_mark(marks[i].pid);
+	}
+	return dropping;
+}
 
 static void
 leave_database(const char *dbname, ProcessUtilityContext context)
@@ -244,9 +295,14 @@ leave_database(const char *dbname, ProcessUtilityContext context)
 	if (is_template)
 		return;					/* refused: templates cannot be dropped */
 	SpinLockAcquire(&notiflow_shared->mutex);
-	notiflow_shared->dropping_database = dboid;
+	for (int i = 0; i < NOTIFLOW_MAX_DROPPING; i++)
+		if (notiflow_shared->dropping[i].pid == 0)
+		{
+			notiflow_shared->dropping[i].pid = MyProcPid;
+			notiflow_shared->dropping[i].database = dboid;
+			break;
+		}
 	SpinLockRelease(&notiflow_shared->mutex);
-	leaving_database = dboid;
 	while (wake_workers_in(dboid) > 0 && GetCurrentTimestamp() <= deadline)
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20,
@@ -297,7 +353,7 @@ notiflow_process_utility(PlannedStmt *pstmt, const char *queryString, bool readO
 		notiflow_kafka_sync_at_commit();	/* dropping the tables fires no trigger */
 	PG_TRY();
 	{
-		/* in the PG_TRY: a cancel during its wait must not leave dropping_database set */
+		/* in the PG_TRY: a cancel during its wait must not leave the mark set */
 		if (IsA(pstmt->utilityStmt, DropdbStmt))
 			leave_database(((DropdbStmt *) pstmt->utilityStmt)->dbname, context);
 		if (prev_process_utility_hook)
@@ -311,17 +367,15 @@ notiflow_process_utility(PlannedStmt *pstmt, const char *queryString, bool readO
 	}
 	PG_FINALLY();
 	{
-		/* only what this statement set: another drop of it may still be waiting */
-		if (notiflow_shared != NULL && OidIsValid(leaving_database))
+		/* only this backend's mark: another drop of the database may still be waiting */
+		if (notiflow_shared != NULL && IsA(pstmt->utilityStmt, DropdbStmt) &&
+			clear_dropping_mark(MyProcPid))
 		{
 			Latch	   *latch;
 
 			SpinLockAcquire(&notiflow_shared->mutex);
-			if (notiflow_shared->dropping_database == leaving_database)
-				notiflow_shared->dropping_database = InvalidOid;
 			latch = notiflow_shared->launcher_latch;
 			SpinLockRelease(&notiflow_shared->mutex);
-			leaving_database = InvalidOid;
 			if (latch)
 				SetLatch(latch);
 		}

@@ -699,6 +699,8 @@ put_hook
 psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.dispatch_workers = 2" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 2
 ok $? "SIGHUP with dispatch_workers = 2 starts a second dispatcher"
+is "$(sql "SELECT context FROM pg_settings WHERE name = 'notiflow.database_name'")" postmaster \
+   "notiflow.database_name is set at server start (a reload cannot move connected workers)"
 psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.dispatch_workers = 1" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 1
 ok $? "and lowering it stops one"
@@ -751,6 +753,22 @@ wait_for 20 status_is "$exec" sent
 ok $? "a delivery is sent after DROP EXTENSION and CREATE EXTENSION"
 is "$(grep -c 'relation "notiflow\.[a-z_]*" does not exist' "$CLUSTER_DIR/server.log")" 0 \
    "the dispatcher never queried the dropped tables"
+# A DROP DATABASE terminated while it waits for another session (FATAL: its cleanup never runs)
+# left the workers' database marked as being dropped: no dispatcher ever started again.
+coproc STAY { psql -X -q -At -d $DB; }
+echo "SELECT 'connected';" >&"${STAY[1]}"
+read -r -t 20 line <&"${STAY[0]}"
+psql -X -q -d postgres -c "DROP DATABASE $DB" >/dev/null 2>&1 &
+DROP_PID=$!
+dropper() { psql -X -qAt -d postgres -c "SELECT pid FROM pg_stat_activity WHERE query LIKE 'DROP DATABASE%' AND state = 'active'"; }
+drop_waits() { [ -n "$(dropper)" ] && [ "$(dispatchers)" = 0 ]; }
+wait_for 20 drop_waits
+ok $? "a DROP DATABASE waits for another session, the dispatcher has left"
+psql -X -q -d postgres -c "SELECT pg_terminate_backend($(dropper | head -1))" >/dev/null
+wait "$DROP_PID" 2>/dev/null
+wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher' AND datname = '$DB'" 1
+ok $? "the DROP DATABASE terminated, a dispatcher starts again"
+echo "\\q" >&"${STAY[1]}"
 timeout 30 psql -X -q -d $DB -c "DROP EXTENSION notiflow CASCADE" >/dev/null 2>&1
 ok $? "DROP EXTENSION again"
 start=$SECONDS
