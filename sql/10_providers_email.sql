@@ -216,15 +216,15 @@ SELECT c.kind, c.name, r ->> 'outcome' AS outcome, r ->> 'message_id' AS message
     (30, 'ses', 'internal failure', 500, '{"x-amzn-ErrorType: InternalFailure"}', '{"message":"Internal Failure"}', 0),
     (31, 'ses', 'reset by peer', 0, '{}', '', 56),
     (32, 'smtp', '250 queued', 250, NULL, NULL, 0),
-    (33, 'smtp', '421 at MAIL', 421, NULL, NULL, 55),
+    (33, 'smtp', '421 at MAIL', 421, '{"curl-error: MAIL failed: 421"}', NULL, 55),
     (34, 'smtp', '450 mailbox busy', 450, NULL, NULL, 55),
     (35, 'smtp', '451 after data', 451, NULL, NULL, 8),
-    (36, 'smtp', '452 at RCPT', 452, NULL, NULL, 55),
-    (37, 'smtp', '550 at RCPT', 550, NULL, NULL, 55),
-    (38, 'smtp', '551 at RCPT', 551, NULL, NULL, 55),
-    (39, 'smtp', '553 at RCPT', 553, NULL, NULL, 55),
+    (36, 'smtp', '452 at RCPT', 452, '{"curl-error: RCPT failed: 452"}', NULL, 55),
+    (37, 'smtp', '550 at RCPT', 550, '{"curl-error: RCPT failed: 550"}', NULL, 55),
+    (38, 'smtp', '551 at RCPT', 551, '{"curl-error: RCPT failed: 551"}', NULL, 55),
+    (39, 'smtp', '553 at RCPT', 553, '{"curl-error: RCPT failed: 553"}', NULL, 55),
     (40, 'smtp', '550 after data', 550, NULL, NULL, 8),
-    (41, 'smtp', '554 at RCPT', 554, NULL, NULL, 55),
+    (41, 'smtp', '554 at RCPT', 554, '{"curl-error: RCPT failed: 554"}', NULL, 55),
     (42, 'smtp', '535 AUTH', 535, NULL, NULL, 67),
     (43, 'smtp', '530 AUTH required', 530, NULL, NULL, 55),
     (44, 'smtp', 'connection refused', 0, NULL, NULL, 7),
@@ -235,10 +235,13 @@ SELECT c.kind, c.name, r ->> 'outcome' AS outcome, r ->> 'message_id' AS message
     (49, 'smtp', 'untrusted certificate', 0, NULL, NULL, 60),
     (50, 'smtp', 'STARTTLS not offered', 0, NULL, NULL, 64),
     -- the server's reply line, as curl passes it: the enhanced status code says whose fault it is
-    (51, 'smtp', '550 5.1.1 at RCPT', 550, '{"550 5.1.1 <ann@example.test>: Recipient address rejected: User unknown"}', NULL, 55),
-    (52, 'smtp', '550 5.7.1 at RCPT (relay)', 550, '{"550 5.7.1 <ann@example.test>: Relay access denied"}', NULL, 55),
-    (53, 'smtp', '553 5.7.1 at RCPT (sender)', 553, '{"553 5.7.1 <shop@example.test>: Sender address rejected: not owned by user"}', NULL, 55),
-    (54, 'smtp', '553 5.1.3 at RCPT (syntax)', 553, '{"553 5.1.3 Bad recipient address syntax"}', NULL, 55)
+    (51, 'smtp', '550 5.1.1 at RCPT', 550, '{"550 5.1.1 <ann@example.test>: Recipient address rejected: User unknown","curl-error: RCPT failed: 550"}', NULL, 55),
+    (52, 'smtp', '550 5.7.1 at RCPT (relay)', 550, '{"550 5.7.1 <ann@example.test>: Relay access denied","curl-error: RCPT failed: 550"}', NULL, 55),
+    (53, 'smtp', '553 5.7.1 at RCPT (sender)', 553, '{"553 5.7.1 <shop@example.test>: Sender address rejected: not owned by user","curl-error: RCPT failed: 553"}', NULL, 55),
+    (54, 'smtp', '553 5.1.3 at RCPT (syntax)', 553, '{"553 5.1.3 Bad recipient address syntax","curl-error: RCPT failed: 553"}', NULL, 55),
+    -- a relay that refuses the HELO name (curl: "Remote access denied") refuses every address alike
+    (55, 'smtp', '550 at EHLO', 550, '{"550 5.7.1 Access denied - Invalid HELO name","curl-error: Remote access denied: 550"}', NULL, 9),
+    (56, 'smtp', '550 at MAIL', 550, '{"550 5.1.8 Sender address rejected","curl-error: MAIL failed: 550"}', NULL, 55)
   ) c(n, kind, name, status, headers, body, curl_code),
   LATERAL notiflow.provider_classify(c.kind, c.status, c.headers, c.body, c.curl_code) r
  ORDER BY c.n;

@@ -137,7 +137,7 @@ email_header_text(const char *text, bool fold)
 		char		enc[EMAIL_WORD_BYTES * 2];
 		int			m;
 
-		if (n <= 0)
+		if (n <= 0 || n > len - done)	/* text that is not UTF-8 */
 			n = Min(len - done, EMAIL_WORD_BYTES);
 		m = pg_b64_encode(text + done, n, enc, sizeof(enc) - 1);
 		enc[Max(m, 0)] = '\0';

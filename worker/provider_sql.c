@@ -137,12 +137,15 @@ provider_classify(PG_FUNCTION_ARGS)
 			/* an SMTP reply line, as curl passes it among the headers (see http.c) */
 			if (strcmp(kind, "smtp") == 0 && provider_smtp_refusal_line(line))
 				resp.smtp_reply = line;
+			/* curl's error message ("RCPT failed: 550"), when a test gives it */
+			else if (strncmp(line, "curl-error: ", 12) == 0)
+				resp.curl_error = line + 12;
 			else
 				resp.headers = lappend(resp.headers, line);
 		}
 	}
 	resp.curl_code = PG_ARGISNULL(4) ? 0 : PG_GETARG_INT32(4);
-	if (resp.curl_code != 0)
+	if (resp.curl_code != 0 && resp.curl_error == NULL)
 		resp.curl_error = "simulated transport error";
 
 	memset(&res, 0, sizeof(res));

@@ -147,8 +147,13 @@ apns_classify(const DeliveryJob *job, const ProviderRequest *req,
 	reason = jsonb_get_string(provider_response_json(resp), "reason");
 	if (reason != NULL)
 		res->error = psprintf("HTTP %ld %s", resp->status, reason);
-	if ((resp->status == 400 && reason != NULL && strcmp(reason, "BadDeviceToken") == 0) ||
-		resp->status == 410)
+	/*
+	 * 410 Unregistered: the token is gone for good.  400 BadDeviceToken is
+	 * also the answer to a token of the other environment (sandbox or
+	 * production): a provider configured for the wrong one would mark every
+	 * device invalid, so it is a permanent failure of this request only.
+	 */
+	if (resp->status == 410)
 		res->outcome = OUTCOME_INVALID_RECIPIENT;
 	else if (resp->status == 403 && reason != NULL && strcmp(reason, "ExpiredProviderToken") == 0)
 	{

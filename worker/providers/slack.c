@@ -102,8 +102,9 @@ static void
 slack_classify(const DeliveryJob *job, const ProviderRequest *req,
 				const ProviderResponse *resp, ProviderResult *res)
 {
+	/* not fatal_error: Slack says part of the operation may have succeeded (a retry may post twice) */
 	static const char *const retry_codes[] = {"ratelimited", "rate_limited", "internal_error",
-	"fatal_error", "service_unavailable", "request_timeout"};
+	"service_unavailable", "request_timeout"};
 	static const char *const recipient_codes[] = {"channel_not_found", "is_archived",
 	"channel_is_archived", "user_not_found", "no_service"};
 	Jsonb	   *json;

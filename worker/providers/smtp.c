@@ -75,17 +75,18 @@ smtp_build(const DeliveryJob *job, ProviderRequest *req)
 
 /*
  * Tells whether a failed reply answered RCPT TO.  libcurl names the failed
- * command in its message ("MAIL failed: 553", "RCPT failed: 550", "DATA
- * failed: 554") and reports a refusal of the message itself, after the data,
- * as CURLE_WEIRD_SERVER_REPLY.
+ * command in its message ("RCPT failed: 550"; also "MAIL failed: 553",
+ * "DATA failed: 554", "Remote access denied: 550" for EHLO/HELO, "Command
+ * failed: 502") and reports a refusal of the message itself, after the data,
+ * as CURLE_WEIRD_SERVER_REPLY.  Only RCPT TO is about the recipient: a relay
+ * that refuses the HELO name, the sender or the message would otherwise
+ * mark every address it is given invalid.
  */
 static bool
 smtp_reply_to_rcpt(const ProviderResponse *resp)
 {
-	if (resp->curl_code == CURLE_WEIRD_SERVER_REPLY)
-		return false;
-	return resp->curl_error == NULL ||
-		(strncmp(resp->curl_error, "MAIL ", 5) != 0 && strncmp(resp->curl_error, "DATA ", 5) != 0);
+	return resp->curl_code != CURLE_WEIRD_SERVER_REPLY && resp->curl_error != NULL &&
+		strncmp(resp->curl_error, "RCPT failed", 11) == 0;
 }
 
 /*

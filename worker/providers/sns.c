@@ -86,9 +86,11 @@ sns_classify(const DeliveryJob *job, const ProviderRequest *req,
 	res->error = psprintf("sns error %s: %s", code, message ? message : "(no message)");
 	if (strcmp(code, "Throttling") == 0 || strcmp(code, "ThrottledException") == 0)
 		res->outcome = OUTCOME_RETRY;
-	else if (strcmp(code, "InvalidParameter") == 0 && message != NULL &&
-			 strstr(message, "PhoneNumber") != NULL)
-		res->outcome = OUTCOME_INVALID_RECIPIENT;
+	/*
+	 * InvalidParameter naming PhoneNumber is also the answer of a region that
+	 * does not send SMS: it is not taken as the number's fault (permanent,
+	 * as any other 4xx).
+	 */
 }
 
 const ProviderAdapter provider_sns = {"sns", "sms", sns_build, sns_classify};
