@@ -30,6 +30,7 @@ DELETE FROM notiflow.subscribers WHERE id = 'cal';
 -- every attribute is checked; the detail names the field
 SELECT notiflow.put_subscriber('bob', '{"email": "not-an-email"}');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT notiflow.put_subscriber('bob', '{"email": "bob,eve@example.com"}');
 SELECT notiflow.put_subscriber('bob', '{"phone": "555-1234"}');
 SELECT notiflow.put_subscriber('bob', '{"timezone": "Mars/Olympus"}');
 SELECT notiflow.put_subscriber('bob', '{"locale": "english please"}');

@@ -81,3 +81,12 @@ RESET notiflow.max_payload_size;
 SELECT * FROM notiflow.trigger_many('order_shipped', '{"not": "an array"}');
 SELECT * FROM notiflow.trigger_many('order_shipped', '["u1"]', '{}', '');
 SELECT count(*) = :executions_before AS nothing_created FROM notiflow.executions;
+
+-- a node's "to" must render one address: a list would reach everyone in it (Mailgun takes one)
+SELECT notiflow.put_workflow('to_list', '{"nodes": [{"id": "t", "type": "trigger"},
+  {"id": "m", "type": "email", "to": "{{payload.to}}", "subject": "s", "text": "x"},
+  {"id": "s", "type": "sms", "to": "{{payload.phone}}", "text": "x"}],
+  "edges": [{"from": "t", "to": "m"}, {"from": "t", "to": "s"}]}') > 0 AS put;
+SELECT notiflow.trigger('to_list', '{"to": "a,b@example.org", "phone": "+15551234567;+15557654321"}') AS listed \gset
+SELECT node_id, status, outcome, output FROM notiflow.execution_steps WHERE execution_id = :listed ORDER BY seq;
+SELECT count(*) AS deliveries FROM notiflow.deliveries WHERE execution_id = :listed;

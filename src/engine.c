@@ -98,6 +98,9 @@ typedef struct Run
 
 static const char *const context_keys[] = {"payload", "recipient", "steps", "vars", "execution"};
 
+static bool email_valid(const char *s);
+static bool phone_valid(const char *s);
+
 /* Returns the evaluation context of a run, building it when stale. */
 static Jsonb *
 run_context(Run *run)
@@ -580,6 +583,14 @@ node_action(Run *run, WorkflowNode *node)
 			action_skip(run, node, "\"to\" rendered an empty address");
 			return;
 		}
+		/* one address, as an inline contact's: a list would reach everyone in it */
+		if ((channel == CHANNEL_EMAIL && !email_valid(address)) ||
+			(channel == CHANNEL_SMS && !phone_valid(address)))
+		{
+			action_skip(run, node, psprintf("\"to\" rendered \"%s\", which is not %s", address,
+											channel == CHANNEL_EMAIL ? "one email address" : "an E.164 phone number"));
+			return;
+		}
 		if (!address_invalid(run, address))
 			run_add_delivery(run, node, chname, provider, address, content, &queued);
 	}
@@ -982,8 +993,9 @@ email_valid(const char *s)
 	if (at == NULL || at == s || strchr(at + 1, '@') != NULL || strchr(at, '.') == NULL ||
 		strlen(s) > 254 || at[1] == '\0' || s[strlen(s) - 1] == '.')
 		return false;
+	/* one address: separators, brackets and quotes would make more of it (Mailgun's "to") */
 	for (const char *p = s; *p; p++)
-		if ((unsigned char) *p <= ' ' || *p == 0x7f)
+		if ((unsigned char) *p <= ' ' || *p == 0x7f || strchr(",;<>\"()\\", *p) != NULL)
 			return false;
 	return true;
 }

@@ -6,6 +6,19 @@
 
 \echo Use "CREATE EXTENSION notiflow" to load this file. \quit
 
+-- Every provider API, SMTP message and push payload is UTF-8, and text goes out as stored.
+DO $$
+BEGIN
+    IF pg_catalog.current_setting('server_encoding') <> 'UTF8' THEN
+        RAISE EXCEPTION 'notiflow needs a database encoded in UTF8'
+            USING ERRCODE = '0A000',
+                  DETAIL = format('database "%s" is encoded in %s; provider APIs take UTF-8 text',
+                                  pg_catalog.current_database(), pg_catalog.current_setting('server_encoding')),
+                  HINT = 'Create the database with ENCODING ''UTF8''.';
+    END IF;
+END
+$$;
+
 -- Workflows -------------------------------------------------------------------
 
 CREATE TABLE notiflow.workflows (

@@ -140,8 +140,9 @@ BEGIN
             RAISE EXCEPTION 'invalid subscriber attribute' USING ERRCODE = '22023',
                 DETAIL = format('attributes.%s: expected a string or null', key);
         END IF;
+        -- one address: separators (, ;), brackets and quotes would make more of it (Mailgun's "to")
         IF key = 'email' AND (val #>> '{}' !~ '^[^@[:space:][:cntrl:]]+@[^@[:space:][:cntrl:]]+\.[^@[:space:][:cntrl:]]+$'
-                              OR length(val #>> '{}') > 254) THEN
+                              OR val #>> '{}' ~ '[,;<>"()\\]' OR length(val #>> '{}') > 254) THEN
             RAISE EXCEPTION 'invalid subscriber attribute' USING ERRCODE = '22023',
                 DETAIL = format('attributes.email: %s is not an email address', val);
         ELSIF key = 'phone' AND val #>> '{}' !~ '^\+[1-9][0-9]{6,14}$' THEN

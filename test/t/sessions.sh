@@ -100,4 +100,10 @@ is "$(subject_of_new_execution)" "three" "after its commit, the session's next t
 
 echo "\\q" >&"${HOLD[1]}"
 wait "$HOLD_PID" 2>/dev/null
+
+# 16. A database not encoded in UTF8 is refused: provider APIs take UTF-8, and text goes out as stored
+psql -X -q -d postgres -c "CREATE DATABASE notiflow_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" >/dev/null
+out=$(psql -X -q -d notiflow_latin1 -c "CREATE EXTENSION notiflow" 2>&1)
+ok $(grep -q 'notiflow needs a database encoded in UTF8' <<<"$out" && grep -q 'encoded in LATIN1' <<<"$out"; echo $?) \
+   "CREATE EXTENSION in a LATIN1 database is refused, naming the encoding"
 done_testing
