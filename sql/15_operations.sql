@@ -318,6 +318,14 @@ VALUES (9899999, 1, 'ops-q', 200, 100, 'sent', NULL), (9899999, 1, 'ops-q', 200,
 SELECT provider, channel, "window" = interval '15 minutes' AS default_window, attempts, sent, failed, success_rate, latency_p50_ms, latency_p95_ms,
        circuit_state, last_error, last_success_at IS NOT NULL AS succeeded
   FROM notiflow.provider_health WHERE provider = 'ops-q';
+-- an attempt refused before any request (the provider's request could not be built) counts, untimed
+BEGIN;
+SELECT notiflow.put_provider('ops-r', 'webhook', 'webhook', '{"url": "https://hooks.example.com/r", "secret": "s"}', 1001);
+INSERT INTO notiflow.delivery_attempts (delivery_id, attempt, provider, status_code, latency_ms, error_class, error)
+VALUES (9899998, 1, 'ops-r', 200, 100, 'sent', NULL), (9899998, 2, 'ops-r', NULL, 0, 'permanent', 'cannot build the request');
+SELECT provider, attempts, sent, failed, success_rate, latency_p50_ms, latency_p95_ms, last_error
+  FROM notiflow.provider_health WHERE provider = 'ops-r';
+ROLLBACK;
 SELECT provider, circuit_state, consecutive_failures FROM notiflow.provider_health WHERE provider IN ('ops-hook');
 SELECT sum(deliveries) = (SELECT count(*) FROM notiflow.deliveries WHERE status IN ('queued', 'sending')) AS consistent,
        bool_and(oldest_due_age >= interval '0') AS ages

@@ -50,8 +50,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     value text := notiflow.setting(name, fallback);
+    number numeric;
 BEGIN
-    RETURN value::numeric;
+    number := value::numeric;
+    IF number IN ('NaN', 'Infinity', '-Infinity') THEN
+        RAISE invalid_text_representation;  -- a threshold must be a finite number
+    END IF;
+    RETURN number;
 EXCEPTION WHEN data_exception THEN
     RAISE EXCEPTION 'setting % is not a number', name USING ERRCODE = '22023',
         DETAIL = format('%s: %s', name, value), HINT = format('Set it to a number such as %s.', fallback);
@@ -586,11 +591,13 @@ a AS (
     SELECT a.provider,
            count(*) AS attempts,
            count(*) FILTER (WHERE a.error_class = 'sent') AS sent,
-           percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY a.latency_ms) AS latency,
+           -- the latency of the requests made (not of attempts refused before one, with no provider
+           -- or a request that could not be built: those count as failed attempts)
+           percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY a.latency_ms)
+             FILTER (WHERE a.status_code IS NOT NULL OR a.curl_code IS NOT NULL) AS latency,
            max(a.created_at) FILTER (WHERE a.error_class = 'sent') AS last_success_at
       FROM notiflow.delivery_attempts a, w
      WHERE a.created_at > now() - w.span AND a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient')
-       AND (a.status_code IS NOT NULL OR a.curl_code IS NOT NULL)  -- requests that were made
      GROUP BY a.provider
 ),
 e AS (
