@@ -41,6 +41,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 static bool wake_at_commit = false;
 static bool kafka_sync_at_commit = false;
+static int	kafka_sync_level = 0;	/* the outermost (sub)transaction level that asked for it */
 static bool xact_callback_registered = false;
 
 /* Asks for the shared memory the workers need. */
@@ -151,13 +152,33 @@ wake_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-/* Registers the commit callback once per backend. */
+/*
+ * A subtransaction rolled back takes its Kafka change with it (a prepared
+ * transaction is refused only for a change that stays); one committed
+ * passes it to its parent.
+ */
+static void
+wake_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					  SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	if (!kafka_sync_at_commit)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB && kafka_sync_level >= level)
+		kafka_sync_at_commit = false;
+	else if (event == SUBXACT_EVENT_COMMIT_SUB && kafka_sync_level == level)
+		kafka_sync_level = level - 1;
+}
+
+/* Registers the commit callbacks once per backend. */
 static void
 register_xact_callback(void)
 {
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(wake_xact_callback, NULL);
+		RegisterSubXactCallback(wake_subxact_callback, NULL);
 		xact_callback_registered = true;
 	}
 }
@@ -177,6 +198,8 @@ notiflow_kafka_sync_at_commit(void)
 	if (notiflow_shared == NULL)
 		return;
 	register_xact_callback();
+	if (!kafka_sync_at_commit || GetCurrentTransactionNestLevel() < kafka_sync_level)
+		kafka_sync_level = GetCurrentTransactionNestLevel();
 	kafka_sync_at_commit = true;
 }
 

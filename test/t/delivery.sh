@@ -622,6 +622,16 @@ SQL
 ok $(grep -q "cannot PREPARE a transaction that changed Kafka subscriptions" <<<"$out"; echo $?) \
    "a transaction that changed Kafka subscriptions cannot be prepared (the launcher would not learn of it)"
 is "$(sql "SELECT count(*) FROM pg_prepared_xacts") $(sql "SELECT count(*) FROM notiflow.kafka_subscriptions")" "0 0" "and nothing of it remains"
+out=$(psql -X -q -At -d $DB 2>&1 <<SQL
+BEGIN;
+SAVEPOINT s;
+SELECT notiflow.subscribe_kafka('prepared_7k', '127.0.0.1:9', '{t}', 'hook');
+ROLLBACK TO SAVEPOINT s;
+PREPARE TRANSACTION 'notiflow_7k_savepoint';
+ROLLBACK PREPARED 'notiflow_7k_savepoint';
+SQL
+)
+is "$out" "" "one whose change was rolled back to a savepoint can (no error)"
 
 # --- 8. kill -9 of the dispatcher with deliveries in flight ------------------------------------
 double POST reset >/dev/null
