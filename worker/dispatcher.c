@@ -757,7 +757,8 @@ provider_not_healthy(List **healthy, const char *provider)
 	}
 }
 
-static const char *const outcome_classes[] = {"sent", "retry", "permanent", "invalid_recipient", "again"};
+static const char *const outcome_classes[] = {"sent", "retry", "permanent", "invalid_recipient", "again",
+"rejected"};
 
 /* Classifies one finished attempt with its adapter. */
 static void
@@ -813,6 +814,10 @@ apply_not_sent(InFlight *f, ProviderResult *res)
 		case OUTCOME_AGAIN:
 			delivery_repo_defer(f->job.delivery_id, 0);
 			break;
+		case OUTCOME_REJECTED:
+			/* not another provider: an opted-out recipient must not get it elsewhere */
+			delivery_give_up(f->job.delivery_id, logged_body, res->error);
+			break;
 	}
 }
 
@@ -831,7 +836,8 @@ count_in_circuit(InFlight *f, ProviderResult *res, List **healthy)
 	bool		success = res->outcome == OUTCOME_SENT;
 
 	if ((res->outcome == OUTCOME_INVALID_RECIPIENT && f->job.recipient != NULL) ||
-		res->outcome == OUTCOME_AGAIN || (f->req.url_from_data && !success))
+		res->outcome == OUTCOME_REJECTED || res->outcome == OUTCOME_AGAIN ||
+		(f->req.url_from_data && !success))
 		return;
 	/* a success only writes when it closes a circuit that had failures */
 	if (!success || !provider_known_healthy(healthy, f->job.provider))

@@ -84,8 +84,12 @@ typedef enum ProviderOutcome
 	OUTCOME_RETRY,				/* try again later (429, 5xx, timeouts, throttling) */
 	OUTCOME_PERMANENT,			/* this provider will not take it: fall back */
 	OUTCOME_INVALID_RECIPIENT,	/* the address is bad: mark it, give up */
-	OUTCOME_AGAIN				/* the adapter did preliminary work (e.g. fetched an
+	OUTCOME_AGAIN,				/* the adapter did preliminary work (e.g. fetched an
 								 * access token): send again now, no attempt counted */
+	OUTCOME_REJECTED			/* refused for this recipient, but the address may be
+								 * good (opted out, or an answer the provider's own
+								 * configuration can cause): give up, no fallback, not
+								 * the provider's failure, the address kept */
 } ProviderOutcome;
 
 typedef struct ProviderResult

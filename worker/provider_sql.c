@@ -102,7 +102,8 @@ provider_preview(PG_FUNCTION_ARGS)
 Datum
 provider_classify(PG_FUNCTION_ARGS)
 {
-	static const char *const outcomes[] = {"sent", "retry", "permanent", "invalid_recipient", "again"};
+	static const char *const outcomes[] = {"sent", "retry", "permanent", "invalid_recipient", "again",
+	"rejected"};
 	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	DeliveryJob job;
 	ProviderResponse resp;

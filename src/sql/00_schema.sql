@@ -222,7 +222,7 @@ CREATE TABLE notiflow.delivery_attempts (
     status_code      integer,
     curl_code        integer,
     latency_ms       double precision,
-    error_class      text NOT NULL CHECK (error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient', 'again', 'circuit_open', 'no_adapter')),
+    error_class      text NOT NULL CHECK (error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient', 'rejected', 'again', 'circuit_open', 'no_adapter')),
     error            text,
     response_excerpt text,
     created_at       timestamptz NOT NULL DEFAULT now(),

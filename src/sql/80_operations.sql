@@ -115,7 +115,7 @@ COMMENT ON COLUMN notiflow.daily_stats.attempt_results IS 'Attempts made that da
 COMMENT ON COLUMN notiflow.daily_stats.retries IS 'Attempts with a provider after the first one with that provider.';
 COMMENT ON COLUMN notiflow.daily_stats.fallbacks IS 'Deliveries created that day that left this provider for the next one.';
 COMMENT ON COLUMN notiflow.daily_stats.timed_attempts IS
-    'Attempts that got an answer or timed out (sent, retry, permanent, invalid_recipient): those the latencies are over.';
+    'Requests made that got an answer or a transfer error (sent, retry, permanent, invalid_recipient, rejected): those the latencies are over.';
 COMMENT ON COLUMN notiflow.daily_stats.attempt_latency_p50_ms IS 'Median latency of the timed attempts.';
 COMMENT ON COLUMN notiflow.daily_stats.dead_letters IS 'Dead letters written that day.';
 SELECT pg_catalog.pg_extension_config_dump('notiflow.daily_stats', '');
@@ -251,7 +251,7 @@ a_day AS MATERIALIZED (
     SELECT coalesce(e.workflow_key, '') AS workflow_key, coalesce(d.channel, '') AS channel, a.provider,
            a.error_class, a.attempt, a.latency_ms,
            -- a request that was made: not one refused before (no provider, a request that could not be built)
-           a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient')
+           a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient', 'rejected')
              AND (a.status_code IS NOT NULL OR a.curl_code IS NOT NULL) AS timed
       FROM notiflow.delivery_attempts_all a
       LEFT JOIN notiflow.deliveries_all d ON d.id = a.delivery_id
@@ -597,13 +597,13 @@ a AS (
              FILTER (WHERE a.status_code IS NOT NULL OR a.curl_code IS NOT NULL) AS latency,
            max(a.created_at) FILTER (WHERE a.error_class = 'sent') AS last_success_at
       FROM notiflow.delivery_attempts a, w
-     WHERE a.created_at > now() - w.span AND a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient')
+     WHERE a.created_at > now() - w.span AND a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient', 'rejected')
      GROUP BY a.provider
 ),
 e AS (
     SELECT DISTINCT ON (a.provider) a.provider, a.error, a.created_at
       FROM notiflow.delivery_attempts a, w
-     WHERE a.created_at > now() - w.span AND a.error_class IN ('retry', 'permanent', 'invalid_recipient')
+     WHERE a.created_at > now() - w.span AND a.error_class IN ('retry', 'permanent', 'invalid_recipient', 'rejected')
      ORDER BY a.provider, a.created_at DESC, a.id DESC
 )
 SELECT p.name AS provider, p.channel, p.kind, p.enabled, w.span AS window,
@@ -728,7 +728,8 @@ BEGIN
         SELECT a.provider,
                percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY a.latency_ms) AS q
           FROM notiflow.delivery_attempts a
-         WHERE a.created_at > now() - span AND a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient')
+         WHERE a.created_at > now() - span AND a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient', 'rejected')
+           AND (a.status_code IS NOT NULL OR a.curl_code IS NOT NULL)  -- requests that were made
          GROUP BY a.provider
     ),
     families (ord, text) AS (

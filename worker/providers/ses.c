@@ -121,10 +121,13 @@ ses_classify(const DeliveryJob *job, const ProviderRequest *req,
 	if (strcmp(type, "TooManyRequestsException") == 0 || strcmp(type, "ThrottlingException") == 0 ||
 		strcmp(type, "Throttling") == 0)
 		res->outcome = OUTCOME_RETRY;
-	/* only a refusal that names the destination: "Illegal address" may be the sender's */
+	/* a refusal that names the destination; "Illegal address" may be the sender's */
 	else if (strcmp(type, "BadRequestException") == 0 && message != NULL &&
 			 strstr(message, "Destination") != NULL)
 		res->outcome = OUTCOME_INVALID_RECIPIENT;
+	else if (strcmp(type, "BadRequestException") == 0 && message != NULL &&
+			 strstr(message, "Illegal address") != NULL)
+		res->outcome = OUTCOME_REJECTED;
 }
 
 const ProviderAdapter provider_ses = {"ses", "email", ses_build, ses_classify};

@@ -62,7 +62,7 @@ xml_element(const ProviderResponse *resp, const char *name)
 /*
  * Sent with the MessageId; the error Code refines the HTTP status: throttling
  * (HTTP 400 or 429) is retried, and an InvalidParameter naming PhoneNumber is
- * the recipient's fault.
+ * rejected (below).
  */
 static void
 sns_classify(const DeliveryJob *job, const ProviderRequest *req,
@@ -88,9 +88,12 @@ sns_classify(const DeliveryJob *job, const ProviderRequest *req,
 		res->outcome = OUTCOME_RETRY;
 	/*
 	 * InvalidParameter naming PhoneNumber is also the answer of a region that
-	 * does not send SMS: it is not taken as the number's fault (permanent,
-	 * as any other 4xx).
+	 * does not send SMS: rejected, not an invalid number (nor a failure of
+	 * the provider that a bad number could open its circuit with).
 	 */
+	else if (strcmp(code, "InvalidParameter") == 0 && message != NULL &&
+			 strstr(message, "PhoneNumber") != NULL)
+		res->outcome = OUTCOME_REJECTED;
 }
 
 const ProviderAdapter provider_sns = {"sns", "sms", sns_build, sns_classify};

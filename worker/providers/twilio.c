@@ -65,9 +65,11 @@ twilio_classify(const DeliveryJob *job, const ProviderRequest *req,
 	code = jsonb_scalar_text(code_json);
 	message = jsonb_get_string(json, "message");
 	res->error = psprintf("twilio error %s: %s", code, message ? message : "(no message)");
-	/* 21610 (the recipient replied STOP) is permanent, not invalid: START undoes it */
 	if (strcmp(code, "21211") == 0 || strcmp(code, "21614") == 0)
 		res->outcome = OUTCOME_INVALID_RECIPIENT;
+	/* the recipient replied STOP: no other provider either, and START undoes it */
+	else if (strcmp(code, "21610") == 0)
+		res->outcome = OUTCOME_REJECTED;
 	else if (strcmp(code, "20429") == 0)
 		res->outcome = OUTCOME_RETRY;
 	else if (strcmp(code, "20003") == 0)
