@@ -31,6 +31,10 @@ DELETE FROM notiflow.subscribers WHERE id = 'cal';
 SELECT notiflow.put_subscriber('bob', '{"email": "not-an-email"}');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT notiflow.put_subscriber('bob', '{"email": "bob,eve@example.com"}');
+SELECT notiflow.put_subscriber('bob', '{"email": "bob@example.com."}');
+SET standard_conforming_strings = off;  -- the check does not depend on the session's setting
+SELECT notiflow.put_subscriber('bob', '{"email": "bob\\\\x@example.com"}');
+RESET standard_conforming_strings;
 SELECT notiflow.put_subscriber('bob', '{"phone": "555-1234"}');
 SELECT notiflow.put_subscriber('bob', '{"timezone": "Mars/Olympus"}');
 SELECT notiflow.put_subscriber('bob', '{"locale": "english please"}');
@@ -74,3 +78,7 @@ SELECT notiflow.put_provider('p', 'email', 'sendgrid', '{"api_key": "k", "from":
 SELECT notiflow.put_provider('p', 'email', 'sendgrid', '{"api_key": "k", "from": "a@b.co", "backoff_min_ms": 900, "backoff_max_ms": 100}');
 SELECT notiflow.put_provider('bad name', 'email', 'sendgrid', '{"api_key": "k", "from": "a@b.co"}');
 SELECT count(*) AS providers FROM notiflow.providers;
+-- a test message goes to one address: a list would reach everyone in it; nothing is queued
+SELECT notiflow.send_test('sendgrid-main', 'a@example.com, b@example.org');
+SELECT notiflow.send_test('sendgrid-main', 'ann@.example.com');
+SELECT count(*) AS test_messages FROM notiflow.deliveries WHERE execution_id = 0;

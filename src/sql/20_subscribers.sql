@@ -111,10 +111,22 @@ END;
 $$;
 
 -- Creates or updates a subscriber; attributes not given keep their value.
+-- One email address, as the engine checks an inline one (engine.c email_valid): a local part
+-- and a domain with a dot, no spaces or controls, nothing that would make it a list (, ;),
+-- a display name (< > " ( )) or an escape (backslash), no dot at the end, at most 254 bytes.
+CREATE FUNCTION notiflow.email_address_valid(address text) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT
+SET standard_conforming_strings = on
+RETURN address ~ '^[^@[:space:][:cntrl:]]+@[^@.[:space:][:cntrl:]][^@[:space:][:cntrl:]]*\.[^@[:space:][:cntrl:]]+$'
+   AND address !~ '[,;<>"()\\]' AND address !~ '\.$' AND octet_length(address) <= 254;
+COMMENT ON FUNCTION notiflow.email_address_valid(text) IS
+    'Whether a text is one email address as notiflow sends to: local@domain.tld, without spaces, controls, list separators, brackets, quotes or a final dot.';
+
 CREATE FUNCTION notiflow.put_subscriber(id text, attributes jsonb)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET standard_conforming_strings = on
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -141,8 +153,7 @@ BEGIN
                 DETAIL = format('attributes.%s: expected a string or null', key);
         END IF;
         -- one address: separators (, ;), brackets and quotes would make more of it (Mailgun's "to")
-        IF key = 'email' AND (val #>> '{}' !~ '^[^@[:space:][:cntrl:]]+@[^@[:space:][:cntrl:]]+\.[^@[:space:][:cntrl:]]+$'
-                              OR val #>> '{}' ~ '[,;<>"()\\]' OR length(val #>> '{}') > 254) THEN
+        IF key = 'email' AND NOT notiflow.email_address_valid(val #>> '{}') THEN
             RAISE EXCEPTION 'invalid subscriber attribute' USING ERRCODE = '22023',
                 DETAIL = format('attributes.email: %s is not an email address', val);
         ELSIF key = 'phone' AND val #>> '{}' !~ '^\+[1-9][0-9]{6,14}$' THEN

@@ -448,6 +448,14 @@ BEGIN
                             CASE p.channel WHEN 'email' THEN 'email address' WHEN 'sms' THEN 'phone number'
                                            ELSE 'device token' END);
     END IF;
+    -- one address, as a workflow's: a list would reach everyone in it
+    IF p.channel = 'email' AND coalesce(recipient, '') <> '' AND NOT notiflow.email_address_valid(recipient) THEN
+        RAISE EXCEPTION 'invalid test message recipient' USING ERRCODE = '22023',
+            DETAIL = format('recipient: "%s" is not one email address', recipient);
+    ELSIF p.channel = 'sms' AND coalesce(recipient, '') <> '' AND recipient !~ '^[+][1-9][0-9]{6,14}$' THEN
+        RAISE EXCEPTION 'invalid test message recipient' USING ERRCODE = '22023',
+            DETAIL = format('recipient: "%s" is not an E.164 number like +15551234567', recipient);
+    END IF;
     content := coalesce(content, CASE p.channel
         WHEN 'email' THEN jsonb_build_object('subject', 'notiflow test message', 'text', words)
         WHEN 'push' THEN jsonb_build_object('title', 'notiflow test message', 'body', words)
