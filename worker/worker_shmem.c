@@ -264,9 +264,9 @@ clear_dropping_mark(pid_t pid)
 
 /*
  * Whether a live backend is dropping a database (InvalidOid: any).  A mark
- * is cleared by its backend when the statement ends, also by an error; a
- * backend that ended FATAL (terminated while it waited) cannot, so a mark
- * whose backend is gone is cleared here.
+ * is cleared by its backend when the statement ends, also by an error, and
+ * at its exit (a FATAL: terminated while it waited); one whose backend is
+ * gone all the same is cleared here.
  */
 bool
 notiflow_database_dropping(Oid database)
@@ -296,9 +296,20 @@ notiflow_database_dropping(Oid database)
 	return dropping;
 }
 
+/* At backend exit, also by FATAL (the hook's PG_FINALLY does not run then). */
+static void
+clear_dropping_mark_at_exit(int code, Datum arg)
+{
+	if (notiflow_shared != NULL)
+		(void) clear_dropping_mark(MyProcPid);
+}
+
 static void
 leave_database(const char *dbname, ProcessUtilityContext context)
 {
+	static bool exit_callback_registered = false;
+	bool		marked = false;
+
 	Oid			dboid = get_database_oid(dbname, true);
 	TimestampTz deadline = GetCurrentTimestamp() + 10 * USECS_PER_SEC;
 	HeapTuple	tuple;
@@ -317,15 +328,25 @@ leave_database(const char *dbname, ProcessUtilityContext context)
 	ReleaseSysCache(tuple);
 	if (is_template)
 		return;					/* refused: templates cannot be dropped */
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(clear_dropping_mark_at_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
 	SpinLockAcquire(&notiflow_shared->mutex);
-	for (int i = 0; i < NOTIFLOW_MAX_DROPPING; i++)
+	for (int i = 0; i < NOTIFLOW_MAX_DROPPING && !marked; i++)
 		if (notiflow_shared->dropping[i].pid == 0)
 		{
 			notiflow_shared->dropping[i].pid = MyProcPid;
 			notiflow_shared->dropping[i].database = dboid;
-			break;
+			marked = true;
 		}
 	SpinLockRelease(&notiflow_shared->mutex);
+	if (!marked)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many sessions are dropping database \"%s\" at once", dbname),
+				 errdetail("At most %d can wait for the notiflow workers to leave it.", NOTIFLOW_MAX_DROPPING)));
 	while (wake_workers_in(dboid) > 0 && GetCurrentTimestamp() <= deadline)
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20,
