@@ -28,42 +28,29 @@ COMMENT ON FUNCTION notiflow.setting(text, text) IS
 
 -- A setting read as an interval or a number: a typo gets an error naming the setting
 -- (a bare cast error names nothing, and check_alerts would fail every minute with it).
-CREATE FUNCTION notiflow.setting_interval(name text, fallback text) RETURNS interval
+CREATE FUNCTION notiflow.setting_checked(name text, fallback text, as_type text) RETURNS text
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     value text := notiflow.setting(name, fallback);
+    finite boolean;
 BEGIN
-    RETURN value::interval;
-EXCEPTION WHEN data_exception THEN
-    RAISE EXCEPTION 'setting % is not an interval', name USING ERRCODE = '22023',
-        DETAIL = format('%s: %s', name, value), HINT = format('Set it to an interval such as ''%s''.', fallback);
-END;
-$$;
-COMMENT ON FUNCTION notiflow.setting_interval(text, text) IS
-    'A setting as an interval (the fallback when not set); SQLSTATE 22023 naming the setting when it is not one.';
-
-CREATE FUNCTION notiflow.setting_numeric(name text, fallback text) RETURNS numeric
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    value text := notiflow.setting(name, fallback);
-    number numeric;
-BEGIN
-    number := value::numeric;
-    IF number IN ('NaN', 'Infinity', '-Infinity') THEN
-        RAISE invalid_text_representation;  -- a threshold must be a finite number
+    -- as_type is interval or numeric (the callers below); a threshold must be finite
+    EXECUTE format('SELECT %L::%s::text NOT IN (''NaN'', ''Infinity'', ''-Infinity'')', value, as_type) INTO finite;
+    IF NOT finite THEN
+        RAISE invalid_text_representation;
     END IF;
-    RETURN number;
+    RETURN value;
 EXCEPTION WHEN data_exception THEN
-    RAISE EXCEPTION 'setting % is not a number', name USING ERRCODE = '22023',
-        DETAIL = format('%s: %s', name, value), HINT = format('Set it to a number such as %s.', fallback);
+    RAISE EXCEPTION 'setting % is not %', name, CASE as_type WHEN 'interval' THEN 'an interval' ELSE 'a number' END
+        USING ERRCODE = '22023', DETAIL = format('%s: %s', name, value),
+              HINT = format('Set it to %s such as %s.', CASE as_type WHEN 'interval' THEN 'an interval' ELSE 'a number' END,
+                            CASE as_type WHEN 'interval' THEN quote_literal(fallback) ELSE fallback END);
 END;
 $$;
-COMMENT ON FUNCTION notiflow.setting_numeric(text, text) IS
-    'A setting as a number (the fallback when not set); SQLSTATE 22023 naming the setting when it is not one.';
+COMMENT ON FUNCTION notiflow.setting_checked(text, text, text) IS
+    'A setting''s value (the fallback when not set), checked to be an interval or a finite numeric; SQLSTATE 22023 naming the setting when it is not.';
 
 -- Statistics -------------------------------------------------------------------
 
@@ -510,7 +497,7 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     setting text := notiflow.setting('notiflow.retention', '6 months');
-    retention interval := notiflow.setting_interval('notiflow.retention', '6 months');
+    retention interval := notiflow.setting_checked('notiflow.retention', '6 months', 'interval')::interval;
     cutoff timestamptz := pg_catalog.now() - retention;
     b record;
     batches integer := 0;
@@ -585,7 +572,7 @@ COMMENT ON VIEW notiflow.queue_health IS
 
 CREATE VIEW notiflow.provider_health AS
 WITH w AS (
-    SELECT notiflow.setting_interval('notiflow.health_window', '15 minutes') AS span
+    SELECT notiflow.setting_checked('notiflow.health_window', '15 minutes', 'interval')::interval AS span
 ),
 a AS (
     SELECT a.provider,
@@ -696,7 +683,7 @@ DECLARE
     -- past days come from daily_stats, what happened since from the tables themselves
     live_day date := least(coalesce((SELECT max(s.day) FROM notiflow.daily_stats s) + 1, '-infinity'),
                            (now() AT TIME ZONE 'UTC')::date);
-    span interval := notiflow.setting_interval('notiflow.health_window', '15 minutes');
+    span interval := notiflow.setting_checked('notiflow.health_window', '15 minutes', 'interval')::interval;
     body text;
     lag  text;
 BEGIN
@@ -909,12 +896,12 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    circuit_after interval := notiflow.setting_interval('notiflow.alert_circuit_open_after', '5 minutes');
-    dl_threshold  bigint := round(notiflow.setting_numeric('notiflow.alert_dead_letters', '10'));
+    circuit_after interval := notiflow.setting_checked('notiflow.alert_circuit_open_after', '5 minutes', 'interval')::interval;
+    dl_threshold  bigint := round(notiflow.setting_checked('notiflow.alert_dead_letters', '10', 'numeric')::numeric);
     dl_window_setting text := notiflow.setting('notiflow.alert_dead_letters_window', '15 minutes');
-    dl_window     interval := notiflow.setting_interval('notiflow.alert_dead_letters_window', '15 minutes');
-    worker_after  interval := notiflow.setting_interval('notiflow.alert_worker_down_after', '1 minute');
-    lag_threshold numeric := notiflow.setting_numeric('notiflow.alert_kafka_lag', '10000');
+    dl_window     interval := notiflow.setting_checked('notiflow.alert_dead_letters_window', '15 minutes', 'interval')::interval;
+    worker_after  interval := notiflow.setting_checked('notiflow.alert_worker_down_after', '1 minute', 'interval')::interval;
+    lag_threshold numeric := notiflow.setting_checked('notiflow.alert_kafka_lag', '10000', 'numeric')::numeric;
     workflow      text := notiflow.setting('notiflow.alert_workflow', '');
     preloaded     boolean := notiflow.workers_preloaded();
     expected      integer := 0;
