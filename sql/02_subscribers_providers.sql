@@ -32,6 +32,11 @@ SELECT notiflow.put_subscriber('bob', '{"email": "not-an-email"}');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT notiflow.put_subscriber('bob', '{"email": "bob,eve@example.com"}');
 SELECT notiflow.put_subscriber('bob', '{"email": "bob@example.com."}');
+-- the one email rule (the engine's inline and rendered addresses follow the same)
+SELECT a AS address, notiflow.email_address_valid(a) AS valid
+  FROM unnest(ARRAY['ann@example.com', 'a.b+tag@mail.example.co.uk', 'a@b', '@example.com', 'a@.example.com',
+                    'a@example.com.', '.a@example.com', 'a.@example.com', 'a..b@example.com', 'a@example..com',
+                    'a,b@example.com', 'a;b@example.com', '"a"@example.com', 'a b@example.com', 'a@b@example.com']) a;
 SET standard_conforming_strings = off;  -- the check does not depend on the session's setting
 SELECT notiflow.put_subscriber('bob', '{"email": "bob\\\\x@example.com"}');
 RESET standard_conforming_strings;

@@ -171,7 +171,9 @@ SELECT f AS "from", pg_temp.sendgrid_from(f) AS sendgrid_from_or_error
                ('a@b@example.com'), ('Shop <>'), ('shop at example.com <@example.com>')) v(f);
 
 -- classification of answers, in the providers' own shapes
-SELECT c.kind, c.name, r ->> 'outcome' AS outcome, r ->> 'message_id' AS message_id,
+SELECT c.kind, c.name,
+       r ->> 'outcome' || CASE WHEN (r ->> 'recipient_fault')::boolean THEN ', recipient' ELSE '' END AS outcome,
+       r ->> 'message_id' AS message_id,
        (r ->> 'retry_after_ms')::int AS retry_after_ms, r ->> 'error' AS error
   FROM (VALUES
     (1, 'sendgrid', 'accepted', 202, '{"Server: nginx", "X-Message-Id: 5ia5YTjtSbqJwR8vHuLFuQ", "Content-Length: 0"}'::text[], '', 0),

@@ -7,7 +7,9 @@ SET client_min_messages = warning;
 -- one line per classified answer: provider_classify(kind, status, headers, body)
 CREATE TEMP TABLE answers (kind text, n int, label text, status int, headers text[], body text);
 CREATE TEMP VIEW classified AS
-SELECT a.kind, a.n, a.label, c ->> 'outcome' AS outcome, c ->> 'message_id' AS message_id,
+SELECT a.kind, a.n, a.label,
+       c ->> 'outcome' || CASE WHEN (c ->> 'recipient_fault')::boolean THEN ', recipient' ELSE '' END AS outcome,
+       c ->> 'message_id' AS message_id,
        (c ->> 'retry_after_ms')::int AS retry_ms, c ->> 'error' AS error
   FROM answers a, notiflow.provider_classify(a.kind, a.status, a.headers, a.body) c;
 

@@ -221,7 +221,9 @@ SELECT notiflow.provider_preview('push-fcm', NULL, '{"title": "x"}');
 CREATE TEMP TABLE answers (kind text, n int, label text, status int, headers text[], body text,
                            curl_code int DEFAULT 0, purpose int DEFAULT 0);
 CREATE TEMP VIEW classified AS
-SELECT a.kind, a.n, a.label, c ->> 'outcome' AS outcome, c ->> 'message_id' AS message_id,
+SELECT a.kind, a.n, a.label,
+       c ->> 'outcome' || CASE WHEN (c ->> 'recipient_fault')::boolean THEN ', recipient' ELSE '' END AS outcome,
+       c ->> 'message_id' AS message_id,
        (c ->> 'retry_after_ms')::int AS retry_ms, c ->> 'error' AS error
   FROM answers a, notiflow.provider_classify(a.kind, a.status, a.headers, a.body, a.curl_code, a.purpose) c;
 INSERT INTO answers (kind, n, label, status, headers, body, curl_code, purpose) VALUES

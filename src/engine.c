@@ -991,7 +991,8 @@ email_valid(const char *s)
 	const char *at = strchr(s, '@');
 
 	if (at == NULL || at == s || strchr(at + 1, '@') != NULL || strchr(at, '.') == NULL ||
-		strlen(s) > 254 || at[1] == '\0' || at[1] == '.' || s[strlen(s) - 1] == '.')
+		strlen(s) > 254 || at[1] == '\0' || at[1] == '.' || s[strlen(s) - 1] == '.' ||
+		s[0] == '.' || at[-1] == '.' || strstr(s, "..") != NULL)
 		return false;
 	/* one address: separators, brackets and quotes would make more of it (Mailgun's "to") */
 	for (const char *p = s; *p; p++)

@@ -815,8 +815,13 @@ apply_not_sent(InFlight *f, ProviderResult *res)
 			delivery_repo_defer(f->job.delivery_id, 0);
 			break;
 		case OUTCOME_REJECTED:
-			/* not another provider: an opted-out recipient must not get it elsewhere */
-			delivery_give_up(f->job.delivery_id, logged_body, res->error);
+			/*
+			 * Not another provider: an opted-out recipient must not get it
+			 * elsewhere.  No dead letter either: nothing failed that a replay
+			 * (through the channel's first provider) should send again.
+			 */
+			delivery_finish(f->job.delivery_id, "failed", NULL, res->error);
+			uncommitted.failed++;
 			break;
 	}
 }
@@ -833,11 +838,17 @@ apply_not_sent(InFlight *f, ProviderResult *res)
 static void
 count_in_circuit(InFlight *f, ProviderResult *res, List **healthy)
 {
-	bool		success = res->outcome == OUTCOME_SENT;
+	/*
+	 * An answer about the recipient is a coherent answer: the provider works.
+	 * It counts as a success, so that a run of bad addresses does not open the
+	 * circuit, and a half-open circuit's probe that meets one closes it
+	 * instead of holding the provider back for a lease.
+	 */
+	bool		success = res->outcome == OUTCOME_SENT || res->outcome == OUTCOME_REJECTED ||
+		(res->outcome == OUTCOME_INVALID_RECIPIENT && f->job.recipient != NULL) ||
+		(res->outcome == OUTCOME_PERMANENT && res->recipient_fault);
 
-	if ((res->outcome == OUTCOME_INVALID_RECIPIENT && f->job.recipient != NULL) ||
-		res->outcome == OUTCOME_REJECTED || res->outcome == OUTCOME_AGAIN ||
-		(f->req.url_from_data && !success))
+	if (res->outcome == OUTCOME_AGAIN || (f->req.url_from_data && !success))
 		return;
 	/* a success only writes when it closes a circuit that had failures */
 	if (!success || !provider_known_healthy(healthy, f->job.provider))

@@ -86,10 +86,9 @@ typedef enum ProviderOutcome
 	OUTCOME_INVALID_RECIPIENT,	/* the address is bad: mark it, give up */
 	OUTCOME_AGAIN,				/* the adapter did preliminary work (e.g. fetched an
 								 * access token): send again now, no attempt counted */
-	OUTCOME_REJECTED			/* refused for this recipient, but the address may be
-								 * good (opted out, or an answer the provider's own
-								 * configuration can cause): give up, no fallback, not
-								 * the provider's failure, the address kept */
+	OUTCOME_REJECTED			/* the recipient opted out: fail, no fallback (another
+								 * provider must not reach them either), no dead
+								 * letter, not the provider's failure, address kept */
 } ProviderOutcome;
 
 typedef struct ProviderResult
@@ -98,6 +97,9 @@ typedef struct ProviderResult
 	char	   *message_id;		/* provider message id when sent */
 	char	   *error;			/* short description when not sent (when sent, of what failed in part) */
 	int			retry_after_ms; /* from Retry-After or the provider's throttle hint; 0 none */
+	bool		recipient_fault;	/* a permanent answer about the recipient that the
+									 * provider's configuration can cause too: falls
+									 * back, but does not count against the provider */
 } ProviderResult;
 
 typedef struct ProviderAdapter

@@ -108,8 +108,8 @@ provider_classify(PG_FUNCTION_ARGS)
 	DeliveryJob job;
 	ProviderResponse resp;
 	ProviderResult res;
-	const char *keys[] = {"outcome", "message_id", "error", "retry_after_ms"};
-	Jsonb	   *vals[4];
+	const char *keys[] = {"outcome", "message_id", "error", "retry_after_ms", "recipient_fault"};
+	Jsonb	   *vals[5];
 
 	memset(&job, 0, sizeof(job));
 	job.kind = kind;
@@ -162,7 +162,8 @@ provider_classify(PG_FUNCTION_ARGS)
 	vals[1] = res.message_id ? jsonb_make_string(res.message_id) : NULL;
 	vals[2] = res.error ? jsonb_make_string(res.error) : NULL;
 	vals[3] = jsonb_make_int(res.retry_after_ms);
-	PG_RETURN_JSONB_P(jsonb_make_object(4, keys, vals));
+	vals[4] = jsonb_make_bool(res.recipient_fault);
+	PG_RETURN_JSONB_P(jsonb_make_object(5, keys, vals));
 }
 
 PG_FUNCTION_INFO_V1(wake_dispatchers);

@@ -300,8 +300,15 @@ notiflow_database_dropping(Oid database)
 static void
 clear_dropping_mark_at_exit(int code, Datum arg)
 {
-	if (notiflow_shared != NULL)
-		(void) clear_dropping_mark(MyProcPid);
+	Latch	   *latch;
+
+	if (notiflow_shared == NULL || !clear_dropping_mark(MyProcPid))
+		return;
+	SpinLockAcquire(&notiflow_shared->mutex);
+	latch = notiflow_shared->launcher_latch;
+	SpinLockRelease(&notiflow_shared->mutex);
+	if (latch)
+		SetLatch(latch);		/* the launcher starts the workers again now */
 }
 
 static void

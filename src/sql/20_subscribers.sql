@@ -113,12 +113,12 @@ $$;
 -- Creates or updates a subscriber; attributes not given keep their value.
 -- One email address, as the engine checks an inline one (engine.c email_valid): a local part
 -- and a domain with a dot, no spaces or controls, nothing that would make it a list (, ;),
--- a display name (< > " ( )) or an escape (backslash), no dot at the end, at most 254 bytes.
+-- a display name (< > " ( )) or an escape (backslash), no dot at either end of a part nor two
+-- in a row, at most 254 bytes.  (The body is read once, at CREATE FUNCTION.)
 CREATE FUNCTION notiflow.email_address_valid(address text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT
-SET standard_conforming_strings = on
-RETURN address ~ '^[^@[:space:][:cntrl:]]+@[^@.[:space:][:cntrl:]][^@[:space:][:cntrl:]]*\.[^@[:space:][:cntrl:]]+$'
-   AND address !~ '[,;<>"()\\]' AND address !~ '\.$' AND octet_length(address) <= 254;
+RETURN address ~ '^[^@[:space:][:cntrl:]]+@[^@[:space:][:cntrl:]]+\.[^@[:space:][:cntrl:]]+$'
+   AND address !~ '[,;<>"()\\]' AND address !~ '(^|@)\.|\.(@|$)|\.\.' AND octet_length(address) <= 254;
 COMMENT ON FUNCTION notiflow.email_address_valid(text) IS
     'Whether a text is one email address as notiflow sends to: local@domain.tld, without spaces, controls, list separators, brackets, quotes or a final dot.';
 

@@ -10,4 +10,4 @@ CREATE FUNCTION notiflow.provider_classify(kind text, status integer, headers te
                                            curl_code integer DEFAULT 0, purpose integer DEFAULT 0)
     RETURNS jsonb AS 'MODULE_PATHNAME', 'provider_classify' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION notiflow.provider_classify(text, integer, text[], text, integer, integer) IS
-    'How a provider''s adapter classifies a response: sent, retry, permanent, invalid_recipient or rejected.';
+    'How a provider''s adapter classifies a response: sent, retry, permanent, invalid_recipient or rejected; recipient_fault: a permanent answer about the recipient that does not count against the provider.';

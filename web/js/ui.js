@@ -219,7 +219,7 @@ export function confirmDialog(title, text, confirmLabel = 'Confirm') {
 }
 
 const GOOD = ['completed', 'sent', 'delivered', 'closed', 'ok', 'active', 'valid'];
-const BAD = ['failed', 'open', 'critical', 'degraded', 'inactive', 'permanent', 'invalid_recipient'];
+const BAD = ['failed', 'open', 'critical', 'degraded', 'inactive', 'permanent', 'invalid_recipient', 'rejected'];
 const WARN = ['waiting', 'queued', 'sending', 'half_open', 'warning', 'retry', 'running', 'again', 'circuit_open'];
 
 export function badge(text, kind) {

@@ -127,7 +127,7 @@ apns_build(const DeliveryJob *job, ProviderRequest *req)
 
 /*
  * 200 is sent (apns-id); 410 Unregistered is the device's fault, 400
- * BadDeviceToken rejected (below); 403 ExpiredProviderToken drops the cached
+ * BadDeviceToken permanent (below); 403 ExpiredProviderToken drops the cached
  * token and retries; 429 and 5xx retry; other errors are permanent.
  */
 static void
@@ -151,12 +151,13 @@ apns_classify(const DeliveryJob *job, const ProviderRequest *req,
 	 * 410 Unregistered: the token is gone for good.  400 BadDeviceToken is
 	 * also the answer to a token of the other environment (sandbox or
 	 * production): a provider configured for the wrong one would mark every
-	 * device invalid, so it is rejected (the delivery fails, the token stays).
+	 * device invalid.  It is permanent, so a sandbox provider after a
+	 * production one gets the token, and not the provider's failure.
 	 */
 	if (resp->status == 410)
 		res->outcome = OUTCOME_INVALID_RECIPIENT;
 	else if (resp->status == 400 && reason != NULL && strcmp(reason, "BadDeviceToken") == 0)
-		res->outcome = OUTCOME_REJECTED;
+		res->recipient_fault = true;
 	else if (resp->status == 403 && reason != NULL && strcmp(reason, "ExpiredProviderToken") == 0)
 	{
 		/* only the token this request carried: a newer one may be cached already */

@@ -127,7 +127,7 @@ ses_classify(const DeliveryJob *job, const ProviderRequest *req,
 		res->outcome = OUTCOME_INVALID_RECIPIENT;
 	else if (strcmp(type, "BadRequestException") == 0 && message != NULL &&
 			 strstr(message, "Illegal address") != NULL)
-		res->outcome = OUTCOME_REJECTED;
+		res->recipient_fault = true;	/* permanent: falls back, not the provider's failure */
 }
 
 const ProviderAdapter provider_ses = {"ses", "email", ses_build, ses_classify};

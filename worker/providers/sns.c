@@ -62,7 +62,7 @@ xml_element(const ProviderResponse *resp, const char *name)
 /*
  * Sent with the MessageId; the error Code refines the HTTP status: throttling
  * (HTTP 400 or 429) is retried, and an InvalidParameter naming PhoneNumber is
- * rejected (below).
+ * permanent without counting against the provider (below).
  */
 static void
 sns_classify(const DeliveryJob *job, const ProviderRequest *req,
@@ -88,12 +88,12 @@ sns_classify(const DeliveryJob *job, const ProviderRequest *req,
 		res->outcome = OUTCOME_RETRY;
 	/*
 	 * InvalidParameter naming PhoneNumber is also the answer of a region that
-	 * does not send SMS: rejected, not an invalid number (nor a failure of
-	 * the provider that a bad number could open its circuit with).
+	 * does not send SMS: not an invalid number, but a permanent failure that
+	 * falls back, and that a bad number does not count against the provider.
 	 */
 	else if (strcmp(code, "InvalidParameter") == 0 && message != NULL &&
 			 strstr(message, "PhoneNumber") != NULL)
-		res->outcome = OUTCOME_REJECTED;
+		res->recipient_fault = true;
 }
 
 const ProviderAdapter provider_sns = {"sns", "sms", sns_build, sns_classify};
