@@ -234,16 +234,6 @@ wake_workers_in(Oid dboid)
 	return n;
 }
 
-/*
- * Has the workers connected to a database leave it before it is dropped,
- * and waits (at most 10 s) until they did.  Only for a DROP DATABASE that
- * can go through: run by the database's owner (or a superuser), as a
- * top-level statement outside a transaction block, of a database that is
- * no template.  Anyone else's DROP DATABASE, which fails, would otherwise
- * stop the workers, and with them their requests in flight.  (One that
- * fails later, because other sessions are connected, has stopped them; the
- * launcher starts them again.)
- */
 /* Clears this backend's dropping mark (pid) or a dead backend's; true when one was cleared. */
 static bool
 clear_dropping_mark(pid_t pid)
@@ -311,12 +301,21 @@ clear_dropping_mark_at_exit(int code, Datum arg)
 		SetLatch(latch);		/* the launcher starts the workers again now */
 }
 
+/*
+ * Has the workers connected to a database leave it before it is dropped,
+ * and waits (at most 10 s) until they did.  Only for a DROP DATABASE that
+ * can go through: run by the database's owner (or a superuser), as a
+ * top-level statement outside a transaction block, of a database that is
+ * no template.  Anyone else's DROP DATABASE, which fails, would otherwise
+ * stop the workers, and with them their requests in flight.  (One that
+ * fails later, because other sessions are connected, has stopped them; the
+ * launcher starts them again.)
+ */
 static void
 leave_database(const char *dbname, ProcessUtilityContext context)
 {
 	static bool exit_callback_registered = false;
 	bool		marked = false;
-
 	Oid			dboid = get_database_oid(dbname, true);
 	TimestampTz deadline = GetCurrentTimestamp() + 10 * USECS_PER_SEC;
 	HeapTuple	tuple;
