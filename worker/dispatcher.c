@@ -858,13 +858,6 @@ count_in_circuit(InFlight *f, ProviderResult *res, List **healthy)
 		provider_not_healthy(healthy, f->job.provider);
 }
 
-/*
- * Phase 3: records the finished transfers, set-based where it counts: the
- * row writer logs every attempt, one statement marks every success sent, the
- * engine resumes their executions in one batch (deliveries_finished).  The
- * rarer outcomes (retry, fallback, dead letter) go one by one.  In a
- * transaction; the extension is installed.
- */
 /* Orders finished transfers by delivery id (list_sort). */
 static int
 transfer_delivery_cmp(const ListCell *a, const ListCell *b)
@@ -875,6 +868,13 @@ transfer_delivery_cmp(const ListCell *a, const ListCell *b)
 	return x < y ? -1 : x > y ? 1 : 0;
 }
 
+/*
+ * Phase 3: records the finished transfers, set-based where it counts: the
+ * row writer logs every attempt, one statement marks every success sent, the
+ * engine resumes their executions in one batch (deliveries_finished).  The
+ * rarer outcomes (retry, fallback, dead letter) go one by one.  In a
+ * transaction; the extension is installed.
+ */
 static void
 record_results(List *done)
 {
