@@ -37,6 +37,11 @@ SELECT a AS address, notiflow.email_address_valid(a) AS valid
   FROM unnest(ARRAY['ann@example.com', 'a.b+tag@mail.example.co.uk', 'a@b', '@example.com', 'a@.example.com',
                     'a@example.com.', '.a@example.com', 'a.@example.com', 'a..b@example.com', 'a@example..com',
                     'a,b@example.com', 'a;b@example.com', '"a"@example.com', 'a b@example.com', 'a@b@example.com']) a;
+-- controls and spaces, Unicode's too, whatever the collation (shown by number: they do not print); other letters are fine
+SELECT n, notiflow.email_address_valid(a) AS valid
+  FROM unnest(ARRAY[E'a\tb@example.com', E'a\u00a0b@example.com', E'a@exa\u2003mple.com', E'a\u0085@example.com',
+                    E'\ufeffa@example.com', E'a@example.com\u007f', E'jos\u00e9@example.com']) WITH ORDINALITY AS u(a, n);
+SELECT notiflow.email_address_valid(E'a\u00a0b@example.com' COLLATE "C") AS c_collation;
 SET standard_conforming_strings = off;  -- the check does not depend on the session's setting
 SELECT notiflow.put_subscriber('bob', '{"email": "bob\\\\x@example.com"}');
 RESET standard_conforming_strings;

@@ -70,6 +70,7 @@ SELECT notiflow.trigger(NULL, '{}');
 SELECT notiflow.trigger('order_shipped', '{"order_id": 1}', '{"subscriber_id": "nobody"}');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT notiflow.trigger('order_shipped', '{"order_id": 1}', '{"email": "nope"}');
+SELECT notiflow.trigger('order_shipped', '{"order_id": 1}', E'{"email": "ann\u2003@example.com"}');  -- an em space
 SELECT notiflow.trigger('order_shipped', '{"order_id": 1}', '{"phone": "12345"}');
 SELECT notiflow.trigger('order_shipped', '{"order_id": 1}', '{"fax": "+15551234567"}');
 SELECT notiflow.trigger('order_shipped', '{"order_id": 1}', '[1]');

@@ -23,6 +23,7 @@
 
 #include "access/xact.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -984,7 +985,24 @@ run_create(EngineSession *session, WorkflowDefinition *def)
 	return run;
 }
 
-/* Checks an inline email address. */
+/*
+ * A character an email address may not hold: a control, a space (Unicode's
+ * too), a list separator, a bracket, a quote.  The same list as
+ * notiflow.email_address_valid's (20_subscribers.sql).
+ */
+static bool
+email_char_refused(pg_wchar c)
+{
+	return c <= 0x20 || (c >= 0x7f && c <= 0xa0) || c == 0x1680 || (c >= 0x2000 && c <= 0x200b) ||
+		c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000 || c == 0xfeff ||
+		(c < 0x80 && strchr(",;<>\"()\\", (int) c) != NULL);
+}
+
+/*
+ * Checks an inline or rendered email address: one address (separators,
+ * brackets and quotes would make more of it, as Mailgun's "to" reads it).
+ * The database is UTF-8 (CREATE EXTENSION requires it).
+ */
 static bool
 email_valid(const char *s)
 {
@@ -994,9 +1012,8 @@ email_valid(const char *s)
 		strlen(s) > 254 || at[1] == '\0' || at[1] == '.' || s[strlen(s) - 1] == '.' ||
 		s[0] == '.' || at[-1] == '.' || strstr(s, "..") != NULL)
 		return false;
-	/* one address: separators, brackets and quotes would make more of it (Mailgun's "to") */
-	for (const char *p = s; *p; p++)
-		if ((unsigned char) *p <= ' ' || *p == 0x7f || strchr(",;<>\"()\\", *p) != NULL)
+	for (const unsigned char *p = (const unsigned char *) s; *p; p += pg_utf_mblen(p))
+		if (email_char_refused(utf8_to_unicode(p)))
 			return false;
 	return true;
 }

@@ -117,8 +117,12 @@ $$;
 -- in a row, at most 254 bytes.  (The body is read once, at CREATE FUNCTION.)
 CREATE FUNCTION notiflow.email_address_valid(address text) RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT
-RETURN address ~ '^[^@[:space:][:cntrl:]]+@[^@[:space:][:cntrl:]]+\.[^@[:space:][:cntrl:]]+$'
-   AND address !~ '[,;<>"()\\]' AND address !~ '(^|@)\.|\.(@|$)|\.\.' AND octet_length(address) <= 254;
+-- The characters refused are listed, not taken from [:space:] and [:cntrl:] (whose members follow
+-- the collation): controls, spaces (Unicode's too), list separators, brackets, quotes.  The engine's
+-- email_valid (engine.c) applies the same rule to inline and rendered addresses.
+RETURN address ~ '^[^@]+@[^@]+\.[^@]+$'
+   AND address !~ '[\u0001-\u0020\u007f-\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff,;<>"()\\]'
+   AND address !~ '(^|@)\.|\.(@|$)|\.\.' AND octet_length(address) <= 254;
 COMMENT ON FUNCTION notiflow.email_address_valid(text) IS
     'Whether a text is one email address as notiflow sends to: local@domain.tld, without spaces, controls, list separators, brackets, quotes or a final dot.';
 
