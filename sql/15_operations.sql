@@ -325,6 +325,11 @@ INSERT INTO notiflow.delivery_attempts (delivery_id, attempt, provider, status_c
 VALUES (9899998, 1, 'ops-r', 200, 100, 'sent', NULL), (9899998, 2, 'ops-r', NULL, 0, 'permanent', 'cannot build the request');
 SELECT provider, attempts, sent, failed, success_rate, latency_p50_ms, latency_p95_ms, last_error
   FROM notiflow.provider_health WHERE provider = 'ops-r';
+-- answers about the recipient (an invalid address, an opt-out) are the provider working, not failing
+INSERT INTO notiflow.delivery_attempts (delivery_id, attempt, provider, status_code, latency_ms, error_class, error)
+VALUES (9899997, 1, 'ops-r', 400, 50, 'invalid_recipient', 'HTTP 400: invalid number'),
+       (9899996, 1, 'ops-r', 400, 50, 'rejected', 'HTTP 400: 21610');
+SELECT provider, attempts, sent, failed, refused, success_rate FROM notiflow.provider_health WHERE provider = 'ops-r';
 ROLLBACK;
 SELECT provider, circuit_state, consecutive_failures FROM notiflow.provider_health WHERE provider IN ('ops-hook');
 SELECT sum(deliveries) = (SELECT count(*) FROM notiflow.deliveries WHERE status IN ('queued', 'sending')) AS consistent,

@@ -578,6 +578,8 @@ a AS (
     SELECT a.provider,
            count(*) AS attempts,
            count(*) FILTER (WHERE a.error_class = 'sent') AS sent,
+           -- answers about the recipient (an invalid address, an opt-out): the provider worked
+           count(*) FILTER (WHERE a.error_class IN ('invalid_recipient', 'rejected')) AS refused,
            -- the latency of the requests made (not of attempts refused before one, with no provider
            -- or a request that could not be built: those count as failed attempts)
            percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY a.latency_ms)
@@ -595,8 +597,9 @@ e AS (
 )
 SELECT p.name AS provider, p.channel, p.kind, p.enabled, w.span AS window,
        coalesce(a.attempts, 0) AS attempts, coalesce(a.sent, 0) AS sent,
-       coalesce(a.attempts - a.sent, 0) AS failed,
-       round(a.sent::numeric / nullif(a.attempts, 0), 4) AS success_rate,
+       coalesce(a.attempts - a.sent - a.refused, 0) AS failed,
+       coalesce(a.refused, 0) AS refused,
+       round(a.sent::numeric / nullif(a.attempts - a.refused, 0), 4) AS success_rate,
        a.latency[1] AS latency_p50_ms, a.latency[2] AS latency_p95_ms,
        coalesce(c.state, 'closed') AS circuit_state, coalesce(c.consecutive_failures, 0) AS consecutive_failures,
        c.opened_at AS circuit_opened_at,
@@ -608,7 +611,8 @@ SELECT p.name AS provider, p.channel, p.kind, p.enabled, w.span AS window,
   LEFT JOIN e ON e.provider = p.name
   LEFT JOIN notiflow.provider_circuits c ON c.provider = p.name;
 COMMENT ON VIEW notiflow.provider_health IS
-    'Every provider over the last notiflow.health_window (15 minutes): attempts answered, success rate, p50/p95 latency, '
+    'Every provider over the last notiflow.health_window (15 minutes): attempts answered, success rate (sent of the attempts '
+    'not refused for their recipient), p50/p95 latency, '
     'circuit state and the last error.';
 
 -- Reports whether deliveries can leave: workers, queue, open critical alerts.

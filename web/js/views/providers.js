@@ -43,7 +43,7 @@ function card(ctx, p, hl, hasHealth) {
     h('dl.facts',
       hasHealth ? [
         h('dt', 'Window'), h('dd', hl ? String(hl.window) : '—'),
-        h('dt', 'Attempts'), h('dd', { 'data-attempts': hl ? String(hl.attempts) : '0' }, hl ? `${hl.attempts} (${hl.sent} sent, ${hl.failed} failed)` : '0'),
+        h('dt', 'Attempts'), h('dd', { 'data-attempts': hl ? String(hl.attempts) : '0' }, hl ? `${hl.attempts} (${hl.sent} sent, ${hl.failed} failed${hl.refused ? `, ${hl.refused} refused for the recipient` : ''})` : '0'),
         h('dt', 'Success rate'), h('dd', { 'data-success-rate': rate }, rate),
         h('dt', 'Latency p50 / p95'), h('dd', hl ? `${ms(hl.latency_p50_ms)} / ${ms(hl.latency_p95_ms)}` : '—'),
         h('dt', 'Last success'), h('dd', time(hl && hl.last_success_at)),
