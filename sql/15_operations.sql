@@ -391,6 +391,14 @@ DELETE FROM notiflow.daily_stats WHERE day >= (now() AT TIME ZONE 'UTC')::date -
 SELECT notiflow.aggregate_pending() >= 1 AS aggregated;
 SELECT day = (now() AT TIME ZONE 'UTC')::date - 5 AS missed_day, executions
   FROM notiflow.daily_stats WHERE workflow_key = 'ops_missed';
+-- forty nights missed: every one of them (nothing is given up after a month)
+BEGIN;
+UPDATE notiflow.executions SET created_at = created_at - interval '35 days' WHERE id = 9800001;
+DELETE FROM notiflow.daily_stats WHERE day >= (now() AT TIME ZONE 'UTC')::date - 41;
+SELECT notiflow.aggregate_pending() >= 1 AS aggregated;
+SELECT day = (now() AT TIME ZONE 'UTC')::date - 40 AS missed_day, executions
+  FROM notiflow.daily_stats WHERE workflow_key = 'ops_missed';
+ROLLBACK;
 -- the first run (daily_stats empty) starts at the first day anything was created, not two days back
 BEGIN;
 DELETE FROM notiflow.daily_stats;

@@ -332,29 +332,35 @@ COMMENT ON FUNCTION notiflow.aggregate_daily(date) IS
 -- every night).  The first run, with daily_stats empty, starts at the first day anything was
 -- created (metrics() counts the days before the last aggregated one from daily_stats alone).
 CREATE FUNCTION notiflow.aggregate_pending() RETURNS integer
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH t AS (SELECT (now() AT TIME ZONE 'UTC')::date - 1 AS yesterday),
-    first AS (
-        SELECT (min(c) AT TIME ZONE 'UTC')::date AS day
-          FROM (SELECT min(e.created_at) FROM notiflow.executions_all e
-                UNION ALL SELECT min(d.created_at) FROM notiflow.dead_letters_all d) x(c)
-         WHERE NOT EXISTS (SELECT 1 FROM notiflow.daily_stats)
-    )
-    SELECT coalesce(sum(notiflow.aggregate_daily(d::date)), 0)::integer
-      FROM t, first,
-           generate_series(least(t.yesterday - 1,
-                                 coalesce(first.day,
-                                          greatest(coalesce((SELECT max(s.day) + 1 FROM notiflow.daily_stats s
-                                                              WHERE s.day < t.yesterday), t.yesterday - 1),
-                                                   t.yesterday - 30))),
-                           t.yesterday, interval '1 day') AS d
+DECLARE
+    yesterday date := (now() AT TIME ZONE 'UTC')::date - 1;
+    first     date := yesterday - 1;
+    last      date;
+    since     timestamptz;
+    n         integer;
+BEGIN
+    SELECT max(s.day) INTO last FROM notiflow.daily_stats s WHERE s.day < yesterday;
+    IF last IS NULL OR last + 1 < first THEN
+        -- nights the job did not run (or the first run): from the first day with anything created
+        -- since the last day aggregated; the days before it have nothing to count
+        since := CASE WHEN last IS NULL THEN '-infinity'::timestamptz ELSE (last + 1)::timestamp AT TIME ZONE 'UTC' END;
+        SELECT least(first, (min(c) AT TIME ZONE 'UTC')::date) INTO first
+          FROM (SELECT min(e.created_at) FROM notiflow.executions_all e WHERE e.created_at >= since
+                UNION ALL SELECT min(d.created_at) FROM notiflow.deliveries_all d WHERE d.created_at >= since
+                UNION ALL SELECT min(l.created_at) FROM notiflow.dead_letters_all l WHERE l.created_at >= since) x(c);
+    END IF;
+    SELECT coalesce(sum(notiflow.aggregate_daily(d::date)), 0)::integer INTO n
+      FROM generate_series(first, yesterday, interval '1 day') AS d;
+    RETURN n;
+END
 $$;
 COMMENT ON FUNCTION notiflow.aggregate_pending() IS
-    'Aggregates yesterday and the day before (UTC), and every day since the last day in daily_stats (at most 31 days back; '
-    'with daily_stats empty, every day since the first execution or dead letter); returns the rows written.  '
-    'The nightly pg_cron job.';
+    'Aggregates yesterday and the day before (UTC), and every day since the last day in daily_stats that has anything '
+    'created (with daily_stats empty, every day since the first execution, delivery or dead letter); returns the rows '
+    'written.  The nightly pg_cron job.';
 
 -- Retention --------------------------------------------------------------------
 
