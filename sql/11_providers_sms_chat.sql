@@ -134,6 +134,9 @@ SELECT p ->> 'url' AS url, (p ->> 'body')::jsonb AS body
   FROM notiflow.provider_preview('sc-slack-hook', 'https://hooks.slack.com/services/T111/B111/YYYY', '{"text": "hi"}') p;
 -- a channel address needs the Web API, which needs a token
 SELECT notiflow.provider_preview('sc-slack-hook', 'C0123456789', '{"text": "hi"}');
+-- the engine's slack_text (values escaped for Slack) is what Slack gets
+SELECT p ->> 'body' AS body
+  FROM notiflow.provider_preview('sc-slack-hook', NULL, '{"text": "hi <!channel>", "slack_text": "hi &lt;!channel&gt;"}') p;
 -- Web API: the configured channel, or the subscriber's channel or user id
 SELECT notiflow.put_provider('sc-slack-api', 'chat', 'slack', '{"token": "xoxb-test-token", "channel": "C0OPS"}');
 SELECT p ->> 'url' AS url, p -> 'headers' AS headers, (p ->> 'body')::jsonb AS body

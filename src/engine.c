@@ -41,6 +41,7 @@
 #include "provider_cache.h"
 #include "safe_input.h"
 #include "subscriber_repo.h"
+#include "template.h"
 #include "wait_repo.h"
 #include "workflow_cache.h"
 #include "workflow_repo.h"
@@ -451,6 +452,19 @@ render_content(Run *run, WorkflowNode *node)
 			: template_render_plain(f->tmpl, ctx, run->def->partials);
 
 		content = jsonb_with_key(content, f->name, jsonb_make_string(text));
+
+		/*
+		 * Slack reads "<...>" in chat text as markup (a value "<!channel>"
+		 * would notify the channel): its adapter takes slack_text, where
+		 * {{name}} values have "&", "<" and ">" escaped, when that differs.
+		 */
+		if (node->type == NODE_CHAT && strcmp(f->name, "text") == 0 && !template_is_constant(f->tmpl))
+		{
+			char	   *slack = template_render_slack(f->tmpl, ctx, run->def->partials);
+
+			if (strcmp(slack, text) != 0)
+				content = jsonb_with_key(content, "slack_text", jsonb_make_string(slack));
+		}
 	}
 	if (node->object_fields != NIL)
 	{

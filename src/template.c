@@ -23,7 +23,8 @@
  * booleans as true/false, null as nothing, objects and arrays as JSON text.
  * template_render() HTML-escapes everything except {{{triple}}} and
  * {{&ampersand}} output, as the specification says; template_render_plain()
- * escapes nothing, for channels whose text is not HTML.
+ * escapes nothing, for channels whose text is not HTML;
+ * template_render_slack() escapes only Slack's markup characters.
  *
  * Scratch allocations of a render live in a private memory context that is
  * deleted before returning; only the result is left in the caller's context.
@@ -143,6 +144,14 @@ typedef struct ContextFrame
 	const struct ContextFrame *parent;
 } ContextFrame;
 
+/* What {{name}} escapes in a render. */
+typedef enum RenderEscape
+{
+	ESCAPE_NONE,				/* nothing: plain text */
+	ESCAPE_HTML,				/* & < > " ' */
+	ESCAPE_SLACK				/* & < >: Slack's markup */
+} RenderEscape;
+
 typedef struct RenderState
 {
 	StringInfo	out;
@@ -151,7 +160,7 @@ typedef struct RenderState
 	long		expansions;		/* partials expanded so far */
 	const char *indent;			/* prefix of each line of the partial */
 	int			indentlen;
-	bool		escape_html;	/* honour {{name}} escaping at all */
+	RenderEscape escape;		/* what {{name}} escapes */
 } RenderState;
 
 static inline bool is_blank(char c);
@@ -176,9 +185,10 @@ static bool value_get_part(const JsonbValue *value, const char *part, int len,
 						   JsonbValue *result);
 static bool context_lookup(const ContextFrame *ctx, const TemplateName *name,
 						   JsonbValue *result);
-static void append_escaped(StringInfo out, const char *s, int len);
+static void append_escaped(StringInfo out, const char *s, int len,
+						   RenderEscape escape);
 static void render_value(RenderState *state, const JsonbValue *value,
-						 bool escape);
+						 RenderEscape escape);
 static void render_text(RenderState *state, const TemplateNode *node);
 static void render_section(RenderState *state, const TemplateNode *node,
 						   const ContextFrame *ctx);
@@ -188,7 +198,7 @@ static void render_nodes(RenderState *state, const List *nodes,
 						 const ContextFrame *ctx);
 static char *template_render_tree(const Template *tmpl, Jsonb *context,
 								  const TemplatePartials *partials,
-								  bool escape_html);
+								  RenderEscape escape);
 
 
 /* ---------------------------------------------------------------------------
@@ -753,9 +763,12 @@ context_lookup(const ContextFrame *ctx, const TemplateName *name,
 	return true;
 }
 
-/* Appends s with &, <, >, " and ' replaced by HTML entities. */
+/*
+ * Appends s with &, <, >, " and ' replaced by HTML entities (for Slack, only
+ * &, < and >: Slack shows other entities as they are written).
+ */
 static void
-append_escaped(StringInfo out, const char *s, int len)
+append_escaped(StringInfo out, const char *s, int len, RenderEscape escape)
 {
 	int			done = 0;
 	int			i;
@@ -776,9 +789,13 @@ append_escaped(StringInfo out, const char *s, int len)
 				entity = "&gt;";
 				break;
 			case '"':
+				if (escape != ESCAPE_HTML)
+					continue;
 				entity = "&quot;";
 				break;
 			case '\'':
+				if (escape != ESCAPE_HTML)
+					continue;
 				entity = "&#39;";
 				break;
 			default:
@@ -791,9 +808,9 @@ append_escaped(StringInfo out, const char *s, int len)
 	appendBinaryStringInfo(out, s + done, len - done);
 }
 
-/* Appends the text form of a value, HTML-escaped when asked. */
+/* Appends the text form of a value, escaped as asked. */
 static void
-render_value(RenderState *state, const JsonbValue *value, bool escape)
+render_value(RenderState *state, const JsonbValue *value, RenderEscape escape)
 {
 	const char *s;
 	int			len;
@@ -824,8 +841,8 @@ render_value(RenderState *state, const JsonbValue *value, bool escape)
 				 (int) value->type);
 	}
 
-	if (escape)
-		append_escaped(state->out, s, len);
+	if (escape != ESCAPE_NONE)
+		append_escaped(state->out, s, len, escape);
 	else
 		appendBinaryStringInfo(state->out, s, len);
 }
@@ -973,7 +990,7 @@ render_nodes(RenderState *state, const List *nodes, const ContextFrame *ctx)
 			case TNODE_VARIABLE:
 				if (context_lookup(ctx, &node->name, &value))
 					render_value(state, &value,
-								 node->escape && state->escape_html);
+								 node->escape ? state->escape : ESCAPE_NONE);
 				break;
 			case TNODE_SECTION:
 			case TNODE_INVERTED:
@@ -986,10 +1003,10 @@ render_nodes(RenderState *state, const List *nodes, const ContextFrame *ctx)
 	}
 }
 
-/* Renders the tree, HTML-escaping {{name}} output when escape_html is set. */
+/* Renders the tree, escaping {{name}} output as escape says. */
 static char *
 template_render_tree(const Template *tmpl, Jsonb *context,
-					 const TemplatePartials *partials, bool escape_html)
+					 const TemplatePartials *partials, RenderEscape escape)
 {
 	StringInfoData out;
 	RenderState state;
@@ -1023,7 +1040,7 @@ template_render_tree(const Template *tmpl, Jsonb *context,
 	state.expansions = 0;
 	state.indent = "";
 	state.indentlen = 0;
-	state.escape_html = escape_html;
+	state.escape = escape;
 	render_nodes(&state, tmpl->nodes, &frame);
 
 	MemoryContextSwitchTo(caller);
@@ -1036,7 +1053,7 @@ char *
 template_render(const Template *tmpl, Jsonb *context,
 				const TemplatePartials *partials)
 {
-	return template_render_tree(tmpl, context, partials, true);
+	return template_render_tree(tmpl, context, partials, ESCAPE_HTML);
 }
 
 /* Renders a template without any HTML escaping; see template.h. */
@@ -1044,5 +1061,13 @@ char *
 template_render_plain(const Template *tmpl, Jsonb *context,
 					  const TemplatePartials *partials)
 {
-	return template_render_tree(tmpl, context, partials, false);
+	return template_render_tree(tmpl, context, partials, ESCAPE_NONE);
+}
+
+/* Renders a template escaping only Slack's markup characters; see template.h. */
+char *
+template_render_slack(const Template *tmpl, Jsonb *context,
+					  const TemplatePartials *partials)
+{
+	return template_render_tree(tmpl, context, partials, ESCAPE_SLACK);
 }

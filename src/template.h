@@ -46,6 +46,15 @@ extern char *template_render(const Template *tmpl, Jsonb *context,
 extern char *template_render_plain(const Template *tmpl, Jsonb *context,
 								   const TemplatePartials *partials);
 
+/*
+ * Like template_render, but {{name}} escapes only what Slack reads as its
+ * own markup in message text: "&", "<" and ">" become "&amp;", "&lt;" and
+ * "&gt;" (so "<!channel>" from a value is shown, not obeyed).  {{{name}}}
+ * and {{&name}} stay raw, as in HTML.
+ */
+extern char *template_render_slack(const Template *tmpl, Jsonb *context,
+								   const TemplatePartials *partials);
+
 /* True when the template is plain text without any tag. */
 extern bool template_is_constant(const Template *tmpl);
 

@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(77);
+SELECT plan(80);
 
 -- fixtures ---------------------------------------------------------------------
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -181,6 +181,19 @@ SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :fb2 A
 SELECT is((SELECT output #>> '{deliveries,0,provider_message_id}' FROM notiflow.execution_steps WHERE execution_id = :fb2 AND node_id = 'mail'),
           'm2', 'the step output lists its deliveries');
 SELECT is(notiflow.resume_execution(:fb2), 'waiting', 'resume_execution of a waiting execution with nothing done keeps it waiting');
+
+-- chat text for Slack: values cannot make Slack markup; the template's own markup stays
+SELECT notiflow.put_workflow('slack_text', '{"nodes": [{"id": "t", "type": "trigger"},
+    {"id": "c", "type": "chat", "text": "<@U1> deploy {{payload.v}} by {{{payload.who}}} \"q\""}],
+  "edges": [{"from": "t", "to": "c"}]}');
+SELECT notiflow.trigger('slack_text', '{"v": "<!channel> & co", "who": "<@U2>"}', '"ann"') AS st \gset
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :st),
+          '<@U1> deploy <!channel> & co by <@U2> "q"', 'chat text is rendered plain');
+SELECT is((SELECT content ->> 'slack_text' FROM notiflow.deliveries WHERE execution_id = :st),
+          '<@U1> deploy &lt;!channel&gt; &amp; co by <@U2> "q"', 'slack_text escapes & < > in {{values}} only');
+SELECT notiflow.trigger('slack_text', '{"v": "v2", "who": "ann"}', '"ann"') AS st2 \gset
+SELECT ok((SELECT NOT content ? 'slack_text' FROM notiflow.deliveries WHERE execution_id = :st2),
+          'no slack_text when escaping changes nothing');
 
 -- an unhandled delivery failure fails the execution
 SELECT notiflow.put_workflow('solo', '{"nodes": [{"id": "t", "type": "trigger"}, {"id": "m", "type": "email", "subject": "s", "text": "x"}],

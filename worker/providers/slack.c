@@ -9,7 +9,9 @@
  *     address (a channel or user id) or config channel; Slack answers
  *     {"ok": true, "ts"} or {"ok": false, "error"}, mostly with HTTP 200.
  * A subscriber address selects the Web API (or is the webhook); without one
- * config webhook_url wins over token + channel.
+ * config webhook_url wins over token + channel.  The text is the content's
+ * slack_text when the engine rendered one (values with "&", "<", ">"
+ * escaped for Slack), else its text.
  */
 #include "postgres.h"
 
@@ -23,7 +25,8 @@ slack_build(const DeliveryJob *job, ProviderRequest *req)
 	const char *recipient = job->recipient && job->recipient[0] ? job->recipient : NULL;
 	char	   *webhook_url = provider_config_string(job, "webhook_url");
 	const char *keys[] = {"text", "channel"};
-	Jsonb	   *values[] = {jsonb_make_string(provider_content_string(job, "text")), NULL};
+	char	   *slack_text = jsonb_get_string(job->content, "slack_text");
+	Jsonb	   *values[] = {jsonb_make_string(slack_text ? slack_text : provider_content_string(job, "text")), NULL};
 	Jsonb	   *body;
 
 	if (recipient != NULL && provider_is_http_url(recipient))
