@@ -883,6 +883,7 @@ record_results(List *done)
 	ProviderResult *results = palloc(sizeof(ProviderResult) * n);
 	AttemptRecord *attempts = palloc0(sizeof(AttemptRecord) * n);
 	int64	   *sent_ids = palloc(sizeof(int64) * n);
+	int64	   *ids = palloc(sizeof(int64) * n);	/* every delivery, in order */
 	char	  **sent_message_ids = palloc(sizeof(char *) * n);
 	ItemPointerData *sent_tids = palloc(sizeof(ItemPointerData) * n);
 	int			n_sent = 0;
@@ -909,6 +910,7 @@ record_results(List *done)
 		AttemptRecord *a = &attempts[i];
 
 		flights[i] = f;
+		ids[i] = f->job.delivery_id;
 		classify(f, resp, http_transfer_refused_private(t), &results[i]);
 		a->delivery_id = f->job.delivery_id;
 		a->attempt = f->job.attempt;
@@ -936,13 +938,7 @@ record_results(List *done)
 	 * order: all of them are locked first, in one.
 	 */
 	if (n_sent < n)
-	{
-		int64	   *ids = palloc(sizeof(int64) * n);
-
-		for (int k = 0; k < n; k++)
-			ids[k] = flights[k]->job.delivery_id;
 		delivery_repo_lock(ids, n);
-	}
 	finished = delivery_repo_mark_sent(sent_ids, sent_message_ids, sent_tids, n_sent);
 	if (list_length(finished) < n_sent)
 	{
