@@ -55,7 +55,9 @@ struct HttpTransfer
 	size_t		hdrs_len;
 	size_t		hdrs_cap;
 	bool		check_private;
-	bool		refused_private;
+	bool		refused_private;	/* opensocket_cb refused an address */
+	bool		opened_public;	/* ... and opened another (a public one) */
+	bool		refused_reused; /* prereq_cb refused a reused connection */
 	char		errbuf[CURL_ERROR_SIZE];
 	instr_time	started;
 	ProviderResponse resp;
@@ -154,39 +156,52 @@ header_cb(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
-/* True when addr is loopback, private, link-local, unspecified or shared. */
+/* The IPv4 address in four bytes of network order, in host order. */
+static uint32
+ipv4_at(const unsigned char *b)
+{
+	return (uint32) b[0] << 24 | (uint32) b[1] << 16 | (uint32) b[2] << 8 | b[3];
+}
+
+/* True when the IPv4 address (host order) is not a public unicast address. */
+static bool
+ipv4_is_private(uint32 a)
+{
+	return (a >> 24) == 127 || (a >> 24) == 10 || (a >> 24) == 0 ||
+		(a >> 20) == (172 << 4 | 1) || (a >> 16) == (192 << 8 | 168) ||
+		(a >> 16) == (169 << 8 | 254) || (a >> 22) == (100 << 2 | 1) ||
+		(a >> 8) == (192 << 16 | 0 << 8 | 0) ||	/* 192.0.0.0/24, IETF protocol assignments */
+		(a >> 17) == (198 << 7 | 18 >> 1) ||	/* 198.18.0.0/15, benchmarking */
+		(a >> 28) >= 0xe;		/* 224.0.0.0/4 multicast, 240.0.0.0/4 reserved, broadcast */
+}
+
+/*
+ * True when addr is not a public unicast address: loopback, private,
+ * link-local, shared, multicast, reserved, unspecified.  IPv6 must be
+ * global unicast (2000::/3), which leaves out NAT64's 64:ff9b::/96 (it
+ * reaches the IPv4 address in its last four bytes, private ones too),
+ * site-local and unique local addresses; an address that carries an IPv4
+ * address (IPv4-mapped ::ffff:a.b.c.d, 6to4 2002:a.b.c.d::/48) is judged by it.
+ */
 static bool
 address_is_private(const struct sockaddr *addr)
 {
 	if (addr->sa_family == AF_INET)
-	{
-		uint32		a = ntohl(((const struct sockaddr_in *) addr)->sin_addr.s_addr);
-
-		return (a >> 24) == 127 || (a >> 24) == 10 || (a >> 24) == 0 ||
-			(a >> 20) == (172 << 4 | 1) || (a >> 16) == (192 << 8 | 168) ||
-			(a >> 16) == (169 << 8 | 254) || (a >> 22) == (100 << 2 | 1);
-	}
+		return ipv4_is_private(ntohl(((const struct sockaddr_in *) addr)->sin_addr.s_addr));
 	if (addr->sa_family == AF_INET6)
 	{
 		const unsigned char *b = ((const struct sockaddr_in6 *) addr)->sin6_addr.s6_addr;
-		static const unsigned char loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-		static const unsigned char unspecified[16] = {0};
+		static const unsigned char zeros[10] = {0};
 
-		if (memcmp(b, loopback, 16) == 0 || memcmp(b, unspecified, 16) == 0)
+		if (b[10] == 0xff && b[11] == 0xff && memcmp(b, zeros, 10) == 0)
+			return ipv4_is_private(ipv4_at(b + 12));
+		if ((b[0] & 0xe0) != 0x20)
 			return true;
-		if ((b[0] & 0xfe) == 0xfc || (b[0] == 0xfe && (b[1] & 0xc0) == 0x80))
-			return true;
-		if (b[10] == 0xff && b[11] == 0xff && memcmp(b, unspecified, 10) == 0)
-		{
-			struct sockaddr_in v4;
-
-			memset(&v4, 0, sizeof(v4));
-			v4.sin_family = AF_INET;
-			memcpy(&v4.sin_addr, b + 12, 4);
-			return address_is_private((struct sockaddr *) &v4);
-		}
+		if (b[0] == 0x20 && b[1] == 0x02)
+			return ipv4_is_private(ipv4_at(b + 2));
+		return false;
 	}
-	return false;
+	return true;					/* no other family is expected: refused */
 }
 
 /* The state of descriptor s (grown as needed); NULL when out of memory. */
@@ -217,10 +232,14 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 	curl_socket_t s;
 	uint8	   *st;
 
-	if (t->check_private && address_is_private(&address->addr))
+	if (t->check_private)
 	{
-		t->refused_private = true;
-		return CURL_SOCKET_BAD;
+		if (address_is_private(&address->addr))
+		{
+			t->refused_private = true;
+			return CURL_SOCKET_BAD;
+		}
+		t->opened_public = true;
 	}
 	s = socket(address->family, address->socktype, address->protocol);
 	st = sock_slot(s);
@@ -262,7 +281,7 @@ prereq_cb(void *clientp, char *conn_primary_ip, char *conn_local_ip,
 	if ((v4.sin_family == AF_INET && address_is_private((struct sockaddr *) &v4)) ||
 		(v6.sin6_family == AF_INET6 && address_is_private((struct sockaddr *) &v6)))
 	{
-		t->refused_private = true;
+		t->refused_reused = true;
 		return CURL_PREREQFUNC_ABORT;
 	}
 	return CURL_PREREQFUNC_OK;
@@ -509,6 +528,7 @@ http_start(const DeliveryJob *job, ProviderRequest *req, void *owner)
 	t->job = job;
 	t->req = req;
 	t->check_private = req->url_from_data && !notiflow_allow_private_urls;
+	t->refused_private = t->opened_public = t->refused_reused = false;
 	t->easy = n_idle_easy > 0 ? idle_easy[--n_idle_easy] : curl_easy_init();
 	if (t->easy == NULL)
 		elog(ERROR, "notiflow: curl_easy_init failed");
@@ -587,11 +607,11 @@ finish_transfer(HttpTransfer *t, CURLcode code)
 	INSTR_TIME_SUBTRACT(now, t->started);
 	/*
 	 * A name may resolve to a private address and a public one: the refusal
-	 * of the first does not stand when curl went on to the second and the
-	 * request went out.
+	 * of the first does not stand when curl went on to the second (whatever
+	 * became of the request there: a timeout is retried, not refused).
 	 */
-	if (code == CURLE_OK)
-		t->refused_private = false;
+	t->refused_private = code != CURLE_OK &&
+		(t->refused_reused || (t->refused_private && !t->opened_public));
 	curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &r->status);
 	r->curl_code = (int) code;
 	r->curl_error = code == CURLE_OK ? NULL

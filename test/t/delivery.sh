@@ -686,6 +686,15 @@ wait_for 20 status_is "$exec" failed
 ok $? "with it off (the default), a URL from data that resolves to loopback is refused"
 is "$(sql "SELECT error FROM notiflow.delivery_attempts WHERE delivery_id = $(delivery_of "$exec")")" \
    "refused: the URL resolves to a private address" "the attempt says why"
+# addresses that reach private ones another way, and ranges that are not public unicast: refused
+# before any socket opens (port 9: nothing would answer there anyway)
+for url in "http://[64:ff9b::7f00:1]:9/nat64" "http://[2002:7f00:1::1]:9/6to4" "http://[::ffff:127.0.0.1]:9/mapped" \
+           "http://[fec0::1]:9/site-local" "http://198.18.0.1:9/bench" "http://192.0.0.8:9/ietf" "http://224.0.0.1:9/multicast"; do
+    exec=$(sql "SELECT notiflow.trigger('datahook', '{\"url\": \"$url\"}', '\"ann\"')")
+    wait_for 20 status_is "$exec" failed
+    is "$(sql "SELECT error FROM notiflow.delivery_attempts WHERE delivery_id = $(delivery_of "$exec")")" \
+       "refused: the URL resolves to a private address" "refused: $url"
+done
 exec=$(trigger hook private-config)
 wait_for 20 status_is "$exec" sent
 ok $? "a URL from the provider's configuration is still allowed"
