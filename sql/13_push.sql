@@ -234,7 +234,9 @@ INSERT INTO answers (kind, n, label, status, headers, body, curl_code, purpose) 
 ('fcm', 4, 'no token in 200', 200, NULL, '{"token_type": "Bearer"}', 0, 1),
 ('fcm', 5, 'token too short-lived', 200, NULL, '{"access_token": "ya29.x", "expires_in": 30}', 0, 1),
 ('fcm', 6, 'unavailable', 503, '{"Retry-After: 5"}', 'Service Unavailable', 0, 1),
-('fcm', 7, 'timeout', 0, NULL, NULL, 28, 1);
+('fcm', 7, 'timeout', 0, NULL, NULL, 28, 1),
+('fcm', 8, 'token with a line break', 200, NULL, '{"access_token": "ya29.x\r\nX-Evil: 1", "expires_in": 3599}', 0, 1),
+('fcm', 9, 'token forever', 200, NULL, '{"access_token": "ya29.long", "expires_in": 1e300}', 0, 1);
 SELECT n, label, outcome, message_id, retry_ms, error FROM classified WHERE kind = 'fcm' AND n < 10 ORDER BY n;
 
 -- messages:send answers (purpose 0)

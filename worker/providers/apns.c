@@ -153,10 +153,13 @@ apns_classify(const DeliveryJob *job, const ProviderRequest *req,
 	 * production): a provider configured for the wrong one would mark every
 	 * device invalid.  It is permanent, so a sandbox provider after a
 	 * production one gets the token, and not the provider's failure.
+	 * DeviceTokenNotForTopic (a token of another app, or a topic that is
+	 * not this app's) is the same kind of answer.
 	 */
 	if (resp->status == 410)
 		res->outcome = OUTCOME_INVALID_RECIPIENT;
-	else if (resp->status == 400 && reason != NULL && strcmp(reason, "BadDeviceToken") == 0)
+	else if (resp->status == 400 && reason != NULL &&
+			 (strcmp(reason, "BadDeviceToken") == 0 || strcmp(reason, "DeviceTokenNotForTopic") == 0))
 		res->recipient_fault = true;
 	else if (resp->status == 403 && reason != NULL && strcmp(reason, "ExpiredProviderToken") == 0)
 	{

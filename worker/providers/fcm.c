@@ -22,6 +22,7 @@
  */
 #include "postgres.h"
 
+#include <math.h>
 #include <time.h>
 
 #include "miscadmin.h"
@@ -36,6 +37,10 @@
 #define FCM_TOKEN_REQUEST 1		/* req->purpose of the OAuth token request */
 #define FCM_SCOPE "https://www.googleapis.com/auth/firebase.messaging"
 #define FCM_TOKEN_MIN_VALID_S 60
+/* the longest lifetime an access token is kept for, whatever expires_in says */
+#define FCM_TOKEN_MAX_LIFETIME_S 86400
+/* what an OAuth 2 bearer token is made of (RFC 6750 b64token) */
+#define FCM_TOKEN_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/="
 #define FCM_TOKEN_PENDING_S 30		/* how long one token request holds back the others, at least */
 #define FCM_TOKEN_WAIT_MS 200		/* how often a held-back delivery looks again */
 
@@ -223,6 +228,7 @@ fcm_classify_token(const DeliveryJob *job, const ProviderResponse *resp, Provide
 	char	   *expires_in = fcm_path_text(answer, "$.expires_in");
 	char	   *error = fcm_path_text(answer, "$.error");
 	char	   *description = fcm_path_text(answer, "$.error_description");
+	double		seconds;
 	int64		lifetime;
 
 	push_token_drop(fcm_pending_key(job), NULL);
@@ -236,14 +242,19 @@ fcm_classify_token(const DeliveryJob *job, const ProviderResponse *resp, Provide
 			res->error = psprintf("token request: %s", res->error);
 		return;
 	}
-	lifetime = expires_in ? (int64) strtod(expires_in, NULL) : 3600;
-	if (access_token == NULL || access_token[0] == '\0' || lifetime <= 2 * FCM_TOKEN_MIN_VALID_S)
+	/* Google's tokens last an hour: a longer lifetime is held to a day */
+	seconds = expires_in ? strtod(expires_in, NULL) : 3600;
+	lifetime = isnan(seconds) ? 0 : (int64) Min(seconds, (double) FCM_TOKEN_MAX_LIFETIME_S);
+	if (access_token == NULL || access_token[0] == '\0' || lifetime <= 2 * FCM_TOKEN_MIN_VALID_S ||
+		strspn(access_token, FCM_TOKEN_CHARS) != strlen(access_token))
 	{
 		/* the answer may hold a token: it stays out of the error */
 		res->outcome = OUTCOME_RETRY;
 		res->error = access_token == NULL || access_token[0] == '\0'
 			? psprintf("token request: HTTP %ld without an access_token", resp->status)
-			: psprintf("token request: the access token is valid for only " INT64_FORMAT " s", lifetime);
+			: lifetime <= 2 * FCM_TOKEN_MIN_VALID_S
+			? psprintf("token request: the access token is valid for only " INT64_FORMAT " s", lifetime)
+			: pstrdup("token request: the access token has characters a bearer token cannot hold");
 		return;
 	}
 	if (jsonb_get_jsonb(job->config, "service_account") != NULL)
@@ -295,6 +306,16 @@ fcm_classify(const DeliveryJob *job, const ProviderRequest *req,
 			 (fcm_path_text(answer, "$.error.details[*].fieldViolations[*] ? (@.field == \"message.token\")") != NULL ||
 			  (message != NULL && strstr(message, "registration token") != NULL)))
 		res->outcome = OUTCOME_INVALID_RECIPIENT;
+	else if (code != NULL && strcmp(code, "SENDER_ID_MISMATCH") == 0)
+	{
+		/*
+		 * A token of another Firebase project: permanent for this provider
+		 * (another one may hold the project), not its failure, though a
+		 * provider set up with the wrong project gets it for every token.
+		 */
+		res->outcome = OUTCOME_PERMANENT;
+		res->recipient_fault = true;
+	}
 	else if (resp->status == 401 && (code == NULL || strcmp(code, "THIRD_PARTY_AUTH_ERROR") != 0))
 	{
 		/* only the token this request carried: a newer one may be cached already */
