@@ -679,8 +679,11 @@ poll_message(void)
  * for), so a first message below that offset means librdkafka found the
  * offset out of range, past the partition's end (the log was truncated, the
  * topic created again, the offset set by hand), and reset it by
- * auto.offset.reset, the subscription's start.  The partition is read from
- * there: skipping up to the old offset would lose every message below it.
+ * auto.offset.reset to the partition's first message.  The partition is read
+ * from there: skipping up to the old offset would lose every message below
+ * it.  A first message above the stored offset is logged: offsets without
+ * a message (transaction markers, compaction) or messages deleted by
+ * retention before anyone read them.
  * docs/kafka.md says what that means for idempotency keys.
  */
 static bool
@@ -696,8 +699,12 @@ take_message(rd_kafka_message_t *m)
 		ereport(WARNING,
 				(errmsg("kafka consumer \"%s\": %s [%d] starts at offset %lld, below its stored offset %lld",
 						sub->name, a->topic, a->partition, (long long) m->offset, (long long) a->stored),
-				 errdetail("The stored offset is past the end of the partition (was the topic created again, or truncated?); librdkafka reset it to the subscription's start (%s).",
-						   sub->start)));
+				 errdetail("The stored offset is past the end of the partition (was the topic created again, or truncated?); it is read from its first message.")));
+	else if (a->next < 0 && a->stored >= 0 && m->offset > a->stored)
+		ereport(LOG,
+				(errmsg("kafka consumer \"%s\": %s [%d] starts at offset %lld, above its stored offset %lld",
+						sub->name, a->topic, a->partition, (long long) m->offset, (long long) a->stored),
+				 errdetail("Offsets without a message (transaction markers, compaction), or messages deleted by the topic's retention before they were read: the partition is read from the first message it has.")));
 	a->next = m->offset + 1;
 	return true;
 }
@@ -934,7 +941,15 @@ consumer_create(void)
 	conf_set(conf, "client.id", psprintf("notiflow-%s", sub->name));
 	conf_set(conf, "enable.auto.commit", "false");
 	conf_set(conf, "enable.auto.offset.store", "false");
-	conf_set(conf, "auto.offset.reset", sub->start);
+	/*
+	 * Only an offset out of range is reset by librdkafka (every partition is
+	 * assigned at an offset; pin_latest gives "latest" its meaning): one below
+	 * the log's start (its messages were deleted by retention before they
+	 * were read) or past its end (truncated, created again).  Either way the
+	 * partition is read from the first message Kafka still has; "latest"
+	 * would skip the whole backlog.
+	 */
+	conf_set(conf, "auto.offset.reset", "earliest");
 	conf_set(conf, "log.queue", "true");
 	conf_set(conf, "statistics.interval.ms", "1000");
 	forboth(ln, sub->rdkafka_names, lv, sub->rdkafka_values)

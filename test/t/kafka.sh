@@ -403,6 +403,18 @@ ok $? "subscribed again, it reads the 3 messages produced while nobody read, and
 is "$(sql "SELECT string_agg(payload ->> 'n', ',' ORDER BY (payload ->> 'n')::int) FROM notiflow.executions WHERE workflow_key = 'kafka_latest'")" \
    "5,6,7,8,100" "none of those before the first assignment"
 is "$(grep -c 'kafka consumer "latest" backs off' "$CLUSTER_DIR/server.log")" 0 "and no batch failed meanwhile"
+# An offset out of range is reset to the partition's first message even with start "latest"
+# (librdkafka's "latest" jumped to the end and skipped the backlog: all of it, when the stored
+# offset had fallen below the log's start through retention).  Here it lies past the end.
+sql "SELECT notiflow.unsubscribe_kafka('latest')" >/dev/null
+wait_for 30 consumer_gone latest
+sql "UPDATE notiflow.kafka_offsets SET next_offset = 1000 WHERE group_id = 'notiflow-latest'" >/dev/null
+produce latest 9 10
+subscribe latest latest kafka_latest '"start": "latest"'
+wait_for 30 executions_are kafka_latest 11
+ok $? "an offset out of range with start latest: the partitions are read from their first message"
+is "$(sql "SELECT string_agg(payload ->> 'n', ',' ORDER BY (payload ->> 'n')::int) FROM notiflow.executions WHERE workflow_key = 'kafka_latest'")" \
+   "1,2,3,4,5,6,7,8,9,10,100" "the messages processed before start nothing new; the others are read"
 sql "SELECT notiflow.unsubscribe_kafka('latest')" >/dev/null
 
 # --- 9. consumers stop without a restart ---------------------------------------------------------------
