@@ -56,6 +56,11 @@ SELECT count(*) AS same_executions
   FROM notiflow.trigger_many('order_shipped', '["u1", "u2", {"subscriber_id": "u3"}]', '{"order_id": 7, "total": 999}', 'batch-7') t
   JOIN first_batch f USING (execution_id);
 SELECT idempotency_key FROM notiflow.executions WHERE idempotency_key LIKE 'batch-7/%' ORDER BY 1;
+-- a subscriber id that looks like an inline contact's position still gets its own key
+SELECT notiflow.put_subscriber('#2', '{"email": "hash@example.com"}');
+SELECT count(DISTINCT execution_id) AS executions
+  FROM notiflow.trigger_many('order_shipped', '["#2", {"email": "guest2@example.com"}]', '{"order_id": 8}', 'batch-8');
+SELECT idempotency_key, recipient ->> 'email' AS email FROM notiflow.executions WHERE idempotency_key LIKE 'batch-8/%' ORDER BY 1;
 
 -- bad input: each a clear error naming the field, nothing created
 SELECT count(*) AS executions_before FROM notiflow.executions \gset
@@ -79,6 +84,12 @@ SET notiflow.max_payload_size = '1kB';
 SELECT notiflow.trigger('order_shipped', jsonb_build_object('order_id', 1, 'blob', repeat('x', 2000)));
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 RESET notiflow.max_payload_size;
+-- each key is locked until the transaction ends: a call may not fill the server's lock table
+\set VERBOSITY terse
+SELECT count(*) FROM notiflow.trigger_many('order_shipped',
+  (SELECT jsonb_agg(jsonb_build_object('email', 'g' || i || '@example.com')) FROM generate_series(1, 20000) i), '{}', 'huge');
+\set VERBOSITY default
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT * FROM notiflow.trigger_many('order_shipped', '{"not": "an array"}');
 SELECT * FROM notiflow.trigger_many('order_shipped', '["u1"]', '{}', '');
 SELECT count(*) = :executions_before AS nothing_created FROM notiflow.executions;

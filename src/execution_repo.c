@@ -10,8 +10,11 @@
  */
 #include "postgres.h"
 
+#include "access/twophase.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
@@ -634,6 +637,7 @@ execution_repo_claim_idempotent(const char *workflow_key, List *keys)
 	HTAB	   *found;
 	ListCell   *lc;
 	int			i = 0;
+	int			limit;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NOTIFLOW_IDEMPOTENCY_KEY_LEN;
@@ -642,6 +646,22 @@ execution_repo_claim_idempotent(const char *workflow_key, List *keys)
 	found = hash_create("notiflow idempotency keys", Max(n, 16), &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	if (n == 0)
 		return found;
+
+	/*
+	 * Each key is locked until the transaction ends, in the lock table every
+	 * session shares: a batch that filled it would fail with "out of shared
+	 * memory", and make other sessions' lock requests fail meanwhile.  A
+	 * batch may take a quarter of it.
+	 */
+	limit = max_locks_per_xact * (MaxBackends + max_prepared_xacts) / 4;
+	if (n > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many idempotency keys in one call"),
+				 errdetail("%d executions with an idempotency key; each key is locked until the transaction ends, and at most %d fit in a quarter of the server's lock table (max_locks_per_transaction × (max_connections + worker processes + max_prepared_transactions)).",
+						   n, limit),
+				 errhint("Split the recipients into calls of at most %d, each in its own transaction, or raise max_locks_per_transaction.",
+						 limit)));
 	foreach(lc, keys)
 		elems[i++] = CStringGetTextDatum((char *) lfirst(lc));
 	args[0] = CStringGetTextDatum(workflow_key);

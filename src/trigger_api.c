@@ -59,7 +59,8 @@ trigger(PG_FUNCTION_ARGS)
  * Starts one execution per recipient of a JSON array, with one payload, and
  * returns (recipient, execution_id) rows.  With an idempotency key, each
  * recipient's key is "<key>/<subscriber_id>" (or "<key>/#<position>" for an
- * inline contact), so a repeated call creates nothing twice.
+ * inline contact; a subscriber id that begins with "#" gets one more, so the
+ * two never meet), so a repeated call creates nothing twice.
  */
 Datum
 trigger_many(PG_FUNCTION_ARGS)
@@ -103,7 +104,9 @@ trigger_many(PG_FUNCTION_ARGS)
 		{
 			char	   *sid = v.type == jbvString ? jsonb_scalar_text(r) : jsonb_get_string(r, "subscriber_id");
 
-			reqs[i].idempotency_key = sid ? psprintf("%s/%s", idem, sid) : psprintf("%s/#%d", idem, i + 1);
+			/* a subscriber id that begins with "#" gets one more: "#2" is not the second inline contact */
+			reqs[i].idempotency_key = sid ? psprintf("%s/%s%s", idem, sid[0] == '#' ? "#" : "", sid)
+				: psprintf("%s/#%d", idem, i + 1);
 		}
 		i++;
 	}
