@@ -124,6 +124,7 @@ static SpiStatement execution_event_stmt = {
 	"         finished_at = CASE WHEN (SELECT bool_and((received || jsonb_build_object($2::text, $3::jsonb)) ? e)"
 	"                                    FROM unnest(events) e) THEN now() ELSE finished_at END"
 	"   WHERE execution_id = $1 AND status = 'waiting' AND $2 = ANY (events) AND NOT received ? $2"
+	"     AND (deadline IS NULL OR deadline > clock_timestamp())"
 	"  RETURNING status)"
 	" SELECT count(*) FILTER (WHERE status = 'completed') > 0 FROM given",
 	3, {INT8OID, TEXTOID, JSONBOID}

@@ -91,6 +91,8 @@ BEGIN
                 SELECT * INTO wr FROM notiflow.execution_waits x
                  WHERE x.execution_id = w.execution_id AND x.node_id = w.node_id FOR UPDATE;
                 CONTINUE WHEN wr.status <> 'waiting';
+                -- past its deadline the wait is the timer's, even before the timer came round
+                CONTINUE WHEN wr.deadline <= clock_timestamp();
                 matched := true;
                 CONTINUE WHEN wr.received ? name;       -- the first event of a name counts
                 got := wr.received || jsonb_build_object(name, coalesce(data, '{}'));

@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(45);
+SELECT plan(48);
 
 SELECT notiflow.put_provider('text', 'sms', 'twilio', '{"account_sid": "AC1", "auth_token": "t", "from": "+15550001111"}');
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -69,6 +69,12 @@ SELECT is((SELECT received -> 'payment.confirmed' ->> 'amount' FROM notiflow.exe
 -- timeout: made due, the timer's resume takes the timeout edge
 UPDATE notiflow.execution_waits SET deadline = now() - interval '1 second' WHERE execution_id = :o5;
 UPDATE notiflow.executions SET wake_at = now() - interval '1 second' WHERE id = :o5;
+-- the last event after the deadline, before the timer came round: the timeout still wins
+SELECT is(notiflow.emit_event('parcel.scanned', 'o5', '{"late": true}'), 0, 'an event past the deadline completes nothing');
+SELECT is((SELECT status FROM notiflow.execution_waits WHERE execution_id = :o5), 'waiting', 'the wait is left to its timeout');
+SELECT ok((SELECT NOT received ? 'parcel.scanned' FROM notiflow.execution_waits WHERE execution_id = :o5),
+          'and does not record that event');
+DELETE FROM notiflow.event_inbox WHERE correlation_key = 'o5';
 SELECT is(notiflow.resume_due_executions(10), 1, 'a timed-out wait is resumed by the timer');
 SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :o5 AND node_id = 'w'), 'timeout',
           'its outcome is timeout');
