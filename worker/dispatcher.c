@@ -1053,6 +1053,7 @@ notiflow_dispatcher_main(Datum arg)
 	notiflow_worker_keep_memory();
 	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
 	notiflow_worker_plan_settings();
+	notiflow_worker_read_committed();
 
 	SpinLockAcquire(&notiflow_shared->mutex);
 	my_slot = &notiflow_shared->dispatchers[slot];

@@ -1072,6 +1072,7 @@ notiflow_kafka_consumer_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	notiflow_worker_keep_memory();
 	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
+	notiflow_worker_read_committed();
 
 	SpinLockAcquire(&notiflow_shared->mutex);
 	my_slot = &notiflow_shared->kafka_consumers[slot];

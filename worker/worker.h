@@ -127,5 +127,6 @@ extern PGDLLEXPORT void notiflow_kafka_consumer_main(Datum arg);
 extern void notiflow_worker_keep_memory(void);
 /* worker_memory.c: no JIT, no parallel plans in a connected dispatcher's session. */
 extern void notiflow_worker_plan_settings(void);
+extern void notiflow_worker_read_committed(void);
 
 #endif							/* NOTIFLOW_WORKER_H */

@@ -13,7 +13,8 @@
  * deliveries).
  *
  * A dispatcher's session also plans without JIT and without parallel
- * workers (notiflow_worker_plan_settings).
+ * workers (notiflow_worker_plan_settings), and every worker's transactions
+ * are read committed (notiflow_worker_read_committed).
  */
 #include "postgres.h"
 
@@ -51,4 +52,17 @@ notiflow_worker_plan_settings(void)
 {
 	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
 	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION);
+}
+
+/*
+ * The workers' transactions are read committed, whatever the database's
+ * default_transaction_isolation says: a resume takes a correlation key's
+ * lock and then reads the events that came for it, which needs a snapshot
+ * taken after the lock (under repeatable read an event committed meanwhile
+ * was not seen, and the execution waited for it until its timeout).
+ */
+void
+notiflow_worker_read_committed(void)
+{
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_USERSET, PGC_S_SESSION);
 }
