@@ -101,6 +101,14 @@ typedef struct Run
 static const char *const context_keys[] = {"payload", "recipient", "steps", "vars", "execution"};
 
 static bool email_valid(const char *s);
+
+/*
+ * Set while the due executions are resumed (execution_resume_due): a wait
+ * node then does not wait for its correlation key when another transaction
+ * holds it (a session's emit_event left open would stop a dispatcher, and the
+ * transfers it has in flight); the execution is left for a later round.
+ */
+static bool resume_without_waiting = false;
 static bool phone_valid(const char *s);
 
 /* Returns the evaluation context of a run, building it when stale. */
@@ -846,7 +854,13 @@ node_wait(Run *run, WorkflowNode *node)
 		run_fail(run, node, "\"key\" rendered an empty correlation key");
 		return;
 	}
-	wait_repo_lock_key(key);
+	if (!resume_without_waiting)
+		wait_repo_lock_key(key);
+	else if (!wait_repo_try_lock_key(key))
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("correlation key \"%s\" is held by another transaction", key),
+				 errdetail("Execution %lld is left for a later round.", (long long) run->exec.id)));
 	received = own_outcomes(run, node, wait_repo_take_inbox(key, node->wait_events));
 	complete = wait_complete(node, received);
 	if (node->wait_timeout != NULL)
@@ -1805,9 +1819,9 @@ resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
 		return;
 	if (leave_when_busy && error_is_lock_conflict(e))
 	{
-		ereport(LOG,
-				(errmsg("notiflow: %d due executions are left for the next round", n),
-				 errdetail("%s", e->message)));
+		/* one by one: only those that meet the other transaction are left for the next round */
+		for (int k = 0; n > 1 && k < n; k++)
+			resume_one_isolated(ids[k], finished, true, true, NULL);
 		return;
 	}
 	if (error_is_lock_conflict(e) || error_is_interrupt(e))
@@ -1837,7 +1851,7 @@ execution_resume_due(int limit)
 	List	   *due;
 	int64	   *ids;
 	ListCell   *lc;
-	int			n = 0;
+	volatile int n = 0;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "notiflow: SPI_connect failed");
@@ -1846,7 +1860,17 @@ execution_resume_due(int limit)
 	foreach(lc, due)
 		ids[n++] = *(int64 *) lfirst(lc);
 	n = int64_sort_unique(ids, n);
-	resume_isolated(ids, n, NIL, true);
+	/* a worker's timer does not wait for a correlation key another session holds (node_wait) */
+	resume_without_waiting = true;
+	PG_TRY();
+	{
+		resume_isolated(ids, n, NIL, true);
+	}
+	PG_FINALLY();
+	{
+		resume_without_waiting = false;
+	}
+	PG_END_TRY();
 	SPI_finish();
 	return n;
 }

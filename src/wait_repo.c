@@ -67,6 +67,21 @@ wait_repo_lock_key(const char *key)
 	spi_run(&lock_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 }
 
+/* lock_correlation_key's lock, not waiting for it: 1 when taken, 0 when held elsewhere */
+static SpiStatement try_lock_stmt = {
+	"SELECT pg_try_advisory_xact_lock(hashtextextended('notiflow.event:' || $1, 0))::int",
+	1, {TEXTOID}
+};
+
+/* Takes the correlation key's advisory lock if nobody holds it; false when another transaction does. */
+bool
+wait_repo_try_lock_key(const char *key)
+{
+	Datum		args[1] = {CStringGetTextDatum(key)};
+
+	return spi_first_int8(&try_lock_stmt, args, false, 0) == 1;
+}
+
 /* Consumes inbox events for a key. */
 Jsonb *
 wait_repo_take_inbox(const char *key, List *names)

@@ -11,6 +11,7 @@
 
 /* Serialises everything about one correlation key until the transaction ends. */
 extern void wait_repo_lock_key(const char *key);
+extern bool wait_repo_try_lock_key(const char *key);
 
 /* Removes and returns the oldest live inbox event of each of the names: an object {name: data}. */
 extern Jsonb *wait_repo_take_inbox(const char *key, List *names);

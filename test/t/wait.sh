@@ -116,6 +116,28 @@ is "$(q "SELECT status || ':' || (SELECT status FROM notiflow.deliveries WHERE i
 is "$(q "SELECT notiflow.finish_delivery($d6, 'sent')")" t "the caller's second try records it"
 is "$(q "SELECT status FROM notiflow.execution_waits WHERE execution_id = $f6")" waiting "and the execution reaches its wait"
 
+# 7. the timer does not wait for a key another session holds: a due execution that reaches a wait
+# on it is left for a later round, the others due with it go on (a dispatcher blocked there sent
+# nothing until that session ended).
+q "SELECT notiflow.put_workflow('later_wait', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+     {\"id\": \"d\", \"type\": \"delay\", \"for\": \"1 second\"},
+     {\"id\": \"w\", \"type\": \"wait\", \"events\": [\"paid\"], \"key\": \"{{payload.order_id}}\"}],
+     \"edges\": [{\"from\": \"t\", \"to\": \"d\"}, {\"from\": \"d\", \"to\": \"w\"}]}')" >/dev/null
+e7=$(q "SELECT notiflow.trigger('later_wait', '{\"order_id\": \"o7\"}', '\"ann\"')")
+e8=$(q "SELECT notiflow.trigger('later_wait', '{\"order_id\": \"o8\"}', '\"ann\"')")
+both_due() { [ "$(q "SELECT count(*) FROM notiflow.executions WHERE id IN ($e7, $e8) AND wake_at <= now()")" = 2 ]; }
+wait_for 10 both_due
+hold "BEGIN; SELECT notiflow.emit_event('paid', 'o7');" 1
+timeout 20 psql -X -q -At -d $DB -c "SELECT notiflow.resume_due_executions(10)" >"$out" 2>&1
+ok $? "resume_due_executions returns while another session holds a due execution's key"
+is "$(q "SELECT string_agg(coalesce((SELECT status FROM notiflow.execution_waits w WHERE w.execution_id = e.id), 'none'), ',' ORDER BY e.id)
+           FROM notiflow.executions e WHERE e.id IN ($e7, $e8)")" "none,waiting" \
+   "the execution whose key is held is left as it was, the other reaches its wait"
+hold "COMMIT;"
+is "$(q "SELECT notiflow.resume_due_executions(10)")" 1 "once that session ended, the next round resumes it"
+is "$(q "SELECT status FROM notiflow.execution_waits WHERE execution_id = $e7")" completed \
+   "and it takes the event that session left in the inbox"
+
 echo "\\q" >&"${HOLD[1]}"
 rm -f "$out"
 done_testing
