@@ -111,6 +111,19 @@ static bool email_valid(const char *s);
 static bool resume_without_waiting = false;
 static bool phone_valid(const char *s);
 
+/*
+ * Marks the evaluation context stale (a step's output, a variable, the
+ * payload or the recipient changed).  It holds a copy of the payload: a
+ * fan-out keeps every run until its write, so each stale one is freed.
+ */
+static void
+run_context_invalidate(Run *run)
+{
+	if (run->context != NULL)
+		pfree(run->context);
+	run->context = NULL;
+}
+
 /* Returns the evaluation context of a run, building it when stale. */
 static Jsonb *
 run_context(Run *run)
@@ -188,7 +201,7 @@ run_record_step(Run *run, WorkflowNode *node, const char *status, const char *ou
 	if (output != NULL)
 	{
 		run->steps = jsonb_with_key(run->steps, node->id, output);
-		run->context = NULL;
+		run_context_invalidate(run);
 	}
 	if (strcmp(status, "waiting") == 0)
 		run->n_waiting++;
@@ -399,7 +412,7 @@ node_transform(Run *run, WorkflowNode *node)
 		}
 		else
 			run->vars = jsonb_with_path(run->vars, a->target_path, 1, value);
-		run->context = NULL;
+		run_context_invalidate(run);
 		output = jsonb_with_key(output, a->target, value);
 	}
 	run_record_step(run, node, "completed", NULL, output, NULL, 0, 0);
@@ -1365,6 +1378,7 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 		run->queue = list_make1_int(def->trigger_index);
 		run_process(run);
 		run_conclude(run);
+		run_context_invalidate(run);	/* the write needs the records, not the context */
 		runs = lappend(runs, run);
 		/* a later message of the batch with the same key gets this execution */
 		if (in_batch)
