@@ -79,6 +79,11 @@ $$;
 CREATE FUNCTION notiflow.cancel_execution(execution_id bigint) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- its queued deliveries first, then the execution: the order finish_delivery and the
+    -- dispatcher lock them in (the other way round, the two could deadlock)
+    PERFORM 1 FROM notiflow.deliveries d
+      WHERE d.execution_id = cancel_execution.execution_id AND d.status = 'queued'
+      ORDER BY d.id FOR UPDATE;
     UPDATE notiflow.executions e
        SET status = 'cancelled', finished_at = now(), updated_at = now(), wake_at = NULL
      WHERE e.id = cancel_execution.execution_id AND e.status IN ('running', 'waiting');

@@ -79,7 +79,10 @@ BEGIN
             PERFORM notiflow.lock_correlation_key(correlation_key);
             matched := false;
             resumed := 0;
+            -- the waits of executions that ended (cancelled, failed) stay 'waiting': they are left out
+            -- here without a lock (an execution never leaves those states), and again below under it
             FOR w IN SELECT x.execution_id, x.node_id FROM notiflow.execution_waits x
+                       JOIN notiflow.executions e ON e.id = x.execution_id AND e.status IN ('running', 'waiting')
                       WHERE x.correlation_key = correlation_key AND x.status = 'waiting' AND name = ANY (x.events)
                       ORDER BY x.execution_id, x.node_id
             LOOP

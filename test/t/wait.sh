@@ -138,6 +138,18 @@ is "$(q "SELECT notiflow.resume_due_executions(10)")" 1 "once that session ended
 is "$(q "SELECT status FROM notiflow.execution_waits WHERE execution_id = $e7")" completed \
    "and it takes the event that session left in the inbox"
 
+# 8. cancel_execution locks the queued deliveries before the execution, as finish_delivery does:
+# a cancel while an outcome is being recorded waits for it instead of deadlocking with it.
+e9=$(q "SELECT notiflow.trigger('receipt', '{\"order_id\": \"o9\"}', '\"ann\"')")
+d9=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $e9")
+race "BEGIN; SELECT id FROM notiflow.deliveries WHERE id = $d9 FOR UPDATE;" \
+     "SELECT notiflow.cancel_execution($e9)" "cancel_execution($e9" \
+     "a cancel waits for the delivery whose outcome is being recorded" \
+     "DO \$\$ BEGIN PERFORM FROM notiflow.executions WHERE id = $e9 FOR UPDATE; END \$\$; COMMIT;"
+is "$(cat "$out")" t "then it cancels the execution (no deadlock)"
+is "$(q "SELECT status || ':' || (SELECT status FROM notiflow.deliveries WHERE id = $d9) FROM notiflow.executions WHERE id = $e9")" \
+   "cancelled:cancelled" "the execution and its queued delivery are cancelled"
+
 echo "\\q" >&"${HOLD[1]}"
 rm -f "$out"
 done_testing
