@@ -84,6 +84,11 @@ static SpiStatement workflow_exists_stmt = {
 	1, {TEXTOID}
 };
 
+static SpiStatement lock_subscriptions_stmt = {
+	"LOCK TABLE notiflow.kafka_subscriptions IN SHARE ROW EXCLUSIVE MODE",
+	0, {InvalidOid}
+};
+
 static SpiStatement others_stmt = {
 	"SELECT count(*) FROM notiflow.kafka_subscriptions WHERE name <> $1",
 	1, {TEXTOID}
@@ -347,6 +352,11 @@ parse_rdkafka(KafkaSubscription *sub, JsonbValue *v)
 		{
 			rd_kafka_conf_destroy(conf);
 			invalid(sub->name, field, "notiflow sets this property itself (see the subscription's brokers, group_id and start)");
+		}
+		if (val.type != jbvString && val.type != jbvNumeric && val.type != jbvBool)
+		{
+			rd_kafka_conf_destroy(conf);
+			invalid(sub->name, field, "expected a string");
 		}
 		text = property_text(sub->name, field, &val);
 		if (strcmp(prop, "partition.assignment.strategy") == 0 && strstr(text, "cooperative") != NULL)
@@ -619,6 +629,8 @@ subscribe_kafka(PG_FUNCTION_ARGS)
 						   EMIT_EVENT_SIGNATURE),
 				 errhint("Use mode \"trigger\", or upgrade notiflow to a version with wait nodes.")));
 
+	/* two subscribes at once would both count the others without the newest: one waits */
+	spi_run(&lock_subscriptions_stmt, NULL, NULL, false, 0, SPI_OK_UTILITY);
 	args[0] = CStringGetTextDatum(sub->name);
 	spi_run(&others_stmt, args, NULL, true, 1, SPI_OK_SELECT);
 	if (DatumGetInt64(spi_value(0, 1, &isnull)) >= NOTIFLOW_MAX_KAFKA_CONSUMERS)
