@@ -562,9 +562,9 @@ phase_end(void)
 
 /*
  * Runs a phase (fn: its transaction, begun and ended by phase_begin and
- * phase_end).  When it loses a lock conflict and absorb is set, the
- * transaction is rolled back, the error logged, and false returned; any
- * other error is raised (it ends the worker).
+ * phase_end).  When it loses a lock conflict, or a query cancel came, and
+ * absorb is set, the transaction is rolled back, the error logged, and false
+ * returned; any other error is raised (it ends the worker).
  */
 static bool
 phase_run(void (*fn) (void *arg), void *arg, bool absorb)
@@ -580,7 +580,7 @@ phase_run(void (*fn) (void *arg), void *arg, bool absorb)
 	{
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		if (!absorb || !error_is_lock_conflict(edata))
+		if (!absorb || !(error_is_lock_conflict(edata) || edata->sqlerrcode == ERRCODE_QUERY_CANCELED))
 			PG_RE_THROW();
 		HOLD_INTERRUPTS();
 		EmitErrorReport();
@@ -1053,7 +1053,7 @@ notiflow_dispatcher_main(Datum arg)
 	notiflow_worker_keep_memory();
 	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
 	notiflow_worker_plan_settings();
-	notiflow_worker_read_committed();
+	notiflow_worker_session_settings();
 
 	SpinLockAcquire(&notiflow_shared->mutex);
 	my_slot = &notiflow_shared->dispatchers[slot];
@@ -1093,6 +1093,7 @@ notiflow_dispatcher_main(Datum arg)
 		int			capacity;
 		List	   *done;
 
+		notiflow_worker_drop_idle_cancel();
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextSwitchTo(loop_cxt);
 		MemoryContextReset(loop_cxt);

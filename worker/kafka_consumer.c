@@ -639,6 +639,7 @@ wait_for_events(long timeout_ms)
 
 	(void) WaitEventSetWait(wait_set, Max(timeout_ms, 0), &event, 1, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
+	notiflow_worker_drop_idle_cancel();
 	CHECK_FOR_INTERRUPTS();
 }
 
@@ -1072,7 +1073,7 @@ notiflow_kafka_consumer_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	notiflow_worker_keep_memory();
 	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
-	notiflow_worker_read_committed();
+	notiflow_worker_session_settings();
 
 	SpinLockAcquire(&notiflow_shared->mutex);
 	my_slot = &notiflow_shared->kafka_consumers[slot];
@@ -1107,6 +1108,7 @@ notiflow_kafka_consumer_main(Datum arg)
 		long		timeout = STATE_INTERVAL_MS;
 
 		MemoryContextReset(loop_cxt);
+		notiflow_worker_drop_idle_cancel();
 		CHECK_FOR_INTERRUPTS();
 		spi_replan_if_due();	/* plans follow the tables' growth (a queue starts empty) */
 		if (ConfigReloadPending)

@@ -8,6 +8,8 @@
 #define NOTIFLOW_WORKER_H
 
 #include "postgres.h"
+
+#include "miscadmin.h"
 #include "datatype/timestamp.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
@@ -127,6 +129,19 @@ extern PGDLLEXPORT void notiflow_kafka_consumer_main(Datum arg);
 extern void notiflow_worker_keep_memory(void);
 /* worker_memory.c: no JIT, no parallel plans in a connected dispatcher's session. */
 extern void notiflow_worker_plan_settings(void);
-extern void notiflow_worker_read_committed(void);
+extern void notiflow_worker_session_settings(void);
+
+/*
+ * A query cancel (pg_cancel_backend) that comes while a worker runs no
+ * statement cancels nothing: it is dropped before the worker's loop checks
+ * for interrupts (raised there, outside any transaction, it ended the
+ * worker, whose requests in flight were then sent again after their lease).
+ * One that comes during a batch rolls that batch back, to be run again.
+ */
+static inline void
+notiflow_worker_drop_idle_cancel(void)
+{
+	QueryCancelPending = false;
+}
 
 #endif							/* NOTIFLOW_WORKER_H */

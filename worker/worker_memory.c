@@ -13,8 +13,8 @@
  * deliveries).
  *
  * A dispatcher's session also plans without JIT and without parallel
- * workers (notiflow_worker_plan_settings), and every worker's transactions
- * are read committed (notiflow_worker_read_committed).
+ * workers (notiflow_worker_plan_settings); every worker's session is read
+ * committed and without statement_timeout (notiflow_worker_session_settings).
  */
 #include "postgres.h"
 
@@ -55,14 +55,19 @@ notiflow_worker_plan_settings(void)
 }
 
 /*
- * The workers' transactions are read committed, whatever the database's
- * default_transaction_isolation says: a resume takes a correlation key's
- * lock and then reads the events that came for it, which needs a snapshot
- * taken after the lock (under repeatable read an event committed meanwhile
- * was not seen, and the execution waited for it until its timeout).
+ * Session settings of a worker, once it is connected, whatever the
+ * database's defaults say.  Read committed: a resume takes a correlation
+ * key's lock and then reads the events that came for it, which needs a
+ * snapshot taken after the lock (under repeatable read an event committed
+ * meanwhile was not seen, and the execution waited for it until its
+ * timeout).  No statement_timeout: a batch cut short by it would end the
+ * worker, and the requests it had in flight would be sent again after their
+ * lease.  (A query cancel is handled by the workers' loops:
+ * notiflow_worker_drop_idle_cancel.)
  */
 void
-notiflow_worker_read_committed(void)
+notiflow_worker_session_settings(void)
 {
 	SetConfigOption("default_transaction_isolation", "read committed", PGC_USERSET, PGC_S_SESSION);
+	SetConfigOption("statement_timeout", "0", PGC_USERSET, PGC_S_SESSION);
 }

@@ -758,6 +758,14 @@ wait_for 20 status_is "$exec" sent
 ok $? "the new dispatcher sends"
 wait_for 10 sql_is "SELECT sent FROM notiflow.worker_status WHERE backend_type = 'notiflow dispatcher'" 1
 ok $? "its counters count from its start, not the slot's: sent $(sql "SELECT sent FROM notiflow.worker_status WHERE backend_type = 'notiflow dispatcher'")"
+# A query cancel is not for a worker: it ended the dispatcher (its requests in flight were sent
+# again after their lease); pg_terminate_backend stops it.
+pid_before=$(dispatcher_pid)
+psql -X -q -d postgres -c "SELECT pg_cancel_backend($pid_before)" >/dev/null
+exec=$(trigger hook after-cancel)
+wait_for 20 status_is "$exec" sent
+ok $? "after a query cancel the dispatcher still sends"
+is "$(dispatcher_pid)" "$pid_before" "the same dispatcher: the cancel was ignored"
 
 # DROP DATABASE that cannot succeed (not the owner, or in a transaction block) leaves the workers
 # alone; it stopped them before PostgreSQL refused it, with their requests in flight.
