@@ -325,10 +325,15 @@ INSERT INTO notiflow.delivery_attempts (delivery_id, attempt, provider, status_c
 VALUES (9899998, 1, 'ops-r', 200, 100, 'sent', NULL), (9899998, 2, 'ops-r', NULL, 0, 'permanent', 'cannot build the request');
 SELECT provider, attempts, sent, failed, success_rate, latency_p50_ms, latency_p95_ms, last_error
   FROM notiflow.provider_health WHERE provider = 'ops-r';
--- answers about the recipient (an invalid address, an opt-out) are the provider working, not failing
+-- answers about the recipient (an invalid address, an opt-out) are the provider working, not failing;
+-- an invalid address of the provider's own (a delivery without recipient: its configured webhook) is a failure
+INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status, finished_at)
+VALUES (9899997, 0, 'x', 'webhook', 'ops-r', 'https://hooks.example.com/gone', '{}', 'failed', now()),
+       (9899995, 0, 'x', 'webhook', 'ops-r', NULL, '{}', 'failed', now());
 INSERT INTO notiflow.delivery_attempts (delivery_id, attempt, provider, status_code, latency_ms, error_class, error)
-VALUES (9899997, 1, 'ops-r', 400, 50, 'invalid_recipient', 'HTTP 400: invalid number'),
-       (9899996, 1, 'ops-r', 400, 50, 'rejected', 'HTTP 400: 21610');
+VALUES (9899997, 1, 'ops-r', 404, 50, 'invalid_recipient', 'HTTP 404'),
+       (9899996, 1, 'ops-r', 400, 50, 'rejected', 'HTTP 400: 21610'),
+       (9899995, 1, 'ops-r', 404, 50, 'invalid_recipient', 'HTTP 404');
 SELECT provider, attempts, sent, failed, refused, success_rate FROM notiflow.provider_health WHERE provider = 'ops-r';
 ROLLBACK;
 SELECT provider, circuit_state, consecutive_failures FROM notiflow.provider_health WHERE provider IN ('ops-hook');

@@ -1818,10 +1818,10 @@ resume_one_isolated(int64 id, List *finished, bool leave_when_busy, bool raise_t
  * execution rows), and the same resume goes through later.  It is raised
  * again, for the caller to run it again, unless leave_when_busy, when the
  * executions are left as they were, for a later round.  So is a cancel or a
- * shutdown, and so is an error that says nothing about the execution (disk
- * full, an I/O error: error_is_transient), which would otherwise fail every
- * execution met while it lasts.  Other errors (out of memory among them,
- * which one huge execution can cause) fail that execution alone.
+ * shutdown.  Other errors fail that execution alone: out of memory (one
+ * huge execution can cause it), an I/O error on its own page (raised, it
+ * would end every dispatcher that meets it first, round after round).  A
+ * full disk fails the write that would record the failure as well.
  */
 static void
 resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
@@ -1841,7 +1841,7 @@ resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
 	if (error_is_lock_conflict(e) || error_is_interrupt(e))
 		ReThrowError(e);
 	for (int k = 0; k < n; k++)
-		resume_one_isolated(ids[k], finished, leave_when_busy, true, NULL);
+		resume_one_isolated(ids[k], finished, leave_when_busy, false, NULL);
 }
 
 char *

@@ -69,7 +69,7 @@ wait_repo_lock_key(const char *key)
 
 /* lock_correlation_key's lock, not waiting for it: 1 when taken, 0 when held elsewhere */
 static SpiStatement try_lock_stmt = {
-	"SELECT pg_try_advisory_xact_lock(hashtextextended('notiflow.event:' || $1, 0))::int",
+	"SELECT pg_try_advisory_xact_lock(hashtextextended('notiflow.event:' || $1, 0))::int::int8",
 	1, {TEXTOID}
 };
 

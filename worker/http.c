@@ -177,11 +177,12 @@ ipv4_is_private(uint32 a)
 
 /*
  * True when addr is not a public unicast address: loopback, private,
- * link-local, shared, multicast, reserved, unspecified.  IPv6 must be
- * global unicast (2000::/3), which leaves out NAT64's 64:ff9b::/96 (it
- * reaches the IPv4 address in its last four bytes, private ones too),
- * site-local and unique local addresses; an address that carries an IPv4
- * address (IPv4-mapped ::ffff:a.b.c.d, 6to4 2002:a.b.c.d::/48) is judged by it.
+ * link-local, shared, multicast, reserved, unspecified.  An IPv6 address
+ * that carries an IPv4 address is judged by it: IPv4-mapped ::ffff:a.b.c.d,
+ * NAT64's 64:ff9b::a.b.c.d (DNS64 gives every IPv4-only name one; the
+ * gateway reaches the IPv4 address, private ones too), 6to4
+ * 2002:a.b.c.d::/48.  Any other must be global unicast (2000::/3): not
+ * site-local, unique local, the local-use NAT64 prefix or IPv4-compatible.
  */
 static bool
 address_is_private(const struct sockaddr *addr)
@@ -192,8 +193,11 @@ address_is_private(const struct sockaddr *addr)
 	{
 		const unsigned char *b = ((const struct sockaddr_in6 *) addr)->sin6_addr.s6_addr;
 		static const unsigned char zeros[10] = {0};
+		static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
 
 		if (b[10] == 0xff && b[11] == 0xff && memcmp(b, zeros, 10) == 0)
+			return ipv4_is_private(ipv4_at(b + 12));
+		if (memcmp(b, nat64, 12) == 0)
 			return ipv4_is_private(ipv4_at(b + 12));
 		if ((b[0] & 0xe0) != 0x20)
 			return true;

@@ -632,7 +632,7 @@ subscribe_kafka(PG_FUNCTION_ARGS)
 	/* two subscribes at once would both count the others without the newest: one waits */
 	spi_run(&lock_subscriptions_stmt, NULL, NULL, false, 0, SPI_OK_UTILITY);
 	args[0] = CStringGetTextDatum(sub->name);
-	spi_run(&others_stmt, args, NULL, true, 1, SPI_OK_SELECT);
+	spi_run(&others_stmt, args, NULL, false, 1, SPI_OK_SELECT);	/* not read_only: a snapshot taken after the lock */
 	if (DatumGetInt64(spi_value(0, 1, &isnull)) >= NOTIFLOW_MAX_KAFKA_CONSUMERS)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),

@@ -327,10 +327,11 @@ COMMENT ON FUNCTION notiflow.aggregate_daily(date) IS
     'Recomputes the daily_stats rows of one UTC day from live and archived rows (same result when run again); returns the rows written.';
 
 -- What the nightly job runs: yesterday and the day before, and every day since the last one
--- aggregated, so that a night the job did not run (or failed) leaves no day out; at most 31
--- days back (a day without activity writes no row, so an idle database would go back further
--- every night).  The first run, with daily_stats empty, starts at the first day anything was
--- created (metrics() counts the days before the last aggregated one from daily_stats alone).
+-- aggregated that has anything created or attempted, so that a night the job did not run (or
+-- failed) leaves no day out (a day without activity writes no row: an idle database does not go
+-- back further every night).  The first run, with daily_stats empty, starts at the first day
+-- anything was created (metrics() counts the days before the last aggregated one from
+-- daily_stats alone).
 CREATE FUNCTION notiflow.aggregate_pending() RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -350,6 +351,7 @@ BEGIN
         SELECT least(first, (min(c) AT TIME ZONE 'UTC')::date) INTO first
           FROM (SELECT min(e.created_at) FROM notiflow.executions_all e WHERE e.created_at >= since
                 UNION ALL SELECT min(d.created_at) FROM notiflow.deliveries_all d WHERE d.created_at >= since
+                UNION ALL SELECT min(a.created_at) FROM notiflow.delivery_attempts_all a WHERE a.created_at >= since
                 UNION ALL SELECT min(l.created_at) FROM notiflow.dead_letters_all l WHERE l.created_at >= since) x(c);
     END IF;
     SELECT coalesce(sum(notiflow.aggregate_daily(d::date)), 0)::integer INTO n
@@ -359,8 +361,8 @@ END
 $$;
 COMMENT ON FUNCTION notiflow.aggregate_pending() IS
     'Aggregates yesterday and the day before (UTC), and every day since the last day in daily_stats that has anything '
-    'created (with daily_stats empty, every day since the first execution, delivery or dead letter); returns the rows '
-    'written.  The nightly pg_cron job.';
+    'created or attempted (with daily_stats empty, every day since the first execution, delivery, attempt or dead letter); '
+    'returns the rows written.  The nightly pg_cron job.';
 
 -- Retention --------------------------------------------------------------------
 
@@ -584,8 +586,13 @@ a AS (
     SELECT a.provider,
            count(*) AS attempts,
            count(*) FILTER (WHERE a.error_class = 'sent') AS sent,
-           -- answers about the recipient (an invalid address, an opt-out): the provider worked
-           count(*) FILTER (WHERE a.error_class IN ('invalid_recipient', 'rejected')) AS refused,
+           -- answers about the recipient (an invalid address, an opt-out): the provider worked, as the
+           -- circuit counts them; not an invalid address of the provider's own (no recipient: a chat
+           -- provider's configured webhook_url that is gone)
+           count(*) FILTER (WHERE a.error_class = 'rejected' OR
+                                  (a.error_class = 'invalid_recipient' AND
+                                   EXISTS (SELECT 1 FROM notiflow.deliveries d
+                                            WHERE d.id = a.delivery_id AND d.recipient IS NOT NULL))) AS refused,
            -- the latency of the requests made (not of attempts refused before one, with no provider
            -- or a request that could not be built: those count as failed attempts)
            percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY a.latency_ms)

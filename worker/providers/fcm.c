@@ -244,7 +244,7 @@ fcm_classify_token(const DeliveryJob *job, const ProviderResponse *resp, Provide
 	}
 	/* Google's tokens last an hour: a longer lifetime is held to a day */
 	seconds = expires_in ? strtod(expires_in, NULL) : 3600;
-	lifetime = isnan(seconds) ? 0 : (int64) Min(seconds, (double) FCM_TOKEN_MAX_LIFETIME_S);
+	lifetime = isnan(seconds) || seconds < 0 ? 0 : (int64) Min(seconds, (double) FCM_TOKEN_MAX_LIFETIME_S);
 	if (access_token == NULL || access_token[0] == '\0' || lifetime <= 2 * FCM_TOKEN_MIN_VALID_S ||
 		strspn(access_token, FCM_TOKEN_CHARS) != strlen(access_token))
 	{
