@@ -1823,25 +1823,32 @@ resume_one_isolated(int64 id, List *finished, bool leave_when_busy, bool raise_t
  * would end every dispatcher that meets it first, round after round).  A
  * full disk fails the write that would record the failure as well.
  */
-static void
+static int
 resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
 {
 	ResumeBatch batch = {ids, n, finished, NULL};
 	ErrorData  *e;
+	int			resumed = 0;
 
 	if (n == 0 || (e = run_in_subtransaction(resume_batch_call, &batch)) == NULL)
-		return;
+		return n;
 	if (leave_when_busy && error_is_lock_conflict(e))
 	{
 		/* one by one: only those that meet the other transaction are left for the next round */
 		for (int k = 0; n > 1 && k < n; k++)
-			resume_one_isolated(ids[k], finished, true, true, NULL);
-		return;
+		{
+			const char *status;
+
+			resume_one_isolated(ids[k], finished, true, false, &status);
+			resumed += status != NULL;
+		}
+		return resumed;
 	}
 	if (error_is_lock_conflict(e) || error_is_interrupt(e))
 		ReThrowError(e);
 	for (int k = 0; k < n; k++)
 		resume_one_isolated(ids[k], finished, leave_when_busy, false, NULL);
+	return n;
 }
 
 char *
@@ -1866,6 +1873,7 @@ execution_resume_due(int limit)
 	int64	   *ids;
 	ListCell   *lc;
 	volatile int n = 0;
+	volatile int resumed = 0;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "notiflow: SPI_connect failed");
@@ -1878,7 +1886,7 @@ execution_resume_due(int limit)
 	resume_without_waiting = true;
 	PG_TRY();
 	{
-		resume_isolated(ids, n, NIL, true);
+		resumed = resume_isolated(ids, n, NIL, true);
 	}
 	PG_FINALLY();
 	{
@@ -1886,7 +1894,7 @@ execution_resume_due(int limit)
 	}
 	PG_END_TRY();
 	SPI_finish();
-	return n;
+	return resumed;
 }
 
 bool

@@ -43,7 +43,10 @@ extern void engine_trigger(const char *workflow_key, TriggerRequest *requests, i
  */
 extern char *execution_resume(int64 execution_id);
 
-/* Resumes up to limit waiting executions whose delay is over; returns how many. */
+/*
+ * Resumes up to limit waiting executions whose delay is over; returns how
+ * many (not those left for a later round: another transaction held them).
+ */
 extern int	execution_resume_due(int limit);
 
 /*

@@ -164,6 +164,17 @@ static SpiStatement find_idempotent_many_stmt = {
 	2, {TEXTOID, TEXTARRAYOID}
 };
 
+/*
+ * How many keys (idempotency or correlation keys: advisory locks held until
+ * the transaction ends) one transaction may lock: a quarter of the lock
+ * table every session shares.
+ */
+int
+execution_repo_key_lock_limit(void)
+{
+	return Max(max_locks_per_xact * (MaxBackends + max_prepared_xacts) / 4, 1);
+}
+
 /* Returns the next value of the executions id sequence. */
 int64
 execution_repo_next_id(void)
@@ -653,7 +664,7 @@ execution_repo_claim_idempotent(const char *workflow_key, List *keys)
 	 * memory", and make other sessions' lock requests fail meanwhile.  A
 	 * batch may take a quarter of it.
 	 */
-	limit = max_locks_per_xact * (MaxBackends + max_prepared_xacts) / 4;
+	limit = execution_repo_key_lock_limit();
 	if (n > limit)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),

@@ -89,6 +89,7 @@ typedef struct IdempotentExecution
 } IdempotentExecution;
 
 extern HTAB *execution_repo_claim_idempotent(const char *workflow_key, List *keys);
+extern int	execution_repo_key_lock_limit(void);
 
 /*
  * Inserts new executions (a List of ExecutionRecord *, all of one workflow
