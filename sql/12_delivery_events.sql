@@ -109,9 +109,17 @@ SELECT id AS d_sg3 FROM notiflow.deliveries WHERE execution_id = :e_sg3 \gset
 SELECT notiflow.finish_delivery(:d_sg3, 'sent', 'Zq0Jv2cERUeWm2sQ3lS5Tg');
 SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
   {"event": "delivered", "timestamp": 1714564800, "sg_message_id": "Zq0Jv2cERUeWm2sQ3lS5Tg.filterdrecv-1.0", "notiflow_delivery_id": "%s"},
-  {"event": "open", "timestamp": 1714564900, "email": "eve@example.com"}]', :d_sg3)::jsonb) AS recorded;
+  {"event": "open", "timestamp": "yesterday", "sg_message_id": "Zq0Jv2cERUeWm2sQ3lS5Tg.filterdrecv-1.0"}]', :d_sg3)::jsonb) AS recorded;
 SELECT * FROM ev_state WHERE order_id = 'sg-3';
 SELECT count(*) AS events FROM ev_log WHERE order_id = 'sg-3';
+-- an event with no id at all (SendGrid's asynchronous bounces) is about no message we can tell:
+-- it is passed over, and the rest of the batch is recorded
+SELECT notiflow.record_delivery_event('ev-sendgrid', format('[
+  {"event": "delivered", "timestamp": 1714564800, "sg_message_id": "Zq0Jv2cERUeWm2sQ3lS5Tg.filterdrecv-1.0", "notiflow_delivery_id": "%s"},
+  {"event": "bounce", "type": "bounce", "timestamp": 1714564900, "email": "eve@example.com", "sg_message_id": "", "reason": "550 5.1.1 unknown"}]', :d_sg3)::jsonb) AS recorded;
+SELECT * FROM ev_state WHERE order_id = 'sg-3';
+SELECT count(*) AS events FROM ev_log WHERE order_id = 'sg-3';
+SELECT invalid_addresses FROM notiflow.subscribers WHERE id = 'eve';
 
 -- an event before the dispatcher's own report: dropped while "sending" fails the mail step,
 -- so the execution takes its "failed" edge and queues the SMS

@@ -802,8 +802,13 @@ apply_not_sent(InFlight *f, ProviderResult *res)
 		case OUTCOME_INVALID_RECIPIENT:
 			if (f->job.recipient != NULL)
 			{
-				delivery_repo_mark_address_invalid(f->job.delivery_id);
+				/*
+				 * The execution before the subscriber, as status callbacks
+				 * lock them (47_delivery_events.sql): the other way round a
+				 * bounce reported for the same subscriber could deadlock.
+				 */
 				delivery_give_up(f->job.delivery_id, logged_body, res->error);
+				delivery_repo_mark_address_invalid(f->job.delivery_id);
 				break;
 			}
 			/* the provider's own configured destination is broken: another provider may work */

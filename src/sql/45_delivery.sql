@@ -49,7 +49,10 @@ BEGIN
     END IF;
     UPDATE notiflow.deliveries x
        SET status = 'queued', provider = first_provider, tried_providers = '{}', provider_attempts = 0,
-           next_attempt_at = now(), lease_expires_at = NULL, finished_at = NULL, updated_at = now()
+           next_attempt_at = now(), lease_expires_at = NULL, finished_at = NULL, updated_at = now(),
+           -- a late answer to an earlier attempt may have left its message id: the replay's own is
+           -- the one its status events will carry
+           provider_message_id = NULL, sent_at = NULL
      WHERE x.id = d.id;
     UPDATE notiflow.dead_letters x SET replayed_at = now() WHERE x.id = dl.id;
     PERFORM notiflow.wake_dispatchers();

@@ -164,9 +164,10 @@ BEGIN
         r.delivery_id := notiflow.delivery_event_id('sendgrid', item -> 'notiflow_delivery_id', at || '.notiflow_delivery_id');
         -- sg_message_id is the X-Message-Id followed by ".<more>": every prefix ending before a dot is a candidate
         parts := string_to_array(nullif(item ->> 'sg_message_id', ''), '.');
-        IF r.delivery_id IS NULL AND parts IS NULL THEN
-            PERFORM notiflow.delivery_event_invalid('sendgrid', at || '.sg_message_id', 'required when notiflow_delivery_id is absent');
-        END IF;
+        -- No id at all: SendGrid sends asynchronous bounces so ("sg_message_id": "", no custom
+        -- arguments).  Nothing can tell which message it is about; refusing it would refuse the
+        -- batch with it, which SendGrid posts again for a day and then drops, events of ours too.
+        CONTINUE WHEN r.delivery_id IS NULL AND parts IS NULL;
         r.message_ids := ARRAY(SELECT array_to_string(parts[1:n], '.') FROM generate_series(1, cardinality(parts)) n);
         r.provider_event := name;
         r.occurred_at := notiflow.delivery_event_time('sendgrid', item -> 'timestamp', at || '.timestamp');

@@ -18,7 +18,7 @@
 -- contract's names and turn the core's SQLSTATEs into HTTP statuses, keeping
 -- the SQLSTATE as the error's code:
 --   22xxx invalid input, 23502/23514 not null/check → 422; 42704 unknown → 404;
---   55000 wrong state, 23505 duplicate → 409 (54000 too large is 413 in PostgREST).
+--   55000 wrong state, 23505 duplicate → 409; 54000 too large → 413.
 -- Parent and child rows without a foreign key between them (executions →
 -- steps, deliveries → attempts, ...) are joined by computed relationships:
 -- functions taking a row of the parent view, named as the embedded resource.
@@ -156,13 +156,14 @@ AS $$
 BEGIN
     PERFORM notiflow.api_error(CASE WHEN code LIKE '22%' OR code IN ('23502', '23514') THEN 422
                                     WHEN code = '42704' THEN 404
+                                    WHEN code = '54000' THEN 413
                                     WHEN code = '55000' OR code LIKE '23%' THEN 409
                                     ELSE 400 END,
                                code, message, nullif(details, ''), nullif(hint, ''));
 END;
 $$;
 COMMENT ON FUNCTION notiflow.api_reraise(text, text, text, text) IS
-    'Raises a caught core error again for PostgREST: class 22, not-null and check violations 422; 42704 404; 55000 and other class 23 409.';
+    'Raises a caught core error again for PostgREST: class 22, not-null and check violations 422; 42704 404; 54000 413; 55000 and other class 23 409.';
 
 -- Authorization ------------------------------------------------------------------
 
@@ -492,7 +493,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     RETURN notiflow.put_workflow(key, definition);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -509,7 +511,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     RETURN QUERY SELECT * FROM notiflow.validate_workflow(definition);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -542,7 +545,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     PERFORM notiflow.activate_workflow(key);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -557,7 +561,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     PERFORM notiflow.deactivate_workflow(key);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -576,7 +581,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     RETURN notiflow.trigger(workflow_key, payload, recipient, idempotency_key);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -594,15 +600,23 @@ AS $$
 DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
+    -- PostgREST answers at most db-max-rows (1000) rows: more recipients would start executions
+    -- whose ids the caller never sees
+    IF jsonb_typeof(recipients) = 'array' AND jsonb_array_length(recipients) > 1000 THEN
+        PERFORM notiflow.api_error(413, '54000', 'too many recipients for one call',
+                                   format('recipients: at most 1000 in one call, got %s', jsonb_array_length(recipients)),
+                                   'Split them into calls of at most 1000 (with an idempotency key, each call its own).');
+    END IF;
     RETURN QUERY SELECT * FROM notiflow.trigger_many(workflow_key, recipients, payload, idempotency_key);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
 $$;
 COMMENT ON FUNCTION notiflow_api.trigger_many(text, jsonb, jsonb, text) IS
 $$Starts one execution per recipient of an array, all or none
-Returns {recipient, execution_id} per recipient; idempotency keys are derived per recipient (<key>/<subscriber_id>, <key>/#<position>).$$;
+Returns {recipient, execution_id} per recipient; idempotency keys are derived per recipient (<key>/<subscriber_id>, <key>/#<position>). At most 1000 recipients per call (413).$$;
 
 CREATE FUNCTION notiflow_api.cancel_execution(execution_id bigint) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER
@@ -612,7 +626,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     RETURN notiflow.cancel_execution(execution_id);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -629,7 +644,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     PERFORM notiflow.put_subscriber(id, attributes);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -646,7 +662,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     RETURN notiflow.replay_dead_letter(id);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -663,7 +680,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     RETURN notiflow.record_delivery_event(provider, event);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -680,7 +698,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     RETURN notiflow.render_template(template, context, partials);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -730,7 +749,8 @@ BEGIN
          WHERE k.kind = kind;
     END IF;
     PERFORM notiflow.put_provider(name, channel, kind, config, priority, enabled);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -748,7 +768,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     RETURN notiflow.send_test(provider, recipient, content);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -765,7 +786,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     RETURN notiflow.create_api_key(name, role);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;
@@ -782,7 +804,8 @@ DECLARE
     e_code text; e_message text; e_detail text; e_hint text;
 BEGIN
     PERFORM notiflow.revoke_api_key(name);
-EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state THEN
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR undefined_object OR object_not_in_prerequisite_state
+          OR program_limit_exceeded THEN
     GET STACKED DIAGNOSTICS e_code = RETURNED_SQLSTATE, e_message = MESSAGE_TEXT, e_detail = PG_EXCEPTION_DETAIL, e_hint = PG_EXCEPTION_HINT;
     PERFORM notiflow.api_reraise(e_code, e_message, e_detail, e_hint);
 END;

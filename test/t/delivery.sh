@@ -265,9 +265,13 @@ is "$(sql "SELECT details -> 'providers' FROM notiflow.dead_letters WHERE id = $
    "the dead letter names the providers tried"
 ok $(sql "SELECT convert_from(payload, 'UTF8') FROM notiflow.dead_letters WHERE id = ${dl:-0}" | grep -q dead1; echo $?) \
    "the dead letter keeps the request body"
+# a late answer to an earlier attempt may have left a message id: the replay's own replaces it
+sql "UPDATE notiflow.deliveries SET provider_message_id = 'late-answer' WHERE execution_id = $exec" >/dev/null
 sql "SELECT notiflow.replay_dead_letter(${dl:-0})" >/dev/null
 wait_for 20 status_is "$exec" sent
 ok $? "replay_dead_letter sends it again"
+is "$(sql "SELECT provider_message_id IS DISTINCT FROM 'late-answer' FROM notiflow.deliveries WHERE execution_id = $exec")" t \
+   "the delivery carries the replay's message id"
 is "$(sql "SELECT replayed_at IS NOT NULL FROM notiflow.dead_letters WHERE id = ${dl:-0}")" t "the dead letter is marked replayed"
 is "$(sql "SELECT bool_and(n > 0) FROM (SELECT sum(sent) AS n FROM notiflow.worker_status UNION ALL
                                             SELECT sum(retried) FROM notiflow.worker_status UNION ALL
