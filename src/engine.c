@@ -101,6 +101,7 @@ typedef struct Run
 static const char *const context_keys[] = {"payload", "recipient", "steps", "vars", "execution"};
 
 static bool email_valid(const char *s);
+static bool phone_valid(const char *s);
 
 /*
  * Set while the due executions are resumed (execution_resume_due): a wait
@@ -109,7 +110,6 @@ static bool email_valid(const char *s);
  * transfers it has in flight); the execution is left for a later round.
  */
 static bool resume_without_waiting = false;
-static bool phone_valid(const char *s);
 
 /*
  * Marks the evaluation context stale (a step's output, a variable, the
