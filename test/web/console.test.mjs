@@ -186,6 +186,19 @@ try {
     check(JSON.parse(stored).key === READER, 'the key is not kept in localStorage');
   });
 
+  await test('changing the address to another origin empties the saved key, so it is not sent there', async () => {
+    await page.click('#connection-button');
+    await page.locator('#connection-dialog[open]').waitFor();
+    check(await page.inputValue('#conn-key') === READER, 'the saved key is not filled in');
+    const saved = await page.inputValue('#conn-url');
+    await page.fill('#conn-url', 'http://notiflow.example.net:3000');
+    check(await page.inputValue('#conn-key') === '', 'the key stays for another origin');
+    await page.fill('#conn-url', saved);
+    await page.fill('#conn-key', READER);
+    await page.click('#conn-save');
+    await until(async () => /Key: reader/.test(await page.textContent('#connection-button')), 'the header to show the reader key again');
+  });
+
   await test('a slow answer shows a loading indicator; a failed one offers Retry, which works', async () => {
     let release;
     const gate = new Promise((r) => { release = r; });

@@ -105,6 +105,14 @@ function openConnection(focusKey = false) {
 }
 hooks.openConnection = openConnection;
 
+// A key belongs to the API it was made for: changing the address to another origin empties the
+// key field when it still holds the saved key, so that key is not sent to a host it was not for.
+function originOf(u) { try { return new URL(u).origin; } catch { return null; } }
+urlInput.addEventListener('input', () => {
+  const saved = getConnection();
+  if (saved.key && keyInput.value === saved.key && originOf(urlInput.value.trim()) !== originOf(saved.url)) keyInput.value = '';
+});
+
 // Asks the API what the key may do; the status line says so (or shows the error).
 async function checkConnection() {
   status.replaceChildren(spinner('Connecting…'));

@@ -32,7 +32,16 @@ export function show(ctx) {
   const region = h('div');
   put(ctx.main, h('div.page-head', h('h1', 'Analytics')), form, region);
   load(region, 'Loading daily statistics…',
-    () => get('daily_stats', { day: `gte.${dayList[0]}`, order: 'day', limit: 1000 }),
+    // one row per day, workflow, channel and provider: more than the API's 1000 rows a page in a
+    // long period, so every page is read (in a total order, so that pages neither skip nor repeat)
+    async () => {
+      const all = [];
+      for (let offset = 0; ; offset += 1000) {
+        const page = await get('daily_stats', { day: `gte.${dayList[0]}`, order: 'day,workflow_key,channel,provider', limit: 1000, offset });
+        all.push(...page);
+        if (page.length < 1000) return all;
+      }
+    },
     (rows, r) => {
       if (!rows.length) {
         put(r, empty('No daily statistics in this period',

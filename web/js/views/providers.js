@@ -62,6 +62,7 @@ function testForm(ctx, p, slug) {
   const out = h('div.out');
   const send = h('button.secondary', { type: 'submit' }, 'Send test');
   const form = h('form', { novalidate: true, 'aria-label': `Send a test message through ${p.name}` }, f, h('div.actions', send), out);
+  let stopFollowing = null;
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     f.error('');
@@ -73,9 +74,17 @@ function testForm(ctx, p, slug) {
       onError: (e) => { for (const pr of e.problems ? e.problems() : []) if (pr.path === 'recipient') f.error(pr.message); },
     });
     if (id === undefined) return;
-    // follow the delivery until it ends
-    poll(ctx, 700, async () => {
+    // follow the delivery until it ends, for two minutes at most; a new test stops following the last
+    if (stopFollowing) stopFollowing();
+    const deadline = Date.now() + 120000;
+    stopFollowing = poll(ctx, 700, async () => {
       const [d] = await get('deliveries', { id: `eq.${id}`, select: 'status,last_error,attempts(status_code,latency_ms,error_class,error)' });
+      if (d && ['queued', 'sending'].includes(d.status) && Date.now() > deadline) {
+        out.replaceChildren(h('div.result', { role: 'status', 'data-test-result': d.status },
+          'Test ', h('a', { href: href(`/deliveries/${id}`) }, `delivery #${id}`), ' is still ', badge(d.status),
+          ' after two minutes; follow it there.'));
+        return false;
+      }
       if (!d || ['queued', 'sending'].includes(d.status)) return true;
       const a = (d.attempts || [])[d.attempts.length - 1];
       out.replaceChildren(h(d.status === 'failed' ? 'div.error-box' : 'div.result', { role: d.status === 'failed' ? 'alert' : 'status', 'data-test-result': d.status },
