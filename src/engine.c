@@ -1867,7 +1867,7 @@ execution_resume(int64 execution_id)
 }
 
 int
-execution_resume_due(int limit)
+execution_resume_due(int limit, int *resumed_out)
 {
 	List	   *due;
 	int64	   *ids;
@@ -1894,7 +1894,9 @@ execution_resume_due(int limit)
 	}
 	PG_END_TRY();
 	SPI_finish();
-	return resumed;
+	if (resumed_out)
+		*resumed_out = resumed;
+	return n;
 }
 
 bool

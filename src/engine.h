@@ -45,9 +45,10 @@ extern char *execution_resume(int64 execution_id);
 
 /*
  * Resumes up to limit waiting executions whose delay is over; returns how
- * many (not those left for a later round: another transaction held them).
+ * many were due, and sets *resumed (when not NULL) to how many of them were
+ * resumed (not those left for a later round: another transaction held them).
  */
-extern int	execution_resume_due(int limit);
+extern int	execution_resume_due(int limit, int *resumed);
 
 /*
  * Records a delivery's status (as a provider reported it) and, when that ends

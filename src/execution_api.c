@@ -26,18 +26,20 @@ resume_execution(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(status));
 }
 
-/* Resumes waiting executions whose delay is over; returns how many. */
+/* Resumes waiting executions whose delay is over; returns how many (not those left: another transaction held them). */
 Datum
 resume_due_executions(PG_FUNCTION_ARGS)
 {
 	int32		limit = PG_GETARG_INT32(0);
+	int			resumed = 0;
 
 	if (limit < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("limit must be positive"),
 				 errdetail("max_executions: got %d", limit)));
-	PG_RETURN_INT32(execution_resume_due(limit));
+	(void) execution_resume_due(limit, &resumed);
+	PG_RETURN_INT32(resumed);
 }
 
 /* Records a delivery's status and resumes its execution when that ends a wait. */

@@ -936,7 +936,7 @@ render_partial(RenderState *state, const TemplateNode *node,
 	CHECK_FOR_INTERRUPTS();
 	if (++state->expansions > TEMPLATE_MAX_PARTIAL_EXPANSIONS)
 		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a template expands partials more than %d times",
 						TEMPLATE_MAX_PARTIAL_EXPANSIONS),
 				 errdetail("while expanding partial \"%s\"", node->partial),
@@ -944,7 +944,7 @@ render_partial(RenderState *state, const TemplateNode *node,
 						 "exponentially with its depth.")));
 	if (state->depth >= TEMPLATE_MAX_PARTIAL_DEPTH)
 		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("partials are nested more than %d levels deep",
 						TEMPLATE_MAX_PARTIAL_DEPTH),
 				 errdetail("while expanding partial \"%s\"", node->partial),

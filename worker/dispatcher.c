@@ -59,6 +59,7 @@
 
 #include "delivery_repo.h"
 #include "engine.h"
+#include "execution_repo.h"
 #include "http.h"
 #include "jsonb_util.h"
 #include "provider.h"
@@ -633,9 +634,10 @@ claim_transaction(void *arg)
 		List	   *providers = NIL;
 		List	   *claimed;
 		bool		from_start = false;
-		int			resumed;
+		int			resumed = 0;
+		int			due;
 
-		resumed = execution_resume_due(RESUME_BATCH);
+		due = execution_resume_due(RESUME_BATCH, &resumed);
 		claimed = limit > 0 ? claim_due(limit, &from_start) : NIL;
 		*claimed_count = list_length(claimed);
 		foreach(lc, claimed)
@@ -661,12 +663,13 @@ claim_transaction(void *arg)
 
 			/*
 			 * Due when the claim looked, yet neither claimed from the start
-			 * of the queue nor resumed in a batch that had room: another
-			 * transaction holds those rows (SKIP LOCKED passed them), and its
+			 * of the queue nor resumed in a batch that had room (or resumed
+			 * none of a full one): another transaction holds those rows
+			 * (SKIP LOCKED passed them) or their correlation keys, and its
 			 * end may wake nobody.  Look again a little later, not at once
 			 * in a loop.  (Rows that fell due since are taken at once.)
 			 */
-			if (*next_due_ms == 0 && overdue && from_start && resumed < RESUME_BATCH)
+			if (*next_due_ms == 0 && overdue && from_start && (due < RESUME_BATCH || resumed == 0))
 				*next_due_ms = HELD_RETRY_MS;
 		}
 		if (my_slot)
@@ -806,9 +809,12 @@ apply_not_sent(InFlight *f, ProviderResult *res)
 				 * The execution before the subscriber, as status callbacks
 				 * lock them (47_delivery_events.sql): the other way round a
 				 * bounce reported for the same subscriber could deadlock.
+				 * The address is marked before the execution resumes, so
+				 * that a node it goes on to skips it.
 				 */
-				delivery_give_up(f->job.delivery_id, logged_body, res->error);
+				execution_repo_lock_ids(&f->job.execution_id, 1);
 				delivery_repo_mark_address_invalid(f->job.delivery_id);
+				delivery_give_up(f->job.delivery_id, logged_body, res->error);
 				break;
 			}
 			/* the provider's own configured destination is broken: another provider may work */

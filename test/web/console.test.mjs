@@ -192,9 +192,11 @@ try {
     check(await page.inputValue('#conn-key') === READER, 'the saved key is not filled in');
     const saved = await page.inputValue('#conn-url');
     await page.fill('#conn-url', 'http://notiflow.example.net:3000');
+    await page.press('#conn-url', 'Tab');
     check(await page.inputValue('#conn-key') === '', 'the key stays for another origin');
     await page.fill('#conn-url', saved);
-    await page.fill('#conn-key', READER);
+    await page.press('#conn-url', 'Tab');
+    check(await page.inputValue('#conn-key') === READER, 'back at the saved origin, the saved key does not come back');
     await page.click('#conn-save');
     await until(async () => /Key: reader/.test(await page.textContent('#connection-button')), 'the header to show the reader key again');
   });

@@ -105,12 +105,16 @@ function openConnection(focusKey = false) {
 }
 hooks.openConnection = openConnection;
 
-// A key belongs to the API it was made for: changing the address to another origin empties the
-// key field when it still holds the saved key, so that key is not sent to a host it was not for.
+// A key belongs to the API it was made for: once the address is changed (not while it is typed) to
+// another origin, the key field is emptied when it still holds the saved key, so that key is not
+// sent to a host it was not for; changed back to the saved origin, an emptied field gets it again.
 function originOf(u) { try { return new URL(u).origin; } catch { return null; } }
-urlInput.addEventListener('input', () => {
+urlInput.addEventListener('change', () => {
   const saved = getConnection();
-  if (saved.key && keyInput.value === saved.key && originOf(urlInput.value.trim()) !== originOf(saved.url)) keyInput.value = '';
+  if (!saved.key) return;
+  const same = originOf(urlInput.value.trim()) === originOf(saved.url);
+  if (!same && keyInput.value === saved.key) keyInput.value = '';
+  else if (same && keyInput.value === '') keyInput.value = saved.key;
 });
 
 // Asks the API what the key may do; the status line says so (or shows the error).

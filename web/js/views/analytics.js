@@ -3,7 +3,7 @@
 // messages sent, failed deliveries and attempt latency by channel or by
 // provider, and executions by outcome, over a chosen number of days.
 
-import { get } from '../api.js';
+import { page } from '../api.js';
 import { barChart, lineChart } from '../chart.js';
 import { empty, field, h, load, ms, put } from '../ui.js';
 
@@ -32,15 +32,18 @@ export function show(ctx) {
   const region = h('div');
   put(ctx.main, h('div.page-head', h('h1', 'Analytics')), form, region);
   load(region, 'Loading daily statistics…',
-    // one row per day, workflow, channel and provider: more than the API's 1000 rows a page in a
-    // long period, so every page is read (in a total order, so that pages neither skip nor repeat)
+    // one row per day, workflow, channel and provider: more than one page of the API in a long
+    // period, so pages are read until the exact count is reached (in a total order, so that pages
+    // neither skip nor repeat), whatever page size the API keeps to; not after leaving the screen
     async () => {
       const all = [];
-      for (let offset = 0; ; offset += 1000) {
-        const page = await get('daily_stats', { day: `gte.${dayList[0]}`, order: 'day,workflow_key,channel,provider', limit: 1000, offset });
-        all.push(...page);
-        if (page.length < 1000) return all;
+      while (ctx.alive()) {
+        const { rows, total } = await page('daily_stats', { day: `gte.${dayList[0]}`, order: 'day,workflow_key,channel,provider' },
+          { offset: all.length, limit: 1000 });
+        all.push(...rows);
+        if (!rows.length || all.length >= total) break;
       }
+      return all;
     },
     (rows, r) => {
       if (!rows.length) {

@@ -63,6 +63,7 @@ function testForm(ctx, p, slug) {
   const send = h('button.secondary', { type: 'submit' }, 'Send test');
   const form = h('form', { novalidate: true, 'aria-label': `Send a test message through ${p.name}` }, f, h('div.actions', send), out);
   let stopFollowing = null;
+  let following = 0;
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     f.error('');
@@ -76,15 +77,18 @@ function testForm(ctx, p, slug) {
     if (id === undefined) return;
     // follow the delivery until it ends, for two minutes at most; a new test stops following the last
     if (stopFollowing) stopFollowing();
+    const mine = ++following;
     const deadline = Date.now() + 120000;
     stopFollowing = poll(ctx, 700, async () => {
-      const [d] = await get('deliveries', { id: `eq.${id}`, select: 'status,last_error,attempts(status_code,latency_ms,error_class,error)' });
-      if (d && ['queued', 'sending'].includes(d.status) && Date.now() > deadline) {
-        out.replaceChildren(h('div.result', { role: 'status', 'data-test-result': d.status },
-          'Test ', h('a', { href: href(`/deliveries/${id}`) }, `delivery #${id}`), ' is still ', badge(d.status),
-          ' after two minutes; follow it there.'));
+      if (mine !== following) return false;
+      if (Date.now() > deadline) {
+        out.replaceChildren(h('div.result', { role: 'status', 'data-test-result': 'waiting' },
+          'Test ', h('a', { href: href(`/deliveries/${id}`) }, `delivery #${id}`),
+          ' has not ended after two minutes; follow it there.'));
         return false;
       }
+      const [d] = await get('deliveries', { id: `eq.${id}`, select: 'status,last_error,attempts(status_code,latency_ms,error_class,error)' });
+      if (mine !== following) return false;  // a newer test: its own follow writes the result
       if (!d || ['queued', 'sending'].includes(d.status)) return true;
       const a = (d.attempts || [])[d.attempts.length - 1];
       out.replaceChildren(h(d.status === 'failed' ? 'div.error-box' : 'div.result', { role: d.status === 'failed' ? 'alert' : 'status', 'data-test-result': d.status },
