@@ -78,7 +78,7 @@ export function show(ctx, id) {
     last = JSON.stringify(d);
     put(r, 
       h('div.page-head', h('h1', `Delivery #${d.id}`), h('span', { id: 'delivery-status', 'data-status': d.status }, badge(d.status))),
-      PENDING.includes(d.status) ? h('p.muted.small', { role: 'status' }, 'Updating every second until it is sent or fails.') : null,
+      PENDING.includes(d.status) ? h('p.muted.small', { role: 'status' }, 'Updating until it is sent or fails (every second; a retry due later, when it is due).') : null,
       h('div.panel', h('dl.facts',
         h('dt', 'Execution'), h('dd', executionLink(d), d.execution_id ? ` (node ${d.node_id})` : ''),
         h('dt', 'Channel'), h('dd', d.channel),
@@ -102,8 +102,20 @@ export function show(ctx, id) {
   };
   load(region, `Loading delivery #${id}…`, fetch, render).then((d) => {
     if (!d || !PENDING.includes(d.status)) return;
-    poll(ctx, 1000, async () => {
-      const n = await fetch();
+    // every second while it may change any moment; a retry due later is looked at when it is due
+    // (at most every 30 s); after failed requests less and less often
+    let cur = d;
+    let failures = 0;
+    const period = () => {
+      const until = cur.status === 'queued' && cur.next_attempt_at ? Date.parse(cur.next_attempt_at) - Date.now() : 0;
+      const base = until > 1000 ? Math.min(until, 30000) : 1000;
+      return Math.min(base * 2 ** failures, 30000);
+    };
+    poll(ctx, period, async () => {
+      let n;
+      try { n = await fetch(); } catch (e) { failures += 1; throw e; }
+      failures = 0;
+      cur = n;
       if (JSON.stringify(n) !== last && ctx.alive()) { region.replaceChildren(); render(n, region); }
       return PENDING.includes(n.status);
     });
