@@ -62,8 +62,7 @@ function testForm(ctx, p, slug) {
   const out = h('div.out');
   const send = h('button.secondary', { type: 'submit' }, 'Send test');
   const form = h('form', { novalidate: true, 'aria-label': `Send a test message through ${p.name}` }, f, h('div.actions', send), out);
-  let stopFollowing = null;
-  let following = 0;
+  let following = 0;  // the newest test's number: an older follow stops at its next look
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     f.error('');
@@ -76,10 +75,9 @@ function testForm(ctx, p, slug) {
     });
     if (id === undefined) return;
     // follow the delivery until it ends, for two minutes at most; a new test stops following the last
-    if (stopFollowing) stopFollowing();
     const mine = ++following;
     const deadline = Date.now() + 120000;
-    stopFollowing = poll(ctx, 700, async () => {
+    poll(ctx, 700, async () => {
       if (mine !== following) return false;
       if (Date.now() > deadline) {
         out.replaceChildren(h('div.result', { role: 'status', 'data-test-result': 'waiting' },
