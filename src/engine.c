@@ -111,6 +111,8 @@ static bool phone_valid(const char *s);
  */
 static bool resume_without_waiting = false;
 
+bool		execution_resume_raises = false;
+
 /*
  * Marks the evaluation context stale (a step's output, a variable, the
  * payload or the recipient changed).  It holds a copy of the payload: a
@@ -1860,7 +1862,13 @@ execution_resume(int64 execution_id)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "notiflow: SPI_connect failed");
-	resume_one_isolated(execution_id, NIL, false, true, &status);
+	if (execution_resume_raises)
+	{
+		status = NULL;
+		resume_many(&execution_id, 1, &status, NIL);
+	}
+	else
+		resume_one_isolated(execution_id, NIL, false, true, &status);
 	result = status ? MemoryContextStrdup(caller, status) : NULL;
 	SPI_finish();
 	return result;

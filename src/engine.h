@@ -44,6 +44,14 @@ extern void engine_trigger(const char *workflow_key, TriggerRequest *requests, i
 extern char *execution_resume(int64 execution_id);
 
 /*
+ * While true, execution_resume() runs without a subtransaction of its own
+ * and raises whatever the resume raises, for a caller that isolates a whole
+ * batch itself and runs it again piece by piece when it fails (the Kafka
+ * consumer's events).  Reset it in PG_FINALLY.
+ */
+extern bool execution_resume_raises;
+
+/*
  * Resumes up to limit waiting executions whose delay is over; returns how
  * many were due, and sets *resumed (when not NULL) to how many of them were
  * resumed (not those left for a later round: another transaction held them).

@@ -72,7 +72,7 @@ typedef struct KafkaCounters
 	int64		events;
 	int64		filtered;
 	int64		dead_letters;
-	int64		batches_split;	/* batches whose trigger raised, run again message by message */
+	int64		batches_split;	/* batches whose trigger or events raised, run again message by message */
 } KafkaCounters;
 
 /* One assigned partition as the consumer publishes it. */

@@ -5,12 +5,18 @@
  *
  * Per message, in its own subtransaction: the size is checked, the value is
  * parsed as JSON (UTF-8), the filter decides whether it counts, and the
- * payload, recipient and idempotency key are extracted (trigger mode), or
- * the event is emitted through notiflow.emit_event() (event mode).  The
- * jsonpaths see the message as $ and its position as variables: $topic,
- * $partition, $offset, $key, $headers, $timestamp.  Then the executions of
- * the batch are started with one engine_trigger() call; when that raises,
- * each message is triggered alone so that only the bad ones fail.
+ * payload, recipient and idempotency key (trigger mode) or the event's name,
+ * correlation key and data (event mode) are extracted.  Nothing is written
+ * there, so those subtransactions take no transaction id.  The jsonpaths see
+ * the message as $ and its position as variables: $topic, $partition,
+ * $offset, $key, $headers, $timestamp.  Then the executions of the batch are
+ * started with one engine_trigger() call, or its events are emitted one
+ * after the other with notiflow.emit_event_attempt(), in one subtransaction
+ * for the batch; when that raises, each message is handled alone (an event
+ * through notiflow.emit_event()) so that only the bad ones fail.  Writing in
+ * one subtransaction per batch, not one or two per message, keeps the
+ * backend's cache of subtransaction ids (64) from overflowing, which would
+ * slow every snapshot in the cluster while the batch runs.
  *
  * A message that fails anywhere becomes a dead letter (source "kafka",
  * reference "topic/partition/offset", the raw bytes, details {topic,
@@ -47,13 +53,30 @@ typedef enum PrepareOutcome
 {
 	PREPARE_READY,				/* a trigger request is ready */
 	PREPARE_FILTERED,			/* the filter left it out */
-	PREPARE_EMITTED,			/* its event was emitted */
+	PREPARE_EVENT,				/* an event is ready */
 	PREPARE_FAILED				/* it is a dead letter */
 } PrepareOutcome;
 
+/* An event of event mode: emit_event's arguments. */
+typedef struct EventRequest
+{
+	Datum		args[3];		/* name, correlation key (text), data (jsonb) */
+} EventRequest;
+
+/* One event alone, waiting for a busy execution when it must (its own subtransactions). */
 static SpiStatement emit_event_stmt = {
 	"SELECT notiflow.emit_event($1, $2, $3)",
 	3, {TEXTOID, TEXTOID, JSONBOID}
+};
+
+/* One event of a batch: no subtransaction; NF002 when an execution is busy. */
+static SpiStatement emit_attempt_stmt = {
+	"SELECT notiflow.emit_event_attempt($1, $2, $3)",
+	3, {TEXTOID, TEXTOID, JSONBOID}
+};
+
+static SpiStatement inbox_expire_stmt = {
+	"SELECT notiflow.event_inbox_expire()", 0, {InvalidOid}
 };
 
 /* Returns bytes as they are when they are valid text in the database's encoding, else as "\x<hex>". */
@@ -246,12 +269,13 @@ parse_value(KafkaSubscription *sub, rd_kafka_message_t *m, const char *volatile 
 }
 
 /*
- * Prepares one message: parse, filter, extract; in event mode also emits it.
- * Sets *stage to the step running, for the error of a dead letter.
+ * Prepares one message: parse, filter, extract (a trigger request into *req,
+ * or an event into *ev).  Sets *stage to the step running, for the error of a
+ * dead letter.
  */
 static PrepareOutcome
 prepare_message(KafkaSubscription *sub, rd_kafka_message_t *m, MessageMeta *meta,
-				TriggerRequest *req, const char *volatile *stage)
+				TriggerRequest *req, EventRequest *ev, const char *volatile *stage)
 {
 	Jsonb	   *value = parse_value(sub, m, stage);
 	Jsonb	   *payload;
@@ -271,16 +295,12 @@ prepare_message(KafkaSubscription *sub, rd_kafka_message_t *m, MessageMeta *meta
 
 	if (sub->mode == KAFKA_MODE_EVENT)
 	{
-		Datum		args[3];
-
 		*stage = "options.event_name";
-		args[0] = CStringGetTextDatum(extract_text(value, sub->event_name, meta->vars));
+		ev->args[0] = CStringGetTextDatum(extract_text(value, sub->event_name, meta->vars));
 		*stage = "options.correlation_key";
-		args[1] = CStringGetTextDatum(extract_text(value, sub->correlation_key, meta->vars));
-		args[2] = JsonbPGetDatum(payload);
-		*stage = "emit_event";
-		spi_run(&emit_event_stmt, args, NULL, false, 0, SPI_OK_SELECT);
-		return PREPARE_EMITTED;
+		ev->args[1] = CStringGetTextDatum(extract_text(value, sub->correlation_key, meta->vars));
+		ev->args[2] = JsonbPGetDatum(payload);
+		return PREPARE_EVENT;
 	}
 
 	req->payload = payload;
@@ -317,6 +337,7 @@ typedef struct PrepareCall
 	rd_kafka_message_t *m;
 	MessageMeta *meta;
 	TriggerRequest *req;
+	EventRequest *ev;
 	const char *stage;			/* where it failed */
 	PrepareOutcome outcome;
 } PrepareCall;
@@ -327,15 +348,15 @@ prepare_call(void *arg)
 {
 	PrepareCall *call = arg;
 
-	call->outcome = prepare_message(call->sub, call->m, call->meta, call->req, &call->stage);
+	call->outcome = prepare_message(call->sub, call->m, call->meta, call->req, call->ev, &call->stage);
 }
 
 /* Prepares one message in a subtransaction; on error sets *error and rolls it back. */
 static PrepareOutcome
 prepare_one(KafkaSubscription *sub, rd_kafka_message_t *m, MessageMeta *meta, TriggerRequest *req,
-			char **error)
+			EventRequest *ev, char **error)
 {
-	PrepareCall call = {sub, m, meta, req, "prepare", PREPARE_FAILED};
+	PrepareCall call = {sub, m, meta, req, ev, "prepare", PREPARE_FAILED};
 	ErrorData  *edata = run_in_subtransaction(prepare_call, &call);
 
 	if (edata == NULL)
@@ -379,6 +400,60 @@ trigger_guarded(const char *workflow_key, TriggerRequest *reqs, int n, char **er
 	return false;
 }
 
+/* Arguments of a batch of events emitted in a subtransaction. */
+typedef struct EmitCall
+{
+	EventRequest *events;
+	int			n;
+	bool		batch;			/* emit_event_attempt for each, else emit_event for one */
+} EmitCall;
+
+/* Emits the events of an EmitCall. */
+static void
+emit_call(void *arg)
+{
+	EmitCall   *call = arg;
+
+	if (!call->batch)
+	{
+		spi_run(&emit_event_stmt, call->events[0].args, NULL, false, 0, SPI_OK_SELECT);
+		return;
+	}
+	/* the resumes the events complete raise too, rather than each opening a subtransaction */
+	execution_resume_raises = true;
+	PG_TRY();
+	{
+		for (int i = 0; i < call->n; i++)
+			spi_run(&emit_attempt_stmt, call->events[i].args, NULL, false, 0, SPI_OK_SELECT);
+	}
+	PG_FINALLY();
+	{
+		execution_resume_raises = false;
+	}
+	PG_END_TRY();
+	spi_run(&inbox_expire_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
+}
+
+/*
+ * Emits n events in a subtransaction (all with emit_event_attempt when batch,
+ * else the one with emit_event); false with *error when it raises.  A busy
+ * execution (NF002) in a batch is not the events' fault: the caller emits
+ * them one by one, each waiting as emit_event does.
+ */
+static bool
+emit_guarded(EventRequest *events, int n, bool batch, char **error)
+{
+	EmitCall	call = {events, n, batch};
+	ErrorData  *edata = run_in_subtransaction(emit_call, &call);
+
+	if (edata == NULL)
+		return true;
+	if (error_is_transient(edata))
+		ReThrowError(edata);
+	*error = error_text("emit_event", edata);
+	return false;
+}
+
 /* Files a message as a dead letter. */
 static void
 dead_letter(rd_kafka_message_t *m, MessageMeta *meta, const char *error, KafkaCounters *counters)
@@ -393,16 +468,19 @@ kafka_messages_process(KafkaSubscription *sub, rd_kafka_message_t **messages, in
 					   KafkaCounters *counters)
 {
 	TriggerRequest *reqs = palloc0(sizeof(TriggerRequest) * n);
+	EventRequest *events = palloc0(sizeof(EventRequest) * n);
 	MessageMeta *metas = palloc(sizeof(MessageMeta) * n);
 	int		   *origin = palloc(sizeof(int) * n);
+	int		   *event_origin = palloc(sizeof(int) * n);
 	int			ready = 0;
+	int			nevents = 0;
 	char	   *error = NULL;
 
 	for (int i = 0; i < n; i++)
 	{
 		message_meta(sub, messages[i], &metas[i]);
 		counters->messages++;
-		switch (prepare_one(sub, messages[i], &metas[i], &reqs[ready], &error))
+		switch (prepare_one(sub, messages[i], &metas[i], &reqs[ready], &events[nevents], &error))
 		{
 			case PREPARE_READY:
 				origin[ready++] = i;
@@ -410,13 +488,32 @@ kafka_messages_process(KafkaSubscription *sub, rd_kafka_message_t **messages, in
 			case PREPARE_FILTERED:
 				counters->filtered++;
 				break;
-			case PREPARE_EMITTED:
-				counters->events++;
+			case PREPARE_EVENT:
+				event_origin[nevents++] = i;
 				break;
 			case PREPARE_FAILED:
 				dead_letter(messages[i], &metas[i], error, counters);
 				break;
 		}
+	}
+	if (nevents > 0)
+	{
+		/* all in one subtransaction first; when that raises, one by one, each in its own */
+		if (emit_guarded(events, nevents, true, &error))
+		{
+			counters->events += nevents;
+			return;
+		}
+		if (nevents > 1)
+			counters->batches_split++;
+		for (int j = 0; j < nevents; j++)
+		{
+			if (emit_guarded(&events[j], 1, false, &error))
+				counters->events++;
+			else
+				dead_letter(messages[event_origin[j]], &metas[event_origin[j]], error, counters);
+		}
+		return;
 	}
 	if (ready == 0)
 		return;

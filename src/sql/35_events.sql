@@ -12,7 +12,7 @@
 -- emit_event goes the other way (key, then the rows of the executions waiting
 -- on it); so that the two never wait for each other in a circle, emit_event
 -- never waits for a row while it holds the key: it asks for each row with
--- NOWAIT and, when one is busy, lets go of the key (a subtransaction ends),
+-- SKIP LOCKED and, when one is busy, lets go of the key (a subtransaction ends),
 -- waits until that row is free, and starts again.
 
 CREATE TABLE notiflow.execution_waits (
@@ -50,8 +50,13 @@ LANGUAGE sql AS $$
     SELECT pg_advisory_xact_lock(hashtextextended('notiflow.event:' || correlation_key, 0))
 $$;
 
--- Delivers an event to the executions waiting for it, or keeps it in the inbox.
-CREATE FUNCTION notiflow.emit_event(name text, correlation_key text, data jsonb DEFAULT '{}')
+-- One attempt at an event: takes the key, then the row of each execution
+-- waiting for it without waiting (SKIP LOCKED).  When one is busy it raises
+-- SQLSTATE NF002 with the busy execution's id as its detail, for the caller to
+-- roll back (the key and the rows with it), wait for that row with nothing
+-- held, and try again.  It opens no subtransaction of its own: the Kafka
+-- consumer runs a whole batch of events in one (kafka_message.c).
+CREATE FUNCTION notiflow.emit_event_attempt(name text, correlation_key text, data jsonb)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -60,10 +65,9 @@ AS $$
 DECLARE
     w        record;
     wr       notiflow.execution_waits;
-    matched  boolean;
-    resumed  integer;
+    matched  boolean := false;
+    resumed  integer := 0;
     got      jsonb;
-    busy     bigint;
     st       text;
 BEGIN
     IF name IS NULL OR name = '' THEN
@@ -73,67 +77,90 @@ BEGIN
         RAISE EXCEPTION 'correlation key must not be empty' USING ERRCODE = '22023', DETAIL = 'correlation_key: required';
     END IF;
 
+    PERFORM notiflow.lock_correlation_key(correlation_key);
+    -- the waits of executions that ended (cancelled, failed) stay 'waiting': they are left out
+    -- here without a lock (an execution never leaves those states), and again below under it
+    FOR w IN SELECT x.execution_id, x.node_id FROM notiflow.execution_waits x
+               JOIN notiflow.executions e ON e.id = x.execution_id AND e.status IN ('running', 'waiting')
+              WHERE x.correlation_key = correlation_key AND x.status = 'waiting' AND name = ANY (x.events)
+              ORDER BY x.execution_id, x.node_id
     LOOP
-        busy := NULL;
-        BEGIN
-            PERFORM notiflow.lock_correlation_key(correlation_key);
-            matched := false;
-            resumed := 0;
-            -- the waits of executions that ended (cancelled, failed) stay 'waiting': they are left out
-            -- here without a lock (an execution never leaves those states), and again below under it
-            FOR w IN SELECT x.execution_id, x.node_id FROM notiflow.execution_waits x
-                       JOIN notiflow.executions e ON e.id = x.execution_id AND e.status IN ('running', 'waiting')
-                      WHERE x.correlation_key = correlation_key AND x.status = 'waiting' AND name = ANY (x.events)
-                      ORDER BY x.execution_id, x.node_id
-            LOOP
-                busy := w.execution_id;
-                SELECT e.status INTO st FROM notiflow.executions e WHERE e.id = w.execution_id FOR UPDATE NOWAIT;
-                busy := NULL;
-                -- the wait of an execution that ended (cancelled, failed) takes no event
-                CONTINUE WHEN st IS NULL OR st IN ('completed', 'failed', 'cancelled');
-                SELECT * INTO wr FROM notiflow.execution_waits x
-                 WHERE x.execution_id = w.execution_id AND x.node_id = w.node_id FOR UPDATE;
-                CONTINUE WHEN wr.status <> 'waiting';
-                -- past its deadline the wait is the timer's, even before the timer came round
-                CONTINUE WHEN wr.deadline <= clock_timestamp();
-                matched := true;
-                CONTINUE WHEN wr.received ? name;       -- the first event of a name counts
-                got := wr.received || jsonb_build_object(name, coalesce(data, '{}'));
-                IF (SELECT bool_and(got ? ev) FROM unnest(wr.events) ev) THEN
-                    UPDATE notiflow.execution_waits x SET received = got, status = 'completed', finished_at = now()
-                     WHERE x.execution_id = wr.execution_id AND x.node_id = wr.node_id;
-                    PERFORM notiflow.resume_execution(wr.execution_id);
-                    resumed := resumed + 1;
-                ELSE
-                    UPDATE notiflow.execution_waits x SET received = got
-                     WHERE x.execution_id = wr.execution_id AND x.node_id = wr.node_id;
-                END IF;
-            END LOOP;
+        SELECT e.status INTO st FROM notiflow.executions e WHERE e.id = w.execution_id FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'execution % is busy', w.execution_id
+                USING ERRCODE = 'NF002', DETAIL = w.execution_id::text;
+        END IF;
+        -- the wait of an execution that ended (cancelled, failed) takes no event
+        CONTINUE WHEN st IN ('completed', 'failed', 'cancelled');
+        SELECT * INTO wr FROM notiflow.execution_waits x
+         WHERE x.execution_id = w.execution_id AND x.node_id = w.node_id FOR UPDATE;
+        CONTINUE WHEN wr.status <> 'waiting';
+        -- past its deadline the wait is the timer's, even before the timer came round
+        CONTINUE WHEN wr.deadline <= clock_timestamp();
+        matched := true;
+        CONTINUE WHEN wr.received ? name;       -- the first event of a name counts
+        got := wr.received || jsonb_build_object(name, coalesce(data, '{}'));
+        IF (SELECT bool_and(got ? ev) FROM unnest(wr.events) ev) THEN
+            UPDATE notiflow.execution_waits x SET received = got, status = 'completed', finished_at = now()
+             WHERE x.execution_id = wr.execution_id AND x.node_id = wr.node_id;
+            PERFORM notiflow.resume_execution(wr.execution_id);
+            resumed := resumed + 1;
+        ELSE
+            UPDATE notiflow.execution_waits x SET received = got
+             WHERE x.execution_id = wr.execution_id AND x.node_id = wr.node_id;
+        END IF;
+    END LOOP;
 
-            IF NOT matched THEN
-                INSERT INTO notiflow.event_inbox (name, correlation_key, data, expires_at)
-                VALUES (name, correlation_key, coalesce(data, '{}'),
-                        now() + coalesce(current_setting('notiflow.event_ttl', true), '1 hour')::interval);
-            END IF;
+    IF NOT matched THEN
+        INSERT INTO notiflow.event_inbox (name, correlation_key, data, expires_at)
+        VALUES (name, correlation_key, coalesce(data, '{}'),
+                now() + coalesce(current_setting('notiflow.event_ttl', true), '1 hour')::interval);
+    END IF;
+    RETURN resumed;
+END;
+$$;
+REVOKE ALL ON FUNCTION notiflow.emit_event_attempt(text, text, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION notiflow.emit_event_attempt(text, text, jsonb) IS
+    'Internal: one attempt of emit_event without a subtransaction; raises NF002 (detail: the execution id) when a waiting execution is busy.';
+
+-- Removes up to 100 expired events from the inbox (emit_event and the Kafka consumer call it).
+CREATE FUNCTION notiflow.event_inbox_expire() RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM notiflow.event_inbox i
+     WHERE i.id IN (SELECT x.id FROM notiflow.event_inbox x WHERE x.expires_at < now()
+                     LIMIT 100 FOR UPDATE SKIP LOCKED)
+$$;
+
+-- Delivers an event to the executions waiting for it, or keeps it in the inbox.
+CREATE FUNCTION notiflow.emit_event(name text, correlation_key text, data jsonb DEFAULT '{}')
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    resumed  integer;
+    busy     text;
+BEGIN
+    LOOP
+        BEGIN
+            resumed := notiflow.emit_event_attempt(name, correlation_key, data);
             EXIT;
-        EXCEPTION WHEN lock_not_available THEN
-            IF busy IS NULL THEN
-                RAISE;                          -- not our NOWAIT: the caller's lock_timeout, say
-            END IF;
+        EXCEPTION WHEN SQLSTATE 'NF002' THEN
+            GET STACKED DIAGNOSTICS busy = PG_EXCEPTION_DETAIL;
         END;
         -- The key and every row this attempt took are released: wait for the
         -- busy execution with nothing held, let go of it at once, try again.
         BEGIN
-            PERFORM 1 FROM notiflow.executions e WHERE e.id = busy FOR UPDATE;
+            PERFORM 1 FROM notiflow.executions e WHERE e.id = busy::bigint FOR UPDATE;
             RAISE SQLSTATE 'NF001';
         EXCEPTION WHEN SQLSTATE 'NF001' THEN
             NULL;
         END;
     END LOOP;
-
-    DELETE FROM notiflow.event_inbox i
-     WHERE i.id IN (SELECT x.id FROM notiflow.event_inbox x WHERE x.expires_at < now()
-                     LIMIT 100 FOR UPDATE SKIP LOCKED);
+    PERFORM notiflow.event_inbox_expire();
     RETURN resumed;
 END;
 $$;

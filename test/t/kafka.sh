@@ -28,7 +28,7 @@ trap cleanup EXIT
 # --- the Kafka cluster ------------------------------------------------------------
 make -s -C test/kafka >/dev/null || { echo "Bail out! cannot build test/kafka/kafka_mock"; exit 1; }
 test/kafka/kafka_mock --topic orders:4 --topic poison:1 --topic gone:1 --topic crash:4 --topic restart:4 \
-    --topic shared:4 --topic lagging:2 --topic payments:2 --topic broker:2 --topic reset:1 --topic latest:2 --topic byrecipient:1 \
+    --topic shared:4 --topic lagging:2 --topic payments:2 --topic burst:1 --topic broker:2 --topic reset:1 --topic latest:2 --topic byrecipient:1 \
     </dev/null >"$WORK/mock.out" 2>"$WORK/mock.err" &
 MOCK_PID=$!
 has_line() { grep -qsx "$2" "$1"; }
@@ -327,6 +327,52 @@ is "$(sql "SELECT notiflow.emit_event('confirmed', 'o-1', '{\"by\": \"sql\"}')")
 is "$(sql "SELECT status || ' ' || (output -> 'events')::text FROM notiflow.execution_steps WHERE execution_id = $kw AND node_id = 'w'")" \
    'completed {"paid": {"amount": 10}, "confirmed": {"by": "sql"}}' "its output holds both events by name"
 sql "SELECT notiflow.unsubscribe_kafka('payments')" >/dev/null
+
+# --- 7b. a burst of events: one subtransaction per batch, not one or more per message ------------------
+# 50 executions wait for "go" on keys b-1..b-50; 300 events wait in the topic before the consumer starts:
+# 50 complete those waits (and resume their executions), 250 go to the inbox.  Each transaction id a
+# (sub)transaction takes is counted: one per subtransaction that writes, and a backend keeps only 64 per
+# transaction (past that every snapshot in the cluster reads pg_subtrans).  Before, each event took
+# two (three when it resumed an execution): 650 here.
+sql "SELECT notiflow.put_workflow('kafka_burst', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+       {\"id\": \"w\", \"type\": \"wait\", \"events\": [\"go\"], \"key\": \"{{payload.k}}\"}],
+       \"edges\": [{\"from\": \"t\", \"to\": \"w\"}]}')" >/dev/null
+sql "SELECT count(notiflow.trigger('kafka_burst', jsonb_build_object('k', 'b-' || g))) FROM generate_series(1, 50) g" >/dev/null
+{ seq 1 50 | awk '{printf "{\"kind\": \"go\", \"k\": \"b-%d\"}\n", $1}'
+  seq 1 250 | awk '{printf "{\"kind\": \"early\", \"k\": \"x-%d\"}\n", $1}'; } | produce_raw burst
+xid_before=$(sql "SELECT txid_current()")
+sql "SELECT notiflow.subscribe_kafka('burst', '$BOOT', '{burst}', NULL, '{$RDKAFKA, \"mode\": \"event\",
+     \"event_name\": \"\$.kind\", \"correlation_key\": \"\$.k\"}')" >/dev/null
+burst_done() { sql_is "SELECT (SELECT count(*) FROM notiflow.event_inbox WHERE correlation_key LIKE 'x-%')
+                            || ' ' || (SELECT count(*) FROM notiflow.executions WHERE workflow_key = 'kafka_burst' AND status = 'completed')" "250 50"; }
+wait_for 60 burst_done
+ok $? "300 events from Kafka: 50 complete their waits and resume their executions, 250 are kept in the inbox"
+xids=$(( $(sql "SELECT txid_current()") - xid_before - 1 ))
+ok $([ "$xids" -lt 100 ]; echo $?) "they took $xids transaction ids (fewer than 100; one per message would be 300)"
+wait_for 20 sql_is "SELECT events || ' ' || dead_letters FROM notiflow.kafka_consumer_state WHERE subscription = 'burst'" "300 0"
+ok $? "the consumer counts 300 events, no dead letter"
+# an execution waiting for an event is busy (another session holds its row): the batch is emitted again
+# event by event, and that one waits for the row, without deadlock and without a dead letter
+busy=$(sql "SELECT notiflow.trigger('kafka_burst', '{\"k\": \"b-busy\"}')")
+psql -X -q -d $DB -c "BEGIN; SELECT 1 FROM notiflow.executions WHERE id = $busy FOR UPDATE; SELECT pg_sleep(60); COMMIT" \
+    >/dev/null 2>&1 &
+LOCKER_PID=$!
+locker_holds() { sql_is "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; SELECT 1 FROM notiflow.executions%' AND state = 'active'" 1; }
+wait_for 20 locker_holds
+printf '%s\n' '{"kind": "early", "k": "y-1"}' '{"kind": "go", "k": "b-busy"}' '{"kind": "early", "k": "y-2"}' | produce_raw burst
+consumer_waits() {
+    sql_is "SELECT wait_event_type FROM pg_stat_activity WHERE backend_type = 'notiflow kafka consumer' AND application_name = 'burst'" Lock
+}
+wait_for 30 consumer_waits
+ok $? "the consumer waits for the busy execution's row (nothing else held)"
+sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'BEGIN; SELECT 1 FROM notiflow.executions%'" >/dev/null
+wait "$LOCKER_PID" 2>/dev/null
+wait_for 30 sql_is "SELECT status FROM notiflow.executions WHERE id = $busy" completed
+ok $? "once the row is free the event completes its wait"
+wait_for 20 sql_is "SELECT (SELECT count(*) FROM notiflow.event_inbox WHERE correlation_key IN ('y-1', 'y-2')) || ' ' || events || ' ' || dead_letters
+                     FROM notiflow.kafka_consumer_state WHERE subscription = 'burst'" "2 303 0"
+ok $? "its neighbours are emitted too, no dead letter"
+sql "SELECT notiflow.unsubscribe_kafka('burst')" >/dev/null
 
 # --- 8. the broker goes down and comes back --------------------------------------------------------------
 subscribe broker broker kafka_broker
