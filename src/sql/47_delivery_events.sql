@@ -462,6 +462,8 @@ DECLARE
     ids      bigint[];
     mids     text[];
     eids     bigint[];
+    bids     bigint[];
+    bmids    text[];
     targets  bigint[];
     target   bigint;
     st       text;
@@ -489,6 +491,17 @@ BEGIN
                      AND (d.id = ANY (ids) OR (d.provider_message_id IS NOT NULL AND d.provider_message_id = ANY (mids)))
                    ORDER BY d.id FOR UPDATE);
     PERFORM 1 FROM notiflow.executions x WHERE x.id = ANY (eids) ORDER BY x.id FOR UPDATE;
+    -- then the subscribers a hard bounce may mark, in id order too: two callbacks bouncing
+    -- two subscribers in opposite orders wait for each other instead of deadlocking
+    bids := ARRAY(SELECT x.delivery_id FROM unnest(evs) x WHERE x.invalid_recipient AND x.delivery_id IS NOT NULL);
+    bmids := ARRAY(SELECT m FROM unnest(evs) x, unnest(x.message_ids) m WHERE x.invalid_recipient);
+    IF cardinality(bids) > 0 OR cardinality(bmids) > 0 THEN
+        PERFORM 1 FROM notiflow.subscribers s
+         WHERE s.id IN (SELECT x.subscriber_id FROM notiflow.deliveries d JOIN notiflow.executions x ON x.id = d.execution_id
+                         WHERE d.provider = provider
+                           AND (d.id = ANY (bids) OR (d.provider_message_id IS NOT NULL AND d.provider_message_id = ANY (bmids))))
+         ORDER BY s.id FOR UPDATE;
+    END IF;
     FOREACH e IN ARRAY evs LOOP
         -- an event only ever touches deliveries handed to this provider.  A delivery id is
         -- trusted only with the provider's message id when both are known, and never for a

@@ -98,6 +98,48 @@ is "$first $second" "two two" "another session commits version 3; the transactio
 echo "COMMIT;" >&"${HOLD[1]}"
 is "$(subject_of_new_execution)" "three" "after its commit, the session's next trigger uses version 3"
 
+# --- two status callbacks bouncing two subscribers in opposite orders -------------------------
+# Callback 1 bounces a message to ann then one to bob, callback 2 two others, bob's then ann's.  A test trigger on subscribers stops
+# callback 1 right after it changed ann's row (until the gate lock is free), so that callback 2 runs
+# in between: it must wait for callback 1, not take bob's row first (which was a deadlock).
+q "SELECT notiflow.put_subscriber('bob', '{\"email\": \"bob@example.com\"}');
+   CREATE FUNCTION public.gate_after_ann() RETURNS trigger LANGUAGE plpgsql AS \$\$
+   BEGIN
+       IF NEW.id = 'ann' AND current_setting('application_name') = 'callback1' THEN
+           PERFORM pg_advisory_xact_lock(4343);
+       END IF;
+       RETURN NEW;
+   END \$\$;
+   CREATE TRIGGER gate_after_ann AFTER UPDATE ON notiflow.subscribers FOR EACH ROW EXECUTE FUNCTION public.gate_after_ann();" >/dev/null
+for who in ann-1 bob-1 ann-2 bob-2; do
+    e=$(q "SELECT notiflow.trigger('w', '{}', '\"${who%-*}\"')")
+    d=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $e")
+    q "SELECT notiflow.finish_delivery($d, 'sending'); SELECT notiflow.finish_delivery($d, 'sent', 'm-$who')" >/dev/null
+done
+# bounce WHO-N: SendGrid's bounce of the message m-WHO-N (each callback has its own two messages)
+bounce() { printf '{"email": "%s@example.com", "timestamp": 1714564800, "event": "bounce", "type": "bounce", "sg_message_id": "m-%s.filter1"}' "${1%-*}" "$1"; }
+echo "SELECT pg_advisory_lock(4343); SELECT 'gate closed';" >&"${HOLD[1]}"
+read -r line <&"${HOLD[0]}"; read -r line <&"${HOLD[0]}"
+is "$line" "gate closed" "a session holds the gate of callback 1"
+cb1=$(mktemp); cb2=$(mktemp)
+PGAPPNAME=callback1 psql -X -q -At -d $DB -c "SELECT notiflow.record_delivery_event('mail', '[$(bounce ann-1), $(bounce bob-1)]')" >"$cb1" 2>&1 &
+CB1=$!
+gate_waited() { [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$1' AND wait_event_type = 'Lock'")" = 1 ]; }
+wait_for 20 gate_waited callback1
+ok $? "callback 1 changed ann's row and waits at the gate"
+PGAPPNAME=callback2 psql -X -q -At -d $DB -c "SELECT notiflow.record_delivery_event('mail', '[$(bounce bob-2), $(bounce ann-2)]')" >"$cb2" 2>&1 &
+CB2=$!
+wait_for 20 gate_waited callback2
+ok $? "callback 2 waits for callback 1"
+echo "SELECT pg_advisory_unlock(4343);" >&"${HOLD[1]}"
+read -r line <&"${HOLD[0]}"
+wait "$CB1"; wait "$CB2"
+is "$(cat "$cb1") / $(cat "$cb2")" "2 / 2" "both callbacks record their two events, neither is a deadlock's victim"
+is "$(q "SELECT string_agg(id || ':' || array_to_string(invalid_addresses, ','), ' ' ORDER BY id) FROM notiflow.subscribers WHERE id IN ('ann', 'bob')")" \
+   "ann:ann@example.com bob:bob@example.com" "both addresses are marked invalid, once"
+q "DROP TRIGGER gate_after_ann ON notiflow.subscribers; DROP FUNCTION public.gate_after_ann()" >/dev/null
+rm -f "$cb1" "$cb2"
+
 echo "\\q" >&"${HOLD[1]}"
 wait "$HOLD_PID" 2>/dev/null
 
