@@ -42,6 +42,7 @@ static char *alert_dead_letters_window = NULL;
 static char *alert_worker_down_after = NULL;
 static int	alert_kafka_lag = 10000;
 static char *health_window = NULL;
+static int	api_statement_timeout = 30000;
 
 const char *const notiflow_channel_names[] = {"email", "sms", "push", "chat", "webhook"};
 
@@ -209,6 +210,13 @@ _PG_init(void)
 							   "Window of the provider health figures (an interval).",
 							   NULL, &health_window, "15 minutes",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("notiflow.api_statement_timeout",
+							"statement_timeout of every REST API request (0: none).",
+							"Set by the API's pre-request check (notiflow_api.check_api_key) for the rest of the request, "
+							"so that no API caller holds a pooled connection with an expensive filter.",
+							&api_statement_timeout, 30000, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("notiflow");
 

@@ -241,6 +241,10 @@ DECLARE
     key  text := nullif(pg_catalog.current_setting('request.headers', true), '')::json ->> 'x-api-key';
     role text;
 BEGIN
+    -- the request's own statements run after this one: they get the API's timeout
+    -- (an unloaded library's setting is not defined yet: then its default)
+    PERFORM pg_catalog.set_config('statement_timeout',
+                                  coalesce(pg_catalog.current_setting('notiflow.api_statement_timeout', true), '30s'), true);
     IF key IS NOT NULL THEN
         role := notiflow.api_key_role(key);
         IF role IS NULL THEN

@@ -383,6 +383,26 @@ http -H "X-API-Key: $READER" -H 'Accept: application/openmetrics-text;version=1.
 is "$STATUS $(header Content-Type)" "200 text/plain; charset=utf-8" "GET /rpc/metrics answers a reader in text/plain"
 ok "$(grep -q '^# TYPE notiflow_deliveries_total counter' "$WORK/body"; echo $?)" "in Prometheus' text format"
 
+# --- notiflow.api_statement_timeout: every request's statements are cut at it --------------------------
+sql "ALTER ROLE notiflow_authenticator IN DATABASE $DB SET notiflow.api_statement_timeout = '1ms'" >/dev/null
+SLOW_PORT=$(cluster_free_port)
+NOTIFLOW_API_DB_URI="postgresql://notiflow_authenticator@127.0.0.1:$PGPORT/$DB" \
+NOTIFLOW_API_JWT_SECRET=$JWT_SECRET PGRST_SERVER_PORT=$SLOW_PORT \
+    "$POSTGREST" api/postgrest.conf >"$WORK/postgrest-slow.log" 2>&1 &
+SLOW_PID=$!
+# (even its OpenAPI description may take more than 1 ms: any answer but 503, its schema cache not
+# loaded yet, means it is up)
+slow_up() { case "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$SLOW_PORT/")" in 000|503) return 1;; esac; }
+wait_for 30 slow_up
+ok $? "a second PostgREST whose connections have notiflow.api_statement_timeout = 1ms"
+STATUS=$(curl -s -o "$WORK/body" -w '%{http_code}' -H "X-API-Key: $WRITER" -H 'Content-Type: application/json' \
+    -d "{\"workflow_key\": \"hook\", \"recipients\": $(jq -c -n '[range(1000) | {name: "T\(.)"}]'), \"payload\": {\"order_id\": 6}}" \
+    "http://127.0.0.1:$SLOW_PORT/rpc/trigger_many")
+is "$STATUS $(body .code)" "500 57014" "a request that runs longer is cancelled: 500 with SQLSTATE 57014"
+is "$(sql "SELECT count(*) FROM notiflow.executions WHERE payload = '{\"order_id\": 6}'")" 0 "and nothing of it stays"
+kill "$SLOW_PID"; wait "$SLOW_PID" 2>/dev/null
+sql "ALTER ROLE notiflow_authenticator IN DATABASE $DB RESET notiflow.api_statement_timeout" >/dev/null
+
 # --- the extension goes and comes back; the roles stay -------------------------------------------
 kill "${PIDS[-1]}" && wait "${PIDS[-1]}" 2>/dev/null
 unset 'PIDS[-1]'
