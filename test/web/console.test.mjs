@@ -463,6 +463,28 @@ try {
     await audit();
   });
 
+  await test('a list longer than one API answer says so; an older, slower answer never replaces a newer one', async () => {
+    sql(`SELECT count(notiflow.put_workflow('bulk_' || lpad(g::text, 4, '0'), '{"nodes": [{"id": "t", "type": "trigger"}], "edges": []}'))
+           FROM generate_series(1, 1001) g`);
+    await go('#/workflows');
+    await text('main .truncated', 'Only the first 1000 are shown').waitFor();
+    sql(`DELETE FROM notiflow.workflows WHERE key LIKE 'bulk\\_%'`);
+    // the first Refresh is held back, the second answers at once (without the bulk workflows)
+    let release;
+    const gate = new Promise((r) => { release = r; });
+    await page.route(/\/workflows\?/, async (route) => { await gate; await route.continue(); }, { times: 1 });
+    await page.click('main button:has-text("Refresh")');
+    await text('main [role="status"]', 'Loading workflows').waitFor();
+    await page.click('main button:has-text("Refresh")');
+    await page.locator('main tr[data-key="console_demo"]').waitFor();
+    check(await page.locator('main tr[data-key^="bulk_"]').count() === 0, 'the newer answer still lists the deleted workflows');
+    release();
+    await page.locator('main [data-dropped="1"]').waitFor();
+    check(await page.locator('main tr[data-key^="bulk_"]').count() === 0, 'the older answer replaced the newer one');
+    check(await page.locator('main .truncated').count() === 0, 'the older answer\'s note is shown');
+    await page.unroute(/\/workflows\?/);
+  });
+
   await test('keyboard: Tab reaches the navigation, Enter opens a screen and moves focus to its heading', async () => {
     await page.click('nav a:has-text("Workflows")');
     await page.locator('main h1:has-text("Workflows")').waitFor();

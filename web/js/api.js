@@ -113,9 +113,15 @@ export async function request(path, { method = 'GET', query, body, count = false
   return { data, status: res.status, total, headers: res.headers };
 }
 
-// GET a resource: rows.
+// PostgREST answers at most this many rows per request (db-max-rows in api/postgrest.conf).
+export const MAX_ROWS = 1000;
+
+// GET a resource: rows.  A list of MAX_ROWS rows may have been cut there: it is marked
+// truncated (table() says so under it).
 export async function get(path, query) {
-  return (await request(path, { query })).data;
+  const data = (await request(path, { query })).data;
+  if (Array.isArray(data) && data.length >= MAX_ROWS) data.truncated = true;
+  return data;
 }
 
 // GET one page of a resource with its total: {rows, total}.

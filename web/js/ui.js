@@ -155,20 +155,29 @@ export function errorBox(err, { retry } = {}) {
 
 // Loads into region: a loading indicator while fetch() runs, then render(data, region),
 // or the error with Retry. Returns the data (undefined after an error).
+// When the region is loaded again before an answer comes, only the newest answer is shown (an
+// older, slower one is dropped: it returns undefined and counts in the region's data-dropped).
+const loads = new WeakMap();
 export async function load(region, label, fetch, render) {
+  const seq = (loads.get(region) || 0) + 1;
+  loads.set(region, seq);
+  const newest = () => loads.get(region) === seq;
   region.setAttribute('aria-busy', 'true');
   region.replaceChildren(spinner(label));
+  const dropped = () => { region.dataset.dropped = String(Number(region.dataset.dropped || 0) + 1); return undefined; };
   try {
     const data = await fetch();
+    if (!newest()) return dropped();
     region.replaceChildren();
     render(data, region);
     return data;
   } catch (e) {
+    if (!newest()) return dropped();
     region.replaceChildren(errorBox(e, { retry: () => load(region, label, fetch, render) }));
     if (!e.kind) console.error(e);
     return undefined;
   } finally {
-    region.removeAttribute('aria-busy');
+    if (newest()) region.removeAttribute('aria-busy');
   }
 }
 
@@ -248,11 +257,14 @@ export function json(v) {
 }
 
 // A table: columns [{label, cell: row => content, class}], rows; caption for screen readers.
+// A list that get() marked truncated says so under the table.
 export function table(caption, columns, rows, { rowAttrs } = {}) {
   return h('div.table-wrap', h('table',
     h('caption.visually-hidden', caption),
     h('thead', h('tr', columns.map((c) => h('th', { scope: 'col', class: c.class }, c.label)))),
-    h('tbody', rows.map((r) => h('tr', rowAttrs ? rowAttrs(r) : null, columns.map((c) => h('td', { class: c.class }, c.cell(r))))))));
+    h('tbody', rows.map((r) => h('tr', rowAttrs ? rowAttrs(r) : null, columns.map((c) => h('td', { class: c.class }, c.cell(r))))))),
+    rows.truncated ? h('p.muted.small.truncated', { role: 'status' },
+      `Only the first ${rows.length} are shown: the API answers at most ${rows.length} rows at a time. Query the rest in SQL.`) : null);
 }
 
 // A labelled form field: label, the control, and an error line tied to it with aria-describedby.

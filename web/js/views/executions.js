@@ -147,18 +147,22 @@ export function show(ctx, id) {
       timeline(ex));
   };
 
+  let failures = 0;      // failed looks in a row: each doubles the period, up to a minute
   const refreshNow = async () => {
     try {
       const ex = await fetch();
+      failures = 0;
       if (JSON.stringify(ex) !== last && ctx.alive()) { region.replaceChildren(); render(ex, region); }
       return running(ex);
     } catch (e) {
+      failures += 1;
       if (ctx.alive()) live.replaceChildren(errorBox(e, { retry: refreshNow }));
       return true;
     }
   };
+  const period = () => Math.min(60000, (current && !busy(current) ? 5000 : 1000) * 2 ** failures);
   load(region, `Loading execution #${id}…`, fetch, render).then((ex) => {
-    if (ex && running(ex)) poll(ctx, () => (current && !busy(current) ? 5000 : 1000), refreshNow);
+    if (ex && running(ex)) poll(ctx, period, refreshNow);
   });
 }
 
