@@ -120,10 +120,14 @@ extern bool kafka_subscription_current(int64 id, int32 revision);
  * connected): each message is parsed, filtered and extracted in its own
  * subtransaction, the executions are started together (one by one when that
  * fails), and a message that cannot be processed becomes a dead letter.
+ * An error that may pass (error_is_transient) is raised, for the batch to
+ * run again after a backoff; with alone (a message read by itself after
+ * failed batches), only one that another transaction or an operator caused
+ * (a lock conflict, a cancel) is: out of memory, say, makes it a dead letter.
  * Adds to *counters.
  */
 extern void kafka_messages_process(KafkaSubscription *sub, rd_kafka_message_t **messages, int n,
-								   KafkaCounters *counters);
+								   KafkaCounters *counters, bool alone);
 
 /* kafka_repo.c */
 

@@ -39,7 +39,10 @@
  * the whole transaction fails (the database refuses it, or the offsets were
  * moved by another consumer of the group), it rolls back, the partitions are
  * paused for a backoff (1 s doubling to 30 s), then consumption rewinds to
- * the stored offsets.  A broker that is down is retried by librdkafka with
+ * the stored offsets.  After three such failures in a row, the failed
+ * batch's messages are read one per transaction, so that a message whose
+ * error may pass but comes back every time (out of memory) becomes a dead
+ * letter instead of holding its partition.  A broker that is down is retried by librdkafka with
  * its own backoff; the state says "broker_down" until a broker is up again.
  *
  * State: about once a second (when something changed) the worker writes
@@ -75,6 +78,8 @@
 #define STATE_INTERVAL_MS 1000
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 30000
+/* failed batch transactions in a row after which the failed batch's messages are read one at a time */
+#define ISOLATE_AFTER 3
 #define CLOSE_TIMEOUT_MS 5000
 #define PIN_TIMEOUT_MS 5000		/* asking the broker where "latest" is */
 #define WATERMARK_QUERY_BUDGET_MS 500	/* per publication, for paused partitions */
@@ -135,6 +140,8 @@ static bool ever_assigned = false;
 static bool rewind_needed = false;
 static TimestampTz backoff_until = 0;
 static int	backoff_ms = 0;
+static int	failed_batches = 0;	/* batch transactions that failed in a row */
+static int	isolate_left = 0;	/* messages still to read one per transaction */
 static TimestampTz state_due = 0;
 static bool state_dirty = true;
 static KafkaCounters counters;
@@ -718,7 +725,7 @@ batch_transaction(void *arg)
 	KafkaCounters *batch_counters = arg;
 
 	leave_if_not_current();
-	kafka_messages_process(sub, messages, nmessages, batch_counters);
+	kafka_messages_process(sub, messages, nmessages, batch_counters, isolate_left > 0);
 	for (int i = 0; i < nassigned; i++)
 	{
 		Assigned   *a = &assigned[i];
@@ -771,7 +778,7 @@ consume_batch(void)
 	bool		ok;
 
 	memset(&batch_counters, 0, sizeof(batch_counters));
-	while (nmessages < sub->batch_size)
+	while (nmessages < (isolate_left > 0 ? 1 : sub->batch_size))
 	{
 		rd_kafka_message_t *m = poll_message();
 		bool		rebalance = recorded.revoke || recorded.assign != NULL || recorded.fatal;
@@ -798,12 +805,29 @@ consume_batch(void)
 		return false;
 
 	ok = run_transaction("notiflow: kafka batch", batch_transaction, &batch_counters, &error);
-	release_messages();
 	if (!ok)
 	{
+		/*
+		 * A message whose error may pass (out of memory, say) fails its batch
+		 * every time: after a few failures in a row, the batch's messages are
+		 * read one per transaction, where such an error makes that message
+		 * alone a dead letter.
+		 */
+		if (++failed_batches >= ISOLATE_AFTER && isolate_left == 0)
+		{
+			isolate_left = nmessages;
+			ereport(LOG,
+					(errmsg("kafka consumer \"%s\": %d batches failed in a row; its next %d messages are read one at a time",
+							sub->name, failed_batches, isolate_left)));
+		}
+		release_messages();
 		start_backoff(error);
 		return true;
 	}
+	failed_batches = 0;
+	if (isolate_left > 0)
+		isolate_left -= nmessages;
+	release_messages();
 	batch_committed();
 	counters.messages += batch_counters.messages;
 	counters.executions += batch_counters.executions;

@@ -79,6 +79,27 @@ static SpiStatement inbox_expire_stmt = {
 	"SELECT notiflow.event_inbox_expire()", 0, {InvalidOid}
 };
 
+/* Set by kafka_messages_process: the message is read by itself after failed batches. */
+static bool messages_alone = false;
+
+/*
+ * Whether a message's error is raised again, for its batch to run again
+ * after a backoff: an error that may pass, except, for a message read alone
+ * after failed batches, one that is neither another transaction's doing nor
+ * an operator's (out of memory, an I/O error: the message would hold its
+ * partition for good).
+ */
+static bool
+retry_later(const ErrorData *edata)
+{
+	if (!error_is_transient(edata))
+		return false;
+	if (!messages_alone)
+		return true;
+	return error_is_lock_conflict(edata) || error_is_interrupt(edata) ||
+		ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_TRANSACTION_ROLLBACK;
+}
+
 /* Returns bytes as they are when they are valid text in the database's encoding, else as "\x<hex>". */
 static char *
 bytes_text(const char *data, size_t len)
@@ -362,7 +383,7 @@ prepare_one(KafkaSubscription *sub, rd_kafka_message_t *m, MessageMeta *meta, Tr
 	if (edata == NULL)
 		return call.outcome;
 	/* not the message's fault: the batch rolls back and is read again after a backoff */
-	if (error_is_transient(edata))
+	if (retry_later(edata))
 		ReThrowError(edata);
 	*error = error_text(call.stage, edata);
 	return PREPARE_FAILED;
@@ -394,7 +415,7 @@ trigger_guarded(const char *workflow_key, TriggerRequest *reqs, int n, char **er
 
 	if (edata == NULL)
 		return true;
-	if (error_is_transient(edata))
+	if (retry_later(edata))
 		ReThrowError(edata);
 	*error = error_text("trigger", edata);
 	return false;
@@ -448,7 +469,7 @@ emit_guarded(EventRequest *events, int n, bool batch, char **error)
 
 	if (edata == NULL)
 		return true;
-	if (error_is_transient(edata))
+	if (retry_later(edata))
 		ReThrowError(edata);
 	*error = error_text("emit_event", edata);
 	return false;
@@ -465,7 +486,7 @@ dead_letter(rd_kafka_message_t *m, MessageMeta *meta, const char *error, KafkaCo
 /* Processes a batch of messages in the current transaction; bad ones become dead letters. */
 void
 kafka_messages_process(KafkaSubscription *sub, rd_kafka_message_t **messages, int n,
-					   KafkaCounters *counters)
+					   KafkaCounters *counters, bool alone)
 {
 	TriggerRequest *reqs = palloc0(sizeof(TriggerRequest) * n);
 	EventRequest *events = palloc0(sizeof(EventRequest) * n);
@@ -476,6 +497,7 @@ kafka_messages_process(KafkaSubscription *sub, rd_kafka_message_t **messages, in
 	int			nevents = 0;
 	char	   *error = NULL;
 
+	messages_alone = alone;
 	for (int i = 0; i < n; i++)
 	{
 		message_meta(sub, messages[i], &metas[i]);

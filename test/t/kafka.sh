@@ -28,7 +28,7 @@ trap cleanup EXIT
 # --- the Kafka cluster ------------------------------------------------------------
 make -s -C test/kafka >/dev/null || { echo "Bail out! cannot build test/kafka/kafka_mock"; exit 1; }
 test/kafka/kafka_mock --topic orders:4 --topic poison:1 --topic gone:1 --topic crash:4 --topic restart:4 \
-    --topic shared:4 --topic lagging:2 --topic payments:2 --topic burst:1 --topic broker:2 --topic reset:1 --topic latest:2 --topic byrecipient:1 \
+    --topic shared:4 --topic lagging:2 --topic payments:2 --topic burst:1 --topic oom:1 --topic broker:2 --topic reset:1 --topic latest:2 --topic byrecipient:1 \
     </dev/null >"$WORK/mock.out" 2>"$WORK/mock.err" &
 MOCK_PID=$!
 has_line() { grep -qsx "$2" "$1"; }
@@ -373,6 +373,31 @@ wait_for 20 sql_is "SELECT (SELECT count(*) FROM notiflow.event_inbox WHERE corr
                      FROM notiflow.kafka_consumer_state WHERE subscription = 'burst'" "2 303 0"
 ok $? "its neighbours are emitted too, no dead letter"
 sql "SELECT notiflow.unsubscribe_kafka('burst')" >/dev/null
+
+# --- 7c. a message whose error may pass but comes back every time --------------------------------------
+# A test trigger makes the execution of message n = 2 fail with out of memory (53200), an error that
+# may pass: its batch rolls back and is read again after a backoff, three times; then the messages are
+# read one per transaction, and that one alone becomes a dead letter instead of holding its partition.
+sql "SELECT notiflow.put_workflow('kafka_oom', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"}], \"edges\": []}');
+     CREATE FUNCTION public.oom_for_two() RETURNS trigger LANGUAGE plpgsql AS \$\$
+     BEGIN RAISE EXCEPTION 'out of memory (test)' USING ERRCODE = '53200'; END \$\$;
+     CREATE TRIGGER oom_for_two BEFORE INSERT ON notiflow.executions FOR EACH ROW
+       WHEN (NEW.workflow_key = 'kafka_oom' AND NEW.payload ->> 'n' = '2') EXECUTE FUNCTION public.oom_for_two();" >/dev/null
+subscribe oom oom kafka_oom
+wait_for 60 assigned_is oom 1
+produce oom 1 3
+oom_done() {
+    sql_is "SELECT (SELECT string_agg(payload ->> 'n', ',' ORDER BY payload ->> 'n') FROM notiflow.executions WHERE workflow_key = 'kafka_oom')
+                   || ' ' || (SELECT count(*) FROM notiflow.dead_letters WHERE reference = 'oom/0/1' AND error LIKE 'trigger: out of memory (test)%')" "1,3 1"
+}
+wait_for 60 oom_done
+ok $? "after three failed batches the messages are read one at a time: n = 1 and 3 start, n = 2 is a dead letter"
+ok $(grep -q 'kafka consumer "oom": 3 batches failed in a row; its next [0-9]* messages are read one at a time' "$CLUSTER_DIR/server.log"; echo $?) \
+   "the server log says so"
+produce oom 4 5
+wait_for 30 executions_are kafka_oom 4
+ok $? "then batches again: later messages start"
+sql "SELECT notiflow.unsubscribe_kafka('oom'); DROP TRIGGER oom_for_two ON notiflow.executions; DROP FUNCTION public.oom_for_two()" >/dev/null
 
 # --- 8. the broker goes down and comes back --------------------------------------------------------------
 subscribe broker broker kafka_broker
