@@ -22,9 +22,11 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/fmgrprotos.h"
@@ -1826,7 +1828,7 @@ resume_one_isolated(int64 id, List *finished, bool leave_when_busy, bool raise_t
  * full disk fails the write that would record the failure as well.
  */
 static int
-resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
+resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy, List **left)
 {
 	ResumeBatch batch = {ids, n, finished, NULL};
 	ErrorData  *e;
@@ -1837,12 +1839,15 @@ resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy)
 	if (leave_when_busy && error_is_lock_conflict(e))
 	{
 		/* one by one: only those that meet the other transaction are left for the next round */
-		for (int k = 0; n > 1 && k < n; k++)
+		for (int k = 0; k < n; k++)
 		{
-			const char *status;
+			const char *status = NULL;
 
-			resume_one_isolated(ids[k], finished, true, false, &status);
+			if (n > 1)
+				resume_one_isolated(ids[k], finished, true, false, &status);
 			resumed += status != NULL;
+			if (status == NULL && left != NULL)
+				*left = lappend(*left, &ids[k]);
 		}
 		return resumed;
 	}
@@ -1874,18 +1879,66 @@ execution_resume(int64 execution_id)
 	return result;
 }
 
+/*
+ * Executions a round of execution_resume_due left because another session
+ * held their correlation keys: the next rounds pass them over for a while,
+ * or the same ones, first in wake-up order, would fill every round and keep
+ * the executions due after them waiting as long as those keys are held.
+ */
+#define HELD_MAX 1000
+#define HELD_SKIP_MS 1000
+static int64 held_ids[HELD_MAX];
+static TimestampTz held_until[HELD_MAX];
+static int	n_held = 0;
+
+/* Forgets the held executions whose time is over; returns those still passed over. */
+static ArrayType *
+held_current(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n_held, 1));
+	int			kept = 0;
+
+	for (int i = 0; i < n_held; i++)
+		if (held_until[i] > now)
+		{
+			held_ids[kept] = held_ids[i];
+			held_until[kept] = held_until[i];
+			elems[kept] = Int64GetDatum(held_ids[kept]);
+			kept++;
+		}
+	n_held = kept;
+	return construct_array(elems, kept, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+}
+
+static void
+held_add(List *left)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HELD_SKIP_MS);
+	ListCell   *lc;
+
+	foreach(lc, left)
+	{
+		if (n_held == HELD_MAX)
+			break;
+		held_ids[n_held] = *(int64 *) lfirst(lc);
+		held_until[n_held++] = until;
+	}
+}
+
 int
 execution_resume_due(int limit, int *resumed_out)
 {
 	List	   *due;
 	int64	   *ids;
 	ListCell   *lc;
+	List	   *volatile left = NIL;
 	volatile int n = 0;
 	volatile int resumed = 0;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "notiflow: SPI_connect failed");
-	due = execution_repo_due(limit);
+	due = execution_repo_due(limit, held_current());
 	ids = palloc(sizeof(int64) * Max(list_length(due), 1));
 	foreach(lc, due)
 		ids[n++] = *(int64 *) lfirst(lc);
@@ -1894,13 +1947,17 @@ execution_resume_due(int limit, int *resumed_out)
 	resume_without_waiting = true;
 	PG_TRY();
 	{
-		resumed = resume_isolated(ids, n, NIL, true);
+		List	   *got = NIL;
+
+		resumed = resume_isolated(ids, n, NIL, true, &got);
+		left = got;
 	}
 	PG_FINALLY();
 	{
 		resume_without_waiting = false;
 	}
 	PG_END_TRY();
+	held_add(left);
 	SPI_finish();
 	if (resumed_out)
 		*resumed_out = resumed;
@@ -1933,7 +1990,7 @@ delivery_finish(int64 delivery_id, const char *status, const char *provider_mess
 	{
 		execution_repo_lock_ids(&execution_id, 1);	/* before its waits */
 		delivery_outcome_event(execution_id, node_id, delivery_id, status, provider_message_id, error);
-		resume_isolated(&execution_id, 1, NIL, false);
+		resume_isolated(&execution_id, 1, NIL, false, NULL);
 	}
 	SPI_finish();
 	return changed;
@@ -1958,6 +2015,6 @@ deliveries_finished(List *finished)
 	n_ids = int64_sort_unique(ids, n);
 
 	/* the outcomes go to the executions' waits in resume_many (outcome_events) */
-	resume_isolated(ids, n_ids, finished, false);
+	resume_isolated(ids, n_ids, finished, false, NULL);
 	SPI_finish();
 }

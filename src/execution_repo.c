@@ -95,9 +95,9 @@ static SpiStatement lock_idempotency_stmt = {
 
 static SpiStatement due_stmt = {
 	"SELECT id FROM notiflow.executions"
-	" WHERE status = 'waiting' AND wake_at <= now()"
+	" WHERE status = 'waiting' AND wake_at <= now() AND NOT (id = ANY ($2))"
 	" ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-	1, {INT4OID}
+	2, {INT4OID, INT8ARRAYOID}
 };
 
 static SpiStatement lock_many_stmt = {
@@ -372,11 +372,11 @@ execution_repo_insert(List *executions, List *deliveries, bool keys_claimed)
 	}
 }
 
-/* Lists waiting executions whose delay is over, locking them. */
+/* Lists waiting executions whose delay is over, locking them; passes over the ids of an int8[]. */
 List *
-execution_repo_due(int limit)
+execution_repo_due(int limit, ArrayType *passed_over)
 {
-	Datum		args[1] = {Int32GetDatum(limit)};
+	Datum		args[2] = {Int32GetDatum(limit), PointerGetDatum(passed_over)};
 	List	   *ids = NIL;
 
 	spi_run(&due_stmt, args, NULL, false, 0, SPI_OK_SELECT);

@@ -133,6 +133,14 @@ ok $? "resume_due_executions returns while another session holds a due execution
 is "$(q "SELECT string_agg(coalesce((SELECT status FROM notiflow.execution_waits w WHERE w.execution_id = e.id), 'none'), ',' ORDER BY e.id)
            FROM notiflow.executions e WHERE e.id IN ($e7, $e8)")" "none,waiting" \
    "the execution whose key is held is left as it was, the other reaches its wait"
+# a round that could take only the held one passes it over in the next rounds for a while: the one
+# due after it is not kept waiting as long as the key is held (each round took the held one first)
+e9=$(q "SELECT notiflow.trigger('later_wait', '{\"order_id\": \"o9\"}', '\"ann\"')")
+e9_due() { [ "$(q "SELECT wake_at <= now() FROM notiflow.executions WHERE id = $e9")" = t ]; }
+wait_for 10 e9_due
+is "$(q "SELECT notiflow.resume_due_executions(1); SELECT notiflow.resume_due_executions(1)" | tr '\n' ' ')" "0 1 " \
+   "a round of one leaves the execution whose key is held; the next round of that session resumes the one due after it"
+is "$(q "SELECT status FROM notiflow.execution_waits WHERE execution_id = $e9")" waiting "that one reached its wait"
 hold "COMMIT;"
 is "$(q "SELECT notiflow.resume_due_executions(10)")" 1 "once that session ended, the next round resumes it"
 is "$(q "SELECT status FROM notiflow.execution_waits WHERE execution_id = $e7")" completed \
