@@ -202,6 +202,18 @@ SELECT notiflow.record_delivery_event('ev-twilio', '{"AccountSid": "AC0123456789
   "From": "+15005550006", "To": "+447700900123", "ApiVersion": "2010-04-01"}') AS recorded;
 SELECT * FROM ev_state WHERE order_id = 'tw-2';
 SELECT * FROM ev_log WHERE order_id = 'tw-2';
+-- a callback that comes before the send is recorded (Twilio answered, the dispatcher's record has
+-- not committed) matches nothing yet: it is kept, and applied when the send is recorded with its sid
+SELECT notiflow.trigger('ev_receipt', '{"order_id": "tw-3"}', '{"name": "Una", "phone": "+447700900456"}') AS e_tw3 \gset
+SELECT id AS d_tw3 FROM notiflow.deliveries WHERE execution_id = :e_tw3 \gset
+SELECT notiflow.finish_delivery(:d_tw3, 'sending');
+SELECT notiflow.record_delivery_event('ev-twilio', '{"MessageSid": "SM5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e", "MessageStatus": "undelivered",
+  "ErrorCode": "30003", "To": "+447700900456"}') AS recorded_early;
+SELECT provider, message_id, body ->> 'MessageStatus' AS status FROM notiflow.delivery_events_early;
+SELECT notiflow.finish_delivery(:d_tw3, 'sent', 'SM5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e');
+SELECT * FROM ev_state WHERE order_id = 'tw-3';
+SELECT * FROM ev_log WHERE order_id = 'tw-3';
+SELECT count(*) AS still_kept FROM notiflow.delivery_events_early;
 
 ------------------------------------------------------------------ Mailgun
 UPDATE notiflow.providers SET enabled = (name = 'ev-mailgun') WHERE name IN ('ev-sendgrid', 'ev-mailgun', 'ev-ses');
@@ -355,6 +367,8 @@ SELECT notiflow.record_delivery_event('ev-sendgrid', format('[{"event": "bounce"
   "sg_message_id": "x.y", "notiflow_delivery_id": "%s"}]', :d_mg1)::jsonb) AS other_providers_delivery;
 SELECT notiflow.record_delivery_event('ev-sendgrid', '[{"event": "delivered", "notiflow_delivery_id": "999999999"}]') AS no_such_delivery;
 SELECT notiflow.record_delivery_event('ev-twilio', '{"MessageSid": "SM00000000000000000000000000000000", "MessageStatus": "delivered"}') AS unknown_sid;
+-- (kept as an early event for an hour, in case its send is being recorded)
+SELECT message_id FROM notiflow.delivery_events_early;
 SELECT notiflow.record_delivery_event('ev-mailgun', '{"event-data": {"event": "delivered", "message": {"headers": {"message-id": "nobody@mg.example.com"}}}}') AS unknown_message_id;
 SELECT notiflow.record_delivery_event('ev-ses', '{"notificationType": "Delivery", "mail": {"messageId": "0000000000000000-unknown-000000"}, "delivery": {}}') AS unknown_message_id;
 SELECT count(*) - :events_before AS events_added FROM notiflow.delivery_events;

@@ -559,6 +559,31 @@ delivery_repo_lock(int64 *ids, int n)
 	spi_run(&lock_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 }
 
+static SpiStatement early_lock_stmt = {
+	"SELECT pg_advisory_xact_lock_shared(notiflow.early_events_lock_key())", 0, {InvalidOid}
+};
+
+static SpiStatement early_apply_stmt = {
+	"SELECT notiflow.apply_early_delivery_events($1)", 1, {INT8ARRAYOID}
+};
+
+void
+delivery_repo_early_events_lock(void)
+{
+	spi_run(&early_lock_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
+}
+
+void
+delivery_repo_apply_early_events(int64 *ids, int n)
+{
+	Datum		args[1];
+
+	if (n == 0)
+		return;
+	args[0] = spi_int8_array(ids, n);
+	spi_run(&early_apply_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+}
+
 /* Counts a successful attempt. */
 void
 delivery_repo_count_attempt(int64 delivery_id)

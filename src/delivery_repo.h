@@ -158,6 +158,15 @@ extern bool delivery_repo_still_claimed(int64 delivery_id, TimestampTz lease);
 /* Locks deliveries in id order (ids sorted or not). */
 extern void delivery_repo_lock(int64 *ids, int n);
 
+/*
+ * Status callbacks that came before a send was recorded (Twilio's, matched by
+ * message id alone; 47_delivery_events.sql): the record holds their lock
+ * shared from before it marks deliveries sent, and applies those kept for
+ * the deliveries it marked.
+ */
+extern void delivery_repo_early_events_lock(void);
+extern void delivery_repo_apply_early_events(int64 *ids, int n);
+
 /* --- set-based recording: one statement per dispatcher batch --- */
 
 /* One finished attempt, as delivery_attempts logs it. */

@@ -941,6 +941,9 @@ record_results(List *done)
 		}
 		i++;
 	}
+	/* before any is marked sent, so that a status callback that came early meets this record */
+	if (n_sent > 0)
+		delivery_repo_early_events_lock();
 	delivery_repo_record_attempts(attempts, n);
 
 	/*
@@ -978,6 +981,7 @@ record_results(List *done)
 		still_claimed[k] = results[k].outcome != OUTCOME_SENT &&
 			delivery_repo_still_claimed(flights[k]->job.delivery_id, flights[k]->lease);
 	deliveries_finished(finished);
+	delivery_repo_apply_early_events(sent_ids, n_sent);
 	uncommitted.sent += n_sent;
 
 	for (int k = 0; k < n; k++)

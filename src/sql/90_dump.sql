@@ -10,7 +10,8 @@ BEGIN
     FOREACH t IN ARRAY ARRAY[
         'notiflow.workflows', 'notiflow.workflow_versions', 'notiflow.subscribers', 'notiflow.providers',
         'notiflow.executions', 'notiflow.deliveries',
-        'notiflow.delivery_attempts', 'notiflow.delivery_events', 'notiflow.provider_circuits',
+        'notiflow.delivery_attempts', 'notiflow.delivery_events', 'notiflow.delivery_events_early',
+        'notiflow.provider_circuits',
         'notiflow.dead_letters', 'notiflow.execution_waits', 'notiflow.event_inbox',
         'notiflow.api_keys', 'notiflow.kafka_subscriptions', 'notiflow.kafka_offsets']
     LOOP

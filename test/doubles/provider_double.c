@@ -1214,9 +1214,15 @@ static void twilio_accept(Request *rq)
 
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-	rq->message_id[0] = 'S';
-	rq->message_id[1] = 'M';
-	id_chars(rq->message_id + 2, 32, "0123456789abcdef");
+	if (json_is_string(json_object_get(rq->step.spec, "message_id")))
+		snprintf(rq->message_id, sizeof(rq->message_id), "%s",
+				 json_string_value(json_object_get(rq->step.spec, "message_id")));
+	else
+	{
+		rq->message_id[0] = 'S';
+		rq->message_id[1] = 'M';
+		id_chars(rq->message_id + 2, 32, "0123456789abcdef");
+	}
 	snprintf(uri, sizeof(uri), "/2010-04-01/Accounts/%.64s/Messages/%s.json", sid, rq->message_id);
 	snprintf(media, sizeof(media), "/2010-04-01/Accounts/%.64s/Messages/%s/Media.json", sid,
 			 rq->message_id);
@@ -2104,6 +2110,10 @@ static bool step_parse(json_t *spec, size_t index, ScriptStep *step, char *err, 
 				 ((step->delay_ms = (int) json_integer_value(v)), true);
 		else if (strcmp(key, "drop") == 0)
 			ok = json_is_boolean(v) && ((step->drop = json_is_true(v)), true);
+		else if (strcmp(key, "message_id") == 0)
+			ok = json_is_string(v) && json_string_length(v) >= 1 && json_string_length(v) <= 64 &&
+				 strspn(json_string_value(v), "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") ==
+					 json_string_length(v);
 		else if (strcmp(key, "content_type") == 0)
 			ok = json_is_string(v);
 		else if (strcmp(key, "error") == 0)

@@ -554,6 +554,29 @@ ok $? "then h.sent reaches the wait, which completes"
 is "$(sql "SELECT status FROM notiflow.executions WHERE id = $exec")" completed "and the execution completes"
 double POST reset >/dev/null
 
+# --- 7l. a Twilio status callback that comes before the send is recorded --------------------------
+# Twilio's callbacks are matched by MessageSid alone, which the dispatcher stores when it records the
+# send.  Here the double answers 1.5 s late (within the lease of 3 s) with a sid the test knows; the
+# callback comes meanwhile: it matches nothing yet, is kept, and the record applies it (before, it was
+# lost: the SMS stayed "sent").
+only sms twilio
+double POST reset >/dev/null
+nothing_parked() { [ "$(double GET stats | jq .delayed_now)" = 0 ]; }
+wait_for 20 nothing_parked
+double POST script '{"provider": "twilio", "responses": [{"delay_ms": 1500, "message_id": "SM7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e"}]}' >/dev/null
+exec=$(trigger text early-7l)
+wait_for 20 parked 1
+ok $? "the SMS is in flight, its answer late"
+is "$(sql "SELECT notiflow.record_delivery_event('twilio', '{\"MessageSid\": \"SM7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e\",
+       \"MessageStatus\": \"undelivered\", \"ErrorCode\": \"30003\"}')")" 0 "its status callback comes first: nothing matches it yet"
+wait_for 20 status_is "$exec" failed
+ok $? "once the dispatcher records the send, the kept callback is applied: the SMS failed"
+is "$(sql "SELECT provider_message_id || ' ' || e.event || ' ' || e.status_applied FROM notiflow.deliveries d
+             JOIN notiflow.delivery_events e ON e.delivery_id = d.id WHERE d.execution_id = $exec")" \
+   "SM7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e failed failed" "with the provider's sid and the event in its history"
+is "$(sql "SELECT count(*) FROM notiflow.delivery_events_early")" 0 "and no longer kept"
+double POST reset >/dev/null
+
 # --- 7j. a claim that loses a lock conflict is run again, by the same dispatcher -----------------
 # The provider's circuit is open and cooled down, so the claim takes its probe, an UPDATE of the
 # circuit's row; another session holds that row, and lock_timeout cancels the wait.  The claim is
