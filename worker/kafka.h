@@ -122,8 +122,8 @@ extern bool kafka_subscription_current(int64 id, int32 revision);
  * fails), and a message that cannot be processed becomes a dead letter.
  * An error that may pass (error_is_transient) is raised, for the batch to
  * run again after a backoff; with alone (a message read by itself after
- * failed batches), only one that another transaction or an operator caused
- * (a lock conflict, a cancel) is: out of memory, say, makes it a dead letter.
+ * failed batches), out of memory is not: it makes that message a dead
+ * letter.
  * Adds to *counters.
  */
 extern void kafka_messages_process(KafkaSubscription *sub, rd_kafka_message_t **messages, int n,

@@ -40,9 +40,9 @@
  * moved by another consumer of the group), it rolls back, the partitions are
  * paused for a backoff (1 s doubling to 30 s), then consumption rewinds to
  * the stored offsets.  After three such failures in a row, the failed
- * batch's messages are read one per transaction, so that a message whose
- * error may pass but comes back every time (out of memory) becomes a dead
- * letter instead of holding its partition.  A broker that is down is retried by librdkafka with
+ * batch's messages are read one per transaction, so that a message that
+ * runs out of memory every time becomes a dead letter instead of holding
+ * its partition.  A broker that is down is retried by librdkafka with
  * its own backoff; the state says "broker_down" until a broker is up again.
  *
  * State: about once a second (when something changed) the worker writes

@@ -84,20 +84,17 @@ static bool messages_alone = false;
 
 /*
  * Whether a message's error is raised again, for its batch to run again
- * after a backoff: an error that may pass, except, for a message read alone
- * after failed batches, one that is neither another transaction's doing nor
- * an operator's (out of memory, an I/O error: the message would hold its
- * partition for good).
+ * after a backoff: an error that may pass, except out of memory for a message
+ * read alone after failed batches (one huge message causes it every time: it
+ * would hold its partition for good).  A full disk or an I/O error is the
+ * database's, not the message's: it is raised even then.
  */
 static bool
 retry_later(const ErrorData *edata)
 {
-	if (!error_is_transient(edata))
+	if (messages_alone && edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
 		return false;
-	if (!messages_alone)
-		return true;
-	return error_is_lock_conflict(edata) || error_is_interrupt(edata) ||
-		ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_TRANSACTION_ROLLBACK;
+	return error_is_transient(edata);
 }
 
 /* Returns bytes as they are when they are valid text in the database's encoding, else as "\x<hex>". */
@@ -469,7 +466,17 @@ emit_guarded(EventRequest *events, int n, bool batch, char **error)
 
 	if (edata == NULL)
 		return true;
-	if (retry_later(edata))
+
+	/*
+	 * In a batch the resumes raise everything (execution_resume_raises):
+	 * only what is another transaction's doing or an operator's is raised
+	 * for the whole batch; the rest (out of memory in one execution, say)
+	 * is sorted out one event at a time, where emit_event fails such an
+	 * execution alone.
+	 */
+	if (batch ? (error_is_lock_conflict(edata) || error_is_interrupt(edata) ||
+				 ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_TRANSACTION_ROLLBACK)
+		: retry_later(edata))
 		ReThrowError(edata);
 	*error = error_text("emit_event", edata);
 	return false;

@@ -119,7 +119,6 @@ BEGIN
     RETURN resumed;
 END;
 $$;
-REVOKE ALL ON FUNCTION notiflow.emit_event_attempt(text, text, jsonb) FROM PUBLIC;
 COMMENT ON FUNCTION notiflow.emit_event_attempt(text, text, jsonb) IS
     'Internal: one attempt of emit_event without a subtransaction; raises NF002 (detail: the execution id) when a waiting execution is busy.';
 

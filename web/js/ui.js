@@ -263,8 +263,13 @@ export function table(caption, columns, rows, { rowAttrs } = {}) {
     h('caption.visually-hidden', caption),
     h('thead', h('tr', columns.map((c) => h('th', { scope: 'col', class: c.class }, c.label)))),
     h('tbody', rows.map((r) => h('tr', rowAttrs ? rowAttrs(r) : null, columns.map((c) => h('td', { class: c.class }, c.cell(r))))))),
-    rows.truncated ? h('p.muted.small.truncated', { role: 'status' },
-      `Only the first ${rows.length} are shown: the API answers at most ${rows.length} rows at a time. Query the rest in SQL.`) : null);
+    truncatedNote(rows));
+}
+
+// Under a list that get() marked truncated: the API answers at most so many rows at a time.
+export function truncatedNote(rows) {
+  return rows.truncated ? h('p.muted.small.truncated', { role: 'status' },
+    `The API answers at most ${rows.length} rows at a time: these are the first ${rows.length}, there may be more. Query the rest in SQL.`) : null;
 }
 
 // A labelled form field: label, the control, and an error line tied to it with aria-describedby.

@@ -151,8 +151,9 @@ export function show(ctx, id) {
   const refreshNow = async () => {
     try {
       const ex = await fetch();
+      const recovered = failures > 0;     // the error box in the status line goes with a render
       failures = 0;
-      if (JSON.stringify(ex) !== last && ctx.alive()) { region.replaceChildren(); render(ex, region); }
+      if ((recovered || JSON.stringify(ex) !== last) && ctx.alive()) { region.replaceChildren(); render(ex, region); }
       return running(ex);
     } catch (e) {
       failures += 1;

@@ -5,7 +5,7 @@
 // (/rpc/send_test, admin) followed until it is sent or fails.
 
 import { get, rpc } from '../api.js';
-import { act, badge, empty, field, h, href, json, load, ms, poll, time, put } from '../ui.js';
+import { act, badge, empty, field, h, href, json, load, ms, poll, time, put, truncatedNote } from '../ui.js';
 
 const ADDRESS = { email: 'Email address', sms: 'Phone number (E.164)', push: 'Device token' };
 
@@ -24,7 +24,7 @@ export function list(ctx) {
       return;
     }
     const byName = new Map((health || []).map((x) => [x.provider, x]));
-    put(r, h('div.cards', providers.map((p) => card(ctx, p, byName.get(p.name), health !== null))));
+    put(r, h('div.cards', providers.map((p) => card(ctx, p, byName.get(p.name), health !== null))), truncatedNote(providers));
   });
   put(ctx.main, h('div.page-head', h('h1', 'Providers'),
     h('div.actions', h('button.secondary', { type: 'button', onclick: () => refresh() }, 'Refresh'))), region);
