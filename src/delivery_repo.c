@@ -559,18 +559,31 @@ delivery_repo_lock(int64 *ids, int n)
 	spi_run(&lock_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 }
 
-static SpiStatement early_lock_stmt = {
-	"SELECT pg_advisory_xact_lock_shared(notiflow.early_events_lock_key())", 0, {InvalidOid}
-};
-
 static SpiStatement early_apply_stmt = {
 	"SELECT notiflow.apply_early_delivery_events($1)", 1, {INT8ARRAYOID}
 };
 
-void
-delivery_repo_early_events_lock(void)
+static SpiStatement early_sweep_stmt = {
+	"SELECT notiflow.apply_early_delivery_events(NULL)", 0, {InvalidOid}
+};
+
+static SpiStatement early_kept_stmt = {
+	"SELECT EXISTS (SELECT 1 FROM notiflow.delivery_events_early)", 0, {InvalidOid}
+};
+
+bool
+delivery_repo_early_events_kept(void)
 {
-	spi_run(&early_lock_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
+	bool		isnull;
+
+	spi_run(&early_kept_stmt, NULL, NULL, true, 1, SPI_OK_SELECT);
+	return DatumGetBool(spi_value(0, 1, &isnull)) && !isnull;
+}
+
+void
+delivery_repo_sweep_early_events(void)
+{
+	spi_run(&early_sweep_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
 }
 
 void

@@ -160,12 +160,12 @@ extern void delivery_repo_lock(int64 *ids, int n);
 
 /*
  * Status callbacks that came before a send was recorded (Twilio's, matched by
- * message id alone; 47_delivery_events.sql): the record holds their lock
- * shared from before it marks deliveries sent, and applies those kept for
- * the deliveries it marked.
+ * message id alone; 47_delivery_events.sql): applied for the deliveries just
+ * marked sent, or (sweep) for every delivery that has its message id now.
  */
-extern void delivery_repo_early_events_lock(void);
 extern void delivery_repo_apply_early_events(int64 *ids, int n);
+extern void delivery_repo_sweep_early_events(void);
+extern bool delivery_repo_early_events_kept(void);
 
 /* --- set-based recording: one statement per dispatcher batch --- */
 

@@ -1984,9 +1984,6 @@ delivery_finish(int64 delivery_id, const char *status, const char *provider_mess
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "notiflow: SPI_connect failed");
-	/* a status callback that came before the message id is stored meets it (apply below) */
-	if (provider_message_id != NULL && strcmp(status, "sent") == 0)
-		delivery_repo_early_events_lock();
 	changed = delivery_repo_set_status(delivery_id, status, provider_message_id, error,
 									   &execution_id, &node_id);
 	if (changed && strcmp(status, "sending") != 0)
@@ -1994,6 +1991,7 @@ delivery_finish(int64 delivery_id, const char *status, const char *provider_mess
 		execution_repo_lock_ids(&execution_id, 1);	/* before its waits */
 		delivery_outcome_event(execution_id, node_id, delivery_id, status, provider_message_id, error);
 		resume_isolated(&execution_id, 1, NIL, false, NULL);
+		/* a status callback that came before the message id was stored */
 		if (provider_message_id != NULL && strcmp(status, "sent") == 0)
 			delivery_repo_apply_early_events(&delivery_id, 1);
 	}

@@ -605,6 +605,32 @@ typedef struct ClaimCall
 	List	   *ready;
 } ClaimCall;
 
+/*
+ * Status callbacks kept because they came before their send was recorded
+ * (Twilio's; 47_delivery_events.sql): a record applies those of its
+ * deliveries, and this sweep, at most every EARLY_SWEEP_MS, those kept after
+ * the record looked.  While some are kept the dispatcher looks again within
+ * EARLY_SWEEP_MS; the callback that keeps one wakes the dispatchers.
+ */
+#define EARLY_SWEEP_MS 500
+static TimestampTz early_swept_at = 0;
+
+/* Sweeps when it is time; returns whether to look again within EARLY_SWEEP_MS. */
+static bool
+sweep_early_events(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	/* too soon: maybe a callback kept one since the last sweep and woke us */
+	if (!TimestampDifferenceExceeds(early_swept_at, now, EARLY_SWEEP_MS))
+		return true;
+	early_swept_at = now;
+	if (!delivery_repo_early_events_kept())
+		return false;
+	delivery_repo_sweep_early_events();
+	return delivery_repo_early_events_kept();
+}
+
 /* The claim's transaction (claim). */
 static void
 claim_transaction(void *arg)
@@ -636,7 +662,10 @@ claim_transaction(void *arg)
 		bool		from_start = false;
 		int			resumed = 0;
 		int			due;
+		bool		early_soon;
 
+		/* first, while this transaction holds no row */
+		early_soon = sweep_early_events();
 		due = execution_resume_due(RESUME_BATCH, &resumed);
 		claimed = limit > 0 ? claim_due(limit, &from_start) : NIL;
 		*claimed_count = list_length(claimed);
@@ -672,6 +701,9 @@ claim_transaction(void *arg)
 			if (*next_due_ms == 0 && overdue && from_start && (due < RESUME_BATCH || resumed == 0))
 				*next_due_ms = HELD_RETRY_MS;
 		}
+		/* kept early callbacks: look again soon, a record that commits later makes them match */
+		if (early_soon && (*next_due_ms < 0 || *next_due_ms > EARLY_SWEEP_MS))
+			*next_due_ms = EARLY_SWEEP_MS;
 		if (my_slot)
 			pg_atomic_fetch_add_u64(&my_slot->claimed, *claimed_count);
 	}
@@ -941,9 +973,6 @@ record_results(List *done)
 		}
 		i++;
 	}
-	/* before any is marked sent, so that a status callback that came early meets this record */
-	if (n_sent > 0)
-		delivery_repo_early_events_lock();
 	delivery_repo_record_attempts(attempts, n);
 
 	/*
@@ -981,7 +1010,6 @@ record_results(List *done)
 		still_claimed[k] = results[k].outcome != OUTCOME_SENT &&
 			delivery_repo_still_claimed(flights[k]->job.delivery_id, flights[k]->lease);
 	deliveries_finished(finished);
-	delivery_repo_apply_early_events(sent_ids, n_sent);
 	uncommitted.sent += n_sent;
 
 	for (int k = 0; k < n; k++)
@@ -989,6 +1017,21 @@ record_results(List *done)
 		if (still_claimed[k])
 			apply_not_sent(flights[k], &results[k]);
 		count_in_circuit(flights[k], &results[k], &healthy);
+	}
+
+	/*
+	 * Status callbacks that came before these sends were recorded, for the
+	 * kinds matched by message id alone (Twilio): last, after every row
+	 * this record locks in its order.  One that commits after this looked
+	 * is the sweep's (claim_phase).
+	 */
+	{
+		int			n_early = 0;
+
+		for (int k = 0; k < n; k++)
+			if (results[k].outcome == OUTCOME_SENT && strcmp(flights[k]->job.kind, "twilio") == 0)
+				ids[n_early++] = flights[k]->job.delivery_id;
+		delivery_repo_apply_early_events(ids, n_early);
 	}
 }
 

@@ -576,6 +576,23 @@ is "$(sql "SELECT provider_message_id || ' ' || e.event || ' ' || e.status_appli
    "SM7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e failed failed" "with the provider's sid and the event in its history"
 is "$(sql "SELECT count(*) FROM notiflow.delivery_events_early")" 0 "and no longer kept"
 double POST reset >/dev/null
+# A callback kept after the record looked (it committed later, the record before it): the dispatchers'
+# sweep applies it once both have committed.  (Kept here by hand, as that race leaves it.)  One that
+# cannot be applied any more is dropped with a WARNING; the dispatcher goes on.
+pid_before=$(dispatcher_pid)
+exec=$(trigger text early-sweep)
+wait_for 20 status_is "$exec" sent
+sid=$(sql "SELECT provider_message_id FROM notiflow.deliveries WHERE execution_id = $exec")
+sql "INSERT INTO notiflow.delivery_events_early (provider, message_id, body)
+     VALUES ('twilio', '$sid', '{\"MessageSid\": \"$sid\"}'),
+            ('twilio', '$sid', '{\"MessageSid\": \"$sid\", \"MessageStatus\": \"delivered\"}');
+     SELECT notiflow.wake_dispatchers()" >/dev/null
+wait_for 20 status_is "$exec" delivered
+ok $? "the sweep applies a kept callback whose send was recorded before it was kept"
+is "$(sql "SELECT count(*) FROM notiflow.delivery_events_early") $(dispatcher_pid)" "0 $pid_before" \
+   "the one that cannot be applied (no MessageStatus) is dropped, the dispatcher goes on"
+wait_for 10 grep -qs 'an early status callback of provider "twilio" for message '"$sid"' is dropped' "$CLUSTER_DIR/server.log"
+ok $? "with a WARNING in the server log"
 
 # --- 7j. a claim that loses a lock conflict is run again, by the same dispatcher -----------------
 # The provider's circuit is open and cooled down, so the claim takes its probe, an UPDATE of the
