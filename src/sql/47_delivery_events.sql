@@ -454,8 +454,8 @@ COMMENT ON FUNCTION notiflow.provider_events(text, jsonb) IS
 -- record commits (Twilio answered, the record transaction still runs) matches
 -- nothing: it is kept here.  The record applies the kept events of the
 -- deliveries it marks sent; one kept after the record looked (the callback
--- committed later) is applied by the dispatchers' sweep, about once a second,
--- once both have committed.  Nothing waits for anything: a callback left
+-- committed later) is applied by the dispatchers' sweep (at most every 500
+-- ms while events are kept) once both have committed.  Nothing waits for anything: a callback left
 -- open in a transaction holds up no send.  Kept events are useful for as
 -- long as a send can take to be recorded: after two minutes they are
 -- dropped (another installation's messages on a shared Messaging Service,
@@ -512,7 +512,9 @@ BEGIN
         BEGIN
             recorded := recorded + notiflow.record_delivery_event(x.provider, x.body);
         EXCEPTION
-            WHEN lock_not_available OR deadlock_detected OR serialization_failure THEN
+            -- another transaction's doing, or the database's: the whole record or sweep runs again
+            WHEN lock_not_available OR deadlock_detected OR serialization_failure
+                 OR insufficient_resources OR system_error THEN
                 RAISE;
             WHEN OTHERS THEN
                 RAISE WARNING 'notiflow: an early status callback of provider "%" for message % is dropped: %',
