@@ -61,6 +61,19 @@ SELECT * FROM notiflow.validate_workflow('{
     {"from": "m", "to": "t"},
     "not an edge"]}');
 
+-- bounds that keep a run's cost in proportion to the definition: a transform target of more than
+-- 32 parts (140,000 crashed the backend's stack), more than 256 assignments, a wait for more
+-- than 64 events; and a target that starts with a dot
+SELECT * FROM notiflow.validate_workflow(jsonb_build_object('nodes', jsonb_build_array(
+    '{"id": "t", "type": "trigger"}'::jsonb,
+    jsonb_build_object('id', 'deep', 'type', 'transform',
+                       'set', jsonb_build_object('vars' || repeat('.a', 32), 1, '.vars.x', 2)),
+    jsonb_build_object('id', 'wide', 'type', 'transform',
+                       'set', (SELECT jsonb_object_agg('vars.k' || g, g) FROM generate_series(1, 257) g)),
+    jsonb_build_object('id', 'many', 'type', 'wait', 'key', 'k',
+                       'events', (SELECT jsonb_agg('e' || g) FROM generate_series(1, 65) g))),
+  'edges', '[{"from": "t", "to": "deep"}, {"from": "t", "to": "wide"}, {"from": "t", "to": "many"}]'::jsonb));
+
 -- not an object at all
 SELECT * FROM notiflow.validate_workflow('[]');
 SELECT * FROM notiflow.validate_workflow('{"nodes": [], "edges": []}');

@@ -102,3 +102,15 @@ SELECT notiflow.put_workflow('to_list', '{"nodes": [{"id": "t", "type": "trigger
 SELECT notiflow.trigger('to_list', '{"to": "a,b@example.org", "phone": "+15551234567;+15557654321"}') AS listed \gset
 SELECT node_id, status, outcome, output FROM notiflow.execution_steps WHERE execution_id = :listed ORDER BY seq;
 SELECT count(*) AS deliveries FROM notiflow.deliveries WHERE execution_id = :listed;
+
+-- a condition comparing a datetime without a time zone with one that has it: evaluated with the
+-- session's TimeZone (the server's in the workers); it raised 0A000 and failed the whole trigger
+SELECT notiflow.put_workflow('tz_compare', '{"nodes": [{"id": "t", "type": "trigger"},
+  {"id": "c", "type": "condition", "if": "$.payload.at.datetime() < \"2024-01-01 00:00:00+00\".datetime()"}],
+  "edges": [{"from": "t", "to": "c"}]}') > 0 AS put;
+SET timezone = 'UTC';
+SELECT notiflow.trigger('tz_compare', '{"at": "2023-12-31 23:00:00"}') AS tz_early \gset
+SELECT notiflow.trigger('tz_compare', '{"at": "2024-01-01 01:00:00"}') AS tz_late \gset
+SELECT execution_id = :tz_early AS early, outcome FROM notiflow.execution_steps
+ WHERE execution_id IN (:tz_early, :tz_late) AND node_id = 'c' ORDER BY execution_id;
+RESET timezone;

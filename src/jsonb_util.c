@@ -15,6 +15,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "nodes/value.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -419,6 +420,7 @@ jsonb_with_path(Jsonb *obj, List *path, int skip, Jsonb *value)
 	const char *key = strVal(list_nth(path, skip));
 	Jsonb	   *child;
 
+	check_stack_depth();
 	if (skip == list_length(path) - 1)
 		return jsonb_with_key(obj, key, value);
 	child = jsonb_get_jsonb(obj, key);
@@ -467,11 +469,16 @@ call_jsonpath_function(PGFunction fn, Jsonb *context, JsonPath *path, bool *isnu
 	return result;
 }
 
-/* Evaluates a jsonpath predicate. */
+/*
+ * Evaluates a jsonpath predicate.  The _tz variants: a comparison of a
+ * datetime() with a time zone and one without uses the session's TimeZone
+ * (the server's in the workers) where the plain ones raise even in silent
+ * mode, which would fail the whole trigger instead of the node.
+ */
 bool
 jsonpath_match(Jsonb *context, JsonPath *path, bool *isnull)
 {
-	Datum		d = call_jsonpath_function(jsonb_path_match, context, path, isnull);
+	Datum		d = call_jsonpath_function(jsonb_path_match_tz, context, path, isnull);
 
 	return *isnull ? false : DatumGetBool(d);
 }
@@ -481,7 +488,7 @@ Jsonb *
 jsonpath_first(Jsonb *context, JsonPath *path)
 {
 	bool		isnull;
-	Datum		d = call_jsonpath_function(jsonb_path_query_first, context, path, &isnull);
+	Datum		d = call_jsonpath_function(jsonb_path_query_first_tz, context, path, &isnull);
 
 	return isnull ? NULL : DatumGetJsonbP(d);
 }

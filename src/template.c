@@ -720,6 +720,7 @@ value_get_part(const JsonbValue *value, const char *part, int len,
 	if (elem == NULL)
 		return false;
 	*result = *elem;
+	pfree(elem);
 	return true;
 }
 
@@ -814,6 +815,7 @@ render_value(RenderState *state, const JsonbValue *value, RenderEscape escape)
 {
 	const char *s;
 	int			len;
+	bool		made = false;	/* s was allocated here: freed once appended */
 
 	switch (value->type)
 	{
@@ -826,6 +828,7 @@ render_value(RenderState *state, const JsonbValue *value, RenderEscape escape)
 		case jbvNumeric:
 			s = numeric_normalize(value->val.numeric);
 			len = strlen(s);
+			made = true;
 			break;
 		case jbvBool:
 			s = value->val.boolean ? "true" : "false";
@@ -835,6 +838,7 @@ render_value(RenderState *state, const JsonbValue *value, RenderEscape escape)
 			s = JsonbToCString(NULL, value->val.binary.data,
 							   value->val.binary.len);
 			len = strlen(s);
+			made = true;
 			break;
 		default:
 			elog(ERROR, "unexpected jsonb value type %d in template",
@@ -845,6 +849,9 @@ render_value(RenderState *state, const JsonbValue *value, RenderEscape escape)
 		append_escaped(state->out, s, len, escape);
 	else
 		appendBinaryStringInfo(state->out, s, len);
+	/* a section repeated over arrays renders values millions of times: keep only the output */
+	if (made)
+		pfree((char *) s);
 }
 
 /* Appends a text node, indenting each of its source lines inside a partial. */
@@ -966,6 +973,9 @@ render_partial(RenderState *state, const TemplateNode *node,
 	state->depth++;
 	render_nodes(state, partial->tmpl->nodes, ctx);
 	state->depth--;
+	/* freed at once: many expansions would otherwise keep every indent they built */
+	if (node->indent != NULL)
+		pfree((char *) state->indent);
 	state->indent = saved_indent;
 	state->indentlen = saved_indentlen;
 }

@@ -32,6 +32,11 @@ typedef struct NodeTypeInfo
 	bool		has_outcomes;
 } NodeTypeInfo;
 
+/* bounds that keep a definition's cost at run time in proportion to its size */
+#define TRANSFORM_MAX_DEPTH 32		/* parts of a transform target */
+#define TRANSFORM_MAX_SET 256		/* assignments of one transform node */
+#define WAIT_MAX_EVENTS 64			/* event names of one wait node */
+
 static const char *const action_outcomes[] = {"sent", "failed", "skipped", NULL};
 static const char *const condition_outcomes[] = {"true", "false", NULL};
 static const char *const wait_outcomes[] = {"completed", "timeout", NULL};
@@ -371,6 +376,12 @@ compile_transform(CompileState *st, WorkflowNode *node, JsonbContainer *c, const
 		add_problem(st, psprintf("%s.set", path), "expected a non-empty object of target path to value");
 		return;
 	}
+	if (JsonContainerSize(v.val.binary.data) > TRANSFORM_MAX_SET)
+	{
+		add_problem(st, psprintf("%s.set", path), "%d assignments; at most %d",
+					(int) JsonContainerSize(v.val.binary.data), TRANSFORM_MAX_SET);
+		return;
+	}
 	it = JsonbIteratorInit(v.val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
 	{
@@ -396,8 +407,11 @@ compile_transform(CompileState *st, WorkflowNode *node, JsonbContainer *c, const
 			(strcmp(strVal(linitial(a->target_path)), "payload") != 0 &&
 			 strcmp(strVal(linitial(a->target_path)), "recipient") != 0 &&
 			 strcmp(strVal(linitial(a->target_path)), "vars") != 0) ||
-			strstr(a->target, "..") != NULL || a->target[strlen(a->target) - 1] == '.')
+			a->target[0] == '.' || strstr(a->target, "..") != NULL || a->target[strlen(a->target) - 1] == '.')
 			add_problem(st, fpath, "target must be a dotted path under payload, recipient or vars, like \"vars.total\"");
+		else if (list_length(a->target_path) > TRANSFORM_MAX_DEPTH)
+			add_problem(st, fpath, "target has %d parts; at most %d", list_length(a->target_path),
+						TRANSFORM_MAX_DEPTH);
 
 		src = value_string(&val);
 		if (src != NULL && src[0] == '$')
@@ -427,6 +441,9 @@ compile_wait(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char
 
 	if (!get_key(c, "events", &v) || !value_is_array(&v) || JsonContainerSize(v.val.binary.data) == 0)
 		add_problem(st, psprintf("%s.events", path), "expected a non-empty array of event names");
+	else if (JsonContainerSize(v.val.binary.data) > WAIT_MAX_EVENTS)
+		add_problem(st, psprintf("%s.events", path), "%d event names; at most %d",
+					(int) JsonContainerSize(v.val.binary.data), WAIT_MAX_EVENTS);
 	else
 	{
 		int			n = JsonContainerSize(v.val.binary.data);
