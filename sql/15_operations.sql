@@ -129,7 +129,7 @@ SELECT id, 0, 'send_test', 'email', 'ops-test', 'test@example.com', '{}', 'sent'
 -- and more old ones than four batches of 25 take: batches go on while test messages remain
 INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status, created_at, sent_at, finished_at)
 SELECT 9710000 + i, 0, 'send_test', 'email', 'ops-test', 'test@example.com', '{}', 'sent', t, t, t
-  FROM generate_series(1, 110) i, LATERAL (SELECT now() - interval '7 months' - i * interval '1 minute' AS t) x;
+  FROM generate_series(1, 110) i, LATERAL (SELECT date_trunc('day', now() - interval '7 months') + interval '6 hours' - i * interval '1 minute' AS t) x;  -- one day at any hour
 INSERT INTO notiflow.dead_letters (id, source, reference, details, error, created_at)
 VALUES (9390001, 'delivery', '9600001', '{"delivery_id": 9600001}', 'failed late', now() - interval '1 day');
 
@@ -253,6 +253,8 @@ SELECT notiflow.put_workflow('ops_alert', '{"nodes": [{"id": "start", "type": "t
                                             "edges": [{"from": "start", "to": "hook"}]}');
 SET notiflow.alert_workflow = 'ops_alert';
 -- ops-sg open for 10 minutes (over the 5 minute threshold), ops-mg for 1; 11 dead letters in 15 minutes (over 10)
+SELECT notiflow.put_provider(p, 'webhook', 'webhook', '{"url": "https://hooks.example.com/x", "secret": "s"}', 5000)
+  FROM unnest(ARRAY['ops-sg', 'ops-mg', 'ops-tw']) p;
 INSERT INTO notiflow.provider_circuits (provider, state, consecutive_failures, opened_at, last_error) VALUES
     ('ops-sg', 'open', 5, now() - interval '10 minutes', 'HTTP 503'),
     ('ops-mg', 'open', 5, now() - interval '1 minute', 'HTTP 500'),
@@ -308,6 +310,12 @@ UPDATE notiflow.provider_circuits SET state = 'closed', opened_at = NULL WHERE p
 DELETE FROM notiflow.dead_letters WHERE id BETWEEN 9800001 AND 9800011;
 SELECT * FROM pg_temp.check();
 SELECT count(*) FILTER (WHERE resolved_at IS NULL) AS open FROM my_alerts;
+-- a disabled (or deleted) provider is not probed, so its circuit stays open: that is no alert
+UPDATE notiflow.providers SET enabled = false WHERE name = 'ops-sg';
+UPDATE notiflow.provider_circuits SET state = 'open', opened_at = now() - interval '10 minutes' WHERE provider = 'ops-sg';
+SELECT * FROM pg_temp.check();
+UPDATE notiflow.provider_circuits SET state = 'closed', opened_at = NULL WHERE provider = 'ops-sg';
+DELETE FROM notiflow.providers WHERE name IN ('ops-sg', 'ops-mg', 'ops-tw');
 
 -- 4. monitoring views and health ---------------------------------------------------
 SELECT notiflow.put_provider('ops-q', 'webhook', 'webhook', '{"url": "https://hooks.example.com/q", "secret": "s"}', 1000);

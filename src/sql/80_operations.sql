@@ -555,7 +555,12 @@ COMMENT ON FUNCTION notiflow.workers_preloaded() IS
 CREATE VIEW notiflow.worker_status AS
 SELECT coalesce(a.pid, c.pid) AS pid,
        coalesce(a.backend_type, 'notiflow dispatcher') AS backend_type,
-       a.datname AS database, a.state, a.wait_event_type, a.wait_event, a.query AS activity,
+       -- a role without pg_read_all_stats sees no backend_type of the workers' sessions (they are
+       -- the bootstrap superuser's): their shared-memory counters still say a dispatcher runs, and
+       -- dispatchers run only in notiflow.database_name
+       coalesce(a.datname, CASE WHEN c.pid IS NOT NULL THEN current_setting('notiflow.database_name', true) END)
+           AS database,
+       a.state, a.wait_event_type, a.wait_event, a.query AS activity,
        a.backend_start, a.state_change,
        c.slot, c.started_at, c.claimed, c.sent, c.retried, c.failed, c.in_flight, c.claimed_after_front,
        c.record_retries
@@ -946,13 +951,15 @@ BEGIN
     FOR c IN
         WITH evaluated AS (
             -- a circuit that stays open or half open (a failed probe opens it again with a new opened_at)
+            -- of enabled providers: only they are probed (a disabled or deleted one's circuit stays as it was)
             SELECT 'circuit_open' AS kind, p.provider AS subject, 'critical' AS severity,
-                   p.state <> 'closed' AS holds, p.opened_at AS holds_since, circuit_after AS hold_for,
+                   p.state <> 'closed' AND coalesce(pr.enabled, false) AS holds, p.opened_at AS holds_since,
+                   circuit_after AS hold_for,
                    NULL::numeric AS value,
                    jsonb_build_object('provider', p.provider, 'state', p.state, 'opened_at', p.opened_at,
                                       'consecutive_failures', p.consecutive_failures,
                                       'last_error', left(p.last_error, 500)) AS details
-              FROM notiflow.provider_circuits p
+              FROM notiflow.provider_circuits p LEFT JOIN notiflow.providers pr ON pr.name = p.provider
             UNION ALL
             SELECT 'dead_letters', s.source, 'warning', s.n > dl_threshold, NULL, interval '0', s.n,
                    jsonb_build_object('source', s.source, 'count', s.n, 'window', dl_window_setting, 'threshold', dl_threshold)
@@ -964,8 +971,8 @@ BEGIN
             SELECT 'worker_down', current_database(), 'critical', expected > 0 AND w.n = 0, NULL, worker_after, w.n,
                    jsonb_build_object('database', current_database(), 'dispatchers', w.n, 'dispatch_workers', expected,
                                       'workers_database', current_setting('notiflow.database_name', true))
-              FROM (SELECT count(*) AS n FROM pg_stat_activity x
-                     WHERE x.backend_type = 'notiflow dispatcher' AND x.datname = current_database()) w
+              FROM (SELECT count(*) AS n FROM notiflow.worker_status x
+                     WHERE x.backend_type = 'notiflow dispatcher' AND x.database = current_database()) w
              WHERE preloaded
             UNION ALL
             -- lag above the threshold that grew since the last check; the alert lasts while it does not shrink

@@ -13,7 +13,7 @@ BEGIN
         'notiflow.delivery_attempts', 'notiflow.delivery_events', 'notiflow.delivery_events_early',
         'notiflow.provider_circuits',
         'notiflow.dead_letters', 'notiflow.execution_waits', 'notiflow.event_inbox',
-        'notiflow.api_keys', 'notiflow.kafka_subscriptions', 'notiflow.kafka_offsets']
+        'notiflow.api_keys', 'notiflow.kafka_subscriptions', 'notiflow.kafka_offsets', 'notiflow.alerts']
     LOOP
         CONTINUE WHEN to_regclass(t) IS NULL;
         PERFORM pg_catalog.pg_extension_config_dump(t::regclass, '');

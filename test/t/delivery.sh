@@ -594,6 +594,16 @@ is "$(sql "SELECT count(*) FROM notiflow.delivery_events_early") $(dispatcher_pi
 wait_for 10 grep -qs 'an early status callback of provider "twilio" for message '"$sid"' is dropped' "$CLUSTER_DIR/server.log"
 ok $? "with a WARNING in the server log"
 
+# --- 7m. a role without pg_read_all_stats sees the dispatcher ------------------------------------
+# pg_stat_activity hides the backend_type of another role's sessions; worker_status (and with it
+# health() and check_alerts' worker_down, run by pg_cron as the jobs' owner) counted no dispatcher.
+sql "CREATE ROLE regress_watch LOGIN; GRANT USAGE ON SCHEMA notiflow TO regress_watch;
+     GRANT SELECT ON notiflow.worker_status TO regress_watch" >/dev/null
+is "$(psql -X -qAt -d $DB -U regress_watch -c "SELECT count(*) FROM notiflow.worker_status
+       WHERE backend_type = 'notiflow dispatcher' AND database = current_database()")" 1 \
+   "a role without pg_read_all_stats counts the dispatcher in worker_status"
+sql "DROP OWNED BY regress_watch; DROP ROLE regress_watch" >/dev/null
+
 # --- 7j. a claim that loses a lock conflict is run again, by the same dispatcher -----------------
 # The provider's circuit is open and cooled down, so the claim takes its probe, an UPDATE of the
 # circuit's row; another session holds that row, and lock_timeout cancels the wait.  The claim is
