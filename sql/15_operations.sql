@@ -142,12 +142,16 @@ SELECT sum(executions) AS executions, sum(deliveries) AS deliveries, sum(deliver
   FROM notiflow.daily_stats WHERE workflow_key = 'ops_gen';
 SELECT * FROM gen_stats_before;
 
+-- an execution created 7 months ago that finished an hour ago (a long delay) is not old yet
+INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, finished_at)
+VALUES (9501000, 'ops_late', 1, 'completed', '{}', now() - interval '7 months', now() - interval '1 hour');
 -- batches of at most 25 rows of each kind: the 60 old executions and 5 of the fixed set (E3 still waits)
 -- in three, then two more for the 111 old test messages
 SET client_min_messages = notice;
 CALL notiflow.apply_retention(batch_size => 25);
 CALL notiflow.apply_retention();
 SET client_min_messages = warning;
+SELECT id IN (SELECT id FROM notiflow.executions) AS late_finisher_live FROM notiflow.executions_all WHERE id = 9501000;
 
 -- children went with their executions, to the archive
 SELECT 'executions' AS relation,

@@ -407,6 +407,8 @@ BEGIN
                LATERAL (SELECT e.id FROM notiflow.executions e
                          WHERE e.workflow_key = w.key AND e.created_at < older_than
                            AND e.status IN ('completed', 'failed', 'cancelled')
+                           -- one that ended lately (after a long delay) is not old: its last deliveries are new
+                           AND coalesce(e.finished_at, e.created_at) < older_than
                            AND NOT EXISTS (SELECT 1 FROM notiflow.deliveries d  -- queued or sending
                                             WHERE d.execution_id = e.id AND d.finished_at IS NULL)
                          ORDER BY e.created_at

@@ -115,6 +115,8 @@ is "$(SQL_DB=$LONG sql "SELECT notiflow.unschedule_maintenance()")" 3 "and unsch
 
 # --- 4. alerts are announced on notiflow_alerts ----------------------------------------------
 listen() { psql -X -q -At -d $DB -c "LISTEN notiflow_alerts" -c "$1" -c "SELECT count(*) FROM notiflow.check_alerts()" 2>&1; }
+# (a circuit counts for an enabled provider only: a disabled or deleted one is never probed)
+sql "SELECT notiflow.put_provider('cron-p', 'webhook', 'webhook', '{\"url\": \"https://hooks.example.com/p\", \"secret\": \"s\"}', 5000)" >/dev/null
 out=$(listen "INSERT INTO notiflow.provider_circuits (provider, state, consecutive_failures, opened_at, last_error)
               VALUES ('cron-p', 'open', 5, now() - interval '10 minutes', 'HTTP 503')")
 notified() { grep 'Asynchronous notification "notiflow_alerts" with payload' <<<"$out" | grep "\"event\": \"$1\"" |

@@ -18,7 +18,7 @@ ids=$(q "SELECT string_agg(notiflow.trigger('note', '{}', '\"ann\"')::text, ' ')
 read -r e1 e2 <<<"$ids"
 d1=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $e1")
 q "SELECT notiflow.finish_delivery(id, 'sent') FROM notiflow.deliveries WHERE execution_id IN ($e1, $e2);
-   UPDATE notiflow.executions SET created_at = now() - interval '7 months' WHERE id IN ($e1, $e2)" >/dev/null
+   UPDATE notiflow.executions SET created_at = now() - interval '7 months', finished_at = now() - interval '7 months' WHERE id IN ($e1, $e2)" >/dev/null
 is "$(q "SELECT string_agg(status, ',' ORDER BY id) FROM notiflow.executions WHERE id IN ($e1, $e2)")" "completed,completed" \
    "two executions, finished seven months ago"
 
@@ -46,7 +46,7 @@ is "$(q "SELECT count(*) FROM notiflow_archive.deliveries WHERE execution_id IN 
 e3=$(q "SELECT notiflow.trigger('note', '{}', '\"ann\"')")
 d3=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $e3")
 dl3=$(q "SELECT notiflow.finish_delivery($d3, 'failed');
-         UPDATE notiflow.executions SET created_at = now() - interval '7 months' WHERE id = $e3;
+         UPDATE notiflow.executions SET created_at = now() - interval '7 months', finished_at = now() - interval '7 months' WHERE id = $e3;
          INSERT INTO notiflow.dead_letters (source, reference, details, error)
          VALUES ('delivery', '$d3', jsonb_build_object('delivery_id', $d3, 'execution_id', $e3), 'gave up') RETURNING id" | tail -1)
 hold "BEGIN; SELECT 'held' FROM notiflow.dead_letters WHERE id = $dl3 FOR UPDATE;" 1
