@@ -551,12 +551,7 @@ delivery_repo_still_claimed(int64 delivery_id, TimestampTz lease)
 void
 delivery_repo_lock(int64 *ids, int n)
 {
-	Datum		args[1];
-
-	if (n == 0)
-		return;
-	args[0] = spi_int8_array(ids, n);
-	spi_run(&lock_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+	spi_run_with_ids(&lock_stmt, ids, n, SPI_OK_SELECT);
 }
 
 static SpiStatement early_apply_stmt = {
@@ -589,12 +584,7 @@ delivery_repo_sweep_early_events(void)
 void
 delivery_repo_apply_early_events(int64 *ids, int n)
 {
-	Datum		args[1];
-
-	if (n == 0)
-		return;
-	args[0] = spi_int8_array(ids, n);
-	spi_run(&early_apply_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+	spi_run_with_ids(&early_apply_stmt, ids, n, SPI_OK_SELECT);
 }
 
 /* Counts a successful attempt. */

@@ -621,12 +621,7 @@ execution_repo_update_many(List *recs)
 void
 execution_repo_lock_ids(int64 *ids, int n)
 {
-	Datum		args[1];
-
-	if (n == 0)
-		return;
-	args[0] = spi_int8_array(ids, n);
-	spi_run(&lock_ids_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+	spi_run_with_ids(&lock_ids_stmt, ids, n, SPI_OK_SELECT);
 }
 
 bool

@@ -170,6 +170,17 @@ spi_int8_array(const int64 *ids, int n)
 	return spi_array(elems, NULL, n, INT8OID);
 }
 
+void
+spi_run_with_ids(SpiStatement *stmt, const int64 *ids, int n, int expected)
+{
+	Datum		args[1];
+
+	if (n == 0)
+		return;
+	args[0] = spi_int8_array(ids, n);
+	spi_run(stmt, args, NULL, false, 0, expected);
+}
+
 HTAB *
 spi_int64_hash(const char *name, int64 size, Size entrysize)
 {

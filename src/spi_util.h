@@ -84,6 +84,9 @@ extern Datum spi_text_or_null(const char *s, bool *isnull);
 /* Builds an int8[] of n ids. */
 extern Datum spi_int8_array(const int64 *ids, int n);
 
+/* Runs a statement whose one argument is an int8[] of n ids (not at all when n is 0). */
+extern void spi_run_with_ids(SpiStatement *stmt, const int64 *ids, int n, int expected);
+
 /* Builds a hash table keyed by int64 (HASH_BLOBS) with entries of entrysize bytes. */
 extern HTAB *spi_int64_hash(const char *name, int64 size, Size entrysize);
 
