@@ -1023,7 +1023,7 @@ record_results(List *done)
 	 * Status callbacks that came before these sends were recorded, for the
 	 * kinds matched by message id alone (Twilio): last, after every row
 	 * this record locks in its order.  One that commits after this looked
-	 * is the sweep's (claim_phase).
+	 * is the sweep's (claim_transaction).
 	 */
 	{
 		int			n_early = 0;
