@@ -22,11 +22,9 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/fmgrprotos.h"
@@ -1891,12 +1889,11 @@ static int64 held_ids[HELD_MAX];
 static TimestampTz held_until[HELD_MAX];
 static int	n_held = 0;
 
-/* Forgets the held executions whose time is over; returns those still passed over. */
-static ArrayType *
-held_current(void)
+/* Forgets the held executions whose time is over (held_ids then lists those still passed over). */
+static void
+held_expire(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n_held, 1));
 	int			kept = 0;
 
 	for (int i = 0; i < n_held; i++)
@@ -1904,11 +1901,9 @@ held_current(void)
 		{
 			held_ids[kept] = held_ids[i];
 			held_until[kept] = held_until[i];
-			elems[kept] = Int64GetDatum(held_ids[kept]);
 			kept++;
 		}
 	n_held = kept;
-	return construct_array(elems, kept, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
 static void
@@ -1938,7 +1933,8 @@ execution_resume_due(int limit, int *resumed_out)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "notiflow: SPI_connect failed");
-	due = execution_repo_due(limit, held_current());
+	held_expire();
+	due = execution_repo_due(limit, held_ids, n_held);
 	ids = palloc(sizeof(int64) * Max(list_length(due), 1));
 	foreach(lc, due)
 		ids[n++] = *(int64 *) lfirst(lc);

@@ -372,11 +372,11 @@ execution_repo_insert(List *executions, List *deliveries, bool keys_claimed)
 	}
 }
 
-/* Lists waiting executions whose delay is over, locking them; passes over the ids of an int8[]. */
+/* Lists waiting executions whose delay is over, locking them; passes over n_passed_over ids. */
 List *
-execution_repo_due(int limit, ArrayType *passed_over)
+execution_repo_due(int limit, const int64 *passed_over, int n_passed_over)
 {
-	Datum		args[2] = {Int32GetDatum(limit), PointerGetDatum(passed_over)};
+	Datum		args[2] = {Int32GetDatum(limit), spi_int8_array(passed_over, n_passed_over)};
 	List	   *ids = NIL;
 
 	spi_run(&due_stmt, args, NULL, false, 0, SPI_OK_SELECT);

@@ -7,7 +7,6 @@
 #include "postgres.h"
 #include "nodes/pg_list.h"
 #include "storage/itemptr.h"
-#include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
@@ -139,6 +138,6 @@ extern void execution_repo_lock_ids(int64 *ids, int n);
 extern bool execution_repo_fail(int64 id, const char *error);
 
 /* Returns up to limit ids of waiting executions whose wake-up time has come. */
-extern List *execution_repo_due(int limit, ArrayType *passed_over);
+extern List *execution_repo_due(int limit, const int64 *passed_over, int n_passed_over);
 
 #endif							/* NOTIFLOW_EXECUTION_REPO_H */

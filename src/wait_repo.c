@@ -67,9 +67,9 @@ wait_repo_lock_key(const char *key)
 	spi_run(&lock_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 }
 
-/* lock_correlation_key's lock, not waiting for it: 1 when taken, 0 when held elsewhere */
+/* lock_correlation_key's lock, not waiting for it */
 static SpiStatement try_lock_stmt = {
-	"SELECT pg_try_advisory_xact_lock(hashtextextended('notiflow.event:' || $1, 0))::int::int8",
+	"SELECT pg_try_advisory_xact_lock(notiflow.correlation_key_lock_id($1))",
 	1, {TEXTOID}
 };
 
@@ -78,8 +78,10 @@ bool
 wait_repo_try_lock_key(const char *key)
 {
 	Datum		args[1] = {CStringGetTextDatum(key)};
+	bool		isnull;
 
-	return spi_first_int8(&try_lock_stmt, args, false, 0) == 1;
+	spi_run(&try_lock_stmt, args, NULL, false, 1, SPI_OK_SELECT);
+	return DatumGetBool(spi_value(0, 1, &isnull)) && !isnull;
 }
 
 /* Consumes inbox events for a key. */

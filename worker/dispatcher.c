@@ -625,9 +625,7 @@ sweep_early_events(void)
 	if (!TimestampDifferenceExceeds(early_swept_at, now, EARLY_SWEEP_MS))
 		return true;
 	early_swept_at = now;
-	if (!delivery_repo_early_events_kept())
-		return false;
-	delivery_repo_sweep_early_events();
+	delivery_repo_sweep_early_events();		/* nothing to do when none is kept: it looks first */
 	return delivery_repo_early_events_kept();
 }
 

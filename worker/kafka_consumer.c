@@ -1092,6 +1092,7 @@ notiflow_kafka_consumer_main(Datum arg)
 	int			slot = DatumGetInt32(arg);
 	KafkaWanted want;
 	char	   *error;
+	int			key_lock_limit = execution_repo_key_lock_limit();
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -1123,13 +1124,13 @@ notiflow_kafka_consumer_main(Datum arg)
 	pgstat_report_appname(sub->name);
 	started_at = GetCurrentTimestamp();
 	/* each message locks a key until its batch commits: a batch takes at most a quarter of the lock table */
-	if (sub->batch_size > execution_repo_key_lock_limit())
+	if (sub->batch_size > key_lock_limit)
 	{
 		ereport(LOG,
 				(errmsg("kafka consumer \"%s\" reads batches of %d messages, not %d", sub->name,
-						execution_repo_key_lock_limit(), sub->batch_size),
+						key_lock_limit, sub->batch_size),
 				 errdetail("Each message locks a key until its batch commits; a batch may take a quarter of the lock table (max_locks_per_transaction × (max_connections + worker processes + max_prepared_transactions)).")));
-		sub->batch_size = execution_repo_key_lock_limit();
+		sub->batch_size = key_lock_limit;
 	}
 	messages = MemoryContextAlloc(consumer_cxt, sizeof(rd_kafka_message_t *) * sub->batch_size);
 	consumer_create();

@@ -44,10 +44,17 @@ CREATE INDEX event_inbox_expires ON notiflow.event_inbox (expires_at);
 COMMENT ON TABLE notiflow.event_inbox IS
     'Events that arrived before any execution waited for them; kept for notiflow.event_ttl.';
 
--- Takes the advisory lock that serialises everything about one correlation key.
+-- The advisory lock that serialises everything about one correlation key (the engine's timer
+-- tries it without waiting: wait_repo.c).
+CREATE FUNCTION notiflow.correlation_key_lock_id(correlation_key text) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtextextended('notiflow.event:' || correlation_key, 0)
+$$;
+
+-- Takes that lock.
 CREATE FUNCTION notiflow.lock_correlation_key(correlation_key text) RETURNS void
 LANGUAGE sql AS $$
-    SELECT pg_advisory_xact_lock(hashtextextended('notiflow.event:' || correlation_key, 0))
+    SELECT pg_advisory_xact_lock(notiflow.correlation_key_lock_id(correlation_key))
 $$;
 
 -- One attempt at an event: takes the key, then the row of each execution
