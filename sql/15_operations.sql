@@ -145,6 +145,13 @@ SELECT * FROM gen_stats_before;
 -- an execution created 7 months ago that finished an hour ago (a long delay) is not old yet
 INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, finished_at)
 VALUES (9501000, 'ops_late', 1, 'completed', '{}', now() - interval '7 months', now() - interval '1 hour');
+-- its delivery failed 7 months ago: the dead letter stays with the live delivery (it can still be replayed)
+INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status, created_at, finished_at)
+VALUES (9601000, 9501000, 'mail', 'email', 'ops-late', 'late@example.com', '{}', 'failed',
+        now() - interval '7 months', now() - interval '7 months');
+INSERT INTO notiflow.dead_letters (id, source, reference, details, error, created_at)
+VALUES (9391000, 'delivery', '9601000',
+        '{"delivery_id": 9601000, "execution_id": 9501000, "channel": "email", "providers": ["ops-late"]}', 'failed long ago', now() - interval '7 months');
 -- batches of at most 25 rows of each kind: the 60 old executions and 5 of the fixed set (E3 still waits)
 -- in three, then two more for the 111 old test messages
 SET client_min_messages = notice;
@@ -152,6 +159,7 @@ CALL notiflow.apply_retention(batch_size => 25);
 CALL notiflow.apply_retention();
 SET client_min_messages = warning;
 SELECT id IN (SELECT id FROM notiflow.executions) AS late_finisher_live FROM notiflow.executions_all WHERE id = 9501000;
+SELECT id IN (SELECT id FROM notiflow.dead_letters) AS live_delivery_dead_letter_live FROM notiflow.dead_letters_all WHERE id = 9391000;
 
 -- children went with their executions, to the archive
 SELECT 'executions' AS relation,

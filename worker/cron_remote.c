@@ -35,9 +35,11 @@
  * The operations (the SQL is here because it runs in pg_cron's database, where
  * notiflow may not be installed; search_path is pg_catalog, pg_temp):
  *   schedule   — for each job: left alone when pg_cron has it unchanged (name,
- *                role, schedule, command, database), else
+ *                role, schedule, command, database) and active, else
  *                cron.schedule_in_database() (which replaces a job of the
- *                same name and role, keeping its id); result {jobname: jobid}
+ *                same name and role, keeping its id; a deactivated one is
+ *                unscheduled first: it comes back active, with a new id);
+ *                result {jobname: jobid}
  *   unschedule — cron.unschedule() of the current role's jobs of these names;
  *                result {"removed": n}
  *   status     — the jobs of these names visible to the current role, with
@@ -184,14 +186,21 @@ schedule_jobs(const CronJobs *jobs, const char *target, StringInfo out)
 		args[3] = CStringGetTextDatum(target);
 		run_sql("SELECT c.jobid FROM cron.job c"
 				" WHERE c.jobname = $1 AND c.username = CURRENT_USER AND c.schedule = $2"
-				"   AND c.command = $3 AND c.database = $4"
+				"   AND c.command = $3 AND c.database = $4 AND c.active"
 				" ORDER BY c.jobid LIMIT 1",
 				4, NULL, args);
 		if (SPI_processed == 1)
 			jobid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		if (isnull)
 		{
-			/* new or changed: pg_cron replaces a job of the same name and role */
+			/*
+			 * new, changed or deactivated: pg_cron replaces a job of the same
+			 * name and role, but (1.4) leaves one deactivated inactive, so
+			 * that one is removed first and comes back with a new id
+			 */
+			run_sql("SELECT cron.unschedule(c.jobid) FROM cron.job c"
+					" WHERE c.jobname = $1 AND c.username = CURRENT_USER AND NOT c.active",
+					1, NULL, args);
 			run_sql("SELECT cron.schedule_in_database($1, $2, $3, $4)", 4, NULL, args);
 			jobid = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		}

@@ -476,7 +476,12 @@ BEGIN
     GET DIAGNOSTICS n_executions = ROW_COUNT;
 
     -- dead letters by age, and those of the deliveries just moved (they could not be replayed)
+    -- (a delivery's dead letter stays while its delivery does: it goes with its execution, and until
+    -- then it can still be replayed)
     dls := dls || ARRAY(SELECT y.id FROM notiflow.dead_letters y WHERE y.created_at < older_than
+                           AND NOT EXISTS (SELECT 1 FROM notiflow.deliveries d
+                                            WHERE y.source = 'delivery'
+                                              AND d.id = CASE WHEN y.reference ~ '^[0-9]{1,18}$' THEN y.reference::bigint END)
                          ORDER BY y.created_at LIMIT batch_size FOR UPDATE SKIP LOCKED);
     WITH moved AS (
         DELETE FROM notiflow.dead_letters x WHERE x.id = ANY (dls)  -- by the primary key, no scan
@@ -977,9 +982,11 @@ BEGIN
                      WHERE x.backend_type = 'notiflow dispatcher' AND x.database = current_database()) w
              WHERE preloaded
             UNION ALL
-            -- lag above the threshold that grew since the last check; the alert lasts while it does not shrink
+            -- raised by lag above the threshold that grew since the last check; it lasts while the lag
+            -- stays above the threshold (a backlog worked off slowly, or one that moves up and down
+            -- from one check to the next, keeps one alert instead of raising a new one each time)
             SELECT 'kafka_lag', k.subject, 'warning',
-                   k.lag > lag_threshold AND k.lag >= s.value AND (k.lag > s.value OR s.condition_since IS NOT NULL),
+                   k.lag > lag_threshold AND (k.lag > s.value OR s.condition_since IS NOT NULL),
                    NULL, interval '0', k.lag,
                    jsonb_build_object('subject', k.subject, 'lag', k.lag, 'previous', s.value, 'threshold', lag_threshold)
               FROM jsonb_to_recordset(lags) AS k(subject text, lag numeric)
