@@ -416,6 +416,17 @@ DELETE FROM notiflow.daily_stats WHERE day >= (now() AT TIME ZONE 'UTC')::date -
 SELECT notiflow.aggregate_pending() >= 1 AS aggregated;
 SELECT day = (now() AT TIME ZONE 'UTC')::date - 5 AS missed_day, executions
   FROM notiflow.daily_stats WHERE workflow_key = 'ops_missed';
+-- a night missed before a later day that was aggregated (by hand): the gap is filled too
+INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
+SELECT 9800002, 'ops_missed', 1, 'completed', '{}', t, t, t
+  FROM (SELECT ((now() AT TIME ZONE 'UTC')::date - 3 + time '12:00') AT TIME ZONE 'UTC' AS t) x;
+DELETE FROM notiflow.daily_stats WHERE day >= (now() AT TIME ZONE 'UTC')::date - 6;
+SELECT notiflow.aggregate_daily((now() AT TIME ZONE 'UTC')::date - 3) >= 1 AS later_day_aggregated;
+SELECT notiflow.aggregate_pending() >= 1 AS aggregated;
+SELECT (now() AT TIME ZONE 'UTC')::date - day AS days_ago, executions
+  FROM notiflow.daily_stats WHERE workflow_key = 'ops_missed' ORDER BY day;
+DELETE FROM notiflow.executions WHERE id = 9800002;
+SELECT notiflow.aggregate_daily((now() AT TIME ZONE 'UTC')::date - 3) >= 0 AS reaggregated;
 -- forty nights missed: every one of them (nothing is given up after a month)
 BEGIN;
 UPDATE notiflow.executions SET created_at = created_at - interval '35 days' WHERE id = 9800001;

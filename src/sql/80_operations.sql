@@ -326,6 +326,20 @@ $$;
 COMMENT ON FUNCTION notiflow.aggregate_daily(date) IS
     'Recomputes the daily_stats rows of one UTC day from live and archived rows (same result when run again); returns the rows written.';
 
+-- Whether anything was created or attempted on a UTC day (live or archived).
+CREATE FUNCTION notiflow.day_has_activity(day date) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH r AS (SELECT day::timestamp AT TIME ZONE 'UTC' AS since, (day + 1)::timestamp AT TIME ZONE 'UTC' AS until)
+    SELECT EXISTS (SELECT 1 FROM r, notiflow.executions_all e WHERE e.created_at >= r.since AND e.created_at < r.until)
+        OR EXISTS (SELECT 1 FROM r, notiflow.deliveries_all d WHERE d.created_at >= r.since AND d.created_at < r.until)
+        OR EXISTS (SELECT 1 FROM r, notiflow.delivery_attempts_all a WHERE a.created_at >= r.since AND a.created_at < r.until)
+        OR EXISTS (SELECT 1 FROM r, notiflow.dead_letters_all l WHERE l.created_at >= r.since AND l.created_at < r.until)
+$$;
+COMMENT ON FUNCTION notiflow.day_has_activity(date) IS
+    'Whether any execution, delivery, attempt or dead letter (live or archived) was created on that UTC day.';
+
 -- What the nightly job runs: yesterday and the day before, and every day since the last one
 -- aggregated that has anything created or attempted, so that a night the job did not run (or
 -- failed) leaves no day out (a day without activity writes no row: an idle database does not go
@@ -354,14 +368,22 @@ BEGIN
                 UNION ALL SELECT min(a.created_at) FROM notiflow.delivery_attempts_all a WHERE a.created_at >= since
                 UNION ALL SELECT min(l.created_at) FROM notiflow.dead_letters_all l WHERE l.created_at >= since) x(c);
     END IF;
-    SELECT coalesce(sum(notiflow.aggregate_daily(d::date)), 0)::integer INTO n
-      FROM generate_series(first, yesterday, interval '1 day') AS d;
+    -- and a day of the last month before those that has activity but no row: a night the job
+    -- failed, followed by a later day aggregated (by hand, or by a later night)
+    SELECT coalesce(sum(notiflow.aggregate_daily(d)), 0)::integer INTO n
+      FROM (SELECT g::date AS d FROM generate_series(yesterday - 31, first - 1, interval '1 day') g
+             WHERE NOT EXISTS (SELECT 1 FROM notiflow.daily_stats s WHERE s.day = g::date)
+               AND notiflow.day_has_activity(g::date)
+            UNION ALL
+            SELECT g::date FROM generate_series(first, yesterday, interval '1 day') g
+            ORDER BY 1) x;
     RETURN n;
 END
 $$;
 COMMENT ON FUNCTION notiflow.aggregate_pending() IS
     'Aggregates yesterday and the day before (UTC), and every day since the last day in daily_stats that has anything '
-    'created or attempted (with daily_stats empty, every day since the first execution, delivery, attempt or dead letter); '
+    'created or attempted (with daily_stats empty, every day since the first execution, delivery, attempt or dead letter), '
+    'and any day of the 31 before those with activity and no daily_stats row; '
     'returns the rows written.  The nightly pg_cron job.';
 
 -- Retention --------------------------------------------------------------------
