@@ -252,7 +252,23 @@ SELECT count(*) AS differences
 
 -- one batch in the caller's transaction
 BEGIN;
-SELECT * FROM notiflow.archive_batch(now() - interval '6 months', 10);
+SELECT executions, dead_letters, alerts, test_messages FROM notiflow.archive_batch(now() - interval '6 months', 10);
+ROLLBACK;
+-- batches go on from a position (workflow_key, created_at, id): executions that cannot move (still
+-- running) are read by one batch, not by every one after it
+BEGIN;
+INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, finished_at)
+SELECT 9502000 + n, 'zz_keyset', 1, CASE WHEN n <= 2 THEN 'running' ELSE 'completed' END, '{}', t,
+       CASE WHEN n > 2 THEN t END
+  FROM generate_series(1, 6) n, LATERAL (SELECT now() - interval '7 months' + n * interval '1 minute' AS t) x;
+SELECT executions, last_workflow, last_id - 9502000 AS last FROM notiflow.archive_batch(now() - interval '6 months', 2, 'zz_keyset', '-infinity', 0);
+SELECT executions, last_workflow, last_id - 9502000 AS last
+  FROM notiflow.archive_batch(now() - interval '6 months', 2, 'zz_keyset', (SELECT created_at FROM notiflow.executions_all WHERE id = 9502004), 9502004);
+SELECT executions, last_workflow, last_id
+  FROM notiflow.archive_batch(now() - interval '6 months', 2, 'zz_keyset', (SELECT created_at FROM notiflow.executions_all WHERE id = 9502006), 9502006);
+SELECT string_agg((id - 9502000)::text, ',' ORDER BY id) AS still_live FROM notiflow.executions WHERE workflow_key = 'zz_keyset';
+SELECT * FROM notiflow.archive_batch(now(), 1, 'zz_keyset');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
 ROLLBACK;
 SELECT * FROM notiflow.archive_batch(now(), 0);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE

@@ -389,8 +389,14 @@ COMMENT ON FUNCTION notiflow.aggregate_pending() IS
 -- Retention --------------------------------------------------------------------
 
 -- Moves one batch of old rows into notiflow_archive: finished executions with their children, dead letters, resolved alerts.
-CREATE FUNCTION notiflow.archive_batch(older_than timestamptz, batch_size integer DEFAULT 10000)
-RETURNS TABLE (executions integer, dead_letters integer, alerts integer, test_messages integer)
+-- Executions are read in (workflow_key, created_at, id) order from after the given position; the
+-- position of the last one this batch looked at comes back (NULL when it looked at none), so that
+-- the next batch does not read again the old executions that cannot move (still waiting, say).
+CREATE FUNCTION notiflow.archive_batch(older_than timestamptz, batch_size integer DEFAULT 10000,
+                                       after_workflow text DEFAULT NULL, after_created timestamptz DEFAULT NULL,
+                                       after_id bigint DEFAULT NULL)
+RETURNS TABLE (executions integer, dead_letters integer, alerts integer, test_messages integer,
+               last_workflow text, last_created timestamptz, last_id bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -405,6 +411,9 @@ DECLARE
     n_dead_letters integer;
     n_alerts integer;
     n_test_messages integer;
+    l_workflow text;
+    l_created timestamptz;
+    l_id bigint;
 BEGIN
     IF older_than IS NULL THEN
         RAISE EXCEPTION 'older_than must not be NULL' USING ERRCODE = '22023', DETAIL = 'older_than: required';
@@ -413,30 +422,45 @@ BEGIN
         RAISE EXCEPTION 'invalid batch size'
             USING ERRCODE = '22023', DETAIL = format('batch_size: expected a positive integer, got %s', coalesce(batch_size::text, 'NULL'));
     END IF;
+    IF after_workflow IS NOT NULL AND (after_created IS NULL OR after_id IS NULL) THEN
+        RAISE EXCEPTION 'incomplete position'
+            USING ERRCODE = '22023', DETAIL = 'after_created, after_id: required with after_workflow';
+    END IF;
     -- Finished executions without a delivery on its way; rows others hold are left for the next run.
     -- executions_created is a BRIN index (no order): the B-tree on (workflow_key, created_at) is read
     -- workflow by workflow (a loose index scan), so a batch stops after batch_size rows.
-    ids := ARRAY(
-        WITH RECURSIVE workflow AS (
-            (SELECT e.workflow_key AS key FROM notiflow.executions e ORDER BY e.workflow_key LIMIT 1)
+    -- The candidates are a prefix of that order (the workflows come in order, each one's rows in
+    -- order), so the last of them is where the next batch starts.
+    SELECT coalesce(array_agg(c.id), '{}'),
+           (array_agg(c.key ORDER BY c.key DESC, c.created_at DESC, c.id DESC))[1],
+           (array_agg(c.created_at ORDER BY c.key DESC, c.created_at DESC, c.id DESC))[1],
+           (array_agg(c.id ORDER BY c.key DESC, c.created_at DESC, c.id DESC))[1]
+      INTO ids, l_workflow, l_created, l_id
+      FROM (WITH RECURSIVE workflow AS (
+            (SELECT e.workflow_key AS key FROM notiflow.executions e
+              WHERE after_workflow IS NULL OR e.workflow_key >= after_workflow
+              ORDER BY e.workflow_key LIMIT 1)
             UNION ALL
             SELECT (SELECT e.workflow_key FROM notiflow.executions e
                      WHERE e.workflow_key > w.key ORDER BY e.workflow_key LIMIT 1)
               FROM workflow w WHERE w.key IS NOT NULL
         )
-        SELECT x.id
+        SELECT x.id, w.key, x.created_at
           FROM workflow w,
-               LATERAL (SELECT e.id FROM notiflow.executions e
+               LATERAL (SELECT e.id, e.created_at FROM notiflow.executions e
                          WHERE e.workflow_key = w.key AND e.created_at < older_than
+                           AND e.created_at >= CASE WHEN w.key = after_workflow THEN after_created
+                                                    ELSE '-infinity' END
+                           AND (w.key IS DISTINCT FROM after_workflow OR (e.created_at, e.id) > (after_created, after_id))
                            AND e.status IN ('completed', 'failed', 'cancelled')
                            -- one that ended lately (after a long delay) is not old: its last deliveries are new
                            AND coalesce(e.finished_at, e.created_at) < older_than
                            AND NOT EXISTS (SELECT 1 FROM notiflow.deliveries d  -- queued or sending
                                             WHERE d.execution_id = e.id AND d.finished_at IS NULL)
-                         ORDER BY e.created_at
+                         ORDER BY e.created_at, e.id
                          LIMIT batch_size
                          FOR UPDATE OF e SKIP LOCKED) x
-         LIMIT batch_size);
+         LIMIT batch_size) c;
     -- Their deliveries are locked before anything moves, and an execution keeps out of the batch
     -- when one of them is not finished now (a dead letter replayed meanwhile) or is held by another
     -- transaction (a provider's status event: it locks the delivery, then the execution, the other
@@ -519,12 +543,13 @@ BEGIN
     INSERT INTO notiflow_archive.alerts SELECT * FROM moved;
     GET DIAGNOSTICS n_alerts = ROW_COUNT;
 
-    RETURN QUERY SELECT n_executions, n_dead_letters, n_alerts, n_test_messages;
+    RETURN QUERY SELECT n_executions, n_dead_letters, n_alerts, n_test_messages, l_workflow, l_created, l_id;
 END;
 $$;
-COMMENT ON FUNCTION notiflow.archive_batch(timestamptz, integer) IS
+COMMENT ON FUNCTION notiflow.archive_batch(timestamptz, integer, text, timestamptz, bigint) IS
     'Moves up to batch_size finished executions created before older_than (with steps, waits, deliveries, attempts, events), '
-    'dead letters, resolved alerts and test messages (send_test) into notiflow_archive, in the caller''s transaction; returns how many of each.';
+    'dead letters, resolved alerts and test messages (send_test) into notiflow_archive, in the caller''s transaction; returns how many of each, '
+    'and the position (workflow_key, created_at, id) of the last execution it looked at, where the next batch goes on (after_*).';
 
 -- Archives everything older than notiflow.retention, one committed transaction per batch.
 -- A procedure without SET options, so that it may COMMIT: pg_cron CALLs it;
@@ -542,14 +567,23 @@ DECLARE
     dead_letters bigint := 0;
     alerts bigint := 0;
     test_messages bigint := 0;
+    at_workflow text;
+    at_created timestamptz;
+    at_id bigint;
 BEGIN
     IF retention <= interval '0' THEN
         RAISE EXCEPTION 'notiflow.retention must be a positive interval'
             USING ERRCODE = '22023', DETAIL = format('notiflow.retention: %s', setting);
     END IF;
     WHILE max_batches IS NULL OR batches < max_batches LOOP
-        SELECT * INTO b FROM notiflow.archive_batch(cutoff, batch_size);
-        EXIT WHEN b.executions + b.dead_letters + b.alerts + b.test_messages = 0;
+        -- each batch goes on after the last execution the one before looked at
+        SELECT * INTO b FROM notiflow.archive_batch(cutoff, batch_size, at_workflow, at_created, at_id);
+        EXIT WHEN b.executions + b.dead_letters + b.alerts + b.test_messages = 0 AND b.last_id IS NULL;
+        IF b.last_id IS NOT NULL THEN
+            at_workflow := b.last_workflow;
+            at_created := b.last_created;
+            at_id := b.last_id;
+        END IF;
         batches := batches + 1;
         executions := executions + b.executions;
         dead_letters := dead_letters + b.dead_letters;
