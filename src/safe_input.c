@@ -90,18 +90,32 @@ input_call(void *arg)
 									   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 }
 
-/* Calls an input function, catching its error. */
-bool
-safe_input(PGFunction fn, const char *src, Datum *result, char **error)
+/* Calls an input function, catching its error; a transient one is raised again when rethrow is set. */
+static bool
+input_caught(PGFunction fn, const char *src, Datum *result, char **error, bool rethrow)
 {
 	InputCall	call = {fn, src, (Datum) 0};
 	ErrorData  *edata = run_in_subtransaction(input_call, &call);
 
 	if (edata != NULL)
 	{
+		if (rethrow && error_is_transient(edata))
+			ReThrowError(edata);
 		*error = edata->message;
 		return false;
 	}
 	*result = call.result;
 	return true;
+}
+
+bool
+safe_input(PGFunction fn, const char *src, Datum *result, char **error)
+{
+	return input_caught(fn, src, result, error, true);
+}
+
+bool
+safe_input_any(PGFunction fn, const char *src, Datum *result, char **error)
+{
+	return input_caught(fn, src, result, error, false);
 }

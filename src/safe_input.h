@@ -14,8 +14,17 @@
  * Calls input function fn on src (in a subtransaction).  Returns true and
  * sets *result (allocated in the current memory context) when it parses;
  * otherwise returns false and sets *error to the input function's message.
+ * An error that is not the input's fault (out of memory, a cancel: see
+ * error_is_transient) is raised again, not reported as bad input.
  */
 extern bool safe_input(PGFunction fn, const char *src, Datum *result, char **error);
+
+/*
+ * safe_input that turns every error into false, transient ones too: for a
+ * caller that must go on whatever happened (a dispatcher reading a provider's
+ * answer after the request was sent).
+ */
+extern bool safe_input_any(PGFunction fn, const char *src, Datum *result, char **error);
 
 /*
  * Runs fn(arg) in an internal subtransaction, in the current memory context.

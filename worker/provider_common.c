@@ -154,7 +154,11 @@ provider_request_header(const ProviderRequest *req, const char *name)
 	return header_value(req->headers, name);
 }
 
-/* Parses the body as JSON with the server's own parser. */
+/*
+ * Parses the body as JSON with the server's own parser; NULL when it is not
+ * JSON, or cannot be parsed now (out of memory): the request was sent, and
+ * its answer is classified without it rather than ending the dispatcher.
+ */
 Jsonb *
 provider_response_json(const ProviderResponse *resp)
 {
@@ -163,7 +167,7 @@ provider_response_json(const ProviderResponse *resp)
 
 	if (resp->body.len == 0)
 		return NULL;
-	if (!safe_input(jsonb_in, resp->body.data, &d, &error))
+	if (!safe_input_any(jsonb_in, resp->body.data, &d, &error))
 		return NULL;
 	return DatumGetJsonbP(d);
 }
