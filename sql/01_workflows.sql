@@ -74,6 +74,18 @@ SELECT * FROM notiflow.validate_workflow(jsonb_build_object('nodes', jsonb_build
                        'events', (SELECT jsonb_agg('e' || g) FROM generate_series(1, 65) g))),
   'edges', '[{"from": "t", "to": "deep"}, {"from": "t", "to": "wide"}, {"from": "t", "to": "many"}]'::jsonb));
 
+-- a delay or a wait timeout is between zero and 100 years (now() plus a million years is no timestamp)
+SELECT * FROM notiflow.validate_workflow('{
+  "nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "back", "type": "delay", "for": "-1 day"},
+    {"id": "mixed", "type": "delay", "for": "1 month -31 days"},
+    {"id": "long", "type": "delay", "for": "1000000 years"},
+    {"id": "ok", "type": "delay", "for": "100 years"},
+    {"id": "w", "type": "wait", "key": "k", "events": ["e"], "timeout": "101 years"}],
+  "edges": [{"from": "t", "to": "back"}, {"from": "t", "to": "mixed"}, {"from": "t", "to": "long"},
+            {"from": "t", "to": "ok"}, {"from": "t", "to": "w"}]}');
+
 -- not an object at all
 SELECT * FROM notiflow.validate_workflow('[]');
 SELECT * FROM notiflow.validate_workflow('{"nodes": [], "edges": []}');

@@ -373,6 +373,17 @@ node_delay(Run *run, WorkflowNode *node)
 			return;
 		}
 		until = DatumGetTimestampTz(d);
+		if (TIMESTAMP_NOT_FINITE(until))
+		{
+			/* infinity would wait for ever; -infinity is simply past */
+			if (TIMESTAMP_IS_NOBEGIN(until))
+				until = GetCurrentTimestamp();
+			else
+			{
+				run_fail(run, node, "\"until\" is infinity; expected a finite timestamp");
+				return;
+			}
+		}
 	}
 	delay_settle(run, node, until, 0, 0);
 }

@@ -432,6 +432,43 @@ compile_transform(CompileState *st, WorkflowNode *node, JsonbContainer *c, const
 	}
 }
 
+/*
+ * Parses the interval of a delay's "for" or a wait's "timeout": at least zero
+ * and at most MAX_WAIT_YEARS (a year is 12 months of 30 days, as PostgreSQL
+ * compares intervals), so that now() plus it is always a timestamp.  NULL,
+ * with a problem added, when it is not.
+ */
+#define MAX_WAIT_YEARS 100
+
+static Interval *
+compile_interval(CompileState *st, const char *src, const char *path)
+{
+	Datum		d;
+	char	   *error = NULL;
+	Interval   *iv;
+	double		seconds;
+
+	if (!safe_input(interval_in, src, &d, &error))
+	{
+		add_problem(st, path, "invalid interval: %s", error);
+		return NULL;
+	}
+	iv = DatumGetIntervalP(d);
+	seconds = (double) iv->time / USECS_PER_SEC + (double) iv->day * SECS_PER_DAY +
+		(double) iv->month * DAYS_PER_MONTH * SECS_PER_DAY;
+	if (seconds < 0)
+	{
+		add_problem(st, path, "interval \"%s\" is negative; expected zero or more", src);
+		return NULL;
+	}
+	if (seconds > (double) MAX_WAIT_YEARS * MONTHS_PER_YEAR * DAYS_PER_MONTH * SECS_PER_DAY)
+	{
+		add_problem(st, path, "interval \"%s\" is too long; expected at most %d years", src, MAX_WAIT_YEARS);
+		return NULL;
+	}
+	return iv;
+}
+
 /* Compiles a wait node: "events" (names), "key" (a template) and an optional "timeout". */
 static void
 compile_wait(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path)
@@ -471,15 +508,7 @@ compile_wait(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char
 	node->wait_key = compile_template_field(st, c, "key", path, true);
 	timeout = compile_optional_string(st, c, "timeout", path, false);
 	if (timeout != NULL)
-	{
-		Datum		d;
-		char	   *error = NULL;
-
-		if (safe_input(interval_in, timeout, &d, &error))
-			node->wait_timeout = DatumGetIntervalP(d);
-		else
-			add_problem(st, psprintf("%s.timeout", path), "invalid interval: %s", error);
-	}
+		node->wait_timeout = compile_interval(st, timeout, psprintf("%s.timeout", path));
 }
 
 /* Compiles the type-specific fields of one node. */
@@ -530,16 +559,9 @@ compile_node(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char
 				else if (has_for)
 				{
 					char	   *src = compile_optional_string(st, c, "for", path, true);
-					char	   *error = NULL;
-					Datum		d;
 
 					if (src != NULL)
-					{
-						if (safe_input(interval_in, src, &d, &error))
-							node->delay_for = DatumGetIntervalP(d);
-						else
-							add_problem(st, psprintf("%s.for", path), "invalid interval: %s", error);
-					}
+						node->delay_for = compile_interval(st, src, psprintf("%s.for", path));
 				}
 				else
 					node->delay_until = compile_jsonpath_field(st, c, "until", path, true);

@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(80);
+SELECT plan(82);
 
 -- fixtures ---------------------------------------------------------------------
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -106,6 +106,13 @@ SELECT is((SELECT status || ': ' || error FROM notiflow.executions
             WHERE id = :_id),
           'failed: node "d": "until" is not a timestamp: invalid input syntax for type timestamp with time zone: "next tuesday-ish"',
           'a delay on a bad timestamp fails the execution with the reason');
+SELECT notiflow.trigger('dl', '{"at": "infinity"}', '"ann"') AS _id \gset
+SELECT is((SELECT status || ': ' || error FROM notiflow.executions WHERE id = :_id),
+          'failed: node "d": "until" is infinity; expected a finite timestamp',
+          'a delay until infinity fails the execution instead of waiting for ever');
+SELECT notiflow.trigger('dl', '{"at": "-infinity"}', '"ann"') AS _id \gset
+SELECT is((SELECT count(*)::int FROM notiflow.deliveries WHERE execution_id = :_id), 1,
+          'a delay until -infinity goes straight on');
 -- make the future delay due (as if time had passed), then resume
 CREATE FUNCTION pg_temp.make_delay_due(execution bigint) RETURNS void LANGUAGE sql AS $$
 UPDATE notiflow.executions
