@@ -114,3 +114,15 @@ SELECT notiflow.trigger('tz_compare', '{"at": "2024-01-01 01:00:00"}') AS tz_lat
 SELECT execution_id = :tz_early AS early, outcome FROM notiflow.execution_steps
  WHERE execution_id IN (:tz_early, :tz_late) AND node_id = 'c' ORDER BY execution_id;
 RESET timezone;
+
+-- an error while rendering names the field, the node and the workflow (CONTEXT)
+SELECT notiflow.put_workflow('loop_partial', '{"nodes": [{"id": "t", "type": "trigger"},
+  {"id": "mail", "type": "email", "to": "a@example.org", "subject": "ok", "text": "{{>loop}}"}],
+  "edges": [{"from": "t", "to": "mail"}], "partials": {"loop": "x{{>loop}}"}}') > 0 AS put;
+\set SHOW_CONTEXT errors
+SELECT notiflow.trigger('loop_partial', '{}');
+SELECT notiflow.put_workflow('loop_key', '{"nodes": [{"id": "t", "type": "trigger"},
+  {"id": "w", "type": "wait", "events": ["e"], "key": "{{>loop}}"}],
+  "edges": [{"from": "t", "to": "w"}], "partials": {"loop": "x{{>loop}}"}}') > 0 AS put;
+SELECT notiflow.trigger('loop_key', '{}');
+\set SHOW_CONTEXT never

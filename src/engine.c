@@ -96,6 +96,10 @@ typedef struct Run
 	bool		unhandled_failure;
 	char	   *error;
 	TimestampTz wake_at;
+
+	/* where an error comes from, for its CONTEXT line (run_error_context) */
+	const char *at_node;
+	const char *at_field;
 } Run;
 
 static const char *const context_keys[] = {"payload", "recipient", "steps", "vars", "execution"};
@@ -408,8 +412,12 @@ node_transform(Run *run, WorkflowNode *node)
 				value = jsonb_make_null();
 		}
 		else if (a->tmpl != NULL)
+		{
+			run->at_field = a->target;
 			value = jsonb_make_string(template_render_plain(a->tmpl, run_context(run),
 															run->def->partials));
+			run->at_field = NULL;
+		}
 		else
 			value = a->literal;
 
@@ -481,7 +489,10 @@ render_content(Run *run, WorkflowNode *node)
 	for (int i = 0; i < node->n_fields; i++)
 	{
 		ContentField *f = &node->fields[i];
-		char	   *text = strcmp(f->name, "html") == 0
+		char	   *text;
+
+		run->at_field = f->name;
+		text = strcmp(f->name, "html") == 0
 			? template_render(f->tmpl, ctx, run->def->partials)
 			: template_render_plain(f->tmpl, ctx, run->def->partials);
 
@@ -508,6 +519,7 @@ render_content(Run *run, WorkflowNode *node)
 		{
 			ContentField *f = lfirst(lc);
 
+			run->at_field = f->name;
 			obj = jsonb_with_key(obj, f->name,
 								 jsonb_make_string(template_render_plain(f->tmpl, ctx,
 																		 run->def->partials)));
@@ -526,6 +538,7 @@ render_content(Run *run, WorkflowNode *node)
 		vals[4] = run->recipient;
 		content = jsonb_with_key(content, "body", jsonb_make_object(5, keys, vals));
 	}
+	run->at_field = NULL;
 	return content;
 }
 
@@ -625,7 +638,11 @@ node_action(Run *run, WorkflowNode *node)
 
 	if (node->to != NULL)
 	{
-		char	   *address = template_render_plain(node->to, run_context(run), run->def->partials);
+		char	   *address;
+
+		run->at_field = "to";
+		address = template_render_plain(node->to, run_context(run), run->def->partials);
+		run->at_field = NULL;
 
 		if (address[0] == '\0')
 		{
@@ -870,10 +887,14 @@ own_outcomes(Run *run, WorkflowNode *node, Jsonb *received)
 static void
 node_wait(Run *run, WorkflowNode *node)
 {
-	char	   *key = template_render_plain(node->wait_key, run_context(run), run->def->partials);
+	char	   *key;
 	Jsonb	   *received;
 	TimestampTz deadline = 0;
 	bool		complete;
+
+	run->at_field = "key";
+	key = template_render_plain(node->wait_key, run_context(run), run->def->partials);
+	run->at_field = NULL;
 
 	if (key[0] == '\0')
 	{
@@ -930,10 +951,35 @@ wait_settle(Run *run, WorkflowNode *node, int seq)
 	}
 }
 
+/*
+ * Names the node (and the field being rendered) an error came from: a render
+ * that expands too many partials, say, aborts the whole trigger, and its
+ * message alone would not say which of the workflow's templates did it.
+ */
+static void
+run_error_context(void *arg)
+{
+	Run		   *run = arg;
+
+	if (run->at_node == NULL)
+		return;
+	if (run->at_field != NULL)
+		errcontext("field \"%s\" of node \"%s\" of workflow \"%s\"",
+				   run->at_field, run->at_node, run->exec.workflow_key);
+	else
+		errcontext("node \"%s\" of workflow \"%s\"", run->at_node, run->exec.workflow_key);
+}
+
 /* Runs queued nodes until none is left (each node runs at most once). */
 static void
 run_process(Run *run)
 {
+	ErrorContextCallback errcallback;
+
+	errcallback.callback = run_error_context;
+	errcallback.arg = run;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 	while (run->queue != NIL && !run->fatal)
 	{
 		int			index = linitial_int(run->queue);
@@ -943,6 +989,8 @@ run_process(Run *run)
 		if (run->visited[index])
 			continue;
 		CHECK_FOR_INTERRUPTS();
+		run->at_node = node->id;
+		run->at_field = NULL;
 		switch (node->type)
 		{
 			case NODE_TRIGGER:
@@ -974,6 +1022,8 @@ run_process(Run *run)
 				elog(ERROR, "notiflow: node type %s cannot run", workflow_node_type_name(node->type));
 		}
 	}
+	run->at_node = NULL;
+	error_context_stack = errcallback.previous;
 }
 
 /* Sets the execution's status from the run's outcome. */
