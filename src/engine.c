@@ -640,8 +640,11 @@ node_action(Run *run, WorkflowNode *node)
 	{
 		char	   *address;
 
-		run->at_field = "to";
-		address = template_render_plain(node->to, run_context(run), run->def->partials);
+		/* a webhook's "url": values are percent-encoded ({{{raw}}} is not) */
+		run->at_field = node->type == NODE_WEBHOOK ? "url" : "to";
+		address = node->type == NODE_WEBHOOK
+			? template_render_url(node->to, run_context(run), run->def->partials)
+			: template_render_plain(node->to, run_context(run), run->def->partials);
 		run->at_field = NULL;
 
 		if (address[0] == '\0')

@@ -149,7 +149,8 @@ typedef enum RenderEscape
 {
 	ESCAPE_NONE,				/* nothing: plain text */
 	ESCAPE_HTML,				/* & < > " ' */
-	ESCAPE_SLACK				/* & < >: Slack's markup */
+	ESCAPE_SLACK,				/* & < >: Slack's markup */
+	ESCAPE_URL					/* percent-encoding but A-Z a-z 0-9 - . _ ~ */
 } RenderEscape;
 
 typedef struct RenderState
@@ -809,6 +810,28 @@ append_escaped(StringInfo out, const char *s, int len, RenderEscape escape)
 	appendBinaryStringInfo(out, s + done, len - done);
 }
 
+/* Appends s percent-encoded: every byte but the unreserved ones of RFC 3986. */
+static void
+append_url_encoded(StringInfo out, const char *s, int len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+			c == '-' || c == '.' || c == '_' || c == '~')
+			appendStringInfoChar(out, (char) c);
+		else
+		{
+			appendStringInfoChar(out, '%');
+			appendStringInfoChar(out, hex[c >> 4]);
+			appendStringInfoChar(out, hex[c & 15]);
+		}
+	}
+}
+
 /* Appends the text form of a value, escaped as asked. */
 static void
 render_value(RenderState *state, const JsonbValue *value, RenderEscape escape)
@@ -845,7 +868,9 @@ render_value(RenderState *state, const JsonbValue *value, RenderEscape escape)
 				 (int) value->type);
 	}
 
-	if (escape != ESCAPE_NONE)
+	if (escape == ESCAPE_URL)
+		append_url_encoded(state->out, s, len);
+	else if (escape != ESCAPE_NONE)
 		append_escaped(state->out, s, len, escape);
 	else
 		appendBinaryStringInfo(state->out, s, len);
@@ -1080,4 +1105,12 @@ template_render_slack(const Template *tmpl, Jsonb *context,
 					  const TemplatePartials *partials)
 {
 	return template_render_tree(tmpl, context, partials, ESCAPE_SLACK);
+}
+
+/* Renders a template, percent-encoding {{name}} values; see template.h. */
+char *
+template_render_url(const Template *tmpl, Jsonb *context,
+					const TemplatePartials *partials)
+{
+	return template_render_tree(tmpl, context, partials, ESCAPE_URL);
 }

@@ -55,6 +55,15 @@ extern char *template_render_plain(const Template *tmpl, Jsonb *context,
 extern char *template_render_slack(const Template *tmpl, Jsonb *context,
 								   const TemplatePartials *partials);
 
+/*
+ * Like template_render, but {{name}} percent-encodes every byte of the value
+ * but the unreserved ones of RFC 3986 (A-Z a-z 0-9 - . _ ~): for a URL, where
+ * a value "../admin?x=1" must stay one path segment.  {{{name}}} and
+ * {{&name}} stay raw (a whole URL taken from the data).
+ */
+extern char *template_render_url(const Template *tmpl, Jsonb *context,
+								 const TemplatePartials *partials);
+
 /* True when the template is plain text without any tag. */
 extern bool template_is_constant(const Template *tmpl);
 

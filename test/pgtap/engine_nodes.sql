@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(82);
+SELECT plan(84);
 
 -- fixtures ---------------------------------------------------------------------
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -284,6 +284,19 @@ SELECT notiflow.trigger('esc', '{"s": "Tom & <Jerry>"}', '"ann"') AS _id \gset
 SELECT is((SELECT content FROM notiflow.deliveries WHERE execution_id = :_id),
           '{"subject": "Tom & <Jerry>", "text": "Tom & <Jerry>", "html": "<p>Tom &amp; &lt;Jerry&gt; Tom & <Jerry></p>"}'::jsonb,
           'html is HTML-escaped ({{{raw}}} is not); plain-text fields are not');
+
+-- a webhook's url: {{values}} are percent-encoded (one stays one path segment or query value),
+-- {{{raw}}} is not (a whole URL from the data)
+SELECT notiflow.put_workflow('hook_url', '{"nodes": [{"id": "t", "type": "trigger"},
+    {"id": "h", "type": "webhook", "url": "https://hooks.example.com/orders/{{payload.id}}?note={{payload.note}}"},
+    {"id": "r", "type": "webhook", "url": "{{{payload.callback}}}"}],
+  "edges": [{"from": "t", "to": "h"}, {"from": "t", "to": "r"}]}');
+SELECT notiflow.trigger('hook_url', '{"id": "../admin?x=1#", "note": "a b&c=d/é~_.-", "callback": "https://cb.example.com/a?b=c"}', '"ann"') AS _id \gset
+SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :_id AND node_id = 'h'),
+          'https://hooks.example.com/orders/..%2Fadmin%3Fx%3D1%23?note=a%20b%26c%3Dd%2F%C3%A9~_.-',
+          'a webhook url percent-encodes {{values}}');
+SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :_id AND node_id = 'r'),
+          'https://cb.example.com/a?b=c', 'and leaves {{{raw}}} values as they are');
 
 -- partials and the execution context --------------------------------------------
 SELECT notiflow.put_workflow('part', '{"partials": {"sig": "-- {{payload.shop}} #{{execution.id}}"},
