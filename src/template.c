@@ -49,6 +49,16 @@
  */
 #define TEMPLATE_MAX_PARTIAL_EXPANSIONS 100000
 
+/*
+ * Section bodies one render renders at most (once per array element, once
+ * for any other truthy value): sections nested over arrays multiply, three
+ * levels over 1,000 elements are 10^9 renders even when they output nothing.
+ */
+#define TEMPLATE_MAX_SECTION_RENDERS 1000000
+
+/* Bytes one render outputs at most: a notification, not a bulk export. */
+#define TEMPLATE_MAX_OUTPUT (64 * 1024 * 1024)
+
 typedef enum TemplateNodeKind
 {
 	TNODE_TEXT,
@@ -159,6 +169,7 @@ typedef struct RenderState
 	const TemplatePartials *partials;
 	int			depth;			/* partials currently being expanded */
 	long		expansions;		/* partials expanded so far */
+	long		section_renders;	/* section bodies rendered so far */
 	const char *indent;			/* prefix of each line of the partial */
 	int			indentlen;
 	RenderEscape escape;		/* what {{name}} escapes */
@@ -906,6 +917,37 @@ render_text(RenderState *state, const TemplateNode *node)
 	appendBinaryStringInfo(state->out, s + done, node->textlen - done);
 }
 
+/* The dotted text of a name, for messages ("." for the implicit iterator). */
+static char *
+name_describe(const TemplateName *name)
+{
+	StringInfoData buf;
+
+	if (name->nparts == 0)
+		return ".";
+	initStringInfo(&buf);
+	for (int i = 0; i < name->nparts; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&buf, '.');
+		appendBinaryStringInfo(&buf, name->parts[i], name->lens[i]);
+	}
+	return buf.data;
+}
+
+/* Counts one rendering of a section's body; an error past the bound. */
+static void
+count_section_render(RenderState *state, const TemplateNode *node)
+{
+	if (++state->section_renders > TEMPLATE_MAX_SECTION_RENDERS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a template renders section bodies more than %d times",
+						TEMPLATE_MAX_SECTION_RENDERS),
+				 errdetail("while rendering section \"%s\"", name_describe(&node->name)),
+				 errhint("Sections nested over arrays multiply: render fewer elements.")));
+}
+
 /*
  * Renders a section: once per element of a non-empty array, once with the
  * value on top of the stack for any other truthy value.  An inverted section
@@ -943,11 +985,15 @@ render_section(RenderState *state, const TemplateNode *node,
 		{
 			CHECK_FOR_INTERRUPTS();
 			if (tok == WJB_ELEM)
+			{
+				count_section_render(state, node);
 				render_nodes(state, node->children, &frame);
+			}
 		}
 	}
 	else
 	{
+		count_section_render(state, node);
 		frame.value = &value;
 		render_nodes(state, node->children, &frame);
 	}
@@ -1017,6 +1063,11 @@ render_nodes(RenderState *state, const List *nodes, const ContextFrame *ctx)
 		const TemplateNode *node = lfirst(lc);
 		JsonbValue	value;
 
+		if (state->out->len > TEMPLATE_MAX_OUTPUT)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("a template renders more than %d bytes", TEMPLATE_MAX_OUTPUT)));
+
 		switch (node->kind)
 		{
 			case TNODE_TEXT:
@@ -1073,6 +1124,7 @@ template_render_tree(const Template *tmpl, Jsonb *context,
 	state.partials = partials;
 	state.depth = 0;
 	state.expansions = 0;
+	state.section_renders = 0;
 	state.indent = "";
 	state.indentlen = 0;
 	state.escape = escape;

@@ -48,7 +48,7 @@ $$;
 -- one test per spec test, one per file (it has tests), and 36 of our own
 SELECT plan((SELECT sum(jsonb_array_length(doc->'tests'))::int FROM spec_file)
 			+ (SELECT count(*)::int FROM spec_file)
-			+ 36);
+			+ 39);
 
 SELECT cmp_ok(jsonb_array_length(doc->'tests'), '>', 0, file || '.json has tests')
 FROM spec_file ORDER BY file;
@@ -145,6 +145,19 @@ SELECT throws_ok(format('SELECT notiflow.render_template(%L, %L, %L)', '{{>p}}',
 SELECT throws_ok(format('SELECT notiflow.render_template(%L, %L)',
 						repeat('{{#a}}', 200000) || repeat('{{/a}}', 200000), '{"a": true}'),
 				 '54001', NULL, 'very deep section nesting is an error, not a crash');
+-- three sections nested over 1,000 elements: 10^9 renders, bounded at a million (even with no output)
+SELECT throws_ok(format('SELECT notiflow.render_template(%L, %L)', '{{#a}}{{#a}}{{#a}}{{/a}}{{/a}}{{/a}}',
+						jsonb_build_object('a', (SELECT jsonb_agg(g) FROM generate_series(1, 1000) g))),
+				 '54000', 'a template renders section bodies more than 1000000 times',
+				 'sections nested over arrays are bounded');
+SELECT is(length(notiflow.render_template('{{#a}}{{#a}}x{{/a}}{{/a}}',
+										  jsonb_build_object('a', (SELECT jsonb_agg(g) FROM generate_series(1, 999) g)))),
+		  998001, 'up to a million section bodies render (999 + 999 * 999 here)');
+-- output past 64 MB
+SELECT throws_ok(format('SELECT notiflow.render_template(%L, %L)', '{{#a}}{{b}}{{/a}}',
+						jsonb_build_object('a', (SELECT jsonb_agg(g) FROM generate_series(1, 100) g),
+										   'b', repeat('x', 1000000))),
+				 '54000', 'a template renders more than 67108864 bytes', 'a render''s output is bounded');
 
 -- partial indentation is applied per line of the partial, also when nested
 SELECT is(notiflow.render_template(E'<ul>\n  {{>list}}\n</ul>\n',
