@@ -303,6 +303,69 @@ $$;
 COMMENT ON FUNCTION notiflow.stats_between(timestamptz, timestamptz) IS
     'The daily_stats rows of what was created in [since, until), live and archived, without storing them.';
 
+-- The counters metrics() adds to daily_stats for the hours not aggregated yet, without what
+-- metrics() does not show: no percentiles (a sort of the day's rows), and no workflow of a
+-- delivery or an attempt (a join of each one with its execution, live and archived: 4 s a scrape
+-- for 200,000 of each).  Each source gives its own rows (metrics() sums them by its labels).
+CREATE FUNCTION notiflow.metric_counts_between(since timestamptz, until timestamptz)
+RETURNS TABLE (workflow_key text, channel text, provider text,
+               executions bigint, completed bigint, failed bigint, cancelled bigint,
+               deliveries bigint, deliveries_sent bigint, deliveries_delivered bigint,
+               deliveries_failed bigint, deliveries_cancelled bigint,
+               attempt_results jsonb, retries bigint, fallbacks bigint, timed_attempts bigint,
+               attempt_latency_sum_ms double precision, dead_letters bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+    SELECT e.workflow_key, '', '', count(*),
+           count(*) FILTER (WHERE e.status = 'completed'), count(*) FILTER (WHERE e.status = 'failed'),
+           count(*) FILTER (WHERE e.status = 'cancelled'),
+           0, 0, 0, 0, 0, '{}'::jsonb, 0, 0, 0, 0, 0
+      FROM notiflow.executions_all e
+     WHERE e.created_at >= since AND e.created_at < until
+     GROUP BY e.workflow_key
+    UNION ALL
+    SELECT '', d.channel, coalesce(d.provider, ''), 0, 0, 0, 0,
+           count(*), count(*) FILTER (WHERE d.status = 'sent'), count(*) FILTER (WHERE d.status = 'delivered'),
+           count(*) FILTER (WHERE d.status = 'failed'), count(*) FILTER (WHERE d.status = 'cancelled'),
+           '{}', 0, 0, 0, 0, 0
+      FROM notiflow.deliveries_all d
+     WHERE d.created_at >= since AND d.created_at < until
+     GROUP BY d.channel, coalesce(d.provider, '')
+    UNION ALL
+    SELECT '', d.channel, t.provider, 0, 0, 0, 0, 0, 0, 0, 0, 0, '{}', 0, count(*), 0, 0, 0
+      FROM notiflow.deliveries_all d, unnest(d.tried_providers) AS t(provider)
+     WHERE d.created_at >= since AND d.created_at < until
+       AND d.execution_id <> 0  -- a test message lists the channel's other providers: it never falls back
+     GROUP BY d.channel, t.provider
+    UNION ALL
+    SELECT '', '', a.provider, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+           jsonb_object_agg(a.error_class, a.n), sum(a.retries)::bigint, 0, sum(a.timed)::bigint,
+           sum(a.latency_sum), 0
+      FROM (SELECT x.provider, x.error_class, count(*) AS n,
+                   count(*) FILTER (WHERE x.timed AND x.attempt > 1) AS retries,
+                   count(x.latency_ms) FILTER (WHERE x.timed) AS timed,
+                   coalesce(sum(x.latency_ms) FILTER (WHERE x.timed), 0)::double precision AS latency_sum
+              FROM (SELECT a.provider, a.error_class, a.attempt, a.latency_ms,
+                           -- a request that was made, as stats_between counts it
+                           a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient', 'rejected')
+                             AND (a.status_code IS NOT NULL OR a.curl_code IS NOT NULL) AS timed
+                      FROM notiflow.delivery_attempts_all a
+                     WHERE a.created_at >= since AND a.created_at < until) x
+             GROUP BY x.provider, x.error_class) a
+     GROUP BY a.provider
+    UNION ALL
+    SELECT '', coalesce(x.details ->> 'channel', ''), coalesce(x.details -> 'providers' ->> -1, ''),
+           0, 0, 0, 0, 0, 0, 0, 0, 0, '{}', 0, 0, 0, 0, count(*)
+      FROM notiflow.dead_letters_all x
+     WHERE x.created_at >= since AND x.created_at < until
+     GROUP BY 2, 3
+$$;
+COMMENT ON FUNCTION notiflow.metric_counts_between(timestamptz, timestamptz) IS
+    'The counters of what was created in [since, until) that metrics() shows, one set of rows per source (executions by '
+    'workflow; deliveries, fallbacks, attempts and dead letters by channel and provider), without percentiles.';
+
 -- Replaces the daily_stats rows of one UTC day; returns how many it wrote.
 CREATE FUNCTION notiflow.aggregate_daily(day date) RETURNS integer
 LANGUAGE plpgsql
@@ -773,9 +836,13 @@ DECLARE
     lag  text;
 BEGIN
     WITH t AS (
-        SELECT * FROM notiflow.daily_stats s WHERE s.day < live_day
+        SELECT s.workflow_key, s.channel, s.provider, s.executions, s.executions_completed, s.executions_failed,
+               s.executions_cancelled, s.deliveries, s.deliveries_sent, s.deliveries_delivered, s.deliveries_failed,
+               s.deliveries_cancelled, s.attempt_results, s.retries, s.fallbacks, s.timed_attempts,
+               s.attempt_latency_sum_ms, s.dead_letters
+          FROM notiflow.daily_stats s WHERE s.day < live_day
         UNION ALL
-        SELECT * FROM notiflow.stats_between(live_day::timestamp AT TIME ZONE 'UTC', 'infinity')
+        SELECT * FROM notiflow.metric_counts_between(live_day::timestamp AT TIME ZONE 'UTC', 'infinity')
     ),
     by_workflow AS (
         SELECT t.workflow_key, sum(t.executions) AS executions, sum(t.executions_completed) AS completed,
