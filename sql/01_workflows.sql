@@ -82,9 +82,17 @@ SELECT * FROM notiflow.validate_workflow('{
     {"id": "mixed", "type": "delay", "for": "1 month -31 days"},
     {"id": "long", "type": "delay", "for": "1000000 years"},
     {"id": "ok", "type": "delay", "for": "100 years"},
-    {"id": "w", "type": "wait", "key": "k", "events": ["e"], "timeout": "101 years"}],
+    {"id": "w", "type": "wait", "key": "k", "events": ["e"], "timeout": "101 years"},
+    {"id": "parts", "type": "delay", "for": "300000 years -108000000 days"}],
   "edges": [{"from": "t", "to": "back"}, {"from": "t", "to": "mixed"}, {"from": "t", "to": "long"},
-            {"from": "t", "to": "ok"}, {"from": "t", "to": "w"}]}');
+            {"from": "t", "to": "ok"}, {"from": "t", "to": "w"}, {"from": "t", "to": "parts"}]}');
+
+-- a webhook url that starts with {{name}}: the value would be percent-encoded ({{{name}}} is not)
+SELECT * FROM notiflow.validate_workflow('{
+  "nodes": [{"id": "t", "type": "trigger"},
+    {"id": "h", "type": "webhook", "url": "{{payload.callback}}"},
+    {"id": "ok", "type": "webhook", "url": "{{{payload.callback}}}?id={{payload.id}}"}],
+  "edges": [{"from": "t", "to": "h"}, {"from": "t", "to": "ok"}]}');
 
 -- not an object at all
 SELECT * FROM notiflow.validate_workflow('[]');

@@ -579,6 +579,24 @@ template_parse(const char *src, char **error)
 	return tmpl;
 }
 
+/* Tells whether the template begins with an escaped variable; see template.h. */
+bool
+template_starts_with_escaped_variable(const Template *tmpl)
+{
+	ListCell   *lc;
+
+	foreach(lc, tmpl->nodes)
+	{
+		const TemplateNode *node = lfirst(lc);
+
+		/* an empty text node only marks a line start */
+		if (node->kind == TNODE_TEXT && node->textlen == 0)
+			continue;
+		return node->kind == TNODE_VARIABLE && node->escape;
+	}
+	return false;
+}
+
 /* Tells whether the template is plain text; see template.h. */
 bool
 template_is_constant(const Template *tmpl)

@@ -64,6 +64,9 @@ extern char *template_render_slack(const Template *tmpl, Jsonb *context,
 extern char *template_render_url(const Template *tmpl, Jsonb *context,
 								 const TemplatePartials *partials);
 
+/* True when the template begins with an escaped {{name}} (not {{{name}}}). */
+extern bool template_starts_with_escaped_variable(const Template *tmpl);
+
 /* True when the template is plain text without any tag. */
 extern bool template_is_constant(const Template *tmpl);
 

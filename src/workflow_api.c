@@ -56,7 +56,7 @@ put_workflow(PG_FUNCTION_ARGS)
 					 errdetail("key: expected 1-128 letters, digits or _.:- starting with a letter or digit")));
 	}
 
-	def = workflow_definition_compile(definition, CurrentMemoryContext, &problems);
+	def = workflow_definition_compile(definition, CurrentMemoryContext, &problems, false);
 	if (def == NULL)
 	{
 		StringInfoData detail;
@@ -105,7 +105,7 @@ validate_workflow(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		return (Datum) 0;
 	}
-	def = workflow_definition_compile(PG_GETARG_JSONB_P(0), CurrentMemoryContext, &problems);
+	def = workflow_definition_compile(PG_GETARG_JSONB_P(0), CurrentMemoryContext, &problems, false);
 	if (def != NULL)
 		workflow_definition_free(def);
 	foreach(lc, problems)

@@ -174,7 +174,7 @@ workflow_cache_get(int64 version_id, const char *workflow_key, int version)
 
 	definition = workflow_repo_definition(version_id);
 	/* compiled under the caller's context: compiling may flush the cache */
-	def = workflow_definition_compile(definition, CurrentMemoryContext, &problems);
+	def = workflow_definition_compile(definition, CurrentMemoryContext, &problems, true);
 	if (def == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),

@@ -63,6 +63,7 @@ typedef struct CompileState
 	MemoryContext caller_cxt;	/* where problems are allocated */
 	List	   *problems;
 	WorkflowDefinition *def;
+	bool		stored;			/* a stored version: see workflow_definition_compile */
 } CompileState;
 
 static void add_problem(CompileState *st, const char *path, const char *fmt,...) pg_attribute_printf(3, 4);
@@ -348,7 +349,14 @@ compile_action(CompileState *st, WorkflowNode *node, JsonbContainer *c, const ch
 			break;
 		case NODE_WEBHOOK:
 			if (has_value(c, "url"))
+			{
 				node->to = compile_template_field(st, c, "url", path, false);
+				/* "{{payload.callback}}" would post to "https%3A%2F%2F..." */
+				if (node->to != NULL && !st->stored && template_starts_with_escaped_variable(node->to))
+					add_problem(st, psprintf("%s.url", path),
+								"a url that starts with {{name}} gets the value percent-encoded; "
+								"use {{{name}}} to put in a whole URL as it is");
+			}
 			node->object_fields = compile_object_fields(st, c, "body", path);
 			break;
 		default:
@@ -435,8 +443,11 @@ compile_transform(CompileState *st, WorkflowNode *node, JsonbContainer *c, const
 /*
  * Parses the interval of a delay's "for" or a wait's "timeout": at least zero
  * and at most MAX_WAIT_YEARS (a year is 12 months of 30 days, as PostgreSQL
- * compares intervals), so that now() plus it is always a timestamp.  NULL,
- * with a problem added, when it is not.
+ * compares intervals), and so is each of its parts (months, days, time):
+ * now() plus it is always a timestamp, whatever order the parts are added in.
+ * NULL, with a problem added, when it is not; a stored version's interval
+ * is clamped instead (zero, or MAX_WAIT_YEARS), so that a version accepted
+ * before these bounds still runs.
  */
 #define MAX_WAIT_YEARS 100
 
@@ -447,6 +458,8 @@ compile_interval(CompileState *st, const char *src, const char *path)
 	char	   *error = NULL;
 	Interval   *iv;
 	double		seconds;
+	double		max_seconds = (double) MAX_WAIT_YEARS * MONTHS_PER_YEAR * DAYS_PER_MONTH * SECS_PER_DAY;
+	bool		parts_fit;
 
 	if (!safe_input(interval_in, src, &d, &error))
 	{
@@ -456,14 +469,29 @@ compile_interval(CompileState *st, const char *src, const char *path)
 	iv = DatumGetIntervalP(d);
 	seconds = (double) iv->time / USECS_PER_SEC + (double) iv->day * SECS_PER_DAY +
 		(double) iv->month * DAYS_PER_MONTH * SECS_PER_DAY;
+	parts_fit = Abs(iv->month) <= MAX_WAIT_YEARS * MONTHS_PER_YEAR &&
+		Abs(iv->day) <= MAX_WAIT_YEARS * MONTHS_PER_YEAR * DAYS_PER_MONTH &&
+		Abs((double) iv->time / USECS_PER_SEC) <= max_seconds;
 	if (seconds < 0)
 	{
+		if (st->stored)
+			return palloc0(sizeof(Interval));
 		add_problem(st, path, "interval \"%s\" is negative; expected zero or more", src);
 		return NULL;
 	}
-	if (seconds > (double) MAX_WAIT_YEARS * MONTHS_PER_YEAR * DAYS_PER_MONTH * SECS_PER_DAY)
+	if (seconds > max_seconds || !parts_fit)
 	{
-		add_problem(st, path, "interval \"%s\" is too long; expected at most %d years", src, MAX_WAIT_YEARS);
+		if (st->stored)
+		{
+			iv = palloc0(sizeof(Interval));
+			iv->month = MAX_WAIT_YEARS * MONTHS_PER_YEAR;
+			return iv;
+		}
+		if (seconds > max_seconds)
+			add_problem(st, path, "interval \"%s\" is too long; expected at most %d years", src, MAX_WAIT_YEARS);
+		else
+			add_problem(st, path, "interval \"%s\" has a part (months, days or time) over %d years",
+						src, MAX_WAIT_YEARS);
 		return NULL;
 	}
 	return iv;
@@ -789,7 +817,7 @@ check_graph(CompileState *st)
 }
 
 WorkflowDefinition *
-workflow_definition_compile(Jsonb *definition, MemoryContext parent, List **problems)
+workflow_definition_compile(Jsonb *definition, MemoryContext parent, List **problems, bool stored)
 {
 	CompileState st;
 	MemoryContext cxt;
@@ -803,6 +831,7 @@ workflow_definition_compile(Jsonb *definition, MemoryContext parent, List **prob
 	*problems = NIL;
 	st.caller_cxt = CurrentMemoryContext;
 	st.problems = NIL;
+	st.stored = stored;
 
 	if (!JB_ROOT_IS_OBJECT(definition))
 	{

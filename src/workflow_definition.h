@@ -122,10 +122,14 @@ typedef struct DefinitionProblem
  * Validates definition and, when it has no problem, compiles it into a new
  * memory context under parent.  Returns NULL and sets *problems (a List of
  * DefinitionProblem *, allocated in the caller's context) otherwise.
+ * stored: a version already stored (the cache loading it), where rules added
+ * to guide authors (interval bounds, a url starting with {{name}}) clamp or
+ * say nothing instead of refusing what was accepted before them.
  */
 extern WorkflowDefinition *workflow_definition_compile(Jsonb *definition,
 													   MemoryContext parent,
-													   List **problems);
+													   List **problems,
+													   bool stored);
 
 /* Frees a compiled definition. */
 extern void workflow_definition_free(WorkflowDefinition *def);

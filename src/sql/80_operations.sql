@@ -431,8 +431,8 @@ BEGIN
                 UNION ALL SELECT min(a.created_at) FROM notiflow.delivery_attempts_all a WHERE a.created_at >= since
                 UNION ALL SELECT min(l.created_at) FROM notiflow.dead_letters_all l WHERE l.created_at >= since) x(c);
     END IF;
-    -- and a day of the last month before those that has activity but no row: a night the job
-    -- failed, followed by a later day aggregated (by hand, or by a later night)
+    -- and a day from 31 days before yesterday up to those that has activity but no row: a night
+    -- the job failed, followed by a later day aggregated (by hand, or by a later night)
     SELECT coalesce(sum(notiflow.aggregate_daily(d)), 0)::integer INTO n
       FROM (SELECT g::date AS d FROM generate_series(yesterday - 31, first - 1, interval '1 day') g
              WHERE NOT EXISTS (SELECT 1 FROM notiflow.daily_stats s WHERE s.day = g::date)
@@ -446,7 +446,7 @@ $$;
 COMMENT ON FUNCTION notiflow.aggregate_pending() IS
     'Aggregates yesterday and the day before (UTC), and every day since the last day in daily_stats that has anything '
     'created or attempted (with daily_stats empty, every day since the first execution, delivery, attempt or dead letter), '
-    'and any day of the 31 before those with activity and no daily_stats row; '
+    'and any day since 31 days before yesterday with activity and no daily_stats row; '
     'returns the rows written.  The nightly pg_cron job.';
 
 -- Retention --------------------------------------------------------------------
@@ -501,7 +501,7 @@ BEGIN
       INTO ids, l_workflow, l_created, l_id
       FROM (WITH RECURSIVE workflow AS (
             (SELECT e.workflow_key AS key FROM notiflow.executions e
-              WHERE after_workflow IS NULL OR e.workflow_key >= after_workflow
+              WHERE e.workflow_key >= coalesce(after_workflow, '')  -- an index bound in a generic plan too
               ORDER BY e.workflow_key LIMIT 1)
             UNION ALL
             SELECT (SELECT e.workflow_key FROM notiflow.executions e

@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(84);
+SELECT plan(86);
 
 -- fixtures ---------------------------------------------------------------------
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -297,6 +297,21 @@ SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :_id A
           'a webhook url percent-encodes {{values}}');
 SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :_id AND node_id = 'r'),
           'https://cb.example.com/a?b=c', 'and leaves {{{raw}}} values as they are');
+
+-- a version stored before the bounds of today's definitions still runs: a negative delay is
+-- zero, a wait timeout of 1000 years is 100
+INSERT INTO notiflow.workflows (key, name, current_version) VALUES ('legacy', 'Legacy', 1);
+INSERT INTO notiflow.workflow_versions (workflow_key, version, definition) VALUES ('legacy', 1, '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "d", "type": "delay", "for": "-1 hour"},
+    {"id": "w", "type": "wait", "key": "k-{{payload.n}}", "events": ["e"], "timeout": "1000 years"}],
+  "edges": [{"from": "t", "to": "d"}, {"from": "d", "to": "w"}]}');
+SELECT notiflow.trigger('legacy', '{"n": 1}', '"ann"') AS _id \gset
+SELECT is((SELECT status FROM notiflow.execution_steps WHERE execution_id = :_id AND node_id = 'd'), 'completed',
+          'a stored negative delay runs as zero');
+SELECT ok((SELECT wake_at BETWEEN now() + interval '99 years' AND now() + interval '101 years'
+             FROM notiflow.executions WHERE id = :_id),
+          'a stored wait timeout of 1000 years runs as 100 years');
 
 -- partials and the execution context --------------------------------------------
 SELECT notiflow.put_workflow('part', '{"partials": {"sig": "-- {{payload.shop}} #{{execution.id}}"},
