@@ -116,6 +116,31 @@ async function unlabelled() {
 const missingLabels = [];
 async function audit() { missingLabels.push(...await unlabelled()); }
 
+// --- the console's poll() in Node, before the browser starts (its timers are faked here) ----------
+await test('poll() doubles its period after each failure in a row, up to maxBackoff, and is itself again after a success', async () => {
+  const { poll } = await import(new URL('file://' + path.join(ROOT, 'web', 'js', 'ui.js')).href);
+  const script = ['fail', 'fail', 'fail', 'fail', 'ok', 'fail', 'stop'];
+  const delays = [];
+  const realSetTimeout = globalThis.setTimeout;
+  let step = 0;
+  let finish;
+  const finished = new Promise((resolve) => { finish = resolve; });
+  globalThis.setTimeout = (fn, ms) => { delays.push(ms); return realSetTimeout(fn, 0); };
+  try {
+    poll({ alive: () => true }, 1000, async () => {
+      const what = script[step++];
+      if (what === 'fail') throw new Error('unreachable');
+      if (what === 'stop') { finish(); return false; }
+      return true;
+    }, { maxBackoff: 5000 });
+    await finished;
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  check(JSON.stringify(delays) === JSON.stringify([1000, 2000, 4000, 5000, 5000, 1000, 2000]),
+        `waits between calls: ${JSON.stringify(delays)}`);
+});
+
 // --- the run ---------------------------------------------------------------------------------------
 const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'notiflow-chromium-'));
 let context;

@@ -300,14 +300,19 @@ export function pager(offset, limit, total, go) {
 }
 
 // Calls f once per period (ms, or a function giving it) while the screen is shown (ctx.alive()),
-// never overlapping, until f returns false.
-export function poll(ctx, period, f) {
-  const wait = () => (typeof period === 'function' ? period() : period);
+// never overlapping, until f returns false.  After f throws (the screen shows its own errors) the
+// period doubles with each failure in a row, up to maxBackoff ms, and is itself again once f succeeds.
+export function poll(ctx, period, f, { maxBackoff = 60000 } = {}) {
+  let failures = 0;
+  const wait = () => {
+    const base = typeof period === 'function' ? period() : period;
+    return failures ? Math.min(maxBackoff, base * 2 ** failures) : base;
+  };
   let stopped = false;
   const tick = async () => {
     if (stopped || !ctx.alive()) return;
     let again = true;
-    try { again = (await f()) !== false; } catch { /* the screen shows its own errors */ }
+    try { again = (await f()) !== false; failures = 0; } catch { failures += 1; }
     if (again && !stopped && ctx.alive()) setTimeout(tick, wait());
   };
   setTimeout(tick, wait());

@@ -103,22 +103,18 @@ export function show(ctx, id) {
   load(region, `Loading delivery #${id}…`, fetch, render).then((d) => {
     if (!d || !PENDING.includes(d.status)) return;
     // every second while it may change any moment; a retry due later is looked at when it is due
-    // (at most every 30 s); after failed requests less and less often
+    // (at most every 30 s); after failed requests less and less often (poll's back-off, up to 30 s)
     let cur = d;
-    let failures = 0;
     const period = () => {
       const until = cur.status === 'queued' && cur.next_attempt_at ? Date.parse(cur.next_attempt_at) - Date.now() : 0;
-      const base = until > 1000 ? Math.min(until, 30000) : 1000;
-      return Math.min(base * 2 ** failures, 30000);
+      return until > 1000 ? Math.min(until, 30000) : 1000;
     };
     poll(ctx, period, async () => {
-      let n;
-      try { n = await fetch(); } catch (e) { failures += 1; throw e; }
-      failures = 0;
+      const n = await fetch();
       cur = n;
       if (JSON.stringify(n) !== last && ctx.alive()) { region.replaceChildren(); render(n, region); }
       return PENDING.includes(n.status);
-    });
+    }, { maxBackoff: 30000 });
   });
 }
 

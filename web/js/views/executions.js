@@ -147,23 +147,24 @@ export function show(ctx, id) {
       timeline(ex));
   };
 
-  let failures = 0;      // failed looks in a row: each doubles the period, up to a minute
+  // a failed look shows its error and throws: poll doubles its period after each, up to a minute
+  let failing = false;
   const refreshNow = async () => {
     try {
       const ex = await fetch();
-      const recovered = failures > 0;     // the error box in the status line goes with a render
-      failures = 0;
+      const recovered = failing;          // the error box in the status line goes with a render
+      failing = false;
       if ((recovered || JSON.stringify(ex) !== last) && ctx.alive()) { region.replaceChildren(); render(ex, region); }
       return running(ex);
     } catch (e) {
-      failures += 1;
-      if (ctx.alive()) live.replaceChildren(errorBox(e, { retry: refreshNow }));
-      return true;
+      failing = true;
+      if (ctx.alive()) live.replaceChildren(errorBox(e, { retry: () => refreshNow().catch(() => {}) }));
+      throw e;
     }
   };
-  const period = () => Math.min(60000, (current && !busy(current) ? 5000 : 1000) * 2 ** failures);
+  const period = () => (current && !busy(current) ? 5000 : 1000);
   load(region, `Loading execution #${id}…`, fetch, render).then((ex) => {
-    if (ex && running(ex)) poll(ctx, period, refreshNow);
+    if (ex && running(ex)) poll(ctx, period, refreshNow, { maxBackoff: 60000 });
   });
 }
 
