@@ -43,7 +43,7 @@ DECLARE
     detail text;
 BEGIN
     UPDATE notiflow.providers SET config = config || jsonb_build_object('from', f) WHERE name = 'email-sendgrid';
-    RETURN (SELECT r.body -> 'from' FROM pg_temp.request('email-sendgrid', 'ann@example.com', '{"text": "t"}') r);
+    RETURN (SELECT r.body -> 'from' FROM pg_temp.request('email-sendgrid', 'ann@example.com', '{"subject": "s", "text": "t"}') r);
 EXCEPTION WHEN invalid_parameter_value THEN
     GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
     RETURN detail;
@@ -146,6 +146,7 @@ SELECT a.provider, c.name, e.*
                (3, 'subject CRLF', 'ann@example.com', '{"subject": "S\r\nBcc: victim@example.com", "text": "t"}'),
                (4, 'no recipient', NULL, '{"subject": "S", "text": "t"}'),
                (5, 'empty body', 'ann@example.com', '{"subject": "S", "text": "", "html": ""}'),
+               -- no subject is fine, but for SendGrid, which answers 400 "The subject is required"
                (6, 'body fine', 'ann@example.com', '{"text": "no subject is fine"}')) c(n, name, recipient, content),
        pg_temp.build_error(a.provider, c.recipient, c.content) e
  ORDER BY a.provider, c.n;
@@ -243,7 +244,17 @@ SELECT c.kind, c.name,
     (54, 'smtp', '553 5.1.3 at RCPT (syntax)', 553, '{"553 5.1.3 Bad recipient address syntax","curl-error: RCPT failed: 553"}', NULL, 55),
     -- a relay that refuses the HELO name (curl: "Remote access denied") refuses every address alike
     (55, 'smtp', '550 at EHLO', 550, '{"550 5.7.1 Access denied - Invalid HELO name","curl-error: Remote access denied: 550"}', NULL, 9),
-    (56, 'smtp', '550 at MAIL', 550, '{"550 5.1.8 Sender address rejected","curl-error: MAIL failed: 550"}', NULL, 55)
+    (56, 'smtp', '550 at MAIL', 550, '{"550 5.1.8 Sender address rejected","curl-error: MAIL failed: 550"}', NULL, 55),
+    -- Postfix refuses an unknown sender at RCPT TO, with a 5.1.x code about the sender; Exim refuses
+    -- relaying without an enhanced code (unsure: falls back, the address kept)
+    (57, 'smtp', '550 5.1.0 at RCPT (sender)', 550, '{"550 5.1.0 <shop@example.test>: Sender address rejected: User unknown in virtual mailbox table","curl-error: RCPT failed: 550"}', NULL, 55),
+    (58, 'smtp', '550 at RCPT (no enhanced code)', 550, '{"550 relay not permitted","curl-error: RCPT failed: 550"}', NULL, 55),
+    (59, 'smtp', '550 5.1.10 at RCPT (null MX)', 550, '{"550 5.1.10 <ann@example.test>: Recipient address rejected: Domain example.test does not accept mail (nullMX)","curl-error: RCPT failed: 550"}', NULL, 55),
+    (60, 'smtp', '454 AUTH (temporary)', 454, '{"454 4.7.0 Temporary authentication failure"}', NULL, 67),
+    -- a URL or CA bundle that cannot work (curl 3, 1, 77) is configuration: no retry helps
+    (61, 'sendgrid', 'malformed URL', 0, '{}', '', 3),
+    (62, 'mailgun', 'unsupported protocol', 0, '{}', '', 1),
+    (63, 'ses', 'bad CA file', 0, '{}', '', 77)
   ) c(n, kind, name, status, headers, body, curl_code),
   LATERAL notiflow.provider_classify(c.kind, c.status, c.headers, c.body, c.curl_code) r
  ORDER BY c.n;

@@ -49,7 +49,9 @@ INSERT INTO answers (kind, n, label, status, headers, body) VALUES
  '{"code": 21602, "message": "Message body is required.", "more_info": "https://www.twilio.com/docs/errors/21602", "status": 400}'),
 ('twilio', 8, 'server error', 500, NULL,
  '{"code": 20500, "message": "Internal Server Error", "more_info": "https://www.twilio.com/docs/errors/20500", "status": 500}'),
-('twilio', 9, 'html gateway error', 502, NULL, '<html><body>Bad Gateway</body></html>');
+('twilio', 9, 'html gateway error', 502, NULL, '<html><body>Bad Gateway</body></html>'),
+('twilio', 10, 'queue full (throughput)', 400, NULL,
+ '{"code": 21611, "message": "This ''From'' number has exceeded the maximum number of queued messages", "more_info": "https://www.twilio.com/docs/errors/21611", "status": 400}');
 SELECT n, label, outcome, message_id, retry_ms, error FROM classified WHERE kind = 'twilio' ORDER BY n;
 
 --------------------------------------------------------------------- SNS
@@ -157,6 +159,7 @@ INSERT INTO answers (kind, n, label, status, headers, body) VALUES
 ('slack', 4, 'ratelimited (200)', 200, NULL, '{"ok": false, "error": "ratelimited"}'),
 ('slack', 5, 'webhook rate_limited', 429, '{"Retry-After: 1"}', 'rate_limited'),
 ('slack', 6, 'channel_not_found', 200, NULL, '{"ok": false, "error": "channel_not_found"}'),
+('slack', 18, 'not_in_channel', 200, NULL, '{"ok": false, "error": "not_in_channel"}'),
 ('slack', 7, 'is_archived', 200, NULL, '{"ok": false, "error": "is_archived"}'),
 ('slack', 8, 'user_not_found', 200, NULL, '{"ok": false, "error": "user_not_found"}'),
 ('slack', 9, 'webhook channel_is_archived', 410, NULL, 'channel_is_archived'),

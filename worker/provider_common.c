@@ -276,7 +276,12 @@ provider_classify_http(const ProviderResponse *resp, ProviderResult *res)
 	memset(res, 0, sizeof(ProviderResult));
 	if (resp->curl_code != 0)
 	{
-		res->outcome = OUTCOME_RETRY;
+		/* a URL or CA bundle that cannot work is configuration: no retry helps */
+		bool		config = resp->curl_code == CURLE_URL_MALFORMAT ||
+			resp->curl_code == CURLE_UNSUPPORTED_PROTOCOL ||
+			resp->curl_code == CURLE_SSL_CACERT_BADFILE;
+
+		res->outcome = config ? OUTCOME_PERMANENT : OUTCOME_RETRY;
 		res->error = psprintf("transport error: %s", resp->curl_error ? resp->curl_error : "unknown");
 		return;
 	}

@@ -38,11 +38,14 @@ TEMPFAIL_TEXT = {
 class Capture:
     """aiosmtpd handler: applies the configured refusals and records accepted messages."""
 
-    def __init__(self, out, reject_rcpt, tempfail, tempfail_at, tempfail_count, deny_relay=None):
+    def __init__(self, out, reject_rcpt, tempfail, tempfail_at, tempfail_count, deny_relay=None,
+                 sender_unknown=None, plain_refusal=None):
         """Keeps the output path and the refusal rules."""
         self.out = out
         self.reject_rcpt = reject_rcpt
         self.deny_relay = deny_relay
+        self.sender_unknown = sender_unknown
+        self.plain_refusal = plain_refusal
         self.tempfail = tempfail
         self.tempfail_at = tempfail_at
         self.tempfail_left = tempfail_count if tempfail_count > 0 else None
@@ -70,11 +73,17 @@ class Capture:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        """Refuses recipients matching --reject-rcpt (550 5.1.1) or --deny-relay (550 5.7.1), else accepts them."""
+        """Refuses recipients matching --reject-rcpt (550 5.1.1), --deny-relay (550 5.7.1), --sender-unknown
+        (550 5.1.0 about the sender, as Postfix answers at RCPT TO) or --plain-refusal (550 without an
+        enhanced status code, as Exim refuses relaying), else accepts them."""
         if self.reject_rcpt and self.reject_rcpt.search(address):
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if self.deny_relay and self.deny_relay.search(address):
             return f"550 5.7.1 <{address}>: Relay access denied"
+        if self.sender_unknown and self.sender_unknown.search(address):
+            return f"550 5.1.0 <{envelope.mail_from}>: Sender address rejected: User unknown in virtual mailbox table"
+        if self.plain_refusal and self.plain_refusal.search(address):
+            return "550 relay not permitted"
         refusal = self._tempfail_now("rcpt", server)
         if refusal:
             return refusal
@@ -164,6 +173,10 @@ def parse_args():
     ap.add_argument("--reject-rcpt", type=re.compile, metavar="REGEX", help="answer 550 to recipients matching REGEX")
     ap.add_argument("--deny-relay", type=re.compile, metavar="REGEX",
                     help="answer 550 5.7.1 (relay denied: the sender's fault, not the address's) to recipients matching REGEX")
+    ap.add_argument("--sender-unknown", type=re.compile, metavar="REGEX",
+                    help="answer 550 5.1.0 (the sender's address is unknown) to recipients matching REGEX")
+    ap.add_argument("--plain-refusal", type=re.compile, metavar="REGEX",
+                    help="answer 550 without an enhanced status code to recipients matching REGEX")
     ap.add_argument("--tempfail", type=int, choices=sorted(TEMPFAIL_TEXT), help="answer this temporary failure code")
     ap.add_argument("--tempfail-at", choices=("mail", "rcpt", "data"), default="data", help="stage that fails (default data)")
     ap.add_argument("--tempfail-count", type=int, default=0, help="fail only the first N times (0 = always)")
@@ -189,7 +202,7 @@ async def serve(args):
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(args.cert, args.key)
     handler = Capture(args.out, args.reject_rcpt, args.tempfail, args.tempfail_at, args.tempfail_count,
-                      args.deny_relay)
+                      args.deny_relay, args.sender_unknown, args.plain_refusal)
     auth = make_authenticator(args.username, args.password) if args.username else None
 
     def new_session():

@@ -30,7 +30,8 @@ for candidate in ${PYTHON:-} /usr/bin/python3 python3; do
     if "$candidate" -c 'import aiosmtpd' 2>/dev/null; then PY=$candidate; break; fi
 done
 "$PY" test/doubles/smtp_double.py --config "$CREDS" --port 0 --out "$WORK/mail.jsonl" \
-    --reject-rcpt '^gone@' --deny-relay '^elsewhere@' >"$WORK/smtp.out" 2>"$WORK/smtp.err" &
+    --reject-rcpt '^gone@' --deny-relay '^elsewhere@' --sender-unknown '^unsent@' --plain-refusal '^plain@' \
+    >"$WORK/smtp.out" 2>"$WORK/smtp.err" &
 PIDS+=($!)
 listening() { grep -qs 'listening on' "$1"; }
 wait_for 20 listening "$WORK/http.out" && wait_for 20 listening "$WORK/smtp.out" ||
@@ -190,6 +191,20 @@ is "$(sql "SELECT string_agg(a.error_class || ' ' || a.error, ' | ' ORDER BY d.e
    "smtp: 5.1.1 is an invalid recipient, 5.7.1 a permanent failure, each with the server's reply"
 is "$(sql "SELECT string_agg(id || ':' || array_length(invalid_addresses, 1)::text, ',' ORDER BY id) FROM notiflow.subscribers
              WHERE id IN ('gone', 'elsewhere')")" "gone:1" "smtp: only the unknown user's address is marked invalid"
+# "550 5.1.0 <from>: Sender address rejected" (Postfix refuses an unknown sender at RCPT TO) is the
+# provider's, and "550 relay not permitted" (no enhanced status code) may be either: neither marks
+# the address invalid (both did)
+sql "SELECT notiflow.put_subscriber('unsent', '{\"email\": \"unsent@example.com\"}');
+     SELECT notiflow.put_subscriber('plain', '{\"email\": \"plain@example.com\"}')" >/dev/null
+unsent=$(sql "SELECT notiflow.trigger('mail', '{\"marker\": \"rcpt\"}', '\"unsent\"')")
+plain=$(sql "SELECT notiflow.trigger('mail', '{\"marker\": \"rcpt\"}', '\"plain\"')")
+wait_for 20 status_is "$unsent" failed && wait_for 20 status_is "$plain" failed
+ok $? "smtp: a refused sender and a refusal without an enhanced code fail the deliveries"
+is "$(sql "SELECT string_agg(a.error_class, ' | ' ORDER BY d.execution_id) FROM notiflow.delivery_attempts a
+             JOIN notiflow.deliveries d ON d.id = a.delivery_id WHERE d.execution_id IN ($unsent, $plain)")" \
+   "permanent | permanent" "smtp: both are permanent failures (falling back), not invalid recipients"
+is "$(sql "SELECT count(*) FROM notiflow.subscribers WHERE id IN ('unsent', 'plain') AND cardinality(invalid_addresses) > 0")" 0 \
+   "smtp: neither address is marked invalid"
 
 # --- 2. retry then success; 3. Retry-After ------------------------------------------------
 only email sendgrid

@@ -118,9 +118,15 @@ apns_build(const DeliveryJob *job, ProviderRequest *req)
 	if (priority != NULL)
 		provider_add_header(req, "apns-priority", priority);
 	if (ttl != NULL)
+	{
+		/* seconds from now, at most a year (a huge value would overflow the cast) */
+		double		seconds = strtod(ttl, NULL);
+
+		seconds = seconds > 0 ? Min(seconds, 365.0 * SECS_PER_DAY) : 0;
 		provider_add_header(req, "apns-expiration",
 							strcmp(ttl, "0") == 0 ? "0"
-							: psprintf(INT64_FORMAT, (int64) time(NULL) + (int64) strtod(ttl, NULL)));
+							: psprintf(INT64_FORMAT, (int64) time(NULL) + (int64) seconds));
+	}
 	provider_add_header(req, "content-type", "application/json");
 	appendStringInfoString(&req->body, JsonbToCString(NULL, &body->root, VARSIZE(body)));
 }

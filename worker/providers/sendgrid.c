@@ -47,6 +47,12 @@ sendgrid_build(const DeliveryJob *job, ProviderRequest *req)
 	StringInfo	body = &req->body;
 
 	provider_email_read(job, &m);
+	/* SendGrid answers 400 "The subject is required": the next provider may take it */
+	if (m.subject == NULL || m.subject[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sendgrid needs a subject"),
+				 errdetail("content.subject: empty")));
 
 	appendStringInfoString(body, "{\"personalizations\":[{\"to\":[{\"email\":");
 	escape_json(body, m.to);

@@ -97,9 +97,11 @@ slack_error_code(const ProviderResponse *resp, Jsonb *json, bool *ok)
 /*
  * Sent with the message ts (Web API) or on "ok" (webhook).  Slack's error
  * codes refine the HTTP status, which is 200 for most Web API errors:
- * rate limits and Slack-side failures are retried, a missing or archived
- * channel or user is the recipient's fault, anything else (invalid_auth,
- * not_authed, ...) is permanent.
+ * rate limits and Slack-side failures are retried, an archived channel or a
+ * disabled webhook is the recipient's fault, a channel or user the token
+ * cannot see or post to falls back without marking the address (Slack
+ * answers channel_not_found for a private channel the bot is not in too),
+ * anything else (invalid_auth, not_authed, ...) is permanent.
  */
 static void
 slack_classify(const DeliveryJob *job, const ProviderRequest *req,
@@ -108,8 +110,15 @@ slack_classify(const DeliveryJob *job, const ProviderRequest *req,
 	/* not fatal_error: Slack says part of the operation may have succeeded (a retry may post twice) */
 	static const char *const retry_codes[] = {"ratelimited", "rate_limited", "internal_error",
 	"service_unavailable", "request_timeout"};
-	static const char *const recipient_codes[] = {"channel_not_found", "is_archived",
-	"channel_is_archived", "user_not_found", "no_service"};
+	/* the channel or user is gone: mark the address */
+	static const char *const recipient_codes[] = {"is_archived", "channel_is_archived", "no_service"};
+
+	/*
+	 * the token cannot see or post to it: Slack says channel_not_found also
+	 * for a private channel the bot was not invited to, or a token of another
+	 * workspace; the next provider may, and the address is kept
+	 */
+	static const char *const unseen_codes[] = {"channel_not_found", "user_not_found", "not_in_channel"};
 	Jsonb	   *json;
 	char	   *code;
 	bool		ok;
@@ -134,6 +143,13 @@ slack_classify(const DeliveryJob *job, const ProviderRequest *req,
 		if (strcmp(code, recipient_codes[i]) == 0)
 		{
 			res->outcome = OUTCOME_INVALID_RECIPIENT;
+			return;
+		}
+	for (int i = 0; i < (int) lengthof(unseen_codes); i++)
+		if (strcmp(code, unseen_codes[i]) == 0)
+		{
+			res->outcome = OUTCOME_PERMANENT;
+			res->recipient_fault = true;
 			return;
 		}
 	if (res->outcome == OUTCOME_SENT)

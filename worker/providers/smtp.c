@@ -89,28 +89,60 @@ smtp_reply_to_rcpt(const ProviderResponse *resp)
 		strncmp(resp->curl_error, "RCPT failed", 11) == 0;
 }
 
+/* A lower-case copy of s (ASCII letters only). */
+static char *
+str_tolower_ascii(const char *s)
+{
+	char	   *copy = pstrdup(s);
+
+	for (char *p = copy; *p; p++)
+		*p = pg_ascii_tolower((unsigned char) *p);
+	return copy;
+}
+
+/* What a refusal of RCPT TO says about the address (smtp_refusal). */
+typedef enum SmtpRefusal
+{
+	REFUSAL_ADDRESS,			/* the mailbox or domain is bad: mark it */
+	REFUSAL_UNSURE,				/* no enhanced status code: could be either */
+	REFUSAL_PROVIDER			/* the sender, the relay, the client: not the address */
+} SmtpRefusal;
+
 /*
  * Tells whether a refusal of RCPT TO is the address's fault.  Servers refuse
  * more than bad mailboxes at RCPT TO: Postfix holds its client, sender and
- * relay refusals until then, Exchange and Sendmail refuse relaying there
- * ("550 5.7.1"), so the reply code alone would mark good addresses invalid
- * because of the provider's own configuration.  The enhanced status code
- * (RFC 3463) tells: class 5.1.x is about the address (5.1.1 bad mailbox,
- * 5.1.2 bad domain, 5.1.3 bad syntax, 5.1.6 moved, 5.1.10 null MX); any
- * other is not.  A reply without one (an older server) is taken as the
- * address's fault, as its code says.
+ * relay refusals until then ("550 5.1.0 <from>: Sender address rejected"),
+ * Exchange and Sendmail refuse relaying there ("550 5.7.1"), Exim says "550
+ * relay not permitted" without an enhanced code, so the reply code alone
+ * would mark good addresses invalid because of the provider's own
+ * configuration.  The enhanced status code (RFC 3463) tells: 5.1.1 bad
+ * mailbox, 5.1.2 bad domain, 5.1.3 bad syntax, 5.1.6 moved and 5.1.10 null
+ * MX are about the address (unless the text names the sender); 5.1.0, 5.1.7
+ * and 5.1.8 are about the sender's, and any other class is not the address's
+ * either.  A reply without one is unsure.
  */
-static bool
-smtp_refusal_is_address(const ProviderResponse *resp)
+static SmtpRefusal
+smtp_refusal(const ProviderResponse *resp)
 {
 	const char *text = resp->smtp_reply;
+	char	   *end;
+	long		detail;
 
 	if (text == NULL || strlen(text) < 4 || atol(text) != resp->status)
-		return true;
+		return REFUSAL_UNSURE;
 	text += 4;					/* "550 " */
-	if (text[0] != '5' || text[1] != '.' || !isdigit((unsigned char) text[2]))
-		return true;			/* no enhanced status code */
-	return text[2] == '1' && text[3] == '.';
+	if (text[0] != '5' || text[1] != '.' || !isdigit((unsigned char) text[2]) || text[3] != '.' ||
+		!isdigit((unsigned char) text[4]))
+		return REFUSAL_UNSURE;	/* no enhanced status code */
+	if (text[2] != '1')
+		return REFUSAL_PROVIDER;
+	detail = strtol(text + 4, &end, 10);
+	if (*end != ' ' && *end != '\0')
+		return REFUSAL_UNSURE;
+	if ((detail == 1 || detail == 2 || detail == 3 || detail == 6 || detail == 10) &&
+		strstr(str_tolower_ascii(text), "sender") == NULL)
+		return REFUSAL_ADDRESS;
+	return REFUSAL_PROVIDER;
 }
 
 /*
@@ -128,7 +160,8 @@ smtp_classify(const DeliveryJob *job, const ProviderRequest *req,
 	provider_classify_http(resp, res);
 	if (resp->curl_code == CURLE_LOGIN_DENIED)
 	{
-		res->outcome = OUTCOME_PERMANENT;
+		/* "454 4.7.0 Temporary authentication failure" passes; "535" does not */
+		res->outcome = code >= 400 && code < 500 ? OUTCOME_RETRY : OUTCOME_PERMANENT;
 		res->error = psprintf("SMTP authentication refused (reply %ld)", code);
 	}
 	else if (code >= 400 && code < 600)
@@ -138,9 +171,19 @@ smtp_classify(const DeliveryJob *job, const ProviderRequest *req,
 							  : resp->curl_error ? resp->curl_error : "(no text)");
 		if (code < 500)
 			res->outcome = OUTCOME_RETRY;
-		else if ((code == 550 || code == 551 || code == 553) && smtp_reply_to_rcpt(resp) &&
-				 smtp_refusal_is_address(resp))
-			res->outcome = OUTCOME_INVALID_RECIPIENT;
+		else if ((code == 550 || code == 551 || code == 553) && smtp_reply_to_rcpt(resp))
+		{
+			SmtpRefusal refusal = smtp_refusal(resp);
+
+			if (refusal == REFUSAL_ADDRESS)
+				res->outcome = OUTCOME_INVALID_RECIPIENT;
+			else
+			{
+				/* unsure: the next provider may take it, the address is kept */
+				res->outcome = OUTCOME_PERMANENT;
+				res->recipient_fault = refusal == REFUSAL_UNSURE;
+			}
+		}
 		else
 			res->outcome = OUTCOME_PERMANENT;
 	}

@@ -11,6 +11,9 @@
 #include "jsonb_util.h"
 #include "provider.h"
 
+/* How long a From number whose queue is full (error 21611) is left to drain. */
+#define TWILIO_QUEUE_FULL_WAIT_MS 60000
+
 /* Builds the Messages.json POST. */
 static void
 twilio_build(const DeliveryJob *job, ProviderRequest *req)
@@ -72,6 +75,12 @@ twilio_classify(const DeliveryJob *job, const ProviderRequest *req,
 		res->outcome = OUTCOME_REJECTED;
 	else if (strcmp(code, "20429") == 0)
 		res->outcome = OUTCOME_RETRY;
+	/* the From number's queue is full (HTTP 400): a throughput limit, not a refusal */
+	else if (strcmp(code, "21611") == 0)
+	{
+		res->outcome = OUTCOME_RETRY;
+		res->retry_after_ms = Max(res->retry_after_ms, TWILIO_QUEUE_FULL_WAIT_MS);
+	}
 	else if (strcmp(code, "20003") == 0)
 		res->outcome = OUTCOME_PERMANENT;
 }

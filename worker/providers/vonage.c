@@ -52,12 +52,14 @@ vonage_build(const DeliveryJob *job, ProviderRequest *req)
 	req->log_body = logged.data;
 }
 
-/* Tells whether a Vonage error-text is about the destination number. */
+/*
+ * Tells whether a Vonage error-text of status 3 (invalid parameters) is about
+ * the "to" parameter, not another one (a bad "from" is the configuration's).
+ */
 static bool
 error_is_about_number(const char *text)
 {
-	static const char *const words[] = {"to param", "to address", "invalid to", "number",
-	"unroutable", "prefix"};
+	static const char *const words[] = {"to param", "to address", "invalid to", "to number"};
 	char	   *lower = asc_tolower(text, strlen(text));
 
 	for (int i = 0; i < (int) lengthof(words); i++)
@@ -75,11 +77,17 @@ vonage_classify_status(ProviderResult *res, const char *status, const char *text
 	res->error = psprintf("vonage status %s: %s", status, text);
 	if (strcmp(status, "1") == 0 || strcmp(status, "5") == 0)
 		res->outcome = OUTCOME_RETRY;
-	else if (strcmp(status, "7") == 0 || strcmp(status, "33") == 0 ||
-			 ((strcmp(status, "3") == 0 || strcmp(status, "6") == 0) && error_is_about_number(text)))
+	/* barred (opted out, or blacklisted): no other provider either, as Twilio's STOP */
+	else if (strcmp(status, "7") == 0)
+		res->outcome = OUTCOME_REJECTED;
+	else if (strcmp(status, "33") == 0 || (strcmp(status, "3") == 0 && error_is_about_number(text)))
 		res->outcome = OUTCOME_INVALID_RECIPIENT;
 	else
+	{
+		/* unroutable (6) can be the account's routes as much as the number: fall back, keep it */
 		res->outcome = OUTCOME_PERMANENT;
+		res->recipient_fault = strcmp(status, "6") == 0;
+	}
 }
 
 /*
@@ -87,9 +95,12 @@ vonage_classify_status(ProviderResult *res, const char *status, const char *text
  * sent (with the first part's message-id) when every status is "0", else by
  * the first failed part:
  *   1 throttled, 5 internal error: retry
- *   3 invalid parameters, 6 invalid message: the recipient's fault when the
- *     error-text is about the number (e.g. an unroutable prefix), else permanent
- *   7 number barred, 33 number de-activated: the recipient's fault
+ *   3 invalid parameters: the recipient's fault when the error-text is about
+ *     the "to" parameter, else permanent
+ *   6 invalid message (unroutable): permanent, falling back without marking
+ *     the number (the account's routes can cause it too)
+ *   7 number barred: rejected (opted out or blacklisted: no fallback)
+ *   33 number de-activated: the recipient's fault
  *   anything else (2 missing parameters, 4 invalid credentials, ...): permanent
  * When some parts were accepted and others not, the delivery counts as sent,
  * with the failure in its error: sending again would repeat the accepted
