@@ -83,6 +83,10 @@ SELECT notiflow.trigger('order_shipped', '{"order_id": 1}', NULL, '');
 SET notiflow.max_payload_size = '1kB';
 SELECT notiflow.trigger('order_shipped', jsonb_build_object('order_id', 1, 'blob', repeat('x', 2000)));
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
+-- an inline recipient is stored with the execution too: the same limit
+SELECT notiflow.trigger('order_shipped', '{"order_id": 1}',
+                        jsonb_build_object('email', 'big@example.com', 'data', jsonb_build_object('blob', repeat('x', 2000))));
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
 RESET notiflow.max_payload_size;
 -- each key is locked until the transaction ends: a call may not fill the server's lock table
 \set VERBOSITY terse

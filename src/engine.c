@@ -1258,22 +1258,35 @@ run_resolve_recipient(Run *run, Jsonb *spec, const char *where)
 }
 
 /* Checks a trigger payload: an object within notiflow.max_payload_size. */
+static void check_size(Jsonb *doc, const char *what, const char *where);
+
 static void
 check_payload(Jsonb *payload, const char *where)
 {
-	Size		size = VARSIZE_ANY_EXHDR(payload);
-	Size		limit = (Size) notiflow_max_payload_size_kb * 1024;
-
 	if (!JB_ROOT_IS_OBJECT(payload))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("trigger payload must be a JSON object"),
 				 errdetail("%s: got a JSON %s", where,
 						   JB_ROOT_IS_SCALAR(payload) ? "scalar" : "array")));
+	check_size(payload, "trigger payload", where);
+}
+
+/*
+ * Refuses a document larger than notiflow.max_payload_size: the payload, and
+ * an inline recipient (whose data, push and chat objects are stored with the
+ * execution just as the payload is).
+ */
+static void
+check_size(Jsonb *doc, const char *what, const char *where)
+{
+	Size		size = VARSIZE_ANY_EXHDR(doc);
+	Size		limit = (Size) notiflow_max_payload_size_kb * 1024;
+
 	if (size > limit)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("trigger payload is too large"),
+				 errmsg("%s is too large", what),
 				 errdetail("%s: %zu bytes, the limit is %zu bytes", where, size, limit),
 				 errhint("Raise notiflow.max_payload_size, or send a reference instead of the data.")));
 }
@@ -1362,7 +1375,12 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 	bool		keys_claimed = true;
 
 	for (int i = 0; i < n; i++)
+	{
 		check_payload(requests[i].payload, n == 1 ? "payload" : psprintf("payload (recipient %d)", i + 1));
+		if (requests[i].recipient != NULL)
+			check_size(requests[i].recipient, "trigger recipient",
+					   n == 1 ? "recipient" : psprintf("recipient %d", i + 1));
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "notiflow: SPI_connect failed");

@@ -243,6 +243,16 @@ rpc "$WRITER" put_subscriber '{"id": "ada", "attributes": {"preferences": {"chan
 get "$READER" '/subscribers?id=eq.ada&select=name,email,preferences'
 is "$(body -c '.[0]')" '{"name":"Ada","email":"ada@example.com","preferences":{"channels":{"sms":false}}}' \
    "GET /subscribers shows the attributes and the preferences put"
+# a chat address that is a webhook URL is a secret (whoever has it posts into the channel): shown
+# cut to its host, a channel id as it is
+rpc "$WRITER" put_subscriber '{"id": "grace", "attributes": {"chat": {"discord": "https://discord.com/api/webhooks/9/secret-token", "slack": "C0123456789"}}}'
+get "$READER" '/subscribers?id=eq.grace&select=chat'
+is "$(body -c '.[0].chat')" '{"slack":"C0123456789","discord":"https://discord.com/********"}' \
+   "GET /subscribers masks a chat webhook URL"
+rpc "$WRITER" trigger '{"workflow_key": "hook", "payload": {"order_id": 8}, "recipient": {"chat": {"teams": "https://contoso.webhook.office.com/webhookb2/a@b/IncomingWebhook/c/d"}}}'
+get "$READER" "/executions?id=eq.$(cat "$WORK/body")&select=recipient"
+is "$(body -c '.[0].recipient.chat')" '{"teams":"https://contoso.webhook.office.com/********"}' \
+   "GET /executions masks an inline recipient's chat webhook URL"
 rpc "$WRITER" put_subscriber '{"id": "ada", "attributes": {"phone": "555-1234"}}'
 is_error 422 22023 "an invalid attribute: 422"
 is "$(body .details)" 'attributes.phone: "555-1234" is not an E.164 number like +15551234567' "details name the attribute"
@@ -271,6 +281,13 @@ rpc "$ADMIN" put_provider "{\"name\": \"dc\", \"channel\": \"chat\", \"kind\": \
 is "$STATUS" 204 "putting a redacted webhook URL back is accepted"
 is "$(sql "SELECT config ->> 'webhook_url' || ' ' || priority FROM notiflow.providers WHERE name = 'dc'")" \
    "https://discord.com/api/webhooks/1/tok 7" "and keeps the stored URL"
+# turning STARTTLS off would send a kept SMTP password in clear text: a change of destination too
+rpc "$ADMIN" put_provider '{"name": "relay", "channel": "email", "kind": "smtp",
+                            "config": {"url": "smtp://mx.example.com:587", "from": "a@example.com", "username": "u", "password": "pw", "starttls": true}}'
+rpc "$ADMIN" put_provider '{"name": "relay", "channel": "email", "kind": "smtp",
+                            "config": {"url": "smtp://mx.example.com:587", "from": "a@example.com", "username": "u", "password": "********", "starttls": false}}'
+is_error 422 22023 "a kept SMTP password with STARTTLS turned off: 422"
+is "$(body .details)" "config.starttls: changed while password is sent as ********" "details name starttls"
 rpc "$ADMIN" put_provider '{"name": "sg", "channel": "email", "kind": "sendgrid", "config": {"from": "a@example.com"}}'
 is_error 422 22023 "an incomplete config: 422"
 is "$(body .details)" "config.api_key: required" "details name the missing key"
@@ -374,6 +391,10 @@ get "$READER" '/executions?id=eq.abc'
 get "$READER" '/nothing_here'
 [ "$STATUS" = 404 ] || fives=$((fives + 1))
 is "$fives" 0 "malformed requests get 4xx with PostgREST's error shape, never 5xx"
+# any program limit is 413, not only 54000: sections nested 200,000 deep exceed the stack (54001)
+python3 -c 'import json; print(json.dumps({"template": "{{#a}}" * 200000 + "{{/a}}" * 200000, "context": {"a": True}}))' >"$WORK/deep.json"
+http -H "X-API-Key: $READER" -H 'Content-Type: application/json' -d @"$WORK/deep.json" /rpc/render_template
+is_error 413 54001 "a template nested past the stack: 413 (class 54)"
 
 # --- health (anonymous, from src/sql/80_operations.sql when present) ----------------------------
 http /rpc/health
