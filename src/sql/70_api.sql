@@ -489,6 +489,9 @@ DECLARE
     words text := format('This is a test message from notiflow through provider %s.', provider);
     id    bigint;
 BEGIN
+    IF provider IS NULL THEN
+        RAISE EXCEPTION 'provider must not be NULL' USING ERRCODE = '22023', DETAIL = 'provider: required';
+    END IF;
     SELECT * INTO p FROM notiflow.providers x WHERE x.name = provider;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'unknown provider "%"', provider USING ERRCODE = '42704',

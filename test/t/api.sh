@@ -306,6 +306,8 @@ is "$(body -c '.[0]')" '{"execution_id":0,"attempts":[{"provider":"hooks","error
 is "$(double GET 'requests?provider=webhook' | jq -r 'last.body | fromjson | .provider')" hooks "the double received it"
 rpc "$ADMIN" send_test '{"provider": "nope"}'
 is_error 404 42704 "send_test through an unknown provider: 404"
+rpc "$ADMIN" send_test '{"provider": null}'
+is_error 422 22023 "send_test without a provider: 422"
 rpc "$ADMIN" send_test '{"provider": "sg"}'
 is_error 422 22023 "send_test through an email provider without a recipient: 422"
 rpc "$WRITER" send_test '{"provider": "hooks"}'
