@@ -116,6 +116,7 @@ static bool phone_valid(const char *s);
 static bool resume_without_waiting = false;
 
 bool		execution_resume_raises = false;
+bool		engine_never_waits_for_keys = false;
 
 /*
  * Marks the evaluation context stale (a step's output, a variable, the
@@ -904,7 +905,7 @@ node_wait(Run *run, WorkflowNode *node)
 		run_fail(run, node, "\"key\" rendered an empty correlation key");
 		return;
 	}
-	if (!resume_without_waiting)
+	if (!resume_without_waiting && !engine_never_waits_for_keys)
 		wait_repo_lock_key(key);
 	else if (!wait_repo_try_lock_key(key))
 		ereport(ERROR,
@@ -1891,6 +1892,23 @@ resume_one_isolated(int64 id, List *finished, bool leave_when_busy, bool raise_t
 }
 
 /*
+ * Leaves executions (sorted, unique ids) that a worker that never waits for
+ * a correlation key could not resume (engine_never_waits_for_keys): the
+ * outcomes of their finished deliveries, rolled back with the resume, are
+ * given to their waits now (after their rows, as resume_many does), and they
+ * are made due at once, so that the timer resumes them when the other
+ * session has let the key go (it passes over a held one for a while).
+ */
+static void
+defer_busy(int64 *ids, int n, List *finished)
+{
+	execution_repo_lock_ids(ids, n);
+	if (finished != NIL)
+		outcome_events(ids, n, finished);
+	execution_repo_wake_now(ids, n);
+}
+
+/*
  * Resumes executions (sorted, unique ids) in one batch; when it fails, each
  * alone, so that one that cannot go on (say its workflow was deleted) fails
  * alone, with the reason, instead of taking its neighbours down with it (or,
@@ -1916,8 +1934,11 @@ resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy, List **
 
 	if (n == 0 || (e = run_in_subtransaction(resume_batch_call, &batch)) == NULL)
 		return n;
-	if (leave_when_busy && error_is_lock_conflict(e))
+	if ((leave_when_busy || engine_never_waits_for_keys) && error_is_lock_conflict(e))
 	{
+		int64	   *busy = palloc(sizeof(int64) * n);
+		int			n_busy = 0;
+
 		/* one by one: only those that meet the other transaction are left for the next round */
 		for (int k = 0; k < n; k++)
 		{
@@ -1926,9 +1947,13 @@ resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy, List **
 			if (n > 1)
 				resume_one_isolated(ids[k], finished, true, false, &status);
 			resumed += status != NULL;
+			if (status == NULL)
+				busy[n_busy++] = ids[k];
 			if (status == NULL && left != NULL)
 				*left = lappend(*left, &ids[k]);
 		}
+		if (!leave_when_busy && n_busy > 0)
+			defer_busy(busy, n_busy, finished);
 		return resumed;
 	}
 	if (error_is_lock_conflict(e) || error_is_interrupt(e))

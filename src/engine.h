@@ -52,6 +52,15 @@ extern char *execution_resume(int64 execution_id);
 extern bool execution_resume_raises;
 
 /*
+ * Set once by a worker that must never wait for a correlation key another
+ * session holds (a dispatcher: while it waited, its requests in flight would
+ * stall and be sent again).  Its resumes take keys without waiting; an
+ * execution whose key is held is left, with the outcomes of its deliveries
+ * given to its waits, due at once for the timer, which tries again later.
+ */
+extern bool engine_never_waits_for_keys;
+
+/*
  * Resumes up to limit waiting executions whose delay is over; returns how
  * many were due, and sets *resumed (when not NULL) to how many of them were
  * resumed (not those left for a later round: another transaction held them).

@@ -144,6 +144,12 @@ static SpiStatement lock_ids_stmt = {
 	1, {INT8ARRAYOID}
 };
 
+static SpiStatement wake_now_stmt = {
+	"UPDATE notiflow.executions SET wake_at = now(), updated_at = now()"
+	" WHERE id = ANY ($1::int8[]) AND status = 'waiting' AND (wake_at IS NULL OR wake_at > now())",
+	1, {INT8ARRAYOID}
+};
+
 static SpiStatement fail_stmt = {
 	"UPDATE notiflow.executions"
 	"   SET status = 'failed', error = $2, wake_at = NULL, updated_at = now(), finished_at = now()"
@@ -622,6 +628,12 @@ void
 execution_repo_lock_ids(int64 *ids, int n)
 {
 	spi_run_with_ids(&lock_ids_stmt, ids, n, SPI_OK_SELECT);
+}
+
+void
+execution_repo_wake_now(int64 *ids, int n)
+{
+	spi_run_with_ids(&wake_now_stmt, ids, n, SPI_OK_UPDATE);
 }
 
 bool

@@ -134,6 +134,9 @@ extern void execution_repo_update_many(List *recs);
  */
 extern void execution_repo_lock_ids(int64 *ids, int n);
 
+/* Makes waiting executions due now, for the timer (those waiting for nothing earlier). */
+extern void execution_repo_wake_now(int64 *ids, int n);
+
 /* Ends an execution that cannot go on (its resume raised error); false when it had ended already. */
 extern bool execution_repo_fail(int64 id, const char *error);
 

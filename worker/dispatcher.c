@@ -1108,6 +1108,8 @@ notiflow_dispatcher_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	notiflow_worker_keep_memory();
 	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
+	/* a resume never waits for a correlation key another session holds: see engine.h */
+	engine_never_waits_for_keys = true;
 	notiflow_worker_plan_settings();
 	notiflow_worker_session_settings();
 

@@ -488,12 +488,12 @@ is "$(sql "SELECT status || ' ' || coalesce((error LIKE 'node \"h\": delivery fa
 double POST reset >/dev/null
 
 # --- 7g. a record transaction that loses a deadlock runs again ---------------------------------
-# The execution waits for events (wait w1) while its webhook is in flight.  Recording the send, the
-# dispatcher resumes it into a second wait (w2) on a key another session holds; that session then
-# asks for the execution's row, which the dispatcher holds, and detects deadlocks later than the
-# dispatcher does, so the dispatcher is the victim.  It rolls the record back and runs it again:
-# the send is recorded once, the execution goes on (before, the resume's error failed it), and the
-# dispatcher does not restart.
+# The execution waits for events (wait w1) while its webhook is in flight.  Another session holds
+# the execution's row: recording the send, the dispatcher marks the delivery sent and waits for the
+# row to resume the execution.  That session then asks for the delivery's row, which the dispatcher
+# holds, and detects deadlocks later than the dispatcher does, so the dispatcher is the victim.  It
+# rolls the record back and runs it again: the send is recorded once, the execution goes on into w2
+# (before, the resume's error failed it), and the dispatcher does not restart.
 psql -X -q -d postgres -c "ALTER SYSTEM SET deadlock_timeout = '5s'" -c "SELECT pg_reload_conf()" >/dev/null
 sql "SELECT notiflow.put_workflow('hook_wait', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
        {\"id\": \"h\", \"type\": \"webhook\"},
@@ -507,16 +507,16 @@ exec=$(trigger hook_wait deadlock-7g)
 wait_for 20 parked 1
 ok $? "a webhook delivery is in flight while its execution waits for events"
 coproc HOLD { psql -X -q -At -d $DB; }
-echo "SET deadlock_timeout = '60s'; BEGIN; DO \$\$ BEGIN PERFORM notiflow.lock_correlation_key('deadlock-7g'); END \$\$;
-      SELECT 'key held';" >&"${HOLD[1]}"
+echo "SET deadlock_timeout = '60s'; BEGIN; DO \$\$ BEGIN PERFORM FROM notiflow.executions WHERE id = $exec FOR UPDATE; END \$\$;
+      SELECT 'execution held';" >&"${HOLD[1]}"
 read -r -t 20 line <&"${HOLD[0]}"
-is "$line" "key held" "another session holds the correlation key"
+is "$line" "execution held" "another session holds the execution's row"
 dispatcher_waits() { sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher' AND wait_event_type = 'Lock'" 1; }
 wait_for 20 dispatcher_waits
-ok $? "recording the send, the dispatcher's resume waits for the key"
-echo "DO \$\$ BEGIN PERFORM FROM notiflow.executions WHERE id = $exec FOR UPDATE; END \$\$; SELECT 'row held';" >&"${HOLD[1]}"
+ok $? "recording the send, the dispatcher's resume waits for the execution's row"
+echo "DO \$\$ BEGIN PERFORM FROM notiflow.deliveries WHERE execution_id = $exec FOR UPDATE; END \$\$; SELECT 'delivery held';" >&"${HOLD[1]}"
 read -r -t 30 line <&"${HOLD[0]}"
-is "$line" "row held" "the session asking for the execution's row gets it: the dispatcher let go"
+is "$line" "delivery held" "the session asking for the delivery's row gets it: the dispatcher let go"
 wait_for 20 dispatcher_waits
 ok $? "the dispatcher records again, and waits for the row"
 echo "COMMIT; RESET deadlock_timeout;" >&"${HOLD[1]}"
@@ -618,6 +618,37 @@ is "$(psql -X -qAt -d $DB -U regress_watch -c "SELECT count(*) FROM notiflow.wor
        WHERE backend_type = 'notiflow dispatcher' AND database = current_database()")" 1 \
    "a role without pg_read_all_stats counts the dispatcher in worker_status"
 sql "DROP OWNED BY regress_watch; DROP ROLE regress_watch" >/dev/null
+
+# --- 7n. a record never waits for a correlation key another session holds ------------------------
+# A webhook's send is recorded and its execution goes on into a wait whose key another session holds
+# (an application's transaction that emitted an event for that key, still open).  The dispatcher
+# waited for that transaction, its other requests in flight stalled (and were sent again after
+# their timeout).  It now leaves the execution, due, for the timer, and goes on.
+sql "SELECT notiflow.put_workflow('key_wait', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+       {\"id\": \"h\", \"type\": \"webhook\"},
+       {\"id\": \"w\", \"type\": \"wait\", \"events\": [\"e\"], \"key\": \"{{payload.marker}}\"}],
+       \"edges\": [{\"from\": \"t\", \"to\": \"h\"}, {\"from\": \"h\", \"to\": \"w\", \"on\": \"sent\"}]}')" >/dev/null
+coproc HOLD { psql -X -q -At -d $DB; }
+echo "BEGIN; SELECT 'held' FROM (SELECT pg_advisory_xact_lock(notiflow.correlation_key_lock_id('key-7n'))) x;" >&"${HOLD[1]}"
+read -r -t 20 line <&"${HOLD[0]}"
+is "$line" held "another session holds the correlation key key-7n"
+exec=$(trigger key_wait key-7n)
+wait_for 20 status_is "$exec" sent
+ok $? "the webhook's send is recorded while the key is held (the record does not wait for it)"
+other=$(trigger hook other-7n)
+wait_for 20 status_is "$other" sent
+ok $? "and the dispatcher goes on sending other deliveries"
+is "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher' AND wait_event_type = 'Lock'")" 0 \
+   "no dispatcher waits for a lock"
+is "$(sql "SELECT status || ' ' || (wake_at <= now()) FROM notiflow.executions WHERE id = $exec")" "waiting true" \
+   "the execution is left waiting, due, for the timer"
+echo "COMMIT;" >&"${HOLD[1]}"
+echo "\\q" >&"${HOLD[1]}"
+wait_for 20 sql_is "SELECT status FROM notiflow.execution_waits WHERE execution_id = $exec AND node_id = 'w'" waiting
+ok $? "once the key is free, the timer resumes the execution into its wait"
+is "$(sql "SELECT notiflow.emit_event('e', 'key-7n')")" 1 "and an event completes it"
+wait_for 20 sql_is "SELECT status FROM notiflow.executions WHERE id = $exec" completed
+ok $? "the execution completes"
 
 # --- 7j. a claim that loses a lock conflict is run again, by the same dispatcher -----------------
 # The provider's circuit is open and cooled down, so the claim takes its probe, an UPDATE of the
