@@ -77,6 +77,8 @@ SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"session.timeout.ms": "soon"}}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"group.id": "g"}}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"enable.auto.commit": "true"}}');
+-- librdkafka takes a topic property with a "topic." prefix: "latest" would skip a backlog
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"topic.auto.offset.reset": "latest"}}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"group.instance.id": "node-1"}}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order',
   '{"rdkafka": {"partition.assignment.strategy": "cooperative-sticky"}}');

@@ -502,12 +502,28 @@ resume_paused(void)
 		}
 }
 
+/*
+ * A message whose offset went down within a batch (librdkafka reset its
+ * partition meanwhile: take_message): it begins the next batch.
+ */
+static rd_kafka_message_t *carried = NULL;
+
+/* Destroys the carried message too: the batch failed or ends, and its partitions are read again. */
+static void
+release_carried(void)
+{
+	if (carried != NULL)
+		rd_kafka_message_destroy(carried);
+	carried = NULL;
+}
+
 /* Applies a revocation: the batch that used the partitions has committed already. */
 static void
 apply_revoke(void)
 {
 	rd_kafka_resp_err_t err;
 
+	release_carried();			/* its partition is no longer ours as it was */
 	resume_paused();
 	err = rd_kafka_assign(rk, NULL);
 	recorded.revoke = false;
@@ -597,6 +613,7 @@ apply_assign(void)
 {
 	rd_kafka_topic_partition_list_t *list = recorded.assign;
 
+	release_carried();			/* the partitions are read from their stored offsets */
 	brokers_seen_up();
 	if (assign_from_database(list))
 	{
@@ -612,6 +629,7 @@ rewind_to_stored(void)
 {
 	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(Max(nassigned, 1));
 
+	release_carried();
 	for (int i = 0; i < nassigned; i++)
 		rd_kafka_topic_partition_list_add(list, assigned[i].topic, assigned[i].partition);
 	assign_from_database(list);
@@ -628,6 +646,7 @@ release_messages(void)
 		rd_kafka_message_destroy(messages[i]);
 	nmessages = 0;
 }
+
 
 /* Drains the wake-up pipe (before a poll, so that no wake-up is lost). */
 static void
@@ -695,15 +714,34 @@ poll_message(void)
  * retention before anyone read them.
  * docs/kafka.md says what that means for idempotency keys.
  */
-static bool
+typedef enum TakeResult
+{
+	TAKE_DROP,					/* not ours (any more) */
+	TAKE_TAKEN,
+	TAKE_CARRY					/* its offset went down: it begins the next batch */
+} TakeResult;
+
+static TakeResult
 take_message(rd_kafka_message_t *m)
 {
 	Assigned   *a = find_assigned(rd_kafka_topic_name(m->rkt), m->partition);
 
 	if (a == NULL)
-		return false;
+		return TAKE_DROP;
+
+	/*
+	 * Below an offset of this batch: librdkafka reset the partition in the
+	 * middle of it (no fetch repeats an offset otherwise).  Dropping it, and
+	 * those after it up to the batch's offset, would lose the messages a
+	 * truncated log has written there since: the batch ends before it, and
+	 * it begins the next, which reads the partition from there.
+	 */
 	if (a->next >= 0 && m->offset < a->next)
-		return false;
+	{
+		if (nmessages > 0)
+			return TAKE_CARRY;
+		a->next = -1;			/* (a batch begins: read from here, as below) */
+	}
 	if (a->next < 0 && a->stored >= 0 && m->offset < a->stored)
 		ereport(WARNING,
 				(errmsg("kafka consumer \"%s\": %s [%d] starts at offset %lld, below its stored offset %lld",
@@ -715,7 +753,7 @@ take_message(rd_kafka_message_t *m)
 						sub->name, a->topic, a->partition, (long long) m->offset, (long long) a->stored),
 				 errdetail("Offsets without a message (transaction markers, compaction), or messages deleted by the topic's retention before they were read: the partition is read from the first message it has.")));
 	a->next = m->offset + 1;
-	return true;
+	return TAKE_TAKEN;
 }
 
 /* Processes the batch and stores the offsets it advanced (compare-and-set); counts into arg. */
@@ -780,15 +818,22 @@ consume_batch(void)
 	memset(&batch_counters, 0, sizeof(batch_counters));
 	while (nmessages < (isolate_left > 0 ? 1 : sub->batch_size))
 	{
-		rd_kafka_message_t *m = poll_message();
+		rd_kafka_message_t *m = carried != NULL ? carried : poll_message();
 		bool		rebalance = recorded.revoke || recorded.assign != NULL || recorded.fatal;
 		long		left;
+		TakeResult	took = m != NULL ? take_message(m) : TAKE_DROP;
 
-		if (m != NULL && take_message(m))
+		carried = NULL;
+		if (took == TAKE_TAKEN)
 		{
 			if (nmessages == 0)
 				deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sub->batch_time_ms);
 			messages[nmessages++] = m;
+		}
+		else if (took == TAKE_CARRY)
+		{
+			carried = m;
+			break;
 		}
 		else if (m != NULL)
 			rd_kafka_message_destroy(m);
@@ -821,6 +866,7 @@ consume_batch(void)
 							sub->name, failed_batches, isolate_left)));
 		}
 		release_messages();
+		release_carried();		/* the partitions are read again from their stored offsets */
 		start_backoff(error);
 		return true;
 	}
@@ -962,9 +1008,18 @@ consumer_create(void)
 	ListCell   *lv;
 	rd_kafka_resp_err_t err;
 
+	conf_set(conf, "client.id", psprintf("notiflow-%s", sub->name));
+	conf_set(conf, "statistics.interval.ms", "1000");
+	forboth(ln, sub->rdkafka_names, lv, sub->rdkafka_values)
+		conf_set(conf, lfirst(ln), lfirst(lv));
+
+	/*
+	 * notiflow's own properties last: the subscription's may not replace them
+	 * (they are refused, but librdkafka also takes a topic property with a
+	 * "topic." prefix, or under another name).
+	 */
 	conf_set(conf, "bootstrap.servers", sub->brokers);
 	conf_set(conf, "group.id", sub->group_id);
-	conf_set(conf, "client.id", psprintf("notiflow-%s", sub->name));
 	conf_set(conf, "enable.auto.commit", "false");
 	conf_set(conf, "enable.auto.offset.store", "false");
 	/*
@@ -977,9 +1032,6 @@ consumer_create(void)
 	 */
 	conf_set(conf, "auto.offset.reset", "earliest");
 	conf_set(conf, "log.queue", "true");
-	conf_set(conf, "statistics.interval.ms", "1000");
-	forboth(ln, sub->rdkafka_names, lv, sub->rdkafka_values)
-		conf_set(conf, lfirst(ln), lfirst(lv));
 	rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
 	rd_kafka_conf_set_log_cb(conf, on_log);
 	rd_kafka_conf_set_error_cb(conf, on_error);
@@ -1037,6 +1089,7 @@ consumer_shutdown(int code, Datum arg)
 
 		/* a batch cut short by the exit: librdkafka's destroy waits for its messages */
 		release_messages();
+		release_carried();
 		error = rd_kafka_consumer_close_queue(rk, queue);
 		if (error != NULL)
 			rd_kafka_error_destroy(error);

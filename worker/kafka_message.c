@@ -92,7 +92,13 @@ static bool messages_alone = false;
 static bool
 retry_later(const ErrorData *edata)
 {
-	if (messages_alone && edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
+	/*
+	 * "out of shared memory" (the lock table full: another session's doing,
+	 * max_locks_per_transaction) has the same SQLSTATE as the backend's own
+	 * out of memory, and is no fault of the message's
+	 */
+	if (messages_alone && edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY &&
+		(edata->message == NULL || strncmp(edata->message, "out of shared memory", 20) != 0))
 		return false;
 	return error_is_transient(edata);
 }

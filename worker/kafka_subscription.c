@@ -348,7 +348,10 @@ parse_rdkafka(KafkaSubscription *sub, JsonbValue *v)
 		prop = pnstrdup(k.val.string.val, k.val.string.len);
 		field = psprintf("options.rdkafka.%s", prop);
 		tok = JsonbIteratorNext(&it, &val, true);
-		if (string_in(prop, reserved_properties, lengthof(reserved_properties)))
+		/* librdkafka takes a topic property with a "topic." prefix too */
+		if (string_in(prop, reserved_properties, lengthof(reserved_properties)) ||
+			(strncmp(prop, "topic.", 6) == 0 &&
+			 string_in(prop + 6, reserved_properties, lengthof(reserved_properties))))
 		{
 			rd_kafka_conf_destroy(conf);
 			invalid(sub->name, field, "notiflow sets this property itself (see the subscription's brokers, group_id and start)");
