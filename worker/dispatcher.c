@@ -274,7 +274,8 @@ prepare(ClaimedDelivery *c, List **providers)
 	{
 		delivery_repo_record_attempt(c->id, c->attempts + 1, c->provider, 0, 0, 0, "permanent",
 									 "provider missing or disabled", NULL);
-		delivery_fall_back(c->id, NULL, NULL, "provider missing or disabled");
+		/* a disabled one's kind is known: push and chat fall back within it */
+		delivery_fall_back(c->id, p->row.kind, NULL, "provider missing or disabled");
 		return NULL;
 	}
 	adapter = provider_adapter(p->row.kind);

@@ -238,6 +238,21 @@ exec=$(trigger A-1006)
 wait_for 60 settled "$exec"
 is "$(status_of "$exec" "$APNS_DEV")" sent "apns: with the first key back, its token is sent again"
 
+# --- 6. a disabled provider's queued push falls back to another provider of its kind ----------------
+# Its kind was not passed on: push and chat fall back only within a kind, so such a delivery found
+# no provider and became a dead letter.
+sql "SELECT notiflow.put_provider('fcm-backup', 'push', 'fcm', '$(q "$FCM_CONFIG")', 200)" >/dev/null
+exec=$(sql "BEGIN;
+            SELECT notiflow.trigger('shipped', '{\"order_id\": \"A-1007\"}', '\"ann\"');
+            UPDATE notiflow.providers SET enabled = false WHERE name = 'fcm';
+            COMMIT;" | head -1)
+wait_for 60 settled "$exec"
+is "$(sql "SELECT string_agg(DISTINCT provider || ' ' || status, ',') FROM notiflow.deliveries
+             WHERE execution_id = $exec AND strpos(recipient, '$FCM_A') > 0")" "fcm-backup sent" \
+   "a push queued for a provider disabled meanwhile is sent by another provider of its kind"
+is "$(sql "SELECT count(*) FROM notiflow.dead_letters WHERE details ->> 'execution_id' = '$exec'")" 0 "no dead letter"
+sql "UPDATE notiflow.providers SET enabled = true WHERE name = 'fcm'; UPDATE notiflow.providers SET enabled = false WHERE name = 'fcm-backup'" >/dev/null
+
 crashes=$(grep -c 'terminated by signal' "$CLUSTER_DIR/server.log")
 is "$crashes" 0 "no server process crashed$(grep -m1 -A1 'terminated by signal' "$CLUSTER_DIR/server.log" | sed 's/^.*UTC \[[0-9]*\] /: /' | tr '\n' ' ')"
 
