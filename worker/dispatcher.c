@@ -900,6 +900,20 @@ count_in_circuit(InFlight *f, ProviderResult *res, List **healthy)
 		provider_not_healthy(healthy, f->job.provider);
 }
 
+/* The flights circuit_order_cmp sorts indexes of. */
+static InFlight **circuit_order_flights;
+
+/* Orders indexes of circuit_order_flights by provider name, then index (qsort). */
+static int
+circuit_order_cmp(const void *a, const void *b)
+{
+	int			ia = *(const int *) a;
+	int			ib = *(const int *) b;
+	int			c = strcmp(circuit_order_flights[ia]->job.provider, circuit_order_flights[ib]->job.provider);
+
+	return c != 0 ? c : (ia > ib) - (ia < ib);
+}
+
 /* Orders finished transfers by delivery id (list_sort). */
 static int
 transfer_delivery_cmp(const ListCell *a, const ListCell *b)
@@ -1012,10 +1026,24 @@ record_results(List *done)
 	uncommitted.sent += n_sent;
 
 	for (int k = 0; k < n; k++)
-	{
 		if (still_claimed[k])
 			apply_not_sent(flights[k], &results[k]);
-		count_in_circuit(flights[k], &results[k], &healthy);
+
+	/*
+	 * The circuits last, by provider name (each provider's results in their
+	 * order): in delivery id order, two dispatchers recording failures of the
+	 * same two providers took their circuit rows in opposite orders, and
+	 * deadlocked, during an outage, when records run most.
+	 */
+	{
+		int		   *order = palloc(sizeof(int) * n);
+
+		for (int k = 0; k < n; k++)
+			order[k] = k;
+		circuit_order_flights = flights;
+		qsort(order, n, sizeof(int), circuit_order_cmp);
+		for (int k = 0; k < n; k++)
+			count_in_circuit(flights[order[k]], &results[order[k]], &healthy);
 	}
 
 	/*
