@@ -94,6 +94,7 @@ typedef struct Assigned
 	int64		stored;			/* next_offset in kafka_offsets as last read or written; -1: none */
 	int64		next;			/* the next offset after the batch being built; -1: none taken */
 	bool		paused;
+	bool		seeked;			/* nothing read since it was assigned or rewound */
 	int64		published_low;	/* the watermarks last published */
 	int64		published_high;
 } Assigned;
@@ -595,6 +596,7 @@ assign_from_database(rd_kafka_topic_partition_list_t *list)
 		assigned[i].partition = list->elems[i].partition;
 		assigned[i].stored = list->elems[i].offset >= 0 ? list->elems[i].offset : -1;
 		assigned[i].next = -1;
+		assigned[i].seeked = true;
 		assigned[i].published_low = assigned[i].published_high = -2;
 	}
 	nassigned = list->cnt;
@@ -709,7 +711,9 @@ poll_message(void)
  * topic created again, the offset set by hand), and reset it by
  * auto.offset.reset to the partition's first message.  The partition is read
  * from there: skipping up to the old offset would lose every message below
- * it.  A first message above the stored offset is logged: offsets without
+ * it.  A first message above the stored offset after an assignment or a
+ * rewind is logged (not after each batch: a transactional producer's markers
+ * leave such a gap after every transaction): offsets without
  * a message (transaction markers, compaction) or messages deleted by
  * retention before anyone read them.
  * docs/kafka.md says what that means for idempotency keys.
@@ -747,12 +751,13 @@ take_message(rd_kafka_message_t *m)
 				(errmsg("kafka consumer \"%s\": %s [%d] starts at offset %lld, below its stored offset %lld",
 						sub->name, a->topic, a->partition, (long long) m->offset, (long long) a->stored),
 				 errdetail("The stored offset is past the end of the partition (was the topic created again, or truncated?); it is read from its first message.")));
-	else if (a->next < 0 && a->stored >= 0 && m->offset > a->stored)
+	else if (a->next < 0 && a->seeked && a->stored >= 0 && m->offset > a->stored)
 		ereport(LOG,
 				(errmsg("kafka consumer \"%s\": %s [%d] starts at offset %lld, above its stored offset %lld",
 						sub->name, a->topic, a->partition, (long long) m->offset, (long long) a->stored),
 				 errdetail("Offsets without a message (transaction markers, compaction), or messages deleted by the topic's retention before they were read: the partition is read from the first message it has.")));
 	a->next = m->offset + 1;
+	a->seeked = false;
 	return TAKE_TAKEN;
 }
 
