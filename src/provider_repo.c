@@ -102,6 +102,21 @@ provider_repo_circuit_probe(const char *name, int lost_after_ms)
 	return SPI_processed == 1;
 }
 
+static SpiStatement release_probe_stmt = {
+	"UPDATE notiflow.provider_circuits SET state = 'open', updated_at = clock_timestamp()"
+	" WHERE provider = $1 AND state = 'half_open'",
+	1, {TEXTOID}
+};
+
+/* Gives a probe back without a verdict: the circuit is open again, cooled, for the next claim to probe. */
+void
+provider_repo_circuit_release_probe(const char *name)
+{
+	Datum		args[1] = {CStringGetTextDatum(name)};
+
+	spi_run(&release_probe_stmt, args, NULL, false, 0, SPI_OK_UPDATE);
+}
+
 /* Records a result on the circuit. */
 void
 provider_repo_circuit_result(const char *name, bool success, int threshold, const char *error)

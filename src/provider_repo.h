@@ -38,6 +38,14 @@ extern void provider_repo_circuit(const char *name, CircuitState *out);
  */
 extern bool provider_repo_circuit_probe(const char *name, int lost_after_ms);
 
+/*
+ * Gives a probe back that will bring no verdict (its delivery was deferred by
+ * the rate limit or its adapter, or its request was only a preliminary one):
+ * the circuit is open again, still cooled, and the next claim probes, instead
+ * of every delivery of the provider waiting a whole lease for the lost probe.
+ */
+extern void provider_repo_circuit_release_probe(const char *name);
+
 /* Records an attempt's effect on the circuit: success closes it, failures open it. */
 extern void provider_repo_circuit_result(const char *name, bool success, int threshold,
 										 const char *error);

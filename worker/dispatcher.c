@@ -81,6 +81,7 @@ typedef struct InFlight
 	int			max_attempts;
 	int			backoff_min_ms;
 	int			backoff_max_ms;
+	bool		probe;			/* the half-open circuit's probe of its provider */
 } InFlight;
 
 /*
@@ -269,6 +270,7 @@ prepare(ClaimedDelivery *c, List **providers)
 	InFlight   *f;
 	MemoryContext old;
 	int			wait_ms;
+	bool		probing = false;
 
 	if (!p->found)
 	{
@@ -299,7 +301,7 @@ prepare(ClaimedDelivery *c, List **providers)
 
 		if (((strcmp(p->circuit.state, "open") == 0 && cooled) || probe_lost) && !p->probe_taken &&
 			provider_repo_circuit_probe(p->row.name, notiflow_lease_ms))
-			p->probe_taken = true;	/* this delivery is the probe */
+			p->probe_taken = probing = true;	/* this delivery is the probe */
 		else if (strcmp(p->circuit.state, "open") == 0 && !cooled)
 		{
 			delivery_repo_record_attempt(c->id, c->attempts + 1, c->provider, 0, 0, 0, "circuit_open",
@@ -318,6 +320,11 @@ prepare(ClaimedDelivery *c, List **providers)
 	if (wait_ms > 0)
 	{
 		delivery_repo_defer(c->id, wait_ms);
+		if (probing)
+		{
+			provider_repo_circuit_release_probe(p->row.name);
+			p->probe_taken = false;
+		}
 		return NULL;
 	}
 
@@ -330,6 +337,7 @@ prepare(ClaimedDelivery *c, List **providers)
 	}
 	old = MemoryContextSwitchTo(f->cxt);
 	f->adapter = adapter;
+	f->probe = probing;
 	f->job.delivery_id = c->id;
 	f->tid = c->tid;
 	f->lease = c->lease;
@@ -391,12 +399,16 @@ build_requests(List *prepared)
 			delivery_repo_record_attempt(f->job.delivery_id, f->job.attempt, f->job.provider, 0, 0, 0,
 										 "permanent", error, NULL);
 			delivery_fall_back(f->job.delivery_id, f->job.kind, NULL, error);
+			if (f->probe)
+				provider_repo_circuit_release_probe(f->job.provider);
 			MemoryContextDelete(f->cxt);	/* f with it */
 		}
 		else if (f->req.defer_ms > 0)
 		{
 			/* the adapter waits (for a token being fetched): nothing to send, no attempt */
 			delivery_repo_defer(f->job.delivery_id, f->req.defer_ms);
+			if (f->probe)
+				provider_repo_circuit_release_probe(f->job.provider);
 			MemoryContextDelete(f->cxt);	/* f with it */
 		}
 		else
@@ -891,7 +903,12 @@ count_in_circuit(InFlight *f, ProviderResult *res, List **healthy)
 		(res->outcome == OUTCOME_PERMANENT && res->recipient_fault);
 
 	if (res->outcome == OUTCOME_AGAIN || (f->req.url_from_data && !success))
+	{
+		/* no verdict on the provider: a probe is given back, for the next claim */
+		if (f->probe)
+			provider_repo_circuit_release_probe(f->job.provider);
 		return;
+	}
 	/* a success only writes when it closes a circuit that had failures */
 	if (!success || !provider_known_healthy(healthy, f->job.provider))
 		provider_repo_circuit_result(f->job.provider, success, notiflow_circuit_failures,
