@@ -80,6 +80,13 @@
 #define BACKOFF_MAX_MS 30000
 /* failed batch transactions in a row after which the failed batch's messages are read one at a time */
 #define ISOLATE_AFTER 3
+
+/*
+ * Bytes of message values a batch takes at most (it ends after the message
+ * that reaches it): batch_size messages of max_message_bytes each, parsed and
+ * kept until the batch commits, would need gigabytes.
+ */
+#define BATCH_MAX_BYTES ((size_t) 64 * 1024 * 1024)
 #define CLOSE_TIMEOUT_MS 5000
 #define PIN_TIMEOUT_MS 5000		/* asking the broker where "latest" is */
 #define WATERMARK_QUERY_BUDGET_MS 500	/* per publication, for paused partitions */
@@ -817,11 +824,12 @@ consume_batch(void)
 {
 	KafkaCounters batch_counters;
 	TimestampTz deadline = 0;
+	size_t		batch_bytes = 0;
 	char	   *error;
 	bool		ok;
 
 	memset(&batch_counters, 0, sizeof(batch_counters));
-	while (nmessages < (isolate_left > 0 ? 1 : sub->batch_size))
+	while (nmessages < (isolate_left > 0 ? 1 : sub->batch_size) && batch_bytes < BATCH_MAX_BYTES)
 	{
 		rd_kafka_message_t *m = carried != NULL ? carried : poll_message();
 		bool		rebalance = recorded.revoke || recorded.assign != NULL || recorded.fatal;
@@ -834,6 +842,7 @@ consume_batch(void)
 			if (nmessages == 0)
 				deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sub->batch_time_ms);
 			messages[nmessages++] = m;
+			batch_bytes += m->len;
 		}
 		else if (took == TAKE_CARRY)
 		{

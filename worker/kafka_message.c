@@ -289,7 +289,12 @@ parse_value(KafkaSubscription *sub, rd_kafka_message_t *m, const char *volatile 
 	text = pg_any_to_server((const char *) m->payload, (int) m->len, PG_UTF8);
 	if (text == (const char *) m->payload)
 		text = pnstrdup(text, m->len);
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	{
+		Jsonb	   *value = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+
+		pfree(text);			/* a batch keeps its messages' values, not their text too */
+		return value;
+	}
 }
 
 /*
