@@ -251,6 +251,8 @@ SELECT c.kind, c.name,
     (58, 'smtp', '550 at RCPT (no enhanced code)', 550, '{"550 relay not permitted","curl-error: RCPT failed: 550"}', NULL, 55),
     (59, 'smtp', '550 5.1.10 at RCPT (null MX)', 550, '{"550 5.1.10 <ann@example.test>: Recipient address rejected: Domain example.test does not accept mail (nullMX)","curl-error: RCPT failed: 550"}', NULL, 55),
     (60, 'smtp', '454 AUTH (temporary)', 454, '{"454 4.7.0 Temporary authentication failure"}', NULL, 67),
+    -- "sender" inside the quoted address is not about the sender
+    (64, 'smtp', '550 5.1.1 at RCPT (<sender-ops@...>)', 550, '{"550 5.1.1 <sender-ops@example.test>: Recipient address rejected: User unknown","curl-error: RCPT failed: 550"}', NULL, 55),
     -- a URL or CA bundle that cannot work (curl 3, 1, 77) is configuration: no retry helps
     (61, 'sendgrid', 'malformed URL', 0, '{}', '', 3),
     (62, 'mailgun', 'unsupported protocol', 0, '{}', '', 1),

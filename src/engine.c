@@ -1936,9 +1936,6 @@ resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy, List **
 		return n;
 	if ((leave_when_busy || engine_never_waits_for_keys) && error_is_lock_conflict(e))
 	{
-		int64	   *busy = palloc(sizeof(int64) * n);
-		int			n_busy = 0;
-
 		/* one by one: only those that meet the other transaction are left for the next round */
 		for (int k = 0; k < n; k++)
 		{
@@ -1947,19 +1944,26 @@ resume_isolated(int64 *ids, int n, List *finished, bool leave_when_busy, List **
 			if (n > 1)
 				resume_one_isolated(ids[k], finished, true, false, &status);
 			resumed += status != NULL;
-			if (status == NULL)
-				busy[n_busy++] = ids[k];
 			if (status == NULL && left != NULL)
 				*left = lappend(*left, &ids[k]);
+			/* deferred at once: the rows stay locked in id order */
+			if (status == NULL && !leave_when_busy)
+				defer_busy(&ids[k], 1, finished);
 		}
-		if (!leave_when_busy && n_busy > 0)
-			defer_busy(busy, n_busy, finished);
 		return resumed;
 	}
 	if (error_is_lock_conflict(e) || error_is_interrupt(e))
 		ReThrowError(e);
 	for (int k = 0; k < n; k++)
-		resume_one_isolated(ids[k], finished, leave_when_busy, false, NULL);
+	{
+		const char *status = "";
+
+		/* (one failing for another reason, the others may still meet a held key) */
+		resume_one_isolated(ids[k], finished, leave_when_busy || engine_never_waits_for_keys, false,
+							engine_never_waits_for_keys ? &status : NULL);
+		if (status == NULL && !leave_when_busy)
+			defer_busy(&ids[k], 1, finished);
+	}
 	return n;
 }
 

@@ -750,7 +750,15 @@ take_message(rd_kafka_message_t *m)
 	if (a->next >= 0 && m->offset < a->next)
 	{
 		if (nmessages > 0)
+		{
+			/*
+			 * the batch stores the carried message's offset for the
+			 * partition: should the next batch not commit, the partition is
+			 * read again from there, not from past the messages of the reset
+			 */
+			a->next = m->offset;
 			return TAKE_CARRY;
+		}
 		a->next = -1;			/* (a batch begins: read from here, as below) */
 	}
 	if (a->next < 0 && a->stored >= 0 && m->offset < a->stored)

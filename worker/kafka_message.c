@@ -95,10 +95,11 @@ retry_later(const ErrorData *edata)
 	/*
 	 * "out of shared memory" (the lock table full: another session's doing,
 	 * max_locks_per_transaction) has the same SQLSTATE as the backend's own
-	 * out of memory, and is no fault of the message's
+	 * out of memory, and is no fault of the message's (told by its
+	 * untranslated message)
 	 */
 	if (messages_alone && edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY &&
-		(edata->message == NULL || strncmp(edata->message, "out of shared memory", 20) != 0))
+		(edata->message_id == NULL || strcmp(edata->message_id, "out of shared memory") != 0))
 		return false;
 	return error_is_transient(edata);
 }

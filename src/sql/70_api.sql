@@ -264,45 +264,6 @@ Verifies X-API-Key, switches to the key's role and refuses endpoints the role ma
 
 -- Views --------------------------------------------------------------------------
 
--- A chat address that is a webhook URL is a secret: whoever has it posts into the channel (a
--- provider's webhook_url is shown as ******** for the same reason).  The API shows its scheme and
--- host only; channel and user ids are shown as they are.
-CREATE FUNCTION notiflow.mask_url(address text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN address ~* '^https?://'
-                THEN regexp_replace(address, '^([A-Za-z]+://)([^/?#@]*@)?([^/?#]*).*$', '\1\3/********', 's')
-                ELSE address END
-$$;
-COMMENT ON FUNCTION notiflow.mask_url(text) IS
-    'An http(s) URL cut to its scheme and host (no user info), followed by /********; any other text as it is.';
-
--- A chat object ({"slack": ..., "discord": ..., "teams": ...}) with its URLs masked.
-CREATE FUNCTION notiflow.mask_chat(chat jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN jsonb_typeof(chat) = 'object'
-                THEN (SELECT coalesce(jsonb_object_agg(c.key, CASE WHEN jsonb_typeof(c.value) = 'string'
-                                                                   THEN to_jsonb(notiflow.mask_url(c.value #>> '{}'))
-                                                                   ELSE c.value END), '{}')
-                        FROM jsonb_each(chat) c)
-                ELSE chat END
-$$;
-COMMENT ON FUNCTION notiflow.mask_chat(jsonb) IS 'A subscriber''s chat addresses with their webhook URLs masked (mask_url).';
-
--- A recipient object whose chat addresses are masked.
-CREATE FUNCTION notiflow.mask_recipient(recipient jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN jsonb_typeof(recipient -> 'chat') = 'object'
-                THEN jsonb_set(recipient, '{chat}', notiflow.mask_chat(recipient -> 'chat'))
-                ELSE recipient END
-$$;
-COMMENT ON FUNCTION notiflow.mask_recipient(jsonb) IS 'A recipient with its chat addresses masked (mask_chat).';
-
 CREATE VIEW notiflow_api.workflows WITH (security_invoker = true) AS
 SELECT w.key, w.name, w.active, w.current_version, v.definition, w.created_at, w.updated_at
   FROM notiflow.workflows w
@@ -318,12 +279,8 @@ COMMENT ON VIEW notiflow_api.workflow_versions IS
     'Immutable workflow versions; executions pin the version they started with.';
 
 CREATE VIEW notiflow_api.executions WITH (security_invoker = true) AS
-SELECT e.id, e.workflow_key, e.workflow_version, e.status, e.payload, notiflow.mask_recipient(e.recipient) AS recipient,
-       e.subscriber_id, e.idempotency_key, e.error,
-       CASE WHEN jsonb_typeof(e.context -> 'recipient') = 'object'
-            THEN jsonb_set(e.context, '{recipient}', notiflow.mask_recipient(e.context -> 'recipient'))
-            ELSE e.context END AS context,
-       e.wake_at, e.created_at, e.updated_at, e.finished_at
+SELECT e.id, e.workflow_key, e.workflow_version, e.status, e.payload, e.recipient, e.subscriber_id,
+       e.idempotency_key, e.error, e.context, e.wake_at, e.created_at, e.updated_at, e.finished_at
   FROM notiflow.executions e;
 COMMENT ON VIEW notiflow_api.executions IS
 $$Executions: one run of a workflow version for one recipient
@@ -338,9 +295,7 @@ $$The nodes executions ran
 Status, the outcome that chose the next edges, output and timings. Embed execution(*).$$;
 
 CREATE VIEW notiflow_api.deliveries WITH (security_invoker = true) AS
-SELECT d.id, d.execution_id, d.node_id, d.channel, d.provider,
-       CASE WHEN d.channel = 'chat' THEN notiflow.mask_url(d.recipient) ELSE d.recipient END AS recipient,
-       d.content, d.status,
+SELECT d.id, d.execution_id, d.node_id, d.channel, d.provider, d.recipient, d.content, d.status,
        d.attempts AS attempt_count,
        d.tried_providers, d.next_attempt_at, d.provider_message_id, d.last_error, d.created_at, d.updated_at,
        d.sent_at, d.finished_at
@@ -365,19 +320,13 @@ COMMENT ON VIEW notiflow_api.delivery_events IS
     'What providers reported about deliveries after accepting them (delivered, bounced, opened, ...).';
 
 CREATE VIEW notiflow_api.execution_timeline WITH (security_invoker = true) AS
-SELECT t.execution_id, t.seq, t.at, t.kind, t.node_id, t.type, t.status, t.outcome,
-       CASE WHEN t.kind = 'delivery' AND t.type = 'chat'
-            THEN jsonb_set(t.detail, '{recipient}', to_jsonb(notiflow.mask_url(t.detail ->> 'recipient')))
-            ELSE t.detail END AS detail,
-       t.error
+SELECT t.execution_id, t.seq, t.at, t.kind, t.node_id, t.type, t.status, t.outcome, t.detail, t.error
   FROM notiflow.execution_timeline t;
 COMMENT ON VIEW notiflow_api.execution_timeline IS 'Steps and deliveries of executions in one list, for a timeline.';
 
 CREATE VIEW notiflow_api.subscribers WITH (security_invoker = true) AS
-SELECT s.id, s.name, s.email, s.phone, s.locale, s.timezone, s.data, s.push, notiflow.mask_chat(s.chat) AS chat,
-       s.preferences,
-       ARRAY(SELECT notiflow.mask_url(a) FROM unnest(s.invalid_addresses) a) AS invalid_addresses,
-       s.created_at, s.updated_at
+SELECT s.id, s.name, s.email, s.phone, s.locale, s.timezone, s.data, s.push, s.chat, s.preferences,
+       s.invalid_addresses, s.created_at, s.updated_at
   FROM notiflow.subscribers s;
 COMMENT ON VIEW notiflow_api.subscribers IS
 $$Recipients
@@ -815,7 +764,7 @@ END;
 $$;
 COMMENT ON FUNCTION notiflow_api.put_provider(text, text, text, jsonb, integer, boolean) IS
 $$Creates or replaces a provider (admin)
-The config is checked against the kind (422 naming the missing or invalid key). A secret sent as ******** keeps its stored value, unless the destination (base_url, url, webhook_url, region, domain, token_uri, ca_file) changes with it (422).$$;
+The config is checked against the kind (422 naming the missing or invalid key). A secret sent as ******** keeps its stored value, unless the destination (base_url, url, webhook_url, region, domain, token_uri, ca_file, starttls) changes with it (422).$$;
 
 CREATE FUNCTION notiflow_api.send_test(provider text, recipient text DEFAULT NULL, content jsonb DEFAULT NULL)
 RETURNS bigint

@@ -243,16 +243,6 @@ rpc "$WRITER" put_subscriber '{"id": "ada", "attributes": {"preferences": {"chan
 get "$READER" '/subscribers?id=eq.ada&select=name,email,preferences'
 is "$(body -c '.[0]')" '{"name":"Ada","email":"ada@example.com","preferences":{"channels":{"sms":false}}}' \
    "GET /subscribers shows the attributes and the preferences put"
-# a chat address that is a webhook URL is a secret (whoever has it posts into the channel): shown
-# cut to its host, a channel id as it is
-rpc "$WRITER" put_subscriber '{"id": "grace", "attributes": {"chat": {"discord": "https://discord.com/api/webhooks/9/secret-token", "slack": "C0123456789"}}}'
-get "$READER" '/subscribers?id=eq.grace&select=chat'
-is "$(body -c '.[0].chat')" '{"slack":"C0123456789","discord":"https://discord.com/********"}' \
-   "GET /subscribers masks a chat webhook URL"
-rpc "$WRITER" trigger '{"workflow_key": "hook", "payload": {"order_id": 8}, "recipient": {"chat": {"teams": "https://contoso.webhook.office.com/webhookb2/a@b/IncomingWebhook/c/d"}}}'
-get "$READER" "/executions?id=eq.$(cat "$WORK/body")&select=recipient"
-is "$(body -c '.[0].recipient.chat')" '{"teams":"https://contoso.webhook.office.com/********"}' \
-   "GET /executions masks an inline recipient's chat webhook URL"
 rpc "$WRITER" put_subscriber '{"id": "ada", "attributes": {"phone": "555-1234"}}'
 is_error 422 22023 "an invalid attribute: 422"
 is "$(body .details)" 'attributes.phone: "555-1234" is not an E.164 number like +15551234567' "details name the attribute"

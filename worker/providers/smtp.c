@@ -89,15 +89,28 @@ smtp_reply_to_rcpt(const ProviderResponse *resp)
 		strncmp(resp->curl_error, "RCPT failed", 11) == 0;
 }
 
-/* A lower-case copy of s (ASCII letters only). */
-static char *
-str_tolower_ascii(const char *s)
+/*
+ * Whether a reply's text says it is about the sender ("Sender address
+ * rejected"), outside the addresses it quotes in <...> (a recipient
+ * "<sender-ops@example.com>" says nothing about the sender).
+ */
+static bool
+names_sender(const char *text)
 {
-	char	   *copy = pstrdup(s);
+	StringInfoData plain;
+	int			depth = 0;
 
-	for (char *p = copy; *p; p++)
-		*p = pg_ascii_tolower((unsigned char) *p);
-	return copy;
+	initStringInfo(&plain);
+	for (const char *p = text; *p; p++)
+	{
+		if (*p == '<')
+			depth++;
+		else if (*p == '>' && depth > 0)
+			depth--;
+		else if (depth == 0)
+			appendStringInfoChar(&plain, pg_ascii_tolower((unsigned char) *p));
+	}
+	return strstr(plain.data, "sender") != NULL;
 }
 
 /* What a refusal of RCPT TO says about the address (smtp_refusal). */
@@ -140,7 +153,7 @@ smtp_refusal(const ProviderResponse *resp)
 	if (*end != ' ' && *end != '\0')
 		return REFUSAL_UNSURE;
 	if ((detail == 1 || detail == 2 || detail == 3 || detail == 6 || detail == 10) &&
-		strstr(str_tolower_ascii(text), "sender") == NULL)
+		!names_sender(text))
 		return REFUSAL_ADDRESS;
 	return REFUSAL_PROVIDER;
 }
