@@ -1258,9 +1258,9 @@ run_resolve_recipient(Run *run, Jsonb *spec, const char *where)
 		run->recipient = inline_fields;
 }
 
-/* Checks a trigger payload: an object within notiflow.max_payload_size. */
 static void check_size(Jsonb *doc, const char *what, const char *where);
 
+/* Checks a trigger payload: an object within notiflow.max_payload_size. */
 static void
 check_payload(Jsonb *payload, const char *where)
 {

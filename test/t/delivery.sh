@@ -179,12 +179,18 @@ ok $([[ "$mail_date" =~ ^(Mon|Tue|Wed|Thu|Fri|Sat|Sun),\ [0-9]{2}\ [A-Z][a-z]{2}
 # Refusals at RCPT TO: "550 5.1.1" (user unknown) is the address's fault, "550 5.7.1" (relay
 # denied) the provider's, which servers also answer at RCPT TO: only the first marks the address
 # invalid (both did)
-sql "SELECT notiflow.put_subscriber('gone', '{\"email\": \"gone@example.com\"}');
-     SELECT notiflow.put_subscriber('elsewhere', '{\"email\": \"elsewhere@example.com\"}')" >/dev/null
-gone=$(sql "SELECT notiflow.trigger('mail', '{\"marker\": \"rcpt\"}', '\"gone\"')")
-elsewhere=$(sql "SELECT notiflow.trigger('mail', '{\"marker\": \"rcpt\"}', '\"elsewhere\"')")
-wait_for 20 status_is "$gone" failed && wait_for 20 status_is "$elsewhere" failed
+# refused_pair A B: subscribers A and B (A@example.com, B@example.com) are each sent the mail workflow;
+# waits for both deliveries to fail, and sets REFUSED_A and REFUSED_B to their executions.
+refused_pair() {
+    sql "SELECT notiflow.put_subscriber('$1', '{\"email\": \"$1@example.com\"}');
+         SELECT notiflow.put_subscriber('$2', '{\"email\": \"$2@example.com\"}')" >/dev/null
+    REFUSED_A=$(sql "SELECT notiflow.trigger('mail', '{\"marker\": \"rcpt\"}', '\"$1\"')")
+    REFUSED_B=$(sql "SELECT notiflow.trigger('mail', '{\"marker\": \"rcpt\"}', '\"$2\"')")
+    wait_for 20 status_is "$REFUSED_A" failed && wait_for 20 status_is "$REFUSED_B" failed
+}
+refused_pair gone elsewhere
 ok $? "smtp: both refused deliveries fail (smtp is the only email provider here)"
+gone=$REFUSED_A elsewhere=$REFUSED_B
 is "$(sql "SELECT string_agg(a.error_class || ' ' || a.error, ' | ' ORDER BY d.execution_id) FROM notiflow.delivery_attempts a
              JOIN notiflow.deliveries d ON d.id = a.delivery_id WHERE d.execution_id IN ($gone, $elsewhere)")" \
    "invalid_recipient SMTP reply 550: 550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown | permanent SMTP reply 550: 550 5.7.1 <elsewhere@example.com>: Relay access denied" \
@@ -194,12 +200,9 @@ is "$(sql "SELECT string_agg(id || ':' || array_length(invalid_addresses, 1)::te
 # "550 5.1.0 <from>: Sender address rejected" (Postfix refuses an unknown sender at RCPT TO) is the
 # provider's, and "550 relay not permitted" (no enhanced status code) may be either: neither marks
 # the address invalid (both did)
-sql "SELECT notiflow.put_subscriber('unsent', '{\"email\": \"unsent@example.com\"}');
-     SELECT notiflow.put_subscriber('plain', '{\"email\": \"plain@example.com\"}')" >/dev/null
-unsent=$(sql "SELECT notiflow.trigger('mail', '{\"marker\": \"rcpt\"}', '\"unsent\"')")
-plain=$(sql "SELECT notiflow.trigger('mail', '{\"marker\": \"rcpt\"}', '\"plain\"')")
-wait_for 20 status_is "$unsent" failed && wait_for 20 status_is "$plain" failed
+refused_pair unsent plain
 ok $? "smtp: a refused sender and a refusal without an enhanced code fail the deliveries"
+unsent=$REFUSED_A plain=$REFUSED_B
 is "$(sql "SELECT string_agg(a.error_class, ' | ' ORDER BY d.execution_id) FROM notiflow.delivery_attempts a
              JOIN notiflow.deliveries d ON d.id = a.delivery_id WHERE d.execution_id IN ($unsent, $plain)")" \
    "permanent | permanent" "smtp: both are permanent failures (falling back), not invalid recipients"
