@@ -320,11 +320,9 @@ prepare(ClaimedDelivery *c, List **providers)
 	if (wait_ms > 0)
 	{
 		delivery_repo_defer(c->id, wait_ms);
+		/* (the claim's other deliveries of the provider still wait: the next claim probes) */
 		if (probing)
-		{
 			provider_repo_circuit_release_probe(p->row.name);
-			p->probe_taken = false;
-		}
 		return NULL;
 	}
 
