@@ -188,6 +188,19 @@ COMMENT ON VIEW notiflow.dead_letters_all IS 'Dead letters, live and archived.';
 COMMENT ON VIEW notiflow.alerts_all IS 'Alerts, live and archived.';
 
 -- Computes the daily_stats rows of what was created in [since, until); day is the UTC date of since.
+-- Whether an attempt was a request made to its provider, whose latency counts: not one refused
+-- before (no provider, a request that could not be built, an open circuit).  One definition for
+-- daily_stats, the metrics' counters and their latency quantiles.
+CREATE FUNCTION notiflow.attempt_was_request(error_class text, status_code integer, curl_code integer)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient', 'rejected')
+       AND (status_code IS NOT NULL OR curl_code IS NOT NULL)
+$$;
+COMMENT ON FUNCTION notiflow.attempt_was_request(text, integer, integer) IS
+    'Whether a delivery attempt was a request made to its provider (its latency counts), not one refused before it.';
+
 CREATE FUNCTION notiflow.stats_between(since timestamptz, until timestamptz)
 RETURNS SETOF notiflow.daily_stats
 LANGUAGE plpgsql STABLE
@@ -237,9 +250,7 @@ fb AS (
 a_day AS MATERIALIZED (
     SELECT coalesce(e.workflow_key, '') AS workflow_key, coalesce(d.channel, '') AS channel, a.provider,
            a.error_class, a.attempt, a.latency_ms,
-           -- a request that was made: not one refused before (no provider, a request that could not be built)
-           a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient', 'rejected')
-             AND (a.status_code IS NOT NULL OR a.curl_code IS NOT NULL) AS timed
+           notiflow.attempt_was_request(a.error_class, a.status_code, a.curl_code) AS timed
       FROM notiflow.delivery_attempts_all a
       LEFT JOIN notiflow.deliveries_all d ON d.id = a.delivery_id
       LEFT JOIN notiflow.executions_all e ON e.id = d.execution_id
@@ -348,9 +359,7 @@ AS $$
                    count(x.latency_ms) FILTER (WHERE x.timed) AS timed,
                    coalesce(sum(x.latency_ms) FILTER (WHERE x.timed), 0)::double precision AS latency_sum
               FROM (SELECT a.provider, a.error_class, a.attempt, a.latency_ms,
-                           -- a request that was made, as stats_between counts it
-                           a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient', 'rejected')
-                             AND (a.status_code IS NOT NULL OR a.curl_code IS NOT NULL) AS timed
+                           notiflow.attempt_was_request(a.error_class, a.status_code, a.curl_code) AS timed
                       FROM notiflow.delivery_attempts_all a
                      WHERE a.created_at >= since AND a.created_at < until) x
              GROUP BY x.provider, x.error_class) a
@@ -867,8 +876,7 @@ BEGIN
         SELECT a.provider,
                percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY a.latency_ms) AS q
           FROM notiflow.delivery_attempts a
-         WHERE a.created_at > now() - span AND a.error_class IN ('sent', 'retry', 'permanent', 'invalid_recipient', 'rejected')
-           AND (a.status_code IS NOT NULL OR a.curl_code IS NOT NULL)  -- requests that were made
+         WHERE a.created_at > now() - span AND notiflow.attempt_was_request(a.error_class, a.status_code, a.curl_code)
          GROUP BY a.provider
     ),
     families (ord, text) AS (
