@@ -30,6 +30,7 @@ int			notiflow_dispatch_workers = 1;
 int			notiflow_http_concurrency = 256;
 int			notiflow_dispatch_batch_size = 200;
 int			notiflow_lease_ms = 60000;
+int			notiflow_stop_timeout_ms = 5000;
 bool		notiflow_allow_private_urls = false;
 int			notiflow_circuit_failures = 5;
 int			notiflow_circuit_cooldown_ms = 30000;
@@ -146,6 +147,12 @@ _PG_init(void)
 							NULL,
 							&notiflow_lease_ms,
 							60000, 1000, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("notiflow.stop_timeout",
+							"How long a stopping dispatcher waits for the answers to its requests in flight.",
+							"Requests still in flight then are sent again after their lease.",
+							&notiflow_stop_timeout_ms,
+							5000, 0, 600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomBoolVariable("notiflow.allow_private_urls",
 							 "Allow URLs from data to reach loopback, private and link-local addresses.",

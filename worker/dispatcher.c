@@ -24,7 +24,8 @@
  * so the table is not polled.  A dispatcher killed mid-flight loses nothing:
  * its claimed deliveries come back when their lease expires (a request that
  * had reached the provider is then sent twice, and counted in
- * delivery_attempts).
+ * delivery_attempts).  One asked to stop (SIGTERM) claims nothing more and
+ * first records the requests it has in flight (dispatcher_sigterm).
  */
 #include "postgres.h"
 
@@ -55,6 +56,7 @@
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "delivery_repo.h"
@@ -1126,6 +1128,93 @@ record(List *done)
 		pg_atomic_write_u64(&my_slot->in_flight, http_in_flight());
 }
 
+/*
+ * Stopping (SIGTERM: a server shutdown, fewer notiflow.dispatch_workers, a
+ * launcher that ends, pg_terminate_backend).  Ending at once, as die() does,
+ * abandoned the requests in flight: the provider had them, and their
+ * deliveries were sent again after their lease.  Instead the dispatcher
+ * claims nothing more, waits up to notiflow.stop_timeout for the answers,
+ * records them, and exits; what is still in flight then is left to its lease
+ * (and logged).  A second SIGTERM ends it at once; so does the stop timeout
+ * (plus STOP_MARGIN_MS) while a transaction waits, a lock say, as die() would.
+ */
+#define STOP_MARGIN_MS 1000
+static volatile sig_atomic_t stop_requested = false;
+static TimestampTz stop_deadline = 0;	/* 0: not stopping yet */
+static TimeoutId stop_timer;
+
+static void
+dispatcher_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	if (stop_requested)
+		die(postgres_signal_arg);
+	else
+	{
+		stop_requested = true;
+		SetLatch(MyLatch);
+	}
+	errno = save_errno;
+}
+
+/* The stop timer (a SIGALRM handler): what die() does. */
+static void
+stop_timer_fired(void)
+{
+	if (!proc_exit_inprogress)
+	{
+		InterruptPending = true;
+		ProcDiePending = true;
+	}
+	SetLatch(MyLatch);
+}
+
+/*
+ * Called at the top of the loop, no transaction open: begins the stop when it
+ * was asked for, and exits once nothing is in flight or the time is up.
+ * Returns the milliseconds left to wait for answers, or -1 when not stopping.
+ */
+static long
+stop_if_asked(void)
+{
+	TimestampTz now;
+	int			in_flight = http_in_flight();
+
+	if (!stop_requested)
+		return -1;
+	now = GetCurrentTimestamp();
+	if (stop_deadline == 0)
+	{
+		stop_deadline = TimestampTzPlusMilliseconds(now, notiflow_stop_timeout_ms);
+		if (in_flight > 0 && notiflow_stop_timeout_ms > 0)
+		{
+			ereport(LOG,
+					(errmsg_plural("notiflow dispatcher stopping: waiting up to %d ms for %d request in flight",
+								   "notiflow dispatcher stopping: waiting up to %d ms for %d requests in flight",
+								   in_flight, notiflow_stop_timeout_ms, in_flight)));
+			stop_timer = RegisterTimeout(USER_TIMEOUT, stop_timer_fired);
+			enable_timeout_at(stop_timer, TimestampTzPlusMilliseconds(stop_deadline, STOP_MARGIN_MS));
+		}
+	}
+	if (in_flight == 0)
+	{
+		ereport(LOG, (errmsg("notiflow dispatcher stopped")));
+		proc_exit(0);
+	}
+	if (now >= stop_deadline)
+	{
+		ereport(LOG,
+				(errmsg_plural("notiflow dispatcher stopped with %d request in flight",
+							   "notiflow dispatcher stopped with %d requests in flight",
+							   in_flight, in_flight),
+				 errdetail("Their deliveries are claimed again when their lease runs out; a provider that had them sees them twice."),
+				 errhint("Raise notiflow.stop_timeout to wait longer for answers when stopping.")));
+		proc_exit(0);
+	}
+	return (long) ((stop_deadline - now + 999) / 1000);
+}
+
 /* Releases this worker's slot at exit. */
 static void
 dispatcher_detach(int code, Datum arg)
@@ -1148,7 +1237,7 @@ notiflow_dispatcher_main(Datum arg)
 	HASHCTL		ctl;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, dispatcher_sigterm);
 	BackgroundWorkerUnblockSignals();
 	notiflow_worker_keep_memory();
 	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
@@ -1190,6 +1279,7 @@ notiflow_dispatcher_main(Datum arg)
 		long		next_due_ms = -1;
 		long		timeout;
 		long		curl_ms;
+		long		stop_ms;
 		bool		extension_present = true;
 		int			claimed = 0;
 		int			capacity;
@@ -1208,9 +1298,10 @@ notiflow_dispatcher_main(Datum arg)
 		}
 		if (notiflow_database_dropping(MyDatabaseId))
 			proc_exit(0);
+		stop_ms = stop_if_asked();
 
 		capacity = notiflow_http_concurrency - http_in_flight();
-		if (capacity > 0)
+		if (capacity > 0 && stop_ms < 0)
 		{
 			List	   *ready = claim(Min(capacity, notiflow_dispatch_batch_size), &next_due_ms,
 									  &extension_present, &claimed);
@@ -1245,6 +1336,8 @@ notiflow_dispatcher_main(Datum arg)
 		curl_ms = http_timeout_ms();
 		if (curl_ms >= 0 && (timeout < 0 || curl_ms < timeout))
 			timeout = curl_ms;
+		if (stop_ms >= 0 && (timeout < 0 || stop_ms < timeout))
+			timeout = stop_ms;
 		if (timeout < 0 || timeout > 10000)
 			timeout = 10000;	/* a safety net for wake-ups nobody sent */
 		(void) WaitLatchOrSocket(MyLatch,

@@ -100,6 +100,7 @@ extern int	notiflow_dispatch_workers;
 extern int	notiflow_http_concurrency;
 extern int	notiflow_dispatch_batch_size;
 extern int	notiflow_lease_ms;
+extern int	notiflow_stop_timeout_ms;
 extern bool notiflow_allow_private_urls;
 extern int	notiflow_circuit_failures;
 extern int	notiflow_circuit_cooldown_ms;

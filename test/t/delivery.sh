@@ -3,7 +3,7 @@
 # with shared_preload_libraries = 'notiflow', against the provider doubles
 # (test/doubles): every provider's real request, retries, Retry-After,
 # fallback, dead letters and replay, the circuit breaker, rate limiting, a
-# dispatcher killed with deliveries in flight, SIGHUP reload, DROP DATABASE.
+# dispatcher killed (or stopped) with deliveries in flight, SIGHUP reload, DROP DATABASE.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source test/lib/tap.sh
@@ -774,6 +774,58 @@ received=$(double GET "requests?provider=webhook" | jq '[.[] | select(.verdict =
 echo "# after kill -9: 20 deliveries, $received accepted by the provider after the crash (the rest were accepted before it or are duplicates)"
 is "$(sql "SELECT count(DISTINCT d.id) FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = 'crash' AND d.status = 'sent'")" 20 \
    "each delivery is recorded once as sent"
+
+# --- 8b. SIGTERM with deliveries in flight: answers first, then exit -------------------------------
+# A dispatcher asked to stop claims nothing more, waits up to notiflow.stop_timeout (default 5 s)
+# for the answers to its requests in flight and records them: ending at once sent each of them
+# again after its lease (the provider saw every one twice).  A long lease here, so that nothing
+# but the stop could end them; curl sends the first request to a new host alone (it waits to
+# learn whether the connection multiplexes), the other nine after its answer.
+psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.lease_time = '60s'" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 10 sql_is "SHOW notiflow.lease_time" 1min
+double POST reset >/dev/null
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500}], "repeat": true}' >/dev/null
+sql "SELECT count(*) FROM notiflow.trigger_many('hook', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 10)), '{\"marker\": \"stop\"}')" >/dev/null
+wait_for 20 parked 9
+ok $? "webhook requests are in flight at the provider"
+pid=$(dispatcher_pid)
+psql -X -q -d postgres -c "SELECT pg_terminate_backend($pid)" >/dev/null
+stop_sent() { sql_is "SELECT count(*) FILTER (WHERE d.status = 'sent') FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = '$1'" "$2"; }
+wait_for 20 stop_sent stop 10
+ok $? "after SIGTERM every delivery in flight is recorded as sent, well within the lease"
+gone() { ! kill -0 "$1" 2>/dev/null; }
+wait_for 10 gone "$pid"
+ok $? "and the dispatcher exited"
+ok $(grep -Eq "notiflow dispatcher stopping: waiting up to 5000 ms for (9|10) requests in flight" "$CLUSTER_DIR/server.log"; echo $?) \
+   "it logged that it waits for its requests"
+is "$(sql "SELECT count(*) FROM notiflow.delivery_attempts a JOIN notiflow.deliveries d ON d.id = a.delivery_id JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = 'stop'")" 10 \
+   "one attempt per delivery"
+# (by marker: requests held by the double before section 8's kill -9 are recorded when their delay ends)
+is "$(double GET "requests?provider=webhook" | jq '[.[] | select(.body | contains("\"marker\": \"stop\""))] | length')" 10 \
+   "the provider received each request once"
+psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.lease_time" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 1
+ok $? "the launcher starts a dispatcher again"
+# Past notiflow.stop_timeout it leaves, and the lease (3 s here) brings the delivery back.
+psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.stop_timeout = '500ms'" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 10 sql_is "SHOW notiflow.stop_timeout" 500ms
+double POST reset >/dev/null
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 2500}], "repeat": true}' >/dev/null
+exec=$(trigger hook stop-late)
+wait_for 20 parked 1
+pid=$(dispatcher_pid)
+start=$SECONDS
+psql -X -q -d postgres -c "SELECT pg_terminate_backend($pid)" >/dev/null
+wait_for 10 gone "$pid"
+ok $? "with notiflow.stop_timeout = 500ms it exits before the answer comes ($((SECONDS - start)) s)"
+ok $(grep -q "notiflow dispatcher stopped with 1 request in flight" "$CLUSTER_DIR/server.log"; echo $?) \
+   "it logged the request it left in flight"
+is "$(sql "SELECT status FROM notiflow.deliveries WHERE execution_id = $exec")" sending \
+   "the delivery is still sending (its answer was not waited for)"
+double POST reset >/dev/null
+wait_for 30 status_is "$exec" sent
+ok $? "its lease brought it back, and it was sent"
+psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.stop_timeout" -c "SELECT pg_reload_conf()" >/dev/null
 
 # --- 9. URLs from data may not reach private addresses (unless allowed) ---------------------
 sql "SELECT notiflow.put_workflow('datahook', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
