@@ -574,14 +574,32 @@ phase_end(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/* What phase_try rolls back and returns instead of raising. */
+#define ABSORB_CONFLICTS	0x01	/* a lock conflict, a query cancel */
+#define ABSORB_DATA_ERRORS	0x02	/* an error about the data (isolatable) */
+
 /*
- * Runs a phase (fn: its transaction, begun and ended by phase_begin and
- * phase_end).  When it loses a lock conflict, or a query cancel came, and
- * absorb is set, the transaction is rolled back, the error logged, and false
- * returned; any other error is raised (it ends the worker).
+ * True for an error about the rows a phase wrote rather than the server: a
+ * constraint, a trigger or rule someone added that refuses them, a value out
+ * of range.  Not a lock conflict, a cancel or shutdown, resources exhausted,
+ * an I/O error, or an internal error (XX: corruption, a cache lookup): run
+ * again, or by the next dispatcher, those may go through.
  */
 static bool
-phase_run(void (*fn) (void *arg), void *arg, bool absorb)
+error_is_about_data(const ErrorData *edata)
+{
+	return edata->elevel == ERROR && !error_is_transient(edata) &&
+		ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_INTERNAL_ERROR;
+}
+
+/*
+ * Runs a phase (fn: its transaction, begun and ended by phase_begin and
+ * phase_end).  When it raises an error that absorb names, the transaction is
+ * rolled back, the error logged, and the error returned; any other error is
+ * raised (it ends the worker).  NULL when it committed.
+ */
+static ErrorData *
+phase_try(void (*fn) (void *arg), void *arg, int absorb)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ErrorData  *volatile edata = NULL;
@@ -594,7 +612,9 @@ phase_run(void (*fn) (void *arg), void *arg, bool absorb)
 	{
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		if (!absorb || !(error_is_lock_conflict(edata) || edata->sqlerrcode == ERRCODE_QUERY_CANCELED))
+		if (!(((absorb & ABSORB_CONFLICTS) &&
+			   (error_is_lock_conflict(edata) || edata->sqlerrcode == ERRCODE_QUERY_CANCELED)) ||
+			  ((absorb & ABSORB_DATA_ERRORS) && error_is_about_data(edata))))
 			PG_RE_THROW();
 		HOLD_INTERRUPTS();
 		EmitErrorReport();
@@ -605,7 +625,14 @@ phase_run(void (*fn) (void *arg), void *arg, bool absorb)
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
-	return edata == NULL;
+	return edata;
+}
+
+/* phase_try, absorbing lock conflicts and cancels when absorb is set; true when it committed. */
+static bool
+phase_run(void (*fn) (void *arg), void *arg, bool absorb)
+{
+	return phase_try(fn, arg, absorb ? ABSORB_CONFLICTS : 0) == NULL;
 }
 
 /* The arguments and results of claim_transaction. */
@@ -1090,31 +1117,115 @@ record_transaction(void *arg)
 }
 
 /*
- * Records the finished transfers (phase 3) and frees them.  When the
- * extension was dropped while they were in flight, there is nothing left to
- * record them in.
- *
- * When the record transaction loses a lock conflict (the victim of a
- * deadlock: executions and correlation keys are locked in different orders by
- * different paths), it is rolled back and run again, up to
- * RECORD_ATTEMPTS times: the results are still in memory, and the other
- * transaction has gone on meanwhile.  Ending the worker instead would lose
- * them, and their deliveries would be sent again after their lease.
+ * Records finished transfers in one transaction.  When it loses a lock
+ * conflict (the victim of a deadlock: executions and correlation keys are
+ * locked in different orders by different paths), it is rolled back and run
+ * again, up to RECORD_ATTEMPTS times: the results are still in memory, and
+ * the other transaction has gone on meanwhile.  Ending the worker instead
+ * would lose them, and their deliveries would be sent again after their
+ * lease.  Returns NULL, or an error about the data (error_is_about_data),
+ * rolled back; other errors are raised.
  */
 #define RECORD_ATTEMPTS 5
 
-static void
-record(List *done)
+static ErrorData *
+record_together(List *done)
 {
-	ListCell   *lc;
-
-	for (int attempt = 1; !phase_run(record_transaction, done, attempt < RECORD_ATTEMPTS); attempt++)
+	for (int attempt = 1;; attempt++)
 	{
+		ErrorData  *e = phase_try(record_transaction, done,
+								  ABSORB_DATA_ERRORS | (attempt < RECORD_ATTEMPTS ? ABSORB_CONFLICTS : 0));
+
+		if (e == NULL || error_is_about_data(e))
+			return e;
 		ereport(LOG,
 				(errmsg("notiflow: recording %d delivery attempts again (try %d of %d)",
 						list_length(done), attempt + 1, RECORD_ATTEMPTS)));
 		if (my_slot)
 			pg_atomic_fetch_add_u64(&my_slot->record_retries, 1);
+	}
+}
+
+/* A transfer whose record failed alone, and why (record_alone_transaction). */
+typedef struct Unrecordable
+{
+	HttpTransfer *transfer;
+	ErrorData  *error;
+} Unrecordable;
+
+/*
+ * The last resort for one transfer whose record failed alone (a trigger or
+ * constraint someone added refuses its attempt row, say): the delivery
+ * still ends, without the attempt row, as the answer says.  Sent: sent (the
+ * provider has it; a retry would send it twice).  Anything else: failed,
+ * with a dead letter naming both errors, for a replay once the cause is
+ * fixed.  Only while it is still this claim's.
+ */
+static void
+record_alone_transaction(void *arg)
+{
+	Unrecordable *u = arg;
+	InFlight   *f = http_transfer_owner(u->transfer);
+	ProviderResult res;
+
+	phase_begin("notiflow: recording a delivery attempt without its row");
+	if (extension_installed() && delivery_repo_still_claimed(f->job.delivery_id, f->lease))
+	{
+		classify(f, http_transfer_response(u->transfer), http_transfer_refused_private(u->transfer), &res);
+		delivery_repo_count_attempt(f->job.delivery_id);
+		if (res.outcome == OUTCOME_SENT)
+		{
+			delivery_finish(f->job.delivery_id, "sent", res.message_id, NULL);
+			uncommitted.sent++;
+		}
+		else
+		{
+			delivery_give_up(f->job.delivery_id, f->req.log_body ? f->req.log_body : f->req.body.data,
+							 psprintf("the attempt could not be recorded (%s): %s", u->error->message, res.error));
+			uncommitted.failed++;
+		}
+	}
+	phase_end();
+}
+
+/*
+ * Records the finished transfers (phase 3) and frees them.  When the
+ * extension was dropped while they were in flight, there is nothing left to
+ * record them in.
+ *
+ * A record that fails for its data is run again one transfer at a time, so
+ * that the one whose rows are refused does not take the others with it.
+ * Raised, the error ended the worker, whose restart met the same answers
+ * again after their lease: every request of the batch was sent again, round
+ * after round.  The one that fails alone too ends as record_alone_transaction
+ * says; if even that fails, it is left to its lease (and logged).
+ */
+static void
+record(List *done)
+{
+	ListCell   *lc;
+	ErrorData  *e = record_together(done);
+
+	if (e != NULL && list_length(done) > 1)
+		ereport(LOG,
+				(errmsg("notiflow: recording %d delivery attempts one by one", list_length(done)),
+				 errdetail("Recording them together failed: %s", e->message)));
+	if (e != NULL)
+	{
+		foreach(lc, done)
+		{
+			Unrecordable u = {lfirst(lc), NULL};
+			InFlight   *f = http_transfer_owner(u.transfer);
+
+			if (list_length(done) > 1 && (u.error = record_together(list_make1(u.transfer))) == NULL)
+				continue;
+			if (u.error == NULL)
+				u.error = e;
+			if (phase_try(record_alone_transaction, &u, ABSORB_CONFLICTS | ABSORB_DATA_ERRORS) != NULL)
+				ereport(WARNING,
+						(errmsg("notiflow: could not record the attempt of delivery " INT64_FORMAT, f->job.delivery_id),
+						 errdetail("It is claimed again when its lease runs out, and sent again.")));
+		}
 	}
 	foreach(lc, done)
 	{

@@ -827,6 +827,46 @@ wait_for 30 status_is "$exec" sent
 ok $? "its lease brought it back, and it was sent"
 psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.stop_timeout" -c "SELECT pg_reload_conf()" >/dev/null
 
+# --- 8c. a record refused for its data does not take the batch with it ---------------------------
+# Here an audit trigger someone added refuses one delivery's attempt row.  Raised, the error ended
+# the dispatcher; after its restart the same batch came back after its lease, every request of it
+# was sent again, and the record failed again, round after round.  Now the batch is recorded one
+# by one, and the refused delivery ends as the provider answered, without its attempt row.
+sql "CREATE FUNCTION public.audit_refuses() RETURNS trigger LANGUAGE plpgsql AS \$\$
+     BEGIN
+       IF EXISTS (SELECT 1 FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id
+                  WHERE d.id = NEW.delivery_id AND e.payload ->> 'marker' LIKE 'poison%') THEN
+         RAISE EXCEPTION 'audit refuses delivery %', NEW.delivery_id;
+       END IF;
+       RETURN NEW;
+     END \$\$;
+     CREATE TRIGGER audit_refuses BEFORE INSERT ON notiflow.delivery_attempts
+       FOR EACH ROW EXECUTE FUNCTION public.audit_refuses()" >/dev/null
+double POST reset >/dev/null
+pid=$(dispatcher_pid)
+poison=$(sql "SELECT count(*) FROM notiflow.trigger_many('hook', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 5)), '{\"marker\": \"beside-poison\"}');
+              SELECT notiflow.trigger('hook', '{\"marker\": \"poison\"}', '\"ann\"')" | tail -1)
+wait_for 20 stop_sent beside-poison 5
+ok $? "the deliveries recorded beside a refused one are sent"
+wait_for 20 status_is "$poison" sent
+ok $? "the refused one is sent too (the provider accepted it)"
+is "$(sql "SELECT count(*) FROM notiflow.delivery_attempts WHERE delivery_id = $(delivery_of "$poison")")" 0 "without its attempt row"
+is "$(sql "SELECT attempts FROM notiflow.deliveries WHERE execution_id = $poison") $(sql "SELECT status FROM notiflow.executions WHERE id = $poison")" "1 completed" \
+   "its attempt is counted and its execution went on"
+is "$(double GET "requests?provider=webhook" | jq '[.[] | select(.body | test("\"marker\": \"(beside-)?poison\""))] | length')" 6 \
+   "the provider received each of the six requests once"
+is "$(dispatcher_pid)" "$pid" "the same dispatcher recorded them"
+ok $(grep -Eq "recording [0-9]+ delivery attempts one by one" "$CLUSTER_DIR/server.log"; echo $?) \
+   "it logged that it recorded a batch one by one"
+double POST script '{"provider": "webhook", "responses": [{"status": 400}]}' >/dev/null
+poison=$(trigger hook poison-refused)
+wait_for 20 status_is "$poison" failed
+ok $? "a refused one whose answer was a failure fails"
+is "$(sql "SELECT error FROM notiflow.dead_letters WHERE reference = '$(delivery_of "$poison")'" | grep -c "the attempt could not be recorded (audit refuses delivery")" 1 \
+   "with a dead letter that says why"
+sql "DROP TRIGGER audit_refuses ON notiflow.delivery_attempts; DROP FUNCTION public.audit_refuses()" >/dev/null
+double POST reset >/dev/null
+
 # --- 9. URLs from data may not reach private addresses (unless allowed) ---------------------
 sql "SELECT notiflow.put_workflow('datahook', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
        {\"id\": \"h\", \"type\": \"webhook\", \"url\": \"{{{payload.url}}}\"}], \"edges\": [{\"from\": \"t\", \"to\": \"h\"}]}')" >/dev/null
