@@ -59,7 +59,13 @@ SELECT notiflow.put_subscriber('bob', '{"push": {"webpush": [{"endpoint": "https
 SELECT notiflow.put_subscriber('bob', '{"push": {"webpush": [{"endpoint": "https://push.example.com/x", "keys": {"p256dh": "BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}]}}');
 SELECT notiflow.put_subscriber('', '{}');
 SELECT notiflow.put_subscriber('bob', '[]');
+-- copied into every execution that reaches them: bounded by notiflow.max_payload_size, as a payload
+SET notiflow.max_payload_size = '1kB';
+SELECT notiflow.put_subscriber('bob', jsonb_build_object('data', jsonb_build_object('notes', repeat('x', 2000))));
+SELECT notiflow.put_subscriber('bob', jsonb_build_object('data', jsonb_build_object('notes', repeat('x', 900))));
+RESET notiflow.max_payload_size;
 SELECT count(*) AS bobs FROM notiflow.subscribers WHERE id = 'bob';
+DELETE FROM notiflow.subscribers WHERE id = 'bob';
 
 -- a valid web push subscription (RFC 8291 example keys)
 SELECT notiflow.put_subscriber('carol', '{"push": {"fcm": ["fcm-token-0001"], "webpush": [{"endpoint": "https://push.example.com/sub/1",

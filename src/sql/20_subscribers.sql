@@ -137,6 +137,7 @@ DECLARE
     a   jsonb := coalesce(attributes, '{}');
     key text;
     val jsonb;
+    limit_bytes bigint;
 BEGIN
     IF id IS NULL OR id = '' OR length(id) > 256 THEN
         RAISE EXCEPTION 'invalid subscriber id' USING ERRCODE = '22023',
@@ -145,6 +146,14 @@ BEGIN
     IF jsonb_typeof(a) <> 'object' THEN
         RAISE EXCEPTION 'subscriber attributes must be a JSON object' USING ERRCODE = '22023',
             DETAIL = 'attributes: expected an object';
+    END IF;
+    -- a subscriber is copied into every execution that reaches them, as an inline recipient is
+    -- (notiflow.trigger): the same bound, notiflow.max_payload_size
+    limit_bytes := pg_size_bytes(coalesce(current_setting('notiflow.max_payload_size', true), '256kB'));
+    IF pg_column_size(a) > limit_bytes THEN
+        RAISE EXCEPTION 'subscriber attributes are too large' USING ERRCODE = '54000',
+            DETAIL = format('attributes: %s bytes, the limit is %s bytes', pg_column_size(a), limit_bytes),
+            HINT = 'Raise notiflow.max_payload_size, or keep large data elsewhere and pass a reference.';
     END IF;
     FOR key, val IN SELECT e.key, e.value FROM jsonb_each(a) e LOOP
         IF key NOT IN ('name', 'email', 'phone', 'locale', 'timezone', 'data', 'push', 'chat', 'preferences') THEN
