@@ -36,12 +36,14 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
+#include "common/hashfn.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/syncrep.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "storage/latch.h"
@@ -50,7 +52,6 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
-#include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -110,20 +111,17 @@ typedef struct ProviderInfo
 	bool		probe_taken;
 } ProviderInfo;
 
-/* Token bucket per provider for rate_per_second (this worker's share). */
-typedef struct RateBucket
-{
-	char		name[NAMEDATALEN];
-	double		tokens;
-	TimestampTz refilled_at;
-	TimestampTz next_slot;		/* the last send time handed to a delivery deferred here */
-} RateBucket;
-
 static DispatcherSlot *my_slot = NULL;
+
+/*
+ * Whether this dispatcher still has its slot: a stopping one may outlive it
+ * (the launcher started again starts a dispatcher in the same slot), and must
+ * not write its counters into the new one's.
+ */
+#define SLOT_MINE() (my_slot != NULL && my_slot->pid == MyProcPid)
 static MemoryContext dispatcher_cxt = NULL;	/* InFlights: live across transactions */
 static MemoryContext loop_cxt = NULL;	/* one loop iteration's lists; reset each time */
 static MemoryContext claim_cxt = NULL;	/* the InFlights a claim builds, until it commits */
-static HTAB *rate_buckets = NULL;
 
 /*
  * Whether the extension is installed in this database, known until a
@@ -160,42 +158,75 @@ config_int(Jsonb *config, const char *key, int def, int min)
 }
 
 /*
+ * The provider's bucket in shared memory (rate_mutex held): open addressing
+ * from the name's hash, so a lookup compares about one name.  Buckets are
+ * never emptied, only taken over, so a probe that meets a free one knows the
+ * name is not there.  When all are taken (more rate-limited providers than
+ * buckets), the one refilled longest ago starts again, full, for this one.
+ */
+static RateBucket *
+rate_bucket(const char *provider, double rate, TimestampTz now)
+{
+	uint32		home = hash_bytes((const unsigned char *) provider, strlen(provider)) % NOTIFLOW_MAX_RATE_BUCKETS;
+	RateBucket *b = NULL;
+
+	for (int i = 0; i < NOTIFLOW_MAX_RATE_BUCKETS && b == NULL; i++)
+	{
+		RateBucket *c = &notiflow_shared->rate_buckets[(home + i) % NOTIFLOW_MAX_RATE_BUCKETS];
+
+		if (c->name[0] == '\0')
+			b = c;
+		else if (strcmp(c->name, provider) == 0)
+			return c;
+	}
+	if (b == NULL)
+	{
+		b = &notiflow_shared->rate_buckets[0];
+		for (int i = 1; i < NOTIFLOW_MAX_RATE_BUCKETS; i++)
+			if (notiflow_shared->rate_buckets[i].refilled_at < b->refilled_at)
+				b = &notiflow_shared->rate_buckets[i];
+	}
+	strlcpy(b->name, provider, NAMEDATALEN);
+	b->tokens = Max(rate, 1.0);
+	b->refilled_at = now;
+	b->next_slot = 0;
+	return b;
+}
+
+/*
  * Takes a token from the provider's bucket; returns 0, or the milliseconds to
- * wait when the bucket is empty.  The deliveries beyond the rate get send
- * times one interval (1/rate) apart, after those handed out already: they
- * come back at the rate, and a backlog is deferred about once.  (All deferred
- * to the moment the next token came, a backlog was claimed and written again
- * in full at every token.)
+ * wait when the bucket is empty.  The bucket is in shared memory, one per
+ * provider for all the dispatchers (each with rate/N of its own, a provider
+ * got half its rate from one of two dispatchers that had all its work, and
+ * a burst of N when the rate was below N).  The deliveries beyond the rate
+ * get send times one interval (1/rate) apart, after those handed out
+ * already: they come back at the rate, and a backlog is deferred about once.
+ * (All deferred to the moment the next token came, a backlog was claimed and
+ * written again in full at every token.)
  */
 static int
-rate_limit_wait_ms(const char *provider, double rate_per_second)
+rate_limit_wait_ms(const char *provider, double rate)
 {
 	RateBucket *b;
-	bool		found;
 	TimestampTz now = GetCurrentTimestamp();
-	double		rate = rate_per_second / Max(notiflow_dispatch_workers, 1);
-	char		key[NAMEDATALEN];
+	double		capacity = Max(rate, 1.0);
+	int			wait_ms = 0;
 
-	if (rate_per_second <= 0)
+	if (rate <= 0 || notiflow_shared == NULL)
 		return 0;
-	memset(key, 0, sizeof(key));
-	strlcpy(key, provider, sizeof(key));
-	b = hash_search(rate_buckets, key, HASH_ENTER, &found);
-	if (!found)
+	SpinLockAcquire(&notiflow_shared->rate_mutex);
+	b = rate_bucket(provider, rate, now);
+	if (now > b->refilled_at)
 	{
-		b->tokens = Max(rate, 1.0);
+		b->tokens = Min(capacity, b->tokens + rate * (now - b->refilled_at) / 1000000.0);
 		b->refilled_at = now;
-		b->next_slot = 0;
 	}
-	b->tokens = Min(Max(rate, 1.0), b->tokens + rate * (now - b->refilled_at) / 1000000.0);
-	b->refilled_at = now;
-	if (b->tokens >= Max(rate, 1.0))
+	b->tokens = Min(capacity, b->tokens);	/* the rate may have been lowered */
+	if (b->tokens >= capacity)
 		b->next_slot = 0;		/* a full bucket: the slots handed out are past or void */
 	if (b->tokens >= 1.0)
-	{
 		b->tokens -= 1.0;
-		return 0;
-	}
+	else
 	{
 		/* at most an hour ahead: a rate as small as 1e-12 would overflow an int */
 		double		interval_ms = Min(1000.0 / rate, 3600.0 * 1000.0);
@@ -204,8 +235,10 @@ rate_limit_wait_ms(const char *provider, double rate_per_second)
 
 		slot = Min(Max(slot, first), now + (TimestampTz) 3600 * USECS_PER_SEC);
 		b->next_slot = slot;
-		return (int) ((slot - now) / 1000) + 1;
+		wait_ms = (int) ((slot - now) / 1000) + 1;
 	}
+	SpinLockRelease(&notiflow_shared->rate_mutex);
+	return wait_ms;
 }
 
 /* Exponential backoff with full jitter, bounded; Retry-After wins when larger. */
@@ -544,10 +577,13 @@ claim_due(int limit, bool *from_start)
 	return claimed;
 }
 
+static void stop_begin(void);
+
 /* Starts a transaction for one phase of the loop. */
 static void
 phase_begin(const char *activity)
 {
+	stop_begin();				/* a wait in this transaction is bounded by the stop timer */
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -563,7 +599,7 @@ phase_end(void)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
-	if (my_slot && (uncommitted.sent | uncommitted.retried | uncommitted.failed) != 0)
+	if (SLOT_MINE() && (uncommitted.sent | uncommitted.retried | uncommitted.failed) != 0)
 	{
 		pg_atomic_fetch_add_u64(&my_slot->sent, uncommitted.sent);
 		pg_atomic_fetch_add_u64(&my_slot->retried, uncommitted.retried);
@@ -579,17 +615,25 @@ phase_end(void)
 #define ABSORB_DATA_ERRORS	0x02	/* an error about the data (isolatable) */
 
 /*
- * True for an error about the rows a phase wrote rather than the server: a
- * constraint, a trigger or rule someone added that refuses them, a value out
- * of range.  Not a lock conflict, a cancel or shutdown, resources exhausted,
- * an I/O error, or an internal error (XX: corruption, a cache lookup): run
- * again, or by the next dispatcher, those may go through.
+ * True for an error about the rows a phase wrote: a value out of range or
+ * badly encoded (class 22), a constraint (23, 27, 44), or a trigger someone
+ * added that refuses them (P0: RAISE; 09).  Anything else (a privilege taken
+ * away, a table missing, locks, resources, I/O, internal errors) is about
+ * the server and would fail every record alike: it ends the worker, as
+ * before.
  */
 static bool
 error_is_about_data(const ErrorData *edata)
 {
-	return edata->elevel == ERROR && !error_is_transient(edata) &&
-		ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_INTERNAL_ERROR;
+	int			category = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
+
+	return edata->elevel == ERROR &&
+		(category == ERRCODE_DATA_EXCEPTION ||
+		 category == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+		 category == ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION ||
+		 category == ERRCODE_WITH_CHECK_OPTION_VIOLATION ||
+		 category == ERRCODE_PLPGSQL_ERROR ||
+		 category == ERRCODE_TRIGGERED_ACTION_EXCEPTION);
 }
 
 /*
@@ -742,7 +786,7 @@ claim_transaction(void *arg)
 		/* kept early callbacks: look again soon, a record that commits later makes them match */
 		if (early_soon && (*next_due_ms < 0 || *next_due_ms > EARLY_SWEEP_MS))
 			*next_due_ms = EARLY_SWEEP_MS;
-		if (my_slot)
+		if (SLOT_MINE())
 			pg_atomic_fetch_add_u64(&my_slot->claimed, *claimed_count);
 	}
 	/* the list must outlive the transaction's SPI memory */
@@ -1141,7 +1185,7 @@ record_together(List *done)
 		ereport(LOG,
 				(errmsg("notiflow: recording %d delivery attempts again (try %d of %d)",
 						list_length(done), attempt + 1, RECORD_ATTEMPTS)));
-		if (my_slot)
+		if (SLOT_MINE())
 			pg_atomic_fetch_add_u64(&my_slot->record_retries, 1);
 	}
 }
@@ -1155,11 +1199,11 @@ typedef struct Unrecordable
 
 /*
  * The last resort for one transfer whose record failed alone (a trigger or
- * constraint someone added refuses its attempt row, say): the delivery
- * still ends, without the attempt row, as the answer says.  Sent: sent (the
- * provider has it; a retry would send it twice).  Anything else: failed,
- * with a dead letter naming both errors, for a replay once the cause is
- * fixed.  Only while it is still this claim's.
+ * constraint someone added refuses its attempt row, say): what
+ * record_results does, without the attempt row.  Sent: sent (the provider
+ * has it; a retry would send it twice).  Anything else: the policy of
+ * apply_not_sent (retry, fallback, dead letter, opted out...).  Then the
+ * circuit.  Only while it is still this claim's.
  */
 static void
 record_alone_transaction(void *arg)
@@ -1167,23 +1211,27 @@ record_alone_transaction(void *arg)
 	Unrecordable *u = arg;
 	InFlight   *f = http_transfer_owner(u->transfer);
 	ProviderResult res;
+	List	   *healthy = NIL;
 
 	phase_begin("notiflow: recording a delivery attempt without its row");
-	if (extension_installed() && delivery_repo_still_claimed(f->job.delivery_id, f->lease))
+	if (extension_installed())
 	{
 		classify(f, http_transfer_response(u->transfer), http_transfer_refused_private(u->transfer), &res);
-		delivery_repo_count_attempt(f->job.delivery_id);
-		if (res.outcome == OUTCOME_SENT)
+		if (!delivery_repo_still_claimed(f->job.delivery_id, f->lease))
+			;					/* moved on meanwhile: as record_results leaves it */
+		else if (res.outcome == OUTCOME_SENT)
 		{
+			delivery_repo_count_attempt(f->job.delivery_id);
 			delivery_finish(f->job.delivery_id, "sent", res.message_id, NULL);
 			uncommitted.sent++;
 		}
 		else
-		{
-			delivery_give_up(f->job.delivery_id, f->req.log_body ? f->req.log_body : f->req.body.data,
-							 psprintf("the attempt could not be recorded (%s): %s", u->error->message, res.error));
-			uncommitted.failed++;
-		}
+			apply_not_sent(f, &res);
+		count_in_circuit(f, &res, &healthy);
+		ereport(LOG,
+				(errmsg("notiflow: recorded delivery " INT64_FORMAT " (%s) without its attempt row",
+						f->job.delivery_id, outcome_classes[res.outcome]),
+				 errdetail("Recording its attempt failed: %s", u->error->message)));
 	}
 	phase_end();
 }
@@ -1224,7 +1272,8 @@ record(List *done)
 			if (phase_try(record_alone_transaction, &u, ABSORB_CONFLICTS | ABSORB_DATA_ERRORS) != NULL)
 				ereport(WARNING,
 						(errmsg("notiflow: could not record the attempt of delivery " INT64_FORMAT, f->job.delivery_id),
-						 errdetail("It is claimed again when its lease runs out, and sent again.")));
+						 errdetail("It is claimed again when its lease runs out, and sent again."),
+						 errhint("Something refuses notiflow's own writes to this delivery (a trigger or constraint on notiflow.deliveries?).")));
 		}
 	}
 	foreach(lc, done)
@@ -1235,7 +1284,7 @@ record(List *done)
 		http_transfer_free(t);
 		MemoryContextDelete(f->cxt);	/* f with it */
 	}
-	if (my_slot)
+	if (SLOT_MINE())
 		pg_atomic_write_u64(&my_slot->in_flight, http_in_flight());
 }
 
@@ -1244,10 +1293,16 @@ record(List *done)
  * launcher that ends, pg_terminate_backend).  Ending at once, as die() does,
  * abandoned the requests in flight: the provider had them, and their
  * deliveries were sent again after their lease.  Instead the dispatcher
- * claims nothing more, waits up to notiflow.stop_timeout for the answers,
- * records them, and exits; what is still in flight then is left to its lease
- * (and logged).  A second SIGTERM ends it at once; so does the stop timeout
- * (plus STOP_MARGIN_MS) while a transaction waits, a lock say, as die() would.
+ * claims nothing more (what a claim under way took is given back), waits up
+ * to notiflow.stop_timeout for the answers, records them, and exits; what is
+ * still in flight then is left to its lease (and logged).
+ *
+ * A SIGTERM that comes while the dispatcher waits for a lock or a standby
+ * ends it at once, as die() did: that wait may last (a prepared transaction
+ * holding the row).  A wait that begins after it is bounded by the stop
+ * timer: at the stop timeout plus STOP_MARGIN_MS it does what die() does.
+ * More SIGTERMs change nothing: in a server shutdown, the postmaster's and
+ * the ending launcher's (TerminateBackgroundWorker) both come.
  */
 #define STOP_MARGIN_MS 1000
 static volatile sig_atomic_t stop_requested = false;
@@ -1259,13 +1314,10 @@ dispatcher_sigterm(SIGNAL_ARGS)
 {
 	int			save_errno = errno;
 
-	if (stop_requested)
+	stop_requested = true;
+	if (MyProc != NULL && (MyProc->waitLock != NULL || MyProc->syncRepState == SYNC_REP_WAITING))
 		die(postgres_signal_arg);
-	else
-	{
-		stop_requested = true;
-		SetLatch(MyLatch);
-	}
+	SetLatch(MyLatch);
 	errno = save_errno;
 }
 
@@ -1281,6 +1333,25 @@ stop_timer_fired(void)
 	SetLatch(MyLatch);
 }
 
+/* Begins the stop, once it was asked for: its deadline, and the timer behind it. */
+static void
+stop_begin(void)
+{
+	int			in_flight;
+
+	if (!stop_requested || stop_deadline != 0)
+		return;
+	in_flight = http_in_flight();
+	stop_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), notiflow_stop_timeout_ms);
+	stop_timer = RegisterTimeout(USER_TIMEOUT, stop_timer_fired);
+	enable_timeout_at(stop_timer, TimestampTzPlusMilliseconds(stop_deadline, STOP_MARGIN_MS));
+	if (in_flight > 0 && notiflow_stop_timeout_ms > 0)
+		ereport(LOG,
+				(errmsg_plural("notiflow dispatcher stopping: waiting up to %d ms for %d request in flight",
+							   "notiflow dispatcher stopping: waiting up to %d ms for %d requests in flight",
+							   in_flight, notiflow_stop_timeout_ms, in_flight)));
+}
+
 /*
  * Called at the top of the loop, no transaction open: begins the stop when it
  * was asked for, and exits once nothing is in flight or the time is up.
@@ -1294,20 +1365,8 @@ stop_if_asked(void)
 
 	if (!stop_requested)
 		return -1;
+	stop_begin();
 	now = GetCurrentTimestamp();
-	if (stop_deadline == 0)
-	{
-		stop_deadline = TimestampTzPlusMilliseconds(now, notiflow_stop_timeout_ms);
-		if (in_flight > 0 && notiflow_stop_timeout_ms > 0)
-		{
-			ereport(LOG,
-					(errmsg_plural("notiflow dispatcher stopping: waiting up to %d ms for %d request in flight",
-								   "notiflow dispatcher stopping: waiting up to %d ms for %d requests in flight",
-								   in_flight, notiflow_stop_timeout_ms, in_flight)));
-			stop_timer = RegisterTimeout(USER_TIMEOUT, stop_timer_fired);
-			enable_timeout_at(stop_timer, TimestampTzPlusMilliseconds(stop_deadline, STOP_MARGIN_MS));
-		}
-	}
 	if (in_flight == 0)
 	{
 		ereport(LOG, (errmsg("notiflow dispatcher stopped")));
@@ -1324,6 +1383,44 @@ stop_if_asked(void)
 		proc_exit(0);
 	}
 	return (long) ((stop_deadline - now + 999) / 1000);
+}
+
+/* Gives back the deliveries a claim took while the stop was asked for (give_back). */
+static void
+give_back_transaction(void *arg)
+{
+	ListCell   *lc;
+
+	phase_begin("notiflow: giving back deliveries claimed while stopping");
+	if (extension_installed())
+		foreach(lc, (List *) arg)
+		{
+			InFlight   *f = lfirst(lc);
+
+			delivery_repo_defer(f->job.delivery_id, 0);
+			if (f->probe)
+				provider_repo_circuit_release_probe(f->job.provider);
+		}
+	phase_end();
+}
+
+/*
+ * Gives back what a claim took while the stop was asked for, so that it is
+ * not sent now with at most notiflow.stop_timeout to answer; returns what is
+ * left to send (all of it when giving back lost a lock conflict).
+ */
+static List *
+give_back(List *ready)
+{
+	ListCell   *lc;
+
+	if (!stop_requested || ready == NIL || !phase_run(give_back_transaction, ready, true))
+		return ready;
+	ereport(LOG, (errmsg("notiflow dispatcher stopping: gave back %d deliveries it had just claimed",
+						 list_length(ready))));
+	foreach(lc, ready)
+		MemoryContextDelete(((InFlight *) lfirst(lc))->cxt);
+	return NIL;
 }
 
 /* Releases this worker's slot at exit. */
@@ -1345,7 +1442,6 @@ void
 notiflow_dispatcher_main(Datum arg)
 {
 	int			slot = DatumGetInt32(arg);
-	HASHCTL		ctl;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, dispatcher_sigterm);
@@ -1376,11 +1472,6 @@ notiflow_dispatcher_main(Datum arg)
 
 	dispatcher_cxt = AllocSetContextCreate(TopMemoryContext, "notiflow dispatcher", ALLOCSET_DEFAULT_SIZES);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "notiflow dispatcher loop", ALLOCSET_DEFAULT_SIZES);
-	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = NAMEDATALEN;
-	ctl.entrysize = sizeof(RateBucket);
-	ctl.hcxt = dispatcher_cxt;
-	rate_buckets = hash_create("notiflow rate limits", 16, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	srandom((unsigned int) (MyProcPid ^ GetCurrentTimestamp()));
 	CacheRegisterRelcacheCallback(queue_relcache_callback, (Datum) 0);
 	http_init();
@@ -1414,8 +1505,8 @@ notiflow_dispatcher_main(Datum arg)
 		capacity = notiflow_http_concurrency - http_in_flight();
 		if (capacity > 0 && stop_ms < 0)
 		{
-			List	   *ready = claim(Min(capacity, notiflow_dispatch_batch_size), &next_due_ms,
-									  &extension_present, &claimed);
+			List	   *ready = give_back(claim(Min(capacity, notiflow_dispatch_batch_size), &next_due_ms,
+												&extension_present, &claimed));
 			ListCell   *lc;
 
 			foreach(lc, ready)
@@ -1426,7 +1517,7 @@ notiflow_dispatcher_main(Datum arg)
 				http_start(&f->job, &f->req, f);
 				MemoryContextSwitchTo(old);
 			}
-			if (my_slot)
+			if (SLOT_MINE())
 				pg_atomic_write_u64(&my_slot->in_flight, http_in_flight());
 		}
 

@@ -61,6 +61,21 @@ typedef struct DroppingMark
 
 #define NOTIFLOW_MAX_DROPPING 8
 
+/*
+ * A provider's rate_per_second token bucket, shared by the dispatchers
+ * (rate_mutex): one bucket per provider, so the rate is the provider's
+ * whatever the number of dispatchers and however the work falls to them.
+ */
+typedef struct RateBucket
+{
+	char		name[NAMEDATALEN];	/* the provider; "" when the bucket is free */
+	double		tokens;
+	TimestampTz refilled_at;
+	TimestampTz next_slot;		/* the last send time handed to a delivery deferred here */
+} RateBucket;
+
+#define NOTIFLOW_MAX_RATE_BUCKETS 256
+
 typedef struct NotiflowShared
 {
 	slock_t		mutex;
@@ -89,6 +104,9 @@ typedef struct NotiflowShared
 	int			kafka_wanted_count;
 	KafkaWanted kafka_wanted[NOTIFLOW_MAX_KAFKA_CONSUMERS];
 	KafkaConsumerSlot kafka_consumers[NOTIFLOW_MAX_KAFKA_CONSUMERS];
+
+	slock_t		rate_mutex;
+	RateBucket	rate_buckets[NOTIFLOW_MAX_RATE_BUCKETS];
 } NotiflowShared;
 
 /* NULL unless the library was preloaded. */

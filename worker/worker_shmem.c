@@ -67,6 +67,7 @@ notiflow_shmem_startup(void)
 	{
 		memset(notiflow_shared, 0, sizeof(NotiflowShared));
 		SpinLockInit(&notiflow_shared->mutex);
+		SpinLockInit(&notiflow_shared->rate_mutex);
 		for (int i = 0; i < NOTIFLOW_MAX_DISPATCHERS; i++)
 		{
 			DispatcherSlot *s = &notiflow_shared->dispatchers[i];

@@ -353,6 +353,27 @@ ok $([ "$spread" -ge 1800 ]; echo $?) "rate_per_second 5 spreads 15 deliveries o
 claims=$(( $(sql "SELECT sum(claimed) FROM notiflow.worker_status") - claims_before ))
 ok $([ "$claims" -le 35 ]; echo $?) "the 15 deliveries were claimed $claims times (<= 35)"
 
+# With two dispatchers the rate is still the provider's: one bucket in shared memory.  Each had
+# rate/2 of its own, so one that claimed all of them sent at 2.5 a second.
+psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.dispatch_workers = 2" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 2
+ok $? "two dispatchers run"
+first=$(double GET "requests?provider=vonage" | jq length)
+sql "SELECT count(*) FROM notiflow.trigger_many('text', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 20)), '{\"marker\": \"rate2\"}')" >/dev/null
+vonage_done() { [ "$(double GET "requests?provider=vonage" | jq length)" -ge $((first + 20)) ]; }
+wait_for 30 vonage_done
+ok $? "all 20 rate-limited deliveries are sent by two dispatchers"
+times=$(double GET "requests?provider=vonage" | jq -c "[.[$first:][] | .received_ms] | sort")
+spread=$(jq '.[-1] - .[0]' <<<"$times")
+# a full bucket (5) at once, then 5 a second: 3 s for 20; at most 10 in any second
+busiest=$(jq '[. as $t | $t[] as $a | [$t[] | select(. >= $a and . < $a + 1000)] | length] | max' <<<"$times")
+ok $([ "$spread" -ge 2500 ] && [ "$spread" -le 5500 ]; echo $?) \
+   "rate_per_second 5 across two dispatchers spreads 20 deliveries over ${spread} ms (2500..5500)"
+ok $([ "$busiest" -le 10 ]; echo $?) "at most 10 in any second: $busiest"
+psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.dispatch_workers" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 1
+ok $? "back to one dispatcher"
+
 # --- 7b. an execution that cannot resume fails alone ----------------------------------------------
 # Two webhook deliveries in flight together; one execution is pointed at a workflow version that
 # does not exist, so its resume raises.  The dispatcher records both sends, fails that execution
@@ -803,9 +824,24 @@ is "$(sql "SELECT count(*) FROM notiflow.delivery_attempts a JOIN notiflow.deliv
 # (by marker: requests held by the double before section 8's kill -9 are recorded when their delay ends)
 is "$(double GET "requests?provider=webhook" | jq '[.[] | select(.body | contains("\"marker\": \"stop\""))] | length')" 10 \
    "the provider received each request once"
-psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.lease_time" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 1
 ok $? "the launcher starts a dispatcher again"
+# A server shutdown too: the postmaster's SIGTERM comes, then the ending launcher's; the answers
+# are recorded before the server goes down.
+double POST reset >/dev/null
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500}], "repeat": true}' >/dev/null
+sql "SELECT count(*) FROM notiflow.trigger_many('hook', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 5)), '{\"marker\": \"stop-server\"}')" >/dev/null
+wait_for 20 parked 1
+cluster_as_owner "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -m fast -w restart >/dev/null
+ok $? "PostgreSQL restarts (fast) with webhook requests in flight"
+is "$(sql "SELECT count(*) FILTER (WHERE d.status = 'sent') FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = 'stop-server'")" 5 \
+   "every delivery in flight was recorded as sent before the server stopped"
+is "$(double GET "requests?provider=webhook" | jq '[.[] | select(.body | contains("\"marker\": \"stop-server\""))] | length')" 5 \
+   "the provider received each request once"
+double POST reset >/dev/null
+psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.lease_time" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 1
+ok $? "a dispatcher runs after the restart"
 # Past notiflow.stop_timeout it leaves, and the lease (3 s here) brings the delivery back.
 psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.stop_timeout = '500ms'" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for 10 sql_is "SHOW notiflow.stop_timeout" 500ms
@@ -856,14 +892,21 @@ is "$(sql "SELECT attempts FROM notiflow.deliveries WHERE execution_id = $poison
 is "$(double GET "requests?provider=webhook" | jq '[.[] | select(.body | test("\"marker\": \"(beside-)?poison\""))] | length')" 6 \
    "the provider received each of the six requests once"
 is "$(dispatcher_pid)" "$pid" "the same dispatcher recorded them"
-ok $(grep -Eq "recording [0-9]+ delivery attempts one by one" "$CLUSTER_DIR/server.log"; echo $?) \
-   "it logged that it recorded a batch one by one"
+ok $(grep -Eq "recorded delivery $(delivery_of "$poison") \(sent\) without its attempt row" "$CLUSTER_DIR/server.log"; echo $?) \
+   "it logged that it recorded it without its attempt row"
+# a failure goes through the policy as usual: a 400 is permanent, no other webhook provider: a dead letter
 double POST script '{"provider": "webhook", "responses": [{"status": 400}]}' >/dev/null
 poison=$(trigger hook poison-refused)
 wait_for 20 status_is "$poison" failed
 ok $? "a refused one whose answer was a failure fails"
-is "$(sql "SELECT error FROM notiflow.dead_letters WHERE reference = '$(delivery_of "$poison")'" | grep -c "the attempt could not be recorded (audit refuses delivery")" 1 \
-   "with a dead letter that says why"
+is "$(sql "SELECT count(*) FROM notiflow.dead_letters WHERE reference = '$(delivery_of "$poison")'") $(sql "SELECT attempts FROM notiflow.deliveries WHERE execution_id = $poison")" "1 1" \
+   "with one dead letter and one attempt counted"
+# a retryable answer is retried (and the retry, refused again, succeeds)
+double POST script '{"provider": "webhook", "responses": [{"status": 503}]}' >/dev/null
+poison=$(trigger hook poison-retried)
+wait_for 30 status_is "$poison" sent
+ok $? "a refused one whose answer was retryable is retried, and sent"
+is "$(sql "SELECT attempts FROM notiflow.deliveries WHERE execution_id = $poison")" 2 "after two attempts"
 sql "DROP TRIGGER audit_refuses ON notiflow.delivery_attempts; DROP FUNCTION public.audit_refuses()" >/dev/null
 double POST reset >/dev/null
 
