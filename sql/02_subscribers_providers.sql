@@ -62,7 +62,10 @@ SELECT notiflow.put_subscriber('bob', '[]');
 -- copied into every execution that reaches them: bounded by notiflow.max_payload_size, as a payload
 SET notiflow.max_payload_size = '1kB';
 SELECT notiflow.put_subscriber('bob', jsonb_build_object('data', jsonb_build_object('notes', repeat('x', 2000))));
-SELECT notiflow.put_subscriber('bob', jsonb_build_object('data', jsonb_build_object('notes', repeat('x', 900))));
+SELECT notiflow.put_subscriber('bob', jsonb_build_object('data', jsonb_build_object('notes', repeat('x', 700))));
+-- attributes given one call at a time add up: the subscriber as a whole is bounded
+SELECT notiflow.put_subscriber('bob', jsonb_build_object('chat', jsonb_build_object('slack', repeat('y', 700))));
+SELECT octet_length(data::text) > 700 AS data_kept, chat = '{}' AS chat_unchanged FROM notiflow.subscribers WHERE id = 'bob';
 RESET notiflow.max_payload_size;
 SELECT count(*) AS bobs FROM notiflow.subscribers WHERE id = 'bob';
 DELETE FROM notiflow.subscribers WHERE id = 'bob';

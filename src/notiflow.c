@@ -106,7 +106,7 @@ void
 _PG_init(void)
 {
 	DefineCustomIntVariable("notiflow.max_payload_size",
-							"Largest trigger payload accepted.",
+							"Largest trigger payload (or inline recipient, or subscriber) accepted.",
 							"A trigger whose payload is larger is rejected with SQLSTATE 54000.",
 							&notiflow_max_payload_size_kb,
 							256,

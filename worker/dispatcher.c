@@ -43,7 +43,6 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
-#include "replication/syncrep.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "storage/latch.h"
@@ -101,10 +100,18 @@ typedef struct UncommittedCounts
 
 static UncommittedCounts uncommitted;
 
+/* The stop (see dispatcher_sigterm). */
+#define STOP_MARGIN_MS 1000
+#define STOP_TICK_MS 250
+static volatile sig_atomic_t stop_requested = false;
+static volatile TimestampTz stop_requested_at = 0;
+static TimestampTz stop_deadline = 0;	/* 0: not stopping yet */
+static TimeoutId stop_ticker;
+
 /* Per-provider state kept by this worker for one claim: config and circuit. */
 typedef struct ProviderInfo
 {
-	char		name[NAMEDATALEN];
+	char		name[NAMEDATALEN + 1];	/* a provider name has up to 64 characters */
 	bool		found;
 	ProviderRow row;
 	CircuitState circuit;
@@ -186,7 +193,7 @@ rate_bucket(const char *provider, double rate, TimestampTz now)
 			if (notiflow_shared->rate_buckets[i].refilled_at < b->refilled_at)
 				b = &notiflow_shared->rate_buckets[i];
 	}
-	strlcpy(b->name, provider, NAMEDATALEN);
+	strlcpy(b->name, provider, sizeof(b->name));
 	b->tokens = Max(rate, 1.0);
 	b->refilled_at = now;
 	b->next_slot = 0;
@@ -216,6 +223,12 @@ rate_limit_wait_ms(const char *provider, double rate)
 		return 0;
 	SpinLockAcquire(&notiflow_shared->rate_mutex);
 	b = rate_bucket(provider, rate, now);
+	if (b->refilled_at - now > USECS_PER_SEC)
+	{
+		/* the clock stepped back: the bucket would get no token until it caught up */
+		b->refilled_at = now;
+		b->next_slot = Min(b->next_slot, now);
+	}
 	if (now > b->refilled_at)
 	{
 		b->tokens = Min(capacity, b->tokens + rate * (now - b->refilled_at) / 1000000.0);
@@ -571,19 +584,18 @@ claim_due(int limit, bool *from_start)
 	if (!from_front)
 		next_full_claim_at = TimestampTzPlusMilliseconds(now, FULL_CLAIM_INTERVAL_MS);
 	claim_front_set(list_length(claimed) == limit ? &last : NULL);
-	if (from_front && my_slot)
+	if (from_front && SLOT_MINE())
 		pg_atomic_fetch_add_u64(&my_slot->claimed_after_front, list_length(claimed));
 	*from_start = !from_front;
 	return claimed;
 }
 
-static void stop_begin(void);
-
 /* Starts a transaction for one phase of the loop. */
 static void
 phase_begin(const char *activity)
 {
-	stop_begin();				/* a wait in this transaction is bounded by the stop timer */
+	/* a SIGTERM during this transaction: it ends at the latest at the stop timeout and margin */
+	enable_timeout_every(stop_ticker, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STOP_TICK_MS), STOP_TICK_MS);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -599,6 +611,7 @@ phase_end(void)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
+	disable_timeout(stop_ticker, false);
 	if (SLOT_MINE() && (uncommitted.sent | uncommitted.retried | uncommitted.failed) != 0)
 	{
 		pg_atomic_fetch_add_u64(&my_slot->sent, uncommitted.sent);
@@ -616,11 +629,12 @@ phase_end(void)
 
 /*
  * True for an error about the rows a phase wrote: a value out of range or
- * badly encoded (class 22), a constraint (23, 27, 44), or a trigger someone
- * added that refuses them (P0: RAISE; 09).  Anything else (a privilege taken
- * away, a table missing, locks, resources, I/O, internal errors) is about
- * the server and would fail every record alike: it ends the worker, as
- * before.
+ * badly encoded (class 22), a constraint (23, 27, 44), a value too large for
+ * an index someone added (54), or a trigger or function someone added that
+ * refuses them (P0: PL/pgSQL's RAISE; 38, 39: PL/Python, PL/Perl, PL/Tcl and
+ * C functions; 2F, 21, 09).  Anything else (a privilege taken away, a table
+ * missing, locks, resources, I/O, internal errors) is about the server and
+ * would fail every record alike: it ends the worker, as before.
  */
 static bool
 error_is_about_data(const ErrorData *edata)
@@ -632,7 +646,12 @@ error_is_about_data(const ErrorData *edata)
 		 category == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
 		 category == ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION ||
 		 category == ERRCODE_WITH_CHECK_OPTION_VIOLATION ||
+		 category == ERRCODE_PROGRAM_LIMIT_EXCEEDED ||
 		 category == ERRCODE_PLPGSQL_ERROR ||
+		 category == ERRCODE_EXTERNAL_ROUTINE_EXCEPTION ||
+		 category == ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION ||
+		 category == ERRCODE_SQL_ROUTINE_EXCEPTION ||
+		 category == ERRCODE_CARDINALITY_VIOLATION ||
 		 category == ERRCODE_TRIGGERED_ACTION_EXCEPTION);
 }
 
@@ -664,6 +683,7 @@ phase_try(void (*fn) (void *arg), void *arg, int absorb)
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		disable_timeout(stop_ticker, false);
 		RESUME_INTERRUPTS();
 		memset(&uncommitted, 0, sizeof(uncommitted));
 	}
@@ -1217,15 +1237,14 @@ record_alone_transaction(void *arg)
 	if (extension_installed())
 	{
 		classify(f, http_transfer_response(u->transfer), http_transfer_refused_private(u->transfer), &res);
-		if (!delivery_repo_still_claimed(f->job.delivery_id, f->lease))
-			;					/* moved on meanwhile: as record_results leaves it */
-		else if (res.outcome == OUTCOME_SENT)
+		if (res.outcome == OUTCOME_SENT)
 		{
+			/* as record_results: kept even when it moved on meanwhile (its message id, the count) */
 			delivery_repo_count_attempt(f->job.delivery_id);
 			delivery_finish(f->job.delivery_id, "sent", res.message_id, NULL);
 			uncommitted.sent++;
 		}
-		else
+		else if (delivery_repo_still_claimed(f->job.delivery_id, f->lease))
 			apply_not_sent(f, &res);
 		count_in_circuit(f, &res, &healthy);
 		ereport(LOG,
@@ -1297,43 +1316,45 @@ record(List *done)
  * to notiflow.stop_timeout for the answers, records them, and exits; what is
  * still in flight then is left to its lease (and logged).
  *
- * A SIGTERM that comes while the dispatcher waits for a lock or a standby
- * ends it at once, as die() did: that wait may last (a prepared transaction
- * holding the row).  A wait that begins after it is bounded by the stop
- * timer: at the stop timeout plus STOP_MARGIN_MS it does what die() does.
- * More SIGTERMs change nothing: in a server shutdown, the postmaster's and
- * the ending launcher's (TerminateBackgroundWorker) both come.
+ * A transaction of the dispatcher's still running STOP_MARGIN_MS after that
+ * (waiting for a lock a prepared transaction holds, say) is ended as die()
+ * would: every phase runs with a ticking timer (stop_tick) that checks.  A
+ * SIGTERM that comes more than a second after the first ends it at once (an
+ * operator's second try); in a server shutdown the postmaster's and the
+ * ending launcher's (TerminateBackgroundWorker) come together.
  */
-#define STOP_MARGIN_MS 1000
-static volatile sig_atomic_t stop_requested = false;
-static TimestampTz stop_deadline = 0;	/* 0: not stopping yet */
-static TimeoutId stop_timer;
 
 static void
 dispatcher_sigterm(SIGNAL_ARGS)
 {
 	int			save_errno = errno;
+	TimestampTz now = GetCurrentTimestamp();
 
-	stop_requested = true;
-	if (MyProc != NULL && (MyProc->waitLock != NULL || MyProc->syncRepState == SYNC_REP_WAITING))
+	if (!stop_requested)
+	{
+		stop_requested_at = now;
+		stop_requested = true;
+	}
+	else if (now - stop_requested_at > USECS_PER_SEC)
 		die(postgres_signal_arg);
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
 
-/* The stop timer (a SIGALRM handler): what die() does. */
+/* The phases' timer (a SIGALRM handler): past the stop timeout and its margin, what die() does. */
 static void
-stop_timer_fired(void)
+stop_tick(void)
 {
-	if (!proc_exit_inprogress)
+	if (stop_requested && !proc_exit_inprogress &&
+		GetCurrentTimestamp() >= stop_requested_at + (TimestampTz) (notiflow_stop_timeout_ms + STOP_MARGIN_MS) * 1000)
 	{
 		InterruptPending = true;
 		ProcDiePending = true;
+		SetLatch(MyLatch);
 	}
-	SetLatch(MyLatch);
 }
 
-/* Begins the stop, once it was asked for: its deadline, and the timer behind it. */
+/* Begins the stop, once it was asked for: its deadline. */
 static void
 stop_begin(void)
 {
@@ -1342,9 +1363,7 @@ stop_begin(void)
 	if (!stop_requested || stop_deadline != 0)
 		return;
 	in_flight = http_in_flight();
-	stop_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), notiflow_stop_timeout_ms);
-	stop_timer = RegisterTimeout(USER_TIMEOUT, stop_timer_fired);
-	enable_timeout_at(stop_timer, TimestampTzPlusMilliseconds(stop_deadline, STOP_MARGIN_MS));
+	stop_deadline = TimestampTzPlusMilliseconds(stop_requested_at, notiflow_stop_timeout_ms);
 	if (in_flight > 0 && notiflow_stop_timeout_ms > 0)
 		ereport(LOG,
 				(errmsg_plural("notiflow dispatcher stopping: waiting up to %d ms for %d request in flight",
@@ -1397,10 +1416,12 @@ give_back_transaction(void *arg)
 		{
 			InFlight   *f = lfirst(lc);
 
-			delivery_repo_defer(f->job.delivery_id, 0);
+			if (delivery_repo_still_claimed(f->job.delivery_id, f->lease))
+				delivery_repo_defer(f->job.delivery_id, 0);
 			if (f->probe)
 				provider_repo_circuit_release_probe(f->job.provider);
 		}
+	notiflow_wake_dispatchers_at_commit();	/* the others take them */
 	phase_end();
 }
 
@@ -1446,6 +1467,7 @@ notiflow_dispatcher_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, dispatcher_sigterm);
 	BackgroundWorkerUnblockSignals();
+	stop_ticker = RegisterTimeout(USER_TIMEOUT, stop_tick);
 	notiflow_worker_keep_memory();
 	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
 	/* a resume never waits for a correlation key another session holds: see engine.h */

@@ -68,7 +68,7 @@ typedef struct DroppingMark
  */
 typedef struct RateBucket
 {
-	char		name[NAMEDATALEN];	/* the provider; "" when the bucket is free */
+	char		name[NAMEDATALEN + 1];	/* the provider (up to 64 characters); "" when free */
 	double		tokens;
 	TimestampTz refilled_at;
 	TimestampTz next_slot;		/* the last send time handed to a delivery deferred here */

@@ -137,7 +137,9 @@ DECLARE
     a   jsonb := coalesce(attributes, '{}');
     key text;
     val jsonb;
+    limit_text text;
     limit_bytes bigint;
+    stored_bytes bigint;
 BEGIN
     IF id IS NULL OR id = '' OR length(id) > 256 THEN
         RAISE EXCEPTION 'invalid subscriber id' USING ERRCODE = '22023',
@@ -148,11 +150,13 @@ BEGIN
             DETAIL = 'attributes: expected an object';
     END IF;
     -- a subscriber is copied into every execution that reaches them, as an inline recipient is
-    -- (notiflow.trigger): the same bound, notiflow.max_payload_size
-    limit_bytes := pg_size_bytes(coalesce(current_setting('notiflow.max_payload_size', true), '256kB'));
-    IF pg_column_size(a) > limit_bytes THEN
+    -- (notiflow.trigger): the same bound, notiflow.max_payload_size, on what is given (a || '{}':
+    -- a fresh value, never a compressed one) and on the subscriber it makes (below)
+    limit_text := coalesce(current_setting('notiflow.max_payload_size', true), '256kB');
+    limit_bytes := pg_size_bytes(CASE WHEN limit_text ~ '^[0-9]+$' THEN limit_text || 'kB' ELSE limit_text END);
+    IF pg_column_size(a || '{}') > limit_bytes THEN
         RAISE EXCEPTION 'subscriber attributes are too large' USING ERRCODE = '54000',
-            DETAIL = format('attributes: %s bytes, the limit is %s bytes', pg_column_size(a), limit_bytes),
+            DETAIL = format('attributes: %s bytes, the limit is %s bytes', pg_column_size(a || '{}'), limit_bytes),
             HINT = 'Raise notiflow.max_payload_size, or keep large data elsewhere and pass a reference.';
     END IF;
     FOR key, val IN SELECT e.key, e.value FROM jsonb_each(a) e LOOP
@@ -212,7 +216,18 @@ BEGIN
         push        = CASE WHEN a ? 'push' THEN excluded.push ELSE s.push END,
         chat        = CASE WHEN a ? 'chat' THEN excluded.chat ELSE s.chat END,
         preferences = CASE WHEN a ? 'preferences' THEN excluded.preferences ELSE s.preferences END,
-        updated_at  = now();
+        updated_at  = now()
+    RETURNING pg_column_size(jsonb_build_object('name', s.name, 'email', s.email, 'phone', s.phone,
+                  'locale', s.locale, 'timezone', s.timezone, 'data', s.data, 'push', s.push, 'chat', s.chat,
+                  'preferences', s.preferences))
+         INTO stored_bytes;
+    -- attributes given one call at a time add up: the subscriber as a whole is bounded
+    IF stored_bytes > limit_bytes THEN
+        RAISE EXCEPTION 'subscriber is too large' USING ERRCODE = '54000',
+            DETAIL = format('attributes: with the attributes kept, the subscriber would be %s bytes, the limit is %s bytes',
+                            stored_bytes, limit_bytes),
+            HINT = 'Raise notiflow.max_payload_size, or keep large data elsewhere and pass a reference.';
+    END IF;
     -- An address reported invalid stays so while the subscriber has it, whatever else changes;
     -- one the subscriber no longer has is forgotten (given again later, it is tried again).
     -- (Clearing them all at every change of a contact attribute used them again.)

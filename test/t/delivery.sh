@@ -109,6 +109,16 @@ status_is() { sql_is "SELECT string_agg(status, ',' ORDER BY id) FROM notiflow.d
 last_record() { double GET "requests?provider=$1" | jq -c 'last'; }
 # parked N: at least N requests are held by the double (a scripted delay).
 parked() { [ "$(double GET stats | jq .delayed_now)" -ge "$1" ]; }
+# hooks_held N DELAY_MS MARKER: N webhook deliveries marked MARKER, each answer held DELAY_MS by the
+# double (whose record is emptied first).
+hooks_held() {
+    double POST reset >/dev/null
+    double POST script "{\"provider\": \"webhook\", \"responses\": [{\"delay_ms\": $2}], \"repeat\": true}" >/dev/null
+    sql "SELECT count(*) FROM notiflow.trigger_many('hook', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, $1)),
+         '{\"marker\": \"$3\"}')" >/dev/null
+}
+# marked_sent MARKER N: N deliveries of executions marked MARKER are sent.
+marked_sent() { sql_is "SELECT count(*) FILTER (WHERE d.status = 'sent') FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = '$1'" "$2"; }
 
 # --- 1. every provider's real request -------------------------------------------------------
 check_http_provider() {
@@ -775,9 +785,7 @@ SQL
 is "$out" "" "one whose change was rolled back to a savepoint can (no error)"
 
 # --- 8. kill -9 of the dispatcher with deliveries in flight ------------------------------------
-double POST reset >/dev/null
-double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}], "repeat": true}' >/dev/null
-sql "SELECT count(*) FROM notiflow.trigger_many('hook', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 20)), '{\"marker\": \"crash\"}')" >/dev/null
+hooks_held 20 5000 crash
 wait_for 20 parked 5
 ok $? "webhook deliveries are in flight at the provider"
 pid=$(dispatcher_pid)
@@ -786,8 +794,7 @@ double POST reset >/dev/null
 up_again() { psql -X -qAt -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher' AND pid <> $pid" 2>/dev/null | grep -qx 1; }
 wait_for 60 up_again
 ok $? "the server recovers and a new dispatcher starts"
-all_sent() { sql_is "SELECT count(*) FILTER (WHERE d.status = 'sent') FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = 'crash'" 20; }
-wait_for 60 all_sent
+wait_for 60 marked_sent crash 20
 ok $? "every delivery in flight is sent after the restart: none lost"
 echo "# crash deliveries by status: $(sql "SELECT string_agg(status || '=' || n, ' ') FROM (SELECT d.status, count(*) n FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = 'crash' GROUP BY 1) s")"
 echo "# their attempts: $(sql "SELECT string_agg(error_class || '=' || n, ' ') FROM (SELECT a.error_class, count(*) n FROM notiflow.delivery_attempts a JOIN notiflow.deliveries d ON d.id = a.delivery_id JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = 'crash' GROUP BY 1) s")"
@@ -804,15 +811,12 @@ is "$(sql "SELECT count(DISTINCT d.id) FROM notiflow.deliveries d JOIN notiflow.
 # learn whether the connection multiplexes), the other nine after its answer.
 psql -X -q -d postgres -c "ALTER SYSTEM SET notiflow.lease_time = '60s'" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for 10 sql_is "SHOW notiflow.lease_time" 1min
-double POST reset >/dev/null
-double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500}], "repeat": true}' >/dev/null
-sql "SELECT count(*) FROM notiflow.trigger_many('hook', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 10)), '{\"marker\": \"stop\"}')" >/dev/null
+hooks_held 10 1500 stop
 wait_for 20 parked 9
 ok $? "webhook requests are in flight at the provider"
 pid=$(dispatcher_pid)
 psql -X -q -d postgres -c "SELECT pg_terminate_backend($pid)" >/dev/null
-stop_sent() { sql_is "SELECT count(*) FILTER (WHERE d.status = 'sent') FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = '$1'" "$2"; }
-wait_for 20 stop_sent stop 10
+wait_for 20 marked_sent stop 10
 ok $? "after SIGTERM every delivery in flight is recorded as sent, well within the lease"
 gone() { ! kill -0 "$1" 2>/dev/null; }
 wait_for 10 gone "$pid"
@@ -828,10 +832,10 @@ wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = '
 ok $? "the launcher starts a dispatcher again"
 # A server shutdown too: the postmaster's SIGTERM comes, then the ending launcher's; the answers
 # are recorded before the server goes down.
-double POST reset >/dev/null
-double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500}], "repeat": true}' >/dev/null
-sql "SELECT count(*) FROM notiflow.trigger_many('hook', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 5)), '{\"marker\": \"stop-server\"}')" >/dev/null
+hooks_held 5 1000 stop-server
 wait_for 20 parked 1
+# (the 3 s lease again from the restart on: no reload, the running dispatcher keeps its 60 s)
+psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.lease_time" >/dev/null
 cluster_as_owner "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -m fast -w restart >/dev/null
 ok $? "PostgreSQL restarts (fast) with webhook requests in flight"
 is "$(sql "SELECT count(*) FILTER (WHERE d.status = 'sent') FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = 'stop-server'")" 5 \
@@ -839,7 +843,6 @@ is "$(sql "SELECT count(*) FILTER (WHERE d.status = 'sent') FROM notiflow.delive
 is "$(double GET "requests?provider=webhook" | jq '[.[] | select(.body | contains("\"marker\": \"stop-server\""))] | length')" 5 \
    "the provider received each request once"
 double POST reset >/dev/null
-psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.lease_time" -c "SELECT pg_reload_conf()" >/dev/null
 wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 1
 ok $? "a dispatcher runs after the restart"
 # Past notiflow.stop_timeout it leaves, and the lease (3 s here) brings the delivery back.
@@ -861,6 +864,25 @@ is "$(sql "SELECT status FROM notiflow.deliveries WHERE execution_id = $exec")" 
 double POST reset >/dev/null
 wait_for 30 status_is "$exec" sent
 ok $? "its lease brought it back, and it was sent"
+# A transaction of the dispatcher's still running past the stop timeout (here a record waiting for
+# a row a prepared transaction holds, which no shutdown ends) is ended a second after it.
+wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 1
+hooks_held 1 1000 stop-locked
+wait_for 20 parked 1
+held=$(sql "SELECT d.id FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id WHERE e.payload ->> 'marker' = 'stop-locked'")
+sql "BEGIN; SELECT 1 FROM notiflow.deliveries WHERE id = $held FOR UPDATE; PREPARE TRANSACTION 'notiflow_8b_hold'" >/dev/null
+record_waits() { sql_is "SELECT wait_event_type FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" Lock; }
+wait_for 20 record_waits
+ok $? "the dispatcher's record waits for the row the prepared transaction holds"
+pid=$(dispatcher_pid)
+start=$SECONDS
+psql -X -q -d postgres -c "SELECT pg_terminate_backend($pid)" >/dev/null
+wait_for 15 gone "$pid"
+ok $? "asked to stop, it ends all the same ($((SECONDS - start)) s; stop_timeout 500ms)"
+sql "ROLLBACK PREPARED 'notiflow_8b_hold'" >/dev/null
+double POST reset >/dev/null
+wait_for 30 marked_sent stop-locked 1
+ok $? "its lease brought the delivery back, and it was sent"
 psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.stop_timeout" -c "SELECT pg_reload_conf()" >/dev/null
 
 # --- 8c. a record refused for its data does not take the batch with it ---------------------------
@@ -882,7 +904,7 @@ double POST reset >/dev/null
 pid=$(dispatcher_pid)
 poison=$(sql "SELECT count(*) FROM notiflow.trigger_many('hook', (SELECT jsonb_agg('ann'::text) FROM generate_series(1, 5)), '{\"marker\": \"beside-poison\"}');
               SELECT notiflow.trigger('hook', '{\"marker\": \"poison\"}', '\"ann\"')" | tail -1)
-wait_for 20 stop_sent beside-poison 5
+wait_for 20 marked_sent beside-poison 5
 ok $? "the deliveries recorded beside a refused one are sent"
 wait_for 20 status_is "$poison" sent
 ok $? "the refused one is sent too (the provider accepted it)"
