@@ -66,6 +66,14 @@ SELECT notiflow.put_subscriber('bob', jsonb_build_object('data', jsonb_build_obj
 -- attributes given one call at a time add up: the subscriber as a whole is bounded
 SELECT notiflow.put_subscriber('bob', jsonb_build_object('chat', jsonb_build_object('slack', repeat('y', 700))));
 SELECT octet_length(data::text) > 700 AS data_kept, chat = '{}' AS chat_unchanged FROM notiflow.subscribers WHERE id = 'bob';
+-- one too large already (the limit lowered since) may still shrink, and take small changes
+SET notiflow.max_payload_size = '2kB';
+SELECT notiflow.put_subscriber('bob', jsonb_build_object('chat', jsonb_build_object('slack', repeat('y', 700))));
+SET notiflow.max_payload_size = '1kB';
+SELECT notiflow.put_subscriber('bob', '{"email": "bob@example.com", "preferences": {"channels": {"email": false}}}');
+SELECT notiflow.put_subscriber('bob', jsonb_build_object('name', repeat('n', 1100)));
+SELECT notiflow.put_subscriber('bob', '{"data": {}}');
+SELECT email, preferences, data, length(chat ->> 'slack') AS slack FROM notiflow.subscribers WHERE id = 'bob';
 RESET notiflow.max_payload_size;
 SELECT count(*) AS bobs FROM notiflow.subscribers WHERE id = 'bob';
 DELETE FROM notiflow.subscribers WHERE id = 'bob';

@@ -102,11 +102,20 @@ static UncommittedCounts uncommitted;
 
 /* The stop (see dispatcher_sigterm). */
 #define STOP_MARGIN_MS 1000
-#define STOP_TICK_MS 250
 static volatile sig_atomic_t stop_requested = false;
 static volatile TimestampTz stop_requested_at = 0;
+static volatile int stop_timeout_ms = 0;	/* notiflow.stop_timeout when the stop was asked for */
+static volatile sig_atomic_t phase_running = false;
 static TimestampTz stop_deadline = 0;	/* 0: not stopping yet */
-static TimeoutId stop_ticker;
+static TimeoutId stop_timer;
+static bool stop_logged = false;	/* the exit was logged (stop_if_asked) */
+
+/* When a transaction still running while stopping is ended. */
+static TimestampTz
+stop_kill_at(void)
+{
+	return stop_requested_at + (TimestampTz) (stop_timeout_ms + STOP_MARGIN_MS) * 1000;
+}
 
 /* Per-provider state kept by this worker for one claim: config and circuit. */
 typedef struct ProviderInfo
@@ -594,8 +603,11 @@ claim_due(int limit, bool *from_start)
 static void
 phase_begin(const char *activity)
 {
-	/* a SIGTERM during this transaction: it ends at the latest at the stop timeout and margin */
-	enable_timeout_every(stop_ticker, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STOP_TICK_MS), STOP_TICK_MS);
+	/* (a SIGTERM from here on cancels this transaction, or finds its timer armed) */
+	phase_running = true;
+	/* stopping: this transaction ends at the latest at the stop timeout and its margin */
+	if (stop_requested)
+		enable_timeout_at(stop_timer, stop_kill_at());
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -611,7 +623,9 @@ phase_end(void)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
-	disable_timeout(stop_ticker, false);
+	phase_running = false;
+	if (stop_requested)
+		disable_timeout(stop_timer, false);
 	if (SLOT_MINE() && (uncommitted.sent | uncommitted.retried | uncommitted.failed) != 0)
 	{
 		pg_atomic_fetch_add_u64(&my_slot->sent, uncommitted.sent);
@@ -683,7 +697,9 @@ phase_try(void (*fn) (void *arg), void *arg, int absorb)
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		disable_timeout(stop_ticker, false);
+		phase_running = false;
+		if (stop_requested)
+			disable_timeout(stop_timer, false);
 		RESUME_INTERRUPTS();
 		memset(&uncommitted, 0, sizeof(uncommitted));
 	}
@@ -1313,17 +1329,21 @@ record(List *done)
  * abandoned the requests in flight: the provider had them, and their
  * deliveries were sent again after their lease.  Instead the dispatcher
  * claims nothing more (what a claim under way took is given back), waits up
- * to notiflow.stop_timeout for the answers, records them, and exits; what is
- * still in flight then is left to its lease (and logged).
+ * to notiflow.stop_timeout (as it was when the stop was asked for) for the
+ * answers, records them, and exits; what is still in flight then is left to
+ * its lease (and logged).
  *
- * A transaction of the dispatcher's still running STOP_MARGIN_MS after that
- * (waiting for a lock a prepared transaction holds, say) is ended as die()
- * would: every phase runs with a ticking timer (stop_tick) that checks.  A
- * SIGTERM that comes more than a second after the first ends it at once (an
- * operator's second try); in a server shutdown the postmaster's and the
- * ending launcher's (TerminateBackgroundWorker) come together.
+ * No transaction of the dispatcher's outlives the stop timeout by more than
+ * STOP_MARGIN_MS (one waiting for a lock a prepared transaction holds, say):
+ * the one running when SIGTERM comes is cancelled (it rolls back, and runs
+ * again: a claim, a record), and those begun while stopping run under a
+ * timer that does what die() does.  The timer is armed only while stopping:
+ * PostgreSQL's SIGALRM sets the latch, and one armed for every transaction
+ * woke the idle loop into a claim.  A SIGTERM that comes more than a second
+ * after the first ends the dispatcher at once (an operator's second try); in
+ * a server shutdown the postmaster's and the ending launcher's
+ * (TerminateBackgroundWorker) come together.
  */
-
 static void
 dispatcher_sigterm(SIGNAL_ARGS)
 {
@@ -1333,7 +1353,13 @@ dispatcher_sigterm(SIGNAL_ARGS)
 	if (!stop_requested)
 	{
 		stop_requested_at = now;
+		stop_timeout_ms = notiflow_stop_timeout_ms;
 		stop_requested = true;
+		if (phase_running)
+		{
+			QueryCancelPending = true;
+			InterruptPending = true;
+		}
 	}
 	else if (now - stop_requested_at > USECS_PER_SEC)
 		die(postgres_signal_arg);
@@ -1341,17 +1367,16 @@ dispatcher_sigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
-/* The phases' timer (a SIGALRM handler): past the stop timeout and its margin, what die() does. */
+/* The stop timer (a SIGALRM handler): what die() does. */
 static void
-stop_tick(void)
+stop_timer_fired(void)
 {
-	if (stop_requested && !proc_exit_inprogress &&
-		GetCurrentTimestamp() >= stop_requested_at + (TimestampTz) (notiflow_stop_timeout_ms + STOP_MARGIN_MS) * 1000)
+	if (!proc_exit_inprogress)
 	{
 		InterruptPending = true;
 		ProcDiePending = true;
-		SetLatch(MyLatch);
 	}
+	SetLatch(MyLatch);
 }
 
 /* Begins the stop, once it was asked for: its deadline. */
@@ -1363,12 +1388,12 @@ stop_begin(void)
 	if (!stop_requested || stop_deadline != 0)
 		return;
 	in_flight = http_in_flight();
-	stop_deadline = TimestampTzPlusMilliseconds(stop_requested_at, notiflow_stop_timeout_ms);
-	if (in_flight > 0 && notiflow_stop_timeout_ms > 0)
+	stop_deadline = TimestampTzPlusMilliseconds(stop_requested_at, stop_timeout_ms);
+	if (in_flight > 0 && stop_timeout_ms > 0)
 		ereport(LOG,
 				(errmsg_plural("notiflow dispatcher stopping: waiting up to %d ms for %d request in flight",
 							   "notiflow dispatcher stopping: waiting up to %d ms for %d requests in flight",
-							   in_flight, notiflow_stop_timeout_ms, in_flight)));
+							   in_flight, (int) stop_timeout_ms, in_flight)));
 }
 
 /*
@@ -1389,10 +1414,12 @@ stop_if_asked(void)
 	if (in_flight == 0)
 	{
 		ereport(LOG, (errmsg("notiflow dispatcher stopped")));
+		stop_logged = true;
 		proc_exit(0);
 	}
 	if (now >= stop_deadline)
 	{
+		stop_logged = true;
 		ereport(LOG,
 				(errmsg_plural("notiflow dispatcher stopped with %d request in flight",
 							   "notiflow dispatcher stopped with %d requests in flight",
@@ -1448,6 +1475,10 @@ give_back(List *ready)
 static void
 dispatcher_detach(int code, Datum arg)
 {
+	if (stop_requested && !stop_logged)
+		ereport(LOG,
+				(errmsg("notiflow dispatcher ended while stopping, before it had recorded what it sent"),
+				 errdetail("A transaction ran past notiflow.stop_timeout, or a second SIGTERM came: the deliveries it had claimed are claimed again when their lease runs out, and sent again.")));
 	if (my_slot == NULL)
 		return;
 	SpinLockAcquire(&notiflow_shared->mutex);
@@ -1467,7 +1498,7 @@ notiflow_dispatcher_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, dispatcher_sigterm);
 	BackgroundWorkerUnblockSignals();
-	stop_ticker = RegisterTimeout(USER_TIMEOUT, stop_tick);
+	stop_timer = RegisterTimeout(USER_TIMEOUT, stop_timer_fired);
 	notiflow_worker_keep_memory();
 	BackgroundWorkerInitializeConnection(notiflow_database_name, NULL, 0);
 	/* a resume never waits for a correlation key another session holds: see engine.h */

@@ -140,6 +140,7 @@ DECLARE
     limit_text text;
     limit_bytes bigint;
     stored_bytes bigint;
+    old_bytes bigint;
 BEGIN
     IF id IS NULL OR id = '' OR length(id) > 256 THEN
         RAISE EXCEPTION 'invalid subscriber id' USING ERRCODE = '22023',
@@ -201,6 +202,14 @@ BEGIN
         END IF;
     END LOOP;
 
+    -- the subscriber's size before, measured as below: one already too large may still shrink
+    SELECT pg_column_size(jsonb_strip_nulls(jsonb_build_object('name', s.name, 'email', s.email,
+               'phone', s.phone, 'locale', s.locale, 'timezone', s.timezone, 'data', nullif(s.data, '{}'),
+               'push', nullif(s.push, '{}'), 'chat', nullif(s.chat, '{}'),
+               'preferences', nullif(s.preferences, '{}'))))
+      INTO old_bytes
+      FROM notiflow.subscribers s WHERE s.id = put_subscriber.id FOR UPDATE;
+
     INSERT INTO notiflow.subscribers AS s
            (id, name, email, phone, locale, timezone, data, push, chat, preferences)
     VALUES (id, a ->> 'name', a ->> 'email', a ->> 'phone', a ->> 'locale', a ->> 'timezone',
@@ -217,12 +226,16 @@ BEGIN
         chat        = CASE WHEN a ? 'chat' THEN excluded.chat ELSE s.chat END,
         preferences = CASE WHEN a ? 'preferences' THEN excluded.preferences ELSE s.preferences END,
         updated_at  = now()
-    RETURNING pg_column_size(jsonb_build_object('name', s.name, 'email', s.email, 'phone', s.phone,
-                  'locale', s.locale, 'timezone', s.timezone, 'data', s.data, 'push', s.push, 'chat', s.chat,
-                  'preferences', s.preferences))
+    RETURNING pg_column_size(jsonb_strip_nulls(jsonb_build_object('name', s.name, 'email', s.email,
+                  'phone', s.phone, 'locale', s.locale, 'timezone', s.timezone, 'data', nullif(s.data, '{}'),
+                  'push', nullif(s.push, '{}'), 'chat', nullif(s.chat, '{}'),
+                  'preferences', nullif(s.preferences, '{}'))))
          INTO stored_bytes;
-    -- attributes given one call at a time add up: the subscriber as a whole is bounded
-    IF stored_bytes > limit_bytes THEN
+    -- attributes given one call at a time add up: the subscriber as a whole is bounded (measured
+    -- as the attributes given are, without the empty ones); one that was too large already (the
+    -- limit lowered since) may still shrink, and take small changes (an opt-out, a new address)
+    IF stored_bytes > limit_bytes AND stored_bytes > coalesce(old_bytes, 0)
+       AND (old_bytes IS NULL OR old_bytes <= limit_bytes OR pg_column_size(a || '{}') > 1024) THEN
         RAISE EXCEPTION 'subscriber is too large' USING ERRCODE = '54000',
             DETAIL = format('attributes: with the attributes kept, the subscriber would be %s bytes, the limit is %s bytes',
                             stored_bytes, limit_bytes),
