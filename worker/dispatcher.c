@@ -624,6 +624,7 @@ phase_end(void)
 	SPI_finish();
 	CommitTransactionCommand();
 	phase_running = false;
+	QueryCancelPending = false; /* a stop's cancel that came too late for this phase */
 	if (stop_requested)
 		disable_timeout(stop_timer, false);
 	if (SLOT_MINE() && (uncommitted.sent | uncommitted.retried | uncommitted.failed) != 0)
@@ -638,8 +639,9 @@ phase_end(void)
 }
 
 /* What phase_try rolls back and returns instead of raising. */
-#define ABSORB_CONFLICTS	0x01	/* a lock conflict, a query cancel */
+#define ABSORB_CONFLICTS	0x01	/* a lock conflict */
 #define ABSORB_DATA_ERRORS	0x02	/* an error about the data (isolatable) */
+#define ABSORB_CANCEL		0x04	/* a query cancel (one a SIGTERM makes: see dispatcher_sigterm) */
 
 /*
  * True for an error about the rows a phase wrote: a value out of range or
@@ -689,8 +691,8 @@ phase_try(void (*fn) (void *arg), void *arg, int absorb)
 	{
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		if (!(((absorb & ABSORB_CONFLICTS) &&
-			   (error_is_lock_conflict(edata) || edata->sqlerrcode == ERRCODE_QUERY_CANCELED)) ||
+		if (!(((absorb & ABSORB_CONFLICTS) && error_is_lock_conflict(edata)) ||
+			  ((absorb & ABSORB_CANCEL) && edata->sqlerrcode == ERRCODE_QUERY_CANCELED) ||
 			  ((absorb & ABSORB_DATA_ERRORS) && error_is_about_data(edata))))
 			PG_RE_THROW();
 		HOLD_INTERRUPTS();
@@ -698,6 +700,7 @@ phase_try(void (*fn) (void *arg), void *arg, int absorb)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		phase_running = false;
+		QueryCancelPending = false; /* a stop's cancel that came too late for this phase */
 		if (stop_requested)
 			disable_timeout(stop_timer, false);
 		RESUME_INTERRUPTS();
@@ -712,7 +715,7 @@ phase_try(void (*fn) (void *arg), void *arg, int absorb)
 static bool
 phase_run(void (*fn) (void *arg), void *arg, bool absorb)
 {
-	return phase_try(fn, arg, absorb ? ABSORB_CONFLICTS : 0) == NULL;
+	return phase_try(fn, arg, absorb ? ABSORB_CONFLICTS | ABSORB_CANCEL : 0) == NULL;
 }
 
 /* The arguments and results of claim_transaction. */
@@ -855,7 +858,7 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 	claim_cxt = AllocSetContextCreate(dispatcher_cxt, "notiflow claim", ALLOCSET_SMALL_SIZES);
 	if (!phase_run(claim_transaction, &call, true))
 	{
-		ereport(LOG, (errmsg("notiflow: the claim lost a lock conflict; claiming again in %d ms", HELD_RETRY_MS)));
+		ereport(LOG, (errmsg("notiflow: the claim was rolled back (a lock conflict, or a cancel); claiming again in %d ms", HELD_RETRY_MS)));
 		push_tokens_forget_pending();	/* a token request it built was not sent */
 		call.ready = NIL;
 		call.claimed_count = 0;
@@ -1211,16 +1214,20 @@ record_transaction(void *arg)
 static ErrorData *
 record_together(List *done)
 {
-	for (int attempt = 1;; attempt++)
+	for (int attempt = 1;;)
 	{
 		ErrorData  *e = phase_try(record_transaction, done,
-								  ABSORB_DATA_ERRORS | (attempt < RECORD_ATTEMPTS ? ABSORB_CONFLICTS : 0));
+								  ABSORB_DATA_ERRORS | ABSORB_CANCEL |
+								  (attempt < RECORD_ATTEMPTS ? ABSORB_CONFLICTS : 0));
 
 		if (e == NULL || error_is_about_data(e))
 			return e;
+		/* a cancel (a stop's: see dispatcher_sigterm) is no attempt: the record runs again */
+		if (e->sqlerrcode != ERRCODE_QUERY_CANCELED)
+			attempt++;
 		ereport(LOG,
 				(errmsg("notiflow: recording %d delivery attempts again (try %d of %d)",
-						list_length(done), attempt + 1, RECORD_ATTEMPTS)));
+						list_length(done), attempt, RECORD_ATTEMPTS)));
 		if (SLOT_MINE())
 			pg_atomic_fetch_add_u64(&my_slot->record_retries, 1);
 	}
@@ -1299,12 +1306,19 @@ record(List *done)
 		{
 			Unrecordable u = {lfirst(lc), NULL};
 			InFlight   *f = http_transfer_owner(u.transfer);
+			ErrorData  *alone;
 
 			if (list_length(done) > 1 && (u.error = record_together(list_make1(u.transfer))) == NULL)
 				continue;
 			if (u.error == NULL)
 				u.error = e;
-			if (phase_try(record_alone_transaction, &u, ABSORB_CONFLICTS | ABSORB_DATA_ERRORS) != NULL)
+			alone = phase_try(record_alone_transaction, &u, ABSORB_CONFLICTS | ABSORB_DATA_ERRORS | ABSORB_CANCEL);
+
+			/* a cancel (a stop's) or a lock conflict: once more */
+			if (alone != NULL && !error_is_about_data(alone))
+				alone = phase_try(record_alone_transaction, &u,
+								  ABSORB_CONFLICTS | ABSORB_DATA_ERRORS | ABSORB_CANCEL);
+			if (alone != NULL)
 				ereport(WARNING,
 						(errmsg("notiflow: could not record the attempt of delivery " INT64_FORMAT, f->job.delivery_id),
 						 errdetail("It is claimed again when its lease runs out, and sent again."),

@@ -126,6 +126,23 @@ RETURN address ~ '^[^@]+@[^@]+\.[^@]+$'
 COMMENT ON FUNCTION notiflow.email_address_valid(text) IS
     'Whether a text is one email address as notiflow sends to: local@domain.tld, without spaces, controls, list separators, brackets, quotes or a final dot.';
 
+-- The size of a subscriber as it is copied into the executions that reach them: its attributes
+-- as one object, without the null and empty ones (the given attributes are measured the same way,
+-- so a new subscriber is not refused for its defaults).
+CREATE FUNCTION notiflow.subscriber_bytes(s notiflow.subscribers)
+RETURNS integer
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_column_size(coalesce(jsonb_object_agg(e.k, e.v), '{}'))
+      FROM jsonb_each(jsonb_build_object('name', s.name, 'email', s.email, 'phone', s.phone,
+               'locale', s.locale, 'timezone', s.timezone, 'data', s.data, 'push', s.push,
+               'chat', s.chat, 'preferences', s.preferences)) e(k, v)
+     WHERE e.v <> 'null' AND e.v <> '{}'
+$$;
+COMMENT ON FUNCTION notiflow.subscriber_bytes(notiflow.subscribers) IS
+    'The size in bytes of a subscriber''s attributes as one JSON object, without the null and empty ones (put_subscriber bounds it by notiflow.max_payload_size).';
+
 CREATE FUNCTION notiflow.put_subscriber(id text, attributes jsonb)
 RETURNS void
 LANGUAGE plpgsql
@@ -203,12 +220,8 @@ BEGIN
     END LOOP;
 
     -- the subscriber's size before, measured as below: one already too large may still shrink
-    SELECT pg_column_size(jsonb_strip_nulls(jsonb_build_object('name', s.name, 'email', s.email,
-               'phone', s.phone, 'locale', s.locale, 'timezone', s.timezone, 'data', nullif(s.data, '{}'),
-               'push', nullif(s.push, '{}'), 'chat', nullif(s.chat, '{}'),
-               'preferences', nullif(s.preferences, '{}'))))
-      INTO old_bytes
-      FROM notiflow.subscribers s WHERE s.id = put_subscriber.id FOR UPDATE;
+    SELECT notiflow.subscriber_bytes(s) INTO old_bytes
+      FROM notiflow.subscribers s WHERE s.id = put_subscriber.id FOR NO KEY UPDATE;
 
     INSERT INTO notiflow.subscribers AS s
            (id, name, email, phone, locale, timezone, data, push, chat, preferences)
@@ -226,11 +239,7 @@ BEGIN
         chat        = CASE WHEN a ? 'chat' THEN excluded.chat ELSE s.chat END,
         preferences = CASE WHEN a ? 'preferences' THEN excluded.preferences ELSE s.preferences END,
         updated_at  = now()
-    RETURNING pg_column_size(jsonb_strip_nulls(jsonb_build_object('name', s.name, 'email', s.email,
-                  'phone', s.phone, 'locale', s.locale, 'timezone', s.timezone, 'data', nullif(s.data, '{}'),
-                  'push', nullif(s.push, '{}'), 'chat', nullif(s.chat, '{}'),
-                  'preferences', nullif(s.preferences, '{}'))))
-         INTO stored_bytes;
+    RETURNING notiflow.subscriber_bytes(s) INTO stored_bytes;
     -- attributes given one call at a time add up: the subscriber as a whole is bounded (measured
     -- as the attributes given are, without the empty ones); one that was too large already (the
     -- limit lowered since) may still shrink, and take small changes (an opt-out, a new address)
