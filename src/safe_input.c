@@ -90,7 +90,7 @@ input_call(void *arg)
 									   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 }
 
-/* Calls an input function, catching its error; a transient one is raised again when rethrow is set. */
+/* Calls an input function, catching its error; a transient one is raised again when rethrow is set, an interrupt always. */
 static bool
 input_caught(PGFunction fn, const char *src, Datum *result, char **error, bool rethrow)
 {
@@ -99,7 +99,8 @@ input_caught(PGFunction fn, const char *src, Datum *result, char **error, bool r
 
 	if (edata != NULL)
 	{
-		if (rethrow && error_is_transient(edata))
+		/* a cancel or shutdown is never the input's: raised again even for safe_input_any */
+		if ((rethrow && error_is_transient(edata)) || error_is_interrupt(edata))
 			ReThrowError(edata);
 		*error = edata->message;
 		return false;

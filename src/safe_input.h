@@ -20,9 +20,10 @@
 extern bool safe_input(PGFunction fn, const char *src, Datum *result, char **error);
 
 /*
- * safe_input that turns every error into false, transient ones too: for a
- * caller that must go on whatever happened (a dispatcher reading a provider's
- * answer after the request was sent).
+ * safe_input that turns every error into false, transient ones too (but a
+ * cancel or shutdown: the caller's transaction is to end): for a caller that
+ * must go on whatever happened (a dispatcher reading a provider's answer
+ * after the request was sent; a stop's cancel makes it record again).
  */
 extern bool safe_input_any(PGFunction fn, const char *src, Datum *result, char **error);
 

@@ -433,6 +433,8 @@ build_one(InFlight *f, char **error)
 
 	if (edata == NULL)
 		return true;
+	if (error_is_interrupt(edata))
+		ReThrowError(edata);	/* a stop's cancel: the claim rolls back, nothing fails */
 	*error = edata->detail ? psprintf("%s: %s", edata->message, edata->detail) : edata->message;
 	return false;
 }
@@ -1214,6 +1216,8 @@ record_transaction(void *arg)
 static ErrorData *
 record_together(List *done)
 {
+	int			cancels = 0;
+
 	for (int attempt = 1;;)
 	{
 		ErrorData  *e = phase_try(record_transaction, done,
@@ -1222,9 +1226,15 @@ record_together(List *done)
 
 		if (e == NULL || error_is_about_data(e))
 			return e;
-		/* a cancel (a stop's: see dispatcher_sigterm) is no attempt: the record runs again */
+		/*
+		 * A cancel (a stop's: see dispatcher_sigterm) is no attempt: the
+		 * record runs again; but not for ever (an operator cancelling it
+		 * again and again, a trigger raising 57014): then as a data error.
+		 */
 		if (e->sqlerrcode != ERRCODE_QUERY_CANCELED)
 			attempt++;
+		else if (++cancels >= RECORD_ATTEMPTS)
+			return e;
 		ereport(LOG,
 				(errmsg("notiflow: recording %d delivery attempts again (try %d of %d)",
 						list_length(done), attempt, RECORD_ATTEMPTS)));
@@ -1238,6 +1248,7 @@ typedef struct Unrecordable
 {
 	HttpTransfer *transfer;
 	ErrorData  *error;
+	const char *outcome;		/* set by record_alone_transaction: how it was recorded */
 } Unrecordable;
 
 /*
@@ -1270,10 +1281,7 @@ record_alone_transaction(void *arg)
 		else if (delivery_repo_still_claimed(f->job.delivery_id, f->lease))
 			apply_not_sent(f, &res);
 		count_in_circuit(f, &res, &healthy);
-		ereport(LOG,
-				(errmsg("notiflow: recorded delivery " INT64_FORMAT " (%s) without its attempt row",
-						f->job.delivery_id, outcome_classes[res.outcome]),
-				 errdetail("Recording its attempt failed: %s", u->error->message)));
+		u->outcome = outcome_classes[res.outcome];
 	}
 	phase_end();
 }
@@ -1304,7 +1312,7 @@ record(List *done)
 	{
 		foreach(lc, done)
 		{
-			Unrecordable u = {lfirst(lc), NULL};
+			Unrecordable u = {lfirst(lc), NULL, NULL};
 			InFlight   *f = http_transfer_owner(u.transfer);
 			ErrorData  *alone;
 
@@ -1318,6 +1326,11 @@ record(List *done)
 			if (alone != NULL && !error_is_about_data(alone))
 				alone = phase_try(record_alone_transaction, &u,
 								  ABSORB_CONFLICTS | ABSORB_DATA_ERRORS | ABSORB_CANCEL);
+			if (alone == NULL && u.outcome != NULL)
+				ereport(LOG,
+						(errmsg("notiflow: recorded delivery " INT64_FORMAT " (%s) without its attempt row",
+								f->job.delivery_id, u.outcome),
+						 errdetail("Recording its attempt failed: %s", u.error->message)));
 			if (alone != NULL)
 				ereport(WARNING,
 						(errmsg("notiflow: could not record the attempt of delivery " INT64_FORMAT, f->job.delivery_id),
@@ -1377,6 +1390,26 @@ dispatcher_sigterm(SIGNAL_ARGS)
 	}
 	else if (now - stop_requested_at > USECS_PER_SEC)
 		die(postgres_signal_arg);
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/*
+ * A query cancel (SIGINT, pg_cancel_backend) cancels the transaction under
+ * way, which runs again; between transactions it is not for a worker, and
+ * is not even noted: processed at the next log line, outside any PG_TRY, it
+ * would end the worker.
+ */
+static void
+dispatcher_sigint(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	if (phase_running && !proc_exit_inprogress)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
@@ -1511,6 +1544,7 @@ notiflow_dispatcher_main(Datum arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, dispatcher_sigterm);
+	pqsignal(SIGINT, dispatcher_sigint);
 	BackgroundWorkerUnblockSignals();
 	stop_timer = RegisterTimeout(USER_TIMEOUT, stop_timer_fired);
 	notiflow_worker_keep_memory();
