@@ -425,6 +425,14 @@ build_in_flight(void *arg)
 	MemoryContextSwitchTo(old);
 }
 
+/* Gives back the circuit probe a delivery holds, if it is one: it brings no verdict. */
+static void
+release_probe(InFlight *f)
+{
+	if (f->probe)
+		provider_repo_circuit_release_probe(f->job.provider);
+}
+
 /* Runs one adapter's build in a subtransaction; false with *error set when it raises. */
 static bool
 build_one(InFlight *f, char **error)
@@ -456,16 +464,14 @@ build_requests(List *prepared)
 			delivery_repo_record_attempt(f->job.delivery_id, f->job.attempt, f->job.provider, 0, 0, 0,
 										 "permanent", error, NULL);
 			delivery_fall_back(f->job.delivery_id, f->job.kind, NULL, error);
-			if (f->probe)
-				provider_repo_circuit_release_probe(f->job.provider);
+			release_probe(f);
 			MemoryContextDelete(f->cxt);	/* f with it */
 		}
 		else if (f->req.defer_ms > 0)
 		{
 			/* the adapter waits (for a token being fetched): nothing to send, no attempt */
 			delivery_repo_defer(f->job.delivery_id, f->req.defer_ms);
-			if (f->probe)
-				provider_repo_circuit_release_probe(f->job.provider);
+			release_probe(f);
 			MemoryContextDelete(f->cxt);	/* f with it */
 		}
 		else
@@ -618,6 +624,16 @@ phase_begin(const char *activity)
 	pgstat_report_activity(STATE_RUNNING, activity);
 }
 
+/* After a phase's transaction ended (committed or rolled back): no stop cancel or timer for it. */
+static void
+phase_over(void)
+{
+	phase_running = false;
+	QueryCancelPending = false; /* a stop's cancel that came too late for this phase */
+	if (stop_requested)
+		disable_timeout(stop_timer, false);
+}
+
 /* Commits a phase. */
 static void
 phase_end(void)
@@ -625,10 +641,7 @@ phase_end(void)
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
-	phase_running = false;
-	QueryCancelPending = false; /* a stop's cancel that came too late for this phase */
-	if (stop_requested)
-		disable_timeout(stop_timer, false);
+	phase_over();
 	if (SLOT_MINE() && (uncommitted.sent | uncommitted.retried | uncommitted.failed) != 0)
 	{
 		pg_atomic_fetch_add_u64(&my_slot->sent, uncommitted.sent);
@@ -701,10 +714,7 @@ phase_try(void (*fn) (void *arg), void *arg, int absorb)
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		phase_running = false;
-		QueryCancelPending = false; /* a stop's cancel that came too late for this phase */
-		if (stop_requested)
-			disable_timeout(stop_timer, false);
+		phase_over();
 		RESUME_INTERRUPTS();
 		memset(&uncommitted, 0, sizeof(uncommitted));
 	}
@@ -1017,8 +1027,7 @@ count_in_circuit(InFlight *f, ProviderResult *res, List **healthy)
 	if (res->outcome == OUTCOME_AGAIN || (f->req.url_from_data && !success))
 	{
 		/* no verdict on the provider: a probe is given back, for the next claim */
-		if (f->probe)
-			provider_repo_circuit_release_probe(f->job.provider);
+		release_probe(f);
 		return;
 	}
 	/* a success only writes when it closes a circuit that had failures */
@@ -1029,18 +1038,28 @@ count_in_circuit(InFlight *f, ProviderResult *res, List **healthy)
 		provider_not_healthy(healthy, f->job.provider);
 }
 
-/* The flights circuit_order_cmp sorts indexes of. */
-static InFlight **circuit_order_flights;
-
-/* Orders indexes of circuit_order_flights by provider name, then index (qsort). */
+/* Orders indexes of flights (arg) by provider name, then index (qsort_arg). */
 static int
-circuit_order_cmp(const void *a, const void *b)
+circuit_order_cmp(const void *a, const void *b, void *arg)
 {
+	InFlight  **flights = arg;
 	int			ia = *(const int *) a;
 	int			ib = *(const int *) b;
-	int			c = strcmp(circuit_order_flights[ia]->job.provider, circuit_order_flights[ib]->job.provider);
+	int			c = strcmp(flights[ia]->job.provider, flights[ib]->job.provider);
 
 	return c != 0 ? c : (ia > ib) - (ia < ib);
+}
+
+/*
+ * Records a sent delivery outside the batch's set-based marking (one that
+ * moved on meanwhile, or recorded alone): its attempt counted, its message id
+ * kept, its execution resumed.
+ */
+static void
+finish_sent_alone(int64 delivery_id, const char *message_id)
+{
+	delivery_repo_count_attempt(delivery_id);
+	delivery_finish(delivery_id, "sent", message_id, NULL);
 }
 
 /* Orders finished transfers by delivery id (list_sort). */
@@ -1138,8 +1157,7 @@ record_results(List *done)
 				marked |= ((FinishedDelivery *) lfirst(lc))->delivery_id == flights[k]->job.delivery_id;
 			if (marked)
 				continue;
-			delivery_repo_count_attempt(flights[k]->job.delivery_id);
-			delivery_finish(flights[k]->job.delivery_id, "sent", results[k].message_id, NULL);
+			finish_sent_alone(flights[k]->job.delivery_id, results[k].message_id);
 		}
 	}
 	/*
@@ -1169,8 +1187,7 @@ record_results(List *done)
 
 		for (int k = 0; k < n; k++)
 			order[k] = k;
-		circuit_order_flights = flights;
-		qsort(order, n, sizeof(int), circuit_order_cmp);
+		qsort_arg(order, n, sizeof(int), circuit_order_cmp, flights);
 		for (int k = 0; k < n; k++)
 			count_in_circuit(flights[order[k]], &results[order[k]], &healthy);
 	}
@@ -1274,8 +1291,7 @@ record_alone_transaction(void *arg)
 		if (res.outcome == OUTCOME_SENT)
 		{
 			/* as record_results: kept even when it moved on meanwhile (its message id, the count) */
-			delivery_repo_count_attempt(f->job.delivery_id);
-			delivery_finish(f->job.delivery_id, "sent", res.message_id, NULL);
+			finish_sent_alone(f->job.delivery_id, res.message_id);
 			uncommitted.sent++;
 		}
 		else if (delivery_repo_still_claimed(f->job.delivery_id, f->lease))
@@ -1492,8 +1508,7 @@ give_back_transaction(void *arg)
 
 			if (delivery_repo_still_claimed(f->job.delivery_id, f->lease))
 				delivery_repo_defer(f->job.delivery_id, 0);
-			if (f->probe)
-				provider_repo_circuit_release_probe(f->job.provider);
+			release_probe(f);
 		}
 	notiflow_wake_dispatchers_at_commit();	/* the others take them */
 	phase_end();

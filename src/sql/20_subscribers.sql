@@ -156,6 +156,7 @@ DECLARE
     val jsonb;
     limit_text text;
     limit_bytes bigint;
+    given_bytes bigint;
     stored_bytes bigint;
     old_bytes bigint;
 BEGIN
@@ -172,9 +173,10 @@ BEGIN
     -- a fresh value, never a compressed one) and on the subscriber it makes (below)
     limit_text := coalesce(current_setting('notiflow.max_payload_size', true), '256kB');
     limit_bytes := pg_size_bytes(CASE WHEN limit_text ~ '^[0-9]+$' THEN limit_text || 'kB' ELSE limit_text END);
-    IF pg_column_size(a || '{}') > limit_bytes THEN
+    given_bytes := pg_column_size(a || '{}');
+    IF given_bytes > limit_bytes THEN
         RAISE EXCEPTION 'subscriber attributes are too large' USING ERRCODE = '54000',
-            DETAIL = format('attributes: %s bytes, the limit is %s bytes', pg_column_size(a || '{}'), limit_bytes),
+            DETAIL = format('attributes: %s bytes, the limit is %s bytes', given_bytes, limit_bytes),
             HINT = 'Raise notiflow.max_payload_size, or keep large data elsewhere and pass a reference.';
     END IF;
     FOR key, val IN SELECT e.key, e.value FROM jsonb_each(a) e LOOP
@@ -244,7 +246,7 @@ BEGIN
     -- as the attributes given are, without the empty ones); one that was too large already (the
     -- limit lowered since) may still shrink, and take small changes (an opt-out, a new address)
     IF stored_bytes > limit_bytes AND stored_bytes > coalesce(old_bytes, 0)
-       AND (old_bytes IS NULL OR old_bytes <= limit_bytes OR pg_column_size(a || '{}') > 1024) THEN
+       AND (old_bytes IS NULL OR old_bytes <= limit_bytes OR given_bytes > 1024) THEN
         RAISE EXCEPTION 'subscriber is too large' USING ERRCODE = '54000',
             DETAIL = format('attributes: with the attributes kept, the subscriber would be %s bytes, the limit is %s bytes',
                             stored_bytes, limit_bytes),
