@@ -5,6 +5,12 @@
 #
 #   HTTP ceiling  wrk -t2 -c64 with test/doubles/wrk_sendgrid.lua against the
 #                 provider double (--no-record): requests/s.
+#   libcurl       bench/curl_client.c: for each configuration's dispatchers and
+#                 http_concurrency (W/C), W processes that each keep C of the
+#                 same requests in flight through libcurl the way
+#                 worker/http.c does, and do nothing else: the most a
+#                 dispatcher built on libcurl could move, with no database
+#                 work at all.  requests/s and CPU per request.
 #   dispatch      BENCH_DELIVERIES deliveries, created by notiflow.trigger_many
 #                 while the dispatchers are paused (next_attempt_at an hour
 #                 ahead, set in the loading transaction), released at once
@@ -27,8 +33,8 @@
 #                 soak in batches (1,000,000 deliveries in a full run),
 #                 sampled after every batch.
 #
-# Each measurement is repeated BENCH_REPEATS times (wrk and the dispatch runs
-# alternate which goes first), with a CHECKPOINT before each; the median and
+# Each measurement is repeated BENCH_REPEATS times (wrk, libcurl and the dispatch
+# runs alternate which goes first), with a CHECKPOINT before each; the median and
 # min–max are reported.  Every run is checked: every delivery sent, exactly one
 # `sent` attempt in delivery_attempts per delivery, no failed delivery, every
 # execution completed, and the double counted the requests as accepted.
@@ -133,6 +139,8 @@ bench_workdir
 
 # -- the provider double -----------------------------------------------------------
 make -s -C test/doubles >"$WORK/make.log" 2>&1 || { cat "$WORK/make.log" >&2; echo "bench: cannot build the provider double" >&2; exit 1; }
+${CC:-cc} -O2 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o "$WORK/curl_client" bench/curl_client.c -lcurl \
+    >"$WORK/make.log" 2>&1 || { cat "$WORK/make.log" >&2; echo "bench: cannot build bench/curl_client.c" >&2; exit 1; }
 test/doubles/provider_double --config "$CREDS" --port 0 --no-record --threads "$DOUBLE_THREADS" \
     >"$WORK/double.out" 2>"$WORK/double.err" &
 DOUBLE_PID=$!
@@ -179,9 +187,11 @@ say "- notiflow: $(sql -c "SELECT extversion FROM pg_extension WHERE extname = '
 say "- nproc: $(nproc)${CPU:+ ($CPU)}; load average at start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
 say "- HTTP ceiling: wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d${DURATION}s -s test/doubles/wrk_sendgrid.lua;" \
     "provider double --no-record --threads $DOUBLE_THREADS, on the same machine"
+say "- libcurl: bench/curl_client.c, W processes × C transfers in flight for each configuration's W/C," \
+    "-d${DURATION}s, the same requests to the same double (no database)"
 say "- dispatch: $DELIVERIES deliveries per run (SendGrid adapter → the same double), loaded paused by" \
     "trigger_many($CHUNK), released in one transaction; $WARMUP unmeasured after each configuration change"
-say "- $REPEATS runs per measurement, wrk and dispatch alternating which goes first; soak: $SOAK deliveries" \
+say "- $REPEATS runs per measurement, wrk, libcurl and dispatch alternating which goes first; soak: $SOAK deliveries" \
     "in batches of $SOAK_BATCH (configuration $SOAK_CONFIG)"
 say ""
 say "| fsync | synchronous_commit | full_page_writes | shared_buffers | wal_level | max_wal_size |"
@@ -472,6 +482,28 @@ dispatch_batch() {
          "$(cpu_us "$WORK/cpu.before" "$WORK/cpu.after" "$n")"
 }
 
+# run_curl W C: W bare libcurl clients (bench/curl_client.c) with C transfers in flight
+# each, at once for DURATION seconds; prints their summed requests/s and their CPU per
+# request (µs)
+run_curl() {
+    local i pids=() out rejected_before
+    rejected_before=$(double_count rejected)
+    for i in $(seq 1 "$1"); do
+        "$WORK/curl_client" "$DOUBLE/v3/mail/send" "$SENDGRID_API_KEY" "$2" "$DURATION" \
+            >"$WORK/curl.$i.out" 2>"$WORK/curl.$i.err" &
+        pids+=($!)
+    done
+    for i in $(seq 1 "$1"); do
+        wait "${pids[$i - 1]}" || { cat "$WORK/curl.$i.err" >&2; echo "bench: curl_client failed" >&2; return 1; }
+    done
+    [ "$(double_count rejected)" = "$rejected_before" ] ||
+        { echo "bench: the double rejected curl_client's requests" >&2; return 1; }
+    out=$(for i in $(seq 1 "$1"); do cat "$WORK/curl.$i.out"; done |
+        awk '{ n += $1; rate += $1 / $2; cpu += $1 * $3 } END { if (n > 0) printf "%.0f %.1f\n", rate, cpu / n }')
+    [ -n "$out" ] || { echo "bench: curl_client printed nothing" >&2; return 1; }
+    echo "$out"
+}
+
 # run_wrk: prints requests/s
 run_wrk() {
     local log=$WORK/wrk.$RANDOM.log rejected_before rps
@@ -574,7 +606,7 @@ SQL
 wrk -t1 -c4 -d1s -s test/doubles/wrk_sendgrid.lua "$DOUBLE" >"$WORK/wrk-warmup.log" 2>&1 ||
     { cat "$WORK/wrk-warmup.log" >&2; echo "bench: wrk warm-up failed" >&2; exit 1; }
 
-declare -A RATES CPUS
+declare -A RATES CPUS CURL_RATES CURL_CPUS
 WRK=() PAIR_RATIOS=() PEER=() PEER_CPU=() PEER_RATIOS=()
 say "## runs"
 say ""
@@ -585,6 +617,24 @@ do_wrk() {
     rps=$(run_wrk) || exit 1
     WRK+=("$rps")
     say "$(printf '| %s | HTTP ceiling (wrk -c%s) | %.0f req/s | %ss | | |' "$1" "$WRK_CONNECTIONS" "$rps" "$DURATION")"
+}
+# do_curl R: the bare libcurl clients for each distinct W/C of the configurations
+do_curl() {
+    local cfg w c b key res rate cpu
+    declare -A seen=()
+    for cfg in $CONFIGS; do
+        IFS=/ read -r w c b <<<"$cfg"
+        key=$w/$c
+        if [ -z "${seen[$key]:-}" ]; then
+            res=$(run_curl "$w" "$c") || exit 1
+            seen[$key]=$res
+            read -r rate cpu <<<"$res"
+            say "| $1 | libcurl alone ($w × $c in flight, no database) | $rate req/s | ${DURATION}s | $cpu µs (client) | |"
+        fi
+        read -r rate cpu <<<"${seen[$key]}"
+        CURL_RATES[$cfg]="${CURL_RATES[$cfg]:-} $rate"
+        CURL_CPUS[$cfg]="${CURL_CPUS[$cfg]:-} $cpu"
+    done
 }
 do_configs() {
     local r=$1 cfg w c b res secs rate cpu
@@ -608,21 +658,23 @@ do_graphile() {
     PEER+=("$rate") PEER_CPU+=("$cpu")
     say "| $1 | peer: Graphile Worker ($PEER_CONFIG budget) | $rate jobs/s | ${secs}s | ${cpu} µs (node) | |"
 }
-# per_run_ratios R: dispatch / wrk of the same repeat, per configuration
+# per_run_ratios R: dispatch / wrk, libcurl alone / wrk and dispatch / libcurl alone of
+# the same repeat, per configuration
 per_run_ratios() {
-    local cfg rates out=
+    local cfg rates curl out=
     for cfg in $CONFIGS; do
         # shellcheck disable=SC2206
-        rates=(${RATES[$cfg]})
+        rates=(${RATES[$cfg]}) curl=(${CURL_RATES[$cfg]})
         out+="${out:+, }$cfg $(ratio "${rates[$1 - 1]}" "${WRK[$1 - 1]}")"
+        out+=" (libcurl alone $(ratio "${curl[$1 - 1]}" "${WRK[$1 - 1]}"), dispatch / libcurl $(ratio "${rates[$1 - 1]}" "${curl[$1 - 1]}"))"
     done
     PAIR_RATIOS+=("run $1: $out")
 }
 for r in $(seq 1 "$REPEATS"); do
     if [ $((r % 2)) = 1 ]; then
-        do_wrk "$r"; do_configs "$r"; do_graphile "$r"
+        do_wrk "$r"; do_curl "$r"; do_configs "$r"; do_graphile "$r"
     else
-        do_graphile "$r"; do_configs "$r"; do_wrk "$r"
+        do_graphile "$r"; do_configs "$r"; do_curl "$r"; do_wrk "$r"
     fi
     per_run_ratios "$r"
     if [ "$PEER_ON" = 1 ]; then
@@ -690,8 +742,14 @@ for cfg in $CONFIGS; do
     IFS=/ read -r w c b <<<"$cfg"
     # shellcheck disable=SC2086
     read -r d_med d_min d_max < <(stats ${RATES[$cfg]})
+    # shellcheck disable=SC2086
+    read -r c_med c_min c_max < <(stats ${CURL_RATES[$cfg]})
     say "| dispatch (workers=$w, concurrency=$c, batch=$b): deliveries/s vs HTTP ceiling (wrk -c$WRK_CONNECTIONS) req/s |" \
         "$d_med [$d_min–$d_max] | $w_med [$w_min–$w_max] | $(ratio "$d_med" "$w_med") |"
+    say "| dispatch (workers=$w, concurrency=$c, batch=$b): deliveries/s vs libcurl alone ($w × $c in flight) req/s |" \
+        "$d_med [$d_min–$d_max] | $c_med [$c_min–$c_max] | $(ratio "$d_med" "$c_med") |"
+    say "| libcurl alone ($w × $c in flight, no database) req/s vs HTTP ceiling (wrk -c$WRK_CONNECTIONS) req/s |" \
+        "$c_med [$c_min–$c_max] | $w_med [$w_min–$w_max] | $(ratio "$c_med" "$w_med") |"
     if [ "$d_med" -gt "$best_rate" ]; then best_rate=$d_med best_cfg=$cfg; fi
 done
 say ""
@@ -703,7 +761,7 @@ for cfg in $CONFIGS; do
     say "- $cfg: $u_med µs [$u_min–$u_max] (one fully busy core would move $(awk -v u="$u_med" 'BEGIN { printf "%.0f", (u > 0) ? 1000000 / u : 0 }') deliveries/s)"
 done
 say ""
-say "per-run ratios (dispatch / wrk of the same run; less sensitive to drifting machine load):"
+say "per-run ratios (dispatch / wrk of the same run, with libcurl alone / wrk and dispatch / libcurl alone; less sensitive to drifting machine load):"
 for p in "${PAIR_RATIOS[@]}"; do say "- $p"; done
 say ""
 pct=$(awk -v a="$best_rate" -v b="$w_med" 'BEGIN { printf "%.1f", (b > 0) ? 100 * a / b : 0 }')
@@ -713,6 +771,10 @@ say "targets (best configuration, $best_cfg = workers/concurrency/batch):"
 say ""
 say "- dispatch >= $TARGET_RATE deliveries/s: $best_rate — $v_rate"
 say "- dispatch >= $TARGET% of the HTTP ceiling: $pct% — $v_pct"
+# shellcheck disable=SC2086
+read -r bc_med bc_min bc_max < <(stats ${CURL_RATES[$best_cfg]})
+say "  (libcurl alone with the same budget, no database: $(awk -v a="$bc_med" -v b="$w_med" 'BEGIN { printf "%.1f", (b > 0) ? 100 * a / b : 0 }')% of the HTTP ceiling;" \
+    "dispatch is $(awk -v a="$best_rate" -v b="$bc_med" 'BEGIN { printf "%.1f", (b > 0) ? 100 * a / b : 0 }')% of it)"
 say "- dispatcher RSS flat: $RSS_VERDICT"
 if [ "$PEER_ON" = 1 ]; then
     read -r g_med g_min g_max < <(stats "${PEER[@]}")
@@ -742,6 +804,12 @@ for cfg in $CONFIGS; do
         "$(bench_fmt "$d_med" "$d_min" "$d_max")" "$(bench_fmt "$w_med" "$w_min" "$w_max")" "$(ratio "$d_med" "$w_med")" \
         ">= $TARGET_RATE/s and >= $(awk -v t="$TARGET" 'BEGIN { printf "%.2f", t / 100 }')× wrk" "$verdict" "$d_med" "$w_med" "dispatch $cfg vs wrk"
 done
+IFS=/ read -r w c b <<<"$PEER_CONFIG"
+# shellcheck disable=SC2086
+read -r c_med c_min c_max < <(stats ${CURL_RATES[$PEER_CONFIG]})
+bench_row libcurl "libcurl alone, $w × $c in flight, no database (bench/curl_client.c): the same requests/s vs wrk -c$WRK_CONNECTIONS on the same double, req/s" \
+    "$(bench_fmt "$c_med" "$c_min" "$c_max")" "$(bench_fmt "$w_med" "$w_min" "$w_max")" "$(ratio "$c_med" "$w_med")" \
+    "— (reference)" "—" "$c_med" "$w_med" "libcurl alone $w×$c vs wrk"
 if [ "$PEER_ON" = 1 ]; then
     bench_row peer "peer: dispatch $PEER_CONFIG deliveries/s vs Graphile Worker jobs/s, same job, double, cluster and concurrency budget" \
         "$(bench_fmt "$p_med" "$p_min" "$p_max")" "$(bench_fmt "$g_med" "$g_min" "$g_max")" "$(ratio "$p_med" "$g_med")" \
