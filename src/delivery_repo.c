@@ -394,6 +394,34 @@ static SpiStatement count_attempt_stmt = {
 	1, {INT8OID}
 };
 
+static SpiStatement extend_lease_stmt = {
+	"UPDATE notiflow.deliveries"
+	"   SET lease_expires_at = clock_timestamp() + $3 * interval '1 millisecond'"
+	" WHERE ctid = $1 AND id = $2 AND status = 'sending'"
+	" RETURNING ctid, lease_expires_at",
+	3, {TIDOID, INT8OID, INT4OID}
+};
+
+/*
+ * Gives a delivery its claim just took a longer lease (lease_ms from now):
+ * one whose provider may take longer to answer than notiflow.lease_time.
+ * Updates *tid and *lease to the new row version and lease; false (and
+ * nothing changed) when the claim's version is gone.
+ */
+bool
+delivery_repo_extend_lease(int64 delivery_id, ItemPointer tid, int lease_ms, TimestampTz *lease)
+{
+	Datum		args[3] = {PointerGetDatum(tid), Int64GetDatum(delivery_id), Int32GetDatum(lease_ms)};
+	bool		isnull;
+
+	spi_run(&extend_lease_stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);
+	if (SPI_processed != 1)
+		return false;
+	ItemPointerCopy((ItemPointer) DatumGetPointer(spi_value(0, 1, &isnull)), tid);
+	*lease = DatumGetTimestampTz(spi_value(0, 2, &isnull));
+	return true;
+}
+
 /* Claims due deliveries. */
 List *
 delivery_repo_claim(int limit, int lease_ms, const QueuePosition *after, QueuePosition *last)

@@ -155,6 +155,10 @@ extern void delivery_repo_count_attempt(int64 delivery_id);
  */
 extern bool delivery_repo_still_claimed(int64 delivery_id, TimestampTz lease);
 
+/* Gives a just-claimed delivery a lease of lease_ms from now (new row version in *tid); false when gone. */
+extern bool delivery_repo_extend_lease(int64 delivery_id, ItemPointer tid, int lease_ms,
+									   TimestampTz *lease);
+
 /* Locks deliveries in id order (ids sorted or not). */
 extern void delivery_repo_lock(int64 *ids, int n);
 

@@ -174,6 +174,24 @@ config_int(Jsonb *config, const char *key, int def, int min)
 }
 
 /*
+ * The lease a delivery of this provider needs: notiflow.lease_time, or its
+ * longest request (timeout_ms, default 10 s, as worker/http.c reads it) and
+ * LEASE_MARGIN_MS for the claim before it and the record after it, whichever
+ * is longer.  A lease that ran out under a request still waiting for its
+ * answer let the next claim send the delivery again.
+ */
+#define LEASE_MARGIN_MS 5000
+static int
+provider_lease_ms(Jsonb *config)
+{
+	int			timeout_ms = config_int(config, "timeout_ms", 10000, 1);
+
+	return timeout_ms > notiflow_lease_ms - LEASE_MARGIN_MS
+		? (int) Min((int64) timeout_ms + LEASE_MARGIN_MS, (int64) PG_INT32_MAX)
+		: notiflow_lease_ms;
+}
+
+/*
  * The provider's bucket in shared memory (rate_mutex held): open addressing
  * from the name's hash, so a lookup compares about one name.  Buckets are
  * never emptied, only taken over, so a probe that meets a free one knows the
@@ -327,6 +345,7 @@ prepare(ClaimedDelivery *c, List **providers)
 	InFlight   *f;
 	MemoryContext old;
 	int			wait_ms;
+	int			lease_ms;
 	bool		probing = false;
 
 	if (!p->found)
@@ -354,10 +373,10 @@ prepare(ClaimedDelivery *c, List **providers)
 		 * died, or it ended deferred or refused): another delivery probes.
 		 */
 		bool		probe_lost = strcmp(p->circuit.state, "half_open") == 0 &&
-			p->circuit.probe_for_ms >= notiflow_lease_ms;
+			p->circuit.probe_for_ms >= provider_lease_ms(p->row.config);
 
 		if (((strcmp(p->circuit.state, "open") == 0 && cooled) || probe_lost) && !p->probe_taken &&
-			provider_repo_circuit_probe(p->row.name, notiflow_lease_ms))
+			provider_repo_circuit_probe(p->row.name, provider_lease_ms(p->row.config)))
 			p->probe_taken = probing = true;	/* this delivery is the probe */
 		else if (strcmp(p->circuit.state, "open") == 0 && !cooled)
 		{
@@ -382,6 +401,10 @@ prepare(ClaimedDelivery *c, List **providers)
 			provider_repo_circuit_release_probe(p->row.name);
 		return NULL;
 	}
+
+	lease_ms = provider_lease_ms(p->row.config);
+	if (lease_ms > notiflow_lease_ms && !delivery_repo_extend_lease(c->id, &c->tid, lease_ms, &c->lease))
+		elog(ERROR, "notiflow: delivery " INT64_FORMAT " changed in its own claim", c->id);
 
 	{
 		/* in the claim's context until the claim commits (claim) */

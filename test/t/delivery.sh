@@ -489,6 +489,24 @@ wait_for 20 status_is "$exec" sent
 ok $? "a provider with max_attempts 1e10 and timeout_ms 1e400 still delivers"
 is "$(dispatcher_pid)" "$pid_before" "without the dispatcher restarting"
 put_hook
+# A provider that may answer later than notiflow.lease_time (timeout_ms 8 s, the lease 3 s here):
+# its deliveries are claimed for as long as a request may take, so a slow answer is not taken
+# for a dead dispatcher's, claimed again and sent a second time.
+sql "UPDATE notiflow.providers SET config = config || '{\"timeout_ms\": 8000}' WHERE name = 'hooks'" >/dev/null
+double POST reset >/dev/null
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}]}' >/dev/null
+exec=$(trigger hook slow-answer)
+wait_for 20 parked 1
+ok $? "a request is in flight at the provider"
+is "$(sql "SELECT lease_expires_at > now() + interval '8 seconds' FROM notiflow.deliveries WHERE execution_id = $exec")" t \
+   "its delivery's lease covers timeout_ms and a margin, not just notiflow.lease_time"
+wait_for 20 status_is "$exec" sent
+ok $? "the answer 5 s later, past notiflow.lease_time, is recorded: sent"
+is "$(double GET "requests?provider=webhook" | jq '[.[] | select(.body | contains("\"marker\": \"slow-answer\""))] | length')" 1 \
+   "the provider received the request once"
+is "$(sql "SELECT count(*) FROM notiflow.delivery_attempts a JOIN notiflow.deliveries d ON d.id = a.delivery_id WHERE d.execution_id = $exec")" 1 \
+   "one attempt"
+put_hook
 
 # --- 7f. resumes after a delay -----------------------------------------------------------------
 # An execution whose delay comes due but whose workflow version is gone fails alone, with the
