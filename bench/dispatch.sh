@@ -494,7 +494,10 @@ run_curl() {
         pids+=($!)
     done
     for i in $(seq 1 "$1"); do
-        wait "${pids[$i - 1]}" || { cat "$WORK/curl.$i.err" >&2; echo "bench: curl_client failed" >&2; return 1; }
+        if ! wait "${pids[$i - 1]}"; then
+            kill "${pids[@]}" 2>/dev/null || true
+            cat "$WORK/curl.$i.err" >&2; echo "bench: curl_client failed" >&2; return 1
+        fi
     done
     [ "$(double_count rejected)" = "$rejected_before" ] ||
         { echo "bench: the double rejected curl_client's requests" >&2; return 1; }
@@ -807,9 +810,11 @@ done
 IFS=/ read -r w c b <<<"$PEER_CONFIG"
 # shellcheck disable=SC2086
 read -r c_med c_min c_max < <(stats ${CURL_RATES[$PEER_CONFIG]})
-bench_row libcurl "libcurl alone, $w × $c in flight, no database (bench/curl_client.c): the same requests/s vs wrk -c$WRK_CONNECTIONS on the same double, req/s" \
-    "$(bench_fmt "$c_med" "$c_min" "$c_max")" "$(bench_fmt "$w_med" "$w_min" "$w_max")" "$(ratio "$c_med" "$w_med")" \
-    "— (reference)" "—" "$c_med" "$w_med" "libcurl alone $w×$c vs wrk"
+# shellcheck disable=SC2086
+read -r d_med d_min d_max < <(stats ${RATES[$PEER_CONFIG]})
+bench_row libcurl "dispatch $PEER_CONFIG deliveries/s vs libcurl alone ($w × $c in flight, no database: bench/curl_client.c) req/s on the same double; libcurl alone / wrk = $(ratio "$c_med" "$w_med")" \
+    "$(bench_fmt "$d_med" "$d_min" "$d_max")" "$(bench_fmt "$c_med" "$c_min" "$c_max")" "$(ratio "$d_med" "$c_med")" \
+    "— (reference)" "—" "$d_med" "$c_med" "dispatch $PEER_CONFIG vs libcurl alone"
 if [ "$PEER_ON" = 1 ]; then
     bench_row peer "peer: dispatch $PEER_CONFIG deliveries/s vs Graphile Worker jobs/s, same job, double, cluster and concurrency budget" \
         "$(bench_fmt "$p_med" "$p_min" "$p_max")" "$(bench_fmt "$g_med" "$g_min" "$g_max")" "$(ratio "$p_med" "$g_med")" \

@@ -65,7 +65,8 @@ static SpiStatement summary_stmt = {
  * sent → delivered or failed; delivered → failed) and, in any case, a
  * provider message id the delivery does not have yet (a "delivered" event may
  * overtake the dispatcher's own "sent").  "sending" comes with a lease
- * (notiflow.lease_time, $5 ms), as from a claim: a delivery nobody records
+ * (notiflow.lease_time, $5 ms, or longer for a slow provider: provider_lease_ms),
+ * as from a claim: a delivery nobody records
  * goes back to the queue when it runs out.  Returns the execution and whether
  * the status changed.
  */
@@ -82,7 +83,10 @@ static SpiStatement set_status_stmt = {
 	"        updated_at = now(),"
 	"        lease_expires_at = CASE WHEN NOT cur.allowed THEN d.lease_expires_at"
 	"                                WHEN $2 = 'sending'"
-	"                                THEN clock_timestamp() + $5 * interval '1 millisecond' END,"
+	"                                THEN clock_timestamp()"
+	"                                     + coalesce((SELECT notiflow.provider_lease_ms(p.config, $5, $6)"
+	"                                                   FROM notiflow.providers p WHERE p.name = d.provider), $5)"
+	"                                       * interval '1 millisecond' END,"
 	"        sent_at = CASE WHEN cur.allowed AND $2 IN ('sent', 'delivered')"
 	"                       THEN coalesce(d.sent_at, now()) ELSE d.sent_at END,"
 	"        finished_at = CASE WHEN NOT cur.allowed THEN d.finished_at"
@@ -90,7 +94,7 @@ static SpiStatement set_status_stmt = {
 	"                           ELSE coalesce(d.finished_at, now()) END"
 	"   FROM cur WHERE d.id = cur.id AND (cur.allowed OR (d.provider_message_id IS NULL AND $3 IS NOT NULL))"
 	" RETURNING d.execution_id, cur.allowed, d.node_id",
-	5, {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT4OID}
+	6, {INT8OID, TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID}
 };
 
 /*
@@ -229,8 +233,8 @@ delivery_repo_set_status(int64 delivery_id, const char *status,
 						 const char *provider_message_id, const char *error,
 						 int64 *execution_id, char **node_id)
 {
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 
 	args[0] = Int64GetDatum(delivery_id);
@@ -242,6 +246,7 @@ delivery_repo_set_status(int64 delivery_id, const char *status,
 	if (error == NULL)
 		nulls[3] = 'n';
 	args[4] = Int32GetDatum(notiflow_lease_ms);
+	args[5] = Int32GetDatum(NOTIFLOW_LEASE_MARGIN_MS);
 	spi_run(&set_status_stmt, args, nulls, false, 0, SPI_OK_UPDATE_RETURNING);
 	if (SPI_processed == 0)
 		return false;
@@ -266,8 +271,12 @@ delivery_repo_set_status(int64 delivery_id, const char *status,
  * mark_sent_stmt.
  */
 static SpiStatement claim_stmt = {
-	"UPDATE notiflow.deliveries d"
-	"   SET status = 'sending', lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond',"
+	"WITH slow AS MATERIALIZED (SELECT name, notiflow.provider_lease_ms(config, $2, $5) AS ms"
+	"                             FROM notiflow.providers WHERE notiflow.provider_lease_ms(config, $2, $5) > $2)"
+	" UPDATE notiflow.deliveries d"
+	"   SET status = 'sending',"
+	"       lease_expires_at = clock_timestamp()"
+	"                          + coalesce((SELECT ms FROM slow WHERE name = d.provider), $2) * interval '1 millisecond',"
 	"       updated_at = now()"
 	" WHERE d.ctid = ANY (ARRAY("
 	"         SELECT ctid FROM notiflow.deliveries"
@@ -277,7 +286,7 @@ static SpiStatement claim_stmt = {
 	"          ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED))"
 	" RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,"
 	"           d.provider_attempts, d.ctid, d.next_attempt_at, d.lease_expires_at",
-	4, {INT4OID, INT4OID, TIMESTAMPTZOID, INT8OID}, NULL, 0, CURSOR_OPT_GENERIC_PLAN
+	5, {INT4OID, INT4OID, TIMESTAMPTZOID, INT8OID, INT4OID}, NULL, 0, CURSOR_OPT_GENERIC_PLAN
 };
 
 /*
@@ -426,8 +435,9 @@ delivery_repo_extend_lease(int64 delivery_id, ItemPointer tid, int lease_ms, Tim
 List *
 delivery_repo_claim(int limit, int lease_ms, const QueuePosition *after, QueuePosition *last)
 {
-	Datum		args[4] = {Int32GetDatum(limit), Int32GetDatum(lease_ms),
-		TimestampTzGetDatum(after ? after->at : DT_NOBEGIN), Int64GetDatum(after ? after->id : 0)};
+	Datum		args[5] = {Int32GetDatum(limit), Int32GetDatum(lease_ms),
+		TimestampTzGetDatum(after ? after->at : DT_NOBEGIN), Int64GetDatum(after ? after->id : 0),
+	Int32GetDatum(NOTIFLOW_LEASE_MARGIN_MS)};
 	List	   *claimed = NIL;
 
 	spi_run(&claim_stmt, args, NULL, false, 0, SPI_OK_UPDATE_RETURNING);

@@ -176,18 +176,18 @@ config_int(Jsonb *config, const char *key, int def, int min)
 /*
  * The lease a delivery of this provider needs: notiflow.lease_time, or its
  * longest request (timeout_ms, default 10 s, as worker/http.c reads it) and
- * LEASE_MARGIN_MS for the claim before it and the record after it, whichever
- * is longer.  A lease that ran out under a request still waiting for its
- * answer let the next claim send the delivery again.
+ * NOTIFLOW_LEASE_MARGIN_MS, whichever is longer.  The claim gives it
+ * (notiflow.provider_lease_ms() computes the same in SQL).  A lease that ran
+ * out under a request still waiting for its answer let the next claim send
+ * the delivery again.
  */
-#define LEASE_MARGIN_MS 5000
 static int
 provider_lease_ms(Jsonb *config)
 {
 	int			timeout_ms = config_int(config, "timeout_ms", 10000, 1);
 
-	return timeout_ms > notiflow_lease_ms - LEASE_MARGIN_MS
-		? (int) Min((int64) timeout_ms + LEASE_MARGIN_MS, (int64) PG_INT32_MAX)
+	return timeout_ms > notiflow_lease_ms - NOTIFLOW_LEASE_MARGIN_MS
+		? (int) Min((int64) timeout_ms + NOTIFLOW_LEASE_MARGIN_MS, (int64) PG_INT32_MAX)
 		: notiflow_lease_ms;
 }
 
@@ -402,9 +402,18 @@ prepare(ClaimedDelivery *c, List **providers)
 		return NULL;
 	}
 
+	/*
+	 * The claim gave the lease its provider needs; a provider whose timeout_ms
+	 * changed between the claim's statement and this read needs it here.
+	 */
 	lease_ms = provider_lease_ms(p->row.config);
-	if (lease_ms > notiflow_lease_ms && !delivery_repo_extend_lease(c->id, &c->tid, lease_ms, &c->lease))
-		elog(ERROR, "notiflow: delivery " INT64_FORMAT " changed in its own claim", c->id);
+	if (lease_ms > notiflow_lease_ms &&
+		c->lease < TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(), lease_ms) &&
+		!delivery_repo_extend_lease(c->id, &c->tid, lease_ms, &c->lease))
+		ereport(WARNING,
+				(errmsg("notiflow: could not lengthen the lease of delivery " INT64_FORMAT, c->id),
+				 errdetail("Its row did not take the update (a trigger on notiflow.deliveries?); "
+						   "if its request outlasts notiflow.lease_time, it is sent again.")));
 
 	{
 		/* in the claim's context until the claim commits (claim) */

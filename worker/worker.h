@@ -119,6 +119,13 @@ extern int	notiflow_http_concurrency;
 extern int	notiflow_dispatch_batch_size;
 extern int	notiflow_lease_ms;
 extern int	notiflow_stop_timeout_ms;
+
+/*
+ * A delivery's lease is at least its provider's timeout_ms and this margin
+ * (the claim before the request, the record after it):
+ * notiflow.provider_lease_ms() in SQL, provider_lease_ms() in the dispatcher.
+ */
+#define NOTIFLOW_LEASE_MARGIN_MS 5000
 extern bool notiflow_allow_private_urls;
 extern int	notiflow_circuit_failures;
 extern int	notiflow_circuit_cooldown_ms;

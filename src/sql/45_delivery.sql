@@ -5,6 +5,23 @@ CREATE FUNCTION notiflow.wake_dispatchers() RETURNS void
 COMMENT ON FUNCTION notiflow.wake_dispatchers() IS
     'Wakes the dispatchers when the current transaction commits (for deliveries queued by hand).';
 
+-- The lease a delivery of a provider gets (ms): notiflow.lease_time, or the provider's longest
+-- request (config timeout_ms, default 10 s, read as the dispatcher reads it: a number, rounded,
+-- at least 1) and a margin for the claim before it and the record after it, whichever is longer.
+-- The dispatcher's claim and finish_delivery(id, 'sending') use it: a lease that ran out under a
+-- request still waiting for its answer let the next claim send the delivery again.
+CREATE FUNCTION notiflow.provider_lease_ms(config jsonb, lease_ms integer, margin_ms integer)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN jsonb_typeof(config -> 'timeout_ms') = 'number'
+                 AND greatest(round((config ->> 'timeout_ms')::numeric), 1) > lease_ms - margin_ms
+            THEN least(greatest(round((config ->> 'timeout_ms')::numeric), 1) + margin_ms, 2147483647)::integer
+            WHEN jsonb_typeof(config -> 'timeout_ms') IS DISTINCT FROM 'number' AND 10000 > lease_ms - margin_ms
+            THEN 10000 + margin_ms
+            ELSE lease_ms END;
+COMMENT ON FUNCTION notiflow.provider_lease_ms(jsonb, integer, integer) IS
+    'The lease (ms) of a delivery whose provider has this config: lease_ms, or the provider''s timeout_ms (default 10000) plus margin_ms when that is longer.';
+
 -- Sends a dead-lettered delivery again, from its channel's first provider.
 CREATE FUNCTION notiflow.replay_dead_letter(id bigint) RETURNS bigint
 LANGUAGE plpgsql

@@ -9,7 +9,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(29);
+SELECT plan(31);
 
 -- 100,000 executions over 20 workflows and 30 days (inserted in time order, as
 -- they are in life), 2% still waiting
@@ -103,9 +103,13 @@ SELECT matches(pg_temp.plan_of($$SELECT * FROM notiflow.execution_steps WHERE ex
 -- plan, which must fetch the claimed rows by the versions it locked whatever it guesses
 -- for LIMIT $1
 SET LOCAL plan_cache_mode = force_generic_plan;
-PREPARE claim(int, int, timestamptz, int8) AS
+PREPARE claim(int, int, timestamptz, int8, int) AS
+WITH slow AS MATERIALIZED (SELECT name, notiflow.provider_lease_ms(config, $2, $5) AS ms
+                             FROM notiflow.providers WHERE notiflow.provider_lease_ms(config, $2, $5) > $2)
 UPDATE notiflow.deliveries d
-   SET status = 'sending', lease_expires_at = clock_timestamp() + $2 * interval '1 millisecond',
+   SET status = 'sending',
+       lease_expires_at = clock_timestamp()
+                          + coalesce((SELECT ms FROM slow WHERE name = d.provider), $2) * interval '1 millisecond',
        updated_at = now()
  WHERE d.ctid = ANY (ARRAY(
          SELECT ctid FROM notiflow.deliveries
@@ -115,16 +119,16 @@ UPDATE notiflow.deliveries d
           ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED))
  RETURNING d.id, d.execution_id, d.channel, d.provider, d.recipient, d.content, d.attempts,
            d.provider_attempts, d.ctid, d.next_attempt_at;
-SELECT matches(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0)$$), 'Index Scan using deliveries_due',
+SELECT matches(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0, 5000)$$), 'Index Scan using deliveries_due',
                'the claim''s generic plan finds due deliveries through deliveries_due');
-SELECT matches(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0)$$),
+SELECT matches(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0, 5000)$$),
                'Index Cond: .*ROW\(next_attempt_at, id\) > ROW\(\$3, \$4\)',
                'starting at the queue position it is given');
-SELECT doesnt_match(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0)$$), 'Sort',
+SELECT doesnt_match(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0, 5000)$$), 'Sort',
                     'in the index''s order');
-SELECT matches(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0)$$), 'Tid Scan on deliveries',
+SELECT matches(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0, 5000)$$), 'Tid Scan on deliveries',
                'and fetches them by the row versions it locked');
-SELECT doesnt_match(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0)$$), 'Seq Scan|Hash Join',
+SELECT doesnt_match(pg_temp.plan_of($$EXECUTE claim(200, 60000, '-infinity', 0, 5000)$$), 'Seq Scan on deliveries|Hash Join',
                     'not by a join over the table');
 
 -- marking sent (delivery_repo.c, mark_sent_stmt) and writing back resumed executions
@@ -162,7 +166,7 @@ SELECT count(*) FILTER (WHERE status = 'queued' OR lease_expires_at < now()) AS 
   FROM notiflow.deliveries WHERE finished_at IS NULL \gset
 SELECT n_tup_upd AS upd0, n_tup_hot_upd AS hot0 FROM pg_stat_xact_user_tables
  WHERE relid = 'notiflow.deliveries'::regclass \gset
-EXECUTE claim(100000, 60000, '-infinity', 0) \g /dev/null
+EXECUTE claim(100000, 60000, '-infinity', 0, 5000) \g /dev/null
 SELECT is((SELECT n_tup_upd - :upd0 FROM pg_stat_xact_user_tables WHERE relid = 'notiflow.deliveries'::regclass),
           :claimable::bigint, 'the claim takes the queued deliveries and those whose lease ran out');
 SELECT is((SELECT n_tup_hot_upd - :hot0 FROM pg_stat_xact_user_tables WHERE relid = 'notiflow.deliveries'::regclass),
@@ -201,11 +205,32 @@ CREATE TEMP TABLE due_order AS
 SELECT row_number() OVER (ORDER BY next_attempt_at, id) AS n, id, next_attempt_at
   FROM notiflow.deliveries WHERE finished_at IS NULL AND next_attempt_at <= now();
 SELECT next_attempt_at AS front_at, id AS front_id FROM due_order WHERE n = 10 \gset
-EXECUTE claim(5, 60000, :'front_at', :front_id) \g /dev/null
+EXECUTE claim(5, 60000, :'front_at', :front_id, 5000) \g /dev/null
 SELECT is((SELECT array_agg(o.n ORDER BY o.n) FROM notiflow.deliveries d JOIN due_order o USING (id)
             WHERE d.status = 'sending'),
           '{11,12,13,14,15}'::bigint[],
           'a claim after a queue position takes the next deliveries after it, none before');
+
+-- the lease a claim gives: notiflow.lease_time ($2), or, for a provider whose timeout_ms comes
+-- within the margin ($5) of it, timeout_ms and the margin (a slow answer is not claimed again)
+SELECT is(ARRAY[notiflow.provider_lease_ms('{}', 60000, 5000),
+                notiflow.provider_lease_ms('{"timeout_ms": 55000}', 60000, 5000),
+                notiflow.provider_lease_ms('{"timeout_ms": 55001}', 60000, 5000),
+                notiflow.provider_lease_ms('{"timeout_ms": 90000}', 60000, 5000),
+                notiflow.provider_lease_ms('{}', 3000, 5000),
+                notiflow.provider_lease_ms('{"timeout_ms": "90000"}', 3000, 5000),
+                notiflow.provider_lease_ms('{"timeout_ms": 2.5}', 3000, 5000),
+                notiflow.provider_lease_ms('{"timeout_ms": -7}', 3000, 5000),
+                notiflow.provider_lease_ms('{"timeout_ms": 1e400}', 60000, 5000)],
+          ARRAY[60000, 60000, 60001, 95000, 15000, 15000, 5003, 5001, 2147483647],
+          'provider_lease_ms: the lease, or timeout_ms (default 10000, a number, rounded, at least 1) and the margin');
+INSERT INTO notiflow.providers (name, channel, kind, config) VALUES ('mail', 'email', 'sendgrid', '{"timeout_ms": 90000}');
+UPDATE notiflow.deliveries SET status = 'queued', lease_expires_at = NULL WHERE status = 'sending';
+EXECUTE claim(5, 60000, '-infinity', 0, 5000) \g /dev/null
+SELECT ok((SELECT bool_and(lease_expires_at BETWEEN clock_timestamp() + interval '90 seconds'
+                                               AND clock_timestamp() + interval '95 seconds')
+             FROM notiflow.deliveries WHERE status = 'sending'),
+          'a claim gives the deliveries of a provider with timeout_ms 90 s a lease of 95 s');
 
 -- a provider's status event finds its deliveries by message id (record_delivery_event)
 UPDATE notiflow.deliveries SET provider_message_id = 'msg-' || id WHERE status = 'sent';

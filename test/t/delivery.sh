@@ -407,7 +407,9 @@ double POST reset >/dev/null
 # --- 7c. a delivery changed while in flight is still recorded ---------------------------------
 # The dispatcher marks sent by the row version its claim left; a delivery updated meanwhile (by a
 # user here, by a provider's event or a new lease in life) has another version and is recorded by id.
-double POST script '{"provider": "webhook", "responses": [{"delay_ms": 1500}], "repeat": true}' >/dev/null
+# (The double holds the request 5 s, time enough for the UPDATE on a loaded machine; the delivery's
+# lease is its provider's timeout_ms, 10 s by default, and a margin, longer than the 3 s here.)
+double POST script '{"provider": "webhook", "responses": [{"delay_ms": 5000}], "repeat": true}' >/dev/null
 exec=$(trigger hook moved-on)
 wait_for 20 parked 1
 ok $? "a webhook delivery is in flight"
