@@ -669,6 +669,19 @@ node_action(Run *run, WorkflowNode *node)
 		char	   *address = jsonb_get_string(run->recipient,
 											   channel == CHANNEL_EMAIL ? "email" : "phone");
 
+		/*
+		 * Checked here too: subscribers and inline contacts are checked when
+		 * given, but a transform node can set recipient.email or .phone.
+		 */
+		if (address != NULL &&
+			((channel == CHANNEL_EMAIL && !email_valid(address)) ||
+			 (channel == CHANNEL_SMS && !phone_valid(address))))
+		{
+			action_skip(run, node, psprintf("the recipient's %s \"%s\" is not %s",
+											channel == CHANNEL_EMAIL ? "email" : "phone", address,
+											channel == CHANNEL_EMAIL ? "one email address" : "an E.164 phone number"));
+			return;
+		}
 		if (address != NULL && !address_invalid(run, address))
 			run_add_delivery(run, node, chname, provider, address, content, &queued);
 	}
@@ -1392,12 +1405,6 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 				 errmsg("unknown workflow \"%s\"", workflow_key),
 				 errdetail("workflow_key: no workflow has this key"),
 				 errhint("Create it with notiflow.put_workflow().")));
-	if (!ref.active)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("workflow \"%s\" is not active", workflow_key),
-				 errdetail("workflow_key: the workflow is deactivated and accepts no triggers"),
-				 errhint("Activate it with notiflow.activate_workflow().")));
 	def = workflow_cache_get(ref.version_id, workflow_key, ref.version);
 	memset(&session, 0, sizeof(session));
 	if (n > 1)
@@ -1438,6 +1445,17 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 		}
 		if (req->execution_id != 0)
 			continue;
+
+		/*
+		 * Only a new execution needs an active workflow: a retry with the key
+		 * of one started before the deactivation still gets its id.
+		 */
+		if (!ref.active)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("workflow \"%s\" is not active", workflow_key),
+					 errdetail("workflow_key: the workflow is deactivated and accepts no triggers"),
+					 errhint("Activate it with notiflow.activate_workflow().")));
 		/* a key looked up alone in a batch: an earlier twin in the batch is not found */
 		if (n > 1 && req->idempotency_key != NULL && !in_batch)
 			keys_claimed = false;
@@ -1456,7 +1474,7 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 			run_resolve_recipient(run, found, "recipient (from the payload)");
 		}
 		else
-			run_resolve_recipient(run, req->recipient, "recipient");
+			run_resolve_recipient(run, req->recipient, n == 1 ? "recipient" : psprintf("recipients[%d]", i));
 		run->exec.recipient = run->recipient;
 		run->exec.id = execution_repo_next_id();
 		req->execution_id = run->exec.id;
@@ -1573,14 +1591,33 @@ resume_run(EngineSession *session, LockedExecution *le)
 
 		if (node == NULL || strcmp(s->status, "waiting") != 0)
 			continue;
+
+		/*
+		 * The version is looked up by number: a workflow (or version) deleted
+		 * and stored again can give the number to another graph, whose node
+		 * of this id may be of another type.
+		 */
+		if (s->node_type != NULL && strcmp(s->node_type, workflow_node_type_name(node->type)) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("execution %lld waits at node \"%s\" of type %s, which has type %s in workflow \"%s\" version %d now",
+							(long long) rec->id, s->node_id, s->node_type, workflow_node_type_name(node->type),
+							rec->workflow_key, rec->version),
+					 errdetail("The workflow or its version was deleted and stored again while the execution waited.")));
 		if (NODE_IS_ACTION(node->type))
 			action_settle(run, node, 0, s->seq);
 		else if (node->type == NODE_WAIT)
 			wait_settle(run, node, s->seq);
 		else if (node->type == NODE_DELAY)
 		{
-			char	   *until = jsonb_get_string(s->output, "until");
+			char	   *until = s->output ? jsonb_get_string(s->output, "until") : NULL;
 
+			if (until == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("execution %lld waits at delay node \"%s\" with no time to wake",
+								(long long) rec->id, s->node_id),
+						 errdetail("Its step has no \"until\" in its output.")));
 			delay_settle(run, node,
 						 DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
 																 CStringGetDatum(until),

@@ -491,6 +491,7 @@ stored_steps(Jsonb *steps)
 		s->stored = JsonbValueToJsonb(&v);
 		s->node_id = step_string(&s->stored->root, STEP_NODE_ID);
 		s->status = step_string(&s->stored->root, STEP_STATUS);
+		s->node_type = step_string(&s->stored->root, STEP_NODE_TYPE);
 		if (s->node_id == NULL || s->status == NULL)
 			continue;			/* not a step: nothing to resume from */
 		s->seq = jsonb_value_int(getIthJsonbValueFromContainer(&s->stored->root, STEP_SEQ), 0);

@@ -48,6 +48,7 @@ typedef struct StepRecord
 typedef struct StoredStep
 {
 	char	   *node_id;
+	char	   *node_type;		/* NULL: not stored (an earlier release) */
 	char	   *status;
 	int			seq;
 	Jsonb	   *output;			/* NULL: none */

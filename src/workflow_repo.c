@@ -41,9 +41,9 @@ static SpiStatement lock_stmt = {
 	"INSERT INTO notiflow.workflows AS w (key, name, current_version) VALUES ($1, $2, 1)"
 	" ON CONFLICT (key) DO UPDATE"
 	"   SET name = excluded.name, updated_at = now(),"
-	"       current_version = (SELECT coalesce(max(version), 0) + 1"
-	"                            FROM notiflow.workflow_versions"
-	"                           WHERE workflow_key = excluded.key)"
+	"       current_version = greatest(w.current_version,"
+	"                                  (SELECT max(version) FROM notiflow.workflow_versions"
+	"                                    WHERE workflow_key = excluded.key)) + 1"
 	" RETURNING current_version",
 	2, {TEXTOID, TEXTOID}
 };

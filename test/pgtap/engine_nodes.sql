@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(86);
+SELECT plan(95);
 
 -- fixtures ---------------------------------------------------------------------
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -386,6 +386,61 @@ SELECT is(notiflow.resume_execution(-1), NULL, 'resume_execution of an unknown e
 SELECT is(notiflow.resume_execution(:fb1), 'completed', 'resuming a finished execution changes nothing');
 SELECT throws_ok($$SELECT notiflow.resume_due_executions(0)$$, '22023', 'limit must be positive',
                  'resume_due_executions needs a positive limit');
+
+-- a transform that sets the recipient's address: checked as a subscriber's is (one address)
+SELECT notiflow.put_workflow('tf-addr', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "f", "type": "transform", "set": {"recipient.email": "{{payload.email}}"}},
+    {"id": "m", "type": "email", "subject": "s", "text": "x"}],
+  "edges": [{"from": "t", "to": "f"}, {"from": "f", "to": "m"}]}');
+SELECT notiflow.trigger('tf-addr', '{"email": "a@example.com, b@example.com"}', '"ann"') AS tfa \gset
+SELECT is((SELECT status || ':' || (output ->> 'reason') FROM notiflow.execution_steps WHERE execution_id = :tfa AND node_id = 'm'),
+          'skipped:the recipient''s email "a@example.com, b@example.com" is not one email address',
+          'a transform that sets recipient.email to a list skips the email with the reason');
+SELECT is((SELECT count(*) FROM notiflow.deliveries WHERE execution_id = :tfa), 0::bigint, 'and queues no delivery');
+
+-- a retry with an idempotency key after the workflow was deactivated gets the first execution
+SELECT notiflow.put_workflow('idem-off', '{"nodes": [{"id": "t", "type": "trigger"}, {"id": "m", "type": "email", "subject": "s", "text": "x"}],
+  "edges": [{"from": "t", "to": "m"}]}');
+SELECT notiflow.trigger('idem-off', '{}', '"ann"', 'order-1') AS idem1 \gset
+SELECT notiflow.deactivate_workflow('idem-off');
+SELECT is(notiflow.trigger('idem-off', '{}', '"ann"', 'order-1'), :idem1::bigint,
+          'a deactivated workflow still answers a retry of an accepted trigger with its execution');
+SELECT throws_ok($$SELECT notiflow.trigger('idem-off', '{}', '"ann"', 'order-2')$$, '55000', 'workflow "idem-off" is not active',
+                 'and refuses a new one');
+
+-- trigger_many names the recipient an error is about
+CREATE FUNCTION pg_temp.detail_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE d text;
+BEGIN
+    EXECUTE q;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+    RETURN d;
+END $$;
+SELECT throws_ok($$SELECT notiflow.trigger_many('cond', '["ann", {"emial": "x@example.com"}]', '{}')$$, '22023', NULL,
+                 'trigger_many refuses a bad recipient');
+SELECT pg_temp.detail_of($$SELECT notiflow.trigger_many('cond', '["ann", {"emial": "x@example.com"}]', '{}')$$) AS tm_detail \gset
+SELECT ok(:'tm_detail' LIKE 'recipients[1].emial: unknown field%', 'with its place in the array: ' || :'tm_detail');
+
+-- versions are not numbered again after the newest was deleted
+SELECT notiflow.put_workflow('renum', '{"nodes": [{"id": "t", "type": "trigger"}, {"id": "m", "type": "email", "subject": "s", "text": "v1"}],
+  "edges": [{"from": "t", "to": "m"}]}');
+SELECT notiflow.put_workflow('renum', '{"nodes": [{"id": "t", "type": "trigger"}, {"id": "m", "type": "email", "subject": "s", "text": "v2"}],
+  "edges": [{"from": "t", "to": "m"}]}');
+SELECT notiflow.trigger('renum', '{}', '"ann"') AS renum_e \gset
+DELETE FROM notiflow.workflow_versions WHERE workflow_key = 'renum' AND version = 2;
+SELECT is(notiflow.put_workflow('renum', '{"nodes": [{"id": "t", "type": "trigger"}, {"id": "m", "type": "delay", "for": "1 hour"}],
+  "edges": [{"from": "t", "to": "m"}]}'), 3, 'a version deleted is not numbered again');
+-- an execution waiting at a node that another version of the same number made another type
+INSERT INTO notiflow.workflow_versions (workflow_key, version, definition)
+SELECT workflow_key, 2, definition FROM notiflow.workflow_versions WHERE workflow_key = 'renum' AND version = 3;
+SELECT ok(notiflow.finish_delivery((SELECT id FROM notiflow.deliveries WHERE execution_id = :renum_e), 'sent', 'r1'),
+          'a delivery of an execution whose version number now names another graph is recorded');
+SELECT is((SELECT status || ':' || (error LIKE '%waits at node "m" of type email, which has type delay in workflow "renum" version 2 now%')
+             FROM notiflow.executions WHERE id = :renum_e),
+          'failed:true', 'the execution fails with the reason instead of reading the node as the other type');
 
 SELECT * FROM finish();
 ROLLBACK;
