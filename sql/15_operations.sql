@@ -270,6 +270,21 @@ SELECT string_agg((id - 9502000)::text, ',' ORDER BY id) AS still_live FROM noti
 SELECT * FROM notiflow.archive_batch(now(), 1, 'zz_keyset');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 ROLLBACK;
+-- an old execution whose delivery was replayed lately and failed again stays, with its new dead
+-- letter; an old test message finished lately too
+BEGIN;
+INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, finished_at)
+VALUES (9503001, 'zz_replayed', 1, 'failed', '{}', now() - interval '7 months', now() - interval '7 months');
+INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status, created_at, finished_at)
+VALUES (9603001, 9503001, 'mail', 'email', 'ops-gen', 'gen@example.com', '{}', 'failed', now() - interval '7 months', now() - interval '1 minute'),
+       (9703001, 0, 'send_test', 'email', 'ops-test', 'test@example.com', '{}', 'failed', now() - interval '7 months', now() - interval '1 minute');
+INSERT INTO notiflow.dead_letters (id, source, reference, details, error, created_at)
+VALUES (9393001, 'delivery', '9603001', '{"delivery_id": 9603001}', 'failed again after its replay', now());
+SELECT executions, dead_letters, test_messages FROM notiflow.archive_batch(now() - interval '6 months', 100, 'zz_replayed', '-infinity', 0);
+SELECT (SELECT count(*) FROM notiflow.executions WHERE id = 9503001) AS execution,
+       (SELECT count(*) FROM notiflow.dead_letters WHERE id = 9393001) AS dead_letter,
+       (SELECT count(*) FROM notiflow.deliveries WHERE id = 9703001) AS test_message;
+ROLLBACK;
 SELECT * FROM notiflow.archive_batch(now(), 0);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT * FROM notiflow.archive_batch(NULL);

@@ -534,7 +534,7 @@ BEGIN
                          FOR UPDATE OF e SKIP LOCKED) x
          LIMIT batch_size) c;
     -- Their deliveries are locked before anything moves, and an execution keeps out of the batch
-    -- when one of them is not finished now (a dead letter replayed meanwhile) or is held by another
+    -- when one of them is not finished before the cutoff (a dead letter replayed lately) or is held by another
     -- transaction (a provider's status event: it locks the delivery, then the execution, the other
     -- way round; waiting for it could deadlock).  Events and replays that come later wait for the
     -- batch, so nothing is added to a delivery while it moves.
@@ -542,8 +542,9 @@ BEGIN
     -- held would be quadratic in the batch size)
     ids := ARRAY(
         WITH held AS (
+            -- (one that finished lately, after a replay, is not old either: its new dead letter stays)
             SELECT d.execution_id FROM notiflow.deliveries d
-             WHERE d.execution_id = ANY (ids) AND d.finished_at IS NOT NULL
+             WHERE d.execution_id = ANY (ids) AND d.finished_at < older_than
                FOR UPDATE SKIP LOCKED
         ),
         held_n AS (SELECT h.execution_id, count(*) AS n FROM held h GROUP BY h.execution_id),
@@ -556,7 +557,7 @@ BEGIN
     dids := ARRAY(SELECT d.id FROM notiflow.deliveries d WHERE d.execution_id = ANY (ids));
     -- test messages (send_test) belong to no execution: they go by their own age
     tids := ARRAY(SELECT d.id FROM notiflow.deliveries d
-                   WHERE d.execution_id = 0 AND d.created_at < older_than AND d.finished_at IS NOT NULL
+                   WHERE d.execution_id = 0 AND d.created_at < older_than AND d.finished_at < older_than
                    ORDER BY d.created_at LIMIT batch_size
                    FOR UPDATE SKIP LOCKED);
     -- The dead letters of those deliveries go with them.  One another transaction holds (a replay:

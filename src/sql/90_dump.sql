@@ -13,7 +13,10 @@ BEGIN
         'notiflow.delivery_attempts', 'notiflow.delivery_events', 'notiflow.delivery_events_early',
         'notiflow.provider_circuits',
         'notiflow.dead_letters', 'notiflow.execution_waits', 'notiflow.event_inbox',
-        'notiflow.api_keys', 'notiflow.kafka_subscriptions', 'notiflow.kafka_offsets', 'notiflow.alerts']
+        'notiflow.api_keys', 'notiflow.kafka_subscriptions', 'notiflow.kafka_offsets', 'notiflow.alerts',
+        -- how long each open alert's condition has held: without it, a restored open alert was
+        -- resolved at the first check and raised again as a new one
+        'notiflow.alert_samples']
     LOOP
         CONTINUE WHEN to_regclass(t) IS NULL;
         PERFORM pg_catalog.pg_extension_config_dump(t::regclass, '');

@@ -13,12 +13,13 @@ cluster_start_sms_db notiflow_retention
 q "SELECT notiflow.put_workflow('note', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"}, {\"id\": \"s\", \"type\": \"sms\", \"text\": \"hi\"}],
      \"edges\": [{\"from\": \"t\", \"to\": \"s\"}]}');" >/dev/null
 
-# two old executions whose deliveries were sent
+# two old executions whose deliveries were sent (then: both finished seven months ago)
 ids=$(q "SELECT string_agg(notiflow.trigger('note', '{}', '\"ann\"')::text, ' ') FROM generate_series(1, 2)")
 read -r e1 e2 <<<"$ids"
 d1=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $e1")
 q "SELECT notiflow.finish_delivery(id, 'sent') FROM notiflow.deliveries WHERE execution_id IN ($e1, $e2);
-   UPDATE notiflow.executions SET created_at = now() - interval '7 months', finished_at = now() - interval '7 months' WHERE id IN ($e1, $e2)" >/dev/null
+   UPDATE notiflow.executions SET created_at = now() - interval '7 months', finished_at = now() - interval '7 months' WHERE id IN ($e1, $e2);
+   UPDATE notiflow.deliveries SET created_at = now() - interval '7 months', finished_at = now() - interval '7 months' WHERE execution_id IN ($e1, $e2)" >/dev/null
 is "$(q "SELECT string_agg(status, ',' ORDER BY id) FROM notiflow.executions WHERE id IN ($e1, $e2)")" "completed,completed" \
    "two executions, finished seven months ago"
 
@@ -47,6 +48,7 @@ e3=$(q "SELECT notiflow.trigger('note', '{}', '\"ann\"')")
 d3=$(q "SELECT id FROM notiflow.deliveries WHERE execution_id = $e3")
 dl3=$(q "SELECT notiflow.finish_delivery($d3, 'failed');
          UPDATE notiflow.executions SET created_at = now() - interval '7 months', finished_at = now() - interval '7 months' WHERE id = $e3;
+         UPDATE notiflow.deliveries SET created_at = now() - interval '7 months', finished_at = now() - interval '7 months' WHERE id = $d3;
          INSERT INTO notiflow.dead_letters (source, reference, details, error)
          VALUES ('delivery', '$d3', jsonb_build_object('delivery_id', $d3, 'execution_id', $e3), 'gave up') RETURNING id" | tail -1)
 hold "BEGIN; SELECT 'held' FROM notiflow.dead_letters WHERE id = $dl3 FOR UPDATE;" 1
