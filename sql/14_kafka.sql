@@ -66,6 +66,9 @@ SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"mode": "batch"}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"start": "beginning"}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"batch_size": 0}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"batch_size": 1e400}');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"batch_size": 1e-400}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"batch_time_ms": 1.5}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"max_message_bytes": "1MB"}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"event_name": "$.kind"}');
@@ -75,7 +78,10 @@ SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"no.such.property": "1"}}');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"session.timeout.ms": "soon"}}');
+-- and together, as the consumer will set them (a consumer that cannot start would restart for ever)
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"session.timeout.ms": "400000"}}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"group.id": "g"}}');
+SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"statistics.interval.ms": "0"}}');
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"enable.auto.commit": "true"}}');
 -- librdkafka takes a topic property with a "topic." prefix: "latest" would skip a backlog
 SELECT notiflow.subscribe_kafka('x', 'localhost:9092', '{t}', 'kafka_order', '{"rdkafka": {"topic.auto.offset.reset": "latest"}}');
@@ -108,6 +114,17 @@ ROLLBACK;
 
 -- nothing was stored by the refused calls
 SELECT name FROM notiflow.kafka_subscriptions ORDER BY name;
+
+-- position keys (topic/partition/offset): a subscription that starts the same workflow from one of
+-- the same topics in another group or on another cluster would read the same positions, and its
+-- messages would be taken for repeats
+SELECT notiflow.subscribe_kafka('twin_a', 'localhost:9092', '{twins}', 'kafka_order');
+SELECT notiflow.subscribe_kafka('twin_b', 'localhost:9092', '{other, twins}', 'kafka_order');
+SELECT notiflow.subscribe_kafka('twin_b', 'localhost:9092', '{twins}', 'kafka_order', '{"group_id": "notiflow-twin_a"}');
+SELECT notiflow.subscribe_kafka('twin_c', 'kafka-9:9092', '{twins}', 'kafka_order', '{"group_id": "notiflow-twin_a"}');
+SELECT notiflow.subscribe_kafka('twin_c', 'localhost:9092', '{twins}', 'kafka_order', '{"idempotency_key": "$.id"}');
+SELECT name, group_id FROM notiflow.kafka_subscriptions WHERE name LIKE 'twin%' ORDER BY name;
+SELECT notiflow.unsubscribe_kafka(n) FROM unnest('{twin_a,twin_b,twin_c}'::text[]) n;
 
 -- unsubscribe
 SELECT notiflow.unsubscribe_kafka('plain');

@@ -263,10 +263,12 @@ extract_text(Jsonb *value, JsonPath *path, Jsonb *vars)
 {
 	char	   *text = jsonb_scalar_text(extract(value, path, vars));
 
-	if (text[0] == '\0' || strlen(text) > 256)
+	int			chars = pg_mbstrlen(text);
+
+	if (chars < 1 || chars > 256)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("expected 1 to 256 characters, got %zu", strlen(text))));
+				 errmsg("expected 1 to 256 characters, got %d", chars)));
 	return text;
 }
 

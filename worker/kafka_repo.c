@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -135,12 +136,19 @@ kafka_repo_dead_letter(const char *reference, const char *data, size_t len, Json
 	spi_run(&dead_letter_stmt, args, nulls, false, 0, SPI_OK_INSERT);
 }
 
-/* A text datum, or a null. */
+/*
+ * A text datum, or a null.  The texts are errors copied into fixed buffers,
+ * which can cut a character in two (a translated message, an error quoting
+ * data): the text ends before the first byte that is not a whole character.
+ */
 static Datum
 text_or_null(const char *s, char *null)
 {
 	*null = s ? ' ' : 'n';
-	return s ? CStringGetTextDatum(s) : (Datum) 0;
+	if (s == NULL)
+		return (Datum) 0;
+	return PointerGetDatum(cstring_to_text_with_len(s, pg_encoding_verifymbstr(GetDatabaseEncoding(), s,
+																				 (int) strlen(s))));
 }
 
 /* Writes the consumer's state row and its partitions' rows. */

@@ -65,7 +65,9 @@ static const char *const option_names[] = {
 /* librdkafka properties notiflow sets itself. */
 static const char *const reserved_properties[] = {
 	"bootstrap.servers", "metadata.broker.list", "group.id", "enable.auto.commit",
-	"enable.auto.offset.store", "auto.offset.reset", "log.queue", "group.protocol"
+	"enable.auto.offset.store", "auto.offset.reset", "log.queue", "group.protocol",
+	/* the consumer's status (broker_down) is cleared by the statistics it asks for */
+	"statistics.interval.ms"
 };
 
 static SpiStatement load_stmt = {
@@ -92,6 +94,22 @@ static SpiStatement lock_subscriptions_stmt = {
 static SpiStatement others_stmt = {
 	"SELECT count(*) FROM notiflow.kafka_subscriptions WHERE name <> $1",
 	1, {TEXTOID}
+};
+
+/*
+ * Another subscription that starts the same workflow from one of these
+ * topics with position keys (topic/partition/offset), in another group or
+ * cluster: it reads the same positions, and the engine would take one's
+ * messages for repeats of the other's (executions are unique per workflow
+ * and idempotency key).  One group on one cluster shares its partitions out:
+ * no position is read by two.
+ */
+static SpiStatement position_clash_stmt = {
+	"SELECT s.name, t.topic FROM notiflow.kafka_subscriptions s, unnest(s.topics) AS t(topic)"
+	" WHERE s.name <> $1 AND s.mode = 'trigger' AND s.workflow_key = $2 AND t.topic = ANY ($3)"
+	"   AND NOT (s.options ? 'idempotency_key') AND (s.group_id <> $4 OR s.brokers <> $5)"
+	" ORDER BY s.name, t.topic LIMIT 1",
+	5, {TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID}
 };
 
 static SpiStatement upsert_stmt = {
@@ -295,7 +313,8 @@ option_int(const char *name, const char *field, JsonbValue *v, int min, int max)
 
 	if (v->type != jbvNumeric)
 		invalid(name, field, "expected a number");
-	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v->val.numeric)));
+	/* (beyond a double's range: infinite, then out of bounds, not an error about a double) */
+	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow, NumericGetDatum(v->val.numeric)));
 	if (d != floor(d))
 		invalid(name, field, "expected an integer");
 	if (d < min || d > max)
@@ -383,6 +402,48 @@ parse_rdkafka(KafkaSubscription *sub, JsonbValue *v)
 		sub->rdkafka_values = lappend(sub->rdkafka_values, text);
 	}
 	rd_kafka_conf_destroy(conf);
+}
+
+/*
+ * Checks the subscription's librdkafka properties together, as the consumer
+ * will set them: some are checked only against each other when a client is
+ * created (session.timeout.ms above max.poll.interval.ms, a CA file that is
+ * not there), and a consumer that cannot start restarts every few seconds.
+ * The client made here has no brokers, so it connects nowhere, and is
+ * destroyed at once (librdkafka blocks every signal in its threads).
+ */
+static void
+check_rdkafka_together(KafkaSubscription *sub)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_t *rk;
+	char		errstr[512];
+	ListCell   *ln;
+	ListCell   *lv;
+	const char *const own[][2] = {
+		{"group.id", sub->group_id}, {"enable.auto.commit", "false"},
+		{"enable.auto.offset.store", "false"}, {"auto.offset.reset", "earliest"},
+		{"log_level", "0"}
+	};
+
+	rd_kafka_conf_set(conf, "statistics.interval.ms", "1000", errstr, sizeof(errstr));
+	forboth(ln, sub->rdkafka_names, lv, sub->rdkafka_values)
+	{
+		if (rd_kafka_conf_set(conf, lfirst(ln), lfirst(lv), errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+		{
+			rd_kafka_conf_destroy(conf);
+			invalid(sub->name, psprintf("options.rdkafka.%s", (char *) lfirst(ln)), pstrdup(errstr));
+		}
+	}
+	for (size_t i = 0; i < lengthof(own); i++)
+		rd_kafka_conf_set(conf, own[i][0], own[i][1], errstr, sizeof(errstr));
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (rk == NULL)
+	{
+		rd_kafka_conf_destroy(conf);
+		invalid(sub->name, "options.rdkafka", psprintf("librdkafka refuses the properties together: %s", errstr));
+	}
+	rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
 }
 
 /* Checks a topic name as Kafka does: 1 to 249 of [A-Za-z0-9._-], not "." or "..". */
@@ -632,6 +693,8 @@ subscribe_kafka(PG_FUNCTION_ARGS)
 						   EMIT_EVENT_SIGNATURE),
 				 errhint("Use mode \"trigger\", or upgrade notiflow to a version with wait nodes.")));
 
+	check_rdkafka_together(sub);
+
 	/* two subscribes at once would both count the others without the newest: one waits */
 	spi_run(&lock_subscriptions_stmt, NULL, NULL, false, 0, SPI_OK_UTILITY);
 	args[0] = CStringGetTextDatum(sub->name);
@@ -645,6 +708,23 @@ subscribe_kafka(PG_FUNCTION_ARGS)
 	topic_datums = palloc(sizeof(Datum) * list_length(sub->topics));
 	foreach(lc, sub->topics)
 		topic_datums[i++] = CStringGetTextDatum(lfirst(lc));
+	if (sub->mode == KAFKA_MODE_TRIGGER && sub->key_source == KAFKA_KEY_POSITION)
+	{
+		Datum		clash_args[5] = {CStringGetTextDatum(sub->name), CStringGetTextDatum(sub->workflow_key),
+			spi_array(topic_datums, NULL, i, TEXTOID), CStringGetTextDatum(sub->group_id),
+		CStringGetTextDatum(sub->brokers)};
+
+		spi_run(&position_clash_stmt, clash_args, NULL, false, 1, SPI_OK_SELECT);
+		if (SPI_processed > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid kafka subscription \"%s\"", sub->name),
+					 errdetail("options.idempotency_key: subscription \"%s\" also starts workflow \"%s\" from topic \"%s\" "
+							   "with position keys (topic/partition/offset), in another group or cluster: "
+							   "the same positions would be taken for repeats",
+							   spi_text(0, 1), sub->workflow_key, spi_text(0, 2)),
+					 errhint("Give one of them an idempotency_key taken from the message, or null.")));
+	}
 	args[0] = CStringGetTextDatum(sub->name);
 	args[1] = CStringGetTextDatum(sub->brokers);
 	args[2] = spi_array(topic_datums, NULL, i, TEXTOID);
