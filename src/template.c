@@ -369,6 +369,11 @@ parser_read_name(TemplateParser *p, TemplateTag *tag, TemplateName *name)
 	name->nparts = 0;
 	if (strcmp(content, ".") == 0)
 		return true;
+	/* "{{ #items }}" would be read as a variable named "#items", its section always shown */
+	if (strchr("#^/!>=&{}", content[0]) != NULL)
+		return parser_fail(p, tag->start,
+						   psprintf("invalid name \"%s\": a sigil such as \"%c\" goes right after the tag's opening delimiter",
+									content, content[0]));
 
 	for (c = content; *c != '\0'; c++)
 	{
@@ -844,13 +849,19 @@ static void
 append_url_encoded(StringInfo out, const char *s, int len)
 {
 	static const char hex[] = "0123456789ABCDEF";
+	bool		all_dots = (len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.');
 
 	for (int i = 0; i < len; i++)
 	{
 		unsigned char c = (unsigned char) s[i];
 
+		/*
+		 * A value that is all dots would be a dot segment, which the URL's
+		 * parser removes with the segment before it ("/tenants/../orders" is
+		 * "/orders"): its dots are encoded, so it stays one segment.
+		 */
 		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-			c == '-' || c == '.' || c == '_' || c == '~')
+			c == '-' || c == '_' || c == '~' || (c == '.' && !all_dots))
 			appendStringInfoChar(out, (char) c);
 		else
 		{
@@ -908,6 +919,20 @@ render_value(RenderState *state, const JsonbValue *value, RenderEscape escape)
 		pfree((char *) s);
 }
 
+/*
+ * The output bound: checked before each node and after each line a partial
+ * indents (a short template can indent a long partial's every line, nested
+ * 64 deep), so no render grows far past it.
+ */
+static void
+check_output(const RenderState *state)
+{
+	if (state->out->len > TEMPLATE_MAX_OUTPUT)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a template renders more than %d bytes", TEMPLATE_MAX_OUTPUT)));
+}
+
 /* Appends a text node, indenting each of its source lines inside a partial. */
 static void
 render_text(RenderState *state, const TemplateNode *node)
@@ -930,6 +955,7 @@ render_text(RenderState *state, const TemplateNode *node)
 			continue;
 		appendBinaryStringInfo(state->out, s + done, i + 1 - done);
 		appendBinaryStringInfo(state->out, state->indent, state->indentlen);
+		check_output(state);
 		done = i + 1;
 	}
 	appendBinaryStringInfo(state->out, s + done, node->textlen - done);
@@ -1081,11 +1107,7 @@ render_nodes(RenderState *state, const List *nodes, const ContextFrame *ctx)
 		const TemplateNode *node = lfirst(lc);
 		JsonbValue	value;
 
-		if (state->out->len > TEMPLATE_MAX_OUTPUT)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("a template renders more than %d bytes", TEMPLATE_MAX_OUTPUT)));
-
+		check_output(state);
 		switch (node->kind)
 		{
 			case TNODE_TEXT:
@@ -1147,6 +1169,7 @@ template_render_tree(const Template *tmpl, Jsonb *context,
 	state.indentlen = 0;
 	state.escape = escape;
 	render_nodes(&state, tmpl->nodes, &frame);
+	check_output(&state);
 
 	MemoryContextSwitchTo(caller);
 	MemoryContextDelete(scratch);

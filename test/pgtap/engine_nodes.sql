@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(95);
+SELECT plan(98);
 
 -- fixtures ---------------------------------------------------------------------
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -297,6 +297,10 @@ SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :_id A
           'a webhook url percent-encodes {{values}}');
 SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :_id AND node_id = 'r'),
           'https://cb.example.com/a?b=c', 'and leaves {{{raw}}} values as they are');
+SELECT notiflow.trigger('hook_url', '{"id": "..", "note": ".", "callback": "https://cb.example.com/"}', '"ann"') AS _id \gset
+SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :_id AND node_id = 'h'),
+          'https://hooks.example.com/orders/%2E%2E?note=%2E',
+          'a value that is a dot segment has its dots encoded (the URL parser would remove it with the segment before)');
 
 -- a version stored before the bounds of today's definitions still runs: a negative delay is
 -- zero, a wait timeout of 1000 years is 100
@@ -441,6 +445,15 @@ SELECT ok(notiflow.finish_delivery((SELECT id FROM notiflow.deliveries WHERE exe
 SELECT is((SELECT status || ':' || (error LIKE '%waits at node "m" of type email, which has type delay in workflow "renum" version 2 now%')
              FROM notiflow.executions WHERE id = :renum_e),
           'failed:true', 'the execution fails with the reason instead of reading the node as the other type');
+
+-- a sigil after a space would make a section a variable that is never set: refused
+SELECT throws_ok($$SELECT notiflow.render_template('{{ ^payload.items }}empty{{ /payload.items }}', '{}')$$, '22023', NULL,
+                 'a section tag written with a space before its sigil is refused');
+
+-- the output bound holds inside a node: a partial indented on each of its lines
+SELECT throws_ok($$SELECT notiflow.render_template(repeat(' ', 100000) || '{{>p}}', '{}', jsonb_build_object('p', repeat(E'a\n', 1000)))$$,
+                 '54000', 'a template renders more than 67108864 bytes',
+                 'a partial indented on each line stops at the output bound (not at memory''s end)');
 
 SELECT * FROM finish();
 ROLLBACK;
