@@ -29,9 +29,13 @@
 #define APNS_TOKEN_LIFETIME_S (50 * 60)
 
 /*
- * Returns the cache key of a provider's token: provider name, team and key
- * ids, and a digest of the key (a key replaced under the same id is used at
- * once, not after the old token's 50 minutes).
+ * Returns the cache key of a provider's token: team and key ids, and a
+ * digest of the key (a key replaced under the same id is used at once, not
+ * after the old token's 50 minutes).  Not the provider's name: providers of
+ * several apps (one topic each) that share a key share its token.  Their
+ * requests share the dispatcher's HTTP/2 connection to Apple, which takes
+ * one token per connection and answers 429 TooManyProviderTokenUpdates when
+ * it changes more often than every 20 minutes.
  */
 static char *
 apns_token_key(const DeliveryJob *job)
@@ -40,8 +44,7 @@ apns_token_key(const DeliveryJob *job)
 	char	   *key_id = provider_config_string(job, "key_id");
 	char	   *private_key = provider_config_string(job, "private_key");
 
-	return psprintf("apns\n%s\n%s\n%s\n%s", job->provider ? job->provider : "",
-					team_id ? team_id : "", key_id ? key_id : "",
+	return psprintf("apns\n%s\n%s\n%s", team_id ? team_id : "", key_id ? key_id : "",
 					push_secret_digest(private_key ? private_key : ""));
 }
 
