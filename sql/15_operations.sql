@@ -423,6 +423,21 @@ SELECT count(*) AS strays
 SELECT line FROM metrics
  WHERE line ~ '(workflow="ops_(a|b|alert)"|provider="ops-(sg|mg|tw|q)")' ORDER BY n;
 SELECT rtrim(notiflow.metric_sample('m', ARRAY['a', 'say "hi"\' || E'\n', 'b', NULL, 'c', 'x'], 1.5), E'\n') AS escaped;
+-- a day aggregated before it ended (by hand, at noon) is counted from the tables, not from its
+-- stats: what came after the aggregation (here at 23:00) is not missing from the counters
+BEGIN;
+INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
+SELECT 9800100, 'ops_partial', 1, 'completed', '{}', t, t, t
+  FROM (SELECT ((now() AT TIME ZONE 'UTC')::date - 1 + time '01:00') AT TIME ZONE 'UTC' AS t) x;
+SELECT notiflow.aggregate_daily((now() AT TIME ZONE 'UTC')::date - 1) >= 1 AS aggregated;
+UPDATE notiflow.daily_stats SET aggregated_at = ((now() AT TIME ZONE 'UTC')::date - 1 + time '12:00') AT TIME ZONE 'UTC'
+ WHERE day = (now() AT TIME ZONE 'UTC')::date - 1;
+INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
+SELECT 9800101, 'ops_partial', 1, 'completed', '{}', t, t, t
+  FROM (SELECT ((now() AT TIME ZONE 'UTC')::date - 1 + time '23:00') AT TIME ZONE 'UTC' AS t) x;
+SELECT line FROM regexp_split_to_table(notiflow.metrics(), E'\n') line
+ WHERE line LIKE 'notiflow_executions_total{workflow="ops_partial"%';
+ROLLBACK;
 
 -- 6. scheduling without pg_cron ------------------------------------------------------
 SELECT jobname ~ '^notiflow\.[a-z_]+@' AS named, schedule, command FROM notiflow.maintenance_jobs();

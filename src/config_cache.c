@@ -62,6 +62,15 @@ config_cache_generation(void)
 		if (!OidIsValid(watched[i]))
 			watched[i] = notiflow_relid(watched_names[i]);
 	}
+
+	/*
+	 * A cache hit opens no relation, which is where PostgreSQL reads the
+	 * invalidations other sessions sent: read them here, so that a change
+	 * another session committed is seen by the next statement of a long
+	 * transaction too, not only by the next transaction (cheap when there
+	 * are none).
+	 */
+	AcceptInvalidationMessages();
 	return generation;
 }
 

@@ -838,8 +838,13 @@ SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
 DECLARE
-    -- past days come from daily_stats, what happened since from the tables themselves
-    live_day date := least(coalesce((SELECT max(s.day) FROM notiflow.daily_stats s) + 1, '-infinity'),
+    -- past days come from daily_stats, what happened since from the tables themselves; a day
+    -- aggregated before it ended (aggregate_daily of today, by hand) is not complete: counted from
+    -- its stats, its later activity would be missing until the next aggregation, and every
+    -- counter would drop, then jump (a counter reset, to Prometheus)
+    live_day date := least(coalesce((SELECT max(s.day) FROM notiflow.daily_stats s
+                                      WHERE s.aggregated_at >= (s.day + 1)::timestamp AT TIME ZONE 'UTC') + 1,
+                                    '-infinity'),
                            (now() AT TIME ZONE 'UTC')::date);
     span interval := notiflow.setting_checked('notiflow.health_window', '15 minutes', 'interval')::interval;
     body text;

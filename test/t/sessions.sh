@@ -140,6 +140,28 @@ is "$(q "SELECT string_agg(id || ':' || array_to_string(invalid_addresses, ','),
 q "DROP TRIGGER gate_after_ann ON notiflow.subscribers; DROP FUNCTION public.gate_after_ann()" >/dev/null
 rm -f "$cb1" "$cb2"
 
+# --- a workflow changed by another session during a long transaction -------------------------
+# The held session's cache knows version N of w (a trigger of its transaction used it); another
+# session stores N+1 and commits: the held session's next trigger uses N+1 (deactivated, it refuses)
+echo "BEGIN; SELECT notiflow.trigger('w', '{}', '\"ann\"') > 0;" >&"${HOLD[1]}"
+read -r -t 30 line <&"${HOLD[0]}"
+is "$line" t "a long transaction triggers w"
+v_next=$(q "SELECT notiflow.put_workflow('w', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+           {\"id\": \"m\", \"type\": \"email\", \"subject\": \"changed\", \"text\": \"x\"}], \"edges\": [{\"from\": \"t\", \"to\": \"m\"}]}')")
+echo "SELECT notiflow.trigger('w', '{}', '\"ann\"') AS e \\gset
+      SELECT workflow_version FROM notiflow.executions WHERE id = :e;" >&"${HOLD[1]}"
+read -r -t 30 line <&"${HOLD[0]}"
+is "$line" "$v_next" "its next trigger uses the version another session committed meanwhile"
+q "SELECT notiflow.deactivate_workflow('w')" >/dev/null
+echo "CREATE FUNCTION pg_temp.try_w() RETURNS text LANGUAGE plpgsql AS \$\$
+      BEGIN PERFORM notiflow.trigger('w', '{}', '\"ann\"'); RETURN 'accepted';
+      EXCEPTION WHEN object_not_in_prerequisite_state THEN RETURN 'refused'; END \$\$;
+      SELECT pg_temp.try_w();" >&"${HOLD[1]}"
+read -r -t 30 line <&"${HOLD[0]}"
+is "$line" refused "and once another session deactivated w, it refuses"
+echo "ROLLBACK;" >&"${HOLD[1]}"
+q "SELECT notiflow.activate_workflow('w')" >/dev/null
+
 echo "\\q" >&"${HOLD[1]}"
 wait "$HOLD_PID" 2>/dev/null
 
