@@ -5,6 +5,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "utils/memutils.h"
 
 #include "config_cache.h"
@@ -46,7 +47,13 @@ provider_cache_channel(NotiflowChannel channel)
 
 	if (cache_cxt == NULL || gen != cache_generation)
 	{
-		if (cache_cxt != NULL)
+		/*
+		 * Freed when the transaction ends: the deliveries a run made before
+		 * (written later, with the run) point to their provider's name here.
+		 */
+		if (cache_cxt != NULL && IsTransactionState())
+			MemoryContextSetParent(cache_cxt, TopTransactionContext);
+		else if (cache_cxt != NULL)
 			MemoryContextDelete(cache_cxt);
 		cache_cxt = AllocSetContextCreate(CacheMemoryContext, "notiflow provider cache",
 										  ALLOCSET_SMALL_SIZES);
