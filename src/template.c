@@ -369,11 +369,6 @@ parser_read_name(TemplateParser *p, TemplateTag *tag, TemplateName *name)
 	name->nparts = 0;
 	if (strcmp(content, ".") == 0)
 		return true;
-	/* "{{ #items }}" would be read as a variable named "#items", its section always shown */
-	if (strchr("#^/!>=&{}", content[0]) != NULL)
-		return parser_fail(p, tag->start,
-						   psprintf("invalid name \"%s\": a sigil such as \"%c\" goes right after the tag's opening delimiter",
-									content, content[0]));
 
 	for (c = content; *c != '\0'; c++)
 	{
