@@ -415,17 +415,36 @@ parse_rdkafka(KafkaSubscription *sub, JsonbValue *v)
 static void
 check_rdkafka_together(KafkaSubscription *sub)
 {
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_conf_t *conf;
 	rd_kafka_t *rk;
 	char		errstr[512];
 	ListCell   *ln;
 	ListCell   *lv;
+	bool		sasl = false;
+	const char *mechanism = "GSSAPI";	/* librdkafka's default */
 	const char *const own[][2] = {
 		{"group.id", sub->group_id}, {"enable.auto.commit", "false"},
 		{"enable.auto.offset.store", "false"}, {"auto.offset.reset", "earliest"},
 		{"log_level", "0"}
 	};
 
+	/*
+	 * Not with Kerberos or OAUTHBEARER: a client made with them starts a
+	 * kinit command or a token request at once, which the backend would
+	 * wait for, uninterruptibly, in rd_kafka_destroy.
+	 */
+	forboth(ln, sub->rdkafka_names, lv, sub->rdkafka_values)
+	{
+		if (pg_strcasecmp(lfirst(ln), "security.protocol") == 0)
+			sasl = pg_strncasecmp(lfirst(lv), "sasl", 4) == 0;
+		else if (pg_strcasecmp(lfirst(ln), "sasl.mechanism") == 0 ||
+				 pg_strcasecmp(lfirst(ln), "sasl.mechanisms") == 0)
+			mechanism = lfirst(lv);
+	}
+	if (sasl && (pg_strcasecmp(mechanism, "GSSAPI") == 0 || pg_strcasecmp(mechanism, "OAUTHBEARER") == 0))
+		return;
+
+	conf = rd_kafka_conf_new();
 	rd_kafka_conf_set(conf, "statistics.interval.ms", "1000", errstr, sizeof(errstr));
 	forboth(ln, sub->rdkafka_names, lv, sub->rdkafka_values)
 	{
