@@ -602,6 +602,21 @@ action_skip(Run *run, WorkflowNode *node, const char *reason)
 }
 
 /*
+ * What an email or SMS address must be, when it is not: one email address, or
+ * an E.164 phone number (a list would reach everyone in it); NULL when it is,
+ * or for another channel.
+ */
+static const char *
+address_unfit(NotiflowChannel channel, const char *address)
+{
+	if (channel == CHANNEL_EMAIL && !email_valid(address))
+		return "one email address";
+	if (channel == CHANNEL_SMS && !phone_valid(address))
+		return "an E.164 phone number";
+	return NULL;
+}
+
+/*
  * Runs an action node: checks preferences, renders the content, picks the
  * addresses and provider, and creates the deliveries.  The step waits for
  * them unless none could be queued.
@@ -616,6 +631,7 @@ node_action(Run *run, WorkflowNode *node)
 	Jsonb	   *content;
 	int			before = list_length(run->delivery_records);
 	int			queued = 0;
+	const char *expected;
 
 	if (run->subscriber_pending)
 	{
@@ -654,11 +670,9 @@ node_action(Run *run, WorkflowNode *node)
 			return;
 		}
 		/* one address, as an inline contact's: a list would reach everyone in it */
-		if ((channel == CHANNEL_EMAIL && !email_valid(address)) ||
-			(channel == CHANNEL_SMS && !phone_valid(address)))
+		if ((expected = address_unfit(channel, address)) != NULL)
 		{
-			action_skip(run, node, psprintf("\"to\" rendered \"%s\", which is not %s", address,
-											channel == CHANNEL_EMAIL ? "one email address" : "an E.164 phone number"));
+			action_skip(run, node, psprintf("\"to\" rendered \"%s\", which is not %s", address, expected));
 			return;
 		}
 		if (!address_invalid(run, address))
@@ -673,13 +687,10 @@ node_action(Run *run, WorkflowNode *node)
 		 * Checked here too: subscribers and inline contacts are checked when
 		 * given, but a transform node can set recipient.email or .phone.
 		 */
-		if (address != NULL &&
-			((channel == CHANNEL_EMAIL && !email_valid(address)) ||
-			 (channel == CHANNEL_SMS && !phone_valid(address))))
+		if (address != NULL && (expected = address_unfit(channel, address)) != NULL)
 		{
 			action_skip(run, node, psprintf("the recipient's %s \"%s\" is not %s",
-											channel == CHANNEL_EMAIL ? "email" : "phone", address,
-											channel == CHANNEL_EMAIL ? "one email address" : "an E.164 phone number"));
+											channel == CHANNEL_EMAIL ? "email" : "phone", address, expected));
 			return;
 		}
 		if (address != NULL && !address_invalid(run, address))

@@ -124,6 +124,7 @@ typedef struct ProviderInfo
 	bool		found;
 	ProviderRow row;
 	CircuitState circuit;
+	int			lease_ms;		/* provider_lease_ms() of its config */
 	bool		probe_taken;
 } ProviderInfo;
 
@@ -314,7 +315,10 @@ provider_info(List **cache, const char *name)
 	strlcpy(p->name, name, sizeof(p->name));
 	p->found = name[0] != '\0' && provider_repo_load(name, &p->row) && p->row.enabled;
 	if (p->found)
+	{
 		provider_repo_circuit(name, &p->circuit);
+		p->lease_ms = provider_lease_ms(p->row.config);
+	}
 	*cache = lappend(*cache, p);
 	return p;
 }
@@ -345,7 +349,6 @@ prepare(ClaimedDelivery *c, List **providers)
 	InFlight   *f;
 	MemoryContext old;
 	int			wait_ms;
-	int			lease_ms;
 	bool		probing = false;
 
 	if (!p->found)
@@ -373,10 +376,10 @@ prepare(ClaimedDelivery *c, List **providers)
 		 * died, or it ended deferred or refused): another delivery probes.
 		 */
 		bool		probe_lost = strcmp(p->circuit.state, "half_open") == 0 &&
-			p->circuit.probe_for_ms >= provider_lease_ms(p->row.config);
+			p->circuit.probe_for_ms >= p->lease_ms;
 
 		if (((strcmp(p->circuit.state, "open") == 0 && cooled) || probe_lost) && !p->probe_taken &&
-			provider_repo_circuit_probe(p->row.name, provider_lease_ms(p->row.config)))
+			provider_repo_circuit_probe(p->row.name, p->lease_ms))
 			p->probe_taken = probing = true;	/* this delivery is the probe */
 		else if (strcmp(p->circuit.state, "open") == 0 && !cooled)
 		{
@@ -406,10 +409,9 @@ prepare(ClaimedDelivery *c, List **providers)
 	 * The claim gave the lease its provider needs; a provider whose timeout_ms
 	 * changed between the claim's statement and this read needs it here.
 	 */
-	lease_ms = provider_lease_ms(p->row.config);
-	if (lease_ms > notiflow_lease_ms &&
-		c->lease < TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(), lease_ms) &&
-		!delivery_repo_extend_lease(c->id, &c->tid, lease_ms, &c->lease))
+	if (p->lease_ms > notiflow_lease_ms &&
+		c->lease < TimestampTzPlusMilliseconds(GetCurrentTransactionStartTimestamp(), p->lease_ms) &&
+		!delivery_repo_extend_lease(c->id, &c->tid, p->lease_ms, &c->lease))
 		ereport(WARNING,
 				(errmsg("notiflow: could not lengthen the lease of delivery " INT64_FORMAT, c->id),
 				 errdetail("Its row did not take the update (a trigger on notiflow.deliveries?); "
