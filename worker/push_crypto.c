@@ -583,6 +583,8 @@ typedef struct PushToken
 	char	   *key;
 	char	   *value;
 	int64		expires_at;		/* Unix seconds */
+	bool		proven;			/* a request carrying it was accepted */
+	bool		refused;		/* a request carrying it was refused: not handed out */
 } PushToken;
 
 static List *push_tokens = NIL;	/* of PushToken, in TopMemoryContext */
@@ -609,7 +611,7 @@ push_token_get(const char *key, int64 min_valid_s)
 {
 	PushToken  *t = push_token_find(key);
 
-	if (t == NULL || t->expires_at - (int64) time(NULL) <= min_valid_s)
+	if (t == NULL || t->refused || t->expires_at - (int64) time(NULL) <= min_valid_s)
 		return NULL;
 	return pstrdup(t->value);
 }
@@ -659,6 +661,8 @@ push_token_put(const char *key, const char *value, int64 expires_at)
 		pfree(t->value);
 	t->value = copy;
 	t->expires_at = expires_at;
+	t->proven = false;
+	t->refused = false;
 	MemoryContextSwitchTo(old);
 }
 
@@ -672,6 +676,38 @@ push_token_drop(const char *key, const char *used)
 		return;
 	push_tokens = list_delete_ptr(push_tokens, t);
 	push_token_free(t);
+}
+
+void
+push_token_accepted(const char *used)
+{
+	ListCell   *lc;
+
+	if (used == NULL)
+		return;
+	foreach(lc, push_tokens)
+	{
+		PushToken  *t = lfirst(lc);
+
+		if (strcmp(t->value, used) == 0)
+		{
+			t->proven = true;
+			return;
+		}
+	}
+}
+
+bool
+push_token_refused(const char *key, const char *used)
+{
+	PushToken  *t = push_token_find(key);
+
+	if (t == NULL || used == NULL)
+		return false;
+	if (strcmp(t->value, used) != 0)
+		return true;			/* a newer one is cached: the refused one was stale */
+	t->refused = true;
+	return t->proven;
 }
 
 void

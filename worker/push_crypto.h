@@ -92,6 +92,21 @@ extern void push_token_put(const char *key, const char *value, int64 expires_at)
  */
 extern void push_token_drop(const char *key, const char *used);
 
+/* Notes that a request carrying the cached value used was accepted. */
+extern void push_token_accepted(const char *used);
+
+/*
+ * A request carrying used was refused for its credential (expired, revoked):
+ * that value is no longer handed out, and the next request gets a new one.
+ * Returns true when the refusal is no fault of the provider's setup, so the
+ * delivery is sent again at once and no attempt counted: the value had been
+ * accepted before (it expired or was revoked), or a newer one replaced it
+ * meanwhile.  False for a value never accepted (the credentials themselves
+ * are wrong: a counted attempt, which fails over when they stay wrong) or
+ * one no longer cached.
+ */
+extern bool push_token_refused(const char *key, const char *used);
+
 /*
  * Forgets the markers of token requests in flight (keys ending "\npending"):
  * a claim rolled back built them, and they were not sent.

@@ -219,6 +219,30 @@ wait_for 60 settled "$exec"
 is "$(deliveries "$exec")" "apns sent,fcm sent,fcm sent,webpush sent" "after FCM refuses the access token (401) the deliveries are still sent"
 is "$(($(tokens_fetched) - tokens_before))" 1 "fcm: one new access token was fetched for both sends"
 is "$(received fcm A-1004 '.status == 200')" 2 "fcm: both tokens got the message with the new access token"
+# The refused token had been taken before (it was revoked): not the provider's failure, so no
+# attempt is counted (a counted 401 brought a delivery closer to its dead letter, and the circuit
+# to opening, each time an access token ran out).
+is "$(attempt_classes "$exec" fcm)" "sent,sent" "fcm: the refusal of a token taken before is not a counted attempt"
+is "$(sql "SELECT string_agg(attempts::text, ',') FROM notiflow.deliveries WHERE execution_id = $exec AND provider = 'fcm'")" \
+   "1,1" "fcm: each delivery counts one attempt"
+
+# --- 4b. APNs: a provider token refused as expired -----------------------------------------------
+# The first refusal is of a token Apple took before: a new token, sent again at once, no attempt
+# counted.  The second is of that new token, which Apple never took: a counted attempt (a key that
+# never works must run into max_attempts and fall back, not loop).
+double POST script '{"provider": "apns", "responses": [{"status": 403, "error": "ExpiredProviderToken"},
+                                                      {"status": 403, "error": "ExpiredProviderToken"}]}' >/dev/null
+exec=$(trigger A-1014)
+wait_for 60 settled "$exec"
+is "$(status_of "$exec" "$APNS_DEV")" sent "apns: sent after two ExpiredProviderToken answers"
+is "$(attempt_classes "$exec" apns)" "retry,sent" "apns: only the refusal of a token never taken is a counted attempt"
+is "$(sql "SELECT count(*) FROM notiflow.delivery_attempts a JOIN notiflow.deliveries d ON d.id = a.delivery_id
+             WHERE d.execution_id = $exec AND d.provider = 'apns' AND a.error_class = 'again'
+               AND a.error = 'HTTP 403 ExpiredProviderToken'")" 1 "apns: the first refusal is logged as sent again"
+is "$(sql "SELECT attempts FROM notiflow.deliveries WHERE execution_id = $exec AND provider = 'apns'")" 2 \
+   "apns: the delivery counts two attempts"
+is "$(records apns '[.[] | select(.body | test("A-1014")) | .headers.authorization] | [length, (unique | length), .[1] == .[2]]')" \
+   "[3,3,false]" "apns: each refusal retired the token it carried: three requests, three tokens"
 
 # --- 5. a key replaced in the provider's config is used at once ----------------------------------
 # The cached provider token was keyed by provider, team and key id only: a new .p8 under the same

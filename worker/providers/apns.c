@@ -136,8 +136,8 @@ apns_build(const DeliveryJob *job, ProviderRequest *req)
 
 /*
  * 200 is sent (apns-id); 410 Unregistered is the device's fault, 400
- * BadDeviceToken permanent (below); 403 ExpiredProviderToken drops the cached
- * token and retries; 429 and 5xx retry; other errors are permanent.
+ * BadDeviceToken permanent (below); 403 ExpiredProviderToken sends again
+ * with a new token; 429 and 5xx retry; other errors are permanent.
  */
 static void
 apns_classify(const DeliveryJob *job, const ProviderRequest *req,
@@ -145,10 +145,14 @@ apns_classify(const DeliveryJob *job, const ProviderRequest *req,
 {
 	char	   *reason;
 
+	const char *used = provider_request_header(req, "authorization");
+
+	used = used && strncmp(used, "bearer ", 7) == 0 ? used + 7 : NULL;
 	provider_classify_http(resp, res);
 	if (res->outcome == OUTCOME_SENT)
 	{
 		res->message_id = provider_response_header(resp, "apns-id");
+		push_token_accepted(used);
 		return;
 	}
 	if (resp->curl_code != 0)
@@ -172,11 +176,12 @@ apns_classify(const DeliveryJob *job, const ProviderRequest *req,
 		res->recipient_fault = true;
 	else if (resp->status == 403 && reason != NULL && strcmp(reason, "ExpiredProviderToken") == 0)
 	{
-		/* only the token this request carried: a newer one may be cached already */
-		const char *used = provider_request_header(req, "authorization");
-
-		push_token_drop(apns_token_key(job), used && strncmp(used, "bearer ", 7) == 0 ? used + 7 : NULL);
-		res->outcome = OUTCOME_RETRY;
+		/*
+		 * A token Apple took before has aged out (clock skew): a new one, and
+		 * send again now, not the provider's failure.  A token never taken
+		 * is refused for the key: a counted attempt.
+		 */
+		res->outcome = push_token_refused(apns_token_key(job), used) ? OUTCOME_AGAIN : OUTCOME_RETRY;
 	}
 }
 

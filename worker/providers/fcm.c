@@ -18,7 +18,9 @@
  * OUTCOME_AGAIN, so the dispatcher sends the delivery again at once, now with
  * the token.  While that request is in flight, the provider's other
  * deliveries are deferred (req->defer_ms) rather than fetching tokens of their
- * own.  A 401 from messages:send drops the token and retries.
+ * own.  A 401 from messages:send retires the token: the delivery is sent
+ * again at once with a new one when FCM had taken that token before, and
+ * counts as an attempt when it never had (the account is wrong).
  */
 #include "postgres.h"
 
@@ -263,10 +265,19 @@ fcm_classify_token(const DeliveryJob *job, const ProviderResponse *resp, Provide
 	res->error = psprintf("fetched an access token valid for " INT64_FORMAT " s", lifetime);
 }
 
+/* The access token a send carried, or NULL. */
+static const char *
+fcm_used_token(const ProviderRequest *req)
+{
+	const char *used = provider_request_header(req, "Authorization");
+
+	return used && strncmp(used, "Bearer ", 7) == 0 ? used + 7 : NULL;
+}
+
 /*
  * 200 is sent (message id "name"); UNREGISTERED, or INVALID_ARGUMENT about
- * the token, is the recipient's fault; 401 drops the access token and
- * retries; 429 / 5xx retry after Retry-After; other errors are permanent.
+ * the token, is the recipient's fault; 401 sends again with a new access
+ * token; 429 / 5xx retry after Retry-After; other errors are permanent.
  */
 static void
 fcm_classify(const DeliveryJob *job, const ProviderRequest *req,
@@ -287,6 +298,7 @@ fcm_classify(const DeliveryJob *job, const ProviderRequest *req,
 	if (res->outcome == OUTCOME_SENT)
 	{
 		res->message_id = fcm_path_text(answer, "$.name");
+		push_token_accepted(fcm_used_token(req));
 		return;
 	}
 	if (resp->curl_code != 0)
@@ -318,11 +330,13 @@ fcm_classify(const DeliveryJob *job, const ProviderRequest *req,
 	}
 	else if (resp->status == 401 && (code == NULL || strcmp(code, "THIRD_PARTY_AUTH_ERROR") != 0))
 	{
-		/* only the token this request carried: a newer one may be cached already */
-		const char *used = provider_request_header(req, "Authorization");
-
-		push_token_drop(fcm_token_key(job), used && strncmp(used, "Bearer ", 7) == 0 ? used + 7 : NULL);
-		res->outcome = OUTCOME_RETRY;
+		/*
+		 * An access token FCM took before has expired or was revoked: a new
+		 * one, and send again now, not the provider's failure.  One never
+		 * taken is refused for the account: a counted attempt.
+		 */
+		res->outcome = push_token_refused(fcm_token_key(job), fcm_used_token(req)) ? OUTCOME_AGAIN
+			: OUTCOME_RETRY;
 	}
 }
 
