@@ -255,6 +255,12 @@ is "$((a + b)) $(distinct_n kafka_a kafka_b)" "2000 2000" "2000 messages: $a exe
 ok $([ "$a" -gt 0 ] && [ "$b" -gt 0 ]; echo $?) "both consumers took part"
 is "$(sql "SELECT sum(next_offset) || ' ' || count(DISTINCT subscription) FROM notiflow.kafka_offsets WHERE group_id = 'shared-group'")" \
    "2000 2" "the group's offsets cover 2000 messages, stored by both"
+gave_up_no_lag() {
+    sql_is "SELECT count(*) FILTER (WHERE assigned) || ' ' || count(*) FILTER (WHERE NOT assigned AND lag IS NULL)
+              FROM notiflow.kafka_lag WHERE subscription = 'shared_a'" "2 2"
+}
+wait_for 20 gave_up_no_lag
+ok $? "kafka_lag: the partitions shared_a gave up show no lag (their watermarks no longer move; shared_b counts them)"
 sql "SELECT notiflow.unsubscribe_kafka('shared_b')" >/dev/null
 wait_for 90 assigned_is shared_a 4
 ok $? "when one unsubscribes, the other takes over all 4 partitions"
