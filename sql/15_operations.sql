@@ -38,6 +38,7 @@ INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, r
     (9200007, 9100003, 'mail2', 'email', 'ops-sg', 'c@example.com', '{}', 'delivered', '{}',       '2024-03-10 23:30:00+00', '2024-03-10 23:30:02.5+00', '2024-03-10 23:30:02.5+00'),
     -- a test message (send_test: execution 0 lists the channel's other providers as tried): no fallback from ops-mg
     (9200008, 0,       'send_test', 'email', 'ops-sg', 't@example.com', '{}', 'sent', '{ops-mg}', '2024-03-10 09:00:00+00', '2024-03-10 09:00:00.2+00', '2024-03-10 09:00:00.2+00');
+UPDATE notiflow.deliveries SET left_providers = tried_providers WHERE id = 9200003;
 INSERT INTO notiflow.delivery_attempts (id, delivery_id, attempt, provider, status_code, latency_ms, error_class, created_at) VALUES
     (9300001, 9200001, 1, 'ops-sg', 503,  300, 'retry',        '2024-03-10 08:00:00.5+00'),
     (9300002, 9200001, 2, 'ops-sg', 202,  100, 'sent',         '2024-03-10 08:00:01.4+00'),
@@ -437,6 +438,23 @@ SELECT 9800101, 'ops_partial', 1, 'completed', '{}', t, t, t
   FROM (SELECT ((now() AT TIME ZONE 'UTC')::date - 1 + time '23:00') AT TIME ZONE 'UTC' AS t) x;
 SELECT line FROM regexp_split_to_table(notiflow.metrics(), E'\n') line
  WHERE line LIKE 'notiflow_executions_total{workflow="ops_partial"%';
+ROLLBACK;
+-- a replay starts the providers afresh (tried_providers) but keeps what the delivery fell back
+-- from (left_providers): the fallbacks counter does not go down
+BEGIN;
+SELECT notiflow.put_provider('ops-f1', 'webhook', 'webhook', '{"url": "https://hooks.example.com/f1", "secret": "s"}', 1);
+INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, finished_at)
+VALUES (9800200, 'ops_replay', 1, 'failed', '{}', now());
+INSERT INTO notiflow.deliveries (id, execution_id, node_id, channel, provider, recipient, content, status,
+                                 tried_providers, left_providers, finished_at)
+VALUES (9800201, 9800200, 'x', 'webhook', 'ops-f2', NULL, '{}', 'failed', '{ops-f1}', '{ops-f1}', now());
+INSERT INTO notiflow.dead_letters (id, source, reference, details, error) VALUES (9800202, 'delivery', '9800201', '{}', 'x');
+SELECT line FROM regexp_split_to_table(notiflow.metrics(), E'\n') line
+ WHERE line LIKE 'notiflow_delivery_fallbacks_total{provider="ops-f1"}%';
+SELECT notiflow.replay_dead_letter(9800202) = 9800201 AS replayed;
+SELECT status, provider, tried_providers, left_providers FROM notiflow.deliveries WHERE id = 9800201;
+SELECT line FROM regexp_split_to_table(notiflow.metrics(), E'\n') line
+ WHERE line LIKE 'notiflow_delivery_fallbacks_total{provider="ops-f1"}%';
 ROLLBACK;
 
 -- 6. scheduling without pg_cron ------------------------------------------------------

@@ -352,6 +352,8 @@ static SpiStatement fall_back_stmt = {
 	"    SET provider = nxt.name,"
 	"        tried_providers = CASE WHEN x.provider IS NULL THEN x.tried_providers"
 	"                               ELSE x.tried_providers || x.provider END,"
+	"        left_providers = CASE WHEN x.provider IS NULL THEN x.left_providers"
+	"                              ELSE x.left_providers || x.provider END,"
 	"        provider_attempts = 0, attempts = x.attempts + 1, status = 'queued',"
 	"        next_attempt_at = now(), last_error = $3, lease_expires_at = NULL, updated_at = now()"
 	"   FROM nxt WHERE x.id = $1"

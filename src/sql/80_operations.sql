@@ -100,7 +100,7 @@ COMMENT ON COLUMN notiflow.daily_stats.send_latency_p50_ms IS 'Median time from 
 COMMENT ON COLUMN notiflow.daily_stats.attempts IS 'Attempts made that day, whatever their result.';
 COMMENT ON COLUMN notiflow.daily_stats.attempt_results IS 'Attempts made that day by error class: {"sent": n, "retry": n, ...}.';
 COMMENT ON COLUMN notiflow.daily_stats.retries IS 'Attempts with a provider after the first one with that provider.';
-COMMENT ON COLUMN notiflow.daily_stats.fallbacks IS 'Deliveries created that day that left this provider for the next one.';
+COMMENT ON COLUMN notiflow.daily_stats.fallbacks IS 'How often deliveries created that day left this provider for the next one (again after a replay).';
 COMMENT ON COLUMN notiflow.daily_stats.timed_attempts IS
     'Requests made that got an answer or a transfer error (sent, retry, permanent, invalid_recipient, rejected): those the latencies are over.';
 COMMENT ON COLUMN notiflow.daily_stats.attempt_latency_p50_ms IS 'Median latency of the timed attempts.';
@@ -223,7 +223,7 @@ WITH ex AS (
 ),
 d_day AS MATERIALIZED (
     SELECT coalesce(e.workflow_key, '') AS workflow_key, d.channel, coalesce(d.provider, '') AS provider,
-           d.status, d.tried_providers, d.execution_id,
+           d.status, d.left_providers,
            (extract(epoch FROM d.sent_at - d.created_at) * 1000)::double precision AS send_ms
       FROM notiflow.deliveries_all d
       LEFT JOIN notiflow.executions_all e ON e.id = d.execution_id
@@ -243,8 +243,7 @@ dl AS (
 ),
 fb AS (
     SELECT d.workflow_key, d.channel, t.provider, count(*) AS fallbacks
-      FROM d_day d, unnest(d.tried_providers) AS t(provider)
-     WHERE d.execution_id <> 0  -- a test message lists the channel's other providers: it never falls back
+      FROM d_day d, unnest(d.left_providers) AS t(provider)
      GROUP BY d.workflow_key, d.channel, t.provider
 ),
 a_day AS MATERIALIZED (
@@ -346,9 +345,8 @@ AS $$
      GROUP BY d.channel, coalesce(d.provider, '')
     UNION ALL
     SELECT '', d.channel, t.provider, 0, 0, 0, 0, 0, 0, 0, 0, 0, '{}', 0, count(*), 0, 0, 0
-      FROM notiflow.deliveries_all d, unnest(d.tried_providers) AS t(provider)
+      FROM notiflow.deliveries_all d, unnest(d.left_providers) AS t(provider)
      WHERE d.created_at >= since AND d.created_at < until
-       AND d.execution_id <> 0  -- a test message lists the channel's other providers: it never falls back
      GROUP BY d.channel, t.provider
     UNION ALL
     SELECT '', '', a.provider, 0, 0, 0, 0, 0, 0, 0, 0, 0,

@@ -295,9 +295,21 @@ ok $(sql "SELECT convert_from(payload, 'UTF8') FROM notiflow.dead_letters WHERE 
    "the dead letter keeps the request body"
 # a late answer to an earlier attempt may have left a message id: the replay's own replaces it
 sql "UPDATE notiflow.deliveries SET provider_message_id = 'late-answer' WHERE execution_id = $exec" >/dev/null
+# fallbacks_metric PROVIDER: notiflow_delivery_fallbacks_total of the provider in metrics()
+fallbacks_metric() {
+    sql "SELECT coalesce(sum(split_part(line, ' ', 2)::numeric), 0) FROM regexp_split_to_table(notiflow.metrics(), E'\n') line
+          WHERE line LIKE 'notiflow_delivery_fallbacks_total{provider=\"$1\"} %'"
+}
+fallbacks_before=$(fallbacks_metric sendgrid)
 sql "SELECT notiflow.replay_dead_letter(${dl:-0})" >/dev/null
 wait_for 20 status_is "$exec" sent
 ok $? "replay_dead_letter sends it again"
+# (the replay may fall back from sendgrid again, its circuit being open after the 401s)
+replay_fallbacks=$(sql "SELECT cardinality(tried_providers) FROM notiflow.deliveries WHERE execution_id = $exec")
+is "$(fallbacks_metric sendgrid)" "$((fallbacks_before + ${replay_fallbacks:-0}))" \
+   "the fallbacks counter keeps the first round's fallback from sendgrid and adds the replay's (a counter never goes down)"
+is "$(sql "SELECT left_providers = '{sendgrid}' || tried_providers FROM notiflow.deliveries WHERE execution_id = $exec")" \
+   t "the replay tried the providers afresh; left_providers keeps the first round's fallback before the replay's"
 is "$(sql "SELECT provider_message_id IS DISTINCT FROM 'late-answer' FROM notiflow.deliveries WHERE execution_id = $exec")" t \
    "the delivery carries the replay's message id"
 is "$(sql "SELECT replayed_at IS NOT NULL FROM notiflow.dead_letters WHERE id = ${dl:-0}")" t "the dead letter is marked replayed"
