@@ -16,14 +16,17 @@ static SpiStatement lock_stmt = {
 	1, {TEXTOID}
 };
 
+/*
+ * An early event is not consumed by the first wait that takes it: every
+ * execution that reaches a wait on the key before the event expires takes it
+ * (the executions of one trigger_many, one per recipient, wait on the same
+ * order), as every wait open on the key when an event comes gets it.
+ */
 static SpiStatement take_stmt = {
-	"WITH taken AS ("
-	"  DELETE FROM notiflow.event_inbox"
-	"   WHERE id IN (SELECT DISTINCT ON (name) id FROM notiflow.event_inbox"
-	"                 WHERE correlation_key = $1 AND name = ANY ($2) AND expires_at > now()"
-	"                 ORDER BY name, id)"
-	"  RETURNING name, data)"
-	" SELECT coalesce(jsonb_object_agg(name, data), '{}') FROM taken",
+	"SELECT coalesce(jsonb_object_agg(name, data), '{}')"
+	"  FROM (SELECT DISTINCT ON (name) name, data FROM notiflow.event_inbox"
+	"         WHERE correlation_key = $1 AND name = ANY ($2) AND expires_at > now()"
+	"         ORDER BY name, id) e",
 	2, {TEXTOID, TEXTARRAYOID}
 };
 
@@ -84,7 +87,7 @@ wait_repo_try_lock_key(const char *key)
 	return DatumGetBool(spi_value(0, 1, &isnull)) && !isnull;
 }
 
-/* Consumes inbox events for a key. */
+/* Reads the inbox events of a key (they stay for other waits). */
 Jsonb *
 wait_repo_take_inbox(const char *key, List *names)
 {

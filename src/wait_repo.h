@@ -13,7 +13,11 @@
 extern void wait_repo_lock_key(const char *key);
 extern bool wait_repo_try_lock_key(const char *key);
 
-/* Removes and returns the oldest live inbox event of each of the names: an object {name: data}. */
+/*
+ * Returns the oldest live inbox event of each of the names: an object
+ * {name: data}.  The events stay in the inbox, for every other wait on the
+ * key reached before they expire.
+ */
 extern Jsonb *wait_repo_take_inbox(const char *key, List *names);
 
 /* Records a wait (status waiting or completed). */

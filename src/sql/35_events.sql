@@ -42,7 +42,7 @@ CREATE TABLE notiflow.event_inbox (
 CREATE INDEX event_inbox_key ON notiflow.event_inbox (correlation_key, name, id);
 CREATE INDEX event_inbox_expires ON notiflow.event_inbox (expires_at);
 COMMENT ON TABLE notiflow.event_inbox IS
-    'Events that arrived before any execution waited for them; kept for notiflow.event_ttl.';
+    'Events that arrived before any execution waited for them; kept for notiflow.event_ttl, for every execution that reaches a wait on the key meanwhile.';
 
 -- The advisory lock that serialises everything about one correlation key (the engine's timer
 -- tries it without waiting: wait_repo.c).

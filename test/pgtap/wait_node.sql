@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(48);
+SELECT plan(52);
 
 SELECT notiflow.put_provider('text', 'sms', 'twilio', '{"account_sid": "AC1", "auth_token": "t", "from": "+15550001111"}');
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -48,7 +48,20 @@ SELECT is((SELECT count(*)::int FROM notiflow.event_inbox WHERE correlation_key 
 SELECT notiflow.trigger('ship', '{"order_id": "o3"}', '"ann"') AS o3 \gset
 SELECT is((SELECT outcome FROM notiflow.execution_steps WHERE execution_id = :o3 AND node_id = 'w'), 'completed',
           'reaching the wait with both events in the inbox completes it at once');
-SELECT is((SELECT count(*)::int FROM notiflow.event_inbox WHERE correlation_key = 'o3'), 0, 'the inbox events are consumed');
+SELECT is((SELECT count(*)::int FROM notiflow.event_inbox WHERE correlation_key = 'o3'), 2,
+          'the inbox events stay (for other executions that reach a wait on the key)');
+-- a fan-out after early events: every recipient's execution takes them, not only the first
+SELECT is(notiflow.emit_event('payment.confirmed', 'o3f', '{"amount": 2}'), 0, 'fan-out: an early event');
+SELECT is(notiflow.emit_event('parcel.scanned', 'o3f', '{"at": "11:30"}'), 0, 'fan-out: a second early event');
+SELECT notiflow.put_subscriber('bob', '{"phone": "+15557654321"}');
+CREATE TEMP TABLE fan_out AS SELECT execution_id FROM notiflow.trigger_many('ship', '["ann", "bob"]', '{"order_id": "o3f"}');
+SELECT is((SELECT array_agg(s.outcome ORDER BY s.execution_id)::text
+             FROM fan_out f JOIN notiflow.execution_steps s ON s.execution_id = f.execution_id AND s.node_id = 'w'),
+          '{completed,completed}', 'fan-out: both executions of trigger_many complete their waits at once');
+SELECT is((SELECT string_agg(content ->> 'text', ',') FROM notiflow.deliveries d
+             JOIN notiflow.executions e ON e.id = d.execution_id
+            WHERE e.payload ->> 'order_id' = 'o3f' AND d.node_id = 'done'),
+          'paid 2, scanned at 11:30,paid 2, scanned at 11:30', 'fan-out: each got both events');
 
 -- one before, one after
 SELECT notiflow.emit_event('parcel.scanned', 'o4', '{"at": "12:00"}');
