@@ -585,6 +585,8 @@ typedef struct PushToken
 	int64		expires_at;		/* Unix seconds */
 	bool		proven;			/* a request carrying it was accepted */
 	bool		refused;		/* a request carrying it was refused: not handed out */
+	char	   *prev_value;		/* the value it replaced (requests may still carry it), or NULL */
+	bool		prev_proven;	/* whether that one was accepted */
 } PushToken;
 
 static List *push_tokens = NIL;	/* of PushToken, in TopMemoryContext */
@@ -622,6 +624,8 @@ push_token_free(PushToken *t)
 {
 	pfree(t->key);
 	pfree(t->value);
+	if (t->prev_value)
+		pfree(t->prev_value);
 	pfree(t);
 }
 
@@ -658,7 +662,12 @@ push_token_put(const char *key, const char *value, int64 expires_at)
 		push_tokens = lappend(push_tokens, t);
 	}
 	else
-		pfree(t->value);
+	{
+		if (t->prev_value)
+			pfree(t->prev_value);
+		t->prev_value = t->value;
+		t->prev_proven = t->proven;
+	}
 	t->value = copy;
 	t->expires_at = expires_at;
 	t->proven = false;
@@ -694,6 +703,11 @@ push_token_accepted(const char *used)
 			t->proven = true;
 			return;
 		}
+		if (t->prev_value != NULL && strcmp(t->prev_value, used) == 0)
+		{
+			t->prev_proven = true;
+			return;
+		}
 	}
 }
 
@@ -704,10 +718,13 @@ push_token_refused(const char *key, const char *used)
 
 	if (t == NULL || used == NULL)
 		return false;
-	if (strcmp(t->value, used) != 0)
-		return true;			/* a newer one is cached: the refused one was stale */
-	t->refused = true;
-	return t->proven;
+	if (strcmp(t->value, used) == 0)
+	{
+		t->refused = true;
+		return t->proven;
+	}
+	/* a newer one is cached already: the refused one counts as it was taken or not */
+	return t->prev_value != NULL && strcmp(t->prev_value, used) == 0 && t->prev_proven;
 }
 
 void

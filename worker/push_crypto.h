@@ -100,10 +100,10 @@ extern void push_token_accepted(const char *used);
  * that value is no longer handed out, and the next request gets a new one.
  * Returns true when the refusal is no fault of the provider's setup, so the
  * delivery is sent again at once and no attempt counted: the value had been
- * accepted before (it expired or was revoked), or a newer one replaced it
- * meanwhile.  False for a value never accepted (the credentials themselves
- * are wrong: a counted attempt, which fails over when they stay wrong) or
- * one no longer cached.
+ * accepted before (it expired or was revoked; it may be the one a newer
+ * value replaced meanwhile).  False for a value never accepted (the
+ * credentials themselves are wrong: a counted attempt, which fails over when
+ * they stay wrong) or one no longer known.
  */
 extern bool push_token_refused(const char *key, const char *used);
 
