@@ -103,8 +103,16 @@ REVOKE ALL ON FUNCTION notiflow.unsubscribe_kafka(text) FROM PUBLIC;
 CREATE VIEW notiflow.kafka_lag AS
 SELECT s.name AS subscription, s.group_id, p.topic, p.partition, p.assigned, p.paused,
        o.next_offset AS committed_offset, p.low_watermark, p.high_watermark,
-       -- a partition no longer held has a watermark that no longer moves: no lag (its holder counts it)
-       CASE WHEN p.assigned AND p.high_watermark IS NOT NULL AND o.next_offset IS NOT NULL
+       -- a partition another subscription of the group holds, or of a topic the subscription no
+       -- longer reads: its watermark here no longer moves, so no lag (its holder counts it).  One
+       -- that is only unassigned for now (a restart, a rebalance, brokers unreachable) keeps its lag
+       CASE WHEN p.high_watermark IS NOT NULL AND o.next_offset IS NOT NULL
+                 AND (p.assigned
+                      OR (p.topic = ANY (s.topics)
+                          AND NOT EXISTS (SELECT 1 FROM notiflow.kafka_partition_state h
+                                            JOIN notiflow.kafka_subscriptions hs ON hs.name = h.subscription
+                                           WHERE hs.group_id = s.group_id AND hs.name <> s.name
+                                             AND h.topic = p.topic AND h.partition = p.partition AND h.assigned)))
             THEN greatest(p.high_watermark - o.next_offset, 0) END AS lag,
        c.status, c.error, c.last_error, c.last_error_at,
        c.pid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = c.pid
@@ -115,4 +123,4 @@ SELECT s.name AS subscription, s.group_id, p.topic, p.partition, p.assigned, p.p
   LEFT JOIN notiflow.kafka_offsets o ON o.group_id = s.group_id AND o.topic = p.topic AND o.partition = p.partition
   LEFT JOIN notiflow.kafka_consumer_state c ON c.subscription = s.name;
 COMMENT ON VIEW notiflow.kafka_lag IS
-    'Per subscription and partition: the committed offset (kafka_offsets), the high watermark the consumer last saw, the lag between them (NULL for a partition the consumer no longer holds), and the consumer''s state.';
+    'Per subscription and partition: the committed offset (kafka_offsets), the high watermark the consumer last saw, the lag between them (NULL for a partition another subscription of the group holds, or of a topic no longer subscribed), and the consumer''s state.';

@@ -260,7 +260,7 @@ gave_up_no_lag() {
               FROM notiflow.kafka_lag WHERE subscription = 'shared_a'" "2 2"
 }
 wait_for 20 gave_up_no_lag
-ok $? "kafka_lag: the partitions shared_a gave up show no lag (their watermarks no longer move; shared_b counts them)"
+ok $? "kafka_lag: the partitions shared_a gave up to shared_b show no lag (their watermarks no longer move; shared_b counts them)"
 sql "SELECT notiflow.unsubscribe_kafka('shared_b')" >/dev/null
 wait_for 90 assigned_is shared_a 4
 ok $? "when one unsubscribes, the other takes over all 4 partitions"
@@ -418,6 +418,8 @@ broker_down() {
 wait_for 30 broker_down
 ok $? "with the broker down the consumer reports broker_down and why"
 ok $(consumer_running broker; echo $?) "and keeps running (librdkafka retries with backoff)"
+is "$(sql "SELECT count(lag) FROM notiflow.kafka_lag WHERE subscription = 'broker'")" 2 \
+   "kafka_lag keeps both partitions' lag while the brokers are unreachable (assigned or not)"
 sleep 8
 kill -USR2 "$MOCK_PID"
 wait_for 10 has_line "$WORK/mock.out" up
