@@ -75,8 +75,13 @@ static SpiStatement emit_attempt_stmt = {
 	3, {TEXTOID, TEXTOID, JSONBOID}
 };
 
+/*
+ * Expires more rows than the batch can have put in the inbox (each event
+ * stays its whole TTL, taken or not): the inbox does not grow beyond a TTL's
+ * worth of events.
+ */
 static SpiStatement inbox_expire_stmt = {
-	"SELECT notiflow.event_inbox_expire()", 0, {InvalidOid}
+	"SELECT notiflow.event_inbox_expire($1 + 100)", 1, {INT4OID}
 };
 
 /* Set by kafka_messages_process: the message is read by itself after failed batches. */
@@ -463,7 +468,11 @@ emit_call(void *arg)
 		execution_resume_raises = false;
 	}
 	PG_END_TRY();
-	spi_run(&inbox_expire_stmt, NULL, NULL, false, 0, SPI_OK_SELECT);
+	{
+		Datum		expire_args[1] = {Int32GetDatum(call->n)};
+
+		spi_run(&inbox_expire_stmt, expire_args, NULL, false, 0, SPI_OK_SELECT);
+	}
 }
 
 /*

@@ -129,14 +129,15 @@ $$;
 COMMENT ON FUNCTION notiflow.emit_event_attempt(text, text, jsonb) IS
     'Internal: one attempt of emit_event without a subtransaction; raises NF002 (detail: the execution id) when a waiting execution is busy.';
 
--- Removes up to 100 expired events from the inbox (emit_event and the Kafka consumer call it).
-CREATE FUNCTION notiflow.event_inbox_expire() RETURNS void
+-- Removes up to max_rows expired events from the inbox (emit_event and the Kafka consumer call it,
+-- the consumer with more than its batch can have added).
+CREATE FUNCTION notiflow.event_inbox_expire(max_rows integer DEFAULT 100) RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     DELETE FROM notiflow.event_inbox i
      WHERE i.id IN (SELECT x.id FROM notiflow.event_inbox x WHERE x.expires_at < now()
-                     LIMIT 100 FOR UPDATE SKIP LOCKED)
+                     LIMIT max_rows FOR UPDATE SKIP LOCKED)
 $$;
 
 -- Delivers an event to the executions waiting for it, or keeps it in the inbox.
