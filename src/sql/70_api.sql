@@ -297,12 +297,12 @@ Status, the outcome that chose the next edges, output and timings. Embed executi
 CREATE VIEW notiflow_api.deliveries WITH (security_invoker = true) AS
 SELECT d.id, d.execution_id, d.node_id, d.channel, d.provider, d.recipient, d.content, d.status,
        d.attempts AS attempt_count,
-       d.tried_providers, d.next_attempt_at, d.provider_message_id, d.last_error, d.created_at, d.updated_at,
+       d.tried_providers, d.left_providers, d.next_attempt_at, d.provider_message_id, d.last_error, d.created_at, d.updated_at,
        d.sent_at, d.finished_at
   FROM notiflow.deliveries d;
 COMMENT ON VIEW notiflow_api.deliveries IS
 $$Messages to one address through one provider
-Rendered content and delivery status; attempt_count counts the attempts, attempts(*) embeds them, as events(*) and execution(*) do. A test message (send_test) has execution_id 0 and node_id send_test.$$;
+Rendered content and delivery status; attempt_count counts the attempts, attempts(*) embeds them, as events(*) and execution(*) do. tried_providers: the providers this round left (a replay starts again); left_providers: every provider it fell back from. A test message (send_test) has execution_id 0 and node_id send_test.$$;
 
 CREATE VIEW notiflow_api.delivery_attempts WITH (security_invoker = true) AS
 SELECT a.id, a.delivery_id, a.attempt, a.provider, a.status_code, a.curl_code, a.latency_ms, a.error_class,

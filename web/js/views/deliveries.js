@@ -88,7 +88,7 @@ export function show(ctx, id) {
         h('dt', 'Sent'), h('dd', time(d.sent_at)),
         h('dt', 'Next attempt'), h('dd', PENDING.includes(d.status) ? time(d.next_attempt_at) : '—'),
         d.provider_message_id ? [h('dt', 'Provider message id'), h('dd', h('code', d.provider_message_id))] : null,
-        d.tried_providers && d.tried_providers.length ? [h('dt', 'Providers left'), h('dd', d.tried_providers.join(', '))] : null,
+        d.left_providers && d.left_providers.length ? [h('dt', 'Providers left'), h('dd', d.left_providers.join(', '))] : null,
         d.last_error ? [h('dt', 'Last error'), h('dd.field-error', d.last_error)] : null)),
       h('h2', 'Attempts'), attemptsTable(d.attempts || []),
       h('h2', 'Provider events'),

@@ -199,7 +199,7 @@ export function deliveryItem(d, tone) {
     h('div', h('strong', h('a', { href: href(`/deliveries/${d.id}`) }, `Delivery #${d.id}`)), ` ${d.channel}`,
       d.provider ? ` via ${d.provider}` : '', d.recipient ? ` to ${d.recipient}` : '', ' ', badge(d.status)),
     h('div.when', time(d.created_at), d.sent_at ? [' · sent ', time(d.sent_at)] : null,
-      d.tried_providers && d.tried_providers.length ? ` · left ${d.tried_providers.join(', ')}` : ''),
+      d.left_providers && d.left_providers.length ? ` · left ${d.left_providers.join(', ')}` : ''),
     d.last_error ? h('p.field-error', d.last_error) : null,
     attemptsTable(d.attempts || []),
     (d.events || []).length ? h('div', h('h3', 'Provider events'), table('Provider events', [
