@@ -48,6 +48,9 @@
 #include "worker.h"
 
 /* Lookups shared by all executions started in one call. */
+/* Requests of a fan-out run and written together (see engine_trigger). */
+#define NOTIFLOW_TRIGGER_CHUNK 1000
+
 typedef struct EngineSession
 {
 	HTAB	   *subscribers;	/* id → SubscriberInfo, preloaded for fan-out; or NULL */
@@ -1346,6 +1349,50 @@ key_fits_batch(const char *key)
 	return key != NULL && strlen(key) < NOTIFLOW_IDEMPOTENCY_KEY_LEN;
 }
 
+/*
+ * Writes the runs of a fan-out's requests first..last, then gives each of
+ * those requests whose execution lost an idempotency race (another
+ * transaction's took its key) the execution that won, and records it for
+ * the batch's later requests with that key (claimed, or NULL).
+ */
+static void
+trigger_write_chunk(const char *workflow_key, TriggerRequest *requests, int first, int last,
+					List *runs, bool keys_claimed, HTAB *claimed)
+{
+	List	   *lost = NIL;
+	ListCell   *lc;
+
+	runs_write_new(runs, keys_claimed);
+	foreach(lc, runs)
+	{
+		Run		   *run = lfirst(lc);
+
+		if (!run->exec.inserted)
+			lost = lappend(lost, run);
+	}
+	if (lost == NIL)
+		return;
+	for (int i = first; i <= last; i++)
+	{
+		TriggerRequest *req = &requests[i];
+
+		foreach(lc, lost)
+		{
+			if (((Run *) lfirst(lc))->exec.id != req->execution_id)
+				continue;
+			req->execution_id = execution_repo_find_idempotent(workflow_key, req->idempotency_key);
+			if (claimed != NULL && key_fits_batch(req->idempotency_key))
+			{
+				IdempotentExecution *entry = hash_search(claimed, req->idempotency_key, HASH_FIND, NULL);
+
+				if (entry != NULL)
+					entry->execution_id = req->execution_id;
+			}
+			break;
+		}
+	}
+}
+
 /* Loads, with one query, the subscribers a fan-out names by id. */
 static void
 session_preload_subscribers(EngineSession *session, TriggerRequest *requests, int n)
@@ -1395,9 +1442,11 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 	WorkflowDefinition *def;
 	EngineSession session;
 	List	   *runs = NIL;
-	ListCell   *lc;
 	HTAB	   *claimed = NULL;
 	bool		keys_claimed = true;
+	MemoryContext outer;
+	MemoryContext chunk;
+	int			chunk_first = 0;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -1431,6 +1480,13 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 			claimed = execution_repo_claim_idempotent(workflow_key, keys);
 	}
 
+	/*
+	 * A fan-out runs and writes its requests in chunks, each chunk's runs in
+	 * a memory context of their own: what a large one holds at once is one
+	 * chunk's renders, not every recipient's.
+	 */
+	outer = CurrentMemoryContext;
+	chunk = AllocSetContextCreate(outer, "notiflow trigger chunk", ALLOCSET_DEFAULT_SIZES);
 	for (int i = 0; i < n; i++)
 	{
 		TriggerRequest *req = &requests[i];
@@ -1440,6 +1496,16 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 		/* the batch claimed this key (and records the execution that takes it) */
 		bool		in_batch = claimed != NULL && key_fits_batch(req->idempotency_key);
 
+		if (list_length(runs) >= NOTIFLOW_TRIGGER_CHUNK)
+		{
+			MemoryContextSwitchTo(chunk);
+			trigger_write_chunk(workflow_key, requests, chunk_first, i - 1, runs, keys_claimed, claimed);
+			MemoryContextSwitchTo(outer);
+			MemoryContextReset(chunk);
+			runs = NIL;
+			chunk_first = i;
+		}
+		MemoryContextSwitchTo(chunk);
 		req->execution_id = 0;
 		if (in_batch)
 		{
@@ -1455,7 +1521,10 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 			req->execution_id = execution_repo_find_idempotent(workflow_key, req->idempotency_key);
 		}
 		if (req->execution_id != 0)
+		{
+			MemoryContextSwitchTo(outer);
 			continue;
+		}
 
 		/*
 		 * Only a new execution needs an active workflow: a retry with the key
@@ -1501,22 +1570,12 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 
 			entry->execution_id = run->exec.id;
 		}
+		MemoryContextSwitchTo(outer);
 	}
-
-	runs_write_new(runs, keys_claimed);
-
-	/* a lost idempotency race: report the execution that won */
-	for (int i = 0; i < n; i++)
-	{
-		foreach(lc, runs)
-		{
-			Run		   *run = lfirst(lc);
-
-			if (run->exec.id == requests[i].execution_id && !run->exec.inserted)
-				requests[i].execution_id =
-					execution_repo_find_idempotent(workflow_key, requests[i].idempotency_key);
-		}
-	}
+	MemoryContextSwitchTo(chunk);
+	trigger_write_chunk(workflow_key, requests, chunk_first, n - 1, runs, keys_claimed, claimed);
+	MemoryContextSwitchTo(outer);
+	MemoryContextDelete(chunk);
 	SPI_finish();
 }
 

@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(97);
+SELECT plan(101);
 
 -- fixtures ---------------------------------------------------------------------
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -450,6 +450,30 @@ SELECT is((SELECT status || ':' || (error LIKE '%waits at node "m" of type email
 SELECT throws_ok($$SELECT notiflow.render_template(repeat(' ', 100000) || '{{>p}}', '{}', jsonb_build_object('p', repeat(E'a\n', 1000)))$$,
                  '54000', 'a template renders more than 67108864 bytes',
                  'a partial indented on each line stops at the output bound (not at memory''s end)');
+
+-- a fan-out larger than one chunk (requests are run and written 1,000 at a time): every recipient
+-- gets the execution and delivery of its own, a subscriber named twice (in two chunks) one, and a
+-- repeated call with the same key the same executions
+CREATE TEMP TABLE big_fan_recipients AS
+SELECT jsonb_agg(CASE WHEN g IN (1, 1500) THEN '"ann"'::jsonb
+                      ELSE jsonb_build_object('email', 'fan' || g || '@example.com') END ORDER BY g) AS r
+  FROM generate_series(1, 1600) g;
+CREATE TEMP TABLE big_fan AS
+SELECT row_number() OVER () AS n, t.execution_id
+  FROM notiflow.trigger_many('solo', (SELECT r FROM big_fan_recipients), '{}', 'big-fan') t;
+SELECT is((SELECT count(*) || '/' || count(DISTINCT execution_id) FROM big_fan), '1600/1599',
+          'a fan-out over two chunks: 1,600 rows, 1,599 executions');
+SELECT is((SELECT count(DISTINCT execution_id) FROM big_fan WHERE n IN (1, 1500)), 1::bigint,
+          'the subscriber named in two chunks has one execution');
+SELECT is((SELECT count(*) FILTER (WHERE d.recipient = CASE WHEN b.n IN (1, 1500) THEN 'ann@example.com'
+                                                            ELSE 'fan' || b.n || '@example.com' END)
+             FROM big_fan b JOIN notiflow.deliveries d ON d.execution_id = b.execution_id),
+          1600::bigint, 'each execution''s delivery goes to its own recipient, across the chunks');
+SELECT is((SELECT count(*) FROM big_fan b
+             JOIN (SELECT row_number() OVER () AS n, t.execution_id
+                     FROM notiflow.trigger_many('solo', (SELECT r FROM big_fan_recipients), '{}', 'big-fan') t) again
+               ON again.n = b.n AND again.execution_id = b.execution_id),
+          1600::bigint, 'the same call again returns the same executions and creates none');
 
 SELECT * FROM finish();
 ROLLBACK;
