@@ -1444,8 +1444,8 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 	List	   *runs = NIL;
 	HTAB	   *claimed = NULL;
 	bool		keys_claimed = true;
-	MemoryContext outer;
-	MemoryContext chunk;
+	bool		chunked = n > NOTIFLOW_TRIGGER_CHUNK;
+	bool		chunk_open = false;
 	int			chunk_first = 0;
 
 	for (int i = 0; i < n; i++)
@@ -1481,12 +1481,13 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 	}
 
 	/*
-	 * A fan-out runs and writes its requests in chunks, each chunk's runs in
-	 * a memory context of their own: what a large one holds at once is one
-	 * chunk's renders, not every recipient's.
+	 * A large fan-out runs and writes its requests in chunks, each chunk in
+	 * an SPI connection of its own (SPI's procedure memory, where the runs
+	 * are allocated and where SPI returns after each statement, and its
+	 * result tables go with it at SPI_finish): what it holds at once is one
+	 * chunk's renders, not every recipient's.  The claimed keys, the session
+	 * and the requests stay in the outer connection's memory.
 	 */
-	outer = CurrentMemoryContext;
-	chunk = AllocSetContextCreate(outer, "notiflow trigger chunk", ALLOCSET_DEFAULT_SIZES);
 	for (int i = 0; i < n; i++)
 	{
 		TriggerRequest *req = &requests[i];
@@ -1498,14 +1499,19 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 
 		if (list_length(runs) >= NOTIFLOW_TRIGGER_CHUNK)
 		{
-			MemoryContextSwitchTo(chunk);
 			trigger_write_chunk(workflow_key, requests, chunk_first, i - 1, runs, keys_claimed, claimed);
-			MemoryContextSwitchTo(outer);
-			MemoryContextReset(chunk);
 			runs = NIL;
 			chunk_first = i;
+			if (chunk_open)
+				SPI_finish();
+			chunk_open = false;
 		}
-		MemoryContextSwitchTo(chunk);
+		if (chunked && !chunk_open)
+		{
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "notiflow: SPI_connect failed");
+			chunk_open = true;
+		}
 		req->execution_id = 0;
 		if (in_batch)
 		{
@@ -1521,10 +1527,7 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 			req->execution_id = execution_repo_find_idempotent(workflow_key, req->idempotency_key);
 		}
 		if (req->execution_id != 0)
-		{
-			MemoryContextSwitchTo(outer);
 			continue;
-		}
 
 		/*
 		 * Only a new execution needs an active workflow: a retry with the key
@@ -1570,12 +1573,10 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 
 			entry->execution_id = run->exec.id;
 		}
-		MemoryContextSwitchTo(outer);
 	}
-	MemoryContextSwitchTo(chunk);
 	trigger_write_chunk(workflow_key, requests, chunk_first, n - 1, runs, keys_claimed, claimed);
-	MemoryContextSwitchTo(outer);
-	MemoryContextDelete(chunk);
+	if (chunk_open)
+		SPI_finish();
 	SPI_finish();
 }
 
