@@ -647,7 +647,8 @@ push_token_put(const char *key, const char *value, int64 expires_at)
 	{
 		PushToken  *e = lfirst(lc);
 
-		if (e->expires_at <= now)
+		/* the key's own entry is replaced below, keeping its value as the previous one */
+		if (e->expires_at <= now && strcmp(e->key, key) != 0)
 		{
 			push_tokens = foreach_delete_current(push_tokens, lc);
 			push_token_free(e);
