@@ -410,6 +410,13 @@ subscribe broker broker kafka_broker
 wait_for 60 assigned_is broker 2
 produce broker 1 100
 wait_for 30 executions_are kafka_broker 100
+# the partitions with a stored offset (keyless messages may all have gone to one) all show a lag
+lags_shown() {
+    sql_is "SELECT count(lag) = (SELECT count(*) FROM notiflow.kafka_offsets o JOIN notiflow.kafka_subscriptions s
+                                   ON s.group_id = o.group_id WHERE s.name = 'broker')
+              FROM notiflow.kafka_lag WHERE subscription = 'broker'" t
+}
+wait_for 20 lags_shown
 kill -USR1 "$MOCK_PID"
 wait_for 10 has_line "$WORK/mock.out" down
 broker_down() {
@@ -418,8 +425,8 @@ broker_down() {
 wait_for 30 broker_down
 ok $? "with the broker down the consumer reports broker_down and why"
 ok $(consumer_running broker; echo $?) "and keeps running (librdkafka retries with backoff)"
-is "$(sql "SELECT count(lag) FROM notiflow.kafka_lag WHERE subscription = 'broker'")" 2 \
-   "kafka_lag keeps both partitions' lag while the brokers are unreachable (assigned or not)"
+lags_shown
+ok $? "kafka_lag keeps the partitions' lag while the brokers are unreachable (assigned or not)"
 sleep 8
 kill -USR2 "$MOCK_PID"
 wait_for 10 has_line "$WORK/mock.out" up
