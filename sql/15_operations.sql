@@ -491,6 +491,23 @@ SELECT (now() AT TIME ZONE 'UTC')::date - day AS days_ago, executions
   FROM notiflow.daily_stats WHERE workflow_key = 'ops_missed' ORDER BY day;
 DELETE FROM notiflow.executions WHERE id = 9800002;
 SELECT notiflow.aggregate_daily((now() AT TIME ZONE 'UTC')::date - 3) >= 0 AS reaggregated;
+-- a day aggregated before it ended (by hand, at noon), with later days aggregated since: the next
+-- run aggregates it again, with what came after noon
+BEGIN;
+INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
+SELECT 9800003, 'ops_partial_old', 1, 'completed', '{}', t, t, t
+  FROM (SELECT ((now() AT TIME ZONE 'UTC')::date - 6 + time '01:00') AT TIME ZONE 'UTC' AS t) x;
+SELECT notiflow.aggregate_daily((now() AT TIME ZONE 'UTC')::date - 6) >= 1 AS aggregated;
+UPDATE notiflow.daily_stats SET aggregated_at = ((now() AT TIME ZONE 'UTC')::date - 6 + time '12:00') AT TIME ZONE 'UTC'
+ WHERE day = (now() AT TIME ZONE 'UTC')::date - 6;
+INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
+SELECT 9800004, 'ops_partial_old', 1, 'completed', '{}', t, t, t
+  FROM (SELECT ((now() AT TIME ZONE 'UTC')::date - 6 + time '23:00') AT TIME ZONE 'UTC' AS t) x;
+SELECT count(*) > 0 AS later_days_aggregated FROM notiflow.daily_stats WHERE day > (now() AT TIME ZONE 'UTC')::date - 6;
+SELECT notiflow.aggregate_pending() >= 1 AS aggregated;
+SELECT executions, aggregated_at >= ((now() AT TIME ZONE 'UTC')::date - 5)::timestamp AT TIME ZONE 'UTC' AS complete
+  FROM notiflow.daily_stats WHERE workflow_key = 'ops_partial_old';
+ROLLBACK;
 -- forty nights missed: every one of them (nothing is given up after a month)
 BEGIN;
 UPDATE notiflow.executions SET created_at = created_at - interval '35 days' WHERE id = 9800001;

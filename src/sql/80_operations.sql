@@ -438,12 +438,16 @@ BEGIN
                 UNION ALL SELECT min(a.created_at) FROM notiflow.delivery_attempts_all a WHERE a.created_at >= since
                 UNION ALL SELECT min(l.created_at) FROM notiflow.dead_letters_all l WHERE l.created_at >= since) x(c);
     END IF;
-    -- and a day from 31 days before yesterday up to those that has activity but no row: a night
-    -- the job failed, followed by a later day aggregated (by hand, or by a later night)
+    -- and a day from 31 days before yesterday up to those that has activity but no row (a night
+    -- the job failed, followed by a later day aggregated, by hand or by a later night), or whose
+    -- rows were written before it ended (aggregate_daily of that day, by hand): they miss the rest
+    -- of the day, and metrics() reads them once a later day is complete
     SELECT coalesce(sum(notiflow.aggregate_daily(d)), 0)::integer INTO n
       FROM (SELECT g::date AS d FROM generate_series(yesterday - 31, first - 1, interval '1 day') g
-             WHERE NOT EXISTS (SELECT 1 FROM notiflow.daily_stats s WHERE s.day = g::date)
-               AND notiflow.day_has_activity(g::date)
+             WHERE (NOT EXISTS (SELECT 1 FROM notiflow.daily_stats s WHERE s.day = g::date)
+                    AND notiflow.day_has_activity(g::date))
+                OR EXISTS (SELECT 1 FROM notiflow.daily_stats s
+                            WHERE s.day = g::date AND s.aggregated_at < (g::date + 1)::timestamp AT TIME ZONE 'UTC')
             UNION ALL
             SELECT g::date FROM generate_series(first, yesterday, interval '1 day') g
             ORDER BY 1) x;
@@ -453,7 +457,7 @@ $$;
 COMMENT ON FUNCTION notiflow.aggregate_pending() IS
     'Aggregates yesterday and the day before (UTC), and every day since the last day in daily_stats that has anything '
     'created or attempted (with daily_stats empty, every day since the first execution, delivery, attempt or dead letter), '
-    'and any day since 31 days before yesterday with activity and no daily_stats row; '
+    'and any day since 31 days before yesterday with activity and no daily_stats row, or whose rows were written before it ended; '
     'returns the rows written.  The nightly pg_cron job.';
 
 -- Retention --------------------------------------------------------------------
