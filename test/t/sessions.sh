@@ -30,6 +30,8 @@ is "$(q "SHOW notiflow.max_payload_size")" "256kB" "the GUCs exist when the libr
 
 # --- concurrent idempotent triggers ------------------------------------------
 coproc HOLD { psql -X -q -At -d $DB; }
+# bash unsets HOLD_PID once it has reaped the coprocess, which may be before "wait" runs
+hold_pid=$HOLD_PID
 echo "SELECT pg_advisory_lock(4242); SELECT 'locked';" >&"${HOLD[1]}"
 read -r line <&"${HOLD[0]}"; read -r line <&"${HOLD[0]}"
 is "$line" "locked" "a session holds the gate lock"
@@ -163,7 +165,7 @@ echo "ROLLBACK;" >&"${HOLD[1]}"
 q "SELECT notiflow.activate_workflow('w')" >/dev/null
 
 echo "\\q" >&"${HOLD[1]}"
-wait "$HOLD_PID" 2>/dev/null
+wait "$hold_pid" 2>/dev/null || true
 
 # 16. A database not encoded in UTF8 is refused: provider APIs take UTF-8, and text goes out as stored
 psql -X -q -d postgres -c "CREATE DATABASE notiflow_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" >/dev/null
