@@ -1497,7 +1497,8 @@ engine_trigger(const char *workflow_key, TriggerRequest *requests, int n)
 		/* the batch claimed this key (and records the execution that takes it) */
 		bool		in_batch = claimed != NULL && key_fits_batch(req->idempotency_key);
 
-		if (list_length(runs) >= NOTIFLOW_TRIGGER_CHUNK)
+		/* by requests, not runs: a request that finds its execution still leaves lookups behind */
+		if (i - chunk_first >= NOTIFLOW_TRIGGER_CHUNK)
 		{
 			trigger_write_chunk(workflow_key, requests, chunk_first, i - 1, runs, keys_claimed, claimed);
 			runs = NIL;
