@@ -591,6 +591,9 @@ typedef struct PushToken
 
 static List *push_tokens = NIL;	/* of PushToken, in TopMemoryContext */
 
+/* How long an expired entry is kept: longer than a request can be in flight. */
+#define PUSH_TOKEN_GRACE_S 3600
+
 /* Finds the entry of key. */
 static PushToken *
 push_token_find(const char *key)
@@ -647,8 +650,12 @@ push_token_put(const char *key, const char *value, int64 expires_at)
 	{
 		PushToken  *e = lfirst(lc);
 
-		/* the key's own entry is replaced below, keeping its value as the previous one */
-		if (e->expires_at <= now && strcmp(e->key, key) != 0)
+		/*
+		 * Expired for a while: no request in flight carries it any more (its
+		 * refusal must find it, see push_token_refused).  The key's own entry
+		 * is replaced below, keeping its value as the previous one.
+		 */
+		if (e->expires_at + PUSH_TOKEN_GRACE_S <= now && strcmp(e->key, key) != 0)
 		{
 			push_tokens = foreach_delete_current(push_tokens, lc);
 			push_token_free(e);
