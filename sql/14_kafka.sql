@@ -136,4 +136,25 @@ SELECT name FROM notiflow.kafka_subscriptions ORDER BY name;
 SELECT count(*) AS state_rows FROM notiflow.kafka_consumer_state;
 SELECT count(*) AS lag_rows FROM notiflow.kafka_lag;
 
+-- kafka_lag counts a partition in one subscription of its group (rows as the consumers write them):
+-- the one holding it; when nobody holds it for the moment, the one that stored its offset last,
+-- else the one that saw it last; never for a topic the subscription no longer reads
+BEGIN;
+SELECT notiflow.subscribe_kafka('lag_a', 'localhost:9092', '{lagt}', 'kafka_order', '{"group_id": "lag-group", "idempotency_key": "$.id"}');
+SELECT notiflow.subscribe_kafka('lag_b', 'localhost:9092', '{lagt}', 'kafka_order', '{"group_id": "lag-group", "idempotency_key": "$.id"}');
+INSERT INTO notiflow.kafka_partition_state (subscription, topic, partition, assigned, low_watermark, high_watermark, updated_at)
+VALUES ('lag_a', 'lagt', 0, true,  0, 100, now()),                      -- a holds 0
+       ('lag_b', 'lagt', 0, false, 0, 40,  now() - interval '1 hour'),  -- b held it before
+       ('lag_a', 'lagt', 1, false, 0, 50,  now() - interval '1 hour'),  -- nobody holds 1: b stored its offset last
+       ('lag_b', 'lagt', 1, false, 0, 60,  now() - interval '2 hours'),
+       ('lag_a', 'lagt', 2, false, 0, 70,  now() - interval '1 hour'),  -- nobody holds 2, whose offset a removed
+       ('lag_b', 'lagt', 2, false, 0, 80,  now() - interval '2 hours'), -- subscription stored: a saw it last
+       ('lag_a', 'old_topic', 0, false, 0, 90, now());                  -- a topic a no longer reads
+INSERT INTO notiflow.kafka_offsets (subscription, group_id, topic, partition, next_offset)
+VALUES ('lag_a', 'lag-group', 'lagt', 0, 90), ('lag_b', 'lag-group', 'lagt', 1, 30),
+       ('lag_gone', 'lag-group', 'lagt', 2, 20), ('lag_a', 'lag-group', 'old_topic', 0, 10);
+SELECT subscription, topic, partition, assigned, committed_offset, high_watermark, lag
+  FROM notiflow.kafka_lag WHERE group_id = 'lag-group' ORDER BY topic, partition, subscription;
+ROLLBACK;
+
 SELECT notiflow.unsubscribe_kafka(name) FROM notiflow.kafka_subscriptions;

@@ -103,17 +103,19 @@ REVOKE ALL ON FUNCTION notiflow.unsubscribe_kafka(text) FROM PUBLIC;
 CREATE VIEW notiflow.kafka_lag AS
 SELECT s.name AS subscription, s.group_id, p.topic, p.partition, p.assigned, p.paused,
        o.next_offset AS committed_offset, p.low_watermark, p.high_watermark,
-       -- a partition another subscription of the group holds or stored the offset of last, or of
-       -- a topic the subscription no longer reads: its watermark here no longer moves, so no lag
-       -- (its holder counts it).  One that is only unassigned for now (a restart, a rebalance,
-       -- brokers unreachable) keeps its lag, in one subscription of the group
+       -- a partition held, or, when nobody holds it for the moment (a restart, a rebalance,
+       -- brokers unreachable), in one subscription of the group that reads its topic: the one
+       -- that stored its offset last, else the one that saw it last.  Not in the others: their
+       -- watermark no longer moves, and the partition would count twice
        CASE WHEN p.high_watermark IS NOT NULL AND o.next_offset IS NOT NULL
                  AND (p.assigned
-                      OR (p.topic = ANY (s.topics) AND o.subscription = s.name
-                          AND NOT EXISTS (SELECT 1 FROM notiflow.kafka_partition_state h
-                                            JOIN notiflow.kafka_subscriptions hs ON hs.name = h.subscription
-                                           WHERE hs.group_id = s.group_id AND hs.name <> s.name
-                                             AND h.topic = p.topic AND h.partition = p.partition AND h.assigned)))
+                      OR s.name = (SELECT hs.name FROM notiflow.kafka_partition_state h
+                                     JOIN notiflow.kafka_subscriptions hs ON hs.name = h.subscription
+                                    WHERE hs.group_id = s.group_id AND h.topic = p.topic
+                                      AND h.partition = p.partition AND h.topic = ANY (hs.topics)
+                                    ORDER BY h.assigned DESC, (hs.name = o.subscription) IS TRUE DESC,
+                                             h.updated_at DESC, hs.name
+                                    LIMIT 1))
             THEN greatest(p.high_watermark - o.next_offset, 0) END AS lag,
        c.status, c.error, c.last_error, c.last_error_at,
        c.pid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = c.pid
@@ -124,4 +126,4 @@ SELECT s.name AS subscription, s.group_id, p.topic, p.partition, p.assigned, p.p
   LEFT JOIN notiflow.kafka_offsets o ON o.group_id = s.group_id AND o.topic = p.topic AND o.partition = p.partition
   LEFT JOIN notiflow.kafka_consumer_state c ON c.subscription = s.name;
 COMMENT ON VIEW notiflow.kafka_lag IS
-    'Per subscription and partition: the committed offset (kafka_offsets), the high watermark the consumer last saw, the lag between them (NULL for a partition another subscription of the group holds or stored the offset of last, or of a topic no longer subscribed), and the consumer''s state.';
+    'Per subscription and partition: the committed offset (kafka_offsets), the high watermark the consumer last saw, the lag between them (for a partition nobody holds for the moment, in one subscription of the group only; NULL in the others, and for a topic no longer subscribed), and the consumer''s state.';
