@@ -424,18 +424,26 @@ SELECT count(*) AS strays
 SELECT line FROM metrics
  WHERE line ~ '(workflow="ops_(a|b|alert)"|provider="ops-(sg|mg|tw|q)")' ORDER BY n;
 SELECT rtrim(notiflow.metric_sample('m', ARRAY['a', 'say "hi"\' || E'\n', 'b', NULL, 'c', 'x'], 1.5), E'\n') AS escaped;
+-- A day aggregated by hand at noon, days_ago days back: an execution of the workflow at 01:00
+-- (ids first_id), counted, and one at 23:00 (first_id + 1), after the aggregation.
+CREATE FUNCTION pg_temp.partial_day(first_id bigint, workflow text, days_ago integer) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    d date := (now() AT TIME ZONE 'UTC')::date - days_ago;
+    aggregated boolean;
+BEGIN
+    INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
+    SELECT first_id, workflow, 1, 'completed', '{}', t, t, t FROM (SELECT (d + time '01:00') AT TIME ZONE 'UTC' AS t) x;
+    aggregated := notiflow.aggregate_daily(d) >= 1;
+    UPDATE notiflow.daily_stats s SET aggregated_at = (d + time '12:00') AT TIME ZONE 'UTC' WHERE s.day = d;
+    INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
+    SELECT first_id + 1, workflow, 1, 'completed', '{}', t, t, t FROM (SELECT (d + time '23:00') AT TIME ZONE 'UTC' AS t) x;
+    RETURN aggregated;
+END $$;
 -- a day aggregated before it ended (by hand, at noon) is counted from the tables, not from its
 -- stats: what came after the aggregation (here at 23:00) is not missing from the counters
 BEGIN;
-INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
-SELECT 9800100, 'ops_partial', 1, 'completed', '{}', t, t, t
-  FROM (SELECT ((now() AT TIME ZONE 'UTC')::date - 1 + time '01:00') AT TIME ZONE 'UTC' AS t) x;
-SELECT notiflow.aggregate_daily((now() AT TIME ZONE 'UTC')::date - 1) >= 1 AS aggregated;
-UPDATE notiflow.daily_stats SET aggregated_at = ((now() AT TIME ZONE 'UTC')::date - 1 + time '12:00') AT TIME ZONE 'UTC'
- WHERE day = (now() AT TIME ZONE 'UTC')::date - 1;
-INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
-SELECT 9800101, 'ops_partial', 1, 'completed', '{}', t, t, t
-  FROM (SELECT ((now() AT TIME ZONE 'UTC')::date - 1 + time '23:00') AT TIME ZONE 'UTC' AS t) x;
+SELECT pg_temp.partial_day(9800100, 'ops_partial', 1) AS aggregated;
 SELECT line FROM regexp_split_to_table(notiflow.metrics(), E'\n') line
  WHERE line LIKE 'notiflow_executions_total{workflow="ops_partial"%';
 ROLLBACK;
@@ -494,15 +502,7 @@ SELECT notiflow.aggregate_daily((now() AT TIME ZONE 'UTC')::date - 3) >= 0 AS re
 -- a day aggregated before it ended (by hand, at noon), with later days aggregated since: the next
 -- run aggregates it again, with what came after noon
 BEGIN;
-INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
-SELECT 9800003, 'ops_partial_old', 1, 'completed', '{}', t, t, t
-  FROM (SELECT ((now() AT TIME ZONE 'UTC')::date - 6 + time '01:00') AT TIME ZONE 'UTC' AS t) x;
-SELECT notiflow.aggregate_daily((now() AT TIME ZONE 'UTC')::date - 6) >= 1 AS aggregated;
-UPDATE notiflow.daily_stats SET aggregated_at = ((now() AT TIME ZONE 'UTC')::date - 6 + time '12:00') AT TIME ZONE 'UTC'
- WHERE day = (now() AT TIME ZONE 'UTC')::date - 6;
-INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, created_at, updated_at, finished_at)
-SELECT 9800004, 'ops_partial_old', 1, 'completed', '{}', t, t, t
-  FROM (SELECT ((now() AT TIME ZONE 'UTC')::date - 6 + time '23:00') AT TIME ZONE 'UTC' AS t) x;
+SELECT pg_temp.partial_day(9800003, 'ops_partial_old', 6) AS aggregated;
 SELECT count(*) > 0 AS later_days_aggregated FROM notiflow.daily_stats WHERE day > (now() AT TIME ZONE 'UTC')::date - 6;
 SELECT notiflow.aggregate_pending() >= 1 AS aggregated;
 SELECT executions, aggregated_at >= ((now() AT TIME ZONE 'UTC')::date - 5)::timestamp AT TIME ZONE 'UTC' AS complete
