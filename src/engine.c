@@ -47,10 +47,10 @@
 #include "workflow_repo.h"
 #include "worker.h"
 
-/* Lookups shared by all executions started in one call. */
 /* Requests of a fan-out run and written together (see engine_trigger). */
 #define NOTIFLOW_TRIGGER_CHUNK 1000
 
+/* Lookups shared by all executions started in one call. */
 typedef struct EngineSession
 {
 	HTAB	   *subscribers;	/* id → SubscriberInfo, preloaded for fan-out; or NULL */
