@@ -149,7 +149,8 @@ VALUES ('lag_a', 'lagt', 0, true,  0, 100, now()),                      -- a hol
        ('lag_b', 'lagt', 1, false, 0, 60,  now() - interval '2 hours'),
        ('lag_a', 'lagt', 2, false, 0, 70,  now() - interval '1 hour'),  -- nobody holds 2, whose offset a removed
        ('lag_b', 'lagt', 2, false, 0, 80,  now() - interval '2 hours'), -- subscription stored: a saw it last
-       ('lag_a', 'old_topic', 0, false, 0, 90, now());                  -- a topic a no longer reads
+       ('lag_a', 'old_topic', 0, false, 0, 90, now()),                  -- a topic a no longer reads
+       ('lag_a', 'lagt', 3, true,  5, 25,  now());                      -- no offset stored yet: from the low watermark
 INSERT INTO notiflow.kafka_offsets (subscription, group_id, topic, partition, next_offset)
 VALUES ('lag_a', 'lag-group', 'lagt', 0, 90), ('lag_b', 'lag-group', 'lagt', 1, 30),
        ('lag_gone', 'lag-group', 'lagt', 2, 20), ('lag_a', 'lag-group', 'old_topic', 0, 10);

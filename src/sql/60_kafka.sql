@@ -107,7 +107,11 @@ SELECT s.name AS subscription, s.group_id, p.topic, p.partition, p.assigned, p.p
        -- brokers unreachable), in one subscription of the group that reads its topic: the one
        -- that stored its offset last, else the one that saw it last.  Not in the others: their
        -- watermark no longer moves, and the partition would count twice
-       CASE WHEN p.high_watermark IS NOT NULL AND o.next_offset IS NOT NULL
+       -- before notiflow stored an offset, a subscription that starts at the earliest message
+       -- lags by everything the partition holds (a first batch that never commits raises the alert)
+       CASE WHEN p.high_watermark IS NOT NULL
+                 AND (o.next_offset IS NOT NULL
+                      OR (p.low_watermark IS NOT NULL AND coalesce(s.options ->> 'start', 'earliest') = 'earliest'))
                  AND (p.assigned
                       OR s.name = (SELECT hs.name FROM notiflow.kafka_partition_state h
                                      JOIN notiflow.kafka_subscriptions hs ON hs.name = h.subscription
@@ -116,7 +120,7 @@ SELECT s.name AS subscription, s.group_id, p.topic, p.partition, p.assigned, p.p
                                     ORDER BY h.assigned DESC, (hs.name = o.subscription) IS TRUE DESC,
                                              h.updated_at DESC, hs.name
                                     LIMIT 1))
-            THEN greatest(p.high_watermark - o.next_offset, 0) END AS lag,
+            THEN greatest(p.high_watermark - coalesce(o.next_offset, p.low_watermark), 0) END AS lag,
        c.status, c.error, c.last_error, c.last_error_at,
        c.pid IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = c.pid
                                      AND a.backend_type = 'notiflow kafka consumer') AS consumer_alive,

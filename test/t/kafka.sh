@@ -410,12 +410,9 @@ subscribe broker broker kafka_broker
 wait_for 60 assigned_is broker 2
 produce broker 1 100
 wait_for 30 executions_are kafka_broker 100
-# the partitions with a stored offset (keyless messages may all have gone to one) all show a lag
-lags_shown() {
-    sql_is "SELECT count(lag) = (SELECT count(*) FROM notiflow.kafka_offsets o JOIN notiflow.kafka_subscriptions s
-                                   ON s.group_id = o.group_id WHERE s.name = 'broker')
-              FROM notiflow.kafka_lag WHERE subscription = 'broker'" t
-}
+# both partitions show a lag (one with no message yet, since keyless messages may all have gone to
+# the other, from its low watermark: the subscription starts at the earliest message)
+lags_shown() { sql_is "SELECT count(lag) FROM notiflow.kafka_lag WHERE subscription = 'broker'" 2; }
 wait_for 20 lags_shown
 kill -USR1 "$MOCK_PID"
 wait_for 10 has_line "$WORK/mock.out" down
