@@ -140,6 +140,9 @@ extern void provider_form_add(StringInfo body, const char *key, const char *valu
 extern char *provider_response_header(const ProviderResponse *resp, const char *name);
 extern const char *provider_request_header(const ProviderRequest *req, const char *name);
 
+/* Returns the token of the request's "Authorization: Bearer <token>" header, or NULL. */
+extern const char *provider_request_bearer(const ProviderRequest *req);
+
 /* Parses the response body as jsonb; NULL when it is not JSON. */
 extern Jsonb *provider_response_json(const ProviderResponse *resp);
 

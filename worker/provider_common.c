@@ -154,6 +154,14 @@ provider_request_header(const ProviderRequest *req, const char *name)
 	return header_value(req->headers, name);
 }
 
+const char *
+provider_request_bearer(const ProviderRequest *req)
+{
+	const char *value = header_value(req->headers, "Authorization");
+
+	return value && pg_strncasecmp(value, "bearer ", 7) == 0 ? value + 7 : NULL;
+}
+
 /*
  * Parses the body as JSON with the server's own parser; NULL when it is not
  * JSON, or cannot be parsed now (out of memory): the request was sent, and

@@ -144,10 +144,8 @@ apns_classify(const DeliveryJob *job, const ProviderRequest *req,
 			  const ProviderResponse *resp, ProviderResult *res)
 {
 	char	   *reason;
+	const char *used = provider_request_bearer(req);
 
-	const char *used = provider_request_header(req, "authorization");
-
-	used = used && strncmp(used, "bearer ", 7) == 0 ? used + 7 : NULL;
 	provider_classify_http(resp, res);
 	if (res->outcome == OUTCOME_SENT)
 	{

@@ -265,15 +265,6 @@ fcm_classify_token(const DeliveryJob *job, const ProviderResponse *resp, Provide
 	res->error = psprintf("fetched an access token valid for " INT64_FORMAT " s", lifetime);
 }
 
-/* The access token a send carried, or NULL. */
-static const char *
-fcm_used_token(const ProviderRequest *req)
-{
-	const char *used = provider_request_header(req, "Authorization");
-
-	return used && strncmp(used, "Bearer ", 7) == 0 ? used + 7 : NULL;
-}
-
 /*
  * 200 is sent (message id "name"); UNREGISTERED, or INVALID_ARGUMENT about
  * the token, is the recipient's fault; 401 sends again with a new access
@@ -298,7 +289,7 @@ fcm_classify(const DeliveryJob *job, const ProviderRequest *req,
 	if (res->outcome == OUTCOME_SENT)
 	{
 		res->message_id = fcm_path_text(answer, "$.name");
-		push_token_accepted(fcm_used_token(req));
+		push_token_accepted(provider_request_bearer(req));
 		return;
 	}
 	if (resp->curl_code != 0)
@@ -335,7 +326,7 @@ fcm_classify(const DeliveryJob *job, const ProviderRequest *req,
 		 * one, and send again now, not the provider's failure.  One never
 		 * taken is refused for the account: a counted attempt.
 		 */
-		res->outcome = push_token_refused(fcm_token_key(job), fcm_used_token(req)) ? OUTCOME_AGAIN
+		res->outcome = push_token_refused(fcm_token_key(job), provider_request_bearer(req)) ? OUTCOME_AGAIN
 			: OUTCOME_RETRY;
 	}
 }
