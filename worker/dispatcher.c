@@ -84,6 +84,7 @@ typedef struct InFlight
 	int			backoff_min_ms;
 	int			backoff_max_ms;
 	bool		probe;			/* the half-open circuit's probe of its provider */
+	double		rate;			/* its provider's rate_per_second: it took a token when > 0 */
 } InFlight;
 
 /*
@@ -282,6 +283,25 @@ rate_limit_wait_ms(const char *provider, double rate)
 	return wait_ms;
 }
 
+/*
+ * Gives back the token a delivery took and sent no request with (its build
+ * failed, or its adapter deferred it): a provider limited to a few requests
+ * a second lost one for each, and a delivery deferred for a push token found
+ * the bucket empty when the token came.
+ */
+static void
+rate_limit_refund(const char *provider, double rate)
+{
+	RateBucket *b;
+
+	if (rate <= 0 || notiflow_shared == NULL)
+		return;
+	SpinLockAcquire(&notiflow_shared->rate_mutex);
+	b = rate_bucket(provider, rate, GetCurrentTimestamp());
+	b->tokens = Min(Max(rate, 1.0), b->tokens + 1.0);
+	SpinLockRelease(&notiflow_shared->rate_mutex);
+}
+
 /* Exponential backoff with full jitter, bounded; Retry-After wins when larger. */
 static int
 backoff_ms(InFlight *f, int attempt, int retry_after_ms)
@@ -349,6 +369,7 @@ prepare(ClaimedDelivery *c, List **providers)
 	InFlight   *f;
 	MemoryContext old;
 	int			wait_ms;
+	double		rate;
 	bool		probing = false;
 
 	if (!p->found)
@@ -395,7 +416,8 @@ prepare(ClaimedDelivery *c, List **providers)
 			return NULL;
 		}
 	}
-	wait_ms = rate_limit_wait_ms(p->row.name, config_float(p->row.config, "rate_per_second", 0));
+	rate = config_float(p->row.config, "rate_per_second", 0);
+	wait_ms = rate_limit_wait_ms(p->row.name, rate);
 	if (wait_ms > 0)
 	{
 		delivery_repo_defer(c->id, wait_ms);
@@ -427,6 +449,7 @@ prepare(ClaimedDelivery *c, List **providers)
 	old = MemoryContextSwitchTo(f->cxt);
 	f->adapter = adapter;
 	f->probe = probing;
+	f->rate = rate;
 	f->job.delivery_id = c->id;
 	f->tid = c->tid;
 	f->lease = c->lease;
@@ -467,6 +490,14 @@ release_probe(InFlight *f)
 		provider_repo_circuit_release_probe(f->job.provider);
 }
 
+/* For a delivery that sends no request: its probe and its provider's token. */
+static void
+release_unsent(InFlight *f)
+{
+	release_probe(f);
+	rate_limit_refund(f->job.provider, f->rate);
+}
+
 /* Runs one adapter's build in a subtransaction; false with *error set when it raises. */
 static bool
 build_one(InFlight *f, char **error)
@@ -498,14 +529,14 @@ build_requests(List *prepared)
 			delivery_repo_record_attempt(f->job.delivery_id, f->job.attempt, f->job.provider, 0, 0, 0,
 										 "permanent", error, NULL);
 			delivery_fall_back(f->job.delivery_id, f->job.kind, NULL, error);
-			release_probe(f);
+			release_unsent(f);
 			MemoryContextDelete(f->cxt);	/* f with it */
 		}
 		else if (f->req.defer_ms > 0)
 		{
 			/* the adapter waits (for a token being fetched): nothing to send, no attempt */
 			delivery_repo_defer(f->job.delivery_id, f->req.defer_ms);
-			release_probe(f);
+			release_unsent(f);
 			MemoryContextDelete(f->cxt);	/* f with it */
 		}
 		else
@@ -1542,7 +1573,7 @@ give_back_transaction(void *arg)
 
 			if (delivery_repo_still_claimed(f->job.delivery_id, f->lease))
 				delivery_repo_defer(f->job.delivery_id, 0);
-			release_probe(f);
+			release_unsent(f);
 		}
 	notiflow_wake_dispatchers_at_commit();	/* the others take them */
 	phase_end();

@@ -396,6 +396,18 @@ psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.dispatch_workers" -c "SEL
 wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 1
 ok $? "back to one dispatcher"
 
+# A delivery that takes a token and sends nothing (its request cannot be built) gives the token
+# back.  At one request every 25 s, the next delivery then goes at once; it waited 25 s.
+only chat discord
+sql "UPDATE notiflow.providers SET config = config || '{\"rate_per_second\": 0.04}' WHERE name = 'discord'" >/dev/null
+e=$(sql "SELECT notiflow.trigger('chat', '{\"marker\": \"refund1\"}', '{\"chat\": {\"discord\": \"not-a-url\"}}')")
+wait_for 20 status_is "$e" failed
+ok $? "a discord delivery to an address that is not a URL fails without a request"
+e=$(trigger chat refund2)
+wait_for 10 status_is "$e" sent
+ok $? "the next discord delivery takes the token the failed one gave back: sent within 10 s (one token every 25 s)"
+sql "UPDATE notiflow.providers SET config = config - 'rate_per_second' WHERE name = 'discord'" >/dev/null
+
 # --- 7b. an execution that cannot resume fails alone ----------------------------------------------
 # Two webhook deliveries in flight together; one execution is pointed at a workflow version that
 # does not exist, so its resume raises.  The dispatcher records both sends, fails that execution
