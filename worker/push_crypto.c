@@ -683,13 +683,12 @@ push_token_put(const char *key, const char *value, int64 expires_at)
 	MemoryContextSwitchTo(old);
 }
 
-/* Removes the entry of key, when it holds the value used (or used is NULL). */
 void
-push_token_drop(const char *key, const char *used)
+push_token_forget(const char *key)
 {
 	PushToken  *t = push_token_find(key);
 
-	if (t == NULL || (used != NULL && strcmp(t->value, used) != 0))
+	if (t == NULL)
 		return;
 	push_tokens = list_delete_ptr(push_tokens, t);
 	push_token_free(t);

@@ -86,11 +86,8 @@ extern char *push_token_get(const char *key, int64 min_valid_s);
 /* Stores value under key until expires_at (Unix seconds). */
 extern void push_token_put(const char *key, const char *value, int64 expires_at);
 
-/*
- * Forgets the value of key (the provider refused it) when it is the one used
- * (or used is NULL): a request that took an older value must not drop a newer.
- */
-extern void push_token_drop(const char *key, const char *used);
+/* Forgets key and its value (a marker whose reason has passed, like a token request answered). */
+extern void push_token_forget(const char *key);
 
 /* Notes that a request carrying the cached value used was accepted. */
 extern void push_token_accepted(const char *used);

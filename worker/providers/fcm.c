@@ -233,7 +233,7 @@ fcm_classify_token(const DeliveryJob *job, const ProviderResponse *resp, Provide
 	double		seconds;
 	int64		lifetime;
 
-	push_token_drop(fcm_pending_key(job), NULL);
+	push_token_forget(fcm_pending_key(job));
 	provider_classify_http(resp, res);
 	if (res->outcome != OUTCOME_SENT)
 	{
