@@ -107,6 +107,15 @@ typedef struct KafkaConsumerState
 extern KafkaSubscription *kafka_subscription_parse(const char *name, const char *brokers, List *topics,
 												   const char *workflow_key, Jsonb *options);
 
+/*
+ * Sets on conf the properties notiflow's consumer relies on (but
+ * bootstrap.servers), after the subscription's own, which may not replace
+ * them: they are refused, but librdkafka also takes a topic property with a
+ * "topic." prefix, or under another name.  The consumer sets them, and so
+ * does the check of a subscription's properties together.
+ */
+extern void kafka_conf_set_own(rd_kafka_conf_t *conf, const KafkaSubscription *sub);
+
 /* Loads subscription id (in the current transaction); NULL when it is gone. */
 extern KafkaSubscription *kafka_subscription_load(int64 id);
 

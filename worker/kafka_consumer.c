@@ -1035,24 +1035,9 @@ consumer_create(void)
 	forboth(ln, sub->rdkafka_names, lv, sub->rdkafka_values)
 		conf_set(conf, lfirst(ln), lfirst(lv));
 
-	/*
-	 * notiflow's own properties last: the subscription's may not replace them
-	 * (they are refused, but librdkafka also takes a topic property with a
-	 * "topic." prefix, or under another name).
-	 */
+	/* notiflow's own properties last (an error ends the worker, conf with it) */
 	conf_set(conf, "bootstrap.servers", sub->brokers);
-	conf_set(conf, "group.id", sub->group_id);
-	conf_set(conf, "enable.auto.commit", "false");
-	conf_set(conf, "enable.auto.offset.store", "false");
-	/*
-	 * Only an offset out of range is reset by librdkafka (every partition is
-	 * assigned at an offset; pin_latest gives "latest" its meaning): one below
-	 * the log's start (its messages were deleted by retention before they
-	 * were read) or past its end (truncated, created again).  Either way the
-	 * partition is read from the first message Kafka still has; "latest"
-	 * would skip the whole backlog.
-	 */
-	conf_set(conf, "auto.offset.reset", "earliest");
+	kafka_conf_set_own(conf, sub);
 	conf_set(conf, "log.queue", "true");
 	rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
 	rd_kafka_conf_set_log_cb(conf, on_log);

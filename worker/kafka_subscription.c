@@ -404,6 +404,32 @@ parse_rdkafka(KafkaSubscription *sub, JsonbValue *v)
 	rd_kafka_conf_destroy(conf);
 }
 
+void
+kafka_conf_set_own(rd_kafka_conf_t *conf, const KafkaSubscription *sub)
+{
+	char		errstr[512];
+	const char *const own[][2] = {
+		{"group.id", sub->group_id}, {"enable.auto.commit", "false"},
+		{"enable.auto.offset.store", "false"},
+
+		/*
+		 * Only an offset out of range is reset by librdkafka (every partition
+		 * is assigned at an offset; pin_latest gives "latest" its meaning):
+		 * one below the log's start (its messages were deleted by retention
+		 * before they were read) or past its end (truncated, created again).
+		 * Either way the partition is read from the first message Kafka
+		 * still has; "latest" would skip the whole backlog.
+		 */
+		{"auto.offset.reset", "earliest"}
+	};
+
+	for (size_t i = 0; i < lengthof(own); i++)
+		if (rd_kafka_conf_set(conf, own[i][0], own[i][1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("kafka subscription \"%s\": cannot set %s: %s", sub->name, own[i][0], errstr)));
+}
+
 /*
  * Checks the subscription's librdkafka properties together, as the consumer
  * will set them: some are checked only against each other when a client is
@@ -422,11 +448,6 @@ check_rdkafka_together(KafkaSubscription *sub)
 	ListCell   *lv;
 	bool		sasl = false;
 	const char *mechanism = "GSSAPI";	/* librdkafka's default */
-	const char *const own[][2] = {
-		{"group.id", sub->group_id}, {"enable.auto.commit", "false"},
-		{"enable.auto.offset.store", "false"}, {"auto.offset.reset", "earliest"},
-		{"log_level", "0"}
-	};
 
 	/*
 	 * Not with Kerberos or OAUTHBEARER: a client made with them starts a
@@ -454,8 +475,8 @@ check_rdkafka_together(KafkaSubscription *sub)
 			invalid(sub->name, psprintf("options.rdkafka.%s", (char *) lfirst(ln)), pstrdup(errstr));
 		}
 	}
-	for (size_t i = 0; i < lengthof(own); i++)
-		rd_kafka_conf_set(conf, own[i][0], own[i][1], errstr, sizeof(errstr));
+	kafka_conf_set_own(conf, sub);
+	rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof(errstr));
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
 	if (rk == NULL)
 	{
