@@ -30,6 +30,7 @@ typedef struct NodeTypeInfo
 	NodeType	type;
 	const char *const *outcomes;	/* NULL-terminated; NULL: any string */
 	bool		has_outcomes;
+	const char *const *keys;	/* its keys beside id and type; NULL-terminated */
 } NodeTypeInfo;
 
 /* bounds that keep a definition's cost at run time in proportion to its size */
@@ -41,21 +42,40 @@ static const char *const action_outcomes[] = {"sent", "failed", "skipped", NULL}
 static const char *const condition_outcomes[] = {"true", "false", NULL};
 static const char *const wait_outcomes[] = {"completed", "timeout", NULL};
 
+static const char *const trigger_keys[] = {"required", "recipient", NULL};
+static const char *const email_keys[] = {"to", "subject", "text", "html", NULL};
+static const char *const text_keys[] = {"to", "text", NULL};
+static const char *const push_keys[] = {"title", "body", "data", NULL};
+static const char *const webhook_keys[] = {"url", "body", NULL};
+static const char *const condition_keys[] = {"if", NULL};
+static const char *const switch_keys[] = {"value", NULL};
+static const char *const delay_keys[] = {"for", "until", NULL};
+static const char *const transform_keys[] = {"set", NULL};
+static const char *const wait_keys[] = {"events", "key", "timeout", NULL};
+
 static const NodeTypeInfo node_types[] = {
-	{"trigger", NODE_TRIGGER, NULL, false},
-	{"email", NODE_EMAIL, action_outcomes, true},
-	{"sms", NODE_SMS, action_outcomes, true},
-	{"push", NODE_PUSH, action_outcomes, true},
-	{"chat", NODE_CHAT, action_outcomes, true},
-	{"webhook", NODE_WEBHOOK, action_outcomes, true},
-	{"condition", NODE_CONDITION, condition_outcomes, true},
-	{"switch", NODE_SWITCH, NULL, true},
-	{"delay", NODE_DELAY, NULL, false},
-	{"transform", NODE_TRANSFORM, NULL, false},
-	{"wait", NODE_WAIT, wait_outcomes, true},
+	{"trigger", NODE_TRIGGER, NULL, false, trigger_keys},
+	{"email", NODE_EMAIL, action_outcomes, true, email_keys},
+	{"sms", NODE_SMS, action_outcomes, true, text_keys},
+	{"push", NODE_PUSH, action_outcomes, true, push_keys},
+	{"chat", NODE_CHAT, action_outcomes, true, text_keys},
+	{"webhook", NODE_WEBHOOK, action_outcomes, true, webhook_keys},
+	{"condition", NODE_CONDITION, condition_outcomes, true, condition_keys},
+	{"switch", NODE_SWITCH, NULL, true, switch_keys},
+	{"delay", NODE_DELAY, NULL, false, delay_keys},
+	{"transform", NODE_TRANSFORM, NULL, false, transform_keys},
+	{"wait", NODE_WAIT, wait_outcomes, true, wait_keys},
 	/* placeholder for a node whose type is unknown: accepts any outcome */
-	{NULL, NODE_UNKNOWN, NULL, true},
+	{NULL, NODE_UNKNOWN, NULL, true, NULL},
 };
+
+/*
+ * Keys every node may have: id and type, and name and description, which
+ * only people read.
+ */
+static const char *const node_common_keys[] = {"id", "type", "name", "description", NULL};
+static const char *const edge_keys[] = {"from", "to", "on", NULL};
+static const char *const definition_keys[] = {"name", "description", "nodes", "edges", "partials", NULL};
 
 /* State of one compilation. */
 typedef struct CompileState
@@ -80,6 +100,7 @@ static Template *compile_template_field(CompileState *st, JsonbContainer *c, con
 static JsonPath *jsonpath_compile_safely(const char *src, char **error);
 static List *compile_object_fields(CompileState *st, JsonbContainer *c, const char *key,
 								   const char *path);
+static const NodeTypeInfo *node_type_info(NodeType type);
 static void compile_node(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path);
 static void compile_action(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path);
 static void compile_transform(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path);
@@ -539,11 +560,66 @@ compile_wait(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char
 		node->wait_timeout = compile_interval(st, timeout, psprintf("%s.timeout", path));
 }
 
+static bool
+key_in(const char *key, const char *const *keys)
+{
+	for (int i = 0; keys != NULL && keys[i] != NULL; i++)
+		if (strcmp(keys[i], key) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Adds a problem for each key of object c that is in neither keys nor more
+ * (a misspelt optional key, "htlm", was ignored without a word).  what names
+ * the object in the message ("a push node").  A stored version is not
+ * checked: it was accepted when it was stored.
+ */
+static void
+check_keys(CompileState *st, JsonbContainer *c, const char *path, const char *what,
+		   const char *const *keys, const char *const *more)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (st->stored)
+		return;
+	it = JsonbIteratorInit(c);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+		StringInfoData expected;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		if (key_in(key, keys) || key_in(key, more))
+			continue;
+		initStringInfo(&expected);
+		for (int i = 0; keys != NULL && keys[i] != NULL; i++)
+			appendStringInfo(&expected, "%s%s", expected.len ? ", " : "", keys[i]);
+		for (int i = 0; more != NULL && more[i] != NULL; i++)
+			appendStringInfo(&expected, "%s%s", expected.len ? ", " : "", more[i]);
+		add_problem(st, psprintf("%s%s%s", path, path[0] ? "." : "", key),
+					"%s has no key \"%s\"; expected %s%s", what, key,
+					expected.data,
+					strcmp(key, "to") != 0 ? ""
+					: strcmp(what, "a push node") == 0 ? " (a push goes to the recipient's devices, recipient.push)"
+					: strcmp(what, "a webhook node") == 0 ? " (a webhook node's address is its \"url\")"
+					: "");
+	}
+}
+
 /* Compiles the type-specific fields of one node. */
 static void
 compile_node(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char *path)
 {
 	JsonbValue	v;
+	const NodeTypeInfo *info = node_type_info(node->type);
+
+	check_keys(st, c, path, psprintf("a%s %s node", strchr("aeiou", info->name[0]) ? "n" : "", info->name),
+			   info->keys, node_common_keys);
 
 	switch (node->type)
 	{
@@ -683,6 +759,7 @@ compile_edges(CompileState *st, JsonbContainer *root)
 			continue;
 		}
 		ec = e->val.binary.data;
+		check_keys(st, ec, path, "an edge", edge_keys, NULL);
 		from = compile_optional_string(st, ec, "from", path, true);
 		to = compile_optional_string(st, ec, "to", path, true);
 		fi = from ? node_index(def, from) : -1;
@@ -839,6 +916,7 @@ workflow_definition_compile(Jsonb *definition, MemoryContext parent, List **prob
 		*problems = st.problems;
 		return NULL;
 	}
+	check_keys(&st, root, "", "a workflow definition", definition_keys, NULL);
 
 	cxt = AllocSetContextCreate(parent, "notiflow workflow definition", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);

@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(34);
+SELECT plan(40);
 
 CREATE FUNCTION pg_temp.problems(nodes text, edges text DEFAULT '[]')
 RETURNS SETOF text LANGUAGE sql AS $$
@@ -109,5 +109,25 @@ SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"
     ARRAY['nodes[1].text: an email node needs "text" or "html"'], 'an email node with a null text has no body');
 SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "p", "type": "push", "title": null}]', '[{"from": "t", "to": "p"}]')$$,
     ARRAY['nodes[1].body: a push node needs "title" or "body"'], 'a push node with a null title has no content');
+-- a key no node of its type reads is refused, not ignored (a misspelt "html" sent mail without it)
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "m", "type": "email", "subject": "Hi", "text": "x", "htlm": "<p>x</p>"}]', '[{"from": "t", "to": "m"}]')$$,
+    ARRAY['nodes[1].htlm: an email node has no key "htlm"; expected to, subject, text, html, id, type, name, description'],
+    'a misspelt key of an email node');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "p", "type": "push", "body": "x", "to": "{{payload.token}}"}]', '[{"from": "t", "to": "p"}]')$$,
+    ARRAY['nodes[1].to: a push node has no key "to"; expected title, body, data, id, type, name, description (a push goes to the recipient''s devices, recipient.push)'],
+    'a push node has no "to"');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "h", "type": "webhook", "to": "https://example.com/h"}]', '[{"from": "t", "to": "h"}]')$$,
+    ARRAY['nodes[1].to: a webhook node has no key "to"; expected url, body, id, type, name, description (a webhook node''s address is its "url")'],
+    'a webhook node has no "to"');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "w", "type": "wait", "key": "k", "events": ["e"], "timout": "1 hour"}]', '[{"from": "t", "to": "w"}]')$$,
+    ARRAY['nodes[1].timout: a wait node has no key "timout"; expected events, key, timeout, id, type, name, description'],
+    'a misspelt timeout of a wait node');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger", "name": "Order placed", "description": "from the shop"}, {"id": "c", "type": "condition", "if": "$.payload.x", "name": "big?"}]',
+                                            '[{"from": "t", "to": "c", "when": "true"}]')$$,
+    ARRAY['edges[0].when: an edge has no key "when"; expected from, to, on'],
+    'nodes may have a name and a description; an edge has from, to and on');
+SELECT results_eq($$SELECT path || ': ' || message FROM notiflow.validate_workflow('{"nodes": [{"id": "t", "type": "trigger"}], "edge": []}')$$,
+    ARRAY['edge: a workflow definition has no key "edge"; expected name, description, nodes, edges, partials'],
+    'a definition''s own keys are checked too');
 SELECT * FROM finish();
 ROLLBACK;
