@@ -45,13 +45,20 @@ static SpiStatement circuit_stmt = {
  * Takes the probe of an open circuit, or of a half-open one whose probe was
  * taken more than $2 ms ago and never reported (its dispatcher died, or the
  * probe ended without a verdict: deferred, rate-limited, refused): updated_at
- * of a half-open circuit is when its probe was taken.
+ * of a half-open circuit is when its probe was taken.  A row locked by
+ * another transaction is skipped, not waited for: that one is taking the
+ * probe or recording a verdict.  (Waiting, a claim stalled its dispatcher
+ * behind an operator's open transaction, and two claims probing two
+ * providers in opposite orders deadlocked.)
  */
 static SpiStatement probe_stmt = {
 	"UPDATE notiflow.provider_circuits SET state = 'half_open', updated_at = clock_timestamp()"
-	" WHERE provider = $1"
-	"   AND (state = 'open'"
-	"        OR (state = 'half_open' AND updated_at < clock_timestamp() - $2 * interval '1 millisecond'))",
+	" WHERE provider = (SELECT provider FROM notiflow.provider_circuits"
+	"                    WHERE provider = $1"
+	"                      AND (state = 'open'"
+	"                           OR (state = 'half_open'"
+	"                               AND updated_at < clock_timestamp() - $2 * interval '1 millisecond'))"
+	"                      FOR UPDATE SKIP LOCKED)",
 	2, {TEXTOID, INT4OID}
 };
 

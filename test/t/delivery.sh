@@ -353,7 +353,23 @@ is "$(sql "SELECT error_class FROM notiflow.delivery_attempts WHERE delivery_id 
    "while open, deliveries are not sent to the provider"
 sleep_until_cooldown() { sql_is "SELECT opened_at < now() - interval '2 seconds' FROM notiflow.provider_circuits WHERE provider = 'twilio'" t; }
 wait_for 10 sleep_until_cooldown
+# A claim that finds the circuit's row locked (by another dispatcher taking the probe or recording a
+# verdict, or an operator's open transaction) leaves the probe to the holder and goes on.  It waited
+# for the lock: its dispatcher sent nothing meanwhile, and two claims probing two providers in
+# opposite orders deadlocked.
+coproc HOLD { psql -X -q -At -d $DB; }
+hold_pid=$HOLD_PID
+echo "BEGIN; SELECT 'circuit held' FROM notiflow.provider_circuits WHERE provider = 'twilio' FOR UPDATE;" >&"${HOLD[1]}"
+read -r -t 20 line <&"${HOLD[0]}"
+is "$line" "circuit held" "another session holds the open circuit's row"
 e=$(trigger text circuit5)
+h=$(trigger hook circuit-hold)
+wait_for 10 status_is "$h" sent
+ok $? "while the row is held, the dispatcher sends other providers' deliveries"
+is "$(sql "SELECT status || ' ' || attempts FROM notiflow.deliveries WHERE execution_id = $e")" "queued 0" \
+   "and the delivery that would probe waits, with no attempt counted"
+echo "ROLLBACK; \\q" >&"${HOLD[1]}"
+wait "$hold_pid" 2>/dev/null
 wait_for 20 status_is "$e" sent
 ok $? "after the cooldown a probe goes through"
 is "$(sql "SELECT state FROM notiflow.provider_circuit_state WHERE provider = 'twilio'")" closed "and the circuit closes"
@@ -729,31 +745,37 @@ wait_for 20 sql_is "SELECT status FROM notiflow.executions WHERE id = $exec" com
 ok $? "the execution completes"
 
 # --- 7j. a claim that loses a lock conflict is run again, by the same dispatcher -----------------
-# The provider's circuit is open and cooled down, so the claim takes its probe, an UPDATE of the
-# circuit's row; another session holds that row, and lock_timeout cancels the wait.  The claim is
-# rolled back and runs again later (before, the error ended the dispatcher).
-sql "INSERT INTO notiflow.provider_circuits (provider, state, consecutive_failures, opened_at, updated_at)
-     VALUES ('hooks', 'open', 3, now() - interval '1 minute', now() - interval '1 minute')
-     ON CONFLICT (provider) DO UPDATE SET state = excluded.state, consecutive_failures = excluded.consecutive_failures,
-        opened_at = excluded.opened_at, updated_at = excluded.updated_at" >/dev/null
+# The delivery's provider was disabled, and it has no other, so the claim ends it (a dead letter)
+# and resumes its execution, an UPDATE of the execution's row; another session holds that row, and
+# lock_timeout cancels the wait.  The claim is rolled back and runs again later (before, the error
+# ended the dispatcher).
 psql -X -q -d postgres -c "ALTER SYSTEM SET lock_timeout = '300ms'" -c "SELECT pg_reload_conf()" >/dev/null
 dispatcher_lock_timeout() { [ "$(psql -X -qAt -d $DB -c "SELECT setting FROM pg_settings WHERE name = 'lock_timeout'")" = 300 ]; }
 wait_for 10 dispatcher_lock_timeout
 pid_before=$(dispatcher_pid)
 timeouts_before=$(grep -c 'canceling statement due to lock timeout' "$CLUSTER_DIR/server.log")
+exec=$(sql "SELECT notiflow.trigger('hook', '{\"marker\": \"claim-conflict\"}', '\"ann\"');
+            UPDATE notiflow.deliveries SET next_attempt_at = now() + interval '1 hour'
+             WHERE execution_id = currval(pg_get_serial_sequence('notiflow.executions', 'id'))" | head -1)
 coproc HOLD { psql -X -q -At -d $DB; }
-echo "SET lock_timeout = 0; BEGIN; SELECT 'held' FROM notiflow.provider_circuits WHERE provider = 'hooks' FOR UPDATE;" >&"${HOLD[1]}"
+echo "SET lock_timeout = 0; BEGIN; SELECT 'held' FROM notiflow.executions WHERE id = $exec FOR UPDATE;" >&"${HOLD[1]}"
 read -r -t 20 line <&"${HOLD[0]}"
-is "$line" held "another session holds the circuit's row of an open, cooled-down circuit"
-exec=$(trigger hook claim-conflict)
+is "$line" held "another session holds the execution's row"
+sql "UPDATE notiflow.providers SET enabled = false WHERE name = 'hooks';
+     UPDATE notiflow.deliveries SET next_attempt_at = now() WHERE execution_id = $exec;
+     SELECT notiflow.wake_dispatchers()" >/dev/null
 claim_timed_out() { [ "$(grep -c 'canceling statement due to lock timeout' "$CLUSTER_DIR/server.log")" -gt "$timeouts_before" ]; }
 wait_for 20 claim_timed_out
-ok $? "the claim's probe waits for that row, and lock_timeout cancels it"
+ok $? "the claim's dead letter waits to resume the execution, and lock_timeout cancels it"
 echo "COMMIT;" >&"${HOLD[1]}"
 echo "\\q" >&"${HOLD[1]}"
-wait_for 20 status_is "$exec" sent
-ok $? "once the row is free, the delivery is sent (the probe closes the circuit)"
+wait_for 20 sql_is "SELECT d.status || ' ' || e.status FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id
+                     WHERE e.id = $exec" "failed failed"
+ok $? "once the row is free, the delivery ends as a dead letter and its execution fails"
+is "$(sql "SELECT count(*) FROM notiflow.dead_letters WHERE reference = '$(delivery_of "$exec")'")" 1 \
+   "one dead letter"
 is "$(dispatcher_pid)" "$pid_before" "by the same dispatcher: the claim was rolled back and run again"
+sql "UPDATE notiflow.providers SET enabled = true WHERE name = 'hooks'" >/dev/null
 psql -X -q -d postgres -c "ALTER SYSTEM RESET lock_timeout" -c "SELECT pg_reload_conf()" >/dev/null
 
 # --- 7h. a due delivery another transaction holds is looked at again later, not in a loop -------
