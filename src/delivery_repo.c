@@ -374,12 +374,23 @@ static SpiStatement dead_letter_stmt = {
 	3, {INT8OID, TEXTOID, TEXTOID}
 };
 
+/*
+ * Only an address of the subscriber's own (email, phone, a push device, a
+ * chat address) is marked: one a node's "to" or a transform gave for one
+ * execution is not theirs, and status callbacks do not mark it either.
+ * A web push device's address is its subscription as JSON text.
+ */
 static SpiStatement mark_invalid_stmt = {
 	"UPDATE notiflow.subscribers s"
 	"   SET invalid_addresses = s.invalid_addresses || d.recipient, updated_at = now()"
 	"  FROM notiflow.deliveries d JOIN notiflow.executions e ON e.id = d.execution_id"
 	" WHERE d.id = $1 AND s.id = e.subscriber_id AND d.recipient IS NOT NULL"
-	"   AND NOT (d.recipient = ANY (s.invalid_addresses))",
+	"   AND NOT (d.recipient = ANY (s.invalid_addresses))"
+	"   AND (d.recipient IN (s.email, s.phone)"
+	"        OR EXISTS (SELECT 1 FROM jsonb_each(s.push) p,"
+	"                        jsonb_array_elements(CASE WHEN jsonb_typeof(p.value) = 'array' THEN p.value END) dev"
+	"                    WHERE dev #>> '{}' = d.recipient)"
+	"        OR EXISTS (SELECT 1 FROM jsonb_each_text(s.chat) c WHERE c.value = d.recipient))",
 	1, {INT8OID}
 };
 

@@ -218,6 +218,19 @@ is "$(sql "SELECT string_agg(a.error_class, ' | ' ORDER BY d.execution_id) FROM 
    "permanent | permanent" "smtp: both are permanent failures (falling back), not invalid recipients"
 is "$(sql "SELECT count(*) FROM notiflow.subscribers WHERE id IN ('unsent', 'plain') AND cardinality(invalid_addresses) > 0")" 0 \
    "smtp: neither address is marked invalid"
+# An address a node's "to" gave is not the subscriber's: its refusal as unknown fails the delivery
+# but marks nothing on the subscriber (it was added to their invalid addresses)
+sql "SELECT notiflow.put_subscriber('carl', '{\"email\": \"carl@example.com\"}');
+     SELECT notiflow.put_workflow('mail_to', '{\"nodes\": [{\"id\": \"t\", \"type\": \"trigger\"},
+       {\"id\": \"m\", \"type\": \"email\", \"to\": \"{{payload.cc}}\", \"subject\": \"Copy\", \"text\": \"Copy\"}],
+       \"edges\": [{\"from\": \"t\", \"to\": \"m\"}]}')" >/dev/null
+exec=$(sql "SELECT notiflow.trigger('mail_to', '{\"cc\": \"gone@example.com\"}', '\"carl\"')")
+wait_for 20 status_is "$exec" failed
+ok $? "smtp: a delivery to an address given by \"to\" and refused as unknown fails"
+is "$(sql "SELECT error_class FROM notiflow.delivery_attempts WHERE delivery_id = $(delivery_of "$exec")")" invalid_recipient \
+   "smtp: (an invalid recipient)"
+is "$(sql "SELECT cardinality(invalid_addresses) FROM notiflow.subscribers WHERE id = 'carl'")" 0 \
+   "smtp: the subscriber's invalid addresses stay empty"
 
 # --- 2. retry then success; 3. Retry-After ------------------------------------------------
 only email sendgrid
