@@ -85,7 +85,25 @@ typedef struct InFlight
 	int			backoff_max_ms;
 	bool		probe;			/* the half-open circuit's probe of its provider */
 	double		rate;			/* its provider's rate_per_second: it took a token when > 0 */
+	struct ClaimToken *token;	/* that token, while the claim that built it runs */
 } InFlight;
+
+/*
+ * A rate token the running claim took (in claim_cxt), and whether its
+ * delivery sends no request with it (its build failed, its adapter
+ * deferred it or built a token request).  Tokens are in shared memory: a
+ * rollback does not give them back, so the claim gives them back once its
+ * end is known, the unused ones when it commits, all when it is rolled
+ * back (its deliveries stay queued, none is sent).
+ */
+typedef struct ClaimToken
+{
+	char		provider[NAMEDATALEN + 1];
+	double		rate;
+	bool		unused;
+} ClaimToken;
+
+static List *claim_tokens = NIL;
 
 /*
  * What the current transaction did, for the worker's statistics: added to
@@ -194,27 +212,43 @@ provider_lease_ms(Jsonb *config)
 }
 
 /*
- * The provider's bucket in shared memory (rate_mutex held): open addressing
- * from the name's hash, so a lookup compares about one name.  Buckets are
- * never emptied, only taken over, so a probe that meets a free one knows the
- * name is not there.  When all are taken (more rate-limited providers than
- * buckets), the one refilled longest ago starts again, full, for this one.
+ * The provider's bucket in shared memory, or NULL with *free_one set to the
+ * free bucket met, if any (rate_mutex held): open addressing from the name's
+ * hash, so a lookup compares about one name.  Buckets are never emptied,
+ * only taken over, so a probe that meets a free one knows the name is not
+ * there.  When all are taken (more rate-limited providers than buckets),
+ * rate_bucket starts the one refilled longest ago again, full, for this one.
  */
 static RateBucket *
-rate_bucket(const char *provider, double rate, TimestampTz now)
+rate_bucket_find(const char *provider, RateBucket **free_one)
 {
 	uint32		home = hash_bytes((const unsigned char *) provider, strlen(provider)) % NOTIFLOW_MAX_RATE_BUCKETS;
-	RateBucket *b = NULL;
 
-	for (int i = 0; i < NOTIFLOW_MAX_RATE_BUCKETS && b == NULL; i++)
+	*free_one = NULL;
+	for (int i = 0; i < NOTIFLOW_MAX_RATE_BUCKETS; i++)
 	{
 		RateBucket *c = &notiflow_shared->rate_buckets[(home + i) % NOTIFLOW_MAX_RATE_BUCKETS];
 
 		if (c->name[0] == '\0')
-			b = c;
-		else if (strcmp(c->name, provider) == 0)
+		{
+			*free_one = c;
+			return NULL;
+		}
+		if (strcmp(c->name, provider) == 0)
 			return c;
 	}
+	return NULL;
+}
+
+/* The provider's bucket, made (full) when it has none (rate_mutex held). */
+static RateBucket *
+rate_bucket(const char *provider, double rate, TimestampTz now)
+{
+	RateBucket *b;
+	RateBucket *found = rate_bucket_find(provider, &b);
+
+	if (found != NULL)
+		return found;
 	if (b == NULL)
 	{
 		b = &notiflow_shared->rate_buckets[0];
@@ -284,21 +318,24 @@ rate_limit_wait_ms(const char *provider, double rate)
 }
 
 /*
- * Gives back the token a delivery took and sent no request with (its build
- * failed, or its adapter deferred it): a provider limited to a few requests
- * a second lost one for each, and a delivery deferred for a push token found
- * the bucket empty when the token came.
+ * Gives back a token taken for a request that was not sent to the provider
+ * (see ClaimToken; also one refused for a private address): a provider
+ * limited to a few requests a second lost one for each, and a delivery
+ * deferred for a push token found the bucket empty when the token came.
+ * A bucket taken over by another provider meanwhile is left alone.
  */
 static void
 rate_limit_refund(const char *provider, double rate)
 {
 	RateBucket *b;
+	RateBucket *free_one;
 
 	if (rate <= 0 || notiflow_shared == NULL)
 		return;
 	SpinLockAcquire(&notiflow_shared->rate_mutex);
-	b = rate_bucket(provider, rate, GetCurrentTimestamp());
-	b->tokens = Min(Max(rate, 1.0), b->tokens + 1.0);
+	b = rate_bucket_find(provider, &free_one);
+	if (b != NULL)
+		b->tokens = Min(Max(rate, 1.0), b->tokens + 1.0);
 	SpinLockRelease(&notiflow_shared->rate_mutex);
 }
 
@@ -450,6 +487,17 @@ prepare(ClaimedDelivery *c, List **providers)
 	f->adapter = adapter;
 	f->probe = probing;
 	f->rate = rate;
+	if (rate > 0)
+	{
+		ClaimToken *t = MemoryContextAllocZero(claim_cxt, sizeof(ClaimToken));
+		MemoryContext cxt = MemoryContextSwitchTo(claim_cxt);
+
+		strlcpy(t->provider, p->row.name, sizeof(t->provider));
+		t->rate = rate;
+		claim_tokens = lappend(claim_tokens, t);
+		MemoryContextSwitchTo(cxt);
+		f->token = t;
+	}
 	f->job.delivery_id = c->id;
 	f->tid = c->tid;
 	f->lease = c->lease;
@@ -490,12 +538,13 @@ release_probe(InFlight *f)
 		provider_repo_circuit_release_probe(f->job.provider);
 }
 
-/* For a delivery that sends no request: its probe and its provider's token. */
+/* For a delivery its claim sends no request for: its probe, and its provider's token (ClaimToken). */
 static void
 release_unsent(InFlight *f)
 {
 	release_probe(f);
-	rate_limit_refund(f->job.provider, f->rate);
+	if (f->token != NULL)
+		f->token->unused = true;
 }
 
 /* Runs one adapter's build in a subtransaction; false with *error set when it raises. */
@@ -540,7 +589,15 @@ build_requests(List *prepared)
 			MemoryContextDelete(f->cxt);	/* f with it */
 		}
 		else
+		{
+			/* a token request goes to another service than the provider's */
+			if (f->req.unrated && f->token != NULL)
+			{
+				f->token->unused = true;
+				f->rate = 0;
+			}
 			ready = lappend(ready, f);
+		}
 	}
 	return ready;
 }
@@ -931,9 +988,12 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 {
 	ClaimCall	call = {limit, *next_due_ms, true, 0, NIL};
 	ListCell   *lc;
+	bool		committed;
 
 	claim_cxt = AllocSetContextCreate(dispatcher_cxt, "notiflow claim", ALLOCSET_SMALL_SIZES);
-	if (!phase_run(claim_transaction, &call, true))
+	claim_tokens = NIL;
+	committed = phase_run(claim_transaction, &call, true);
+	if (!committed)
 	{
 		ereport(LOG, (errmsg("notiflow: the claim was rolled back (a lock conflict, or a cancel); claiming again in %d ms", HELD_RETRY_MS)));
 		push_tokens_forget_pending();	/* a token request it built was not sent */
@@ -941,8 +1001,19 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 		call.claimed_count = 0;
 		call.next_due_ms = HELD_RETRY_MS;
 	}
+	foreach(lc, claim_tokens)
+	{
+		ClaimToken *t = lfirst(lc);
+
+		if (t->unused || !committed)
+			rate_limit_refund(t->provider, t->rate);
+	}
+	claim_tokens = NIL;
 	foreach(lc, call.ready)
+	{
+		((InFlight *) lfirst(lc))->token = NULL;	/* freed with claim_cxt */
 		MemoryContextSetParent(((InFlight *) lfirst(lc))->cxt, dispatcher_cxt);
+	}
 	MemoryContextDelete(claim_cxt);
 	claim_cxt = NULL;
 	*next_due_ms = call.next_due_ms;
@@ -1573,7 +1644,7 @@ give_back_transaction(void *arg)
 
 			if (delivery_repo_still_claimed(f->job.delivery_id, f->lease))
 				delivery_repo_defer(f->job.delivery_id, 0);
-			release_unsent(f);
+			release_probe(f);
 		}
 	notiflow_wake_dispatchers_at_commit();	/* the others take them */
 	phase_end();
@@ -1594,7 +1665,13 @@ give_back(List *ready)
 	ereport(LOG, (errmsg("notiflow dispatcher stopping: gave back %d deliveries it had just claimed",
 						 list_length(ready))));
 	foreach(lc, ready)
-		MemoryContextDelete(((InFlight *) lfirst(lc))->cxt);
+	{
+		InFlight   *f = lfirst(lc);
+
+		/* only now that they are given back for sure: a rollback would send them */
+		rate_limit_refund(f->job.provider, f->rate);
+		MemoryContextDelete(f->cxt);
+	}
 	return NIL;
 }
 
@@ -1706,6 +1783,16 @@ notiflow_dispatcher_main(Datum arg)
 		done = http_drive();
 		if (done != NIL)
 		{
+			ListCell   *lc;
+
+			/* a request refused for a private address never left the host */
+			foreach(lc, done)
+				if (http_transfer_refused_private(lfirst(lc)))
+				{
+					InFlight   *f = http_transfer_owner(lfirst(lc));
+
+					rate_limit_refund(f->job.provider, f->rate);
+				}
 			record(done);
 			MemoryContextSwitchTo(loop_cxt);
 		}

@@ -379,8 +379,8 @@ e=$(trigger text circuit5)
 h=$(trigger hook circuit-hold)
 wait_for 10 status_is "$h" sent
 ok $? "while the row is held, the dispatcher sends other providers' deliveries"
-is "$(sql "SELECT status || ' ' || attempts FROM notiflow.deliveries WHERE execution_id = $e")" "queued 0" \
-   "and the delivery that would probe waits, with no attempt counted"
+is "$(sql "SELECT status || ' ' || attempts || ' ' || (updated_at > created_at) FROM notiflow.deliveries WHERE execution_id = $e")" \
+   "queued 0 true" "and the delivery that would probe was deferred, with no attempt counted"
 echo "ROLLBACK; \\q" >&"${HOLD[1]}"
 wait "$hold_pid" 2>/dev/null
 wait_for 20 status_is "$e" sent
@@ -789,6 +789,37 @@ is "$(sql "SELECT count(*) FROM notiflow.dead_letters WHERE reference = '$(deliv
    "one dead letter"
 is "$(dispatcher_pid)" "$pid_before" "by the same dispatcher: the claim was rolled back and run again"
 sql "UPDATE notiflow.providers SET enabled = true WHERE name = 'hooks'" >/dev/null
+
+# A claim rolled back gives back the rate tokens it took: its deliveries stay queued, none is sent.
+# One claim takes a teams delivery (one token every 25 s) and an sms delivery whose request cannot
+# be built (no number), which ends as a dead letter and resumes its execution, whose row another
+# session holds: lock_timeout rolls the claim back, again and again while the row is held.  The
+# teams delivery then goes at once; it waited for tokens its rolled-back claims had taken.
+only chat teams
+only sms vonage
+sql "UPDATE notiflow.providers SET config = config || '{\"rate_per_second\": 0.04}' WHERE name = 'teams'" >/dev/null
+later() { sql "SELECT notiflow.trigger('$1', '{\"marker\": \"$2\"}', '\"ann\"');
+               UPDATE notiflow.deliveries SET next_attempt_at = now() + interval '1 hour'${3-}
+                WHERE execution_id = currval(pg_get_serial_sequence('notiflow.executions', 'id'))" | head -1; }
+x=$(later chat rollback-x)
+y=$(later text rollback-y ", recipient = NULL")
+timeouts_before=$(grep -c 'canceling statement due to lock timeout' "$CLUSTER_DIR/server.log")
+coproc HOLD { psql -X -q -At -d $DB; }
+echo "SET lock_timeout = 0; BEGIN; SELECT 'held' FROM notiflow.executions WHERE id = $y FOR UPDATE;" >&"${HOLD[1]}"
+read -r -t 20 line <&"${HOLD[0]}"
+is "$line" held "another session holds the sms execution's row"
+sql "UPDATE notiflow.deliveries SET next_attempt_at = now() WHERE execution_id IN ($x, $y);
+     SELECT notiflow.wake_dispatchers()" >/dev/null
+claim_timed_out_twice() { [ "$(grep -c 'canceling statement due to lock timeout' "$CLUSTER_DIR/server.log")" -gt $((timeouts_before + 1)) ]; }
+wait_for 20 claim_timed_out_twice
+ok $? "the claim of both is rolled back twice"
+echo "COMMIT;" >&"${HOLD[1]}"
+echo "\\q" >&"${HOLD[1]}"
+wait_for 10 status_is "$x" sent
+ok $? "then the teams delivery is sent within 10 s (one token every 25 s): the rolled-back claims gave theirs back"
+wait_for 20 status_is "$y" failed
+ok $? "and the sms delivery without a number fails"
+sql "UPDATE notiflow.providers SET config = config - 'rate_per_second' WHERE name = 'teams'" >/dev/null
 psql -X -q -d postgres -c "ALTER SYSTEM RESET lock_timeout" -c "SELECT pg_reload_conf()" >/dev/null
 
 # --- 7h. a due delivery another transaction holds is looked at again later, not in a loop -------

@@ -277,6 +277,21 @@ is "$(sql "SELECT string_agg(DISTINCT provider || ' ' || status, ',') FROM notif
 is "$(sql "SELECT count(*) FROM notiflow.dead_letters WHERE details ->> 'execution_id' = '$exec'")" 0 "no dead letter"
 sql "UPDATE notiflow.providers SET enabled = true WHERE name = 'fcm'; UPDATE notiflow.providers SET enabled = false WHERE name = 'fcm-backup'" >/dev/null
 
+# --- 7. a token request takes none of the provider's rate --------------------------------------
+# A provider limited to one request every 25 s, with no access token yet: the delivery's first
+# request is the token request, to Google's token endpoint, not FCM's.  The send that follows goes
+# at once; it waited 25 s for the token the token request had taken.
+sql "SELECT notiflow.put_provider('fcm-slow', 'push', 'fcm', '$(q "$(jq -c '. + {rate_per_second: 0.04}' <<<"$FCM_CONFIG")")', 300);
+     UPDATE notiflow.providers SET enabled = false WHERE name = 'fcm';
+     SELECT notiflow.put_subscriber('bob', '$(q "$(jq -nc --arg a "$FCM_A" '{push: {fcm: [$a]}}')")')" >/dev/null
+tokens_before=$(tokens_fetched)
+exec=$(sql "SELECT notiflow.trigger('shipped', '{\"order_id\": \"A-1008\"}', '\"bob\"')")
+wait_for 10 settled "$exec"
+ok $? "fcm: with one request every 25 s, the push after the token request is sent within 10 s"
+is "$(deliveries "$exec")" "fcm-slow sent" "fcm: sent by the rate-limited provider"
+is "$(($(tokens_fetched) - tokens_before))" 1 "fcm: after a token request of its own"
+sql "UPDATE notiflow.providers SET enabled = true WHERE name = 'fcm'; UPDATE notiflow.providers SET enabled = false WHERE name = 'fcm-slow'" >/dev/null
+
 crashes=$(grep -c 'terminated by signal' "$CLUSTER_DIR/server.log")
 is "$crashes" 0 "no server process crashed$(grep -m1 -A1 'terminated by signal' "$CLUSTER_DIR/server.log" | sed 's/^.*UTC \[[0-9]*\] /: /' | tr '\n' ' ')"
 
