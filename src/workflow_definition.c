@@ -618,7 +618,10 @@ compile_node(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char
 	JsonbValue	v;
 	const NodeTypeInfo *info = node_type_info(node->type);
 
-	check_keys(st, c, path, psprintf("a%s %s node", strchr("aeiou", info->name[0]) ? "n" : "", info->name),
+	/* "an sms node": the article goes by the sound */
+	check_keys(st, c, path,
+			   psprintf("a%s %s node", strchr("aeiou", info->name[0]) || node->type == NODE_SMS ? "n" : "",
+						info->name),
 			   info->keys, node_common_keys);
 
 	switch (node->type)

@@ -303,11 +303,11 @@ SELECT is((SELECT recipient FROM notiflow.deliveries WHERE execution_id = :_id A
           'a value that is a dot segment has its dots encoded (the URL parser would remove it with the segment before)');
 
 -- a version stored before the bounds of today's definitions still runs: a negative delay is
--- zero, a wait timeout of 1000 years is 100
+-- zero, a wait timeout of 1000 years is 100; keys that put_workflow now refuses are ignored
 INSERT INTO notiflow.workflows (key, name, current_version) VALUES ('legacy', 'Legacy', 1);
-INSERT INTO notiflow.workflow_versions (workflow_key, version, definition) VALUES ('legacy', 1, '{"nodes": [
+INSERT INTO notiflow.workflow_versions (workflow_key, version, definition) VALUES ('legacy', 1, '{"owner": "ops", "nodes": [
     {"id": "t", "type": "trigger"},
-    {"id": "d", "type": "delay", "for": "-1 hour"},
+    {"id": "d", "type": "delay", "for": "-1 hour", "label": "pause"},
     {"id": "w", "type": "wait", "key": "k-{{payload.n}}", "events": ["e"], "timeout": "1000 years"}],
   "edges": [{"from": "t", "to": "d"}, {"from": "d", "to": "w"}]}');
 SELECT notiflow.trigger('legacy', '{"n": 1}', '"ann"') AS _id \gset

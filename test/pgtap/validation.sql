@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(40);
+SELECT plan(41);
 
 CREATE FUNCTION pg_temp.problems(nodes text, edges text DEFAULT '[]')
 RETURNS SETOF text LANGUAGE sql AS $$
@@ -119,6 +119,9 @@ SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"
 SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "h", "type": "webhook", "to": "https://example.com/h"}]', '[{"from": "t", "to": "h"}]')$$,
     ARRAY['nodes[1].to: a webhook node has no key "to"; expected url, body, id, type, name, description (a webhook node''s address is its "url")'],
     'a webhook node has no "to"');
+SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "s", "type": "sms", "text": "x", "body": "y"}]', '[{"from": "t", "to": "s"}]')$$,
+    ARRAY['nodes[1].body: an sms node has no key "body"; expected to, text, id, type, name, description'],
+    'an sms node''s text is "text"');
 SELECT results_eq($$SELECT pg_temp.problems('[{"id": "t", "type": "trigger"}, {"id": "w", "type": "wait", "key": "k", "events": ["e"], "timout": "1 hour"}]', '[{"from": "t", "to": "w"}]')$$,
     ARRAY['nodes[1].timout: a wait node has no key "timout"; expected events, key, timeout, id, type, name, description'],
     'a misspelt timeout of a wait node');
