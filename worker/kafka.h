@@ -112,7 +112,8 @@ extern KafkaSubscription *kafka_subscription_parse(const char *name, const char 
  * bootstrap.servers), after the subscription's own, which may not replace
  * them: they are refused, but librdkafka also takes a topic property with a
  * "topic." prefix, or under another name.  The consumer sets them, and so
- * does the check of a subscription's properties together.
+ * does the check of a subscription's properties together.  On an error,
+ * conf is destroyed.
  */
 extern void kafka_conf_set_own(rd_kafka_conf_t *conf, const KafkaSubscription *sub);
 

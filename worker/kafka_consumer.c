@@ -1035,7 +1035,7 @@ consumer_create(void)
 	forboth(ln, sub->rdkafka_names, lv, sub->rdkafka_values)
 		conf_set(conf, lfirst(ln), lfirst(lv));
 
-	/* notiflow's own properties last (an error ends the worker, conf with it) */
+	/* notiflow's own properties last */
 	conf_set(conf, "bootstrap.servers", sub->brokers);
 	kafka_conf_set_own(conf, sub);
 	conf_set(conf, "log.queue", "true");

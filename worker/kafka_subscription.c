@@ -425,9 +425,12 @@ kafka_conf_set_own(rd_kafka_conf_t *conf, const KafkaSubscription *sub)
 
 	for (size_t i = 0; i < lengthof(own); i++)
 		if (rd_kafka_conf_set(conf, own[i][0], own[i][1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+		{
+			rd_kafka_conf_destroy(conf);
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("kafka subscription \"%s\": cannot set %s: %s", sub->name, own[i][0], errstr)));
+		}
 }
 
 /*
