@@ -706,7 +706,9 @@ node_action(Run *run, WorkflowNode *node)
 
 		if (channel == CHANNEL_CHAT && provider != NULL)
 			address = jsonb_get_string(jsonb_get_jsonb(run->recipient, "chat"), provider->kind);
-		run_add_delivery(run, node, chname, provider, address, content, &queued);
+		/* one the provider said is gone: skipped, not sent to the provider's own channel instead */
+		if (address == NULL || !address_invalid(run, address))
+			run_add_delivery(run, node, chname, provider, address, content, &queued);
 	}
 	else
 	{

@@ -425,9 +425,25 @@ psql -X -q -d postgres -c "ALTER SYSTEM RESET notiflow.dispatch_workers" -c "SEL
 wait_for 30 sql_is "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notiflow dispatcher'" 1
 ok $? "back to one dispatcher"
 
+# A subscriber's chat address the provider says is gone (Discord's unknown webhook) is marked
+# invalid, and the next chat node is skipped: it was sent to that address again and again
+only chat discord
+sql "SELECT notiflow.put_subscriber('dora', jsonb_build_object('chat', jsonb_build_object('discord', '$DOUBLE/api/webhooks/1/gone')))" >/dev/null
+e=$(sql "SELECT notiflow.trigger('chat', '{\"marker\": \"gone1\"}', '\"dora\"')")
+wait_for 20 status_is "$e" failed
+ok $? "a discord delivery to an unknown webhook fails"
+is "$(sql "SELECT array_to_string(invalid_addresses, ' ') FROM notiflow.subscribers WHERE id = 'dora'")" "$DOUBLE/api/webhooks/1/gone" \
+   "and the subscriber's discord address is marked invalid"
+requests_before=$(double GET "requests?provider=discord" | jq length)
+e=$(sql "SELECT notiflow.trigger('chat', '{\"marker\": \"gone2\"}', '\"dora\"')")
+wait_for 20 sql_is "SELECT status FROM notiflow.executions WHERE id = $e" completed
+is "$(sql "SELECT s.status || ': ' || (s.output ->> 'reason') || ', ' || (SELECT count(*) FROM notiflow.deliveries d WHERE d.execution_id = $e)
+             FROM notiflow.execution_steps s WHERE s.execution_id = $e AND s.node_id = 'c'")" \
+   "skipped: recipient has no valid chat address, 0" "the next chat node is skipped, with no delivery"
+is "$(double GET "requests?provider=discord" | jq length)" "$requests_before" "and nothing more reached discord"
+
 # A delivery that takes a token and sends nothing (its request cannot be built) gives the token
 # back.  At one request every 25 s, the next delivery then goes at once; it waited 25 s.
-only chat discord
 sql "UPDATE notiflow.providers SET config = config || '{\"rate_per_second\": 0.04}' WHERE name = 'discord'" >/dev/null
 e=$(sql "SELECT notiflow.trigger('chat', '{\"marker\": \"refund1\"}', '{\"chat\": {\"discord\": \"not-a-url\"}}')")
 wait_for 20 status_is "$e" failed
