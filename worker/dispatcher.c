@@ -407,6 +407,7 @@ prepare(ClaimedDelivery *c, List **providers)
 	MemoryContext old;
 	int			wait_ms;
 	double		rate;
+	ClaimToken *token = NULL;
 	bool		probing = false;
 
 	if (!p->found)
@@ -455,6 +456,17 @@ prepare(ClaimedDelivery *c, List **providers)
 	}
 	rate = config_float(p->row.config, "rate_per_second", 0);
 	wait_ms = rate_limit_wait_ms(p->row.name, rate);
+	if (wait_ms == 0 && rate > 0)
+	{
+		/* noted at once: a cancel in what follows rolls the claim back (claim) */
+		MemoryContext cxt = MemoryContextSwitchTo(claim_cxt);
+
+		token = palloc0(sizeof(ClaimToken));
+		strlcpy(token->provider, p->row.name, sizeof(token->provider));
+		token->rate = rate;
+		claim_tokens = lappend(claim_tokens, token);
+		MemoryContextSwitchTo(cxt);
+	}
 	if (wait_ms > 0)
 	{
 		delivery_repo_defer(c->id, wait_ms);
@@ -487,17 +499,7 @@ prepare(ClaimedDelivery *c, List **providers)
 	f->adapter = adapter;
 	f->probe = probing;
 	f->rate = rate;
-	if (rate > 0)
-	{
-		ClaimToken *t = MemoryContextAllocZero(claim_cxt, sizeof(ClaimToken));
-		MemoryContext cxt = MemoryContextSwitchTo(claim_cxt);
-
-		strlcpy(t->provider, p->row.name, sizeof(t->provider));
-		t->rate = rate;
-		claim_tokens = lappend(claim_tokens, t);
-		MemoryContextSwitchTo(cxt);
-		f->token = t;
-	}
+	f->token = token;
 	f->job.delivery_id = c->id;
 	f->tid = c->tid;
 	f->lease = c->lease;
@@ -1679,6 +1681,13 @@ give_back(List *ready)
 static void
 dispatcher_detach(int code, Datum arg)
 {
+	ListCell   *lc;
+
+	/* a claim the worker ends in: nothing it took was sent (see ClaimToken) */
+	foreach(lc, claim_tokens)
+		rate_limit_refund(((ClaimToken *) lfirst(lc))->provider, ((ClaimToken *) lfirst(lc))->rate);
+	claim_tokens = NIL;
+
 	if (stop_requested && !stop_logged)
 		ereport(LOG,
 				(errmsg("notiflow dispatcher ended while stopping, before it had recorded what it sent"),
