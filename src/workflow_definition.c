@@ -266,6 +266,22 @@ compile_jsonpath_field(CompileState *st, JsonbContainer *c, const char *key,
 }
 
 /* Compiles a string field holding a Mustache template. */
+/*
+ * Adds a problem at path when a new template has a tag like "{{ #x }}": a
+ * variable named "#x", always empty (a stored version keeps running).
+ */
+static void
+check_template_sigils(CompileState *st, const Template *t, const char *path)
+{
+	char	   *name;
+
+	if (t == NULL || st->stored || (name = template_misplaced_sigil(t)) == NULL)
+		return;
+	add_problem(st, path, "invalid template: the tag of \"%s\" is a variable of that name, always empty; "
+				"a tag's \"%c\" goes right after its opening delimiter (\"{{%c%s}}\")",
+				name, name[0], name[0], name + 1);
+}
+
 static Template *
 compile_template_field(CompileState *st, JsonbContainer *c, const char *key,
 					   const char *path, bool required)
@@ -279,6 +295,7 @@ compile_template_field(CompileState *st, JsonbContainer *c, const char *key,
 	t = template_parse(src, &error);
 	if (t == NULL)
 		add_problem(st, psprintf("%s.%s", path, key), "invalid template: %s", error);
+	check_template_sigils(st, t, psprintf("%s.%s", path, key));
 	return t;
 }
 
@@ -323,6 +340,7 @@ compile_object_fields(CompileState *st, JsonbContainer *c, const char *key, cons
 		f->tmpl = template_parse(src, &error);
 		if (f->tmpl == NULL)
 			add_problem(st, psprintf("%s.%s.%s", path, key, name), "invalid template: %s", error);
+		check_template_sigils(st, f->tmpl, psprintf("%s.%s.%s", path, key, name));
 		fields = lappend(fields, f);
 	}
 	return fields;
@@ -454,6 +472,7 @@ compile_transform(CompileState *st, WorkflowNode *node, JsonbContainer *c, const
 			a->tmpl = template_parse(src, &error);
 			if (a->tmpl == NULL)
 				add_problem(st, fpath, "invalid template: %s", error);
+			check_template_sigils(st, a->tmpl, fpath);
 		}
 		else
 			a->literal = JsonbValueToJsonb(&val);
@@ -948,6 +967,17 @@ workflow_definition_compile(Jsonb *definition, MemoryContext parent, List **prob
 			def->partials = template_partials_compile(pj, &error);
 			if (def->partials == NULL)
 				add_problem(&st, "partials", "invalid template: %s", error);
+			else if (!st.stored)
+			{
+				const char *partial;
+				char	   *name = template_partials_misplaced_sigil(def->partials, &partial);
+
+				if (name != NULL)
+					add_problem(&st, psprintf("partials.%s", partial),
+								"invalid template: the tag of \"%s\" is a variable of that name, always empty; "
+								"a tag's \"%c\" goes right after its opening delimiter (\"{{%c%s}}\")",
+								name, name[0], name[0], name + 1);
+			}
 		}
 	}
 
