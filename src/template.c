@@ -597,20 +597,18 @@ template_starts_with_escaped_variable(const Template *tmpl)
 	return false;
 }
 
-static char *
-misplaced_sigil(List *nodes)
+/* Finds a top-level name that begins with a sigil; see template.h. */
+char *
+template_misplaced_sigil(const Template *tmpl)
 {
 	ListCell   *lc;
 
-	check_stack_depth();		/* sections nest as deep as the source has tags */
-	foreach(lc, nodes)
+	foreach(lc, tmpl->nodes)
 	{
 		const TemplateNode *node = lfirst(lc);
-		char	   *found = NULL;
 
-		if (node->kind != TNODE_VARIABLE && node->kind != TNODE_SECTION && node->kind != TNODE_INVERTED)
-			continue;
-		if (node->name.nparts > 0 && node->name.parts[0][0] != '\0' &&
+		if ((node->kind == TNODE_VARIABLE || node->kind == TNODE_SECTION || node->kind == TNODE_INVERTED) &&
+			node->name.nparts > 0 && node->name.parts[0][0] != '\0' &&
 			strchr("#^/>!=&{", node->name.parts[0][0]) != NULL)
 		{
 			StringInfoData name;
@@ -619,32 +617,6 @@ misplaced_sigil(List *nodes)
 			for (int i = 0; i < node->name.nparts; i++)
 				appendStringInfo(&name, "%s%s", i > 0 ? "." : "", node->name.parts[i]);
 			return name.data;
-		}
-		if (node->children != NIL && (found = misplaced_sigil(node->children)) != NULL)
-			return found;
-	}
-	return NULL;
-}
-
-/* Finds a name that begins with a sigil; see template.h. */
-char *
-template_misplaced_sigil(const Template *tmpl)
-{
-	return misplaced_sigil(tmpl->nodes);
-}
-
-/* The same in partials; see template.h. */
-char *
-template_partials_misplaced_sigil(const TemplatePartials *partials, const char **partial)
-{
-	for (int i = 0; partials != NULL && i < partials->count; i++)
-	{
-		char	   *name = misplaced_sigil(partials->items[i].tmpl->nodes);
-
-		if (name != NULL)
-		{
-			*partial = partials->items[i].name;
-			return name;
 		}
 	}
 	return NULL;

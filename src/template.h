@@ -68,14 +68,13 @@ extern char *template_render_url(const Template *tmpl, Jsonb *context,
 extern bool template_starts_with_escaped_variable(const Template *tmpl);
 
 /*
- * The first name of a variable or section tag that begins with a tag's sigil
- * (# ^ / > ! = & {), or NULL: "{{ #x }}" is a variable named "#x", always
- * empty, where "{{#x}}" was meant.
+ * The first name of a variable or section tag outside any section that
+ * begins with a tag's sigil (# ^ / > ! = & {), or NULL.  Against a
+ * workflow's context ({payload, recipient, steps, vars, execution}) such a
+ * name, "{{ #x }}" where "{{#x}}" was meant, is always empty; inside a
+ * section it may name a key of the data ("#text").
  */
 extern char *template_misplaced_sigil(const Template *tmpl);
-
-/* The same for partials: the name, and in *partial the partial it is in. */
-extern char *template_partials_misplaced_sigil(const TemplatePartials *partials, const char **partial);
 
 /* True when the template is plain text without any tag. */
 extern bool template_is_constant(const Template *tmpl);

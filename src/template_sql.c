@@ -78,31 +78,6 @@ cached_template(FunctionCallInfo fcinfo, RenderTemplateCache *cache, text *src)
 				 errmsg("invalid template"),
 				 errdetail("%s", message)));
 	}
-	{
-		char	   *name = NULL;
-
-		PG_TRY();
-		{
-			name = template_misplaced_sigil(tmpl);	/* may raise: nested too deep */
-		}
-		PG_CATCH();
-		{
-			MemoryContextDelete(cxt);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-		if (name != NULL)
-		{
-			name = pstrdup(name);
-			MemoryContextDelete(cxt);
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid template"),
-					 errdetail("The tag of \"%s\" is a variable of that name, always empty.", name),
-					 errhint("A tag's \"%c\" goes right after its opening delimiter: \"{{%c%s}}\".",
-							 name[0], name[0], name + 1)));
-		}
-	}
 
 	if (cache->template_cxt != NULL)
 		MemoryContextDelete(cache->template_cxt);

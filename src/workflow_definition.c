@@ -265,10 +265,11 @@ compile_jsonpath_field(CompileState *st, JsonbContainer *c, const char *key,
 	return jp;
 }
 
-/* Compiles a string field holding a Mustache template. */
 /*
- * Adds a problem at path when a new template has a tag like "{{ #x }}": a
- * variable named "#x", always empty (a stored version keeps running).
+ * Adds a problem at path when a new template has, outside any section, a tag
+ * like "{{ #x }}": a variable named "#x", which the workflow's context never
+ * has (see template_misplaced_sigil).  A stored version keeps running.
+ * Partials are not checked: one may be included inside a section.
  */
 static void
 check_template_sigils(CompileState *st, const Template *t, const char *path)
@@ -277,11 +278,11 @@ check_template_sigils(CompileState *st, const Template *t, const char *path)
 
 	if (t == NULL || st->stored || (name = template_misplaced_sigil(t)) == NULL)
 		return;
-	add_problem(st, path, "invalid template: the tag of \"%s\" is a variable of that name, always empty; "
-				"a tag's \"%c\" goes right after its opening delimiter (\"{{%c%s}}\")",
-				name, name[0], name[0], name + 1);
+	add_problem(st, path, "invalid template: the tag of \"%s\" is a variable of that name, always empty here; "
+				"a tag's \"%c\" goes right after its opening delimiter", name, name[0]);
 }
 
+/* Compiles a string field holding a Mustache template. */
 static Template *
 compile_template_field(CompileState *st, JsonbContainer *c, const char *key,
 					   const char *path, bool required)
@@ -967,17 +968,6 @@ workflow_definition_compile(Jsonb *definition, MemoryContext parent, List **prob
 			def->partials = template_partials_compile(pj, &error);
 			if (def->partials == NULL)
 				add_problem(&st, "partials", "invalid template: %s", error);
-			else if (!st.stored)
-			{
-				const char *partial;
-				char	   *name = template_partials_misplaced_sigil(def->partials, &partial);
-
-				if (name != NULL)
-					add_problem(&st, psprintf("partials.%s", partial),
-								"invalid template: the tag of \"%s\" is a variable of that name, always empty; "
-								"a tag's \"%c\" goes right after its opening delimiter (\"{{%c%s}}\")",
-								name, name[0], name[0], name + 1);
-			}
 		}
 	}
 
