@@ -31,6 +31,7 @@ typedef struct NodeTypeInfo
 	const char *const *outcomes;	/* NULL-terminated; NULL: any string */
 	bool		has_outcomes;
 	const char *const *keys;	/* its keys beside id and type; NULL-terminated */
+	const char *to_hint;		/* why "to", given where it is no key, is none */
 } NodeTypeInfo;
 
 /* bounds that keep a definition's cost at run time in proportion to its size */
@@ -57,9 +58,11 @@ static const NodeTypeInfo node_types[] = {
 	{"trigger", NODE_TRIGGER, NULL, false, trigger_keys},
 	{"email", NODE_EMAIL, action_outcomes, true, email_keys},
 	{"sms", NODE_SMS, action_outcomes, true, text_keys},
-	{"push", NODE_PUSH, action_outcomes, true, push_keys},
+	{"push", NODE_PUSH, action_outcomes, true, push_keys,
+	"a push goes to the recipient's devices, recipient.push"},
 	{"chat", NODE_CHAT, action_outcomes, true, text_keys},
-	{"webhook", NODE_WEBHOOK, action_outcomes, true, webhook_keys},
+	{"webhook", NODE_WEBHOOK, action_outcomes, true, webhook_keys,
+	"a webhook node's address is its \"url\""},
 	{"condition", NODE_CONDITION, condition_outcomes, true, condition_keys},
 	{"switch", NODE_SWITCH, NULL, true, switch_keys},
 	{"delay", NODE_DELAY, NULL, false, delay_keys},
@@ -592,12 +595,13 @@ key_in(const char *key, const char *const *keys)
 /*
  * Adds a problem for each key of object c that is in neither keys nor more
  * (a misspelt optional key, "htlm", was ignored without a word).  what names
- * the object in the message ("a push node").  A stored version is not
- * checked: it was accepted when it was stored.
+ * the object in the message ("a push node"); to_hint, when not NULL, says
+ * where the address is instead, for a "to" given to an object without one.
+ * A stored version is not checked: it was accepted when it was stored.
  */
 static void
 check_keys(CompileState *st, JsonbContainer *c, const char *path, const char *what,
-		   const char *const *keys, const char *const *more)
+		   const char *const *keys, const char *const *more, const char *to_hint)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
@@ -622,12 +626,10 @@ check_keys(CompileState *st, JsonbContainer *c, const char *path, const char *wh
 		for (int i = 0; more != NULL && more[i] != NULL; i++)
 			appendStringInfo(&expected, "%s%s", expected.len ? ", " : "", more[i]);
 		add_problem(st, psprintf("%s%s%s", path, path[0] ? "." : "", key),
-					"%s has no key \"%s\"; expected %s%s", what, key,
-					expected.data,
-					strcmp(key, "to") != 0 ? ""
-					: strcmp(what, "a push node") == 0 ? " (a push goes to the recipient's devices, recipient.push)"
-					: strcmp(what, "a webhook node") == 0 ? " (a webhook node's address is its \"url\")"
-					: "");
+					"%s has no key \"%s\"; expected %s%s%s%s", what, key, expected.data,
+					to_hint != NULL && strcmp(key, "to") == 0 ? " (" : "",
+					to_hint != NULL && strcmp(key, "to") == 0 ? to_hint : "",
+					to_hint != NULL && strcmp(key, "to") == 0 ? ")" : "");
 	}
 }
 
@@ -642,7 +644,7 @@ compile_node(CompileState *st, WorkflowNode *node, JsonbContainer *c, const char
 	check_keys(st, c, path,
 			   psprintf("a%s %s node", strchr("aeiou", info->name[0]) || node->type == NODE_SMS ? "n" : "",
 						info->name),
-			   info->keys, node_common_keys);
+			   info->keys, node_common_keys, info->to_hint);
 
 	switch (node->type)
 	{
@@ -782,7 +784,7 @@ compile_edges(CompileState *st, JsonbContainer *root)
 			continue;
 		}
 		ec = e->val.binary.data;
-		check_keys(st, ec, path, "an edge", edge_keys, NULL);
+		check_keys(st, ec, path, "an edge", edge_keys, NULL, NULL);
 		from = compile_optional_string(st, ec, "from", path, true);
 		to = compile_optional_string(st, ec, "to", path, true);
 		fi = from ? node_index(def, from) : -1;
@@ -939,7 +941,7 @@ workflow_definition_compile(Jsonb *definition, MemoryContext parent, List **prob
 		*problems = st.problems;
 		return NULL;
 	}
-	check_keys(&st, root, "", "a workflow definition", definition_keys, NULL);
+	check_keys(&st, root, "", "a workflow definition", definition_keys, NULL, NULL);
 
 	cxt = AllocSetContextCreate(parent, "notiflow workflow definition", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);

@@ -975,6 +975,26 @@ claim_transaction(void *arg)
 }
 
 /*
+ * Gives back the claim's tokens once its end is known: all of them when it
+ * was rolled back or the worker ends in it (nothing it took was sent), only
+ * the unused ones when it committed.
+ */
+static void
+claim_tokens_give_back(bool all)
+{
+	ListCell   *lc;
+
+	foreach(lc, claim_tokens)
+	{
+		ClaimToken *t = lfirst(lc);
+
+		if (all || t->unused)
+			rate_limit_refund(t->provider, t->rate);
+	}
+	claim_tokens = NIL;
+}
+
+/*
  * Phase 1: claims up to limit deliveries and builds their requests.  Returns
  * the InFlights to send; sets *next_due_ms and *extension_present.
  *
@@ -1003,14 +1023,7 @@ claim(int limit, long *next_due_ms, bool *extension_present, int *claimed_count)
 		call.claimed_count = 0;
 		call.next_due_ms = HELD_RETRY_MS;
 	}
-	foreach(lc, claim_tokens)
-	{
-		ClaimToken *t = lfirst(lc);
-
-		if (t->unused || !committed)
-			rate_limit_refund(t->provider, t->rate);
-	}
-	claim_tokens = NIL;
+	claim_tokens_give_back(!committed);
 	foreach(lc, call.ready)
 	{
 		((InFlight *) lfirst(lc))->token = NULL;	/* freed with claim_cxt */
@@ -1681,12 +1694,8 @@ give_back(List *ready)
 static void
 dispatcher_detach(int code, Datum arg)
 {
-	ListCell   *lc;
-
 	/* a claim the worker ends in: nothing it took was sent (see ClaimToken) */
-	foreach(lc, claim_tokens)
-		rate_limit_refund(((ClaimToken *) lfirst(lc))->provider, ((ClaimToken *) lfirst(lc))->rate);
-	claim_tokens = NIL;
+	claim_tokens_give_back(true);
 
 	if (stop_requested && !stop_logged)
 		ereport(LOG,
