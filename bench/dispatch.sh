@@ -20,6 +20,17 @@
 #                 real dispatcher(s) and the SendGrid adapter to the same
 #                 double.  deliveries/s, for each configuration (dispatch
 #                 workers, http_concurrency, dispatch_batch_size).
+#   database floor
+#                 the database work the issue's contract asks of every
+#                 delivery, and nothing else: pgbench clients (as many as the
+#                 peer configuration's dispatchers, its batch size each) claim
+#                 deliveries with a lease (status sending, FOR UPDATE SKIP
+#                 LOCKED) in one transaction, and record them in a second: an
+#                 attempt row, status sent, the execution completed.  No HTTP,
+#                 no request built, no engine.  deliveries/s and the machine's
+#                 CPU per delivery.  With libcurl alone's machine CPU per
+#                 request (the client and the double), it bounds what any
+#                 dispatcher could move on this machine (see the summary).
 #   peer          Graphile Worker (bench/graphile.mjs) doing the same job on
 #                 the same cluster: one job per delivery that POSTs the same
 #                 SendGrid JSON to the same double and records the result in
@@ -482,12 +493,17 @@ dispatch_batch() {
          "$(cpu_us "$WORK/cpu.before" "$WORK/cpu.after" "$n")"
 }
 
+# machine_busy: the machine's busy CPU time so far, in clock ticks, all processes: user,
+# nice, system, irq and softirq (not idle, iowait or steal)
+machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat; }
+
 # run_curl W C: W bare libcurl clients (bench/curl_client.c) with C transfers in flight
-# each, at once for DURATION seconds; prints their summed requests/s and their CPU per
-# request (µs)
+# each, at once for DURATION seconds; prints their summed requests/s, their CPU per
+# request and the machine's CPU per request (the clients, the double, the kernel; µs)
 run_curl() {
-    local i pids=() out rejected_before
+    local i pids=() out rejected_before busy0 busy
     rejected_before=$(double_count rejected)
+    busy0=$(machine_busy)
     for i in $(seq 1 "$1"); do
         "$WORK/curl_client" "$DOUBLE/v3/mail/send" "$SENDGRID_API_KEY" "$2" "$DURATION" \
             >"$WORK/curl.$i.out" 2>"$WORK/curl.$i.err" &
@@ -499,28 +515,90 @@ run_curl() {
             cat "$WORK/curl.$i.err" >&2; echo "bench: curl_client failed" >&2; return 1
         fi
     done
+    busy=$(( $(machine_busy) - busy0 ))
     [ "$(double_count rejected)" = "$rejected_before" ] ||
         { echo "bench: the double rejected curl_client's requests" >&2; return 1; }
     out=$(for i in $(seq 1 "$1"); do cat "$WORK/curl.$i.out"; done |
-        awk '{ n += $1; rate += $1 / $2; cpu += $1 * $3 } END { if (n > 0) printf "%.0f %.1f\n", rate, cpu / n }')
+        awk -v busy="$busy" -v hz="$CLK_TCK" '{ n += $1; rate += $1 / $2; cpu += $1 * $3 }
+            END { if (n > 0) printf "%.0f %.1f %.1f\n", rate, cpu / n, busy * 1000000 / hz / n }')
     [ -n "$out" ] || { echo "bench: curl_client printed nothing" >&2; return 1; }
     echo "$out"
 }
 
-# run_wrk: prints requests/s
+# run_wrk: prints requests/s and the machine's CPU per request (wrk, the double, the kernel; µs)
 run_wrk() {
-    local log=$WORK/wrk.$RANDOM.log rejected_before rps
+    local log=$WORK/wrk.$RANDOM.log rejected_before rps busy0 busy n
     rejected_before=$(double_count rejected)
+    busy0=$(machine_busy)
     if ! wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${DURATION}s" -s test/doubles/wrk_sendgrid.lua "$DOUBLE" \
         >"$log" 2>&1; then
         echo "bench: wrk failed:" >&2; cat "$log" >&2; return 1
     fi
+    busy=$(( $(machine_busy) - busy0 ))
     if grep -q 'Non-2xx\|Socket errors' "$log" || [ "$(double_count rejected)" != "$rejected_before" ]; then
         echo "bench: wrk saw errors:" >&2; cat "$log" >&2; return 1
     fi
     rps=$(awk '/^Requests\/sec:/{print $2}' "$log")
-    [ -n "$rps" ] || { echo "bench: wrk printed no Requests/sec:" >&2; cat "$log" >&2; return 1; }
-    echo "$rps"
+    n=$(awk '/ requests in /{print $1}' "$log")
+    [ -n "$rps" ] && [ -n "$n" ] || { echo "bench: wrk printed no Requests/sec:" >&2; cat "$log" >&2; return 1; }
+    awk -v rps="$rps" -v n="$n" -v busy="$busy" -v hz="$CLK_TCK" 'BEGIN { printf "%s %.1f\n", rps, busy * 1000000 / hz / n }'
+}
+
+# floor_batch N W B: the database floor (see the header): loads N deliveries paused, then W
+# pgbench clients claim B at a time and record them as sent, by id, the dispatchers never
+# seeing them (not due); checks every one is sent and its execution completed.  Prints
+# "seconds rate machine_us_per_delivery" (pgbench's own CPU left out).
+floor_batch() {
+    local n=$1 w=$2 b=$3 lo hi busy0 busy1 t0 t1 per client sent completed
+    read -r lo hi < <(load "$n") || return 1
+    [ -n "${hi:-}" ] || return 1
+    # one more round than needed: a claim that met rows another client held takes fewer.
+    # :last, the client's highest id claimed so far (a pgbench variable lives as long as its
+    # client), keeps each claim from walking again over the rows claimed before it
+    per=$(( (n + w * b - 1) / (w * b) + 1 ))
+    cat >"$WORK/floor.sql" <<SQL
+BEGIN;
+WITH c AS (UPDATE notiflow.deliveries d
+              SET status = 'sending', lease_expires_at = clock_timestamp() + interval '60 seconds', updated_at = now()
+            WHERE d.ctid = ANY (ARRAY(SELECT ctid FROM notiflow.deliveries
+                                       WHERE id > :last AND id <= $hi AND finished_at IS NULL AND status = 'queued'
+                                       ORDER BY id LIMIT $b FOR UPDATE SKIP LOCKED))
+        RETURNING d.id, d.execution_id)
+SELECT coalesce(array_agg(id), '{}') AS ids, coalesce(array_agg(execution_id), '{}') AS eids,
+       coalesce(max(id), :last) AS last
+  FROM c
+\gset
+COMMIT;
+BEGIN;
+INSERT INTO notiflow.delivery_attempts (delivery_id, attempt, provider, status_code, latency_ms, error_class)
+     SELECT id, 1, 'mail', 202, 1, 'sent' FROM unnest(':ids'::int8[]) AS id;
+UPDATE notiflow.deliveries
+   SET status = 'sent', attempts = attempts + 1, provider_attempts = provider_attempts + 1,
+       provider_message_id = 'floor', updated_at = now(), lease_expires_at = NULL, sent_at = now(), finished_at = now()
+ WHERE id = ANY (':ids'::int8[]) AND status = 'sending';
+UPDATE notiflow.executions SET status = 'completed', updated_at = now(), finished_at = now()
+ WHERE id = ANY (':eids'::int8[]);
+COMMIT;
+SQL
+    busy0=$(machine_busy)
+    t0=$(date +%s.%N)
+    # bash's time: pgbench's own user + system seconds, to leave out of the machine's
+    client=$( { TIMEFORMAT='%U %S'; time pgbench -n -M simple -c "$w" -j "$w" -t "$per" -D last=$((lo - 1)) -f "$WORK/floor.sql" "$DB" \
+        >"$WORK/floor.log" 2>&1; } 2>&1 ) || { cat "$WORK/floor.log" >&2; echo "bench: pgbench (database floor) failed" >&2; return 1; }
+    t1=$(date +%s.%N)
+    busy1=$(machine_busy)
+    read -r sent completed < <(sql -F ' ' -c "
+        SELECT (SELECT count(*) FROM notiflow.deliveries WHERE id BETWEEN $lo AND $hi AND status = 'sent'),
+               (SELECT count(*) FROM notiflow.executions e WHERE e.status = 'completed'
+                   AND e.id IN (SELECT execution_id FROM notiflow.deliveries WHERE id BETWEEN $lo AND $hi))")
+    if [ "$sent" != "$n" ] || [ "$completed" != "$n" ]; then
+        echo "bench: database floor: $sent of $n deliveries sent, $completed executions completed" >&2
+        cat "$WORK/floor.log" >&2
+        return 1
+    fi
+    awk -v n="$n" -v t0="$t0" -v t1="$t1" -v busy="$((busy1 - busy0))" -v hz="$CLK_TCK" -v client="$client" '
+        BEGIN { split(client, c, " "); s = t1 - t0
+                printf "%.3f %.0f %.1f\n", s, n / s, (busy / hz - c[1] - c[2]) * 1000000 / n }'
 }
 
 # -- the peer: Graphile Worker ----------------------------------------------------------------
@@ -609,21 +687,22 @@ SQL
 wrk -t1 -c4 -d1s -s test/doubles/wrk_sendgrid.lua "$DOUBLE" >"$WORK/wrk-warmup.log" 2>&1 ||
     { cat "$WORK/wrk-warmup.log" >&2; echo "bench: wrk warm-up failed" >&2; exit 1; }
 
-declare -A RATES CPUS CURL_RATES CURL_CPUS
-WRK=() PAIR_RATIOS=() PEER=() PEER_CPU=() PEER_RATIOS=()
+declare -A RATES CPUS CURL_RATES CURL_CPUS CURL_MACHINE
+WRK=() WRK_MACHINE=() PAIR_RATIOS=() PEER=() PEER_CPU=() PEER_RATIOS=() FLOOR=() FLOOR_CPU=()
 say "## runs"
 say ""
 say "| run | measurement | result | elapsed | dispatcher CPU per delivery | dispatcher RSS before→after (pid: VmRSS, RssAnon change, VmHWM) |"
 say "|---|---|---|---|---|---|"
 do_wrk() {
-    local rps
-    rps=$(run_wrk) || exit 1
-    WRK+=("$rps")
-    say "$(printf '| %s | HTTP ceiling (wrk -c%s) | %.0f req/s | %ss | | |' "$1" "$WRK_CONNECTIONS" "$rps" "$DURATION")"
+    local rps mach
+    read -r rps mach < <(run_wrk) || exit 1
+    [ -n "$mach" ] || exit 1
+    WRK+=("$rps") WRK_MACHINE+=("$mach")
+    say "$(printf '| %s | HTTP ceiling (wrk -c%s) | %.0f req/s | %ss | machine %s µs | |' "$1" "$WRK_CONNECTIONS" "$rps" "$DURATION" "$mach")"
 }
 # do_curl R: the bare libcurl clients for each distinct W/C of the configurations
 do_curl() {
-    local cfg w c b key res rate cpu
+    local cfg w c b key res rate cpu mach
     declare -A seen=()
     for cfg in $CONFIGS; do
         IFS=/ read -r w c b <<<"$cfg"
@@ -631,13 +710,23 @@ do_curl() {
         if [ -z "${seen[$key]:-}" ]; then
             res=$(run_curl "$w" "$c") || exit 1
             seen[$key]=$res
-            read -r rate cpu <<<"$res"
-            say "| $1 | libcurl alone ($w × $c in flight, no database) | $rate req/s | ${DURATION}s | $cpu µs (client) | |"
+            read -r rate cpu mach <<<"$res"
+            say "| $1 | libcurl alone ($w × $c in flight, no database) | $rate req/s | ${DURATION}s | $cpu µs (client); machine $mach µs | |"
         fi
-        read -r rate cpu <<<"${seen[$key]}"
+        read -r rate cpu mach <<<"${seen[$key]}"
         CURL_RATES[$cfg]="${CURL_RATES[$cfg]:-} $rate"
         CURL_CPUS[$cfg]="${CURL_CPUS[$cfg]:-} $cpu"
+        CURL_MACHINE[$cfg]="${CURL_MACHINE[$cfg]:-} $mach"
     done
+}
+# do_floor R: the database floor with the peer configuration's dispatchers and batch
+do_floor() {
+    local w c b res secs rate mach
+    IFS=/ read -r w c b <<<"$PEER_CONFIG"
+    res=$(floor_batch "$DELIVERIES" "$w" "$b") || exit 1
+    read -r secs rate mach <<<"$res"
+    FLOOR+=("$rate") FLOOR_CPU+=("$mach")
+    say "| $1 | database floor ($w pgbench clients × $b: claim with a lease, then attempt, sent, execution completed; no HTTP) | $rate deliveries/s | ${secs}s | machine $mach µs | |"
 }
 do_configs() {
     local r=$1 cfg w c b res secs rate cpu
@@ -675,9 +764,9 @@ per_run_ratios() {
 }
 for r in $(seq 1 "$REPEATS"); do
     if [ $((r % 2)) = 1 ]; then
-        do_wrk "$r"; do_curl "$r"; do_configs "$r"; do_graphile "$r"
+        do_wrk "$r"; do_curl "$r"; do_floor "$r"; do_configs "$r"; do_graphile "$r"
     else
-        do_graphile "$r"; do_configs "$r"; do_curl "$r"; do_wrk "$r"
+        do_graphile "$r"; do_configs "$r"; do_floor "$r"; do_curl "$r"; do_wrk "$r"
     fi
     per_run_ratios "$r"
     if [ "$PEER_ON" = 1 ]; then
@@ -778,6 +867,28 @@ say "- dispatch >= $TARGET% of the HTTP ceiling: $pct% — $v_pct"
 read -r bc_med bc_min bc_max < <(stats ${CURL_RATES[$best_cfg]})
 say "  (libcurl alone with the same budget, no database: $(awk -v a="$bc_med" -v b="$w_med" 'BEGIN { printf "%.1f", (b > 0) ? 100 * a / b : 0 }')% of the HTTP ceiling;" \
     "dispatch is $(awk -v a="$best_rate" -v b="$bc_med" 'BEGIN { printf "%.1f", (b > 0) ? 100 * a / b : 0 }')% of it)"
+# the bound: every delivery needs at least the HTTP part (libcurl alone's machine CPU per
+# request, client and double, at its cheapest W × C) and the database floor's machine CPU
+h_best='' h_cfg=''
+for cfg in $CONFIGS; do
+    # shellcheck disable=SC2086
+    read -r h_med _ _ < <(stats ${CURL_MACHINE[$cfg]})
+    if [ -z "$h_best" ] || [ "$h_med" -lt "$h_best" ]; then h_best=$h_med h_cfg=$cfg; fi
+done
+read -r f_med f_min f_max < <(stats "${FLOOR[@]}")
+read -r fc_med _ _ < <(stats "${FLOOR_CPU[@]}")
+NPROC=$(nproc)
+bound=$(awk -v n="$NPROC" -v h="$h_best" -v d="$fc_med" 'BEGIN { printf "%.0f", (h + d > 0) ? n * 1000000 / (h + d) : 0 }')
+say "  the most any dispatcher could move on this machine: $bound deliveries/s, $(ratio "$bound" "$w_med") of the HTTP ceiling" \
+    "($NPROC cores × 1,000,000 µs / ($h_best µs of machine CPU per request for libcurl alone and the double," \
+    "$(sed "s#/# × #" <<<"${h_cfg%/*}") in flight, + $fc_med µs per delivery for the database floor, $f_med deliveries/s [$f_min–$f_max]));" \
+    "dispatch is $(ratio "$best_rate" "$bound") of that bound"
+# with an HTTP client as cheap as wrk itself, the same bound as a share of wrk is
+# 1 / (1 + floor / wrk's machine CPU per request): what the database work alone leaves
+read -r wm_med _ _ < <(stats "${WRK_MACHINE[@]}")
+say "  with an HTTP client as cheap as wrk ($wm_med µs of machine CPU per request, client and double):" \
+    "$(awk -v n="$NPROC" -v h="$wm_med" -v d="$fc_med" 'BEGIN { printf "%.0f", (h + d > 0) ? n * 1000000 / (h + d) : 0 }') deliveries/s," \
+    "$(awk -v h="$wm_med" -v d="$fc_med" 'BEGIN { printf "%.2f", (h + d > 0) ? h / (h + d) : 0 }') of the HTTP ceiling at most"
 say "- dispatcher RSS flat: $RSS_VERDICT"
 if [ "$PEER_ON" = 1 ]; then
     read -r g_med g_min g_max < <(stats "${PEER[@]}")
@@ -815,6 +926,9 @@ read -r d_med d_min d_max < <(stats ${RATES[$PEER_CONFIG]})
 bench_row libcurl "dispatch $PEER_CONFIG deliveries/s vs libcurl alone ($w × $c in flight, no database: bench/curl_client.c) req/s on the same double; libcurl alone / wrk = $(ratio "$c_med" "$w_med")" \
     "$(bench_fmt "$d_med" "$d_min" "$d_max")" "$(bench_fmt "$c_med" "$c_min" "$c_max")" "$(ratio "$d_med" "$c_med")" \
     "— (reference)" "—" "$d_med" "$c_med" "dispatch $PEER_CONFIG vs libcurl alone"
+bench_row bound "the most any dispatcher could move here: $NPROC cores / (libcurl alone's machine CPU per request, client and double, $h_best µs + the database floor's per delivery, $fc_med µs), deliveries/s, vs wrk -c$WRK_CONNECTIONS req/s; dispatch $best_cfg is $(ratio "$best_rate" "$bound") of the bound" \
+    "$bound" "$(bench_fmt "$w_med" "$w_min" "$w_max")" "$(ratio "$bound" "$w_med")" \
+    "— (reference)" "—" "$bound" "$w_med" "bound vs wrk"
 if [ "$PEER_ON" = 1 ]; then
     bench_row peer "peer: dispatch $PEER_CONFIG deliveries/s vs Graphile Worker jobs/s, same job, double, cluster and concurrency budget" \
         "$(bench_fmt "$p_med" "$p_min" "$p_max")" "$(bench_fmt "$g_med" "$g_min" "$g_max")" "$(ratio "$p_med" "$g_med")" \
