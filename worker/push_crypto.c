@@ -332,9 +332,13 @@ push_ecdsa_der_to_jose(const unsigned char *der, size_t len, unsigned char *out)
 	return ok;
 }
 
-/* Returns base64url(header) "." base64url(claims) "." base64url(signature). */
+/*
+ * Returns base64url(header) "." base64url(claims) "." base64url(signature).
+ * key_field names where the key came from, for the error about a bad one
+ * ("config.private_key" at send time, "key" for jwt_sign()).
+ */
 char *
-push_jwt_sign(const char *alg, const char *key_text, const char *kid, Jsonb *claims)
+push_jwt_sign(const char *alg, const char *key_text, const char *key_field, const char *kid, Jsonb *claims)
 {
 	bool		es256 = strcmp(alg, "ES256") == 0;
 	const char *keys[] = {"alg", "typ", "kid"};
@@ -370,7 +374,7 @@ push_jwt_sign(const char *alg, const char *key_text, const char *kid, Jsonb *cla
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s signing key", alg),
-				 errdetail("key: %s", why),
+				 errdetail("%s: %s", key_field, why),
 				 errhint(es256 ? "Give an EC P-256 private key in PEM, or its 32-byte private scalar in base64url."
 						 : "Give an RSA private key in PEM.")));
 	sig = palloc(Max(EVP_PKEY_get_size(key), 1));

@@ -59,9 +59,11 @@ extern bool push_p256_point_valid(const unsigned char *point, size_t len);
 /*
  * Returns a signed compact JWT: header {"alg", "typ": "JWT"[, "kid"]}, the
  * claims object, signed with alg "ES256" (key: PEM or base64url scalar) or
- * "RS256" (key: RSA PEM).  kid may be NULL.
+ * "RS256" (key: RSA PEM); key_field names the key in the error about a bad
+ * one ("config.private_key").  kid may be NULL.
  */
-extern char *push_jwt_sign(const char *alg, const char *key, const char *kid, Jsonb *claims);
+extern char *push_jwt_sign(const char *alg, const char *key, const char *key_field, const char *kid,
+						   Jsonb *claims);
 
 /*
  * Encrypts plaintext for a Web Push subscription (RFC 8291, content coding

@@ -68,7 +68,7 @@ jwt_sign(PG_FUNCTION_ARGS)
 {
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(push_jwt_sign(text_arg(fcinfo, 0), text_arg(fcinfo, 1),
+	PG_RETURN_TEXT_P(cstring_to_text(push_jwt_sign(text_arg(fcinfo, 0), text_arg(fcinfo, 1), "key",
 												   text_arg(fcinfo, 3), PG_GETARG_JSONB_P(2))));
 }
 

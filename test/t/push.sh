@@ -257,6 +257,18 @@ is "$(status_of "$exec" "$APNS_DEV")" failed "apns: after the key is replaced, a
 is "$(sql "SELECT a.error FROM notiflow.delivery_attempts a JOIN notiflow.deliveries d ON d.id = a.delivery_id
              WHERE d.execution_id = $exec AND d.provider = 'apns'")" "HTTP 403 InvalidProviderToken" \
    "apns: (the double, which knows only the first key, refuses it)"
+# a key that is no key (put_provider refuses one; a direct UPDATE does not): the attempt's error
+# names the config field, as put_provider's does
+sql "UPDATE notiflow.providers SET config = config || '{\"private_key\": \"not a key\"}' WHERE name = 'apns'" >/dev/null
+exec=$(trigger A-1015)
+apns_attempted() { [ "$(sql "SELECT count(*) FROM notiflow.delivery_attempts a JOIN notiflow.deliveries d ON d.id = a.delivery_id
+                              WHERE d.execution_id = $1 AND d.provider = 'apns'")" -gt 0 ]; }
+wait_for 60 apns_attempted "$exec"
+err=$(sql "SELECT a.error FROM notiflow.delivery_attempts a JOIN notiflow.deliveries d ON d.id = a.delivery_id
+            WHERE d.execution_id = $exec AND d.provider = 'apns' ORDER BY a.id LIMIT 1")
+ok "$([[ "$err" == "invalid ES256 signing key: config.private_key: "* ]]; echo $?)" \
+   "apns: a bad signing key's error names config.private_key"
+[[ "$err" == "invalid ES256 signing key: config.private_key: "* ]] || echo "#   got: '$err'"
 sql "UPDATE notiflow.providers SET config = '$(q "$APNS_CONFIG")' WHERE name = 'apns'" >/dev/null
 exec=$(trigger A-1006)
 wait_for 60 settled "$exec"

@@ -62,7 +62,7 @@ apns_provider_token(const DeliveryJob *job)
 		return token;
 	values[0] = jsonb_make_string(provider_config_required(job, "team_id"));
 	values[1] = jsonb_make_int(now);
-	token = push_jwt_sign("ES256", provider_config_required(job, "private_key"),
+	token = push_jwt_sign("ES256", provider_config_required(job, "private_key"), "config.private_key",
 						  provider_config_required(job, "key_id"), jsonb_make_object(2, keys, values));
 	push_token_put(key, token, now + APNS_TOKEN_LIFETIME_S);
 	return token;

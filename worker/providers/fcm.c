@@ -100,7 +100,7 @@ fcm_build_token_request(const DeliveryJob *job, Jsonb *account, ProviderRequest 
 	values[3] = jsonb_make_int(now);
 	values[4] = jsonb_make_int(now + 3600);
 	assertion = push_jwt_sign("RS256", fcm_account_string(account, "private_key"),
-							  jsonb_get_string(account, "private_key_id"),
+							  "config.service_account.private_key", jsonb_get_string(account, "private_key_id"),
 							  jsonb_make_object(5, keys, values));
 
 	req->purpose = FCM_TOKEN_REQUEST;

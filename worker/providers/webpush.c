@@ -90,7 +90,8 @@ webpush_vapid_jwt(const DeliveryJob *job, const char *origin)
 	values[0] = jsonb_make_string(origin);
 	values[1] = jsonb_make_int(now + WEBPUSH_JWT_LIFETIME_S);
 	values[2] = jsonb_make_string(provider_config_required(job, "subject"));
-	jwt = push_jwt_sign("ES256", provider_config_required(job, "vapid_private_key"), NULL,
+	jwt = push_jwt_sign("ES256", provider_config_required(job, "vapid_private_key"), "config.vapid_private_key",
+						NULL,
 						jsonb_make_object(3, keys, values));
 	push_token_put(key, jwt, now + WEBPUSH_JWT_LIFETIME_S);
 	return jwt;
