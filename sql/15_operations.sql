@@ -155,6 +155,11 @@ VALUES (9391000, 'delivery', '9601000',
         '{"delivery_id": 9601000, "execution_id": 9501000, "channel": "email", "providers": ["ops-late"]}', 'failed long ago', now() - interval '7 months');
 -- batches of at most 25 rows of each kind: the 60 old executions and 5 of the fixed set (E3 still waits)
 -- in three, then two more for the 111 old test messages
+-- a retention without a unit is seconds: refused, nothing moved
+SET notiflow.retention = '180';
+CALL notiflow.apply_retention();
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+RESET notiflow.retention;
 SET client_min_messages = notice;
 CALL notiflow.apply_retention(batch_size => 25);
 CALL notiflow.apply_retention();
@@ -286,6 +291,24 @@ SELECT (SELECT count(*) FROM notiflow.executions WHERE id = 9503001) AS executio
        (SELECT count(*) FROM notiflow.dead_letters WHERE id = 9393001) AS dead_letter,
        (SELECT count(*) FROM notiflow.deliveries WHERE id = 9703001) AS test_message;
 ROLLBACK;
+-- an archived execution still answers for its idempotency key (a topic read again, a late
+-- retry): trigger() and trigger_many() return it and start nothing; a new key starts one
+BEGIN;
+SELECT count(*) AS stored
+  FROM notiflow.put_provider('zz-hook', 'webhook', 'webhook', '{"url": "https://hooks.example.com/k", "secret": "s"}') p,
+       notiflow.put_workflow('zz_keyed', '{"nodes": [{"id": "start", "type": "trigger"}, {"id": "hook", "type": "webhook"}],
+                                           "edges": [{"from": "start", "to": "hook"}]}') w,
+       notiflow.put_subscriber('zz-ann', '{"email": "ann@example.com"}') a,
+       notiflow.put_subscriber('zz-bob', '{"email": "bob@example.com"}') b;
+INSERT INTO notiflow.executions (id, workflow_key, workflow_version, status, payload, idempotency_key, created_at, finished_at)
+VALUES (9504001, 'zz_keyed', 1, 'completed', '{}', 'order-1', now() - interval '7 months', now() - interval '7 months'),
+       (9504002, 'zz_keyed', 1, 'completed', '{}', 'batch-7/zz-ann', now() - interval '7 months', now() - interval '7 months');
+SELECT executions FROM notiflow.archive_batch(now() - interval '6 months', 100, 'zz_keyed', '-infinity', 0);
+SELECT notiflow.trigger('zz_keyed', '{}', NULL, 'order-1') - 9504000 AS archived_one;
+SELECT recipient, execution_id BETWEEN 9504001 AND 9504002 AS archived_one
+  FROM notiflow.trigger_many('zz_keyed', '["zz-ann", "zz-bob"]', '{}', 'batch-7') ORDER BY recipient::text;
+SELECT string_agg(idempotency_key, ',') AS started FROM notiflow.executions WHERE workflow_key = 'zz_keyed';
+ROLLBACK;
 SELECT * FROM notiflow.archive_batch(now(), 0);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT * FROM notiflow.archive_batch(NULL);
@@ -399,6 +422,10 @@ SELECT count(*) AS dispatchers FROM notiflow.dispatcher_counters();
 SELECT (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(h) k) AS keys, h -> 'workers' AS workers,
        h #>> '{database,name}' = current_database() AS this_database, h -> 'status' AS status
   FROM notiflow.health() h;
+-- without the queue's counts (which read every queued delivery): the same status
+SELECT (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(h) k) AS keys,
+       h -> 'status' = (notiflow.health() -> 'status') AS same_status
+  FROM notiflow.health(queue_counts => false) h;
 
 -- 5. metrics ------------------------------------------------------------------------
 CREATE TEMP TABLE metrics AS

@@ -29,8 +29,18 @@
 #include "spi_util.h"
 #include "worker.h"
 
+/*
+ * An idempotency key outlives retention: an execution archived
+ * (notiflow_archive.executions) still answers for its key, or a message
+ * read again from a topic that keeps more than notiflow.retention, or a
+ * client's retry, started it again.  The live one first (Append keeps the
+ * order; the archive is not read when it is found).
+ */
 static SpiStatement find_idempotent_stmt = {
-	"SELECT id FROM notiflow.executions WHERE workflow_key = $1 AND idempotency_key = $2",
+	"SELECT id FROM notiflow.executions WHERE workflow_key = $1 AND idempotency_key = $2"
+	" UNION ALL"
+	" SELECT id FROM notiflow_archive.executions WHERE workflow_key = $1 AND idempotency_key = $2"
+	" LIMIT 1",
 	2, {TEXTOID, TEXTOID}
 };
 
@@ -163,9 +173,16 @@ static SpiStatement lock_idempotency_many_stmt = {
 	2, {TEXTOID, TEXTARRAYOID}
 };
 
-/* = ANY on the unique index: one index scan for the batch, whatever the statistics say */
+/*
+ * = ANY on the unique index: one index scan for the batch, whatever the
+ * statistics say; then the archive's (see find_idempotent_stmt), whose rows
+ * come after the live ones.
+ */
 static SpiStatement find_idempotent_many_stmt = {
 	"SELECT idempotency_key, id FROM notiflow.executions"
+	" WHERE workflow_key = $1 AND idempotency_key = ANY ($2::text[])"
+	" UNION ALL"
+	" SELECT idempotency_key, id FROM notiflow_archive.executions"
 	" WHERE workflow_key = $1 AND idempotency_key = ANY ($2::text[])",
 	2, {TEXTOID, TEXTARRAYOID}
 };
@@ -691,12 +708,15 @@ execution_repo_claim_idempotent(const char *workflow_key, List *keys)
 	{
 		char	   *key = spi_text(r, 1);
 		bool		isnull;
+		bool		seen;
 		IdempotentExecution *e;
 
 		if (strlen(key) >= NOTIFLOW_IDEMPOTENCY_KEY_LEN)
 			continue;			/* the caller looks it up alone */
-		e = hash_search(found, key, HASH_ENTER, NULL);
-		e->execution_id = DatumGetInt64(spi_value(r, 2, &isnull));
+		e = hash_search(found, key, HASH_ENTER, &seen);
+		/* the live one first: a key used again before the archive answered for it is in both */
+		if (!seen)
+			e->execution_id = DatumGetInt64(spi_value(r, 2, &isnull));
 	}
 	return found;
 }

@@ -137,6 +137,8 @@ CREATE TABLE notiflow_archive.executions (LIKE notiflow.executions);
 CREATE INDEX ON notiflow_archive.executions (id);
 CREATE INDEX ON notiflow_archive.executions (created_at);
 CREATE INDEX ON notiflow_archive.executions (workflow_key, created_at);
+-- an archived execution still answers for its idempotency key (execution_repo.c)
+CREATE INDEX ON notiflow_archive.executions (workflow_key, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE TABLE notiflow_archive.execution_waits (LIKE notiflow.execution_waits);
 CREATE INDEX ON notiflow_archive.execution_waits (execution_id);
 CREATE TABLE notiflow_archive.deliveries (LIKE notiflow.deliveries);
@@ -646,9 +648,12 @@ DECLARE
     at_created timestamptz;
     at_id bigint;
 BEGIN
-    IF retention <= interval '0' THEN
-        RAISE EXCEPTION 'notiflow.retention must be a positive interval'
-            USING ERRCODE = '22023', DETAIL = format('notiflow.retention: %s', setting);
+    -- a number without a unit is seconds: '180' meant as days archived every finished execution
+    -- at once, with the sent deliveries whose delivered or bounce events were still to come
+    IF retention < interval '1 day' THEN
+        RAISE EXCEPTION 'notiflow.retention must be at least 1 day'
+            USING ERRCODE = '22023', DETAIL = format('notiflow.retention: %s (a number without a unit is seconds)', setting),
+                  HINT = 'Give it a unit, such as ''6 months'' or ''180 days''.';
     END IF;
     WHILE max_batches IS NULL OR batches < max_batches LOOP
         -- each batch goes on after the last execution the one before looked at
@@ -772,7 +777,10 @@ COMMENT ON VIEW notiflow.provider_health IS
     'circuit state and the last error.';
 
 -- Reports whether deliveries can leave: workers, queue, open critical alerts.
-CREATE FUNCTION notiflow.health() RETURNS jsonb
+-- The status reads a few index entries; the queue's counts (queue_counts) read
+-- every queued delivery, and are left out for callers without credentials
+-- (notiflow_api.health), for whom a large backlog made every call a scan of it.
+CREATE FUNCTION notiflow.health(queue_counts boolean DEFAULT true) RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -781,6 +789,7 @@ DECLARE
     expected  integer := 0;
     running   bigint;
     queue     jsonb;
+    due_now   boolean;
     critical  bigint;
 BEGIN
     IF preloaded THEN
@@ -788,23 +797,30 @@ BEGIN
     END IF;
     SELECT count(*) INTO running FROM notiflow.worker_status w
      WHERE w.backend_type = 'notiflow dispatcher' AND w.database = current_database();
-    SELECT jsonb_build_object('queued', count(*), 'due', count(*) FILTER (WHERE d.next_attempt_at <= now()),
-                              'oldest_due_seconds',
-                              round(extract(epoch FROM now() - min(d.next_attempt_at) FILTER (WHERE d.next_attempt_at <= now())), 3))
-      INTO queue
-      FROM notiflow.deliveries d WHERE d.status = 'queued' AND d.finished_at IS NULL;  -- the queue's index
+    -- the queue's index in due order: the deliveries in flight come first, then the first due one
+    SELECT EXISTS (SELECT 1 FROM notiflow.deliveries d
+                    WHERE d.status = 'queued' AND d.finished_at IS NULL AND d.next_attempt_at <= now())
+      INTO due_now;
+    IF queue_counts THEN
+        SELECT jsonb_build_object('queued', count(*), 'due', count(*) FILTER (WHERE d.next_attempt_at <= now()),
+                                  'oldest_due_seconds',
+                                  round(extract(epoch FROM now() - min(d.next_attempt_at) FILTER (WHERE d.next_attempt_at <= now())), 3))
+          INTO queue
+          FROM notiflow.deliveries d WHERE d.status = 'queued' AND d.finished_at IS NULL;  -- the queue's index
+    END IF;
     SELECT count(*) INTO critical FROM notiflow.alerts a WHERE a.resolved_at IS NULL AND a.severity = 'critical';
     RETURN jsonb_build_object(
-        'status', CASE WHEN critical > 0 OR (running = 0 AND (expected > 0 OR (queue ->> 'due')::bigint > 0))
+        'status', CASE WHEN critical > 0 OR (running = 0 AND (expected > 0 OR due_now))
                        THEN 'degraded' ELSE 'ok' END,
         'database', jsonb_build_object('name', current_database(), 'in_recovery', pg_is_in_recovery()),
-        'workers', jsonb_build_object('preloaded', preloaded, 'expected', expected, 'dispatchers', running),
-        'queue', queue);
+        'workers', jsonb_build_object('preloaded', preloaded, 'expected', expected, 'dispatchers', running))
+        || CASE WHEN queue_counts THEN jsonb_build_object('queue', queue) ELSE '{}' END;
 END;
 $$;
-COMMENT ON FUNCTION notiflow.health() IS
+COMMENT ON FUNCTION notiflow.health(boolean) IS
     'Health summary: status ok, or degraded when a critical alert is open or no dispatcher serves this database while '
-    'dispatchers are configured or deliveries are due; database, workers (expected: notiflow.dispatch_workers when preloaded), queue.';
+    'dispatchers are configured or deliveries are due; database, workers (expected: notiflow.dispatch_workers when preloaded), '
+    'and with queue_counts (the default) queue: queued, due, oldest_due_seconds.';
 
 -- Metrics ----------------------------------------------------------------------
 
@@ -1353,12 +1369,23 @@ BEGIN
     IF to_regtype('notiflow_api."text/plain"') IS NULL THEN
         CREATE DOMAIN notiflow_api."text/plain" AS text;
     END IF;
+    -- The queue's counts only for a caller who has the privileges of notiflow_reader:
+    -- the request's role (PostgREST's SET ROLE; a SECURITY DEFINER function keeps that
+    -- setting), or the session's own role when none was set.  By oid: a role dropped
+    -- since, or no notiflow_reader, is NULL, and gets no counts (a name would raise).
     CREATE FUNCTION notiflow_api.health() RETURNS json
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
-    AS $f$ SELECT notiflow.health()::json $f$;
+    AS $f$
+        SELECT notiflow.health(queue_counts => coalesce(
+                   pg_has_role(to_regrole(quote_ident(CASE WHEN current_setting('role') = 'none' THEN session_user::text
+                                                           ELSE current_setting('role') END)),
+                               to_regrole('notiflow_reader'), 'USAGE'),
+                   false))::json
+    $f$;
     COMMENT ON FUNCTION notiflow_api.health() IS
-        'Health: {"status": "ok" or "degraded", "database", "workers", "queue"}; callable without credentials.';
+        'Health: {"status": "ok" or "degraded", "database", "workers", and for members of notiflow_reader "queue"}; '
+        'callable without credentials.';
     CREATE FUNCTION notiflow_api.metrics() RETURNS notiflow_api."text/plain"
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp

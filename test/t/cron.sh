@@ -142,6 +142,11 @@ ok $(notified resolved; echo $?) "its resolution is notified"
 if [ "$(sql "SELECT to_regnamespace('notiflow_api') IS NOT NULL")" = t ]; then
     as_role() { psql -X -q -At -d $DB -c "SET ROLE $1" -c "$2" 2>&1; }
     is "$(as_role notiflow_anon "SELECT notiflow_api.health() ->> 'status'")" ok "notiflow_anon may call health()"
+    # the queue's counts read every queued delivery: not for a caller without credentials
+    is "$(as_role notiflow_anon "SELECT (notiflow_api.health()::jsonb) ? 'queue'")" f "anonymous health() has no queue counts"
+    is "$(as_role notiflow_reader "SELECT notiflow_api.health()::jsonb #> '{queue}' ?& ARRAY['queued', 'due']")" t \
+       "notiflow_reader's health() has them"
+    is "$(sql "SELECT notiflow_api.health()::jsonb ? 'queue'")" t "and so has a superuser's, with no role set"
     out=$(as_role notiflow_anon "SELECT notiflow_api.metrics()")
     ok $(grep -q 'permission denied for function metrics' <<<"$out"; echo $?) "but not metrics()"
     out=$(as_role notiflow_reader "SELECT notiflow_api.metrics()")

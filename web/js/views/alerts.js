@@ -19,7 +19,10 @@ export function show(ctx) {
         h('dl.facts',
           h('dt', 'Database'), h('dd', `${hl.database.name}${hl.database.in_recovery ? ' (standby)' : ''}`),
           h('dt', 'Dispatchers'), h('dd', `${hl.workers.dispatchers} running of ${hl.workers.expected} expected${hl.workers.preloaded ? '' : ' (notiflow is not in shared_preload_libraries)'}`),
-          h('dt', 'Queue'), h('dd', `${hl.queue.queued} queued, ${hl.queue.due} due${hl.queue.oldest_due_seconds ? `, oldest due for ${hl.queue.oldest_due_seconds} s` : ''}`))));
+          // (no queue counts for a caller without the reader role)
+          h('dt', 'Queue'), h('dd', hl.queue
+            ? `${hl.queue.queued} queued, ${hl.queue.due} due${hl.queue.oldest_due_seconds ? `, oldest due for ${hl.queue.oldest_due_seconds} s` : ''}`
+            : 'counted for the reader role and above'))));
     });
     load(queueRegion, 'Loading the queue…', () => get('queue_health', { order: 'channel,status' }), (rows, r) => {
       put(r, rows.length ? table('Queue', [
