@@ -396,18 +396,25 @@ node_delay(Run *run, WorkflowNode *node)
 	delay_settle(run, node, until, 0, 0);
 }
 
-/* Runs a transform node: evaluates each assignment and stores it at its target. */
+/*
+ * Runs a transform node: evaluates every assignment against the context as it
+ * was before the node, then stores each at its target (as SQL's UPDATE ...
+ * SET does).  They come in the order of the "set" object's keys, which jsonb
+ * sorts (shorter first), not the order written: a value that read a target
+ * of the same node saw it set or not by how the two keys sorted.
+ */
 static void
 node_transform(Run *run, WorkflowNode *node)
 {
 	ListCell   *lc;
 	Jsonb	   *output = jsonb_make_empty_object();
+	Jsonb	  **values = palloc(sizeof(Jsonb *) * Max(list_length(node->assignments), 1));
+	int			i = 0;
 
 	foreach(lc, node->assignments)
 	{
 		TransformAssignment *a = lfirst(lc);
 		Jsonb	   *value;
-		const char *root = strVal(linitial(a->target_path));
 
 		if (a->path != NULL)
 		{
@@ -424,6 +431,14 @@ node_transform(Run *run, WorkflowNode *node)
 		}
 		else
 			value = a->literal;
+		values[i++] = value;
+	}
+	i = 0;
+	foreach(lc, node->assignments)
+	{
+		TransformAssignment *a = lfirst(lc);
+		Jsonb	   *value = values[i++];
+		const char *root = strVal(linitial(a->target_path));
 
 		if (strcmp(root, "payload") == 0)
 		{
@@ -437,9 +452,9 @@ node_transform(Run *run, WorkflowNode *node)
 		}
 		else
 			run->vars = jsonb_with_path(run->vars, a->target_path, 1, value);
-		run_context_invalidate(run);
 		output = jsonb_with_key(output, a->target, value);
 	}
+	run_context_invalidate(run);
 	run_record_step(run, node, "completed", NULL, output, NULL, 0, 0);
 	run_follow(run, node, NULL);
 }

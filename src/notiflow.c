@@ -186,7 +186,7 @@ _PG_init(void)
 							   "",
 							   PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("notiflow.event_ttl",
-							   "How long an event that no execution waits for yet is kept (an interval).",
+							   "How long an event is kept for the executions that reach a wait on its key later (an interval).",
 							   NULL,
 							   &notiflow_event_ttl,
 							   "1 hour",

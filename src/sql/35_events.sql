@@ -72,7 +72,6 @@ AS $$
 DECLARE
     w        record;
     wr       notiflow.execution_waits;
-    matched  boolean := false;
     resumed  integer := 0;
     got      jsonb;
     st       text;
@@ -104,7 +103,6 @@ BEGIN
         CONTINUE WHEN wr.status <> 'waiting';
         -- past its deadline the wait is the timer's, even before the timer came round
         CONTINUE WHEN wr.deadline <= clock_timestamp();
-        matched := true;
         CONTINUE WHEN wr.received ? name;       -- the first event of a name counts
         got := wr.received || jsonb_build_object(name, coalesce(data, '{}'));
         IF (SELECT bool_and(got ? ev) FROM unnest(wr.events) ev) THEN
@@ -118,11 +116,12 @@ BEGIN
         END IF;
     END LOOP;
 
-    IF NOT matched THEN
-        INSERT INTO notiflow.event_inbox (name, correlation_key, data, expires_at)
-        VALUES (name, correlation_key, coalesce(data, '{}'),
-                now() + coalesce(current_setting('notiflow.event_ttl', true), '1 hour')::interval);
-    END IF;
+    -- kept also when open waits took it: an execution that reaches a wait on the key later,
+    -- within the TTL, takes it too (the recipients of one fan-out reach their waits at
+    -- different times; kept only when no wait was open, the later ones never got it)
+    INSERT INTO notiflow.event_inbox (name, correlation_key, data, expires_at)
+    VALUES (name, correlation_key, coalesce(data, '{}'),
+            now() + coalesce(current_setting('notiflow.event_ttl', true), '1 hour')::interval);
     RETURN resumed;
 END;
 $$;

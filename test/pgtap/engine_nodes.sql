@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(101);
+SELECT plan(102);
 
 -- fixtures ---------------------------------------------------------------------
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -84,6 +84,17 @@ SELECT is((SELECT context #> '{vars,count}' FROM notiflow.executions WHERE id = 
           '3'::jsonb, 'the working context is stored with the execution');
 SELECT is((SELECT payload FROM notiflow.executions WHERE id = :tf),
           '{"items": [1, 2, 3]}'::jsonb, 'the trigger payload is kept as received');
+-- every value of a transform from the context before the node: "vars.a" sorts before "vars.bb"
+-- (jsonb: shorter keys first), and "vars.bb" saw it set, where "vars.b" would not have
+SELECT notiflow.put_workflow('tf_order', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "f", "type": "transform", "set": {"vars.bb": "[{{vars.a}}]", "vars.a": "one"}},
+    {"id": "g", "type": "transform", "set": {"vars.c": "[{{vars.a}}]"}},
+    {"id": "m", "type": "email", "subject": "{{vars.bb}} {{vars.c}}", "text": "x"}],
+  "edges": [{"from": "t", "to": "f"}, {"from": "f", "to": "g"}, {"from": "g", "to": "m"}]}');
+SELECT notiflow.trigger('tf_order', '{}', '"ann"') AS tfo \gset
+SELECT is((SELECT content ->> 'subject' FROM notiflow.deliveries WHERE execution_id = :tfo), '[] [one]',
+          'a transform''s values see the context before the node, whatever its keys'' order; the next node sees them');
 
 -- delay: until in the past completes at once; in the future waits; resume_due --
 SELECT notiflow.put_workflow('dl', '{"nodes": [

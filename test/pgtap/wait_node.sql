@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(52);
+SELECT plan(56);
 
 SELECT notiflow.put_provider('text', 'sms', 'twilio', '{"account_sid": "AC1", "auth_token": "t", "from": "+15550001111"}');
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -102,6 +102,18 @@ RESET notiflow.event_ttl;
 SELECT notiflow.trigger('ship', '{"order_id": "o6"}', '"ann"') AS o6 \gset
 SELECT is((SELECT received FROM notiflow.execution_waits WHERE execution_id = :o6), '{}'::jsonb,
           'an expired inbox event is not taken');
+
+-- an event that an open wait took is kept too: an execution that reaches a wait on the key later,
+-- within the TTL, takes it (the recipients of one fan-out reach their waits at different times;
+-- before, the later ones never got it and timed out)
+SELECT notiflow.trigger('ship', '{"order_id": "o7"}', '"ann"') AS o7a \gset
+SELECT is(notiflow.emit_event('payment.confirmed', 'o7', '{"amount": 70}'), 0, 'an event that an open wait takes');
+SELECT notiflow.trigger('ship', '{"order_id": "o7"}', '"ann"') AS o7b \gset
+SELECT is((SELECT received FROM notiflow.execution_waits WHERE execution_id = :o7b), '{"payment.confirmed": {"amount": 70}}'::jsonb,
+          'an execution that reaches a wait on the key afterwards takes it too');
+SELECT is(notiflow.emit_event('parcel.scanned', 'o7', '{"at": "13:00"}'), 2, 'and the next event completes both waits');
+SELECT is((SELECT string_agg(content ->> 'text', ',') FROM notiflow.deliveries WHERE execution_id IN (:o7a, :o7b) AND node_id = 'done'),
+          'paid 70, scanned at 13:00,paid 70, scanned at 13:00', 'each with both events');
 
 -- the execution's own delivery outcomes are events "<node>.<status>"
 SELECT notiflow.put_workflow('receipt', '{"nodes": [
