@@ -928,8 +928,9 @@ own_outcomes(Run *run, WorkflowNode *node, Jsonb *received)
 }
 
 /*
- * Runs a wait node: under the correlation key's lock, takes the events that
- * arrived early from the inbox; completes at once when they are all there,
+ * Runs a wait node: under the correlation key's lock, takes the events of the
+ * key from the inbox (those emitted within notiflow.event_ttl that the
+ * execution has not taken yet); completes at once when they are all there,
  * otherwise records the wait (emit_event completes it, the timer times it out).
  */
 static void
@@ -937,6 +938,7 @@ node_wait(Run *run, WorkflowNode *node)
 {
 	char	   *key;
 	Jsonb	   *received;
+	Datum		inbox_ids;
 	TimestampTz deadline = 0;
 	bool		complete;
 
@@ -956,14 +958,14 @@ node_wait(Run *run, WorkflowNode *node)
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("correlation key \"%s\" is held by another transaction", key),
 				 errdetail("Execution %lld is left for a later round.", (long long) run->exec.id)));
-	received = own_outcomes(run, node, wait_repo_take_inbox(key, node->wait_events));
+	received = own_outcomes(run, node, wait_repo_take_inbox(key, node->wait_events, run->exec.id, &inbox_ids));
 	complete = wait_complete(node, received);
 	if (node->wait_timeout != NULL)
 		deadline = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
 														   TimestampTzGetDatum(GetCurrentTimestamp()),
 														   IntervalPGetDatum(node->wait_timeout)));
 	wait_repo_insert(run->exec.id, node->id, key, node->wait_events, received,
-					 complete ? "completed" : "waiting", deadline);
+					 complete ? "completed" : "waiting", deadline, inbox_ids);
 	if (complete)
 	{
 		wait_finish(run, node, "completed", received, 0, 0);

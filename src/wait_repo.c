@@ -17,24 +17,28 @@ static SpiStatement lock_stmt = {
 };
 
 /*
- * An early event is not consumed by the first wait that takes it: every
- * execution that reaches a wait on the key before the event expires takes it
- * (the executions of one trigger_many, one per recipient, wait on the same
- * order), as every wait open on the key when an event comes gets it.
+ * An event is not consumed by the first wait that takes it: every execution
+ * that reaches a wait on the key before the event expires takes it (the
+ * executions of one trigger_many, one per recipient, wait on the same
+ * order), as every wait open on the key when an event comes gets it.  But an
+ * execution takes each event once: not again at a second wait on the same
+ * name ($3, its waits' inbox_ids).
  */
 static SpiStatement take_stmt = {
-	"SELECT coalesce(jsonb_object_agg(name, data), '{}')"
-	"  FROM (SELECT DISTINCT ON (name) name, data FROM notiflow.event_inbox"
-	"         WHERE correlation_key = $1 AND name = ANY ($2) AND expires_at > now()"
-	"         ORDER BY name, id) e",
-	2, {TEXTOID, TEXTARRAYOID}
+	"SELECT coalesce(jsonb_object_agg(name, data), '{}'), coalesce(array_agg(id), '{}')"
+	"  FROM (SELECT DISTINCT ON (i.name) i.name, i.data, i.id FROM notiflow.event_inbox i"
+	"         WHERE i.correlation_key = $1 AND i.name = ANY ($2) AND i.expires_at > now()"
+	"           AND NOT EXISTS (SELECT FROM notiflow.execution_waits w"
+	"                            WHERE w.execution_id = $3 AND i.id = ANY (w.inbox_ids))"
+	"         ORDER BY i.name, i.id) e",
+	3, {TEXTOID, TEXTARRAYOID, INT8OID}
 };
 
 static SpiStatement insert_stmt = {
 	"INSERT INTO notiflow.execution_waits"
-	"       (execution_id, node_id, correlation_key, events, received, status, deadline, finished_at)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 = 'waiting' THEN NULL ELSE now() END)",
-	7, {INT8OID, TEXTOID, TEXTOID, TEXTARRAYOID, JSONBOID, TEXTOID, TIMESTAMPTZOID}
+	"       (execution_id, node_id, correlation_key, events, received, status, deadline, finished_at, inbox_ids)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 = 'waiting' THEN NULL ELSE now() END, $8)",
+	8, {INT8OID, TEXTOID, TEXTOID, TEXTARRAYOID, JSONBOID, TEXTOID, TIMESTAMPTZOID, INT8ARRAYOID}
 };
 
 static SpiStatement settle_stmt = {
@@ -87,24 +91,25 @@ wait_repo_try_lock_key(const char *key)
 	return DatumGetBool(spi_value(0, 1, &isnull)) && !isnull;
 }
 
-/* Reads the inbox events of a key (they stay for other waits). */
+/* Reads the inbox events of a key (they stay for other waits); *inbox_ids their ids. */
 Jsonb *
-wait_repo_take_inbox(const char *key, List *names)
+wait_repo_take_inbox(const char *key, List *names, int64 execution_id, Datum *inbox_ids)
 {
-	Datum		args[2] = {CStringGetTextDatum(key), names_array(names)};
+	Datum		args[3] = {CStringGetTextDatum(key), names_array(names), Int64GetDatum(execution_id)};
 	bool		isnull;
 
 	spi_run(&take_stmt, args, NULL, false, 0, SPI_OK_SELECT);
+	*inbox_ids = PointerGetDatum(DatumGetArrayTypePCopy(spi_value(0, 2, &isnull)));
 	return DatumGetJsonbPCopy(spi_value(0, 1, &isnull));
 }
 
-/* Records a wait. */
+/* Records a wait, with the ids of the inbox events it took. */
 void
 wait_repo_insert(int64 execution_id, const char *node_id, const char *key, List *names,
-				 Jsonb *received, const char *status, TimestampTz deadline)
+				 Jsonb *received, const char *status, TimestampTz deadline, Datum inbox_ids)
 {
-	Datum		args[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	args[0] = Int64GetDatum(execution_id);
 	args[1] = CStringGetTextDatum(node_id);
@@ -113,6 +118,7 @@ wait_repo_insert(int64 execution_id, const char *node_id, const char *key, List 
 	args[4] = JsonbPGetDatum(received);
 	args[5] = CStringGetTextDatum(status);
 	args[6] = TimestampTzGetDatum(deadline);
+	args[7] = inbox_ids;
 	if (deadline == 0)
 		nulls[6] = 'n';
 	spi_run(&insert_stmt, args, nulls, false, 0, SPI_OK_INSERT);

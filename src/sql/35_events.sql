@@ -25,6 +25,8 @@ CREATE TABLE notiflow.execution_waits (
     deadline        timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz,
+    -- the inbox events (event_inbox.id) this wait took: an execution takes each at most once
+    inbox_ids       bigint[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (execution_id, node_id)
 );
 CREATE INDEX execution_waits_key ON notiflow.execution_waits (correlation_key) WHERE status = 'waiting';
@@ -42,7 +44,7 @@ CREATE TABLE notiflow.event_inbox (
 CREATE INDEX event_inbox_key ON notiflow.event_inbox (correlation_key, name, id);
 CREATE INDEX event_inbox_expires ON notiflow.event_inbox (expires_at);
 COMMENT ON TABLE notiflow.event_inbox IS
-    'Events that arrived before any execution waited for them; kept for notiflow.event_ttl, for every execution that reaches a wait on the key meanwhile.';
+    'Every event emitted for a correlation key, kept for notiflow.event_ttl: each execution that reaches a wait on the key meanwhile takes it once.';
 
 -- The advisory lock that serialises everything about one correlation key (the engine's timer
 -- tries it without waiting: wait_repo.c).
@@ -73,6 +75,7 @@ DECLARE
     w        record;
     wr       notiflow.execution_waits;
     resumed  integer := 0;
+    event_id bigint;
     got      jsonb;
     st       text;
 BEGIN
@@ -84,6 +87,14 @@ BEGIN
     END IF;
 
     PERFORM notiflow.lock_correlation_key(correlation_key);
+    -- kept also when open waits take it: an execution that reaches a wait on the key later,
+    -- within the TTL, takes it too (the recipients of one fan-out reach their waits at
+    -- different times; kept only when no wait was open, the later ones never got it).  The
+    -- waits that take it now note its id, so that their executions do not take it again.
+    INSERT INTO notiflow.event_inbox (name, correlation_key, data, expires_at)
+    VALUES (name, correlation_key, coalesce(data, '{}'),
+            now() + coalesce(current_setting('notiflow.event_ttl', true), '1 hour')::interval)
+    RETURNING id INTO event_id;
     -- the waits of executions that ended (cancelled, failed) stay 'waiting': they are left out
     -- here without a lock (an execution never leaves those states), and again below under it
     FOR w IN SELECT x.execution_id, x.node_id FROM notiflow.execution_waits x
@@ -106,22 +117,16 @@ BEGIN
         CONTINUE WHEN wr.received ? name;       -- the first event of a name counts
         got := wr.received || jsonb_build_object(name, coalesce(data, '{}'));
         IF (SELECT bool_and(got ? ev) FROM unnest(wr.events) ev) THEN
-            UPDATE notiflow.execution_waits x SET received = got, status = 'completed', finished_at = now()
+            UPDATE notiflow.execution_waits x
+               SET received = got, inbox_ids = x.inbox_ids || event_id, status = 'completed', finished_at = now()
              WHERE x.execution_id = wr.execution_id AND x.node_id = wr.node_id;
             PERFORM notiflow.resume_execution(wr.execution_id);
             resumed := resumed + 1;
         ELSE
-            UPDATE notiflow.execution_waits x SET received = got
+            UPDATE notiflow.execution_waits x SET received = got, inbox_ids = x.inbox_ids || event_id
              WHERE x.execution_id = wr.execution_id AND x.node_id = wr.node_id;
         END IF;
     END LOOP;
-
-    -- kept also when open waits took it: an execution that reaches a wait on the key later,
-    -- within the TTL, takes it too (the recipients of one fan-out reach their waits at
-    -- different times; kept only when no wait was open, the later ones never got it)
-    INSERT INTO notiflow.event_inbox (name, correlation_key, data, expires_at)
-    VALUES (name, correlation_key, coalesce(data, '{}'),
-            now() + coalesce(current_setting('notiflow.event_ttl', true), '1 hour')::interval);
     RETURN resumed;
 END;
 $$;
@@ -139,7 +144,7 @@ AS $$
                      LIMIT max_rows FOR UPDATE SKIP LOCKED)
 $$;
 
--- Delivers an event to the executions waiting for it, or keeps it in the inbox.
+-- Delivers an event to the executions waiting for it, and keeps it in the inbox for those that wait later.
 CREATE FUNCTION notiflow.emit_event(name text, correlation_key text, data jsonb DEFAULT '{}')
 RETURNS integer
 LANGUAGE plpgsql
@@ -171,4 +176,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION notiflow.emit_event(text, text, jsonb) IS
-    'Hands an event to the executions waiting for it (returns how many it completed and resumed); kept in the inbox for notiflow.event_ttl when none waits yet.';
+    'Hands an event to the executions waiting for it (returns how many it completed and resumed); kept in the inbox for notiflow.event_ttl, for the executions that reach a wait on the key later (each takes it once).';

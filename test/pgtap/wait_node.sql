@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(56);
+SELECT plan(61);
 
 SELECT notiflow.put_provider('text', 'sms', 'twilio', '{"account_sid": "AC1", "auth_token": "t", "from": "+15550001111"}');
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -114,6 +114,25 @@ SELECT is((SELECT received FROM notiflow.execution_waits WHERE execution_id = :o
 SELECT is(notiflow.emit_event('parcel.scanned', 'o7', '{"at": "13:00"}'), 2, 'and the next event completes both waits');
 SELECT is((SELECT string_agg(content ->> 'text', ',') FROM notiflow.deliveries WHERE execution_id IN (:o7a, :o7b) AND node_id = 'done'),
           'paid 70, scanned at 13:00,paid 70, scanned at 13:00', 'each with both events');
+-- but an execution takes each event once: a second wait on the same name waits for the next one,
+-- whether the first wait took the event while open or from the inbox
+SELECT notiflow.put_workflow('twice', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "w1", "type": "wait", "events": ["updated"], "key": "{{payload.id}}"},
+    {"id": "w2", "type": "wait", "events": ["updated"], "key": "{{payload.id}}"},
+    {"id": "done", "type": "sms", "text": "{{steps.w1.events.updated.n}} then {{steps.w2.events.updated.n}}"}],
+  "edges": [{"from": "t", "to": "w1"}, {"from": "w1", "to": "w2", "on": "completed"},
+            {"from": "w2", "to": "done", "on": "completed"}]}');
+SELECT notiflow.trigger('twice', '{"id": "u1"}', '"ann"') AS u1 \gset
+SELECT is(notiflow.emit_event('updated', 'u1', '{"n": 1}'), 1, 'twice: the first event completes the first wait');
+SELECT is((SELECT string_agg(node_id || ' ' || status, ',' ORDER BY node_id) FROM notiflow.execution_waits WHERE execution_id = :u1),
+          'w1 completed,w2 waiting', 'twice: the second wait does not take the same event from the inbox');
+SELECT is(notiflow.emit_event('updated', 'u1', '{"n": 2}'), 1, 'twice: the next event completes it');
+SELECT is((SELECT content ->> 'text' FROM notiflow.deliveries WHERE execution_id = :u1), '1 then 2', 'twice: each wait got its own event');
+SELECT notiflow.emit_event('updated', 'u2', '{"n": 1}');
+SELECT notiflow.trigger('twice', '{"id": "u2"}', '"ann"') AS u2 \gset
+SELECT is((SELECT string_agg(node_id || ' ' || status, ',' ORDER BY node_id) FROM notiflow.execution_waits WHERE execution_id = :u2),
+          'w1 completed,w2 waiting', 'twice: an early event completes the first wait only');
 
 -- the execution's own delivery outcomes are events "<node>.<status>"
 SELECT notiflow.put_workflow('receipt', '{"nodes": [
