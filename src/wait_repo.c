@@ -22,15 +22,19 @@ static SpiStatement lock_stmt = {
  * executions of one trigger_many, one per recipient, wait on the same
  * order), as every wait open on the key when an event comes gets it.  But an
  * execution takes each event once: not again at a second wait on the same
- * name ($3, its waits' inbox_ids).
+ * name ($3, its waits' inbox_ids).  One descent of event_inbox_key per name
+ * (the names of a wait are distinct), which stops at the first event it
+ * takes: a busy key keeps every event of the last notiflow.event_ttl.
  */
 static SpiStatement take_stmt = {
-	"SELECT coalesce(jsonb_object_agg(name, data), '{}'), coalesce(array_agg(id), '{}')"
-	"  FROM (SELECT DISTINCT ON (i.name) i.name, i.data, i.id FROM notiflow.event_inbox i"
-	"         WHERE i.correlation_key = $1 AND i.name = ANY ($2) AND i.expires_at > now()"
+	"SELECT coalesce(jsonb_object_agg(n.name, e.data), '{}'), coalesce(array_agg(e.id), '{}')"
+	"  FROM unnest($2::text[]) AS n(name)"
+	" CROSS JOIN LATERAL"
+	"       (SELECT i.id, i.data FROM notiflow.event_inbox i"
+	"         WHERE i.correlation_key = $1 AND i.name = n.name AND i.expires_at > now()"
 	"           AND NOT EXISTS (SELECT FROM notiflow.execution_waits w"
 	"                            WHERE w.execution_id = $3 AND i.id = ANY (w.inbox_ids))"
-	"         ORDER BY i.name, i.id) e",
+	"         ORDER BY i.id LIMIT 1) e",
 	3, {TEXTOID, TEXTARRAYOID, INT8OID}
 };
 
