@@ -958,7 +958,8 @@ node_wait(Run *run, WorkflowNode *node)
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("correlation key \"%s\" is held by another transaction", key),
 				 errdetail("Execution %lld is left for a later round.", (long long) run->exec.id)));
-	received = own_outcomes(run, node, wait_repo_take_inbox(key, node->wait_events, run->exec.id, &inbox_ids));
+	received = own_outcomes(run, node, wait_repo_take_inbox(key, node->wait_events, run->exec.id,
+																 node->wait_before, &inbox_ids));
 	complete = wait_complete(node, received);
 	if (node->wait_timeout != NULL)
 		deadline = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,

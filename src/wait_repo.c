@@ -21,8 +21,10 @@ static SpiStatement lock_stmt = {
  * that reaches a wait on the key before the event expires takes it (the
  * executions of one trigger_many, one per recipient, wait on the same
  * order), as every wait open on the key when an event comes gets it.  But an
- * execution takes each event once: not again at a second wait on the same
- * name ($3, its waits' inbox_ids).  One descent of event_inbox_key per name
+ * execution takes each event once along a path: a wait does not take one
+ * that a wait it is reached from ($4) took ($3, their inbox_ids); waits on
+ * parallel branches each take it, as they do when it comes while they are
+ * open.  One descent of event_inbox_key per name
  * (the names of a wait are distinct), which stops at the first event it
  * takes: a busy key keeps every event of the last notiflow.event_ttl.
  */
@@ -33,9 +35,10 @@ static SpiStatement take_stmt = {
 	"       (SELECT i.id, i.data FROM notiflow.event_inbox i"
 	"         WHERE i.correlation_key = $1 AND i.name = n.name AND i.expires_at > now()"
 	"           AND NOT EXISTS (SELECT FROM notiflow.execution_waits w"
-	"                            WHERE w.execution_id = $3 AND i.id = ANY (w.inbox_ids))"
+	"                            WHERE w.execution_id = $3 AND w.node_id = ANY ($4)"
+	"                              AND i.id = ANY (w.inbox_ids))"
 	"         ORDER BY i.id LIMIT 1) e",
-	3, {TEXTOID, TEXTARRAYOID, INT8OID}
+	4, {TEXTOID, TEXTARRAYOID, INT8OID, TEXTARRAYOID}
 };
 
 static SpiStatement insert_stmt = {
@@ -97,9 +100,11 @@ wait_repo_try_lock_key(const char *key)
 
 /* Reads the inbox events of a key (they stay for other waits); *inbox_ids their ids. */
 Jsonb *
-wait_repo_take_inbox(const char *key, List *names, int64 execution_id, Datum *inbox_ids)
+wait_repo_take_inbox(const char *key, List *names, int64 execution_id, List *waits_before,
+					 Datum *inbox_ids)
 {
-	Datum		args[3] = {CStringGetTextDatum(key), names_array(names), Int64GetDatum(execution_id)};
+	Datum		args[4] = {CStringGetTextDatum(key), names_array(names), Int64GetDatum(execution_id),
+	names_array(waits_before)};
 	bool		isnull;
 
 	spi_run(&take_stmt, args, NULL, false, 0, SPI_OK_SELECT);

@@ -14,12 +14,14 @@ extern void wait_repo_lock_key(const char *key);
 extern bool wait_repo_try_lock_key(const char *key);
 
 /*
- * Returns the oldest live inbox event of each of the names that the
- * execution has not taken yet: an object {name: data}, and in *inbox_ids
- * their ids (an int8[], for wait_repo_insert).  The events stay in the
- * inbox, for the waits of other executions reached before they expire.
+ * Returns the oldest live inbox event of each of the names that none of the
+ * execution's waits_before (ids of the wait nodes this one is reached from)
+ * took: an object {name: data}, and in *inbox_ids their ids (an int8[], for
+ * wait_repo_insert).  The events stay in the inbox, for the other waits
+ * reached before they expire.
  */
-extern Jsonb *wait_repo_take_inbox(const char *key, List *names, int64 execution_id, Datum *inbox_ids);
+extern Jsonb *wait_repo_take_inbox(const char *key, List *names, int64 execution_id, List *waits_before,
+								   Datum *inbox_ids);
 
 /* Records a wait (status waiting or completed) and the inbox events it took. */
 extern void wait_repo_insert(int64 execution_id, const char *node_id, const char *key, List *names,

@@ -890,6 +890,30 @@ mark_reachable(WorkflowDefinition *def, int n, bool *seen)
 		mark_reachable(def, def->edges[def->nodes[n].out[i]].to, seen);
 }
 
+/*
+ * Notes on each wait node the wait nodes it is reached from (an event one of
+ * them took is not taken again by the next: wait_repo.c); waits on parallel
+ * branches are not on each other's lists, and each takes an event.
+ */
+static void
+note_waits_before(WorkflowDefinition *def)
+{
+	bool	   *seen = palloc(sizeof(bool) * def->n_nodes);
+
+	for (int v = 0; v < def->n_nodes; v++)
+	{
+		if (def->nodes[v].type != NODE_WAIT)
+			continue;
+		memset(seen, 0, sizeof(bool) * def->n_nodes);
+		for (int i = 0; i < def->nodes[v].n_out; i++)
+			mark_reachable(def, def->edges[def->nodes[v].out[i]].to, seen);
+		for (int w = 0; w < def->n_nodes; w++)
+			if (seen[w] && w != v && def->nodes[w].type == NODE_WAIT)
+				def->nodes[w].wait_before = lappend(def->nodes[w].wait_before, def->nodes[v].id);
+	}
+	pfree(seen);
+}
+
 /* Checks the graph: no cycle, every node reachable from the trigger. */
 static void
 check_graph(CompileState *st)
@@ -916,6 +940,8 @@ check_graph(CompileState *st)
 		if (!seen[i] && def->nodes[i].id != NULL)
 			add_problem(st, psprintf("nodes[%d]", i),
 						"node \"%s\" is unreachable from the trigger", def->nodes[i].id);
+	if (cycle_node < 0)
+		note_waits_before(def);
 }
 
 WorkflowDefinition *

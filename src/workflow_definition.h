@@ -84,6 +84,7 @@ typedef struct WorkflowNode
 	List	   *wait_events;	/* char * */
 	Template   *wait_key;
 	Interval   *wait_timeout;	/* NULL: no timeout */
+	List	   *wait_before;	/* char *: ids of the wait nodes it is reached from */
 
 	/* outgoing edges (indexes into WorkflowDefinition.edges) */
 	int			n_out;

@@ -87,10 +87,10 @@ BEGIN
     END IF;
 
     PERFORM notiflow.lock_correlation_key(correlation_key);
-    -- kept also when open waits take it: an execution that reaches a wait on the key later,
-    -- within the TTL, takes it too (the recipients of one fan-out reach their waits at
-    -- different times; kept only when no wait was open, the later ones never got it).  The
-    -- waits that take it now note its id, so that their executions do not take it again.
+    -- Every event is kept for the TTL, also when open waits take it: an execution that
+    -- reaches a wait on the key later takes it too (the recipients of one fan-out reach
+    -- their waits at different times).  The waits that take it now note its id, so that
+    -- the waits reached from them in the same execution do not take it again (wait_repo.c).
     INSERT INTO notiflow.event_inbox (name, correlation_key, data, expires_at)
     VALUES (name, correlation_key, coalesce(data, '{}'),
             now() + coalesce(current_setting('notiflow.event_ttl', true), '1 hour')::interval)

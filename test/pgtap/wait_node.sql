@@ -4,7 +4,7 @@
 \set QUIET 1
 SET client_min_messages = warning;
 BEGIN;
-SELECT plan(61);
+SELECT plan(63);
 
 SELECT notiflow.put_provider('text', 'sms', 'twilio', '{"account_sid": "AC1", "auth_token": "t", "from": "+15550001111"}');
 SELECT notiflow.put_provider('mail', 'email', 'sendgrid', '{"api_key": "k", "from": "shop@example.com"}');
@@ -133,6 +133,18 @@ SELECT notiflow.emit_event('updated', 'u2', '{"n": 1}');
 SELECT notiflow.trigger('twice', '{"id": "u2"}', '"ann"') AS u2 \gset
 SELECT is((SELECT string_agg(node_id || ' ' || status, ',' ORDER BY node_id) FROM notiflow.execution_waits WHERE execution_id = :u2),
           'w1 completed,w2 waiting', 'twice: an early event completes the first wait only');
+-- waits on parallel branches each take an event: when it comes early as when it comes while they wait
+SELECT notiflow.put_workflow('both', '{"nodes": [
+    {"id": "t", "type": "trigger"},
+    {"id": "wa", "type": "wait", "events": ["updated"], "key": "{{payload.id}}"},
+    {"id": "wb", "type": "wait", "events": ["updated"], "key": "{{payload.id}}"}],
+  "edges": [{"from": "t", "to": "wa"}, {"from": "t", "to": "wb"}]}');
+SELECT notiflow.emit_event('updated', 'p1', '{"n": 1}');
+SELECT notiflow.trigger('both', '{"id": "p1"}', '"ann"') AS p1 \gset
+SELECT is((SELECT string_agg(node_id || ' ' || status, ',' ORDER BY node_id) FROM notiflow.execution_waits WHERE execution_id = :p1),
+          'wa completed,wb completed', 'parallel waits: an early event completes both');
+SELECT notiflow.trigger('both', '{"id": "p2"}', '"ann"') AS p2 \gset
+SELECT is(notiflow.emit_event('updated', 'p2', '{"n": 2}'), 2, 'parallel waits: an event while both wait completes both');
 
 -- the execution's own delivery outcomes are events "<node>.<status>"
 SELECT notiflow.put_workflow('receipt', '{"nodes": [

@@ -336,7 +336,8 @@ sql "SELECT notiflow.unsubscribe_kafka('payments')" >/dev/null
 
 # --- 7b. a burst of events: one subtransaction per batch, not one or more per message ------------------
 # 50 executions wait for "go" on keys b-1..b-50; 300 events wait in the topic before the consumer starts:
-# 50 complete those waits (and resume their executions), 250 go to the inbox.  Each transaction id a
+# 50 complete those waits (and resume their executions); all 300 are kept in the inbox (250 of them early,
+# for keys x-1..x-250).  Each transaction id a
 # (sub)transaction takes is counted: one per subtransaction that writes, and a backend keeps only 64 per
 # transaction (past that every snapshot in the cluster reads pg_subtrans).  Before, each event took
 # two (three when it resumed an execution): 650 here.
