@@ -929,8 +929,8 @@ own_outcomes(Run *run, WorkflowNode *node, Jsonb *received)
 
 /*
  * Runs a wait node: under the correlation key's lock, takes the events of the
- * key from the inbox (those emitted within notiflow.event_ttl that the
- * execution has not taken yet); completes at once when they are all there,
+ * key from the inbox (those emitted within notiflow.event_ttl that no wait
+ * this one is reached from took); completes at once when they are all there,
  * otherwise records the wait (emit_event completes it, the timer times it out).
  */
 static void

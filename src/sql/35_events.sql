@@ -25,7 +25,7 @@ CREATE TABLE notiflow.execution_waits (
     deadline        timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     finished_at     timestamptz,
-    -- the inbox events (event_inbox.id) this wait took: an execution takes each at most once
+    -- the inbox events (event_inbox.id) this wait took: the waits reached from it do not take them again
     inbox_ids       bigint[] NOT NULL DEFAULT '{}',
     PRIMARY KEY (execution_id, node_id)
 );
@@ -44,7 +44,7 @@ CREATE TABLE notiflow.event_inbox (
 CREATE INDEX event_inbox_key ON notiflow.event_inbox (correlation_key, name, id);
 CREATE INDEX event_inbox_expires ON notiflow.event_inbox (expires_at);
 COMMENT ON TABLE notiflow.event_inbox IS
-    'Every event emitted for a correlation key, kept for notiflow.event_ttl: each execution that reaches a wait on the key meanwhile takes it once.';
+    'Every event emitted for a correlation key, kept for notiflow.event_ttl: each execution that reaches a wait on the key meanwhile takes it, once along a path.';
 
 -- The advisory lock that serialises everything about one correlation key (the engine's timer
 -- tries it without waiting: wait_repo.c).
