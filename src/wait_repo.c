@@ -24,9 +24,9 @@ static SpiStatement lock_stmt = {
  * execution takes each event once along a path: a wait does not take one
  * that a wait it is reached from ($4) took ($3, their inbox_ids); waits on
  * parallel branches each take it, as they do when it comes while they are
- * open.  One descent of event_inbox_key per name
- * (the names of a wait are distinct), which stops at the first event it
- * takes: a busy key keeps every event of the last notiflow.event_ttl.
+ * open.  One descent of event_inbox_key per name (the names of a wait are
+ * distinct), which stops at the first event it may take: a busy key keeps
+ * every event of the last notiflow.event_ttl.
  */
 static SpiStatement take_stmt = {
 	"SELECT coalesce(jsonb_object_agg(n.name, e.data), '{}'), coalesce(array_agg(e.id), '{}')"
@@ -103,10 +103,13 @@ Jsonb *
 wait_repo_take_inbox(const char *key, List *names, int64 execution_id, List *waits_before,
 					 Datum *inbox_ids)
 {
-	Datum		args[4] = {CStringGetTextDatum(key), names_array(names), Int64GetDatum(execution_id),
-	names_array(waits_before)};
+	Datum		args[4];
 	bool		isnull;
 
+	args[0] = CStringGetTextDatum(key);
+	args[1] = names_array(names);
+	args[2] = Int64GetDatum(execution_id);
+	args[3] = names_array(waits_before);
 	spi_run(&take_stmt, args, NULL, false, 0, SPI_OK_SELECT);
 	*inbox_ids = PointerGetDatum(DatumGetArrayTypePCopy(spi_value(0, 2, &isnull)));
 	return DatumGetJsonbPCopy(spi_value(0, 1, &isnull));

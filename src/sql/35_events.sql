@@ -176,4 +176,4 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION notiflow.emit_event(text, text, jsonb) IS
-    'Hands an event to the executions waiting for it (returns how many it completed and resumed); kept in the inbox for notiflow.event_ttl, for the executions that reach a wait on the key later (each takes it once).';
+    'Hands an event to the executions waiting for it (returns how many it completed and resumed); kept in the inbox for notiflow.event_ttl, for the executions that reach a wait on the key later (each takes it once along a path).';
