@@ -269,20 +269,25 @@ compile_jsonpath_field(CompileState *st, JsonbContainer *c, const char *key,
 }
 
 /*
- * Adds a problem at path when a new template has, outside any section, a tag
- * like "{{ #x }}": a variable named "#x", which the workflow's context never
- * has (see template_misplaced_sigil).  A stored version keeps running.
- * Partials are not checked: one may be included inside a section.
+ * Parses a template of a workflow's field at path; NULL with a problem when
+ * it does not parse.  A new one that has, outside any section, a tag like
+ * "{{ #x }}" is a problem too: a variable named "#x", which the workflow's
+ * context never has (see template_misplaced_sigil); a stored version keeps
+ * running.  Partials are not checked: one may be included inside a section.
  */
-static void
-check_template_sigils(CompileState *st, const Template *t, const char *path)
+static Template *
+compile_template(CompileState *st, const char *src, const char *path)
 {
+	char	   *error = NULL;
+	Template   *t = template_parse(src, &error);
 	char	   *name;
 
-	if (t == NULL || st->stored || (name = template_misplaced_sigil(t)) == NULL)
-		return;
-	add_problem(st, path, "invalid template: the tag of \"%s\" is a variable of that name, always empty here; "
-				"a tag's \"%c\" goes right after its opening delimiter", name, name[0]);
+	if (t == NULL)
+		add_problem(st, path, "invalid template: %s", error);
+	else if (!st->stored && (name = template_misplaced_sigil(t)) != NULL)
+		add_problem(st, path, "invalid template: the tag of \"%s\" is a variable of that name, always empty here; "
+					"a tag's \"%c\" goes right after its opening delimiter", name, name[0]);
+	return t;
 }
 
 /* Compiles a string field holding a Mustache template. */
@@ -291,16 +296,10 @@ compile_template_field(CompileState *st, JsonbContainer *c, const char *key,
 					   const char *path, bool required)
 {
 	char	   *src = compile_optional_string(st, c, key, path, required);
-	char	   *error = NULL;
-	Template   *t;
 
 	if (src == NULL)
 		return NULL;
-	t = template_parse(src, &error);
-	if (t == NULL)
-		add_problem(st, psprintf("%s.%s", path, key), "invalid template: %s", error);
-	check_template_sigils(st, t, psprintf("%s.%s", path, key));
-	return t;
+	return compile_template(st, src, psprintf("%s.%s", path, key));
 }
 
 /* Compiles an optional object whose values are all templates (push data, webhook body). */
@@ -326,7 +325,6 @@ compile_object_fields(CompileState *st, JsonbContainer *c, const char *key, cons
 	{
 		char	   *name;
 		char	   *src;
-		char	   *error = NULL;
 		ContentField *f;
 
 		if (tok != WJB_KEY)
@@ -341,10 +339,7 @@ compile_object_fields(CompileState *st, JsonbContainer *c, const char *key, cons
 		}
 		f = palloc(sizeof(ContentField));
 		f->name = name;
-		f->tmpl = template_parse(src, &error);
-		if (f->tmpl == NULL)
-			add_problem(st, psprintf("%s.%s.%s", path, key, name), "invalid template: %s", error);
-		check_template_sigils(st, f->tmpl, psprintf("%s.%s.%s", path, key, name));
+		f->tmpl = compile_template(st, src, psprintf("%s.%s.%s", path, key, name));
 		fields = lappend(fields, f);
 	}
 	return fields;
@@ -472,12 +467,7 @@ compile_transform(CompileState *st, WorkflowNode *node, JsonbContainer *c, const
 				add_problem(st, fpath, "invalid jsonpath: %s", error);
 		}
 		else if (src != NULL)
-		{
-			a->tmpl = template_parse(src, &error);
-			if (a->tmpl == NULL)
-				add_problem(st, fpath, "invalid template: %s", error);
-			check_template_sigils(st, a->tmpl, fpath);
-		}
+			a->tmpl = compile_template(st, src, fpath);
 		else
 			a->literal = JsonbValueToJsonb(&val);
 		node->assignments = lappend(node->assignments, a);
@@ -614,6 +604,7 @@ check_keys(CompileState *st, JsonbContainer *c, const char *path, const char *wh
 	{
 		char	   *key;
 		StringInfoData expected;
+		const char *hint;
 
 		if (tok != WJB_KEY)
 			continue;
@@ -625,11 +616,9 @@ check_keys(CompileState *st, JsonbContainer *c, const char *path, const char *wh
 			appendStringInfo(&expected, "%s%s", expected.len ? ", " : "", keys[i]);
 		for (int i = 0; more != NULL && more[i] != NULL; i++)
 			appendStringInfo(&expected, "%s%s", expected.len ? ", " : "", more[i]);
+		hint = to_hint != NULL && strcmp(key, "to") == 0 ? psprintf(" (%s)", to_hint) : "";
 		add_problem(st, psprintf("%s%s%s", path, path[0] ? "." : "", key),
-					"%s has no key \"%s\"; expected %s%s%s%s", what, key, expected.data,
-					to_hint != NULL && strcmp(key, "to") == 0 ? " (" : "",
-					to_hint != NULL && strcmp(key, "to") == 0 ? to_hint : "",
-					to_hint != NULL && strcmp(key, "to") == 0 ? ")" : "");
+					"%s has no key \"%s\"; expected %s%s", what, key, expected.data, hint);
 	}
 }
 

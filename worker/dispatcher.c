@@ -592,8 +592,8 @@ build_requests(List *prepared)
 		}
 		else
 		{
-			/* a token request goes to another service than the provider's */
-			if (f->req.unrated && f->token != NULL)
+			/* a preliminary request (a token) goes to another service than the provider's */
+			if (f->req.purpose != 0 && f->token != NULL)
 			{
 				f->token->unused = true;
 				f->rate = 0;

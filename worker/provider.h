@@ -46,9 +46,11 @@ typedef struct ProviderRequest
 	char	   *aws_sigv4;		/* e.g. "aws:amz:eu-west-1:ses": sign with SigV4 */
 	bool		url_from_data;	/* URL came from data: refuse private addresses */
 	int			purpose;		/* the adapter's own tag, seen again by classify
-								 * (e.g. "this is the token request"); 0 by default */
-	bool		unrated;		/* not a request to the provider's own API (a token
-								 * request): it takes none of its rate_per_second */
+								 * (e.g. "this is the token request"); 0 by default.
+								 * Not 0: a preliminary request to another service
+								 * than the provider's API (an access token): the
+								 * dispatcher keeps no excerpt of its answer, and it
+								 * takes none of the provider's rate_per_second */
 	char	   *log_body;		/* what logs and dead letters keep of the body when
 								 * it holds a secret; NULL: the body itself */
 	int			defer_ms;		/* set by build instead of a request when the delivery

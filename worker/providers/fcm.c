@@ -104,7 +104,6 @@ fcm_build_token_request(const DeliveryJob *job, Jsonb *account, ProviderRequest 
 							  jsonb_make_object(5, keys, values));
 
 	req->purpose = FCM_TOKEN_REQUEST;
-	req->unrated = true;
 	req->url = token_uri;
 	provider_add_header(req, "Content-Type", "application/x-www-form-urlencoded");
 	provider_form_add(&req->body, "grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer");
