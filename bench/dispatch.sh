@@ -885,16 +885,19 @@ done
 read -r f_med f_min f_max < <(stats "${FLOOR[@]}")
 read -r _ fc_min _ < <(stats "${FLOOR_CPU[@]}")
 NPROC=$(nproc)
-bound=$(awk -v n="$NPROC" -v h="$h_best" -v d="$fc_min" 'BEGIN { printf "%.0f", (h + d > 0) ? n * 1000000 / (h + d) : 0 }')
+# most H D: deliveries/s when each takes H µs of machine CPU for HTTP and D for the database
+most() { awk -v n="$NPROC" -v h="$1" -v d="$2" 'BEGIN { printf "%.0f", (h + d > 0) ? n * 1000000 / (h + d) : 0 }'; }
+bound=$(most "$h_best" "$fc_min")
+h_wc=${h_cfg%/*}    # W/C of the cheapest libcurl run
 say "  the most a dispatcher on libcurl could move on this machine: $bound deliveries/s, $(ratio "$bound" "$w_med") of the HTTP ceiling" \
     "($NPROC cores × 1,000,000 µs / ($h_best µs of machine CPU per request for libcurl alone and the double," \
-    "$(sed "s#/# × #" <<<"${h_cfg%/*}") in flight, + $fc_min µs per delivery for the database floor, $f_med deliveries/s [$f_min–$f_max]));" \
+    "${h_wc/\// × } in flight, + $fc_min µs per delivery for the database floor, $f_med deliveries/s [$f_min–$f_max]));" \
     "dispatch is $(ratio "$best_rate" "$bound") of that bound"
 # with an HTTP client as cheap as wrk itself, the same bound as a share of wrk is
 # 1 / (1 + floor / wrk's machine CPU per request): what the database work alone leaves
 read -r wm_med _ _ < <(stats "${WRK_MACHINE[@]}")
 say "  with an HTTP client as cheap as wrk ($wm_med µs of machine CPU per request, client and double):" \
-    "$(awk -v n="$NPROC" -v h="$wm_med" -v d="$fc_min" 'BEGIN { printf "%.0f", (h + d > 0) ? n * 1000000 / (h + d) : 0 }') deliveries/s," \
+    "$(most "$wm_med" "$fc_min") deliveries/s," \
     "$(awk -v h="$wm_med" -v d="$fc_min" 'BEGIN { printf "%.2f", (h + d > 0) ? h / (h + d) : 0 }') of the HTTP ceiling at most"
 say "- dispatcher RSS flat: $RSS_VERDICT"
 if [ "$PEER_ON" = 1 ]; then
